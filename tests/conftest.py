@@ -1,0 +1,86 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when a server is given) and the model.
+
+PostgreSQL tests need ``TEST_DATABASE_URL`` pointing at a server where the user may
+create databases (``.ci/run`` starts one on loopback). Without it they are skipped,
+unless ``RATIONALE_AUDIT_REQUIRE_POSTGRES=1`` makes that an error, as in CI.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from annotation_db import migrate
+from annotation_db.session import make_engine
+from generation.models import ResolvedModel, resolve_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url and os.environ.get("RATIONALE_AUDIT_REQUIRE_POSTGRES") == "1":
+        pytest.fail("RATIONALE_AUDIT_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A URL of a new, empty database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    admin_url = _postgres_admin_url()
+    if not admin_url:
+        pytest.skip("set TEST_DATABASE_URL to run the PostgreSQL variant")
+    name = f"ra_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def empty_engine(database_url) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(empty_engine) -> Engine:
+    """An engine on a database migrated to head with the real Alembic migrations."""
+    migrate.upgrade(empty_engine)
+    return empty_engine
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def bundled_model(model_cache) -> ResolvedModel:
+    """The bundled SmolLM2, dequantized once per test session into a private cache."""
+    return resolve_model("bundled:smollm2-135m-instruct", cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(bundled_model):
+    """One in-process vLLM engine on the bundled model for the whole session."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
+    from generation.engine import EngineOptions, load_vllm
+
+    llm = load_vllm(bundled_model, EngineOptions(max_model_len=2048, dtype="float32"))
+    yield llm
+    del llm
