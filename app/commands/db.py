@@ -9,7 +9,7 @@ from app.common import DbOption, user_errors
 
 app = typer.Typer(help="Create and migrate the annotation database (SQLite or PostgreSQL).",
                   no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
 
 def open_engine(db: str | None):

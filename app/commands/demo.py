@@ -18,7 +18,7 @@ from annotation_db.session import check_connection, database_url, make_engine, r
 from app.common import user_errors
 from generation.models import DEFAULT_MODEL, resolve_model
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
 
 class DemoConfig(CommandConfig):

@@ -11,7 +11,7 @@ from generation.models import DEFAULT_MODEL, MARKER, resolve_model, verify_prepa
 
 app = typer.Typer(help="Prepare the model that writes rationales (bundled, local or hub).",
                   no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
 ModelOption = typer.Option(
     DEFAULT_MODEL,
