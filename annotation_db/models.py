@@ -139,15 +139,21 @@ class Patient(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    cohort_id: int = Field(foreign_key="cohort.id", index=True, ondelete="CASCADE")
+    # No separate index on cohort_id: the (cohort_id, external_id) unique index serves it.
+    cohort_id: int = Field(foreign_key="cohort.id", ondelete="CASCADE")
     external_id: str = Field(max_length=64)
     split: str = Field(max_length=16)
     label: bool
     index_date: dt.date
     sex: str = Field(max_length=8)
+    birth_date: dt.date | None = None
     age_at_index: int
+    weight: float = Field(default=1.0, description="inverse sampling fraction")
+    # Patient-level facts; the dated items of the history are the evidence_item rows.
     history: dict = _json()
     rendered_text: str = Field(sa_type=Text)
+    # What happened after the index date (synthetic cohorts); never shown to a model.
+    outcome: dict | None = _json(nullable=True)
 
     def __repr__(self) -> str:
         return f"Patient(id={self.id}, external_id={self.external_id!r}, label={self.label})"
@@ -162,7 +168,8 @@ class EvidenceItem(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = Field(foreign_key="patient.id", index=True, ondelete="CASCADE")
+    # No separate index on patient_id: the (patient_id, evidence_id) unique index serves it.
+    patient_id: int = Field(foreign_key="patient.id", ondelete="CASCADE")
     evidence_id: str = Field(max_length=16, description="stable id such as E7")
     kind: str = Field(max_length=20)
     code: str | None = Field(default=None, max_length=32)
@@ -171,6 +178,7 @@ class EvidenceItem(SQLModel, table=True):
     date: dt.date | None = None
     value: str | None = Field(default=None, max_length=64)
     unit: str | None = Field(default=None, max_length=32)
+    role: str = Field(default="context", max_length=20)
 
     def __repr__(self) -> str:
         return f"EvidenceItem({self.evidence_id}, {self.kind}, {self.code})"

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from app.commands import db, demo, model
+from app.commands import cohort, db, demo, model
 
 app = typer.Typer(
     name="rationale-audit",
@@ -22,6 +22,7 @@ app = typer.Typer(
 
 app.add_typer(db.app, name="db")
 app.add_typer(model.app, name="model")
+app.add_typer(cohort.app, name="cohort")
 app.command("demo")(demo.demo)
 
 

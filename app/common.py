@@ -7,12 +7,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from annotation_db.cohorts import CohortError
 from annotation_db.provenance import ConfigError
 from annotation_db.session import DatabaseUnavailable
+from generation.importers import ImportRejected
 from generation.models import ModelSpecError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatabaseUnavailable, ModelSpecError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected,
+)
 
 err_console = Console(stderr=True)
 

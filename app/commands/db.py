@@ -4,7 +4,13 @@ import typer
 from rich.console import Console
 
 from annotation_db import migrate
-from annotation_db.session import check_connection, database_url, make_engine, redact
+from annotation_db.session import (
+    DatabaseUnavailable,
+    check_connection,
+    database_url,
+    make_engine,
+    redact,
+)
 from app.common import DbOption, user_errors
 
 app = typer.Typer(help="Create and migrate the annotation database (SQLite or PostgreSQL).",
@@ -12,10 +18,17 @@ app = typer.Typer(help="Create and migrate the annotation database (SQLite or Po
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
 
-def open_engine(db: str | None):
-    """An engine for the chosen database, checked to be reachable."""
+def open_engine(db: str | None, require_schema: bool = True):
+    """An engine for the chosen database, checked to be reachable and (by default) migrated."""
     engine = make_engine(database_url(db))
     check_connection(engine)
+    if require_schema:
+        now, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        if now != head:
+            state = "has no schema yet" if now is None else f"is at revision {now}, not {head}"
+            raise DatabaseUnavailable(
+                f"{redact(str(engine.url))} {state}; run `rationale-audit db upgrade` first"
+            )
     return engine
 
 
@@ -32,7 +45,7 @@ def upgrade(
         rationale-audit db upgrade
         DATABASE_URL=postgresql+psycopg://audit:pw@127.0.0.1/audit rationale-audit db upgrade
     """
-    engine = open_engine(db)
+    engine = open_engine(db, require_schema=False)
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     after = migrate.current_revision(engine)
@@ -52,7 +65,7 @@ def current(db: DbOption = None) -> None:
 
         rationale-audit db current
     """
-    engine = open_engine(db)
+    engine = open_engine(db, require_schema=False)
     now, head = migrate.current_revision(engine), migrate.head_revision(engine)
     where = redact(str(engine.url))
     if now is None:

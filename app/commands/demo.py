@@ -1,7 +1,8 @@
 """`rationale-audit demo`: the main job, end to end, on the embedded default.
 
 Stages so far: prepare the bundled model → create/migrate the SQLite database →
-check that vLLM generates with the prepared model. Later stages (cohort,
+seed a small synthetic cohort (kept on re-runs) → check that vLLM generates with the
+prepared model. Later stages (cohort,
 rationales, accounts, the annotation app) join this list as they are built.
 """
 
@@ -11,11 +12,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from sqlalchemy import select
+from sqlmodel import Session
 
 from annotation_db import migrate
+from annotation_db.cohorts import cohort_summary
+from annotation_db.models import Cohort
 from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
+from app.commands.cohort import store_generated
 from app.common import user_errors
+from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, resolve_model
 
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
@@ -28,6 +35,9 @@ class DemoConfig(CommandConfig):
     cache_dir: str | None = None
     db: str | None = None
     output_dir: str = "demo_output"
+    cohort_name: str = "demo"
+    cohort_n: int = 40
+    cohort_seed: int = 7
     check_engine: bool = True
     serve: bool = True
     host: str = "127.0.0.1"
@@ -77,6 +87,27 @@ def demo(
                                      "revision": migrate.current_revision(engine)}
     console.print(f"[green]✓[/] database {redact(str(engine.url))} at revision "
                   f"{summary['stages']['database']['revision']}", highlight=False)
+
+    with Session(engine) as session:
+        existing = session.execute(
+            select(Cohort).where(Cohort.name == cfg.cohort_name)).scalars().first()
+    if existing is None:
+        cohort_cfg = CohortConfig(name=cfg.cohort_name, n=cfg.cohort_n, seed=cfg.cohort_seed)
+        made = store_generated(engine, cohort_cfg, workers=1, quiet=True)
+        with Session(engine) as session:
+            summary["stages"]["cohort"] = {"name": cfg.cohort_name, "created": True,
+                                           "splits": cohort_summary(session, made["cohort_id"])}
+    else:
+        with Session(engine) as session:
+            summary["stages"]["cohort"] = {"name": cfg.cohort_name, "created": False,
+                                           "splits": cohort_summary(session, existing.id)}
+    splits = summary["stages"]["cohort"]["splits"]
+    console.print(
+        f"[green]✓[/] cohort {cfg.cohort_name!r}: "
+        + ", ".join(f"{s} {v['patients']} ({v['cases']} cases)" for s, v in splits.items())
+        + ("" if summary["stages"]["cohort"]["created"] else " (already there, reused)"),
+        highlight=False,
+    )
 
     if cfg.check_engine:
         from generation.engine import load_vllm, vllm_chat

