@@ -12,10 +12,12 @@ from annotation_db.provenance import ConfigError
 from annotation_db.session import DatabaseUnavailable
 from generation.importers import ImportRejected
 from generation.models import ModelSpecError
+from generation.prompts import PromptError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected,
+    ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
+    ConnectionError,
 )
 
 err_console = Console(stderr=True)

@@ -1,8 +1,8 @@
 """`rationale-audit demo`: the main job, end to end, on the embedded default.
 
 Stages so far: prepare the bundled model → create/migrate the SQLite database →
-seed a small synthetic cohort (kept on re-runs) → check that vLLM generates with the
-prepared model. Later stages (cohort,
+seed a small synthetic cohort (kept on re-runs) → write grounded rationales for some of
+its patients with vLLM (resumed on re-runs). Later stages (cohort,
 rationales, accounts, the annotation app) join this list as they are built.
 """
 
@@ -38,7 +38,7 @@ class DemoConfig(CommandConfig):
     cohort_name: str = "demo"
     cohort_n: int = 40
     cohort_seed: int = 7
-    check_engine: bool = True
+    generate_n: int = 8
     serve: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -51,8 +51,8 @@ def demo(
     cache_dir: str | None = typer.Option(None, help="Model cache directory (must exist)."),
     db: str | None = typer.Option(None, help="SQLite file (ignored when $DATABASE_URL is set)."),
     output_dir: str | None = typer.Option(None, help="Where the run's config and summary go."),
-    check_engine: bool | None = typer.Option(
-        None, "--check-engine/--no-check-engine", help="Generate a few tokens with vLLM."
+    generate_n: int | None = typer.Option(
+        None, help="Rationales to write with vLLM for the demo cohort (0 skips; default 8)."
     ),
     serve: bool | None = typer.Option(
         None, "--serve/--no-serve", help="Serve the annotation app when the stages are done."
@@ -67,7 +67,7 @@ def demo(
     """
     cfg = DemoConfig.load(
         config, model=model, cache_dir=cache_dir, db=db, output_dir=output_dir,
-        check_engine=check_engine, serve=serve,
+        generate_n=generate_n, serve=serve,
     )
     out = echo_config(cfg, cfg.output_dir, command="demo")
     summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
@@ -109,20 +109,23 @@ def demo(
         highlight=False,
     )
 
-    if cfg.check_engine:
-        from generation.engine import load_vllm, vllm_chat
+    if cfg.generate_n:
+        from generation.rationales import GenerateConfig, generate_rationales
 
-        with console.status("starting vLLM and generating a test answer"):
-            llm = load_vllm(resolved)
-            result = vllm_chat(
-                llm,
-                [[{"role": "user", "content": "Name one modifiable risk factor for dementia."}]],
-                max_tokens=24,
-            )
-        summary["stages"]["engine"] = {"answer": result.texts[0],
-                                       "tokens_per_second": round(result.tokens_per_second, 1)}
-        console.print(f"[green]✓[/] vLLM answered ({result.tokens_per_second:.0f} tok/s): "
-                      f"{result.texts[0].strip()!r}", highlight=False)
+        gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
+                                 model=cfg.model, cache_dir=cfg.cache_dir, gold_share=0.25,
+                                 batch_size=cfg.generate_n)
+        with console.status(f"writing {cfg.generate_n} rationales with vLLM"):
+            result = generate_rationales(engine, gen_cfg)
+        summary["stages"]["rationales"] = {
+            "run_id": result.run_id, "generated": result.generated, "failed": result.failed,
+            "already_done": result.skipped, "gold_copies": result.gold,
+            "tokens_per_second": round(result.tokens_per_second, 1)}
+        console.print(
+            f"[green]✓[/] rationales: run {result.run_id}, {result.generated} new "
+            f"({result.failed} failed), {result.skipped} already done, {result.gold} gold copies"
+            + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else ""),
+            highlight=False)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)

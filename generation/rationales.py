@@ -1,0 +1,326 @@
+"""Generation runs: write grounded rationales for a cohort selection, resumably.
+
+    rationale-audit generate --split train --n 500 --mode label-conditioned --format free
+
+A run is keyed by (cohort selection, model, prompt template and its hash, sampling
+parameters, seed): running the same command again finds the same run and generates only
+the patients that have no rationale yet. Each batch is written in one transaction and the
+database refuses a second rationale per (run, patient, variant), so a run killed at any
+point and started again ends with every patient exactly once.
+
+Per patient: the prompt's chat with the compact history → structured output restricted to
+the patient's evidence ids → pydantic validation → up to ``retries`` new attempts (higher
+temperature, new seed) → stored as ``ok`` with its grounding checks, or as ``failed`` with
+the raw text.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from annotation_db import cohorts as cohort_crud
+from annotation_db.models import GenerationRun, Patient, Rationale
+from annotation_db.models import PromptTemplate as PromptRow
+from annotation_db.provenance import CommandConfig
+from generation.backends import Backend, ChatRequest, SamplingConfig, make_backend
+from generation.engine import EngineOptions
+from generation.grounding import check_rationale
+from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
+from generation.mutator import flawed_copies
+from generation.prompts import PromptError, PromptTemplate, template_for
+from generation.rationale_schema import json_schema, parse_output
+
+
+class GenerateConfig(CommandConfig):
+    """Settings of `rationale-audit generate` (YAML keys are the field names)."""
+
+    cohort: str | None = Field(None, description="cohort name (default: the newest)")
+    split: Literal["train", "validation", "test", "all"] = "train"
+    n: int | None = Field(500, ge=1, description="first n patients of the split (None: all)")
+    mode: Literal["label-conditioned", "label-blind"] = "label-conditioned"
+    format: Literal["free", "stepwise"] = "free"
+    prompt_version: str = "1"
+    model: str = DEFAULT_MODEL
+    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
+    backend: Literal["vllm", "transformers"] = "vllm"
+    server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(384, ge=16, le=8192)
+    repetition_penalty: float = Field(1.05, ge=1, le=2)
+    retry_temperature: float = Field(0.7, ge=0, le=2)
+    retries: int = Field(2, ge=0, le=10)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1, le=4096)
+    history_budget: int = Field(1500, ge=100, description="tokens for the compact history")
+    max_model_len: int = Field(4096, ge=512)
+    gold_share: float = Field(0.0, ge=0, le=1, description="share of rationales given flawed "
+                                                           "gold copies")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p,
+                              max_tokens=self.max_tokens,
+                              repetition_penalty=self.repetition_penalty,
+                              retry_temperature=self.retry_temperature)
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    generated: int
+    skipped: int
+    failed: int
+    tokens: int
+    seconds: float
+    gold: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def _patient_seed(seed: int, patient_id: int, attempt: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{patient_id}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def register_prompt(session: Session, template: PromptTemplate) -> PromptRow:
+    row = session.execute(select(PromptRow).where(PromptRow.name == template.name,
+                                                  PromptRow.version == template.version)
+                          ).scalars().first()
+    if row is None:
+        row = PromptRow(name=template.name, version=template.version, mode=template.mode,
+                        format=template.format, body=template.body,
+                        content_hash=template.content_hash)
+        session.add(row)
+        session.flush()
+    elif row.content_hash != template.content_hash:
+        raise PromptError(f"prompt {template.id} changed since it was first used; give the "
+                          "edited template a new version")
+    return row
+
+
+def select_patients(session: Session, cohort_id: int, split: str, n: int | None) -> list[Patient]:
+    query = select(Patient).where(Patient.cohort_id == cohort_id)
+    if split != "all":
+        query = query.where(Patient.split == split)
+    query = query.order_by(Patient.id)
+    if n is not None:
+        query = query.limit(n)
+    return list(session.execute(query).scalars())
+
+
+def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
+            model: ResolvedModel, template: PromptTemplate) -> tuple[str, dict]:
+    selection = {"cohort_id": cohort_id, "split": cfg.split, "n": cfg.n,
+                 "patients_sha256": hashlib.sha256(json.dumps(patient_ids).encode()).hexdigest()}
+    key = {"selection": selection, "model": model.spec, "model_sha256": model.checksum,
+           "prompt": template.id, "prompt_sha256": template.content_hash,
+           "sampling": cfg.sampling().as_dict(), "seed": cfg.seed,
+           "history_budget": cfg.history_budget}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest(), selection
+
+
+def generate_rationales(
+    engine,
+    cfg: GenerateConfig,
+    *,
+    backend: Backend | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+) -> RunSummary:
+    """Generate (or finish generating) the rationales of one run; see the module doc."""
+    template = template_for(cfg.mode, cfg.format, cfg.prompt_version)
+    model = resolve_model(cfg.model, cache_dir=cfg.cache_dir)
+    params = cfg.sampling()
+    with Session(engine) as session:
+        cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
+                  else cohort_crud.latest_cohort(session))
+        patients = select_patients(session, cohort.id, cfg.split, cfg.n)
+        if not patients:
+            raise cohort_crud.CohortError(f"cohort {cohort.name!r} has no {cfg.split} patients")
+        key, selection = run_key(cohort.id, [p.id for p in patients], cfg, model, template)
+        prompt_row = register_prompt(session, template)
+        run = session.execute(select(GenerationRun).where(GenerationRun.content_hash == key)
+                              ).scalars().first()
+        if run is None:
+            run = GenerationRun(content_hash=key, cohort_id=cohort.id,
+                                prompt_template_id=prompt_row.id, model=model.spec,
+                                backend=backend.name if backend else
+                                ("server" if cfg.server_url else cfg.backend),
+                                selection=selection, sampling_params=params.as_dict(),
+                                seed=cfg.seed, status="running",
+                                stats={"tokens": 0, "seconds": 0.0, "failures": 0,
+                                       "attempts": 0, "sessions": 0})
+            session.add(run)
+        session.commit()
+        run_id = run.id
+        done = set(session.execute(select(Rationale.patient_id).where(
+            Rationale.run_id == run_id, Rationale.variant == "original")).scalars())
+        todo = [(p.id, cohort_crud.patient_record(session, p)) for p in patients
+                if p.id not in done]
+
+    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0)
+    if todo and backend is None:
+        backend = make_backend(cfg.backend, model, server_url=cfg.server_url,
+                               options=EngineOptions(max_model_len=cfg.max_model_len,
+                                                     seed=cfg.seed))
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start:start + cfg.batch_size]
+        started = time.perf_counter()
+        rows, tokens, attempts = _generate_batch(backend, batch, template, cfg, params, run_id)
+        seconds = time.perf_counter() - started
+        written = _store(engine, rows)
+        failures = sum(r.status == "failed" for r in written)
+        summary.generated += len(written)
+        summary.failed += failures
+        summary.tokens += tokens
+        summary.seconds += seconds
+        _add_stats(engine, run_id, tokens=tokens, seconds=seconds, failures=failures,
+                   attempts=attempts)
+        if on_progress:
+            on_progress(len(batch), tokens, seconds)
+    if cfg.gold_share > 0:
+        summary.gold = add_gold_copies(engine, run_id, cfg.gold_share, cfg.seed)
+    _finish(engine, run_id, sessions_increment=1 if todo else 0)
+    return summary
+
+
+def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
+                    cfg: GenerateConfig, params: SamplingConfig, run_id: int
+                    ) -> tuple[list[Rationale], int, int]:
+    states = {}
+    for patient_id, record in batch:
+        ids = [item["id"] for item in record["items"]]
+        states[patient_id] = {
+            "record": record, "ids": ids, "schema": json_schema(ids, cfg.format),
+            "messages": template.messages(record, history_budget=cfg.history_budget),
+            "attempts": 0, "output": None, "raw": "", "error": None,
+        }
+    tokens = attempts = 0
+    pending = list(states)
+    for attempt in range(cfg.retries + 1):
+        if not pending:
+            break
+        temperature = params.temperature if attempt == 0 else params.retry_temperature
+        requests = [ChatRequest(states[p]["messages"], states[p]["schema"],
+                                seed=_patient_seed(cfg.seed, p, attempt), temperature=temperature)
+                    for p in pending]
+        completions = backend.complete(requests, params)
+        still = []
+        for patient_id, completion in zip(pending, completions, strict=True):
+            state = states[patient_id]
+            state["attempts"] += 1
+            attempts += 1
+            tokens += completion.completion_tokens
+            output, error = parse_output(completion.text, state["ids"], cfg.format)
+            if output is None and completion.finish_reason == "length":
+                error = f"output cut off at max_tokens ({error})"
+            state.update(raw=completion.text, output=output, error=error)
+            if output is None:
+                still.append(patient_id)
+        pending = still
+
+    rows = []
+    for patient_id, state in states.items():
+        output = state["output"]
+        if output is None:
+            rows.append(Rationale(run_id=run_id, patient_id=patient_id, format=cfg.format,
+                                  status="failed", cited_evidence_ids=[], text="",
+                                  raw_output=state["raw"], attempts=state["attempts"],
+                                  grounding={"error": state["error"]}))
+            continue
+        cited = output.cited_ids()
+        report = check_rationale(output.text, cited, output.prediction, state["record"],
+                                 mode=cfg.mode)
+        steps = (None if isinstance(output.rationale, str)
+                 else [s.model_dump() for s in output.rationale])
+        rows.append(Rationale(run_id=run_id, patient_id=patient_id, format=cfg.format,
+                              status="ok", predicted_label=output.prediction == "yes",
+                              cited_evidence_ids=cited, text=output.text, steps=steps,
+                              raw_output=state["raw"], grounding=report.as_dict(),
+                              grounding_score=report.score, attempts=state["attempts"]))
+    return rows, tokens, attempts
+
+
+def _store(engine, rows: list[Rationale]) -> list[Rationale]:
+    """Write a batch in one transaction; rows another process wrote meanwhile are skipped."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            session.add_all(rows)
+            session.commit()
+        return rows
+    except IntegrityError:
+        written = []
+        for row in rows:
+            try:
+                with Session(engine, expire_on_commit=False) as session:
+                    session.add(Rationale.model_validate(row.model_dump(exclude={"id"})))
+                    session.commit()
+                written.append(row)
+            except IntegrityError:
+                continue
+        return written
+
+
+def _add_stats(engine, run_id: int, **increments) -> None:
+    with Session(engine) as session:
+        run = session.get(GenerationRun, run_id)
+        stats = dict(run.stats or {})
+        for key, value in increments.items():
+            stats[key] = round(stats.get(key, 0) + value, 3)
+        stats["tokens_per_second"] = round(stats["tokens"] / stats["seconds"], 1) if stats.get(
+            "seconds") else 0.0
+        run.stats = stats
+        session.add(run)
+        session.commit()
+
+
+def _finish(engine, run_id: int, sessions_increment: int) -> None:
+    with Session(engine) as session:
+        run = session.get(GenerationRun, run_id)
+        stats = dict(run.stats or {})
+        stats["sessions"] = stats.get("sessions", 0) + sessions_increment
+        run.stats = stats
+        run.status = "finished"
+        run.finished_at = dt.datetime.now(dt.UTC)
+        session.add(run)
+        session.commit()
+
+
+def add_gold_copies(engine, run_id: int, share: float, seed: int) -> int:
+    """Flawed copies (gold items) of a seeded random share of the run's ok rationales."""
+    rng = random.Random(seed)
+    made = 0
+    with Session(engine) as session:
+        originals = list(session.execute(select(Rationale).where(
+            Rationale.run_id == run_id, Rationale.variant == "original",
+            Rationale.status == "ok").order_by(Rationale.id)).scalars())
+        existing = set(session.execute(select(Rationale.parent_id).where(
+            Rationale.run_id == run_id, Rationale.is_gold)).scalars())
+        chosen = [r for r in originals if rng.random() < share and r.id not in existing]
+        for original in chosen:
+            patient = session.get(Patient, original.patient_id)
+            record = cohort_crud.patient_record(session, patient)
+            prediction = "yes" if original.predicted_label else "no"
+            for copy in flawed_copies(original.text, original.cited_evidence_ids, prediction,
+                                      record, seed=seed + original.id):
+                session.add(Rationale(
+                    run_id=run_id, patient_id=original.patient_id, variant=copy["variant"],
+                    parent_id=original.id, is_gold=True, format=original.format, status="ok",
+                    predicted_label=copy["prediction"] == "yes",
+                    cited_evidence_ids=original.cited_evidence_ids, text=copy["text"],
+                    steps=None, raw_output="", grounding=copy["grounding"],
+                    grounding_score=copy["grounding"]["score"]))
+                made += 1
+        session.commit()
+    return made
