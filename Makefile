@@ -29,8 +29,12 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(call install_project,cpu)
 	touch $@
 
+# irrCAC (the reference that our Gwet AC1/AC2 are tested against) pins scipy==1.12 and
+# would downgrade numpy below what vLLM needs; it runs fine on current releases, so it is
+# installed without its pins.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(call install_project,cpu$(comma)dev)
+	$(BIN)/python -m pip install -q --no-deps "irrCAC==0.4.4"
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo

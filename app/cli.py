@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from app.commands import cohort, db, demo, generate, model
+from app.commands import agreement, cohort, db, demo, generate, model
 
 app = typer.Typer(
     name="rationale-audit",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(model.app, name="model")
 app.add_typer(cohort.app, name="cohort")
+app.add_typer(agreement.app, name="agreement")
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 

@@ -207,3 +207,107 @@ def test_cohort_validate_writes_html_and_json(tmp_path, monkeypatch):
     html = (out / "report.html").read_text()
     for heading in ("Incidence", "hazard ratios", "Marginals", "integrity", "Discrimination"):
         assert heading in html
+
+
+def _ratings_csv(path, rows):
+    path.write_text("rater,item,dimension,score\n" + "".join(f"{','.join(map(str, r))}\n"
+                                                          for r in rows))
+    return path
+
+
+def test_agreement_report_from_a_csv_in_every_format(tmp_path):
+    rows = [(rater, f"i{item}", dim, 1 + (item + (rater == "b") * (item % 2)) % 5)
+            for rater in ("a", "b", "c") for item in range(12)
+            for dim in ("accuracy", "faithfulness")]
+    csv_path = _ratings_csv(tmp_path / "r.csv", rows)
+    for fmt in ("json", "md", "html"):
+        out = tmp_path / f"report.{fmt}"
+        result = runner.invoke(app, ["agreement", "report", "--ratings-csv", str(csv_path),
+                                     "--format", fmt, "--out", str(out), "--replicates", "200"])
+        assert result.exit_code == 0, result.output
+        assert "accuracy: α = " in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [d["dimension"] for d in report["dimensions"]] == ["accuracy", "faithfulness"]
+    assert report["reproducibility"]["bootstrap_replicates"] == 200
+    assert "P(α<0.667)" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") >= 5
+
+
+def test_agreement_report_rejects_a_bad_csv_with_line_numbers(tmp_path):
+    csv_path = _ratings_csv(tmp_path / "bad.csv", [("a", "i1", "accuracy", 3),
+                                                    ("a", "i1", "accuracy", 4),
+                                                    ("b", "i1", "accuracy", "high")])
+    result = runner.invoke(app, ["agreement", "report", "--ratings-csv", str(csv_path),
+                                 "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 1
+    assert "line 3: a rated i1 on accuracy already on line 2" in result.stderr
+    assert "line 4: score 'high' is not a number" in result.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypatch):
+    from sqlmodel import Session
+
+    from annotation_db.cohorts import in_memory_batches, store_cohort
+    from annotation_db.models import (
+        Annotation,
+        Assignment,
+        Campaign,
+        CampaignItem,
+        GenerationRun,
+        PromptTemplate,
+        Rationale,
+        User,
+    )
+    from annotation_db.session import make_engine
+    from generation.cohort import CohortConfig, generate
+    from generation.render import render_text
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = tmp_path / "c.sqlite"
+    runner.invoke(app, ["db", "upgrade", "--db", str(db)])
+    engine = make_engine(f"sqlite:///{db}")
+    records, _ = generate(CohortConfig(n=10, seed=1))
+    cohort_id = store_cohort(engine, name="c", source="t", seed=1, config={}, sampling=None,
+                             batches=in_memory_batches(records, render_text))
+    with Session(engine) as s:
+        prompt = PromptTemplate(name="p", version="1", mode="label-blind", format="free",
+                                body="x", content_hash="h" * 64)
+        s.add(prompt)
+        s.flush()
+        run = GenerationRun(content_hash="k" * 64, cohort_id=cohort_id,
+                            prompt_template_id=prompt.id, model="m", backend="vllm",
+                            selection={}, sampling_params={}, seed=0)
+        users = [User(username=n, password_hash="x", role="annotator") for n in ("ann", "bob")]
+        campaign = Campaign(name="pilot", guidelines_version="1.0")
+        s.add_all([run, *users, campaign])
+        s.flush()
+        for patient_id in range(1, 11):
+            rationale = Rationale(run_id=run.id, patient_id=patient_id, format="free",
+                                  cited_evidence_ids=["E1"], text="t", is_gold=patient_id == 10)
+            s.add(rationale)
+            s.flush()
+            s.add(CampaignItem(campaign_id=campaign.id, rationale_id=rationale.id))
+            for user in users:
+                a = Assignment(campaign_id=campaign.id, rationale_id=rationale.id,
+                               user_id=user.id, position=patient_id, status="submitted")
+                s.add(a)
+                s.flush()
+                score = 1 + (patient_id + (user.username == "bob")) % 5
+                s.add(Annotation(assignment_id=a.id, revision=1, accuracy=score,
+                                 faithfulness=score, flags=[]))
+                s.add(Annotation(assignment_id=a.id, revision=2, accuracy=score,
+                                 faithfulness=min(5, score + 1),
+                                 flags=["hallucinated_fact"] if patient_id == 10 else []))
+        s.commit()
+    out = tmp_path / "a.json"
+    result = runner.invoke(app, ["agreement", "report", "--campaign", "pilot", "--format",
+                                 "json", "--out", str(out), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["design"]["campaign"] == "pilot" and report["design"]["raters"] == 2
+    dims = {d["dimension"]: d for d in report["dimensions"]}
+    assert dims["accuracy"]["items"] == 10 and dims["accuracy"]["ratings"] == 20
+    assert {g["rater"]: g["gold_rated"] for g in report["gold_accuracy"]} == {"ann": 1, "bob": 1}
+    missing = runner.invoke(app, ["agreement", "report", "--campaign", "nope", "--db", str(db)])
+    assert "no campaign named 'nope'; known: pilot" in missing.stderr

@@ -1,0 +1,115 @@
+"""Ratings in long format, from a CSV file or from a campaign in the database.
+
+CSV: a header ``rater,item,dimension,score`` and one row per rating; a rater's missing item
+is simply absent. A bad file is rejected whole, with every bad line's number and reason.
+"""
+
+import csv
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from annotation_db.agreement import DimensionSpec, Rating
+from annotation_db.models import Annotation, Assignment, Campaign, CampaignItem, Rationale, User
+
+FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
+         "label_contradicts_record")
+SCALE_DIMENSIONS = ("accuracy", "faithfulness")
+CSV_COLUMNS = ("rater", "item", "dimension", "score")
+
+
+class RatingsError(ValueError):
+    """Ratings that cannot be read; the message lists every problem."""
+
+
+def default_dimensions(names: set[str]) -> list[DimensionSpec]:
+    """Ordinal 1–5 for the rubric scales, nominal 0/1 for flags, ordinal otherwise."""
+    specs = []
+    for name in sorted(names, key=lambda n: (n not in SCALE_DIMENSIONS, n)):
+        if name in FLAGS or name.startswith("flag_"):
+            specs.append(DimensionSpec(name, "nominal", (0, 1)))
+        else:
+            specs.append(DimensionSpec(name, "ordinal", (1, 2, 3, 4, 5)))
+    return specs
+
+
+def load_ratings_csv(path: str | Path) -> list[Rating]:
+    path = Path(path)
+    problems: list[str] = []
+    ratings: list[Rating] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise RatingsError(f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RatingsError(f"{path}: the header lacks {', '.join(missing)} "
+                               f"(expected {','.join(CSV_COLUMNS)})")
+        for line, row in enumerate(reader, start=2):
+            values = [(row.get(c) or "").strip() for c in CSV_COLUMNS]
+            if not all(values[:3]):
+                problems.append(f"line {line}: rater, item and dimension must not be empty")
+                continue
+            try:
+                score = float(values[3])
+            except ValueError:
+                problems.append(f"line {line}: score {values[3]!r} is not a number")
+                continue
+            key = tuple(values[:3])
+            if key in seen:
+                problems.append(f"line {line}: {values[0]} rated {values[1]} on {values[2]} "
+                                f"already on line {seen[key]}")
+                continue
+            seen[key] = line
+            ratings.append(Rating(*values[:3], score))
+    if problems:
+        raise RatingsError(f"{path}: {len(problems)} problem(s); nothing was read\n  "
+                           + "\n  ".join(problems[:200]))
+    if not ratings:
+        raise RatingsError(f"{path} holds no ratings")
+    return ratings
+
+
+def load_campaign_ratings(session: Session, campaign_name: str, *,
+                          include_simulated: bool = False) -> tuple[list[Rating], set[str], dict]:
+    """The newest revision of every submitted annotation of a campaign, as long ratings.
+
+    Returns the ratings, the gold item ids and the campaign's design facts.
+    """
+    campaign = session.execute(select(Campaign).where(Campaign.name == campaign_name)
+                               ).scalars().first()
+    if campaign is None:
+        known = session.execute(select(Campaign.name)).scalars().all()
+        raise RatingsError(f"no campaign named {campaign_name!r}; known: "
+                           f"{', '.join(known) or 'none yet'}")
+    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
+              .group_by(Annotation.assignment_id).subquery())
+    query = (select(User.username, Assignment.rationale_id, Annotation)
+             .join(Assignment, Assignment.user_id == User.id)
+             .join(Annotation, Annotation.assignment_id == Assignment.id)
+             .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
+                   & (latest.c.rev == Annotation.revision))
+             .where(Assignment.campaign_id == campaign.id, Assignment.status == "submitted"))
+    if not include_simulated:
+        query = query.where(Annotation.simulated.is_(False))
+    ratings: list[Rating] = []
+    for username, rationale_id, annotation in session.execute(query):
+        item = str(rationale_id)
+        ratings.append(Rating(username, item, "accuracy", float(annotation.accuracy)))
+        ratings.append(Rating(username, item, "faithfulness", float(annotation.faithfulness)))
+        for flag in FLAGS:
+            ratings.append(Rating(username, item, flag, float(flag in annotation.flags)))
+    gold = {str(r) for r in session.execute(
+        select(CampaignItem.rationale_id).join(Rationale, Rationale.id == CampaignItem.rationale_id)
+        .where(CampaignItem.campaign_id == campaign.id,
+               CampaignItem.is_gold | Rationale.is_gold)).scalars()}
+    design = {"campaign": campaign.name, "ratings_per_item": campaign.ratings_per_item,
+              "guidelines_version": campaign.guidelines_version,
+              "blinding": "raters see no model, prompt or other raters' scores"
+                          + ("; grounding results hidden" if campaign.blind_grounding else ""),
+              "simulated_ratings": "included" if include_simulated else "excluded"}
+    return ratings, gold, design
