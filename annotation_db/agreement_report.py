@@ -148,7 +148,7 @@ def figures(report: dict) -> dict[str, str]:
         ax.axvspan(-1, 0.667, color="#f4cccc")
         ax.axvspan(0.667, 0.8, color="#fff2cc")
         ax.axvspan(0.8, 1, color="#d9ead3")
-        for y, (name, result) in enumerate(rows):
+        for y, (_name, result) in enumerate(rows):
             ci = result.get("ci95", [result["alpha"], result["alpha"]])
             ax.errorbar(result["alpha"], y, xerr=[[result["alpha"] - ci[0]],
                                                   [ci[1] - result["alpha"]]], fmt="o",
