@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from app.commands import agreement, cohort, db, demo, generate, model
+from app.commands import agreement, campaign, cohort, db, demo, generate, model, serve, users
 
 app = typer.Typer(
     name="rationale-audit",
@@ -23,7 +23,10 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(model.app, name="model")
 app.add_typer(cohort.app, name="cohort")
+app.add_typer(users.app, name="users")
+app.add_typer(campaign.app, name="campaign")
 app.add_typer(agreement.app, name="agreement")
+app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.provenance import ConfigError
 from annotation_db.ratings import RatingsError
 from annotation_db.session import DatabaseUnavailable
+from annotation_db.users import UserError
 from generation.importers import ImportRejected
 from generation.models import ModelSpecError
 from generation.prompts import PromptError
@@ -18,7 +20,7 @@ from generation.prompts import PromptError
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
-    ConnectionError, RatingsError,
+    ConnectionError, RatingsError, CampaignError, UserError,
 )
 
 err_console = Console(stderr=True)

@@ -2,7 +2,9 @@
 
 Stages so far: prepare the bundled model → create/migrate the SQLite database →
 seed a small synthetic cohort (kept on re-runs) → write grounded rationales for some of
-its patients with vLLM (resumed on re-runs). Later stages (cohort,
+its patients with vLLM (resumed on re-runs) → demo accounts and a campaign over those
+rationales, plus a campaign rated by simulated raters with its agreement report → serve
+the annotation app (unless --no-serve). Later stages (cohort,
 rationales, accounts, the annotation app) join this list as they are built.
 """
 
@@ -17,7 +19,7 @@ from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import cohort_summary
-from annotation_db.models import Cohort
+from annotation_db.models import Campaign, Cohort
 from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
@@ -26,6 +28,45 @@ from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, resolve_model
 
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
+
+DEMO_PASSWORD = "rationale-demo"  # local demo only: printed, and the app listens on loopback
+DEMO_ACCOUNTS = (("clinician1", "annotator"), ("clinician2", "annotator"),
+                 ("adjudicator", "adjudicator"), ("admin", "admin"))
+DEMO_CAMPAIGN = "demo"
+SIMULATED_CAMPAIGN = "demo-simulated"
+
+
+def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
+    """Demo accounts, a campaign for them, and a simulated campaign with its agreement report."""
+    from annotation_db import campaigns, users
+    from annotation_db.agreement import agreement_report
+    from annotation_db.agreement_report import to_html
+    from annotation_db.ratings import default_dimensions, load_campaign_ratings
+    from annotation_db.simulate import simulate, simulated_raters
+
+    with Session(engine) as session:
+        for name, role in DEMO_ACCOUNTS:
+            if users.get_user(session, name) is None:
+                users.create_user(session, username=name, password=DEMO_PASSWORD, role=role)
+        existing = set(session.execute(select(Campaign.name)).scalars())
+        if DEMO_CAMPAIGN not in existing:
+            campaigns.create_campaign(session, name=DEMO_CAMPAIGN, run_ids=[run_id],
+                                      annotators=["clinician1", "clinician2"], k=2,
+                                      calibration=2, gold_share=0.25)
+        if SIMULATED_CAMPAIGN not in existing:
+            names = simulated_raters(session, 4)
+            campaign = campaigns.create_campaign(session, name=SIMULATED_CAMPAIGN,
+                                                 run_ids=[run_id], annotators=names, k=3,
+                                                 gold_share=0.5, seed=1)
+            simulate(session, campaign, seed=1)
+        ratings, gold, design = load_campaign_ratings(session, SIMULATED_CAMPAIGN,
+                                                      include_simulated=True)
+    report = agreement_report(ratings, default_dimensions({r.dimension for r in ratings}),
+                              replicates=500, seed=0, gold_items=gold, design=design)
+    (out / "agreement.html").write_text(
+        to_html(report, f"Agreement report: campaign {SIMULATED_CAMPAIGN} (simulated raters)"))
+    return {"accounts": [name for name, _ in DEMO_ACCOUNTS], "campaign": DEMO_CAMPAIGN,
+            "simulated_campaign": SIMULATED_CAMPAIGN, "simulated_ratings": len(ratings)}
 
 
 class DemoConfig(CommandConfig):
@@ -127,7 +168,20 @@ def demo(
             + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else ""),
             highlight=False)
 
+    if cfg.generate_n:
+        summary["stages"]["campaigns"] = _demo_campaigns(engine, result.run_id, out)
+        console.print(
+            f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} for the demo accounts; simulated campaign "
+            f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}",
+            highlight=False)
+
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)
     if cfg.serve:
-        console.print("The annotation app is not part of this build yet; nothing to serve.")
+        from app.ui import launch
+
+        console.print(
+            f"\nServing the annotation app on http://{cfg.host}:{cfg.port}/ (Ctrl+C stops it).\n"
+            f"Log in as clinician1 or clinician2 (annotators), adjudicator, or admin; the demo "
+            f"password for all four is {DEMO_PASSWORD!r}.", highlight=False)
+        launch(engine, host=cfg.host, port=cfg.port, block=True)

@@ -131,7 +131,9 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"model", "database", "cohort", "rationales"}
+    assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns"}
+    assert summary["stages"]["campaigns"]["simulated_ratings"] > 0
+    assert "Krippendorff" in (out / "agreement.html").read_text()
     assert summary["stages"]["cohort"]["created"] is True
     assert summary["stages"]["database"]["revision"] == "0002_patient_outcome"
     assert summary["stages"]["rationales"]["generated"] == 8

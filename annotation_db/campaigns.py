@@ -1,0 +1,281 @@
+"""Campaigns and assignment: who rates which rationale, in which order, and what they said.
+
+    rationale-audit campaign create pilot --run 1 --k 2 --calibration 10 --gold-share 0.1
+    rationale-audit campaign status pilot
+
+Assignment rule (decided once, at creation, seeded):
+
+- every annotator rates the **calibration** batch, first, in their own random order;
+- every other item gets ``k`` annotators, chosen least-loaded first (random tie-break), so
+  loads differ by at most one; nobody gets the same rationale twice (a database constraint);
+- each annotator's queue is shuffled independently;
+- gold items (flawed copies from the generation mutator) are mixed in like any other item.
+
+An assignment opened and left unfinished for ``reclaim_after_minutes`` is reclaimed: it is
+marked ``reclaimed`` and the item goes to the least-loaded annotator who has not had it.
+A skipped item is handed on the same way. Every submission is committed at once, as a new
+append-only annotation revision.
+"""
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from annotation_db.models import (
+    Annotation,
+    Assignment,
+    Campaign,
+    CampaignItem,
+    Rationale,
+    User,
+    utcnow,
+)
+
+FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
+         "label_contradicts_record")
+RECLAIM_AFTER_MINUTES = 30
+
+
+class CampaignError(ValueError):
+    """A campaign operation that cannot be done; the message is one line."""
+
+
+class NotYours(PermissionError):
+    """An attempt to read or write another rater's assignment."""
+
+
+def create_campaign(session: Session, *, name: str, run_ids: list[int], annotators: list[str],
+                    k: int = 2, calibration: int = 0, gold_share: float = 0.0,
+                    guidelines_version: str = "1.0", blind_grounding: bool = True,
+                    seed: int = 0, created_by: int | None = None,
+                    reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES) -> Campaign:
+    if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
+        raise CampaignError(f"a campaign named {name!r} already exists")
+    users = [session.execute(select(User).where(User.username == u)).scalars().first()
+             for u in annotators]
+    missing = [u for u, user in zip(annotators, users, strict=True) if user is None]
+    if missing:
+        raise CampaignError(f"unknown annotators: {', '.join(missing)}")
+    users = [u for u in users if u.active]
+    if len(users) < k:
+        raise CampaignError(f"k = {k} ratings per item needs at least {k} active annotators, "
+                            f"got {len(users)}")
+    originals = list(session.execute(
+        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.status == "ok",
+                                   Rationale.variant == "original").order_by(Rationale.id)
+    ).scalars())
+    gold_pool = list(session.execute(
+        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.is_gold)
+        .order_by(Rationale.id)).scalars())
+    if not originals:
+        raise CampaignError(f"runs {run_ids} have no valid rationales to rate")
+    rng = random.Random(seed)
+    n_gold = min(len(gold_pool), round(gold_share * len(originals)))
+    gold = sorted(rng.sample(gold_pool, n_gold))
+    items = originals + gold
+    calibration_ids = set(rng.sample(items, min(calibration, len(items))))
+    campaign = Campaign(name=name, ratings_per_item=k, gold_share=gold_share,
+                        guidelines_version=guidelines_version, blind_grounding=blind_grounding,
+                        created_by=created_by,
+                        settings={"runs": run_ids, "seed": seed, "calibration": calibration,
+                                  "reclaim_after_minutes": reclaim_after_minutes,
+                                  "annotators": [u.username for u in users]})
+    session.add(campaign)
+    session.flush()
+    session.add_all(CampaignItem(campaign_id=campaign.id, rationale_id=r,
+                                 is_calibration=r in calibration_ids, is_gold=r in set(gold))
+                    for r in items)
+    queues: dict[int, list[tuple[bool, int]]] = {u.id: [] for u in users}
+    for rationale_id in items:
+        if rationale_id in calibration_ids:
+            for user in users:
+                queues[user.id].append((True, rationale_id))
+            continue
+        ranked = sorted(users, key=lambda u: (len(queues[u.id]), rng.random()))
+        for user in ranked[:k]:
+            queues[user.id].append((False, rationale_id))
+    for user_id, queue in queues.items():
+        rng.shuffle(queue)
+        queue.sort(key=lambda entry: not entry[0])  # calibration first, order kept shuffled
+        session.add_all(Assignment(campaign_id=campaign.id, rationale_id=r, user_id=user_id,
+                                   position=pos) for pos, (_, r) in enumerate(queue))
+    session.commit()
+    return campaign
+
+
+def get_campaign(session: Session, name: str) -> Campaign:
+    campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().first()
+    if campaign is None:
+        known = session.execute(select(Campaign.name)).scalars().all()
+        raise CampaignError(f"no campaign named {name!r}; known: {', '.join(known) or 'none'}")
+    return campaign
+
+
+def reclaim_abandoned(session: Session, campaign: Campaign, now: dt.datetime | None = None
+                      ) -> int:
+    """Hand abandoned (opened, unfinished, timed out) assignments to someone else."""
+    minutes = (campaign.settings or {}).get("reclaim_after_minutes", RECLAIM_AFTER_MINUTES)
+    cutoff = (now or utcnow()) - dt.timedelta(minutes=minutes)
+    stale = list(session.execute(select(Assignment).where(
+        Assignment.campaign_id == campaign.id, Assignment.status == "assigned",
+        Assignment.opened_at.is_not(None), Assignment.opened_at < cutoff)).scalars())
+    for assignment in stale:
+        assignment.status = "reclaimed"
+        session.add(assignment)
+        _hand_on(session, campaign, assignment.rationale_id)
+    session.commit()
+    return len(stale)
+
+
+def _hand_on(session: Session, campaign: Campaign, rationale_id: int) -> Assignment | None:
+    """Give a rationale to the least-loaded annotator who has never had it."""
+    had = set(session.execute(select(Assignment.user_id).where(
+        Assignment.campaign_id == campaign.id, Assignment.rationale_id == rationale_id)).scalars())
+    pending = dict(session.execute(
+        select(Assignment.user_id, func.count()).where(Assignment.campaign_id == campaign.id,
+                                                       Assignment.status == "assigned")
+        .group_by(Assignment.user_id)).all())
+    names = (campaign.settings or {}).get("annotators", [])
+    candidates = [u for u in session.execute(select(User).where(User.username.in_(names),
+                                                                User.active)).scalars()
+                  if u.id not in had]
+    if not candidates:
+        return None
+    chosen = min(candidates, key=lambda u: (pending.get(u.id, 0), u.id))
+    last = session.execute(select(func.max(Assignment.position)).where(
+        Assignment.campaign_id == campaign.id, Assignment.user_id == chosen.id)).scalar() or 0
+    assignment = Assignment(campaign_id=campaign.id, rationale_id=rationale_id,
+                            user_id=chosen.id, position=last + 1)
+    session.add(assignment)
+    return assignment
+
+
+@dataclass
+class Progress:
+    done: int
+    assigned: int
+
+
+def progress(session: Session, campaign_id: int, user_id: int) -> Progress:
+    rows = dict(session.execute(
+        select(Assignment.status, func.count()).where(Assignment.campaign_id == campaign_id,
+                                                      Assignment.user_id == user_id)
+        .group_by(Assignment.status)).all())
+    done = rows.get("submitted", 0) + rows.get("skipped", 0)
+    return Progress(done=done, assigned=done + rows.get("assigned", 0))
+
+
+def next_assignment(session: Session, campaign: Campaign, user: User) -> Assignment | None:
+    """The user's next open assignment in their order (opened now if it was not)."""
+    reclaim_abandoned(session, campaign)
+    assignment = session.execute(
+        select(Assignment).where(Assignment.campaign_id == campaign.id,
+                                 Assignment.user_id == user.id, Assignment.status == "assigned")
+        .order_by(Assignment.position, Assignment.id).limit(1)).scalars().first()
+    if assignment is not None and assignment.opened_at is None:
+        session.execute(update(Assignment).where(Assignment.id == assignment.id,
+                                                 Assignment.opened_at.is_(None))
+                        .values(opened_at=utcnow()))
+        session.commit()
+        session.refresh(assignment)
+    return assignment
+
+
+def own_assignment(session: Session, assignment_id: int, user: User) -> Assignment:
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.user_id != user.id:
+        raise NotYours("that item is not in your queue")
+    return assignment
+
+
+def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
+           faithfulness: int, flags: list[str], comment: str = "",
+           seconds_on_task: float | None = None, simulated: bool = False) -> Annotation:
+    """Record a rating (or a revision of one's own rating) in its own transaction."""
+    for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
+        if value not in (1, 2, 3, 4, 5):
+            raise CampaignError(f"{name} must be a whole number from 1 to 5")
+    unknown = sorted(set(flags) - set(FLAGS))
+    if unknown:
+        raise CampaignError(f"unknown flags: {', '.join(unknown)}")
+    for attempt in range(3):
+        assignment = own_assignment(session, assignment_id, user)
+        if assignment.status not in ("assigned", "submitted"):
+            raise CampaignError(f"this item is {assignment.status} and cannot be rated")
+        revision = (session.execute(select(func.max(Annotation.revision)).where(
+            Annotation.assignment_id == assignment_id)).scalar() or 0) + 1
+        annotation = Annotation(assignment_id=assignment_id, revision=revision,
+                                accuracy=accuracy, faithfulness=faithfulness,
+                                flags=sorted(set(flags)), comment=comment[:5000],
+                                seconds_on_task=seconds_on_task, simulated=simulated)
+        assignment.status = "submitted"
+        assignment.completed_at = utcnow()
+        session.add_all([annotation, assignment])
+        try:
+            session.commit()
+            session.refresh(annotation)
+            return annotation
+        except IntegrityError:  # a concurrent revision took this number: take the next
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def skip(session: Session, *, assignment_id: int, user: User, reason: str) -> Assignment:
+    if not reason.strip():
+        raise CampaignError("say why you skip this item")
+    assignment = own_assignment(session, assignment_id, user)
+    if assignment.status != "assigned":
+        raise CampaignError(f"this item is {assignment.status} and cannot be skipped")
+    assignment.status = "skipped"
+    assignment.skip_reason = reason.strip()[:500]
+    assignment.completed_at = utcnow()
+    session.add(assignment)
+    _hand_on(session, session.get(Campaign, assignment.campaign_id), assignment.rationale_id)
+    session.commit()
+    return assignment
+
+
+def my_history(session: Session, campaign: Campaign, user: User) -> list[dict]:
+    """The user's own submitted items with their latest revision (for revising)."""
+    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
+              .group_by(Annotation.assignment_id).subquery())
+    rows = session.execute(
+        select(Assignment.id, Annotation).join(Annotation, Annotation.assignment_id ==
+                                               Assignment.id)
+        .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
+              & (latest.c.rev == Annotation.revision))
+        .where(Assignment.campaign_id == campaign.id, Assignment.user_id == user.id)
+        .order_by(Assignment.completed_at.desc())).all()
+    return [{"assignment_id": a, "revision": n.revision, "accuracy": n.accuracy,
+             "faithfulness": n.faithfulness, "flags": n.flags, "comment": n.comment}
+            for a, n in rows]
+
+
+def status(session: Session, campaign: Campaign) -> dict:
+    rows = session.execute(
+        select(User.username, Assignment.status, func.count())
+        .join(Assignment, Assignment.user_id == User.id)
+        .where(Assignment.campaign_id == campaign.id)
+        .group_by(User.username, Assignment.status)).all()
+    per_user: dict[str, dict[str, int]] = {}
+    for username, state, count in rows:
+        per_user.setdefault(username, {})[state] = count
+    seconds = dict(session.execute(
+        select(User.username, func.avg(Annotation.seconds_on_task))
+        .join(Assignment, Assignment.user_id == User.id)
+        .join(Annotation, Annotation.assignment_id == Assignment.id)
+        .where(Assignment.campaign_id == campaign.id).group_by(User.username)).all())
+    items = session.execute(select(func.count()).select_from(CampaignItem).where(
+        CampaignItem.campaign_id == campaign.id)).scalar()
+    return {"campaign": campaign.name, "items": items, "k": campaign.ratings_per_item,
+            "annotators": {u: {"done": s.get("submitted", 0) + s.get("skipped", 0),
+                               "assigned": sum(v for k, v in s.items() if k != "reclaimed"),
+                               "skipped": s.get("skipped", 0), "reclaimed": s.get("reclaimed", 0),
+                               "mean_seconds": round(seconds[u], 1) if seconds.get(u) else None}
+                           for u, s in sorted(per_user.items())}}

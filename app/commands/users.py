@@ -1,0 +1,77 @@
+"""`rationale-audit users`: accounts for annotators, adjudicators and admins."""
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import Session
+
+from annotation_db import users as crud
+from app.commands.db import open_engine
+from app.common import DbOption, user_errors
+
+app = typer.Typer(help="Accounts: add, list, disable, reset passwords.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+PasswordOption = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
+                              help="Asked for when not given (at least 8 characters).")
+
+
+@app.command()
+@user_errors
+def add(username: str, role: str = typer.Option("annotator",
+                                                help="annotator, adjudicator or admin."),
+        password: str = PasswordOption, db: DbOption = None) -> None:
+    """Add a user.
+
+    Example:
+
+        rationale-audit users add dr.rao --role annotator
+    """
+    with Session(open_engine(db)) as session:
+        user = crud.create_user(session, username=username, password=password, role=role)
+    console.print(f"added {user.username} ({user.role})", highlight=False)
+
+
+@app.command("list")
+@user_errors
+def list_(db: DbOption = None) -> None:
+    """List users, their roles and whether they can log in.
+
+    Example:
+
+        rationale-audit users list
+    """
+    table = Table("username", "role", "active", "created")
+    with Session(open_engine(db)) as session:
+        for user in crud.list_users(session):
+            table.add_row(user.username, user.role, "yes" if user.active else "no",
+                          user.created_at.strftime("%Y-%m-%d"))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def disable(username: str, db: DbOption = None) -> None:
+    """Stop a user from logging in (their ratings are kept).
+
+    Example:
+
+        rationale-audit users disable dr.rao
+    """
+    with Session(open_engine(db)) as session:
+        crud.set_active(session, username, False)
+    console.print(f"disabled {username}", highlight=False)
+
+
+@app.command("reset-password")
+@user_errors
+def reset_password(username: str, password: str = PasswordOption, db: DbOption = None) -> None:
+    """Set a new password for a user.
+
+    Example:
+
+        rationale-audit users reset-password dr.rao
+    """
+    with Session(open_engine(db)) as session:
+        crud.reset_password(session, username, password)
+    console.print(f"password of {username} changed", highlight=False)

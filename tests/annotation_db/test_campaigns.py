@@ -1,0 +1,175 @@
+"""Accounts, campaigns and assignment, on SQLite and PostgreSQL."""
+
+import datetime as dt
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from annotation_db import campaigns as camp
+from annotation_db import users
+from annotation_db.cohorts import in_memory_batches, store_cohort
+from annotation_db.models import Annotation, Assignment, GenerationRun, PromptTemplate, Rationale
+from generation.cohort import CohortConfig, generate
+from generation.render import render_text
+
+PASSWORD = "correct horse battery"
+
+
+def seed_rationales(engine, n=12, gold=3) -> int:
+    """A cohort, a run and n ok rationales (+ gold copies); returns the run id."""
+    records, _ = generate(CohortConfig(n=n, seed=2))
+    cohort_id = store_cohort(engine, name=f"c{n}", source="t", seed=2, config={}, sampling=None,
+                             batches=in_memory_batches(records, render_text))
+    with Session(engine) as s:
+        prompt = PromptTemplate(name="p", version="1", mode="label-conditioned", format="free",
+                                body="b", content_hash="p" * 64)
+        s.add(prompt)
+        s.flush()
+        run = GenerationRun(content_hash="r" * 64, cohort_id=cohort_id,
+                            prompt_template_id=prompt.id, model="m", backend="vllm",
+                            selection={}, sampling_params={}, seed=0)
+        s.add(run)
+        s.flush()
+        patient_ids = list(range(1, n + 1))
+        for pid in patient_ids:
+            s.add(Rationale(run_id=run.id, patient_id=pid, format="free",
+                            cited_evidence_ids=["E1"], text=f"rationale {pid} [E1]"))
+        s.flush()
+        for pid in patient_ids[:gold]:
+            s.add(Rationale(run_id=run.id, patient_id=pid, format="free", variant="wrong_code",
+                            is_gold=True, cited_evidence_ids=["E1"], text="flawed"))
+        s.commit()
+        return run.id
+
+
+@pytest.fixture
+def world(engine):
+    with Session(engine) as s:
+        for name in ("ann", "bob", "cat", "dan"):
+            users.create_user(s, username=name, password=PASSWORD, role="annotator")
+    run_id = seed_rationales(engine)
+    return engine, run_id
+
+
+def test_passwords_are_hashed_and_checked(engine):
+    with Session(engine) as s:
+        user = users.create_user(s, username="dr.rao", password=PASSWORD, role="admin")
+        assert user.password_hash.startswith("$argon2") and PASSWORD not in user.password_hash
+        assert users.authenticate(s, "dr.rao", PASSWORD).id == user.id
+        assert users.authenticate(s, "dr.rao", "wrong password") is None
+        assert users.authenticate(s, "nobody", PASSWORD) is None
+        users.set_active(s, "dr.rao", False)
+        assert users.authenticate(s, "dr.rao", PASSWORD) is None
+        with pytest.raises(users.UserError, match="already exists"):
+            users.create_user(s, username="dr.rao", password=PASSWORD, role="admin")
+        with pytest.raises(users.UserError, match="at least 8 characters"):
+            users.create_user(s, username="x2", password="short", role="admin")
+
+
+def test_assignment_is_balanced_calibrated_and_never_repeats(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="pilot", run_ids=[run_id],
+                                        annotators=["ann", "bob", "cat", "dan"], k=2,
+                                        calibration=3, gold_share=0.25, seed=4)
+        rows = s.execute(select(Assignment.user_id, Assignment.rationale_id, Assignment.position)
+                         .where(Assignment.campaign_id == campaign.id)).all()
+    per_item = Counter(r for _, r, _ in rows)
+    per_user = Counter(u for u, _, _ in rows)
+    assert len(set(per_item)) == 12 + 3  # 12 originals + 3 gold (share 0.25 of 12)
+    assert sorted(per_item.values()).count(4) == 3  # the calibration batch: everyone
+    assert set(per_item.values()) == {2, 4}
+    assert max(per_user.values()) - min(per_user.values()) <= 1
+    assert len(rows) == len(set((u, r) for u, r, _ in rows)), "nobody rates an item twice"
+    orders = {}
+    for user, rationale, _ in sorted(rows, key=lambda r: r[2]):
+        orders.setdefault(user, []).append(rationale)
+    assert len({tuple(o) for o in orders.values()}) > 1, "each annotator has their own order"
+
+
+def test_submit_revise_and_ownership(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
+                                        annotators=["ann", "bob"], k=2)
+        ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
+        first = camp.next_assignment(s, campaign, ann)
+        assert first.opened_at is not None
+        camp.submit(s, assignment_id=first.id, user=ann, accuracy=4, faithfulness=5, flags=[])
+        camp.submit(s, assignment_id=first.id, user=ann, accuracy=2, faithfulness=5,
+                    flags=["hallucinated_fact"], comment="on reflection")
+        revisions = s.execute(select(Annotation.revision, Annotation.accuracy).where(
+            Annotation.assignment_id == first.id).order_by(Annotation.revision)).all()
+        assert [tuple(r) for r in revisions] == [(1, 4), (2, 2)]
+        with pytest.raises(camp.NotYours):
+            camp.submit(s, assignment_id=first.id, user=bob, accuracy=1, faithfulness=1,
+                        flags=[])
+        with pytest.raises(camp.CampaignError, match="from 1 to 5"):
+            camp.submit(s, assignment_id=first.id, user=ann, accuracy=6, faithfulness=1,
+                        flags=[])
+        assert camp.next_assignment(s, campaign, ann).id != first.id
+        assert camp.progress(s, campaign.id, ann.id).done == 1
+
+
+def test_skip_and_reclaim_hand_the_item_on(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
+                                        annotators=["ann", "bob", "cat"], k=1, seed=1)
+        ann = users.require_user(s, "ann")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="outside my expertise")
+        holders = s.execute(select(Assignment.user_id, Assignment.status).where(
+            Assignment.rationale_id == item.rationale_id,
+            Assignment.campaign_id == campaign.id)).all()
+        assert sorted(st for _, st in holders) == ["assigned", "skipped"]
+        opened = camp.next_assignment(s, campaign, ann)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        assert camp.reclaim_abandoned(s, campaign, now=later) >= 1
+        s.refresh(opened)
+        assert opened.status == "reclaimed"
+        new_holder = s.execute(select(Assignment).where(
+            Assignment.rationale_id == opened.rationale_id, Assignment.status == "assigned",
+            Assignment.campaign_id == campaign.id)).scalars().one()
+        assert new_holder.user_id != ann.id
+
+
+def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(engine):
+    with Session(engine) as s:
+        names = [f"rater{i:02d}" for i in range(20)]
+        for name in names:
+            users.create_user(s, username=name, password=PASSWORD, role="annotator")
+    run_id = seed_rationales(engine, n=30, gold=0)
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="load", run_ids=[run_id], annotators=names, k=4)
+        campaign_id = campaign.id
+        expected = s.execute(select(func.count()).select_from(Assignment)).scalar()
+    errors = []
+
+    def work(name):
+        try:
+            with Session(engine) as s:
+                me = users.require_user(s, name)
+                c = s.get(type(campaign), campaign_id)
+                while (a := camp.next_assignment(s, c, me)) is not None:
+                    camp.submit(s, assignment_id=a.id, user=me, accuracy=3, faithfulness=4,
+                                flags=[])
+                    camp.submit(s, assignment_id=a.id, user=me, accuracy=4, faithfulness=4,
+                                flags=[])
+        except Exception as exc:  # surfaced below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+    with Session(engine) as s:
+        annotations = s.execute(select(Annotation.assignment_id, Annotation.revision)).all()
+        statuses = Counter(s.execute(select(Assignment.status)).scalars())
+    assert statuses == {"submitted": expected}
+    assert len(annotations) == 2 * expected == len(set(annotations))

@@ -1,0 +1,142 @@
+"""The Gradio app through its API (gradio_client), as two annotators and an admin."""
+
+import socket
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db import campaigns as camp
+from annotation_db import migrate, users
+from annotation_db.models import Annotation, Assignment
+from annotation_db.session import make_engine
+from app.ui import launch
+from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ui") / "ui.sqlite"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    with Session(engine) as s:
+        for name, role in (("ann", "annotator"), ("bob", "annotator"), ("eve", "annotator"),
+                           ("judy", "adjudicator"), ("root", "admin")):
+            users.create_user(s, username=name, password=PASSWORD, role=role)
+    run_id = seed_rationales(engine, n=6, gold=1)
+    with Session(engine) as s:
+        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
+    port = _port()
+    demo = launch(engine, port=port, block=False)
+    yield engine, f"http://127.0.0.1:{port}/"
+    demo.close()
+    engine.dispose()
+
+
+def client(url, name):
+    return Client(url, auth=(name, PASSWORD), verbose=False)
+
+
+def test_every_event_has_an_api_name(served):
+    _, url = served
+    info = client(url, "ann").view_api(print_info=False, return_format="dict")
+    names = set(info["named_endpoints"])
+    for expected in ("/list_my_campaigns", "/load_next", "/submit_scores", "/skip_item",
+                     "/show_evidence", "/my_ratings", "/open_for_revision",
+                     "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary"):
+        assert expected in names
+
+
+def test_unauthenticated_and_wrong_password_are_rejected(served):
+    _, url = served
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):
+        Client(url, verbose=False).predict("pilot", api_name="/load_next")
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(url, auth=("ann", "not the password"), verbose=False)
+
+
+def test_annotator_sees_own_queue_scores_and_gets_the_next_item(served):
+    engine, url = served
+    ann = client(url, "ann")
+    first = ann.predict("pilot", api_name="/load_next")
+    assignment_id = first[0]
+    with Session(engine) as s:
+        owner = s.get(Assignment, assignment_id).user_id
+        assert owner == users.require_user(s, "ann").id
+    assert "ra-cited" in first[1] and "ra-ref" in first[2]
+    assert "Predicted" in first[3] and "0 / " in first[4]
+    assert "model" not in first[2].lower() and first[5] == "", "blinded"
+    evidence = ann.predict(assignment_id, "E1", api_name="/show_evidence")
+    assert evidence.startswith("[E1]")
+    after = ann.predict("pilot", assignment_id, 4, 5, ["missed_key_risk_factor"], "ok",
+                        api_name="/submit_scores")
+    assert after[0] != assignment_id and "1 / " in after[4]
+    with Session(engine) as s:
+        saved = s.execute(select(Annotation).where(Annotation.assignment_id == assignment_id)
+                          ).scalars().one()
+        assert (saved.accuracy, saved.faithfulness, saved.flags) == (4, 5,
+                                                                     ["missed_key_risk_factor"])
+    mine = ann.predict("pilot", api_name="/my_ratings")
+    assert mine["data"][0][0] == assignment_id
+
+
+def test_an_annotator_cannot_read_or_overwrite_anothers_item(served):
+    engine, url = served
+    bob_item = client(url, "bob").predict("pilot", api_name="/load_next")[0]
+    ann = client(url, "ann")
+    with pytest.raises(Exception, match="not in your queue"):
+        ann.predict("pilot", bob_item, 1, 1, [], "", api_name="/submit_scores")
+    with pytest.raises(Exception, match="not in your queue"):
+        ann.predict(bob_item, "E1", api_name="/show_evidence")
+    with Session(engine) as s:
+        assert s.execute(select(Annotation).where(Annotation.assignment_id == bob_item)
+                         ).first() is None
+    with pytest.raises(Exception, match="role does not allow"):
+        ann.predict("pilot", api_name="/adjudication_queue")
+
+
+def test_missing_scores_are_refused_and_comments_are_escaped(served):
+    engine, url = served
+    eve_free = client(url, "ann")
+    item = eve_free.predict("pilot", api_name="/load_next")[0]
+    with pytest.raises(Exception, match="Score both"):
+        eve_free.predict("pilot", item, None, 3, [], "", api_name="/submit_scores")
+    eve_free.predict("pilot", item, 2, 2, [], "<script>alert(1)</script>",
+                     api_name="/submit_scores")
+    rows = client(url, "root").predict("pilot", api_name="/campaign_summary")
+    assert "items" in rows[0]
+
+
+def test_adjudicator_sees_disputed_items_and_decides(served):
+    engine, url = served
+    ann, bob = client(url, "ann"), client(url, "bob")
+    with Session(engine) as s:
+        ann_id, bob_id = (users.require_user(s, n).id for n in ("ann", "bob"))
+        shared = s.execute(select(Assignment.rationale_id).where(
+            Assignment.user_id == ann_id, Assignment.status == "assigned")).scalars().all()
+        both = s.execute(select(Assignment).where(Assignment.user_id == bob_id,
+                                                  Assignment.rationale_id.in_(shared),
+                                                  Assignment.status == "assigned")
+                         ).scalars().first()
+        a_item = s.execute(select(Assignment.id).where(
+            Assignment.user_id == ann_id, Assignment.rationale_id == both.rationale_id)
+        ).scalar()
+        rationale_id, b_item = both.rationale_id, both.id
+    ann.predict("pilot", a_item, 5, 5, [], "", api_name="/submit_scores")
+    bob.predict("pilot", b_item, 1, 2, ["hallucinated_fact"], "", api_name="/submit_scores")
+    judy = client(url, "judy")
+    queue = judy.predict("pilot", api_name="/adjudication_queue")
+    assert rationale_id in [row[0] for row in queue["data"]]
+    loaded = judy.predict("pilot", rationale_id, api_name="/load_disputed")
+    assert len(loaded[2]["data"]) == 2, "the adjudicator sees every rating"
+    after = judy.predict("pilot", rationale_id, "reject", 2, 2, ["hallucinated_fact"],
+                         "invented HbA1c", api_name="/adjudicate")
+    assert rationale_id not in [row[0] for row in after["data"]]
