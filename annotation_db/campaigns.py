@@ -21,7 +21,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -86,9 +86,11 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                                   "annotators": [u.username for u in users]})
     session.add(campaign)
     session.flush()
-    session.add_all(CampaignItem(campaign_id=campaign.id, rationale_id=r,
-                                 is_calibration=r in calibration_ids, is_gold=r in set(gold))
-                    for r in items)
+    gold_ids = set(gold)
+    # Bulk inserts: a 100k-item campaign is created in seconds, not minutes.
+    session.execute(insert(CampaignItem), [
+        {"campaign_id": campaign.id, "rationale_id": r, "is_calibration": r in calibration_ids,
+         "is_gold": r in gold_ids} for r in items])
     queues: dict[int, list[tuple[bool, int]]] = {u.id: [] for u in users}
     for rationale_id in items:
         if rationale_id in calibration_ids:
@@ -98,11 +100,15 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
         ranked = sorted(users, key=lambda u: (len(queues[u.id]), rng.random()))
         for user in ranked[:k]:
             queues[user.id].append((False, rationale_id))
+    now = utcnow()
+    rows = []
     for user_id, queue in queues.items():
         rng.shuffle(queue)
         queue.sort(key=lambda entry: not entry[0])  # calibration first, order kept shuffled
-        session.add_all(Assignment(campaign_id=campaign.id, rationale_id=r, user_id=user_id,
-                                   position=pos) for pos, (_, r) in enumerate(queue))
+        rows.extend({"campaign_id": campaign.id, "rationale_id": r, "user_id": user_id,
+                     "position": pos, "status": "assigned", "assigned_at": now}
+                    for pos, (_, r) in enumerate(queue))
+    session.execute(insert(Assignment), rows)
     session.commit()
     return campaign
 
@@ -127,7 +133,8 @@ def reclaim_abandoned(session: Session, campaign: Campaign, now: dt.datetime | N
         assignment.status = "reclaimed"
         session.add(assignment)
         _hand_on(session, campaign, assignment.rationale_id)
-    session.commit()
+    if stale:  # the common case writes nothing and takes no write lock
+        session.commit()
     return len(stale)
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, MetaData, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, DateTime, Index, MetaData, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Deterministic constraint names: Alembic needs them to alter tables on SQLite.
@@ -326,6 +326,9 @@ class Assignment(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "rationale_id", "user_id"),
         _one_of("status", AssignmentStatus),
+        # A rater's next item and progress; abandoned-item reclaiming.
+        Index("ix_assignment_queue", "campaign_id", "user_id", "status", "position"),
+        Index("ix_assignment_open", "campaign_id", "status", "opened_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -76,7 +76,7 @@ def build_app(engine) -> gr.Blocks:
         done = campaigns.progress(s, campaign.id, user.id)
         progress = f"**{done.done} / {done.assigned}** done" + (f" · {note}" if note else "")
         empty = (None, None, "", "", "", progress, "", gr.update(value=None),
-                 gr.update(value=None), [], "", "")
+                 gr.update(value=None), [], "", "", "", "")
         if assignment is None:
             return (*empty[:2], "<p>Your queue is empty. Thank you!</p>", *empty[3:])
         rationale = s.get(Rationale, assignment.rationale_id)
@@ -87,7 +87,8 @@ def build_app(engine) -> gr.Blocks:
         return (assignment.id, time.time(), history_html(record, rationale.cited_evidence_ids),
                 rationale_html(rationale.text, rationale.steps, ids),
                 f"**Predicted:** the patient {label} be diagnosed with ADRD within five years.",
-                progress, grounding, gr.update(value=None), gr.update(value=None), [], "", "")
+                progress, grounding, gr.update(value=None), gr.update(value=None), [], "", "",
+                "", "")
 
     def load_next(campaign_name: str, request: gr.Request):
         with Session(engine) as s:
@@ -317,17 +318,22 @@ def build_app(engine) -> gr.Blocks:
 
         item_outputs = [assignment_state, started_state, history_view, rationale_view, label_md,
                         progress_md, grounding_md, accuracy_radio, faithfulness_radio, flags_box,
-                        comment_box, skip_reason]
+                        comment_box, skip_reason, evidence_box, evidence_out]
         demo.load(list_my_campaigns, None, [campaign_dd, who_md, adjudicate_tab, admin_tab],
                   api_name="list_my_campaigns")
-        campaign_dd.change(load_next, campaign_dd, item_outputs, api_name="load_next")
+        # The annotator's hot path skips Gradio's queue (a direct request per event): each
+        # handler is a few milliseconds of database work, and the queue's per-event overhead
+        # would dominate the submit → next-item latency.
+        fast = {"queue": False, "show_progress": "hidden"}
+        campaign_dd.change(load_next, campaign_dd, item_outputs, api_name="load_next", **fast)
         submit_btn.click(submit_scores, [campaign_dd, assignment_state, accuracy_radio,
                                          faithfulness_radio, flags_box, comment_box,
-                                         started_state], item_outputs, api_name="submit_scores")
+                                         started_state], item_outputs, api_name="submit_scores",
+                         **fast)
         skip_btn.click(skip_item, [campaign_dd, assignment_state, skip_reason], item_outputs,
-                       api_name="skip_item")
+                       api_name="skip_item", **fast)
         show_evidence_btn.click(show_evidence, [assignment_state, evidence_box], evidence_out,
-                                api_name="show_evidence")
+                                api_name="show_evidence", **fast)
         mine_btn.click(my_ratings, campaign_dd, mine_table, api_name="my_ratings")
         revise_btn.click(open_for_revision, [campaign_dd, revise_id], item_outputs,
                          api_name="open_for_revision")

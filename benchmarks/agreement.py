@@ -7,6 +7,12 @@ run: the naive bootstrap, one ``krippendorff.alpha`` call per resample, 1,000 ca
 dimension. Writes benchmarks/results/agreement.json.
 """
 
+import sys
+from pathlib import Path
+
+# benchmarks/generation.py is named like the `generation` package: keep this folder off the path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import os

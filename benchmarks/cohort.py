@@ -8,6 +8,12 @@ measured in the same run: the same pipeline with one process (no worker overlap)
 the SQLModel ORM unit of work (session.add_all) on a subset, per patient.
 """
 
+import sys
+from pathlib import Path
+
+# benchmarks/generation.py is named like the `generation` package: keep this folder off the path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import datetime as dt
 import json

@@ -8,7 +8,12 @@ from sqlmodel import Session
 
 from annotation_db.agreement import agreement_report
 from annotation_db.agreement_report import to_html, to_json, to_markdown
-from annotation_db.ratings import default_dimensions, load_campaign_ratings, load_ratings_csv
+from annotation_db.ratings import (
+    RatingsError,
+    default_dimensions,
+    load_campaign_ratings,
+    load_ratings_csv,
+)
 from app.commands.db import open_engine
 from app.common import DbOption, user_errors
 
@@ -51,7 +56,9 @@ def report(
             ratings, gold, design = load_campaign_ratings(session, campaign,
                                                           include_simulated=include_simulated)
         if not ratings:
-            raise typer.BadParameter(f"campaign {campaign!r} has no submitted ratings yet")
+            hint = "" if include_simulated else " (simulated ratings are left out; add " \
+                                                "--include-simulated)"
+            raise RatingsError(f"campaign {campaign!r} has no submitted ratings yet{hint}")
         title = f"Agreement report: campaign {campaign}"
     dimensions = default_dimensions({r.dimension for r in ratings})
     with console.status(f"computing agreement ({replicates} bootstrap resamples)"):

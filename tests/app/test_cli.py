@@ -58,11 +58,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0002_patient_outcome" in first.output
+    assert "upgraded (empty) → 0003_assignment_indexes" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0002_patient_outcome" in again.output
+    assert "already at revision 0003_assignment_indexes" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0002_patient_outcome (head)" in current.output
+    assert "revision 0003_assignment_indexes (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -135,7 +135,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert summary["stages"]["campaigns"]["simulated_ratings"] > 0
     assert "Krippendorff" in (out / "agreement.html").read_text()
     assert summary["stages"]["cohort"]["created"] is True
-    assert summary["stages"]["database"]["revision"] == "0002_patient_outcome"
+    assert summary["stages"]["database"]["revision"] == "0003_assignment_indexes"
     assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
@@ -313,3 +313,43 @@ def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypat
     assert {g["rater"]: g["gold_rated"] for g in report["gold_accuracy"]} == {"ann": 1, "bob": 1}
     missing = runner.invoke(app, ["agreement", "report", "--campaign", "nope", "--db", str(db)])
     assert "no campaign named 'nope'; known: pilot" in missing.stderr
+
+
+def test_users_campaign_and_simulated_raters_from_the_command_line(tmp_path, monkeypatch):
+    from tests.annotation_db.test_campaigns import seed_rationales
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "c.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    for name in ("ann", "bob"):
+        added = runner.invoke(app, ["users", "add", name, "--password", "long enough pw",
+                                    "--db", db])
+        assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["users", "list", "--db", db])
+    assert "ann" in listed.output and "annotator" in listed.output
+    short = runner.invoke(app, ["users", "add", "cat", "--password", "short", "--db", db])
+    _one_line_error(short, "passwords need at least 8 characters")
+    from annotation_db.session import make_engine
+
+    run_id = seed_rationales(make_engine(f"sqlite:///{db}"), n=8, gold=2)
+    made = runner.invoke(app, ["campaign", "create", "pilot", "--run", str(run_id),
+                               "--annotators", "ann,bob", "--k", "2", "--calibration", "2",
+                               "--db", db])
+    assert made.exit_code == 0, made.output
+    assert "campaign pilot: 8 items, k = 2, 2 annotators" in made.output
+    state = runner.invoke(app, ["campaign", "status", "pilot", "--json", "--db", db])
+    assert json.loads(state.output)["annotators"]["ann"]["assigned"] == 8
+    simulated = runner.invoke(app, ["campaign", "simulate", "dry", "--run", str(run_id),
+                                    "--raters", "3", "--k", "2", "--db", db])
+    assert simulated.exit_code == 0, simulated.output
+    assert "16 simulated ratings by 3 raters" in simulated.output
+    excluded = runner.invoke(app, ["agreement", "report", "--campaign", "dry", "--db", db])
+    assert "has no submitted ratings yet" in excluded.stderr, "simulated ratings stay out"
+    out = tmp_path / "dry.json"
+    included = runner.invoke(app, ["agreement", "report", "--campaign", "dry", "--db", db,
+                                   "--include-simulated", "--format", "json", "--out", str(out)])
+    assert included.exit_code == 0, included.output
+    assert json.loads(out.read_text())["design"]["simulated_ratings"] == "included"
+    duplicate = runner.invoke(app, ["campaign", "create", "pilot", "--run", str(run_id),
+                                    "--annotators", "ann,bob", "--db", db])
+    _one_line_error(duplicate, "a campaign named 'pilot' already exists")

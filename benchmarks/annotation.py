@@ -1,0 +1,170 @@
+"""Benchmark: submit → next-item latency of the annotation app under load.
+
+    .venv/bin/python benchmarks/annotation.py     # 100k rationales, 20 concurrent raters
+
+Builds a SQLite database with 100,000 patients and one rationale each, a campaign with
+20 annotators and k = 2 (200,000 assignments), serves the Gradio app on loopback, and times
+`/submit_scores` (which stores the rating and returns the next item) through gradio_client.
+Baseline measured in the same run: one client alone. Target: p95 < 150 ms with 20 clients.
+Writes benchmarks/results/annotation.json.
+"""
+
+import sys
+from pathlib import Path
+
+# benchmarks/generation.py is named like the `generation` package: keep this folder off the path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from gradio_client import Client
+from sqlalchemy import insert
+from sqlmodel import Session
+
+from annotation_db import campaigns, migrate, users
+from annotation_db.cohorts import store_cohort
+from annotation_db.models import GenerationRun, PromptTemplate, Rationale
+from annotation_db.session import make_engine
+from generation.cohort import CohortConfig, CohortSimulator
+from generation.render import render_text
+
+RATIONALES = 100_000
+CLIENTS = 20
+SUBMITS = 25  # per client
+PASSWORD = "benchmark-password"
+
+
+def build(folder: Path, n: int, clients: int):
+    engine = make_engine(f"sqlite:///{folder / 'bench.sqlite'}")
+    migrate.upgrade(engine)
+    plan = CohortSimulator(CohortConfig(n=n, mode="population", seed=3)).plan()
+    cohort_id = store_cohort(engine, name="bench", source="generator", seed=3, config={},
+                             sampling=plan.sampling, batches=plan.row_batches(render_text, 2))
+    with Session(engine) as s:
+        prompt = PromptTemplate(name="p", version="1", mode="label-conditioned", format="free",
+                                body="b", content_hash="b" * 64)
+        s.add(prompt)
+        s.flush()
+        run = GenerationRun(content_hash="r" * 64, cohort_id=cohort_id,
+                            prompt_template_id=prompt.id, model="bench", backend="vllm",
+                            selection={}, sampling_params={}, seed=0)
+        s.add(run)
+        s.flush()
+        now = dt.datetime.now(dt.UTC)
+        s.execute(insert(Rationale), [
+            {"run_id": run.id, "patient_id": pid, "variant": "original", "is_gold": False,
+             "format": "free", "status": "ok", "predicted_label": pid % 2 == 0,
+             "cited_evidence_ids": ["E1", "E2"], "text": f"Risk factors in [E1] and [E2] ({pid}).",
+             "raw_output": "", "attempts": 1, "created_at": now}
+            for pid in range(1, n + 1)])
+        s.commit()
+        run_id = run.id
+    names = [f"rater{i:02d}" for i in range(clients)]
+    with Session(engine) as s:
+        for name in names:
+            users.create_user(s, username=name, password=PASSWORD, role="annotator")
+        campaigns.create_campaign(s, name="bench", run_ids=[run_id], annotators=names, k=2)
+    return engine, names
+
+
+def rater_loop(url: str, name: str, submits: int, out: list[float], errors: list[str]):
+    try:
+        client = Client(url, auth=(name, PASSWORD), verbose=False)
+        item = client.predict("bench", api_name="/load_next")[0]
+        for _ in range(submits):
+            start = time.perf_counter()
+            item = client.predict("bench", item, 4, 4, [], "", api_name="/submit_scores")[0]
+            out.append(time.perf_counter() - start)
+    except Exception as exc:  # reported, never silently dropped
+        errors.append(f"{name}: {exc!r}")
+
+
+def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit("server did not start")
+
+
+def percentiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"n": len(values), "p50_ms": round(pick(0.5), 1), "p95_ms": round(pick(0.95), 1),
+            "mean_ms": round(statistics.mean(values) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rationales", type=int, default=RATIONALES)
+    parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument("--submits", type=int, default=SUBMITS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ra-bench-ui-") as tmp:
+        started = time.perf_counter()
+        engine, names = build(Path(tmp), args.rationales, args.clients)
+        print(f"setup: {args.rationales} rationales, {args.clients} annotators, k = 2 in "
+              f"{time.perf_counter() - started:.1f} s")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        engine.dispose()
+        # The server runs in its own process, as in production: the clients' threads here
+        # must not share its interpreter lock.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--db",
+             str(Path(tmp) / "bench.sqlite")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for(url, server)
+        try:
+            alone, errors = [], []
+            rater_loop(url, names[0], args.submits, alone, errors)
+            loaded: list[float] = []
+            threads = [threading.Thread(target=rater_loop,
+                                        args=(url, n, args.submits, loaded, errors))
+                       for n in names[1:]] + [threading.Thread(
+                target=rater_loop, args=(url, names[0], args.submits, loaded, errors))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    if errors:
+        raise SystemExit(f"{len(errors)} raters failed: {errors[:3]}")
+    one, many = percentiles(alone), percentiles(loaded)
+    print(f"baseline, 1 client : p50 {one['p50_ms']} ms, p95 {one['p95_ms']} ms "
+          f"({one['n']} submits)")
+    print(f"{args.clients} concurrent clients: p50 {many['p50_ms']} ms, p95 {many['p95_ms']} ms "
+          f"({many['n']} submits) · p95 ratio to baseline {many['p95_ms'] / one['p95_ms']:.1f}x"
+          f" · target p95 < 150 ms: {'met' if many['p95_ms'] < 150 else 'NOT met'}")
+    out = Path(__file__).with_name("results")
+    out.mkdir(exist_ok=True)
+    (out / "annotation.json").write_text(json.dumps({
+        "rationales": args.rationales, "clients": args.clients, "submits_per_client":
+        args.submits, "single_client": one, "concurrent": many, "cpu_count": os.cpu_count(),
+        "machine": platform.machine()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The annotator's keyboard flow in a real headless Chromium (Debian's), driven by Playwright."""
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db import campaigns as camp
+from annotation_db import migrate, users
+from annotation_db.models import Annotation
+from annotation_db.session import make_engine
+from app.ui import launch
+from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    if os.environ.get("RATIONALE_AUDIT_REQUIRE_BROWSER") == "1":
+        pytest.fail("RATIONALE_AUDIT_REQUIRE_BROWSER=1 but no chromium on PATH",
+                    pytrace=False)
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)
+
+SCREENSHOTS = Path(os.environ.get("RATIONALE_AUDIT_SCREENSHOTS", "test-screenshots"))
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('browser') / 'b.sqlite'}")
+    migrate.upgrade(engine)
+    with Session(engine) as s:
+        for name in ("ann", "bob"):
+            users.create_user(s, username=name, password=PASSWORD, role="annotator")
+    run_id = seed_rationales(engine, n=5, gold=0)
+    with Session(engine) as s:
+        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch(engine, port=port, block=False)
+    yield engine, f"http://127.0.0.1:{port}/"
+    demo.close()
+    engine.dispose()
+
+
+def test_log_in_score_with_the_keyboard_submit_and_reach_the_next_item(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    engine, url = app_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill(PASSWORD)
+        page.get_by_role("button", name="Login").click()
+        progress = page.locator("#progress_md")
+        expect(progress).to_contain_text("0 /", timeout=30_000)
+        expect(page.locator("#history_view .ra-cited").first).to_be_visible()
+        first_item = page.locator("#item_number input").input_value()
+
+        # Clicking a cited id in the rationale shows its record item.
+        page.locator("#rationale_view .ra-ref").first.click()
+        expect(page.get_by_label("Record item")).to_have_value(re.compile(r"^\[E1\] "),
+                                                              timeout=10_000)
+
+        # Typing in the comment box must not score anything.
+        page.locator("#comment_box textarea").fill("12345")
+        page.locator("#history_view").click()
+        expect(page.locator("#accuracy_radio input:checked")).to_have_count(0)
+
+        page.keyboard.press("4")  # accuracy
+        page.keyboard.press("5")  # faithfulness (focus moved on)
+        expect(page.locator("#accuracy_radio input[value='4']")).to_be_checked()
+        expect(page.locator("#faithfulness_radio input[value='5']")).to_be_checked()
+        page.keyboard.press("Enter")
+        expect(progress).to_contain_text("1 /", timeout=15_000)
+        expect(page.locator("#item_number input")).not_to_have_value(first_item)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "annotate.png"), full_page=True)
+        browser.close()
+    with Session(engine) as s:
+        saved = s.execute(select(Annotation)).scalars().one()
+    assert (saved.accuracy, saved.faithfulness, saved.comment) == (4, 5, "12345")
+    assert saved.seconds_on_task is not None and saved.seconds_on_task > 0
