@@ -84,15 +84,17 @@ def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[
     """What a logged-in browser does: one POST per submit (the event skips the queue)."""
     import httpx
 
+    session = {"session_hash": f"bench-{name}"}  # a browser tab keeps one session
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             client.post("/login", data={"username": name, "password": PASSWORD}).raise_for_status()
-            response = client.post("/gradio_api/run/load_next", json={"data": ["bench"]})
+            response = client.post("/gradio_api/run/load_next",
+                                   json={"data": ["bench"], **session})
             item = response.json()["data"][0]
             for _ in range(submits):
                 start = time.perf_counter()
                 response = client.post("/gradio_api/run/submit_scores", json={
-                    "data": ["bench", item, 4, 4, [], "", None]})
+                    "data": ["bench", item, 4, 4, [], "", None], **session})
                 response.raise_for_status()
                 item = response.json()["data"][0]
                 out.append(time.perf_counter() - start)
