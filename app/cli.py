@@ -9,7 +9,18 @@ import sys
 
 import typer
 
-from app.commands import agreement, campaign, cohort, db, demo, generate, model, serve, users
+from app.commands import (
+    agreement,
+    campaign,
+    cohort,
+    db,
+    demo,
+    export,
+    generate,
+    model,
+    serve,
+    users,
+)
 
 app = typer.Typer(
     name="rationale-audit",
@@ -26,6 +37,7 @@ app.add_typer(cohort.app, name="cohort")
 app.add_typer(users.app, name="users")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(agreement.app, name="agreement")
+app.add_typer(export.app, name="export")
 app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
+from annotation_db.export import ExportError
 from annotation_db.provenance import ConfigError
 from annotation_db.ratings import RatingsError
 from annotation_db.session import DatabaseUnavailable
@@ -20,7 +21,7 @@ from generation.prompts import PromptError
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
-    ConnectionError, RatingsError, CampaignError, UserError,
+    ConnectionError, RatingsError, CampaignError, UserError, ExportError,
 )
 
 err_console = Console(stderr=True)

@@ -31,6 +31,17 @@ from app.views import (
 )
 
 FLAG_KEYS = campaigns.FLAGS
+EXPORT_POLICY_TEMPLATE = """\
+campaigns: [pilot]
+min_ratings: 2
+min_accuracy: 4
+min_faithfulness: 4
+aggregate: mean          # or: each
+blocking_flags: [hallucinated_fact, unsafe_or_misleading, label_contradicts_record]
+adjudication_overrides: true
+min_gold_accuracy: 0.5   # raters who catch fewer gold items are left out
+include_simulated: false
+"""
 
 
 def build_app(engine) -> gr.Blocks:
@@ -229,6 +240,31 @@ def build_app(engine) -> gr.Blocks:
                   gold_acc.get(name)] for name, a in state["annotators"].items()]
         return "\n".join(lines), table
 
+    def export_preview(policy_text: str, request: gr.Request):
+        from annotation_db import export
+
+        with Session(engine) as s:
+            user_of(s, request, ("admin",))
+            try:
+                result = export.preview(s, export.ApprovalPolicy.from_text(policy_text or ""))
+            except export.ExportError as exc:
+                raise gr.Error(str(exc)) from None
+        return (f"{result['approved']} of {result['rationales']} rationales pass; failing: "
+                + (", ".join(f"{k} {v}" for k, v in result["failing_by_criterion"].items())
+                   or "none"))
+
+    def export_create(policy_text: str, name: str, request: gr.Request):
+        from annotation_db import export
+
+        with Session(engine) as s:
+            admin = user_of(s, request, ("admin",))
+            try:
+                version = export.create(s, name=(name or "").strip(), policy_text=policy_text,
+                                        created_by=admin.id)
+            except export.ExportError as exc:
+                raise gr.Error(str(exc)) from None
+        return f"Published {version.name}: sha256 {version.content_hash} → {version.path}"
+
     # --- layout ---------------------------------------------------------------------------
 
     with gr.Blocks(title="Rationale Audit") as demo:
@@ -315,6 +351,13 @@ def build_app(engine) -> gr.Blocks:
             summary_table = gr.Dataframe(headers=["annotator", "done", "assigned", "skipped",
                                                   "mean seconds", "gold accuracy"],
                                          interactive=False)
+            gr.Markdown("### Export a verified dataset version (same code as `export create`)")
+            policy_box = gr.Code(EXPORT_POLICY_TEMPLATE, language="yaml", label="Approval policy")
+            version_name = gr.Textbox(label="Version name")
+            with gr.Row():
+                preview_btn = gr.Button("Preview")
+                export_btn = gr.Button("Create version", variant="primary")
+            export_md = gr.Markdown()
 
         item_outputs = [assignment_state, started_state, history_view, rationale_view, label_md,
                         progress_md, grounding_md, accuracy_radio, faithfulness_radio, flags_box,
@@ -347,6 +390,9 @@ def build_app(engine) -> gr.Blocks:
                          queue_table, api_name="adjudicate")
         summary_btn.click(campaign_summary, campaign_dd, [summary_md, summary_table],
                           api_name="campaign_summary")
+        preview_btn.click(export_preview, policy_box, export_md, api_name="export_preview")
+        export_btn.click(export_create, [policy_box, version_name], export_md,
+                         api_name="export_create")
     demo.queue(default_concurrency_limit=16)
     return demo
 

@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import cohort_summary
-from annotation_db.models import Campaign, Cohort
+from annotation_db.models import Campaign, Cohort, DatasetVersion
 from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
@@ -34,6 +34,18 @@ DEMO_ACCOUNTS = (("clinician1", "annotator"), ("clinician2", "annotator"),
                  ("adjudicator", "adjudicator"), ("admin", "admin"))
 DEMO_CAMPAIGN = "demo"
 SIMULATED_CAMPAIGN = "demo-simulated"
+DEMO_EXPORT = "demo-simulated-v1"
+# The demo's ratings come from simulated raters, so its policy must say it includes them.
+DEMO_POLICY = """\
+campaigns: [demo-simulated]
+min_ratings: 2
+min_accuracy: 3
+min_faithfulness: 3
+aggregate: mean
+blocking_flags: [unsafe_or_misleading]
+min_gold_accuracy: null
+include_simulated: true   # demo only: never for data you will train on
+"""
 
 
 def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
@@ -65,8 +77,23 @@ def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
                               replicates=500, seed=0, gold_items=gold, design=design)
     (out / "agreement.html").write_text(
         to_html(report, f"Agreement report: campaign {SIMULATED_CAMPAIGN} (simulated raters)"))
+    from annotation_db import export
+
+    policy = out / "policy.yaml"
+    policy.write_text(DEMO_POLICY)
+    with Session(engine) as session:
+        existing = session.execute(select(DatasetVersion).where(
+            DatasetVersion.name == DEMO_EXPORT)).scalars().first()
+        try:
+            version = existing or export.create(session, name=DEMO_EXPORT, policy_path=policy,
+                                                root=out.parent / "exports")
+            exported = {"version": version.name, "sha256": version.content_hash,
+                        "path": version.path, "counts": version.manifest["counts"]}
+        except export.ExportError as exc:  # e.g. no rationale of the tiny demo passes
+            exported = {"version": None, "reason": str(exc)}
     return {"accounts": [name for name, _ in DEMO_ACCOUNTS], "campaign": DEMO_CAMPAIGN,
-            "simulated_campaign": SIMULATED_CAMPAIGN, "simulated_ratings": len(ratings)}
+            "simulated_campaign": SIMULATED_CAMPAIGN, "simulated_ratings": len(ratings),
+            "export": exported}
 
 
 class DemoConfig(CommandConfig):

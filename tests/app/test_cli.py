@@ -137,6 +137,9 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns"}
     assert summary["stages"]["campaigns"]["simulated_ratings"] > 0
     assert "Krippendorff" in (out / "agreement.html").read_text()
+    exported = summary["stages"]["campaigns"]["export"]
+    assert exported["version"] == "demo-simulated-v1", exported
+    assert Path(exported["path"], "manifest.json").is_file()
     assert summary["stages"]["cohort"]["created"] is True
     assert summary["stages"]["database"]["revision"] == "0003_assignment_indexes"
     assert summary["stages"]["rationales"]["generated"] == 8
@@ -324,3 +327,45 @@ def test_users_campaign_and_simulated_raters_from_the_command_line(tmp_path, mon
     duplicate = runner.invoke(app, ["campaign", "create", "pilot", "--run", str(run_id),
                                     "--annotators", "ann,bob", "--db", db])
     _one_line_error(duplicate, "a campaign named 'pilot' already exists")
+
+
+def test_export_commands_create_list_show_verify(tmp_path, monkeypatch):
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from annotation_db import campaigns, users
+    from annotation_db.models import Assignment
+    from annotation_db.session import make_engine
+    from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "e.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    engine = make_engine(f"sqlite:///{db}")
+    run_id = seed_rationales(engine, n=8, gold=0)
+    with Session(engine) as s:
+        raters = [users.create_user(s, username=n, password=PASSWORD, role="annotator")
+                  for n in ("ann", "bob")]
+        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"])
+        for user in raters:
+            for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
+                               ).scalars().all():
+                campaigns.submit(s, assignment_id=a.id, user=user, accuracy=5, faithfulness=5,
+                                 flags=[])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("campaigns: [pilot]\nmin_gold_accuracy: null\n")
+    shown = runner.invoke(app, ["export", "preview", "--policy", str(policy), "--db", db])
+    assert "8 of 8 rationales pass" in shown.output
+    made = runner.invoke(app, ["export", "create", "--policy", str(policy), "--name", "v1",
+                               "--root", str(tmp_path / "exports"), "--db", db])
+    assert made.exit_code == 0, made.output
+    assert "v1: sha256 " in made.output
+    assert "v1" in runner.invoke(app, ["export", "list", "--db", db]).output
+    manifest = json.loads(runner.invoke(app, ["export", "show", "v1", "--db", db]).output)
+    assert manifest["policy"]["campaigns"] == ["pilot"] and "policy_text" in manifest
+    ok = runner.invoke(app, ["export", "verify", "v1", "--db", db])
+    assert ok.exit_code == 0 and "every file matches" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("campaigns: []\n")
+    _one_line_error(runner.invoke(app, ["export", "preview", "--policy", str(bad), "--db", db]),
+                    "invalid policy")

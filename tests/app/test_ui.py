@@ -51,7 +51,8 @@ def test_every_event_has_an_api_name(served):
     names = set(info["named_endpoints"])
     for expected in ("/list_my_campaigns", "/load_next", "/submit_scores", "/skip_item",
                      "/show_evidence", "/my_ratings", "/open_for_revision",
-                     "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary"):
+                     "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary",
+                     "/export_preview", "/export_create"):
         assert expected in names
 
 
@@ -140,3 +141,12 @@ def test_adjudicator_sees_disputed_items_and_decides(served):
     after = judy.predict("pilot", rationale_id, "reject", 2, 2, ["hallucinated_fact"],
                          "invented HbA1c", api_name="/adjudicate")
     assert rationale_id not in [row[0] for row in after["data"]]
+
+
+def test_only_admins_reach_the_export_action(served):
+    _, url = served
+    policy = "campaigns: [pilot]\nmin_ratings: 1\nmin_accuracy: 1\nmin_faithfulness: 1\n"
+    with pytest.raises(Exception, match="role does not allow"):
+        client(url, "judy").predict(policy, api_name="/export_preview")
+    preview = client(url, "root").predict(policy, api_name="/export_preview")
+    assert "rationales pass" in preview

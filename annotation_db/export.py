@@ -1,0 +1,469 @@
+"""Verified dataset export: an approval policy, immutable content-addressed versions, and
+training-ready views.
+
+    rationale-audit export preview --policy policy.yaml
+    rationale-audit export create --policy policy.yaml --name v1
+    rationale-audit export list | show v1 | verify v1
+
+A version is a folder of views, each split written as JSONL and Parquet, plus
+``manifest.json``. Its SHA-256 is taken over the data files' canonical bytes (sorted paths
+and their digests), and the same database state always yields byte-identical files: rows
+are ordered by id, JSON keys are sorted, and nothing time-dependent is written into a data
+file. Files are written to a temporary folder, made read-only and renamed into place; the
+DatasetVersion row is committed last.
+"""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from annotation_db.adjudication import latest_ratings
+from annotation_db.models import (
+    Adjudication,
+    Campaign,
+    CampaignItem,
+    DatasetVersion,
+    GenerationRun,
+    Patient,
+    PromptTemplate,
+    Rationale,
+    User,
+    utcnow,
+)
+
+FINAL_LINE = "Final answer: {label}"
+SYSTEM = ("You are a clinical prediction assistant. Given a patient's record as of the index "
+          "date, predict whether the patient will be diagnosed with Alzheimer's disease or a "
+          "related dementia within five years.")
+VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long")
+SPLITS = ("train", "validation", "test")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or found; the message says why."""
+
+
+class ApprovalPolicy(BaseModel):
+    """When a rationale is approved for training data (a YAML file; its text is kept)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaigns: list[str] = Field(min_length=1)
+    min_ratings: int = Field(2, ge=1)
+    min_accuracy: float = Field(4, ge=1, le=5)
+    min_faithfulness: float = Field(4, ge=1, le=5)
+    aggregate: Literal["mean", "each"] = "mean"
+    blocking_flags: list[str] = ["hallucinated_fact", "unsafe_or_misleading",
+                                 "label_contradicts_record"]
+    adjudication_overrides: bool = True
+    min_gold_accuracy: float | None = Field(0.5, ge=0, le=1)
+    include_simulated: bool = False
+    history_budget: int = 1500
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> tuple["ApprovalPolicy", str]:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ExportError(f"cannot read policy {path}: {exc.strerror}") from exc
+        return cls.from_text(text, source=str(path)), text
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "policy") -> "ApprovalPolicy":
+        try:
+            return cls.model_validate(yaml.safe_load(text) or {})
+        except (yaml.YAMLError, ValidationError) as exc:
+            first = str(exc).splitlines()
+            raise ExportError(f"invalid policy {source}: {' '.join(first[:3])}") from exc
+
+
+@dataclass
+class Decision:
+    rationale_id: int
+    approved: bool
+    reasons: list[str] = field(default_factory=list)
+    provenance: str = "ratings"
+
+
+def _gold_accuracy(session: Session, campaign: Campaign, include_simulated: bool
+                   ) -> dict[str, float]:
+    gold = set(session.execute(select(CampaignItem.rationale_id).join(
+        Rationale, Rationale.id == CampaignItem.rationale_id).where(
+        CampaignItem.campaign_id == campaign.id,
+        CampaignItem.is_gold | Rationale.is_gold)).scalars())
+    caught: dict[str, list[bool]] = defaultdict(list)
+    for rationale_id, ratings in latest_ratings(session, campaign.id).items():
+        if rationale_id not in gold:
+            continue
+        for r in ratings:
+            if r["simulated"] and not include_simulated:
+                continue
+            caught[r["rater"]].append(min(r["accuracy"], r["faithfulness"]) <= 2
+                                      or bool(r["flags"]))
+    return {rater: sum(v) / len(v) for rater, v in caught.items()}
+
+
+def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
+    """The policy's verdict on every original rationale rated in the policy's campaigns."""
+    decisions: dict[int, Decision] = {}
+    for name in policy.campaigns:
+        campaign = session.execute(select(Campaign).where(Campaign.name == name)
+                                   ).scalars().first()
+        if campaign is None:
+            raise ExportError(f"the policy names campaign {name!r}, which does not exist")
+        accuracy_by_rater = _gold_accuracy(session, campaign, policy.include_simulated)
+        excluded = {r for r, acc in accuracy_by_rater.items()
+                    if policy.min_gold_accuracy is not None and acc < policy.min_gold_accuracy}
+        adjudicated = {}
+        for row in session.execute(select(Adjudication).where(
+                Adjudication.campaign_id == campaign.id).order_by(Adjudication.revision)
+        ).scalars():
+            adjudicated[row.rationale_id] = row  # the latest revision wins
+        originals = set(session.execute(select(Rationale.id).join(
+            CampaignItem, CampaignItem.rationale_id == Rationale.id).where(
+            CampaignItem.campaign_id == campaign.id, Rationale.variant == "original",
+            Rationale.is_gold.is_(False))).scalars())
+        ratings_by_item = latest_ratings(session, campaign.id)
+        for rationale_id in sorted(originals):
+            if policy.adjudication_overrides and rationale_id in adjudicated:
+                row = adjudicated[rationale_id]
+                decisions[rationale_id] = Decision(
+                    rationale_id, row.decision == "approve",
+                    [] if row.decision == "approve" else ["rejected by adjudication"],
+                    "adjudicated")
+                continue
+            ratings = [r for r in ratings_by_item.get(rationale_id, [])
+                       if (policy.include_simulated or not r["simulated"])
+                       and r["rater"] not in excluded]
+            reasons = []
+            if len(ratings) < policy.min_ratings:
+                reasons.append("too few ratings")
+            if ratings:
+                for dim, minimum in (("accuracy", policy.min_accuracy),
+                                     ("faithfulness", policy.min_faithfulness)):
+                    values = [r[dim] for r in ratings]
+                    low = (sum(values) / len(values) < minimum if policy.aggregate == "mean"
+                           else min(values) < minimum)
+                    if low:
+                        reasons.append(f"{dim} below {minimum:g}")
+                if any(set(r["flags"]) & set(policy.blocking_flags) for r in ratings):
+                    reasons.append("blocking flag")
+            if rationale_id not in decisions or decisions[rationale_id].approved is False:
+                decisions[rationale_id] = Decision(rationale_id, not reasons, reasons)
+    return [decisions[k] for k in sorted(decisions)]
+
+
+def preview(session: Session, policy: ApprovalPolicy) -> dict:
+    decisions = evaluate(session, policy)
+    failing: dict[str, int] = defaultdict(int)
+    for d in decisions:
+        for reason in d.reasons:
+            failing[reason] += 1
+    return {"rationales": len(decisions), "approved": sum(d.approved for d in decisions),
+            "rejected": sum(not d.approved for d in decisions),
+            "adjudicated": sum(d.provenance == "adjudicated" for d in decisions),
+            "failing_by_criterion": dict(sorted(failing.items()))}
+
+
+def _pseudonym(username: str) -> str:
+    return "rater-" + hashlib.sha256(f"rationale-audit:{username}".encode()).hexdigest()[:10]
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows
+                   ).encode()
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{k: json.dumps(v, sort_keys=True, ensure_ascii=False)
+                                   if isinstance(v, list | dict) else v
+                                   for k, v in sorted(r.items())} for r in rows]) \
+        if rows else pa.table({})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], dict]:
+    """Every file of a version (relative path → bytes) and the manifest's data part."""
+    from generation.render import render_compact
+
+    decisions = evaluate(session, policy)
+    approved = [d.rationale_id for d in decisions if d.approved]
+    rationales = {r.id: r for r in session.execute(select(Rationale).where(
+        Rationale.id.in_(approved)).order_by(Rationale.id)).scalars()} if approved else {}
+    patient_ids = {r.patient_id for r in rationales.values()}
+    cohort_ids = set(session.execute(select(Patient.cohort_id).where(
+        Patient.id.in_(patient_ids))).scalars()) if patient_ids else set()
+    if len(cohort_ids) > 1:
+        raise ExportError("approved rationales come from several cohorts; export one at a time")
+    if not cohort_ids:
+        raise ExportError("no rationale passes the policy; nothing to export "
+                          "(see `rationale-audit export preview`)")
+    cohort_id = cohort_ids.pop()
+    from annotation_db.cohorts import patient_record
+
+    patients = {p.id: p for p in session.execute(select(Patient).where(
+        Patient.cohort_id == cohort_id).order_by(Patient.id)).scalars()}
+    records: dict[int, dict] = {}
+
+    def record(pid: int) -> dict:
+        if pid not in records:
+            records[pid] = patient_record(session, patients[pid])
+        return records[pid]
+
+    def prompt(pid: int) -> list[dict]:
+        history = render_compact(record(pid), policy.history_budget).text
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Patient record as of the index date:\n{history}"
+                                            "\n\nWill this patient be diagnosed with ADRD "
+                                            "within five years? Answer yes or no."}]
+
+    def answer(pid: int) -> str:
+        return "yes" if patients[pid].label else "no"
+
+    views: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in SPLITS} for v in VIEWS}
+    approved_patients = sorted(patient_ids)
+    for pid in approved_patients:
+        split = patients[pid].split
+        if split != "test":
+            views["label_only"][split].append({
+                "id": patients[pid].external_id, "label": int(patients[pid].label),
+                "prompt": prompt(pid),
+                "completion": [{"role": "assistant", "content": FINAL_LINE.format(
+                    label=answer(pid))}]})
+    for pid, p in patients.items():  # evaluation is on labels: every test patient
+        if p.split == "test":
+            views["label_only"]["test"].append({
+                "id": p.external_id, "label": int(p.label), "prompt": prompt(pid),
+                "completion": [{"role": "assistant",
+                                "content": FINAL_LINE.format(label=answer(pid))}]})
+    for rationale in rationales.values():
+        pid, split = rationale.patient_id, patients[rationale.patient_id].split
+        view = f"rationale_{rationale.format}"
+        row = {"id": f"{patients[pid].external_id}-r{rationale.id}",
+               "label": int(patients[pid].label), "prompt": prompt(pid),
+               "completion": [{"role": "assistant", "content": rationale.text.strip() + "\n"
+                               + FINAL_LINE.format(label=answer(pid))}]}
+        if split != "test":
+            views[view][split].append(row)
+        if split == "train":
+            views["fewshot_pool"]["train"].append({
+                "id": row["id"], "label": int(patients[pid].label), "format": rationale.format,
+                "history": render_compact(record(pid), policy.history_budget).text,
+                "rationale": rationale.text.strip(),
+                "evidence": rationale.cited_evidence_ids})
+    for view in ("rationale_free", "rationale_stepwise"):
+        views[view]["test"] = [dict(r, completion=[{"role": "assistant", "content":
+                                                    FINAL_LINE.format(label="yes" if r["label"]
+                                                                      else "no")}])
+                               for r in views["label_only"]["test"]]
+    for name in policy.campaigns:
+        campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().one()
+        for rationale_id, ratings in sorted(latest_ratings(session, campaign.id).items()):
+            for r in ratings:
+                if r["simulated"] and not policy.include_simulated:
+                    continue
+                for dim in ("accuracy", "faithfulness"):
+                    views["ratings_long"]["train"].append({
+                        "campaign": name, "rationale_id": rationale_id,
+                        "rater": _pseudonym(r["rater"]), "dimension": dim, "score": r[dim],
+                        "simulated": r["simulated"]})
+                for flag in sorted(r["flags"]):
+                    views["ratings_long"]["train"].append({
+                        "campaign": name, "rationale_id": rationale_id,
+                        "rater": _pseudonym(r["rater"]), "dimension": flag, "score": 1,
+                        "simulated": r["simulated"]})
+    files: dict[str, bytes] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for view, splits in views.items():
+        counts[view] = {}
+        for split, rows in splits.items():
+            if view in ("fewshot_pool", "ratings_long") and split != "train":
+                continue
+            name = "all" if view == "ratings_long" else split
+            files[f"{view}/{name}.jsonl"] = _jsonl(rows)
+            files[f"{view}/{name}.parquet"] = _parquet(rows)
+            counts[view][name] = len(rows)
+    leaks = _split_leaks(views, patients)
+    if leaks:
+        raise ExportError(f"patients in two splits: {sorted(leaks)[:5]}")
+    data = {"counts": counts, "cohort_id": cohort_id,
+            "decisions": preview_from(decisions)}
+    return files, data
+
+
+def preview_from(decisions: list[Decision]) -> dict:
+    return {"approved": sum(d.approved for d in decisions),
+            "rejected": sum(not d.approved for d in decisions),
+            "adjudicated": sum(d.provenance == "adjudicated" for d in decisions)}
+
+
+def _split_leaks(views: dict, patients: dict[int, Patient]) -> set[str]:
+    by_id = {p.external_id: p.split for p in patients.values()}
+    seen: dict[str, set[str]] = defaultdict(set)
+    for view in ("label_only", "rationale_free", "rationale_stepwise"):
+        for split, rows in views[view].items():
+            for row in rows:
+                seen[row["id"].split("-r")[0]].add(split)
+    return {pid for pid, splits in seen.items() if len(splits) > 1 or
+            by_id.get(pid) not in splits}
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    canonical = "\n".join(f"{path} {hashlib.sha256(data).hexdigest()}"
+                          for path, data in sorted(files.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _provenance(session: Session, policy: ApprovalPolicy) -> dict:
+    runs = session.execute(
+        select(GenerationRun, PromptTemplate).join(
+            PromptTemplate, PromptTemplate.id == GenerationRun.prompt_template_id)
+        .join(Rationale, Rationale.run_id == GenerationRun.id)
+        .join(CampaignItem, CampaignItem.rationale_id == Rationale.id)
+        .join(Campaign, Campaign.id == CampaignItem.campaign_id)
+        .where(Campaign.name.in_(policy.campaigns)).distinct().order_by(GenerationRun.id)).all()
+    return {"runs": [{"run_id": run.id, "model": run.model, "backend": run.backend,
+                      "prompt": f"{prompt.name}@{prompt.version}",
+                      "prompt_sha256": prompt.content_hash, "sampling": run.sampling_params,
+                      "seed": run.seed} for run, prompt in runs]}
+
+
+def _agreement(session: Session, policy: ApprovalPolicy) -> dict:
+    from annotation_db.agreement import agreement_report
+    from annotation_db.ratings import default_dimensions, load_campaign_ratings
+
+    out = {}
+    for name in policy.campaigns:
+        ratings, gold, _ = load_campaign_ratings(session, name,
+                                                 include_simulated=policy.include_simulated)
+        if not ratings:
+            out[name] = {"computable": False, "reason": "no ratings"}
+            continue
+        report = agreement_report(ratings, default_dimensions({"accuracy", "faithfulness"}),
+                                  replicates=500, seed=0, gold_items=gold)
+        out[name] = {s["dimension"]: {k: s["alpha"].get(k) for k in
+                                      ("alpha", "ci95", "computable", "reason")}
+                     for s in report["dimensions"]}
+    return out
+
+
+def create(session: Session, *, name: str, policy_path: str | Path | None = None,
+           policy_text: str | None = None, root: str | Path = "exports",
+           created_by: int | None = None) -> DatasetVersion:
+    """Build, write and register a version from a policy file or the policy's YAML text."""
+    from annotation_db.provenance import code_version, library_versions
+
+    if policy_path is not None:
+        policy, policy_text = ApprovalPolicy.from_file(policy_path)
+    else:
+        policy = ApprovalPolicy.from_text(policy_text or "")
+    if session.execute(select(DatasetVersion.id).where(DatasetVersion.name == name)).first():
+        raise ExportError(f"a dataset version named {name!r} already exists; versions never "
+                          "change, so choose a new name")
+    files, data = build(session, policy)
+    digest = content_hash(files)
+    same = session.execute(select(DatasetVersion).where(DatasetVersion.content_hash == digest)
+                           ).scalars().first()
+    if same is not None:
+        raise ExportError(f"the data are identical to version {same.name!r} ({digest[:12]})")
+    cohort = session.get(Patient, session.execute(select(func.min(Patient.id)).where(
+        Patient.cohort_id == data["cohort_id"])).scalar())
+    from annotation_db.models import Cohort
+
+    cohort_row = session.get(Cohort, cohort.cohort_id)
+    manifest = {
+        "name": name, "content_sha256": digest, "policy": policy.model_dump(),
+        "policy_text": policy_text, "counts": data["counts"], "decisions": data["decisions"],
+        "agreement": _agreement(session, policy), "provenance": _provenance(session, policy),
+        "cohort": {"name": cohort_row.name, "seed": cohort_row.seed, "source": cohort_row.source},
+        "code_version": code_version(), "libraries": library_versions(),
+        "files": {path: hashlib.sha256(blob).hexdigest() for path, blob in sorted(files.items())},
+    }
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{name}-{digest[:12]}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        for path, blob in files.items():
+            target = tmp / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+            target.chmod(0o444)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "manifest.json").chmod(0o444)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    version = DatasetVersion(name=name, content_hash=digest, manifest=manifest,
+                             path=str(final.resolve()), created_by=created_by)
+    session.add(version)
+    session.commit()
+    session.refresh(version)  # loaded, so readable after the session closes
+    return version
+
+
+def get_version(session: Session, name: str) -> DatasetVersion:
+    version = session.execute(select(DatasetVersion).where(DatasetVersion.name == name)
+                              ).scalars().first()
+    if version is None:
+        known = session.execute(select(DatasetVersion.name)).scalars().all()
+        raise ExportError(f"no dataset version named {name!r}; known: "
+                          f"{', '.join(known) or 'none'}")
+    return version
+
+
+def verify(version: DatasetVersion) -> list[str]:
+    """Problems found by re-hashing the version's files (empty when intact)."""
+    if version.deleted_at is not None:
+        return [f"version {version.name!r} was deleted; only its manifest is kept"]
+    folder = Path(version.path)
+    problems = []
+    expected = version.manifest["files"]
+    for path, digest in sorted(expected.items()):
+        file = folder / path
+        if not file.is_file():
+            problems.append(f"{path}: missing")
+        elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            problems.append(f"{path}: content changed")
+    found = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {
+        "manifest.json"}
+    problems += [f"{p}: not part of the version" for p in sorted(found - set(expected))]
+    canonical = "\n".join(f"{p} {d}" for p, d in sorted(expected.items()))
+    if hashlib.sha256(canonical.encode()).hexdigest() != version.content_hash:
+        problems.append("the manifest's file list does not match the version hash")
+    return problems
+
+
+def delete(session: Session, *, name: str, admin: User) -> DatasetVersion:
+    if admin.role != "admin":
+        raise ExportError("only an admin can delete a dataset version")
+    version = get_version(session, name)
+    folder = Path(version.path)
+    for path in version.manifest["files"]:
+        file = folder / path
+        if file.exists():
+            os.chmod(file, 0o644)
+            file.unlink()
+    version.deleted_at = utcnow()
+    session.add(version)
+    session.commit()
+    return version

@@ -1,0 +1,159 @@
+"""Verified export: policy, determinism, splits, immutability, tamper detection, TRL."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db import adjudication, export, users
+from annotation_db import campaigns as camp
+from annotation_db.models import Annotation, Assignment, Patient, Rationale
+from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+
+
+def _policy(tmp_path, **overrides) -> Path:
+    body = {"campaigns": ["pilot"], "min_ratings": 2, "min_accuracy": 4,
+            "min_faithfulness": 4, "min_gold_accuracy": None, **overrides}
+    path = tmp_path / f"policy-{len(list(tmp_path.glob('policy-*')))}.yaml"
+    path.write_text(json.dumps(body))  # JSON is YAML
+    return path
+
+
+@pytest.fixture
+def rated(engine):
+    """12 rationales rated by two annotators: even patients good, odd ones poor."""
+    run_id = seed_rationales(engine, n=12, gold=2)
+    with Session(engine) as s:
+        raters = [users.create_user(s, username=n, password=PASSWORD, role="annotator")
+                  for n in ("ann", "bob")]
+        users.create_user(s, username="root", password=PASSWORD, role="admin")
+        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2,
+                             gold_share=0.2)
+        for user in raters:
+            for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
+                               ).scalars().all():
+                r = s.get(Rationale, a.rationale_id)
+                good = r.patient_id % 2 == 0 and not r.is_gold
+                camp.submit(s, assignment_id=a.id, user=user, accuracy=5 if good else 2,
+                            faithfulness=4 if good else 2,
+                            flags=[] if good else ["hallucinated_fact"])
+    return engine
+
+
+def test_preview_counts_pass_and_fail_per_criterion(rated, tmp_path):
+    with Session(rated) as s:
+        result = export.preview(s, export.ApprovalPolicy.from_file(_policy(tmp_path))[0])
+    assert (result["rationales"], result["approved"], result["rejected"]) == (12, 6, 6)
+    assert result["failing_by_criterion"] == {"accuracy below 4": 6, "blocking flag": 6,
+                                              "faithfulness below 4": 6}
+
+
+def test_policy_edge_cases(rated, tmp_path):
+    def approved(**kw):
+        with Session(rated) as s:
+            return export.preview(s, export.ApprovalPolicy.from_file(_policy(tmp_path, **kw))[0]
+                                  )["approved"]
+
+    assert approved(min_ratings=3) == 0
+    assert approved(min_accuracy=1, min_faithfulness=1, blocking_flags=[]) == 12
+    assert approved(min_faithfulness=5) == 0
+    assert approved(min_gold_accuracy=1.0) == 6  # both raters caught their gold items
+    with Session(rated) as s:
+        pid = s.execute(select(Rationale.id).where(Rationale.patient_id == 1,
+                                                   Rationale.variant == "original")).scalar()
+        adjudication.decide(s, campaign=camp.get_campaign(s, "pilot"), rationale_id=pid,
+                            adjudicator=users.require_user(s, "root"), decision="approve",
+                            accuracy=4, faithfulness=4, flags=[], reason="raters misread")
+    assert approved() == 7
+    assert approved(adjudication_overrides=False) == 6
+    with pytest.raises(export.ExportError, match="invalid policy"):
+        export.ApprovalPolicy.from_file(_policy(tmp_path, min_ratngs=2))
+    with Session(rated) as s, pytest.raises(export.ExportError, match="campaign 'nope'"):
+        export.preview(s, export.ApprovalPolicy.from_file(_policy(tmp_path,
+                                                                   campaigns=["nope"]))[0])
+
+
+def test_same_state_gives_byte_identical_files_and_a_rating_change_changes_the_hash(rated,
+                                                                                     tmp_path):
+    policy = export.ApprovalPolicy.from_file(_policy(tmp_path))[0]
+    with Session(rated) as s:
+        first, _ = export.build(s, policy)
+        second, _ = export.build(s, policy)
+    assert first == second
+    with Session(rated) as s:
+        a = s.execute(select(Assignment).where(Assignment.status == "submitted")).scalars().first()
+        camp.submit(s, assignment_id=a.id, user=s.get(users.User, a.user_id), accuracy=3,
+                    faithfulness=3, flags=[])
+        third, _ = export.build(s, policy)
+    assert export.content_hash(third) != export.content_hash(first)
+
+
+def test_splits_follow_the_cohort_and_test_has_every_test_patient(rated, tmp_path):
+    policy = export.ApprovalPolicy.from_file(_policy(tmp_path))[0]
+    with Session(rated) as s:
+        files, data = export.build(s, policy)
+        split_of = {p.external_id: p.split for p in s.execute(select(Patient)).scalars()}
+    for view in ("label_only", "rationale_free"):
+        for split in ("train", "validation", "test"):
+            for line in files[f"{view}/{split}.jsonl"].decode().splitlines():
+                row = json.loads(line)
+                assert split_of[row["id"].split("-r")[0]] == split
+                assert row["completion"][0]["content"].endswith(
+                    "Final answer: " + ("yes" if row["label"] else "no"))
+    tests = [pid for pid, split in split_of.items() if split == "test"]
+    assert data["counts"]["label_only"]["test"] == len(tests)
+    ratings = [json.loads(x) for x in files["ratings_long/all.jsonl"].decode().splitlines()]
+    assert ratings and all(r["rater"].startswith("rater-") for r in ratings)
+    assert not {"ann", "bob"} & {r["rater"] for r in ratings}, "raters are pseudonymized"
+
+
+def test_created_version_is_immutable_verifiable_and_deletable_by_admins_only(rated, tmp_path):
+    from datasets import load_dataset
+
+    with Session(rated) as s:
+        version = export.create(s, policy_path=_policy(tmp_path), name="v1",
+                                root=tmp_path / "exports")
+        assert export.verify(version) == []
+        with pytest.raises(export.ExportError, match="already exists"):
+            export.create(s, policy_path=_policy(tmp_path), name="v1", root=tmp_path / "x")
+        with pytest.raises(export.ExportError, match="identical to version 'v1'"):
+            export.create(s, policy_path=_policy(tmp_path), name="v2", root=tmp_path / "x")
+    folder = Path(version.path)
+    data = load_dataset("json", data_files=str(folder / "label_only/train.jsonl"))["train"]
+    assert data.num_rows == version.manifest["counts"]["label_only"]["train"]
+    parquet = load_dataset("parquet", data_files=str(folder / "rationale_free/train.parquet"))
+    assert parquet["train"].num_rows == version.manifest["counts"]["rationale_free"]["train"]
+    target = folder / "label_only/train.jsonl"
+    target.chmod(0o644)
+    target.write_text(target.read_text().replace("yes", "no", 1))
+    with Session(rated) as s:
+        assert export.verify(export.get_version(s, "v1")) == [
+            "label_only/train.jsonl: content changed"]
+        with pytest.raises(export.ExportError, match="only an admin"):
+            export.delete(s, name="v1", admin=users.require_user(s, "ann"))
+        export.delete(s, name="v1", admin=users.require_user(s, "root"))
+        gone = export.get_version(s, "v1")
+        assert gone.deleted_at is not None and gone.manifest["content_sha256"]
+    assert (folder / "manifest.json").is_file() and not target.exists()
+
+
+@pytest.mark.slow
+def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, bundled_model):
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    with Session(rated) as s:
+        version = export.create(s, policy_path=_policy(tmp_path), name="trl",
+                                root=tmp_path / "exports")
+    for view in ("label_only", "rationale_free"):
+        data = load_dataset("json", data_files=str(Path(version.path) / f"{view}/train.jsonl"))
+        trainer = SFTTrainer(
+            model=bundled_model.path, train_dataset=data["train"],
+            args=SFTConfig(output_dir=str(tmp_path / view), max_steps=2,
+                           per_device_train_batch_size=2, report_to="none", use_cpu=True,
+                           logging_steps=1, save_strategy="no", max_length=1024))
+        result = trainer.train()
+        assert result.global_step == 2 and result.training_loss > 0
+    assert Annotation  # the export read annotations through the campaign tables
