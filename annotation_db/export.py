@@ -333,13 +333,15 @@ def content_hash(files: dict[str, bytes]) -> str:
 
 
 def _provenance(session: Session, policy: ApprovalPolicy) -> dict:
+    # Distinct ids first: PostgreSQL cannot compare the runs' JSON columns for DISTINCT.
+    run_ids = select(Rationale.run_id).join(
+        CampaignItem, CampaignItem.rationale_id == Rationale.id).join(
+        Campaign, Campaign.id == CampaignItem.campaign_id).where(
+        Campaign.name.in_(policy.campaigns)).distinct()
     runs = session.execute(
         select(GenerationRun, PromptTemplate).join(
             PromptTemplate, PromptTemplate.id == GenerationRun.prompt_template_id)
-        .join(Rationale, Rationale.run_id == GenerationRun.id)
-        .join(CampaignItem, CampaignItem.rationale_id == Rationale.id)
-        .join(Campaign, Campaign.id == CampaignItem.campaign_id)
-        .where(Campaign.name.in_(policy.campaigns)).distinct().order_by(GenerationRun.id)).all()
+        .where(GenerationRun.id.in_(run_ids)).order_by(GenerationRun.id)).all()
     return {"runs": [{"run_id": run.id, "model": run.model, "backend": run.backend,
                       "prompt": f"{prompt.name}@{prompt.version}",
                       "prompt_sha256": prompt.content_hash, "sampling": run.sampling_params,

@@ -144,6 +144,8 @@ def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, bundled_mo
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
+    if rated.dialect.name != "sqlite":
+        pytest.skip("the trainer reads the exported files; the SQLite variant covers them")
     with Session(rated) as s:
         version = export.create(s, policy_path=_policy(tmp_path), name="trl",
                                 root=tmp_path / "exports")
