@@ -100,20 +100,14 @@ class Decision:
 
 def _gold_accuracy(session: Session, campaign: Campaign, include_simulated: bool
                    ) -> dict[str, float]:
-    gold = set(session.execute(select(CampaignItem.rationale_id).join(
-        Rationale, Rationale.id == CampaignItem.rationale_id).where(
-        CampaignItem.campaign_id == campaign.id,
-        CampaignItem.is_gold | Rationale.is_gold)).scalars())
-    caught: dict[str, list[bool]] = defaultdict(list)
-    for rationale_id, ratings in latest_ratings(session, campaign.id).items():
-        if rationale_id not in gold:
-            continue
-        for r in ratings:
-            if r["simulated"] and not include_simulated:
-                continue
-            caught[r["rater"]].append(min(r["accuracy"], r["faithfulness"]) <= 2
-                                      or bool(r["flags"]))
-    return {rater: sum(v) / len(v) for rater, v in caught.items()}
+    """Per rater, the share of gold items caught (as the agreement report computes it)."""
+    from annotation_db.agreement import gold_accuracy
+    from annotation_db.ratings import FLAGS, load_campaign_ratings
+
+    ratings, gold, _ = load_campaign_ratings(session, campaign.name,
+                                             include_simulated=include_simulated)
+    return {row["rater"]: row["accuracy"]
+            for row in gold_accuracy(ratings, gold, flag_dimensions=FLAGS)}
 
 
 def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
