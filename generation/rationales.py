@@ -308,10 +308,10 @@ def add_gold_copies(engine, run_id: int, share: float, seed: int) -> int:
             Rationale.status == "ok").order_by(Rationale.id)).scalars())
         existing = set(session.execute(select(Rationale.parent_id).where(
             Rationale.run_id == run_id, Rationale.is_gold)).scalars())
+        # Re-running tops the share up; it never adds copies beyond it.
         candidates = [r for r in originals if r.id not in existing]
-        chosen = sorted(rng.sample(candidates, min(len(candidates),
-                                                   math.ceil(share * len(originals)))),
-                        key=lambda r: r.id)
+        wanted = max(0, math.ceil(share * len(originals)) - len(existing))
+        chosen = sorted(rng.sample(candidates, min(len(candidates), wanted)), key=lambda r: r.id)
         for original in chosen:
             patient = session.get(Patient, original.patient_id)
             record = cohort_crud.patient_record(session, patient)

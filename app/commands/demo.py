@@ -197,9 +197,12 @@ def demo(
 
     if cfg.generate_n:
         summary["stages"]["campaigns"] = _demo_campaigns(engine, result.run_id, out)
+        exported = summary["stages"]["campaigns"]["export"]
         console.print(
             f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} for the demo accounts; simulated campaign "
-            f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}",
+            f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}; "
+            + (f"dataset version {exported['version']} in {exported['path']}"
+               if exported.get("version") else f"no dataset exported ({exported['reason']})"),
             highlight=False)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

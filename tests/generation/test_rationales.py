@@ -104,6 +104,9 @@ def test_stored_rationales_carry_grounding_and_gold_copies_are_flagged(engine_wi
     summary = generate_rationales(engine_with_cohort, GenerateConfig(n=6, gold_share=1.0),
                                   backend=ScriptedBackend())
     assert summary.gold > 0
+    again = generate_rationales(engine_with_cohort, GenerateConfig(n=6, gold_share=1.0),
+                                backend=ScriptedBackend())
+    assert again.gold == 0, "re-running never adds gold copies beyond the share"
     with Session(engine_with_cohort) as session:
         rows = session.execute(select(Rationale)).scalars().all()
     originals = [r for r in rows if r.variant == "original"]
