@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from annotation_db import adjudication, export, users
 from annotation_db import campaigns as camp
-from annotation_db.models import Annotation, Assignment, Patient, Rationale
+from annotation_db.models import Assignment, Patient, Rationale
 from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
 
 
@@ -158,4 +158,3 @@ def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, bundled_mo
                            logging_steps=1, save_strategy="no", max_length=1024))
         result = trainer.train()
         assert result.global_step == 2 and result.training_loss > 0
-    assert Annotation  # the export read annotations through the campaign tables
