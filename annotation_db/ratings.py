@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from annotation_db.agreement import DimensionSpec, Rating
-from annotation_db.models import Annotation, Assignment, Campaign, CampaignItem, Rationale, User
+from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
 
 FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
          "label_contradicts_record")
@@ -80,12 +80,12 @@ def load_campaign_ratings(session: Session, campaign_name: str, *,
 
     Returns the ratings, the gold item ids and the campaign's design facts.
     """
-    campaign = session.execute(select(Campaign).where(Campaign.name == campaign_name)
-                               ).scalars().first()
-    if campaign is None:
-        known = session.execute(select(Campaign.name)).scalars().all()
-        raise RatingsError(f"no campaign named {campaign_name!r}; known: "
-                           f"{', '.join(known) or 'none yet'}")
+    from annotation_db.campaigns import CampaignError, get_campaign
+
+    try:
+        campaign = get_campaign(session, campaign_name)
+    except CampaignError as exc:
+        raise RatingsError(str(exc)) from None
     latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
               .group_by(Annotation.assignment_id).subquery())
     query = (select(User.username, Assignment.rationale_id, Annotation)

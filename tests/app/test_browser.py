@@ -3,7 +3,6 @@
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from annotation_db.models import Annotation
 from annotation_db.session import make_engine
 from app.ui import launch
 from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+from tests.helpers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:
@@ -38,9 +38,7 @@ def app_url(tmp_path_factory):
     run_id = seed_rationales(engine, n=5, gold=0)
     with Session(engine) as s:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     demo = launch(engine, port=port, block=False)
     yield engine, f"http://127.0.0.1:{port}/"
     demo.close()

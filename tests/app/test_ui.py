@@ -1,7 +1,5 @@
 """The Gradio app through its API (gradio_client), as two annotators and an admin."""
 
-import socket
-
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AuthenticationError
@@ -14,12 +12,7 @@ from annotation_db.models import Annotation, Assignment
 from annotation_db.session import make_engine
 from app.ui import launch
 from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def served(tmp_path_factory):
     run_id = seed_rationales(engine, n=6, gold=1)
     with Session(engine) as s:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
-    port = _port()
+    port = free_port()
     demo = launch(engine, port=port, block=False)
     yield engine, f"http://127.0.0.1:{port}/"
     demo.close()

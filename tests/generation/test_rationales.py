@@ -10,14 +10,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from annotation_db import migrate
-from annotation_db.cohorts import in_memory_batches, store_cohort
 from annotation_db.models import GenerationRun, Rationale
-from annotation_db.session import make_engine
 from generation.backends import Completion
-from generation.cohort import CohortConfig, generate
 from generation.rationales import GenerateConfig, generate_rationales
-from generation.render import render_text
+from tests.helpers import engine_with_cohort as build_engine
 
 
 class ScriptedBackend:
@@ -49,11 +45,7 @@ class ScriptedBackend:
 
 @pytest.fixture
 def engine_with_cohort(database_url):
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    records, _ = generate(CohortConfig(n=30, seed=5))
-    store_cohort(engine, name="c", source="t", seed=5, config={}, sampling=None,
-                 batches=in_memory_batches(records, render_text))
+    engine = build_engine(database_url, n=30, seed=5)
     yield engine
     engine.dispose()
 

@@ -1,7 +1,6 @@
 """Real generation with vLLM on the bundled model: offline engine and OpenAI-compatible server."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,26 +10,18 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from annotation_db import migrate
-from annotation_db.cohorts import in_memory_batches, store_cohort
 from annotation_db.models import GenerationRun, Rationale
-from annotation_db.session import make_engine
 from generation.backends import ServerBackend, VLLMBackend
-from generation.cohort import CohortConfig, generate
 from generation.rationale_schema import parse_output
 from generation.rationales import GenerateConfig, generate_rationales
-from generation.render import render_text
+from tests.helpers import engine_with_cohort, free_port
 
 pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture
 def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'gen.sqlite'}")
-    migrate.upgrade(engine)
-    records, _ = generate(CohortConfig(n=12, seed=3))
-    store_cohort(engine, name="c", source="t", seed=3, config={}, sampling=None,
-                 batches=in_memory_batches(records, render_text))
+    engine = engine_with_cohort(f"sqlite:///{tmp_path / 'gen.sqlite'}", n=12, seed=3)
     yield engine
     engine.dispose()
 
@@ -69,15 +60,9 @@ def test_vllm_writes_schema_valid_rationales_for_four_patients(engine, bundled_m
     assert all(isinstance(r.steps, list) and r.steps for r in stepwise)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(bundled_model):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     process = subprocess.Popen(
