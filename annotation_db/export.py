@@ -51,6 +51,12 @@ VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "
 SPLITS = ("train", "validation", "test")
 
 
+def user_message(history: str) -> str:
+    """The question every chat view (and every few-shot demonstration) asks."""
+    return (f"Patient record as of the index date:\n{history}\n\nWill this patient be "
+            "diagnosed with ADRD within five years? Answer yes or no.")
+
+
 class ExportError(ValueError):
     """An export that cannot be made or found; the message says why."""
 
@@ -225,9 +231,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
     def prompt(pid: int) -> list[dict]:
         history = render_compact(record(pid), policy.history_budget).text
         return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Patient record as of the index date:\n{history}"
-                                            "\n\nWill this patient be diagnosed with ADRD "
-                                            "within five years? Answer yes or no."}]
+                {"role": "user", "content": user_message(history)}]
 
     def answer(pid: int) -> str:
         return "yes" if patients[pid].label else "no"

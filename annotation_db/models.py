@@ -98,6 +98,13 @@ class Role(StrEnum):
     annotator = "annotator"
     adjudicator = "adjudicator"
     admin = "admin"
+    researcher = "researcher"  # datasets, runs and results; never raters' identities
+
+
+class JobKind(StrEnum):
+    sft = "sft"
+    fewshot = "fewshot"
+    grid = "grid"
 
 
 class AssignmentStatus(StrEnum):
@@ -455,3 +462,27 @@ class EvaluationResult(SQLModel, table=True):
     metrics: dict = _json()
     predictions_path: str | None = Field(default=None, max_length=1000)
     created_at: datetime = _timestamp()
+
+
+# A training job launched from the app: queued → running → finished / failed / cancelled.
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (_one_of("status", RunStatus), _one_of("kind", JobKind))
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    config: dict = _json()
+    command: str = Field(sa_type=Text)
+    status: str = Field(default=RunStatus.queued, max_length=16, index=True)
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = _timestamp()
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    pid: int | None = None
+    log_path: str | None = Field(default=None, max_length=1000)
+    error: str | None = Field(default=None, sa_type=Text)
+    resumed_from: int | None = Field(default=None, foreign_key="job.id")
+    training_run_id: int | None = Field(default=None, foreign_key="training_run.id")
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id}, kind={self.kind}, status={self.status})"

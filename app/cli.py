@@ -15,10 +15,13 @@ from app.commands import (
     cohort,
     db,
     demo,
+    evaluate,
+    experiment,
     export,
     generate,
     model,
     serve,
+    train,
     users,
 )
 
@@ -38,6 +41,9 @@ app.add_typer(users.app, name="users")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(agreement.app, name="agreement")
 app.add_typer(export.app, name="export")
+app.add_typer(train.app, name="train")
+app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(experiment.app, name="experiment")
 app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

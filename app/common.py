@@ -17,11 +17,14 @@ from annotation_db.users import UserError
 from generation.importers import ImportRejected
 from generation.models import ModelSpecError
 from generation.prompts import PromptError
+from training.data import DataError
+from training.runs import RunError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
-    ConnectionError, RatingsError, CampaignError, UserError, ExportError,
+    ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
+    FileNotFoundError,
 )
 
 err_console = Console(stderr=True)

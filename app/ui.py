@@ -19,6 +19,7 @@ from annotation_db import adjudication, campaigns
 from annotation_db.cohorts import patient_record
 from annotation_db.models import Assignment, Campaign, Patient, Rationale, User
 from annotation_db.users import authenticate
+from app.runs_ui import runs_tab
 from app.views import (
     CSS,
     KEYBOARD_JS,
@@ -69,7 +70,7 @@ def build_app(engine) -> gr.Blocks:
     def list_my_campaigns(request: gr.Request):
         with Session(engine) as s:
             user = user_of(s, request)
-            if user.role == "annotator":
+            if user.role in ("annotator", "researcher"):
                 names = list(s.execute(select(Campaign.name).join(
                     Assignment, Assignment.campaign_id == Campaign.id)
                     .where(Assignment.user_id == user.id).distinct()).scalars())
@@ -80,7 +81,8 @@ def build_app(engine) -> gr.Blocks:
         return (gr.update(choices=names, value=names[0] if names else None),
                 f"Signed in as **{request.username}** ({role})",
                 gr.update(visible=role in ("adjudicator", "admin")),
-                gr.update(visible=role == "admin"))
+                gr.update(visible=role == "admin"),
+                gr.update(visible=role in ("admin", "researcher")))
 
     def _item_outputs(s: Session, campaign: Campaign, user: User, assignment: Assignment | None,
                       note: str = ""):
@@ -359,10 +361,12 @@ def build_app(engine) -> gr.Blocks:
                 export_btn = gr.Button("Create version", variant="primary")
             export_md = gr.Markdown()
 
+        runs = runs_tab(engine, user_of)
+
         item_outputs = [assignment_state, started_state, history_view, rationale_view, label_md,
                         progress_md, grounding_md, accuracy_radio, faithfulness_radio, flags_box,
                         comment_box, skip_reason, evidence_box, evidence_out]
-        demo.load(list_my_campaigns, None, [campaign_dd, who_md, adjudicate_tab, admin_tab],
+        demo.load(list_my_campaigns, None, [campaign_dd, who_md, adjudicate_tab, admin_tab, runs],
                   api_name="list_my_campaigns")
         # The annotator's hot path skips Gradio's queue (a direct request per event): each
         # handler is a few milliseconds of database work, and the queue's per-event overhead
@@ -405,8 +409,15 @@ def auth_checker(engine):
     return check
 
 
-def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+           jobs_dir: str = "jobs", workdir: str | None = None):
+    """Serve the app and its background job runner (training jobs from the Runs screen)."""
+    from app.jobs import JobRunner
+
+    runner = JobRunner(engine, jobs_dir, workdir=workdir)
+    runner.start()  # first marks jobs a previous app left "running" as failed
     demo = build_app(engine)
+    demo.job_runner = runner
     demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
                 auth_message="Rationale Audit — sign in with your account",
                 prevent_thread_lock=not block, css=CSS, head=KEYBOARD_JS, quiet=not block,

@@ -35,6 +35,7 @@ class ChatRequest:
     schema: dict | None
     seed: int
     temperature: float = 0.0
+    record: dict | None = None  # only the template teacher reads it
 
 
 @dataclass
@@ -200,7 +201,11 @@ def make_backend(kind: str, model: ResolvedModel | None, *, server_url: str | No
         return VLLMBackend(model, options)
     if kind == "transformers":
         return TransformersBackend(model)
-    raise ValueError(f"unknown backend {kind!r}; use vllm, transformers or --server-url")
+    if kind == "template":
+        from generation.teacher import TemplateBackend
+
+        return TemplateBackend()
+    raise ValueError(f"unknown backend {kind!r}; use vllm, transformers, template or --server-url")
 
 
 def timed(backend: Backend, requests: list[ChatRequest], params: SamplingConfig

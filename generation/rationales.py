@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -53,7 +54,8 @@ class GenerateConfig(CommandConfig):
     prompt_version: str = "1"
     model: str = DEFAULT_MODEL
     cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-    backend: Literal["vllm", "transformers"] = "vllm"
+    backend: Literal["vllm", "transformers", "template"] = Field(
+        "vllm", description="template: the deterministic label-conditioned template teacher")
     server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -111,6 +113,14 @@ def register_prompt(session: Session, template: PromptTemplate) -> PromptRow:
     return row
 
 
+def teacher_model() -> ResolvedModel:
+    """The template teacher as a "model": its name and the hash of its source."""
+    from generation import teacher
+
+    digest = hashlib.sha256(Path(teacher.__file__).read_bytes()).hexdigest()
+    return ResolvedModel(spec=teacher.NAME, source="template", path="", checksum=digest)
+
+
 def select_patients(session: Session, cohort_id: int, split: str, n: int | None) -> list[Patient]:
     query = select(Patient).where(Patient.cohort_id == cohort_id)
     if split != "all":
@@ -141,7 +151,8 @@ def generate_rationales(
 ) -> RunSummary:
     """Generate (or finish generating) the rationales of one run; see the module doc."""
     template = template_for(cfg.mode, cfg.format, cfg.prompt_version)
-    model = resolve_model(cfg.model, cache_dir=cfg.cache_dir)
+    model = (teacher_model() if cfg.backend == "template"
+             else resolve_model(cfg.model, cache_dir=cfg.cache_dir))
     params = cfg.sampling()
     with Session(engine) as session:
         cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
@@ -214,7 +225,8 @@ def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: P
             break
         temperature = params.temperature if attempt == 0 else params.retry_temperature
         requests = [ChatRequest(states[p]["messages"], states[p]["schema"],
-                                seed=_patient_seed(cfg.seed, p, attempt), temperature=temperature)
+                                seed=_patient_seed(cfg.seed, p, attempt), temperature=temperature,
+                                record=states[p]["record"])
                     for p in pending]
         completions = backend.complete(requests, params)
         still = []

@@ -24,3 +24,19 @@ def engine_with_cohort(url: str, *, n: int, seed: int):
     store_cohort(engine, name="c", source="t", seed=seed, config={}, sampling=None,
                  batches=in_memory_batches(records, render_text))
     return engine
+
+
+def audited_version(url: str, exports_dir, *, n: int = 60, seed: int = 7, name: str = "t"):
+    """A migrated database with a small audited dataset version named ``name``.
+
+    Template-teacher rationales in both formats, rated by simulated raters, exported
+    under a policy that admits simulated ratings. Returns the engine.
+    """
+    from training.study import AuditSettings, DataSettings, prepare_dataset
+
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    prepare_dataset(engine, DataSettings(cohort="c", n=n, seed=seed, history_budget=100,
+                                         dataset=name, audit=AuditSettings(campaign="a")),
+                    exports_dir=exports_dir)
+    return engine

@@ -3,9 +3,9 @@
 Stages so far: prepare the bundled model → create/migrate the SQLite database →
 seed a small synthetic cohort (kept on re-runs) → write grounded rationales for some of
 its patients with vLLM (resumed on re-runs) → demo accounts and a campaign over those
-rationales, plus a campaign rated by simulated raters with its agreement report → serve
-the annotation app (unless --no-serve). Later stages (cohort,
-rationales, accounts, the annotation app) join this list as they are built.
+rationales, plus a campaign rated by simulated raters with its agreement report → a
+verified export → a tiny LoRA SFT run and its test evaluation → serve the annotation app
+(unless --no-serve).
 """
 
 import json
@@ -96,6 +96,32 @@ def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
             "export": exported}
 
 
+def _demo_training(engine, version: str, cfg, out: Path) -> dict:
+    """Two LoRA steps on the demo export's label-only view, then the test AUROC.
+
+    Far too little training to predict anything: it shows the loop
+    (export → run folder → evaluation row), not a result.
+    """
+    from annotation_db.models import EvaluationResult
+    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.sft import SFTRunConfig, train
+
+    run = train(engine, SFTRunConfig(
+        dataset=version, target="label", max_steps=2, per_device_train_batch_size=2,
+        max_length=512, lora_r=8, save_steps=1000, logging_steps=1, cache_dir=cfg.cache_dir,
+        runs_dir=str(out.parent / "runs")))
+    with Session(engine) as session:
+        result = session.execute(select(EvaluationResult).where(
+            EvaluationResult.training_run_id == run.id)).scalars().first()
+    if result is None:
+        result = evaluate_run(engine, str(run.id), EvaluateConfig(
+            engine="transformers", limit=8, n_bootstrap=200))
+    auroc = result.metrics["auroc"]
+    return {"run_id": run.id, "run_dir": run.run_dir, "steps": 2, "n_test": result.n,
+            "auroc": None if auroc["value"] is None else round(auroc["value"], 3),
+            "auroc_ci": [auroc["low"], auroc["high"]], "predictions": result.predictions_path}
+
+
 class DemoConfig(CommandConfig):
     """Settings of `rationale-audit demo` (YAML keys are the field names)."""
 
@@ -107,6 +133,7 @@ class DemoConfig(CommandConfig):
     cohort_n: int = 40
     cohort_seed: int = 7
     generate_n: int = 8
+    train: bool = True
     serve: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -122,6 +149,9 @@ def demo(
     generate_n: int | None = typer.Option(
         None, help="Rationales to write with vLLM for the demo cohort (0 skips; default 8)."
     ),
+    train: bool | None = typer.Option(
+        None, "--train/--no-train", help="Run a tiny LoRA SFT and evaluation on the demo export."
+    ),
     serve: bool | None = typer.Option(
         None, "--serve/--no-serve", help="Serve the annotation app when the stages are done."
     ),
@@ -135,7 +165,7 @@ def demo(
     """
     cfg = DemoConfig.load(
         config, model=model, cache_dir=cache_dir, db=db, output_dir=output_dir,
-        generate_n=generate_n, serve=serve,
+        generate_n=generate_n, train=train, serve=serve,
     )
     out = echo_config(cfg, cfg.output_dir, command="demo")
     summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
@@ -204,6 +234,16 @@ def demo(
             + (f"dataset version {exported['version']} in {exported['path']}"
                if exported.get("version") else f"no dataset exported ({exported['reason']})"),
             highlight=False)
+
+        if cfg.train and exported.get("version"):
+            with console.status("a tiny LoRA SFT run and its evaluation on CPU"):
+                summary["stages"]["training"] = _demo_training(engine, exported["version"], cfg,
+                                                               out)
+            t = summary["stages"]["training"]
+            console.print(
+                f"[green]✓[/] training: run {t['run_id']} (label-only LoRA, {t['steps']} steps) "
+                f"→ test AUROC {t['auroc']} on {t['n_test']} patients; see {t['run_dir']}",
+                highlight=False)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)

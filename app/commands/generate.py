@@ -23,7 +23,9 @@ def generate(
     cohort: str | None = typer.Option(None, help="Cohort name (default the newest)."),
     server_url: str | None = typer.Option(
         None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM)."),
-    backend: str | None = typer.Option(None, help="vllm (default) or transformers."),
+    backend: str | None = typer.Option(
+        None, help="vllm (default), transformers, or template (the deterministic "
+        "label-conditioned template teacher; no model)."),
     seed: int | None = typer.Option(None, help="Sampling seed (default 0)."),
     batch_size: int | None = typer.Option(None, help="Patients per batch (default 16)."),
     gold_share: float | None = typer.Option(

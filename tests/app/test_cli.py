@@ -58,11 +58,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0003_assignment_indexes" in first.output
+    assert "upgraded (empty) → 0004_jobs_researcher" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0003_assignment_indexes" in again.output
+    assert "already at revision 0004_jobs_researcher" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0003_assignment_indexes (head)" in current.output
+    assert "revision 0004_jobs_researcher (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -134,14 +134,15 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     run_demo("out")
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns"}
+    assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns",
+                                      "training"}
     assert summary["stages"]["campaigns"]["simulated_ratings"] > 0
     assert "Krippendorff" in (out / "agreement.html").read_text()
     exported = summary["stages"]["campaigns"]["export"]
     assert exported["version"] == "demo-simulated-v1", exported
     assert Path(exported["path"], "manifest.json").is_file()
     assert summary["stages"]["cohort"]["created"] is True
-    assert summary["stages"]["database"]["revision"] == "0003_assignment_indexes"
+    assert summary["stages"]["database"]["revision"] == "0004_jobs_researcher"
     assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
@@ -151,6 +152,11 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     again = json.loads((tmp_path / "out2" / "summary.json").read_text())["stages"]
     assert again["cohort"]["created"] is False
     assert again["rationales"]["generated"] == 0 and again["rationales"]["already_done"] == 8
+    training = summary["stages"]["training"]
+    assert Path(training["run_dir"], "adapter", "adapter_config.json").is_file()
+    assert training["n_test"] == summary["stages"]["cohort"]["splits"]["test"]["patients"] \
+        or training["n_test"] == 8
+    assert again["training"]["run_id"] == training["run_id"]  # reused, not retrained
 
 
 def test_cohort_generate_show_export_import_round_trip(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ def served(tmp_path_factory):
     port = free_port()
     demo = launch(engine, port=port, block=False)
     yield engine, f"http://127.0.0.1:{port}/"
+    demo.job_runner.stop()
     demo.close()
     engine.dispose()
 

@@ -1,0 +1,114 @@
+"""Training jobs launched from the app: a queue in the database.
+
+A job holds a validated run configuration (SFT, few-shot or grid) and the
+command line that runs it. :class:`app.jobs.JobRunner` executes queued jobs one
+at a time as subprocesses. Job state lives only here, so a page reload or a
+second browser sees the same queue; :func:`recover_interrupted` marks jobs that
+were running when the app stopped as failed, with the reason, so none stays
+"running" forever. A failed or cancelled job can be resumed: the new job has the
+same configuration, so it reuses the same run folder and continues from its last
+checkpoint.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db.models import Job, JobKind, RunStatus, User
+
+ACTIVE = (RunStatus.queued, RunStatus.running)
+
+
+class JobError(ValueError):
+    """A job that cannot be created, found or changed as asked."""
+
+
+def enqueue(session: Session, *, kind: str, config: dict, command: str, user: User,
+            resumed_from: int | None = None) -> Job:
+    if kind not in {k.value for k in JobKind}:
+        raise JobError(f"job kind must be sft, fewshot or grid, not {kind!r}")
+    job = Job(kind=kind, config=config, command=command, created_by=user.id,
+              resumed_from=resumed_from)
+    session.add(job)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobError(f"no job {job_id}")
+    return job
+
+
+def list_jobs(session: Session, limit: int = 50) -> list[Job]:
+    return list(session.execute(select(Job).order_by(Job.id.desc()).limit(limit)).scalars())
+
+
+def claim_next(session: Session) -> Job | None:
+    """The oldest queued job, marked running (the caller starts its process)."""
+    job = session.execute(select(Job).where(Job.status == RunStatus.queued)
+                          .order_by(Job.id).limit(1)).scalars().first()
+    if job is None:
+        return None
+    job.status = RunStatus.running
+    job.started_at = datetime.now(UTC)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def set_process(session: Session, job: Job, pid: int, log_path: str) -> None:
+    job.pid, job.log_path = pid, log_path
+    session.commit()
+
+
+def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
+        training_run_id: int | None = None) -> None:
+    """Record how a job ended (a job cancelled meanwhile stays cancelled)."""
+    session.refresh(job)
+    if job.status == RunStatus.cancelled:
+        return
+    job.status = status
+    job.error = error
+    if training_run_id is not None:
+        job.training_run_id = training_run_id
+    job.finished_at = datetime.now(UTC)
+    session.commit()
+
+
+def cancel(session: Session, job_id: int) -> Job:
+    """Mark a queued or running job cancelled; the runner stops its process."""
+    job = get_job(session, job_id)
+    if job.status not in ACTIVE:
+        raise JobError(f"job {job_id} is {job.status}; only queued or running jobs can be "
+                       "cancelled")
+    job.status = RunStatus.cancelled
+    job.error = "cancelled by a user"
+    job.finished_at = datetime.now(UTC)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def resume(session: Session, job_id: int, user: User) -> Job:
+    """Queue a failed or cancelled job again; training continues from its last checkpoint."""
+    job = get_job(session, job_id)
+    if job.status not in (RunStatus.failed, RunStatus.cancelled):
+        raise JobError(f"job {job_id} is {job.status}; only failed or cancelled jobs resume")
+    return enqueue(session, kind=job.kind, config=job.config, command=job.command, user=user,
+                   resumed_from=job.id)
+
+
+def recover_interrupted(session: Session) -> list[int]:
+    """Mark jobs left running by a stopped app as failed; return their ids."""
+    stale = list(session.execute(select(Job).where(Job.status == RunStatus.running)).scalars())
+    for job in stale:
+        job.status = RunStatus.failed
+        job.error = (f"interrupted: the app stopped while this job ran (pid {job.pid}); "
+                     "resume it to continue from its last checkpoint")
+        job.finished_at = datetime.now(UTC)
+    session.commit()
+    return [job.id for job in stale]

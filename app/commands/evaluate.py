@@ -1,0 +1,69 @@
+"""`rationale-audit evaluate`: score a trained run; compare two runs with DeLong's test."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from app.commands.db import open_engine
+from app.commands.train import print_result, say
+from app.common import DbOption, user_errors
+
+app = typer.Typer(help="Score runs by P(yes) at the label position and compare them.",
+                  no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+
+@app.command("run")
+@user_errors
+def run_(
+    run: str = typer.Argument(..., help="Run id, config-hash prefix or run folder."),
+    config: Path | None = typer.Option(None, "--config", help="YAML of EvaluateConfig fields."),
+    split: str | None = typer.Option(None, help="test (default) or validation."),
+    engine: str | None = typer.Option(None, help="auto, vllm or transformers."),
+    limit: int | None = typer.Option(None, help="Score only the first N patients."),
+    threshold: float | None = typer.Option(None, help="P(yes) cut-off for balanced accuracy."),
+    n_bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 1000)."),
+    db: DbOption = None,
+) -> None:
+    """Score every patient of the split and store AUROC/AUPRC/Brier with bootstrap CIs.
+
+    Label-only runs are scored at "Final answer:" right after the prompt; rationale
+    runs first write their rationale, then the label is scored at that line.
+
+    Example:
+
+        rationale-audit evaluate run 3
+        rationale-audit evaluate run runs/sft-label-1a2b3c4d5e6f --engine transformers
+    """
+    from training.evaluate import EvaluateConfig, evaluate_run
+
+    cfg = EvaluateConfig.load(config, split=split, engine=engine, limit=limit,
+                              threshold=threshold, n_bootstrap=n_bootstrap)
+    print_result(evaluate_run(open_engine(db), run, cfg, on_stage=say))
+
+
+@app.command()
+@user_errors
+def compare(
+    run_a: str = typer.Argument(..., help="First run (id, hash prefix or folder)."),
+    run_b: str = typer.Argument(..., help="Second run."),
+    split: str = typer.Option("test", help="The split both were scored on."),
+    db: DbOption = None,
+) -> None:
+    """Paired DeLong test of two runs' AUROCs on the same patients.
+
+    Example:
+
+        rationale-audit evaluate compare 3 4
+    """
+    from training.evaluate import compare as compare_runs
+
+    result = compare_runs(open_engine(db), run_a, run_b, split)
+    console.print(
+        f"run {result['run_a']['id']} ({result['run_a']['target']}) AUROC {result['auc1']:.3f} "
+        f"vs run {result['run_b']['id']} ({result['run_b']['target']}) AUROC "
+        f"{result['auc2']:.3f} on {result['n']} patients", highlight=False)
+    console.print(f"difference {result['difference']:+.3f} [{result['ci_low']:+.3f}, "
+                  f"{result['ci_high']:+.3f}], z = {result['z']:.3f}, DeLong p = "
+                  f"{result['p_value']:.4g}", highlight=False)

@@ -1,0 +1,115 @@
+"""`rationale-audit experiment`: grids of runs, their report, and the study reproduction."""
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from app.commands.db import open_engine
+from app.commands.train import say
+from app.common import DbOption, user_errors
+
+app = typer.Typer(help="Experiment grids (run, report) and `reproduce`, the whole study as "
+                       "one command.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+
+def _progress() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+
+def _selection_path(grid) -> Path:
+    return Path(grid.runs_dir) / "experiments" / grid.name / "selection.json"
+
+
+@app.command()
+@user_errors
+def run(
+    grid_file: Path = typer.Argument(..., help="Grid YAML (see docs/training.md)."),
+    db: DbOption = None,
+) -> None:
+    """Train and score every cell of a grid, skipping finished runs, then write the report.
+
+    Example:
+
+        rationale-audit experiment run experiments/grid-example.yaml
+    """
+    from training.grid import ExperimentGrid, report, run_grid
+
+    grid = ExperimentGrid.load(grid_file)
+    engine = open_engine(db)
+    size = grid.size()
+    console.print(f"grid {grid.name}: {size}", highlight=False)
+    with _progress() as progress:
+        task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
+        selection = run_grid(engine, grid, on_stage=say,
+                             on_run=lambda: progress.advance(task))
+    path = _selection_path(grid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(selection, indent=2) + "\n")
+    out = report(engine, grid, selection, path.parent)
+    console.print(f"report: {out['folder']}/results.md", highlight=False)
+
+
+@app.command("report")
+@user_errors
+def report_(
+    grid_file: Path = typer.Argument(..., help="The grid YAML that was run."),
+    out: Path | None = typer.Option(None, help="Output folder (default: beside the runs)."),
+    db: DbOption = None,
+) -> None:
+    """Rewrite a grid's tables, DeLong comparisons and figure from its finished runs.
+
+    Example:
+
+        rationale-audit experiment report experiments/grid-example.yaml
+    """
+    from training.grid import ExperimentGrid, report
+
+    grid = ExperimentGrid.load(grid_file)
+    path = _selection_path(grid)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `rationale-audit experiment run "
+                                f"{grid_file}` first")
+    result = report(open_engine(db), grid, json.loads(path.read_text()), out or path.parent)
+    console.print(f"report: {result['folder']}/results.md", highlight=False)
+
+
+@app.command()
+@user_errors
+def reproduce(
+    config: Path = typer.Option(Path("experiments/reproduce.yaml"), "--config",
+                                help="Reproduction config (data, grid, scales)."),
+    scale: str = typer.Option("smoke", help="A scale the config defines: smoke (CPU, "
+                                            "minutes) or gpu (an accelerator)."),
+    db: DbOption = None,
+) -> None:
+    """Reproduce the study end to end: cohort → rationales → audit → export → grid → report.
+
+    Every stage is reused when its output exists, so the command resumes after an
+    interruption. Simulated raters stand in for clinicians unless the config names a
+    campaign with real ratings; the report says which.
+
+    Example:
+
+        rationale-audit experiment reproduce --scale smoke
+        rationale-audit experiment reproduce --config experiments/reproduce.yaml --scale gpu
+    """
+    from annotation_db import migrate
+    from training.reproduce import ReproduceConfig
+    from training.reproduce import reproduce as run_reproduction
+
+    cfg = ReproduceConfig.load(config)
+    engine = open_engine(db, require_schema=False)
+    migrate.upgrade(engine)  # one command from an empty database
+    _, grid = cfg.resolve(scale)
+    size = grid.size()
+    with _progress() as progress:
+        task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
+        summary = run_reproduction(engine, cfg, scale, config_path=str(config), on_stage=say,
+                                   on_run=lambda: progress.advance(task))
+    console.print(f"wall time {summary['wall_seconds']} s; report: {summary['report']}",
+                  highlight=False)

@@ -1,0 +1,161 @@
+"""The Runs screen through its API: launch, follow, cancel and recover training jobs."""
+
+import os
+import time
+
+import pytest
+from gradio_client import Client
+from sqlmodel import Session
+
+from annotation_db import jobs, users
+from annotation_db.models import Job
+from app.jobs import JobRunner
+from app.ui import launch
+from tests.annotation_db.test_campaigns import PASSWORD
+from tests.helpers import audited_version, free_port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model_cache, bundled_model):
+    root = tmp_path_factory.mktemp("runs-ui")
+    engine = audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports")
+    with Session(engine) as s:
+        for name, role in (("rita", "researcher"), ("ann", "annotator"), ("root", "admin")):
+            users.create_user(s, username=name, password=PASSWORD, role=role)
+    previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
+    os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
+    port = free_port()
+    demo = launch(engine, port=port, block=False, jobs_dir=str(root / "jobs"),
+                  workdir=str(root))
+    yield engine, f"http://127.0.0.1:{port}/", root
+    demo.job_runner.stop()
+    demo.close()
+    engine.dispose()
+    if previous is None:
+        os.environ.pop("RATIONALE_AUDIT_CACHE_DIR", None)
+    else:
+        os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
+
+
+def client(url, name):
+    return Client(url, auth=(name, PASSWORD), verbose=False)
+
+
+def sft_form(max_steps=1, **changes):
+    form = dict(kind="sft", dataset="t", target="label",
+                base_model="bundled:smollm2-135m-instruct", lora_r=4, lr=1e-3, epochs=1,
+                seed=0, max_steps=max_steps, k=4, with_rationales=True, grid_path="",
+                eval_limit=8, eval_engine="transformers")
+    return {**form, **changes}
+
+
+def wait_for(engine, job_id, statuses, timeout=300) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            job = s.get(Job, job_id)
+            if job.status in statuses:
+                return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} is still {job.status} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(served):
+    engine, url, root = served
+    rita = client(url, "rita")
+    checked = rita.predict(*sft_form().values(), api_name="/runs_check")
+    assert "rationale-audit train sft --dataset t" in checked and "--max-steps 1" in checked
+    message, job_id = rita.predict(*sft_form().values(), api_name="/runs_launch")
+    assert f"Queued job {job_id}" in message
+    job = wait_for(engine, job_id, {"finished", "failed"})
+    assert job.status == "finished", job.error
+    assert job.training_run_id is not None and (root / "jobs" / f"job-{job_id}.log").exists()
+    assert "test AUROC" in rita.predict(job_id, api_name="/runs_log")
+    rows = rita.predict(api_name="/runs_results")["data"]
+    row = next(r for r in rows if r[0] == job.training_run_id)
+    assert row[2] == "label" and row[5] == 8 and row[6] != "–" and row[8].startswith("t (")
+    listed = rita.predict(api_name="/runs_jobs")["data"]
+    assert [r[2] for r in listed if r[0] == job_id] == ["finished"]
+    manifest = rita.predict("t", api_name="/runs_manifest")
+    assert "sha256" in manifest and "ann" not in manifest.split()  # no rater identities
+
+
+def test_an_invalid_form_is_refused_with_the_reason(served):
+    _, url, _ = served
+    with pytest.raises(Exception, match="learning_rate: Input should be greater than 0"):
+        client(url, "rita").predict(*sft_form(lr=-1).values(), api_name="/runs_check")
+
+
+def test_an_annotator_has_no_access_to_runs(served):
+    _, url, _ = served
+    ann = client(url, "ann")
+    for call in (lambda: ann.predict(*sft_form().values(), api_name="/runs_launch"),
+                 lambda: ann.predict(api_name="/runs_results"),
+                 lambda: ann.predict(api_name="/runs_jobs"),
+                 lambda: ann.predict(1, api_name="/runs_log"),
+                 lambda: ann.predict(1, api_name="/runs_cancel"),
+                 lambda: ann.predict("t", api_name="/runs_manifest")):
+        with pytest.raises(Exception, match="Your role does not allow this"):
+            call()
+
+
+@pytest.mark.slow
+def test_cancelling_a_running_job_stops_its_process(served):
+    engine, url, _ = served
+    rita = client(url, "rita")
+    _, job_id = rita.predict(*sft_form(max_steps=500, seed=7).values(), api_name="/runs_launch")
+    job = wait_for(engine, job_id, {"running"}, timeout=120)
+    deadline = time.monotonic() + 30
+    while job.pid is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = wait_for(engine, job_id, {"running"})
+    pid = job.pid
+    os.kill(pid, 0)  # alive
+    assert "cancelled" in rita.predict(job_id, api_name="/runs_cancel")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"process {pid} still runs 30 s after the cancel")
+    with Session(engine) as s:
+        assert s.get(Job, job_id).status == "cancelled"
+    # A cancelled job resumes as a new queued job with the same configuration.
+    message, new_id = rita.predict(job_id, api_name="/runs_resume")
+    assert f"resuming job {job_id}" in message
+    with Session(engine) as s:
+        assert jobs.cancel(s, new_id).status == "cancelled"  # keep the queue empty
+
+
+def test_a_restart_marks_interrupted_jobs_failed(engine, tmp_path):
+    with Session(engine) as s:
+        admin = users.create_user(s, username="root", password=PASSWORD, role="admin")
+        job = jobs.enqueue(s, kind="sft", config={}, command="rationale-audit train sft",
+                           user=admin)
+        claimed = jobs.claim_next(s)
+        jobs.set_process(s, claimed, 999_999, str(tmp_path / "job.log"))
+        assert claimed.id == job.id and claimed.status == "running"
+    runner = JobRunner(engine, tmp_path / "jobs", poll_seconds=60)
+    try:
+        assert runner.start() == [job.id]
+    finally:
+        runner.stop()
+    with Session(engine) as s:
+        stale = s.get(Job, job.id)
+        assert stale.status == "failed" and "interrupted" in stale.error
+        assert "pid 999999" in stale.error and stale.finished_at is not None
+        admin = users.require_user(s, "root")
+        again = jobs.resume(s, job.id, admin)
+        assert (again.status, again.resumed_from, again.config) == ("queued", job.id, {})
+        with pytest.raises(jobs.JobError, match="only failed or cancelled jobs resume"):
+            jobs.resume(s, again.id, admin)
+
+
+def test_the_researcher_role_exists_and_sees_no_campaigns(served):
+    _, url, _ = served
+    campaigns, who, *_ = client(url, "rita").predict(api_name="/list_my_campaigns")
+    assert "(researcher)" in who

@@ -1,0 +1,152 @@
+"""From an audited export to AUROC: scoring, few-shot, grid, report, DeLong, CLI."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from annotation_db.export import get_version
+from annotation_db.models import EvaluationResult, TrainingRun
+from app.cli import app
+from tests.helpers import audited_version
+from training.data import ANSWER_PREFIX, prompt_text, read_view
+from training.fewshot import FewShotConfig, choose_demonstrations, conversation
+from training.scoring import TransformersScorer, label_token_ids, two_way
+from training.sft import load_tokenizer
+
+
+def test_label_tokens_are_single_tokens_after_the_answer_line(bundled_model):
+    tokenizer = load_tokenizer(bundled_model.path)
+    yes, no = label_token_ids(tokenizer)
+    assert tokenizer.decode([yes]) == " yes" and tokenizer.decode([no]) == " no"
+
+
+def test_two_way_probability_is_invariant_to_the_rest_of_the_vocabulary():
+    p, mass = two_way(math.log(0.3), math.log(0.1))
+    assert p == pytest.approx(0.75) and mass == pytest.approx(0.4)
+    p2, mass2 = two_way(math.log(0.03), math.log(0.01))  # same ratio, little label mass
+    assert p2 == pytest.approx(0.75) and mass2 == pytest.approx(0.04)
+    assert two_way(-math.inf, -math.inf) == (0.5, 0.0)
+
+
+def _pool(n_yes, n_no):
+    return ([{"id": f"y{i}", "label": 1, "history": f"memory complaint APOE e4 {i}",
+              "rationale": "r"} for i in range(n_yes)]
+            + [{"id": f"n{i}", "label": 0, "history": f"hypertension only {i}",
+                "rationale": "r"} for i in range(n_no)])
+
+
+def test_demonstrations_are_balanced_seeded_and_never_empty_handed():
+    pool = _pool(6, 6)
+    query = {"id": "q", "prompt": [{"role": "system", "content": "s"},
+                                    {"role": "user", "content": "memory complaint APOE e4"}]}
+    cfg = FewShotConfig(dataset="v", k=4, seed=1)
+    demos = choose_demonstrations(pool, [query, query], cfg)
+    assert [d["label"] for d in demos[0]].count(1) == 2 and demos[0] == demos[1]
+    assert demos[0] != choose_demonstrations(pool, [query], cfg.model_copy(update={"seed": 2}))[0]
+    nearest = choose_demonstrations(pool, [query], FewShotConfig(dataset="v", k=2,
+                                                                 selection="nearest"))[0]
+    assert nearest[-1]["label"] == 1  # the most similar record sits next to the query
+    messages = conversation(query, nearest, with_rationales=True)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user",
+                                             "assistant", "user"]
+    assert messages[2]["content"].endswith("Final answer: " + ("yes" if nearest[0]["label"]
+                                                               else "no"))
+    assert conversation(query, nearest, with_rationales=False)[2]["content"].startswith(
+        "Final answer:")
+    with pytest.raises(ValueError, match="needs at least k with both labels"):
+        choose_demonstrations(_pool(3, 0), [query], cfg)
+
+
+GRID = """
+name: tiny
+dataset: t
+sft:
+  targets: [label, rationale-free]
+  train_sizes: [8]
+  seeds: [0]
+  lora_ranks: [4]
+  learning_rates: [1e-3]
+  epochs: [1]
+  settings: {per_device_train_batch_size: 4, max_length: 256, save_steps: 100}
+fewshot:
+  ks: [0, 2]
+  with_rationales: [true, false]
+  settings: {limit: 8, max_rationale_tokens: 24, n_bootstrap: 200}
+evaluation: {limit: 8, max_rationale_tokens: 24, n_bootstrap: 200, engine: vllm}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_export_to_auroc_end_to_end(tmp_path, bundled_model, model_cache, monkeypatch):
+    pytest.importorskip("vllm")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = tmp_path / "e2e.sqlite"
+    engine = audited_version(f"sqlite:///{db}", tmp_path / "exports", n=60)
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(GRID + f"cache_dir: {model_cache}\nruns_dir: {tmp_path / 'runs'}\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "run", str(grid_file), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+
+    with Session(engine) as session:
+        version = get_version(session, "t")
+        test_ids = [r["id"] for r in read_view(version, "label_only", "test")][:8]
+        rows = session.query(TrainingRun).order_by(TrainingRun.id).all()
+        assert [(r.kind, r.target, r.status) for r in rows] == [
+            ("sft", "label", "finished"), ("sft", "rationale-free", "finished"),
+            ("fewshot", "fewshot-k0-rationale", "finished"),
+            ("fewshot", "fewshot-k0-label", "finished"),
+            ("fewshot", "fewshot-k2-rationale", "finished"),
+            ("fewshot", "fewshot-k2-label", "finished")]
+        results = session.query(EvaluationResult).all()
+        assert len(results) == 6 and all(r.n == 8 for r in results)
+        for r in results:
+            m = r.metrics
+            assert m["dataset"]["content_sha256"] == version.content_hash
+            if m["auroc"]["low"] is not None:
+                assert m["auroc"]["low"] <= r.auroc <= m["auroc"]["high"]
+            with open(r.predictions_path) as handle:
+                preds = list(csv.DictReader(handle))
+            assert [p["id"] for p in preds] == test_ids
+            assert all(0 <= float(p["p_yes"]) <= 1 for p in preds)
+        label_run = rows[0]
+        label_preds = {p["id"]: float(p["p_yes"]) for p in csv.DictReader(
+            open(session.query(EvaluationResult).filter_by(
+                training_run_id=label_run.id).one().predictions_path))}
+
+    # vLLM (merged adapter) and transformers + peft give the same P(yes).
+    with Session(engine) as session:
+        rows = read_view(get_version(session, "t"), "label_only", "test")[:4]
+    scorer = TransformersScorer(bundled_model.path, str(Path(label_run.run_dir) / "adapter"))
+    prompts = [prompt_text(scorer.tokenizer, r["prompt"]) + ANSWER_PREFIX for r in rows]
+    p_yes, _ = scorer.label_probabilities(prompts)
+    assert np.allclose(p_yes, [label_preds[r["id"]] for r in rows], atol=2e-3)
+
+    # The report: every table populated, the figure drawn, runs traceable.
+    folder = tmp_path / "runs" / "experiments" / "tiny"
+    md = (folder / "results.md").read_text()
+    assert "label vs rationale-free" in md and "auroc_by_size.png" in md
+    assert (folder / "auroc_by_size.png").stat().st_size > 5000
+    with open(folder / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 6 and all(row["dataset_sha256"] == version.content_hash
+                                   and Path(row["run_dir"]).is_dir() for row in table)
+    comparisons = list(csv.DictReader(open(folder / "comparisons.csv")))
+    assert len(comparisons) == 1 and 0 <= float(comparisons[0]["p_holm"]) <= 1
+    assert json.loads((folder / "summary.json").read_text())["baseline"]["n"] == 8
+
+    # Re-running the grid reuses every finished run; compare works from the CLI.
+    again = runner.invoke(app, ["experiment", "run", str(grid_file), "--db", str(db)])
+    assert again.exit_code == 0 and "training" not in again.output
+    compared = runner.invoke(app, ["evaluate", "compare", "1", "2", "--db", str(db)])
+    assert compared.exit_code == 0 and "DeLong p =" in compared.output
+    missing = runner.invoke(app, ["evaluate", "compare", "1", "99", "--db", str(db)])
+    assert missing.exit_code == 1 and "no training run matches '99'" in missing.stderr

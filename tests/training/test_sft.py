@@ -1,0 +1,178 @@
+"""LoRA SFT from a verified dataset version: masking, bookkeeping, resume, CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from transformers import TrainerCallback
+
+from annotation_db.export import get_version
+from annotation_db.models import TrainingRun
+from tests.helpers import audited_version
+from training import runs
+from training.data import IGNORE, DataError, read_view, subsample, tokenize_row
+from training.sft import SFTRunConfig, load_tokenizer, train
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One small audited version on SQLite, shared by this module's tests."""
+    root = tmp_path_factory.mktemp("study")
+    return audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports"), root
+
+
+def _rows(engine, view="rationale_free", split="train"):
+    with Session(engine) as session:
+        return read_view(get_version(session, "t"), view, split)
+
+
+def test_only_the_assistant_turn_carries_loss(study, bundled_model):
+    engine, _ = study
+    tokenizer = load_tokenizer(bundled_model.path)
+    for view in ("label_only", "rationale_free", "rationale_stepwise"):
+        row = _rows(engine, view)[0]
+        tokens = tokenize_row(tokenizer, row, max_length=4096)
+        trained = [t for t, label in zip(tokens["input_ids"], tokens["labels"], strict=True)
+                   if label != IGNORE]
+        first = tokens["labels"].index(next(t for t in tokens["labels"] if t != IGNORE))
+        assert all(label == IGNORE for label in tokens["labels"][:first])
+        assert tokens["labels"][first:] == tokens["input_ids"][first:]
+        text = tokenizer.decode(trained)
+        assert text == row["completion"][0]["content"] + "<|im_end|>\n"
+        assert text.rstrip().endswith(("Final answer: yes<|im_end|>", "Final answer: no<|im_end|>"))
+        assert "Patient record" not in text and "<|im_start|>" not in text
+
+
+def test_truncation_drops_old_history_never_the_answer(study, bundled_model):
+    engine, _ = study
+    tokenizer = load_tokenizer(bundled_model.path)
+    row = _rows(engine)[0]
+    full = tokenize_row(tokenizer, row, max_length=4096)
+    loss_tokens = sum(label != IGNORE for label in full["labels"])
+    short = tokenize_row(tokenizer, row, max_length=loss_tokens + 20)
+    assert short["truncated"] and len(short["input_ids"]) == loss_tokens + 20
+    assert short["labels"][-loss_tokens:] == full["labels"][-loss_tokens:]
+    with pytest.raises(DataError, match="completion alone"):
+        tokenize_row(tokenizer, row, max_length=loss_tokens - 1)
+
+
+def test_subsample_keeps_the_label_mix_and_is_seeded():
+    rows = [{"id": i, "label": int(i < 30)} for i in range(100)]
+    part = subsample(rows, 20, seed=1)
+    assert len(part) == 20 and sum(r["label"] for r in part) == 6
+    assert part == subsample(rows, 20, seed=1) and part != subsample(rows, 20, seed=2)
+    assert subsample(rows, None, seed=1) == rows
+
+
+def test_a_tampered_view_is_refused(study):
+    engine, _ = study
+    with Session(engine) as session:
+        version = get_version(session, "t")
+        path = Path(version.path) / "label_only/train.jsonl"
+        original = path.read_bytes()
+        path.chmod(0o644)
+        path.write_bytes(original.replace(b'"label": 1', b'"label": 0', 1))
+        try:
+            with pytest.raises(DataError, match="does not match the version's manifest"):
+                read_view(version, "label_only", "train")
+        finally:
+            path.write_bytes(original)
+            path.chmod(0o444)
+
+
+class StopAt(TrainerCallback):
+    """Simulates a crash: training stops right after the checkpoint at ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def _adapter_tensors(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(study, tmp_path,
+                                                               bundled_model, model_cache):
+    engine, root = study
+    common = dict(dataset="t", target="label", train_size=8, max_steps=4, save_steps=2,
+                  per_device_train_batch_size=2, max_length=256, seed=3, lora_r=4,
+                  learning_rate=1e-3, cache_dir=str(model_cache), logging_steps=1)
+    # An uninterrupted run in a second database (same data, same config).
+    other = audited_version(f"sqlite:///{tmp_path / 'b.sqlite'}", tmp_path / "exports")
+    straight = train(other, SFTRunConfig(runs_dir=str(tmp_path / "a"), **common))
+
+    cfg = SFTRunConfig(runs_dir=str(tmp_path / "b"), **common)
+    with pytest.raises(InterruptedError, match="stopped at step 2 of 4"):
+        train(engine, cfg, callbacks=[StopAt(2)])
+    with Session(engine) as session:
+        row = session.query(TrainingRun).filter_by(config_hash=cfg.identity(
+            get_version(session, "t").content_hash)).one()
+        assert row.status == "failed" and "step 2 of 4" in row.error
+    resumed = train(engine, cfg)
+    summary = json.loads((Path(resumed.run_dir) / "train_summary.json").read_text())
+    assert resumed.status == "finished" and summary["resumed_from"] == "checkpoint-2"
+
+    a, b = _adapter_tensors(straight.run_dir), _adapter_tensors(resumed.run_dir)
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        assert (a[name] - b[name]).abs().max().item() < 1e-6, name
+    moved = [n for n in a if "lora_B" in n and a[n].abs().max().item() > 0]
+    assert moved, "training changed no LoRA weight"
+
+    # The run folder says what it trained on and how.
+    folder = Path(resumed.run_dir)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    with Session(engine) as session:
+        assert dataset["content_sha256"] == get_version(session, "t").content_hash
+    assert dataset["examples"] == 8 and dataset["loss_tokens"] > 0
+    assert (folder / "DONE").exists() and (folder / "config.yaml").exists()
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text()
+             .splitlines()]
+    assert steps[-1] == 4
+    # Same config again: reused, not retrained.
+    assert train(engine, cfg).id == resumed.id
+
+
+def test_run_rows_record_status_and_errors(engine, tmp_path):
+    with Session(engine) as session:
+        run = runs.begin(session, kind="sft", target="label", base_model="m", config={},
+                         config_hash="a" * 64, run_dir=tmp_path / "r", dataset_version_id=None)
+        assert run.status == "running"
+        runs.fail(session, run, RuntimeError("out of memory"))
+        assert (run.status, run.error) == ("failed", "RuntimeError: out of memory")
+        again = runs.begin(session, kind="sft", target="label", base_model="m", config={},
+                           config_hash="a" * 64, run_dir=tmp_path / "r",
+                           dataset_version_id=None)
+        assert again.id == run.id and again.status == "running" and again.error is None
+        (tmp_path / "r").mkdir()
+        runs.finish(session, again)
+        assert again.status == "finished" and (tmp_path / "r" / "DONE").exists()
+        assert runs.find_run(session, "a" * 8).id == run.id
+        assert runs.find_run(session, str(run.id)).id == run.id
+        with pytest.raises(runs.RunError, match="no training run matches"):
+            runs.find_run(session, "zzzzzzzz")
+
+
+def test_config_validation_and_equivalent_command():
+    cfg = SFTRunConfig(dataset="v1", target="rationale-free", lora_r=8, learning_rate=6e-4)
+    assert cfg.lora_alpha == 16
+    assert cfg.cli() == ("rationale-audit train sft --dataset v1 --target rationale-free "
+                         "--lora-r 8 --learning-rate 0.0006")
+    assert "--config run.yaml  # with lora_dropout" in SFTRunConfig(
+        dataset="v1", lora_dropout=0.1).cli()
+    assert cfg.identity("x") == SFTRunConfig(dataset="v1", target="rationale-free", lora_r=8,
+                                             learning_rate=6e-4, runs_dir="elsewhere"
+                                             ).identity("x")
+    assert cfg.identity("x") != cfg.identity("y")
+    from annotation_db.provenance import ConfigError
+
+    with pytest.raises(ConfigError, match="target"):
+        SFTRunConfig.load(None, dataset="v1", target="rationale")

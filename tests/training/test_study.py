@@ -1,0 +1,71 @@
+"""The study's data stages: template teacher, simulated audit, export; idempotent."""
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db.export import ExportError
+from annotation_db.models import Campaign, DatasetVersion, Rationale
+from generation.cohort import CohortConfig, generate
+from generation.teacher import write
+from training.reproduce import ReproduceConfig
+from training.study import AuditSettings, DataSettings, prepare_dataset
+
+
+def test_the_template_teacher_follows_the_label_and_cites_only_the_record():
+    records, _ = generate(CohortConfig(n=40, seed=5))
+    for record in records:
+        ids = {item["id"] for item in record["items"]}
+        for fmt in ("free", "stepwise"):
+            out = write(record, fmt)
+            assert out["prediction"] == ("yes" if record["label"] else "no")
+            assert out["evidence"] and set(out["evidence"]) <= ids
+            text = out["rationale"] if fmt == "free" else " ".join(
+                s["step"] for s in out["rationale"])
+            assert ("likely" in text) and (("unlikely" in text) != bool(record["label"]))
+
+
+def test_prepare_dataset_builds_a_grounded_audited_version_once(engine, tmp_path):
+    data = DataSettings(cohort="c", n=60, history_budget=80, dataset="v",
+                        audit=AuditSettings(campaign="audit"))
+    stages = []
+    version, info = prepare_dataset(engine, data, exports_dir=tmp_path, on_stage=stages.append)
+    assert info["audit"]["simulated"] is True and info["teacher"] == ["template-teacher-v1"]
+    assert any("SIMULATED raters" in s for s in stages)
+    assert version.manifest["policy"]["include_simulated"] is True
+    assert version.manifest["policy"]["history_budget"] == 80
+    counts = version.manifest["counts"]
+    assert counts["rationale_free"]["train"] > 0 and counts["rationale_stepwise"]["train"] > 0
+    assert counts["label_only"]["test"] == 12  # every test patient of 60
+    with Session(engine) as session:
+        originals = session.execute(select(Rationale).where(
+            Rationale.variant == "original")).scalars().all()
+        assert originals and all(r.status == "ok" and r.grounding_score == 1.0
+                                 for r in originals)
+        assert session.execute(select(Campaign)).scalars().one().name == "audit"
+    again, info = prepare_dataset(engine, data, exports_dir=tmp_path)
+    assert again.id == version.id and info == {"reused": True}
+    with Session(engine) as session:
+        assert len(session.execute(select(DatasetVersion)).scalars().all()) == 1
+
+
+def test_simulated_ratings_are_never_used_silently(engine, tmp_path):
+    data = DataSettings(cohort="c", n=40, dataset="v", audit=AuditSettings(campaign="a"),
+                        policy={"min_ratings": 2, "include_simulated": False})
+    with pytest.raises(ExportError, match="only simulated ratings"):
+        prepare_dataset(engine, data, exports_dir=tmp_path)
+
+
+def test_reproduce_scales_override_the_shared_settings(tmp_path):
+    from annotation_db.provenance import ConfigError
+
+    cfg = ReproduceConfig.load("experiments/reproduce.yaml")
+    data, grid = cfg.resolve("smoke")
+    assert grid.dataset == data.dataset == "study-smoke-v1"
+    assert len(grid.sft.targets) == 3 and len(grid.sft.train_sizes) >= 3
+    assert len(grid.sft.seeds) == 3 and grid.fewshot.ks == [0, 4, 8]
+    assert grid.fewshot.with_rationales == [True, False]
+    full_data, full = cfg.resolve("gpu")
+    assert full.sft.train_sizes == [100, 200, 400] and full_data.n == 600
+    with pytest.raises(ConfigError, match="unknown scale 'huge'"):
+        cfg.resolve("huge")

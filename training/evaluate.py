@@ -1,0 +1,299 @@
+"""Score every test patient with a run's model and report AUROC/AUPRC with CIs.
+
+The score is P(yes) at the label position (see :mod:`training.scoring`):
+
+- label-only models and label-only prompts: directly after the prompt, at
+  ``Final answer:`` — one forward pass, no generation;
+- rationale models (and few-shot prompts whose demonstrations carry rationales):
+  the model first writes its rationale greedily until ``Final answer:``; the label
+  is then scored at that fixed line. A rationale that ends without the line gets
+  it appended, and the share that reached it on their own is reported.
+
+Results go to ``<run_dir>/eval/<split>/`` (``predictions.csv``,
+``predictions.jsonl`` with the generated rationales, ``metrics.json``) and to an
+``evaluation_result`` row. :func:`compare` runs a paired DeLong test between two
+runs scored on the same patients.
+"""
+
+import csv
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
+from annotation_db.provenance import CommandConfig, echo_config
+from training import runs
+from training.data import ANSWER_PREFIX, TARGET_VIEWS, prompt_text, read_view
+from training.metrics import bootstrap_metrics, delong_auc_ci, delong_test, point_metrics
+from training.scoring import Scorer
+
+Mode = Literal["direct", "rationale"]
+
+
+class EvaluateConfig(CommandConfig):
+    """How a run is scored (the run itself is named on the command line)."""
+
+    split: Literal["test", "validation"] = "test"
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        default="auto", description="auto: vLLM when installed, else transformers")
+    max_rationale_tokens: int = Field(default=256, ge=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1,
+                             description="P(yes) at or above which balanced accuracy says yes")
+    n_bootstrap: int = Field(default=1000, ge=100)
+    limit: int | None = Field(default=None, ge=2, description="score only the first N patients")
+    batch_size: int = Field(default=8, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class Scored:
+    ids: list[str]
+    labels: np.ndarray
+    p_yes: np.ndarray
+    label_mass: np.ndarray
+    reached_answer: list[bool | None]
+    rationales: list[str | None]
+    seconds: float
+
+
+def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: Mode,
+                        max_rationale_tokens: int) -> tuple[np.ndarray, np.ndarray,
+                                                            list[bool | None], list[str | None]]:
+    """P(yes), label mass, whether the answer line was reached, and the rationale text."""
+    heads = [prompt_text(scorer.tokenizer, messages) for messages in conversations]
+    if mode == "direct":
+        p_yes, mass = scorer.label_probabilities([h + ANSWER_PREFIX for h in heads])
+        return p_yes, mass, [None] * len(heads), [None] * len(heads)
+    continuations = scorer.continue_until_answer(heads, max_rationale_tokens)
+    texts = [h + c.text.rstrip() + ("\n" if c.text.strip() else "") + ANSWER_PREFIX
+             for h, c in zip(heads, continuations, strict=True)]
+    p_yes, mass = scorer.label_probabilities(texts)
+    return (p_yes, mass, [c.reached_answer for c in continuations],
+            [c.text.strip() for c in continuations])
+
+
+def summarize(scored: Scored, config: EvaluateConfig) -> dict:
+    """Point metrics with bootstrap CIs, DeLong's AUROC CI and scoring diagnostics."""
+    y, p = scored.labels, scored.p_yes
+    point = point_metrics(y, p, threshold=config.threshold)
+    metrics: dict = {"n": int(len(y)), "n_positive": int(y.sum()),
+                     "prevalence": float(y.mean()), "threshold": config.threshold}
+    if len(set(y.tolist())) == 2:
+        boot = bootstrap_metrics(y, p, threshold=config.threshold,
+                                 n_resamples=config.n_bootstrap, seed=config.seed)
+        for name, estimate in boot.items():
+            metrics[name] = {**estimate.as_dict(), "value": point[name]}
+        metrics["auroc_delong_ci"] = delong_auc_ci(y, p).as_dict()
+    else:
+        for name in ("auroc", "auprc", "brier", "balanced_accuracy"):
+            metrics[name] = {"value": point.get(name), "low": None, "high": None}
+    reached = [r for r in scored.reached_answer if r is not None]
+    metrics.update({
+        "mean_label_mass": float(scored.label_mass.mean()),
+        "low_label_mass_share": float((scored.label_mass < 0.5).mean()),
+        "reached_answer_share": (sum(reached) / len(reached)) if reached else None,
+        "seconds": round(scored.seconds, 2),
+        "ci": f"95% percentile bootstrap, {config.n_bootstrap} stratified resamples",
+    })
+    return metrics
+
+
+def write_outputs(folder: Path, scored: Scored, metrics: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "predictions.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", "p_yes", "label_mass", "reached_answer"])
+        for i, pid in enumerate(scored.ids):
+            writer.writerow([pid, int(scored.labels[i]), f"{scored.p_yes[i]:.6f}",
+                             f"{scored.label_mass[i]:.6f}",
+                             "" if scored.reached_answer[i] is None
+                             else int(scored.reached_answer[i])])
+    if any(r is not None for r in scored.rationales):
+        with (folder / "predictions.jsonl").open("w") as handle:
+            for pid, text in zip(scored.ids, scored.rationales, strict=True):
+                handle.write(json.dumps({"id": pid, "rationale": text}) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return csv_path
+
+
+def mode_for_target(target: str) -> Mode:
+    return "direct" if target == "label" else "rationale"
+
+
+class ScorerPool:
+    """Scorers for a sequence of runs, reusing engines where that is safe.
+
+    With vLLM, an adapter is applied one of two ways: on a GPU through a
+    ``LoRARequest`` on one shared engine; on CPU by merging it into the base
+    weights and starting an engine on the merged folder — vLLM-CPU's LoRA kernels
+    scored 30× slower than the merged model (445 s vs 15 s for 16 patients,
+    identical P(yes) to 1e-5 with transformers + peft).
+    """
+
+    def __init__(self, engine: Literal["auto", "vllm", "transformers"] = "auto",
+                 batch_size: int = 8, max_lora_rank: int = 64, max_model_len: int = 8192):
+        from generation.engine import on_cpu, vllm_available
+
+        self.kind = ("vllm" if vllm_available() else "transformers") if engine == "auto" \
+            else engine
+        self.batch_size = batch_size
+        self.max_lora_rank = max_lora_rank
+        self.max_model_len = max_model_len
+        self.merge = on_cpu()
+        self._llm: tuple[str, object] | None = None
+        self._merged_dir: tempfile.TemporaryDirectory | None = None
+        self._next_adapter = 1
+
+    def _engine(self, model, key: str, lora: bool):
+        from generation.engine import EngineOptions, load_vllm, on_cpu
+
+        if self._llm is not None and self._llm[0] == key:
+            return self._llm[1]
+        self._drop_engine()
+        llm = load_vllm(model, EngineOptions(
+            max_model_len=self.max_model_len, enable_lora=lora, max_lora_rank=self.max_lora_rank,
+            dtype="float32" if on_cpu() else "bfloat16"))
+        self._llm = (key, llm)
+        return llm
+
+    def scorer(self, model, adapter_path: str | None = None) -> Scorer:
+        if self.kind == "transformers":
+            from training.scoring import TransformersScorer
+
+            return TransformersScorer(model.path, adapter_path, batch_size=self.batch_size)
+        from training.scoring import VLLMScorer
+
+        if adapter_path and self.merge:
+            self.close()
+            self._merged_dir = tempfile.TemporaryDirectory(prefix="merged-")
+            merged = merge_adapter(model, adapter_path, Path(self._merged_dir.name))
+            return VLLMScorer(self._engine(merged, f"merged:{adapter_path}", lora=False))
+        llm = self._engine(model, f"base:{model.path}:{bool(adapter_path)}",
+                           lora=bool(adapter_path))
+        self._next_adapter += 1
+        return VLLMScorer(llm, adapter_path, adapter_id=self._next_adapter)
+
+    def _drop_engine(self) -> None:
+        if self._llm is not None:
+            import gc
+
+            self._llm = None
+            gc.collect()
+
+    def close(self) -> None:
+        """Drop the current engine (and any merged weights) to free memory."""
+        self._drop_engine()
+        if self._merged_dir is not None:
+            self._merged_dir.cleanup()
+            self._merged_dir = None
+
+
+def merge_adapter(model, adapter_path: str, out: Path):
+    """Base weights + LoRA adapter merged into a full model folder (fp32)."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from generation.models import ResolvedModel
+
+    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
+    PeftModel.from_pretrained(base, adapter_path).merge_and_unload().save_pretrained(out)
+    for file in Path(model.path).iterdir():
+        if file.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+            shutil.copy(file, out / file.name)
+    return ResolvedModel(spec=f"{model.spec}+{adapter_path}", source="local", path=str(out))
+
+
+def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
+                 pool: ScorerPool | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> EvaluationResult:
+    """Score a finished SFT run on ``config.split`` and store the result."""
+    from annotation_db.models import DatasetVersion
+    from generation.models import resolve_model
+
+    say = on_stage or (lambda _: None)
+    with Session(engine) as session:
+        run = runs.find_run(session, run_ref)
+        if run.kind != "sft":
+            raise runs.RunError(f"run {run.id} is a {run.kind} run; few-shot runs are scored by "
+                             "`rationale-audit train fewshot`")
+        if run.status != RunStatus.finished:
+            raise runs.RunError(f"run {run.id} is {run.status}, not finished; train it first")
+        version = session.get(DatasetVersion, run.dataset_version_id)
+        rows = read_view(version, TARGET_VIEWS[run.target], config.split)
+        if config.limit:
+            rows = rows[:config.limit]
+        folder = Path(run.run_dir) / "eval" / config.split
+        echo_config(config, folder, f"evaluate {run.id}")
+        model = resolve_model(run.base_model, cache_dir=run.config.get("cache_dir"))
+        pool = pool or ScorerPool(config.engine, config.batch_size,
+                                  max_lora_rank=run.config.get("lora_r", 16))
+        say(f"scoring {len(rows)} {config.split} patients with run {run.id} ({pool.kind})")
+        scorer = pool.scorer(model, str(Path(run.run_dir) / "adapter"))
+        scored = score_rows(scorer, rows, mode_for_target(run.target),
+                            config.max_rationale_tokens)
+        metrics = summarize(scored, config)
+        metrics["engine"] = pool.kind
+        metrics["dataset"] = {"version": version.name, "content_sha256": version.content_hash}
+        csv_path = write_outputs(folder, scored, metrics)
+        return runs.record_evaluation(session, run, split=config.split, metrics=metrics,
+                                      predictions_path=csv_path)
+
+
+def score_rows(scorer: Scorer, rows: list[dict], mode: Mode, max_rationale_tokens: int,
+               conversations: list[list[dict]] | None = None) -> Scored:
+    started = time.perf_counter()
+    p_yes, mass, reached, rationales = score_conversations(
+        scorer, conversations or [row["prompt"] for row in rows], mode, max_rationale_tokens)
+    return Scored(ids=[row["id"] for row in rows],
+                  labels=np.asarray([int(row["label"]) for row in rows]),
+                  p_yes=p_yes, label_mass=mass, reached_answer=reached,
+                  rationales=rationales, seconds=time.perf_counter() - started)
+
+
+def read_predictions(path: str | Path) -> dict[str, tuple[int, float]]:
+    with Path(path).open(newline="") as handle:
+        return {row["id"]: (int(row["label"]), float(row["p_yes"]))
+                for row in csv.DictReader(handle)}
+
+
+def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict:
+    """Paired DeLong test of two runs' AUROCs on the patients both were scored on."""
+    with Session(engine) as session:
+        results = []
+        for ref in (run_a, run_b):
+            run = runs.find_run(session, ref)
+            row = runs.result_for(session, run.id, split)
+            if row is None:
+                raise runs.RunError(f"run {run.id} has no {split} evaluation; run "
+                                 f"`rationale-audit evaluate run {run.id}` first")
+            results.append((run, read_predictions(row.predictions_path)))
+    (ra, pa), (rb, pb) = results
+    common = sorted(set(pa) & set(pb))
+    if len(common) < 2:
+        raise runs.RunError(f"runs {ra.id} and {rb.id} share {len(common)} scored patients")
+    if any(pa[i][0] != pb[i][0] for i in common):
+        raise runs.RunError("the two runs disagree on patients' labels; they were not scored on "
+                         "the same test set")
+    y = np.asarray([pa[i][0] for i in common])
+    test = delong_test(y, np.asarray([pa[i][1] for i in common]),
+                       np.asarray([pb[i][1] for i in common]))
+    return {"run_a": _describe(ra), "run_b": _describe(rb), "split": split, "n": len(common),
+            "only_in_one": len(set(pa) ^ set(pb)), **asdict(test)}
+
+
+def _describe(run: TrainingRun) -> dict:
+    return {"id": run.id, "kind": run.kind, "target": run.target, "run_dir": run.run_dir,
+            "dataset_version_id": run.dataset_version_id}

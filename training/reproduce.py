@@ -1,0 +1,145 @@
+"""`experiment reproduce`: the study end to end, at a chosen scale, as one command.
+
+cohort → label-conditioned rationales (free-form and step-by-step) → audit
+(simulated raters unless real ratings exist) → verified export → the grid
+(label-only vs both rationale formats × sizes × seeds; few-shot k × with/without
+rationales) → a report in the study's style (Markdown and HTML).
+
+One config holds the data settings and several *scales* (``smoke`` for a CPU,
+``gpu`` for an accelerator); a scale only overrides grid fields.
+"""
+
+import base64
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from sqlalchemy.engine import Engine
+
+from annotation_db.provenance import CommandConfig, ConfigError, echo_config
+from training.grid import ExperimentGrid, report, run_grid
+from training.study import DataSettings, prepare_dataset
+
+
+class ReproduceConfig(CommandConfig):
+    """experiments/reproduce.yaml: data settings, a base grid, and named scales."""
+
+    name: str = "reproduce"
+    data: DataSettings = DataSettings()
+    grid: dict[str, Any] = Field(default_factory=dict, description="ExperimentGrid fields")
+    scales: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per scale: overrides of `data` and `grid` fields")
+    exports_dir: str = "exports"
+    output_dir: str = "reports"
+
+    def resolve(self, scale: str) -> tuple[DataSettings, ExperimentGrid]:
+        if scale not in self.scales:
+            raise ConfigError(f"unknown scale {scale!r}; the config defines "
+                              f"{', '.join(self.scales) or 'none'}")
+        over = self.scales[scale]
+        try:
+            data = DataSettings.model_validate(_merge(self.data.model_dump(),
+                                                      over.get("data", {})))
+            grid = ExperimentGrid.model_validate({"name": f"{self.name}-{scale}",
+                                                  **_merge(self.grid, over.get("grid", {})),
+                                                  "dataset": data.dataset})
+        except ValidationError as exc:
+            raise ConfigError(f"scale {scale!r} of {self.name!r}: {exc.errors()[0]['loc']}: "
+                              f"{exc.errors()[0]['msg']}") from exc
+        return data, grid
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
+def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_path: str | None,
+              on_stage: Callable[[str], None] | None = None,
+              on_run: Callable[[], None] | None = None) -> dict:
+    say = on_stage or (lambda _: None)
+    data, grid = config.resolve(scale)
+    out = Path(config.output_dir) / f"{config.name}-{scale}"
+    echo_config(config, out, f"experiment reproduce --scale {scale}")
+    started = time.perf_counter()
+    version, data_info = prepare_dataset(engine, data, exports_dir=config.exports_dir,
+                                         cache_dir=grid.cache_dir, on_stage=say)
+    data_seconds = time.perf_counter() - started
+    say(f"grid: {grid.size()}")
+    selection = run_grid(engine, grid, on_stage=say, on_run=on_run)
+    results = report(engine, grid, selection, out)
+    seconds = time.perf_counter() - started
+    command = "rationale-audit experiment reproduce " + " ".join(shlex.quote(a) for a in (
+        (["--config", config_path] if config_path else []) + ["--scale", scale]))
+    summary = {"scale": scale, "dataset": {"name": version.name,
+                                           "sha256": version.content_hash,
+                                           "counts": version.manifest["counts"],
+                                           "agreement": version.manifest.get("agreement")},
+               "data": data_info, "grid": grid.model_dump(mode="json"),
+               "wall_seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),
+               "command": command, "argv": sys.argv[1:]}
+    (out / "reproduce.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    md = _study_markdown(summary, (out / "results.md").read_text(), version, data)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(md, out))
+    summary["report"] = str(out / "report.md")
+    summary["comparisons"] = results["comparisons"]
+    return summary
+
+
+def _study_markdown(summary: dict, results_md: str, version, data: DataSettings) -> str:
+    audit = summary["data"].get("audit", {})
+    simulated = audit.get("simulated", True) if audit else True
+    agreement = version.manifest.get("agreement") or {}
+    lines = [f"# Reproduction report — scale `{summary['scale']}`", "",
+             "Rationale SFT vs label-only SFT and few-shot demonstrations for five-year "
+             "ADRD prediction, on a synthetic cohort (arXiv 2606.10279's design).", "",
+             "## Data", "",
+             f"- Cohort `{data.cohort}`: {data.n} synthetic patients, {data.mode}, seed "
+             f"{data.seed}.",
+             f"- Teacher: {', '.join(summary['data'].get('teacher', [data.teacher]))}, "
+             "label-conditioned, formats: " + ", ".join(data.formats) + ".",
+             f"- Audit campaign `{data.audit.campaign}`: "
+             + ("**simulated raters** (no clinician rated these rationales; the policy "
+                "includes simulated ratings)." if simulated else "real clinicians' ratings."),
+             f"- Dataset version **{version.name}**, sha256 `{version.content_hash}`; counts "
+             f"{json.dumps(version.manifest['counts'])}.",
+             ]
+    for name, dims in agreement.items():
+        parts = [f"{dim} α = {d['alpha']:.2f} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
+                 for dim, d in (dims or {}).items()
+                 if isinstance(d, dict) and d.get("computable") and d.get("alpha") is not None]
+        if parts:
+            lines.append(f"- Krippendorff's α in `{name}`: " + "; ".join(parts)
+                         + (" (simulated raters rating uniformly well-grounded rationales: "
+                            "between-item variance is near zero, so α is near zero too)"
+                            if simulated else ""))
+    lines += ["", f"Wall time of this invocation: {summary['wall_seconds']} s (data stages "
+                  f"{summary['data_seconds']} s; finished runs and existing data are reused, so "
+                  "a re-run takes only what is new).", "",
+              "Re-run exactly:", "", "```", summary["command"], "```", ""]
+    body = results_md.split("\n", 1)[1] if results_md.startswith("#") else results_md
+    return "\n".join(lines) + body.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
+
+
+def _html(markdown_text: str, folder: Path) -> str:
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(markdown_text)
+    figure = folder / "auroc_by_size.png"
+    if figure.exists():
+        data = base64.b64encode(figure.read_bytes()).decode()
+        html = html.replace('src="auroc_by_size.png"', f'src="data:image/png;base64,{data}"')
+    style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;"
+             "padding:0 1rem}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:.25rem .5rem;font-size:.9rem}code{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Reproduction report"
+            f"</title><style>{style}</style></head><body>{html}</body></html>\n")

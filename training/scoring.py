@@ -1,0 +1,169 @@
+"""P(yes) from the label tokens' probabilities, by vLLM or by transformers.
+
+Every model here answers ``… Final answer: yes|no``. The score of a prompt that
+ends in ``Final answer:`` is ``P(" yes") / (P(" yes") + P(" no"))`` at the next
+position, read from one forward pass — no text is parsed. ``P(" yes") + P(" no")``
+(the *label mass*) is kept as a diagnostic: a low mass means the model wanted to
+say something else.
+
+Two interchangeable scorers share that contract:
+
+- :class:`VLLMScorer` — vLLM, with a LoRA adapter through ``LoRARequest``
+  (``SamplingParams(max_tokens=1, logprobs=2, logprob_token_ids=[yes, no])``);
+- :class:`TransformersScorer` — transformers (+ peft), for machines without vLLM
+  (the lent GPU) and as the cross-check in the tests.
+
+Both also *continue* a prompt greedily until ``Final answer:`` — the rationale a
+rationale-trained model writes before its label.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from training.data import ANSWER_PREFIX
+
+
+@dataclass(frozen=True)
+class Continuation:
+    text: str
+    reached_answer: bool  # generation stopped at "Final answer:" (else: end of turn or length)
+    tokens: int
+
+
+class Scorer(Protocol):
+    tokenizer: object
+
+    def label_probabilities(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """P(yes | yes or no) and the label mass at the position after each prompt."""
+
+    def continue_until_answer(self, prompts: list[str], max_tokens: int) -> list[Continuation]:
+        """Greedy continuations, stopped at ``Final answer:``."""
+
+
+def label_token_ids(tokenizer) -> tuple[int, int]:
+    """The ids of the tokens that follow ``Final answer:`` for yes and for no."""
+    ids = {}
+    base = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    for label in ("yes", "no"):
+        full = tokenizer(f"{ANSWER_PREFIX} {label}", add_special_tokens=False)["input_ids"]
+        if full[:len(base)] != base or len(full) != len(base) + 1:
+            raise ValueError(f"the tokenizer does not encode {label!r} after {ANSWER_PREFIX!r} "
+                             "as one token; P(yes) scoring needs single-token labels")
+        ids[label] = full[-1]
+    return ids["yes"], ids["no"]
+
+
+def two_way(logprob_yes: float, logprob_no: float) -> tuple[float, float]:
+    """(P(yes | yes or no), P(yes) + P(no)) from two log-probabilities."""
+    top = max(logprob_yes, logprob_no)
+    if top == -math.inf:
+        return 0.5, 0.0
+    a, b = math.exp(logprob_yes - top), math.exp(logprob_no - top)
+    return a / (a + b), math.exp(top) * (a + b)
+
+
+class TransformersScorer:
+    """A transformers model (optionally with a peft adapter) in eval mode."""
+
+    def __init__(self, model_path: str, adapter_path: str | None = None, *,
+                 device: str | None = None, dtype: str = "auto", batch_size: int = 8):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from training.sft import load_tokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) \
+            if dtype == "auto" else getattr(torch, dtype)
+        self.tokenizer = load_tokenizer(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        if adapter_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_path)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.yes_id, self.no_id = label_token_ids(self.tokenizer)
+
+    def _batch(self, prompts: list[str]):
+        self.tokenizer.padding_side = "left"
+        return self.tokenizer(prompts, return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(self.device)
+
+    def label_probabilities(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        p_yes, mass = [], []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = self._batch(prompts[start:start + self.batch_size])
+                logits = self.model(**batch).logits[:, -1, :].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                for row in logprobs:
+                    p, m = two_way(row[self.yes_id].item(), row[self.no_id].item())
+                    p_yes.append(p)
+                    mass.append(m)
+        return np.asarray(p_yes), np.asarray(mass)
+
+    def continue_until_answer(self, prompts: list[str], max_tokens: int) -> list[Continuation]:
+        import torch
+
+        out: list[Continuation] = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = self._batch(prompts[start:start + self.batch_size])
+                generated = self.model.generate(
+                    **batch, max_new_tokens=max_tokens, do_sample=False,
+                    stop_strings=[ANSWER_PREFIX], tokenizer=self.tokenizer,
+                    pad_token_id=self.tokenizer.pad_token_id)
+                for row in generated[:, batch["input_ids"].shape[1]:]:
+                    ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
+                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                    reached = ANSWER_PREFIX in text
+                    out.append(Continuation(text.split(ANSWER_PREFIX)[0], reached, len(ids)))
+        return out
+
+
+class VLLMScorer:
+    """A ``vllm.LLM`` (started with ``enable_lora`` when an adapter is given)."""
+
+    def __init__(self, llm, adapter_path: str | None = None, *, adapter_id: int = 1):
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+        self.yes_id, self.no_id = label_token_ids(self.tokenizer)
+        self.lora = None
+        if adapter_path:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest(f"adapter-{adapter_id}", adapter_id, adapter_path)
+
+    def _prompts(self, prompts: list[str]) -> list[dict]:
+        return [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]}
+                for p in prompts]
+
+    def label_probabilities(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2,
+                                logprob_token_ids=[self.yes_id, self.no_id])
+        outputs = self.llm.generate(self._prompts(prompts), params, lora_request=self.lora,
+                                    use_tqdm=False)
+        p_yes, mass = [], []
+        for output in outputs:
+            position = output.outputs[0].logprobs[0]
+            p, m = two_way(position[self.yes_id].logprob, position[self.no_id].logprob)
+            p_yes.append(p)
+            mass.append(m)
+        return np.asarray(p_yes), np.asarray(mass)
+
+    def continue_until_answer(self, prompts: list[str], max_tokens: int) -> list[Continuation]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=[ANSWER_PREFIX])
+        outputs = self.llm.generate(self._prompts(prompts), params, lora_request=self.lora,
+                                    use_tqdm=False)
+        return [Continuation(o.outputs[0].text, o.outputs[0].stop_reason == ANSWER_PREFIX,
+                             len(o.outputs[0].token_ids)) for o in outputs]

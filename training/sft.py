@@ -1,0 +1,274 @@
+"""LoRA supervised fine-tuning on one view of a verified dataset version.
+
+``train`` resolves the base model, reads the target's view of the version (checked
+against its manifest), tokenizes it with the prompt masked (loss on the assistant
+turn only), and trains a peft LoRA adapter with TRL's ``SFTTrainer``. The run
+folder ``<runs_dir>/sft-<target>-<hash12>/`` holds:
+
+- ``config.yaml`` and ``provenance.json`` — the resolved config, library versions;
+- ``dataset.json`` — the version's name and hash, the view, example and loss-token counts;
+- ``metrics.jsonl`` — one line per logged step (loss, learning rate, tokens/s);
+- ``checkpoints/checkpoint-*`` — resumable state (optimizer, scheduler, RNG);
+- ``adapter/`` — the final LoRA adapter; ``train_summary.json``; ``DONE`` last.
+
+The same configuration maps to the same folder and ``training_run`` row: a
+finished run is returned as is, an interrupted one resumes from its last checkpoint.
+
+TRL's trainer was chosen over a hand-written loop by measurement
+(``benchmarks/sft.py``, same tokens, LoRA, batch and optimizer, 2-core CPU, fp32):
+TRL 190.6 tokens/s, a lean PyTorch loop 160.8 tokens/s. The loop bought no speed,
+and TRL brings checkpoint/resume, accumulation and mixed precision for free.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from annotation_db.export import get_version
+from annotation_db.models import RunStatus, TrainingRun
+from annotation_db.provenance import CommandConfig, echo_config
+from training import runs
+from training.data import (
+    TARGET_VIEWS,
+    DataError,
+    Target,
+    read_view,
+    subsample,
+    tokenize_rows,
+)
+
+LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
+
+
+class SFTRunConfig(CommandConfig):
+    """One LoRA SFT run (HF ``TrainingArguments`` and TRL ``lora_*`` names where they exist)."""
+
+    dataset: str = Field(description="dataset version name (see `rationale-audit export list`)")
+    target: Target = "label"
+    base_model: str = "bundled:smollm2-135m-instruct"
+    train_size: int | None = Field(default=None, ge=1,
+                                   description="examples drawn (label mix kept); all if unset")
+    seed: int = 0
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int | None = Field(default=None, description="defaults to 2 × lora_r")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_target_modules: str | list[str] = "all-linear"
+    learning_rate: float = Field(default=2e-4, gt=0)
+    num_train_epochs: float = Field(default=2.0, gt=0)
+    max_steps: int = Field(default=-1,
+                           description="stop after this many optimizer steps (-1: epochs)")
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = Field(default=0, ge=0,
+                                description="steps, or a fraction of all steps if < 1")
+    weight_decay: float = 0.0
+    max_length: int = Field(default=1024, ge=16)
+    save_steps: int = Field(default=50, ge=1)
+    save_total_limit: int = Field(default=2, ge=1)
+    logging_steps: int = Field(default=5, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 on a GPU, fp32 on CPU")
+    gradient_checkpointing: bool = False
+    runs_dir: str = "runs"
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _alpha(self):
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_r
+        return self
+
+    def identity(self, dataset_hash: str) -> str:
+        """Hash of what determines the result: the config without locations, and the data."""
+        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in LOCATION_FIELDS}
+        data["dataset_sha256"] = dataset_hash
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def cli(self) -> str:
+        """The equivalent command line (for re-running elsewhere, e.g. under accelerate).
+
+        Fields without a command-line option are written as ``--config`` YAML instead;
+        the returned text then says so.
+        """
+        defaults = SFTRunConfig(dataset=self.dataset)
+        parts = ["rationale-audit train sft", f"--dataset {self.dataset}"]
+        in_yaml = []
+        for key, value in self.model_dump().items():
+            if key == "dataset" or value == getattr(defaults, key):
+                continue
+            if key == "lora_alpha" and value == 2 * self.lora_r:
+                continue
+            if key not in CLI_FLAGS:
+                in_yaml.append(key)
+                continue
+            parts.append(f"--{key.replace('_', '-')} {value}")
+        if in_yaml:
+            parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
+        return " ".join(parts)
+
+
+CLI_FLAGS = frozenset({
+    "target", "base_model", "train_size", "seed", "lora_r", "lora_alpha", "learning_rate",
+    "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "max_length", "precision", "runs_dir", "cache_dir"})
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:  # e.g. transformers' tokenizer from a GGUF file
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _use_bf16(precision: str) -> bool:
+    import torch
+
+    if precision == "bf16":
+        return True
+    return precision == "auto" and torch.cuda.is_available()
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                         if p.name.split("-")[-1].isdigit() else -1)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _metrics_callback(path: Path, tokens_per_step: float):
+    from transformers import TrainerCallback
+
+    class JsonlMetrics(TrainerCallback):
+        """Append each logged step to ``metrics.jsonl`` (survives a crash mid-run)."""
+
+        def __init__(self):
+            self.started = time.perf_counter()
+            self.first_step: int | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            if self.first_step is None:
+                self.first_step = max(state.global_step - args.logging_steps, 0)
+            elapsed = time.perf_counter() - self.started
+            steps = state.global_step - self.first_step
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                   **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+                   "tokens_per_second": round(steps * tokens_per_step / elapsed, 1)
+                   if elapsed > 0 else None}
+            with path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    return JsonlMetrics()
+
+
+def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None,
+          on_stage: Callable[[str], None] | None = None, force: bool = False) -> TrainingRun:
+    """Train (or resume, or reuse) the run ``config`` describes; return its row."""
+    say = on_stage or (lambda _: None)
+    with Session(engine) as session:
+        version = get_version(session, config.dataset)
+        rows = read_view(version, TARGET_VIEWS[config.target], "train")
+        rows = subsample(rows, config.train_size, config.seed)
+        if not rows:
+            raise DataError(f"dataset version {version.name!r} has no training rows for "
+                             f"target {config.target!r}")
+        config_hash = config.identity(version.content_hash)
+        run_dir = runs.run_folder(config.runs_dir, "sft", config.target, config_hash)
+        existing = runs.get_run(session, config_hash)
+        if existing is not None and existing.status == RunStatus.finished and not force:
+            say(f"reusing finished run {existing.id} in {existing.run_dir}")
+            return existing
+        run = runs.begin(session, kind="sft", target=config.target, base_model=config.base_model,
+                         config=config.model_dump(mode="json"), config_hash=config_hash,
+                         run_dir=run_dir, dataset_version_id=version.id)
+        try:
+            _train(run, config, version, rows, run_dir, callbacks or [], say)
+        except BaseException as exc:
+            runs.fail(session, run, exc)
+            raise
+        runs.finish(session, run)
+        return run
+
+
+def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], run_dir: Path,
+           callbacks: list, say: Callable[[str], None]) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from generation.models import resolve_model
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    echo_config(config, run_dir, "train sft")
+    say("resolving the base model")
+    model = resolve_model(config.base_model, cache_dir=config.cache_dir)
+    tokenizer = load_tokenizer(model.path)
+    tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length)
+    (run_dir / "dataset.json").write_text(json.dumps({
+        "version": version.name, "content_sha256": version.content_hash,
+        "view": TARGET_VIEWS[config.target], "split": "train",
+        "example_ids": [row["id"] for row in rows], **summary,
+        "base_model": {"spec": config.base_model, "path": model.path,
+                       "checksum": model.checksum},
+        "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
+    }, indent=2) + "\n")
+    bf16 = _use_bf16(config.precision)
+    set_seed(config.seed)
+    base = AutoModelForCausalLM.from_pretrained(
+        model.path, dtype=torch.bfloat16 if bf16 else torch.float32)
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        seed=config.seed, data_seed=config.seed,
+        learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_length=None,  # rows arrive tokenized and truncated (prompt side only)
+        packing=False, completion_only_loss=True, loss_type="nll",
+        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to="none",
+        bf16=bf16, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=config.gradient_checkpointing,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                             lora_dropout=config.lora_dropout,
+                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+    tokens_per_step = (summary["tokens"] / max(len(tokenized), 1)
+                       * config.per_device_train_batch_size * config.gradient_accumulation_steps)
+    trainer = SFTTrainer(
+        model=base, args=args, processing_class=tokenizer, peft_config=peft_config,
+        train_dataset=Dataset.from_list(tokenized),
+        callbacks=[_metrics_callback(run_dir / "metrics.jsonl", tokens_per_step), *callbacks],
+    )
+    resume = latest_checkpoint(run_dir / "checkpoints")
+    say(f"training {len(tokenized)} examples"
+        + (f", resuming from {resume.name}" if resume else ""))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    if trainer.state.global_step < trainer.state.max_steps:
+        raise InterruptedError(f"training stopped at step {trainer.state.global_step} of "
+                               f"{trainer.state.max_steps}; run the same command to resume")
+    trainer.model.save_pretrained(str(run_dir / "adapter"))
+    steps_done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
+    (run_dir / "train_summary.json").write_text(json.dumps({
+        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        "seconds": round(seconds, 2), "resumed_from": resume.name if resume else None,
+        "tokens_per_second": round(steps_done * tokens_per_step / seconds, 1) if seconds else None,
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "bf16": bf16,
+    }, indent=2) + "\n")

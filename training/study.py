@@ -1,0 +1,152 @@
+"""The data half of a study: cohort → rationales → audit → verified export.
+
+:func:`prepare_dataset` runs the stages the training grid needs, each one
+idempotent (a stage whose output exists is reused), so a reproduction can be
+re-run or resumed with the same command:
+
+1. a synthetic cohort (case-enriched by default);
+2. rationales for the train and validation patients in each format, from a
+   label-conditioned teacher (the template teacher, or a model through vLLM);
+3. an audit campaign: real clinicians' ratings where a named campaign exists,
+   simulated raters otherwise — simulated ratings are flagged as such in the
+   campaign, the export policy and every report;
+4. a verified dataset version under the stated approval policy.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from annotation_db import campaigns, export
+from annotation_db.models import Campaign, Cohort, DatasetVersion, GenerationRun
+
+
+class AuditSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: str = Field("study-audit", description="an existing campaign with real ratings "
+                                                     "is used as is; otherwise it is simulated")
+    simulated_raters: int = Field(3, ge=2)
+    k: int = Field(2, ge=1, description="ratings per rationale")
+    gold_share: float = Field(0.1, ge=0, le=1)
+    noise: float = Field(0.6, ge=0)
+
+
+class DataSettings(BaseModel):
+    """What the training data of a study are made from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cohort: str = "study"
+    n: int = Field(600, ge=20, description="patients in the cohort")
+    mode: Literal["population", "case-enriched"] = "case-enriched"
+    seed: int = 7
+    teacher: str = Field("template", description="'template' or a model spec for vLLM")
+    formats: list[Literal["free", "stepwise"]] = ["free", "stepwise"]
+    history_budget: int = Field(600, ge=40, description="tokens of history in each prompt "
+                                                        "(generation and exported views)")
+    audit: AuditSettings = AuditSettings()
+    policy: dict = Field(default_factory=lambda: {
+        "min_ratings": 2, "min_accuracy": 3.5, "min_faithfulness": 3.5, "aggregate": "mean",
+        "blocking_flags": ["unsafe_or_misleading", "hallucinated_fact"],
+        "min_gold_accuracy": None, "include_simulated": True})
+    dataset: str = Field("study-v1", description="name of the dataset version")
+
+
+def _cohort(engine: Engine, data: DataSettings, say) -> int:
+    from annotation_db.cohorts import store_cohort
+    from generation.cohort import CohortConfig, CohortSimulator
+    from generation.render import render_text
+
+    with Session(engine) as session:
+        row = session.execute(select(Cohort).where(Cohort.name == data.cohort)).scalars().first()
+        if row is not None:
+            say(f"cohort {data.cohort!r} exists; reusing it")
+            return row.id
+    cfg = CohortConfig(name=data.cohort, n=data.n, seed=data.seed, mode=data.mode)
+    say(f"generating cohort {data.cohort!r} ({data.n} patients, {data.mode})")
+    plan = CohortSimulator(cfg).plan()
+    return store_cohort(engine, name=cfg.name, source="generator", seed=cfg.seed,
+                        config={"config": cfg.model_dump(mode="json")}, sampling=plan.sampling,
+                        batches=plan.row_batches(render_text, 1))
+
+
+def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) -> list[int]:
+    from generation.rationales import GenerateConfig, generate_rationales
+
+    run_ids = []
+    backend = "template" if data.teacher == "template" else "vllm"
+    for fmt in data.formats:
+        for split in ("train", "validation"):
+            cfg = GenerateConfig(cohort=data.cohort, split=split, n=None, format=fmt,
+                                 mode="label-conditioned", backend=backend,
+                                 model=data.teacher if backend == "vllm" else "bundled:smollm2-"
+                                 "135m-instruct", cache_dir=cache_dir, seed=data.seed,
+                                 history_budget=max(data.history_budget, 100),
+                                 gold_share=data.audit.gold_share if split == "train" else 0.0)
+            summary = generate_rationales(engine, cfg)
+            say(f"rationales ({fmt}, {split}): {summary.generated} new, "
+                f"{summary.skipped} reused, {summary.failed} failed")
+            run_ids.append(summary.run_id)
+    return run_ids
+
+
+def _audit(engine: Engine, data: DataSettings, run_ids: list[int], say) -> dict:
+    from annotation_db.simulate import simulate, simulated_raters
+
+    audit = data.audit
+    with Session(engine) as session:
+        existing = session.execute(select(Campaign).where(Campaign.name == audit.campaign)
+                                   ).scalars().first()
+        if existing is not None:
+            status = campaigns.status(session, existing)
+            simulated = all(n.startswith("sim-rater")
+                            for n in (existing.settings or {}).get("annotators", []))
+            say(f"campaign {audit.campaign!r} exists ({'simulated' if simulated else 'real'} "
+                "raters); using its ratings")
+            return {"campaign": audit.campaign, "simulated": simulated, "status": status}
+        names = simulated_raters(session, audit.simulated_raters)
+        campaign = campaigns.create_campaign(
+            session, name=audit.campaign, run_ids=run_ids, annotators=names, k=audit.k,
+            gold_share=audit.gold_share, seed=data.seed)
+        added = simulate(session, campaign, noise=audit.noise, seed=data.seed)
+        say(f"campaign {audit.campaign!r}: {added} ratings from {len(names)} SIMULATED raters "
+            "(no clinician has rated these rationales)")
+        return {"campaign": audit.campaign, "simulated": True, "ratings": added}
+
+
+def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Path,
+                    cache_dir: str | None = None,
+                    on_stage: Callable[[str], None] | None = None) -> tuple[DatasetVersion, dict]:
+    """The study's dataset version (made if missing) and what each stage did."""
+    say = on_stage or (lambda _: None)
+    with Session(engine) as session:
+        version = session.execute(select(DatasetVersion).where(
+            DatasetVersion.name == data.dataset)).scalars().first()
+        if version is not None:
+            say(f"dataset version {data.dataset!r} exists; reusing it")
+            return version, {"reused": True}
+    cohort_id = _cohort(engine, data, say)
+    run_ids = _rationales(engine, data, None if data.teacher == "template" else cache_dir, say)
+    audit = _audit(engine, data, run_ids, say)
+    policy = {"history_budget": data.history_budget, **data.policy,
+              "campaigns": [data.audit.campaign]}
+    if audit["simulated"] and not policy.get("include_simulated"):
+        raise export.ExportError("the audit campaign has only simulated ratings but the policy "
+                                 "excludes them; set include_simulated: true or rate for real")
+    with Session(engine) as session:
+        version = export.create(session, name=data.dataset, root=exports_dir,
+                                policy_text=yaml.safe_dump(policy, sort_keys=False))
+        runs = session.execute(select(GenerationRun).where(GenerationRun.id.in_(run_ids))
+                               ).scalars().all()
+        teacher = sorted({r.model for r in runs})
+    say(f"dataset version {version.name} ({version.content_hash[:12]}): "
+        f"{version.manifest['counts']}")
+    return version, {"cohort_id": cohort_id, "generation_runs": run_ids, "teacher": teacher,
+                     "audit": audit, "policy": policy}
