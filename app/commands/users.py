@@ -19,7 +19,8 @@ PasswordOption = typer.Option(..., prompt=True, hide_input=True, confirmation_pr
 @app.command()
 @user_errors
 def add(username: str, role: str = typer.Option("annotator",
-                                                help="annotator, adjudicator or admin."),
+                                                help="annotator, adjudicator, admin or "
+                                                "researcher (datasets, runs, results)."),
         password: str = PasswordOption, db: DbOption = None) -> None:
     """Add a user.
 
