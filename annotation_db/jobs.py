@@ -12,7 +12,7 @@ checkpoint.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from annotation_db.models import Job, JobKind, RunStatus, User
@@ -47,17 +47,26 @@ def list_jobs(session: Session, limit: int = 50) -> list[Job]:
     return list(session.execute(select(Job).order_by(Job.id.desc()).limit(limit)).scalars())
 
 
-def claim_next(session: Session) -> Job | None:
-    """The oldest queued job, marked running (the caller starts its process)."""
-    job = session.execute(select(Job).where(Job.status == RunStatus.queued)
-                          .order_by(Job.id).limit(1)).scalars().first()
-    if job is None:
-        return None
-    job.status = RunStatus.running
-    job.started_at = datetime.now(UTC)
+def claim(session: Session, job_id: int) -> Job | None:
+    """Mark job ``job_id`` running if it is still queued; None if another runner (or a
+    cancel) got there first. A conditional UPDATE, so no two runners sharing one
+    database start the same job."""
+    claimed = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RunStatus.queued)
+        .values(status=RunStatus.running, started_at=datetime.now(UTC))).rowcount
     session.commit()
-    session.refresh(job)
-    return job
+    return get_job(session, job_id) if claimed else None
+
+
+def claim_next(session: Session) -> Job | None:
+    """The oldest queued job, claimed (the caller starts its process)."""
+    while True:
+        job_id = session.execute(select(Job.id).where(Job.status == RunStatus.queued)
+                                 .order_by(Job.id).limit(1)).scalar()
+        if job_id is None:
+            return None
+        if (job := claim(session, job_id)) is not None:
+            return job
 
 
 def set_process(session: Session, job: Job, pid: int, log_path: str) -> None:
@@ -67,16 +76,15 @@ def set_process(session: Session, job: Job, pid: int, log_path: str) -> None:
 
 def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
         training_run_id: int | None = None) -> None:
-    """Record how a job ended (a job cancelled meanwhile stays cancelled)."""
-    session.refresh(job)
-    if job.status == RunStatus.cancelled:
-        return
-    job.status = status
-    job.error = error
+    """Record how a job ended; a job cancelled meanwhile stays cancelled (the
+    UPDATE only applies while it is still running, so a cancel cannot be lost)."""
+    values: dict = {"status": status, "error": error, "finished_at": datetime.now(UTC)}
     if training_run_id is not None:
-        job.training_run_id = training_run_id
-    job.finished_at = datetime.now(UTC)
+        values["training_run_id"] = training_run_id
+    session.execute(update(Job).where(Job.id == job.id, Job.status == RunStatus.running)
+                    .values(**values))
     session.commit()
+    session.refresh(job)
 
 
 def cancel(session: Session, job_id: int) -> Job:
@@ -102,12 +110,18 @@ def resume(session: Session, job_id: int, user: User) -> Job:
                    resumed_from=job.id)
 
 
-def recover_interrupted(session: Session) -> list[int]:
-    """Mark jobs left running by a stopped app as failed; return their ids."""
+def recover_interrupted(session: Session, stop_process=None) -> list[int]:
+    """Mark jobs left running by a stopped app as failed; return their ids.
+
+    A job's process runs in its own session and can outlive the app that started
+    it; ``stop_process(job)`` (see :func:`app.jobs.stop_orphan`) is called first, so
+    a resumed job never trains beside its orphan in the same run folder."""
     stale = list(session.execute(select(Job).where(Job.status == RunStatus.running)).scalars())
     for job in stale:
+        stopped = stop_process(job) if stop_process is not None else False
         job.status = RunStatus.failed
-        job.error = (f"interrupted: the app stopped while this job ran (pid {job.pid}); "
+        job.error = (f"interrupted: the app stopped while this job ran (pid {job.pid}"
+                     f"{', still running then and stopped now' if stopped else ''}); "
                      "resume it to continue from its last checkpoint")
         job.finished_at = datetime.now(UTC)
     session.commit()

@@ -45,7 +45,8 @@ class JobRunner:
     def start(self) -> list[int]:
         """Mark interrupted jobs failed, then start polling; returns the recovered ids."""
         with Session(self.engine) as session:
-            recovered = crud.recover_interrupted(session)
+            recovered = crud.recover_interrupted(
+                session, lambda job: stop_orphan(job, self.kill_grace_seconds))
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         self._thread.start()
         return recovered
@@ -117,6 +118,40 @@ class JobRunner:
         return "\n".join(meaningful[-5:]) or "the job's process failed without output"
 
 
+def _is_job_process(pid: int, job_id: int) -> bool:
+    """Whether ``pid`` is alive and is ``python -m app.jobs JOB_ID`` (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return argv[-3:-1] == [b"app.jobs", str(job_id).encode()] if argv[-1] == b"" \
+        else argv[-2:] == [b"app.jobs", str(job_id).encode()]
+
+
+def stop_orphan(job: Job, grace_seconds: float = 10.0) -> bool:
+    """Stop a job process a previous app left behind; True if one was running.
+
+    Only a process whose command line is this job's is touched, on this host
+    (``/proc``); elsewhere nothing is found and the job is simply marked failed."""
+    if not job.pid or not _is_job_process(job.pid, job.id):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(job.pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and _is_job_process(job.pid, job.id):
+            time.sleep(0.1)
+        if not _is_job_process(job.pid, job.id):
+            return True
+    return True
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def log_tail(job: Job, lines: int = 40) -> str:
     if not job.log_path or not Path(job.log_path).exists():
         return ""
@@ -129,6 +164,9 @@ def run_job(job_id: int) -> None:
     from annotation_db.session import database_url, make_engine
     from training.evaluate import EvaluateConfig, evaluate_run
 
+    # Cancel sends SIGTERM: turn it into KeyboardInterrupt so the run's row is
+    # marked cancelled and the last checkpoint stays usable for a resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     engine = make_engine(database_url(None))
     with Session(engine) as session:
         job = crud.get_job(session, job_id)

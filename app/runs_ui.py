@@ -32,10 +32,35 @@ def _fmt(metric: dict | None) -> str:
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
+GRID_FOLDER = "experiments"
+
+
+def grid_file(grid_path: str, workdir: str | Path) -> Path:
+    """A grid YAML inside ``<workdir>/experiments/`` (relative paths start there)."""
+    if not grid_path or not grid_path.strip():
+        raise ConfigError(f"give the name of a grid YAML file in the server's {GRID_FOLDER}/ "
+                          "folder")
+    root = (Path(workdir) / GRID_FOLDER).resolve()
+    given = Path(grid_path.strip())
+    if given.parts and given.parts[0] == GRID_FOLDER:
+        given = Path(*given.parts[1:])
+    path = (root / given).resolve()
+    if not path.is_relative_to(root) or path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"a grid must be a .yaml file inside the server's {GRID_FOLDER}/ "
+                          f"folder; {grid_path!r} is not")
+    if not path.is_file():
+        raise ConfigError(f"no grid file {GRID_FOLDER}/{path.relative_to(root)} on the server")
+    return path
+
+
 def build_config(kind: str, dataset: str, target: str, base_model: str, lora_r, lr, epochs,
                  seed, max_steps, k, with_rationales: bool, grid_path: str,
-                 eval_limit, eval_engine: str = "auto") -> tuple[dict, str]:
-    """The job's validated config and its equivalent command line."""
+                 eval_limit, eval_engine: str = "auto", workdir: str | Path = "."
+                 ) -> tuple[dict, str]:
+    """The job's validated config and its equivalent command line.
+
+    ``workdir`` is the job runner's working folder: grid files are read from its
+    ``experiments/`` folder only, so the form cannot be used to read other files."""
     from training.evaluate import EvaluateConfig
     from training.fewshot import FewShotConfig
     from training.grid import ExperimentGrid
@@ -62,16 +87,22 @@ def build_config(kind: str, dataset: str, target: str, base_model: str, lora_r, 
                    f"{cfg.seed}" + (f" --limit {cfg.limit}" if cfg.limit else ""))
         return {"config": cfg.model_dump(mode="json")}, command
     if kind == "grid":
-        if not grid_path:
-            raise ConfigError("give the path of a grid YAML file on the server")
-        cfg = ExperimentGrid.load(grid_path)
-        return ({"config": cfg.model_dump(mode="json")},
-                f"rationale-audit experiment run {grid_path}")
+        path = grid_file(grid_path, workdir)
+        cfg = ExperimentGrid.load(path)
+        if Path(cfg.runs_dir).is_absolute() or ".." in Path(cfg.runs_dir).parts:
+            raise ConfigError(f"runs_dir: from the app, a grid writes inside the server's "
+                              f"working folder; give a relative path, not {cfg.runs_dir!r}")
+        relative = path.relative_to(Path(workdir).resolve())
+        return ({"config": cfg.model_dump(mode="json"), "path": str(relative)},
+                f"rationale-audit experiment run {relative}")
     raise ConfigError(f"kind must be sft, fewshot or grid, not {kind!r}")
 
 
-def runs_tab(engine, user_of) -> gr.Tab:
-    """Build the tab inside the current Blocks; returns it (hidden until a role allows)."""
+def runs_tab(engine, user_of, workdir: str | Path | None = None) -> gr.Tab:
+    """Build the tab inside the current Blocks; returns it (hidden until a role allows).
+
+    ``workdir`` is where the job runner starts jobs (relative run folders live there)."""
+    workdir = Path(workdir or Path.cwd()).resolve()
 
     def research_user(session, request):
         return user_of(session, request, RESEARCH_ROLES)
@@ -111,7 +142,7 @@ def runs_tab(engine, user_of) -> gr.Tab:
         try:
             _, command = build_config(kind, dataset, target, base_model, lora_r, lr, epochs,
                                       seed, max_steps, k, with_rationales, grid_path,
-                                      eval_limit, eval_engine)
+                                      eval_limit, eval_engine, workdir)
         except (ConfigError, OSError) as exc:
             raise gr.Error(str(exc)) from None
         return f"Valid. Equivalent command:\n\n```\n{command}\n```"
@@ -123,7 +154,7 @@ def runs_tab(engine, user_of) -> gr.Tab:
             try:
                 config, command = build_config(kind, dataset, target, base_model, lora_r, lr,
                                                epochs, seed, max_steps, k, with_rationales,
-                                               grid_path, eval_limit, eval_engine)
+                                               grid_path, eval_limit, eval_engine, workdir)
             except (ConfigError, OSError) as exc:
                 raise gr.Error(str(exc)) from None
             job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user)
@@ -206,7 +237,7 @@ def runs_tab(engine, user_of) -> gr.Tab:
             if job is None or job.kind != "grid":
                 raise gr.Error("Choose a grid job.")
             grid = job.config["config"]
-        folder = Path(grid["runs_dir"]) / "experiments" / grid["name"]
+        folder = workdir / grid["runs_dir"] / "experiments" / grid["name"]
         figure = folder / "auroc_by_size.png"
         if not figure.exists():
             raise gr.Error(f"job {job_id} has no figure yet ({figure})")

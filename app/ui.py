@@ -45,7 +45,7 @@ include_simulated: false
 """
 
 
-def build_app(engine) -> gr.Blocks:
+def build_app(engine, workdir: str | None = None) -> gr.Blocks:
     guidelines = load_guidelines()
 
     def user_of(session: Session, request: gr.Request, roles: tuple[str, ...] = ()) -> User:
@@ -361,7 +361,7 @@ def build_app(engine) -> gr.Blocks:
                 export_btn = gr.Button("Create version", variant="primary")
             export_md = gr.Markdown()
 
-        runs = runs_tab(engine, user_of)
+        runs = runs_tab(engine, user_of, workdir)
 
         item_outputs = [assignment_state, started_state, history_view, rationale_view, label_md,
                         progress_md, grounding_md, accuracy_radio, faithfulness_radio, flags_box,
@@ -416,7 +416,7 @@ def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = T
 
     runner = JobRunner(engine, jobs_dir, workdir=workdir)
     runner.start()  # first marks jobs a previous app left "running" as failed
-    demo = build_app(engine)
+    demo = build_app(engine, str(runner.workdir))
     demo.job_runner = runner
     demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
                 auth_message="Rationale Audit — sign in with your account",

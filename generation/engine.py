@@ -32,6 +32,19 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.85
 
 
+# vLLM accepts only these values for ``max_lora_rank`` (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts that holds an adapter of rank ``rank``."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank "
+                     f"({VLLM_LORA_RANKS[-1]}); score this run with --engine transformers")
+
+
 def vllm_available() -> bool:
     import importlib.util
 
@@ -64,7 +77,8 @@ def load_vllm(model: ResolvedModel, options: EngineOptions | None = None) -> Any
         generation_config="vllm",  # sampling comes only from our SamplingParams
     )
     if options.enable_lora:
-        kwargs.update(enable_lora=True, max_lora_rank=options.max_lora_rank, max_loras=1)
+        kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(options.max_lora_rank),
+                      max_loras=1)
     if not on_cpu():
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
     return LLM(**kwargs)

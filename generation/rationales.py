@@ -65,7 +65,7 @@ class GenerateConfig(CommandConfig):
     retries: int = Field(2, ge=0, le=10)
     seed: int = 0
     batch_size: int = Field(16, ge=1, le=4096)
-    history_budget: int = Field(1500, ge=100, description="tokens for the compact history")
+    history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
     max_model_len: int = Field(4096, ge=512)
     gold_share: float = Field(0.0, ge=0, le=1, description="share of rationales given flawed "
                                                            "gold copies")
@@ -210,11 +210,19 @@ def generate_rationales(
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
                     cfg: GenerateConfig, params: SamplingConfig, run_id: int
                     ) -> tuple[list[Rationale], int, int]:
+    from generation.render import render_compact
+
     states = {}
     for patient_id, record in batch:
         ids = [item["id"] for item in record["items"]]
+        # What the prompt shows (the history budget may leave old items out): a
+        # teacher without a model (the template backend) is given only these, as a
+        # model would be, so it never cites an item the prompt did not show.
+        shown = set(render_compact(record, cfg.history_budget).shown_ids)
         states[patient_id] = {
-            "record": record, "ids": ids, "schema": json_schema(ids, cfg.format),
+            "record": record, "ids": ids,
+            "shown": {**record, "items": [i for i in record["items"] if i["id"] in shown]},
+            "schema": json_schema(ids, cfg.format),
             "messages": template.messages(record, history_budget=cfg.history_budget),
             "attempts": 0, "output": None, "raw": "", "error": None,
         }
@@ -226,7 +234,7 @@ def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: P
         temperature = params.temperature if attempt == 0 else params.retry_temperature
         requests = [ChatRequest(states[p]["messages"], states[p]["schema"],
                                 seed=_patient_seed(cfg.seed, p, attempt), temperature=temperature,
-                                record=states[p]["record"])
+                                record=states[p]["shown"])
                     for p in pending]
         completions = backend.complete(requests, params)
         still = []

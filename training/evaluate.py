@@ -53,6 +53,16 @@ class EvaluateConfig(CommandConfig):
     batch_size: int = Field(default=8, ge=1)
     seed: int = 0
 
+    def settings_hash(self) -> str:
+        """Hash of the settings that change the numbers (batch size does not).
+
+        Stored with each result, so a grid re-scores a run whose stored result was
+        made with other settings (say, a ``limit`` from a quick check in the app)."""
+        import hashlib
+
+        data = self.model_dump(mode="json", exclude={"batch_size"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
 
 @dataclass
 class Scored:
@@ -246,6 +256,7 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
                             config.max_rationale_tokens)
         metrics = summarize(scored, config)
         metrics["engine"] = pool.kind
+        metrics["settings_hash"] = config.settings_hash()
         metrics["dataset"] = {"version": version.name, "content_sha256": version.content_hash}
         csv_path = write_outputs(folder, scored, metrics)
         return runs.record_evaluation(session, run, split=config.split, metrics=metrics,

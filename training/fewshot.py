@@ -80,7 +80,7 @@ def _balanced(candidates: list[dict], k: int, order: list[int]) -> list[dict]:
     by_label = {0: [candidates[i] for i in order if candidates[i]["label"] == 0],
                 1: [candidates[i] for i in order if candidates[i]["label"] == 1]}
     chosen: list[dict] = []
-    turn = 1
+    turn = candidates[order[0]]["label"] if order else 1  # the most preferred comes first
     while len(chosen) < k and (by_label[0] or by_label[1]):
         if not by_label[turn]:
             turn = 1 - turn

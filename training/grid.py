@@ -63,7 +63,8 @@ class FewShotFactors(BaseModel):
 class ExperimentGrid(CommandConfig):
     """`rationale-audit experiment run GRID.yaml`."""
 
-    name: str = "experiment"
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="names the report folder <runs_dir>/experiments/<name>")
     dataset: str = Field(description="dataset version every run trains and tests on")
     base_models: list[str] = ["bundled:smollm2-135m-instruct"]
     sft: SFTFactors | None = SFTFactors()
@@ -136,11 +137,12 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
                 run = train(engine, cfg, on_stage=say)
                 splits = ["validation", "test"] if len(candidates) > 1 else ["test"]
                 for split in splits:
+                    evaluation = grid.evaluate_config(split)
                     with Session(engine) as session:
-                        done = _result(session, run.id, split) is not None
+                        done = _result(session, run.id, split,
+                                       evaluation.settings_hash()) is not None
                     if not done:
-                        evaluate_run(engine, str(run.id), grid.evaluate_config(split), pool=pool,
-                                     on_stage=say)
+                        evaluate_run(engine, str(run.id), evaluation, pool=pool, on_stage=say)
                 with Session(engine) as session:
                     val = _result(session, run.id, splits[0])
                 scores.append((val.auroc if val and val.auroc is not None else -1.0, run.id,
@@ -204,11 +206,16 @@ def _fmt(metric: dict | None) -> str:
 def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]:
     """One row per selected run with its factors, metrics and provenance."""
     rows = []
+    test_hash = grid.evaluate_config("test").settings_hash()
     with Session(engine) as session:
         version = get_version(session, grid.dataset)
         for cell in selection["cells"]:
             run = session.get(TrainingRun, cell["run_id"])
-            result = _result(session, run.id, "test")
+            result = _result(session, run.id, "test", test_hash if run.kind == "sft" else None)
+            if result is None and run.kind == "sft":
+                raise runs.RunError(f"run {run.id} has no test result made with this grid's "
+                                    "evaluation settings (was it re-scored elsewhere?); "
+                                    "run `rationale-audit experiment run` again to re-score it")
             metrics = result.metrics if result else {}
             rows.append({**{k: v for k, v in cell.items() if k != "candidates"},
                          "target": cell.get("target") or run.target,

@@ -96,9 +96,20 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
 
 
 def _study_markdown(summary: dict, results_md: str, version, data: DataSettings) -> str:
-    audit = summary["data"].get("audit", {})
-    simulated = audit.get("simulated", True) if audit else True
+    audit = summary["data"].get("audit") or {}
+    simulated = bool(audit.get("simulated"))
+    share = audit.get("simulated_share")
+    if simulated:
+        raters = ("**simulated raters** (no clinician rated these rationales; the policy "
+                  "includes simulated ratings).")
+    elif share:
+        raters = f"clinicians' ratings mixed with **simulated ratings ({share:.0%})**."
+    elif audit.get("ratings"):
+        raters = "clinicians' ratings (no simulated ones)."
+    else:
+        raters = "no ratings in the export."
     agreement = version.manifest.get("agreement") or {}
+    campaign_names = ", ".join(f"`{c}`" for c in audit.get("campaigns") or [data.audit.campaign])
     lines = [f"# Reproduction report — scale `{summary['scale']}`", "",
              "Rationale SFT vs label-only SFT and few-shot demonstrations for five-year "
              "ADRD prediction, on a synthetic cohort (arXiv 2606.10279's design).", "",
@@ -107,9 +118,7 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
              f"{data.seed}.",
              f"- Teacher: {', '.join(summary['data'].get('teacher', [data.teacher]))}, "
              "label-conditioned, formats: " + ", ".join(data.formats) + ".",
-             f"- Audit campaign `{data.audit.campaign}`: "
-             + ("**simulated raters** (no clinician rated these rationales; the policy "
-                "includes simulated ratings)." if simulated else "real clinicians' ratings."),
+             f"- Audit campaign(s) {campaign_names}: " + raters,
              f"- Dataset version **{version.name}**, sha256 `{version.content_hash}`; counts "
              f"{json.dumps(version.manifest['counts'])}.",
              ]
@@ -118,10 +127,13 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
                  for dim, d in (dims or {}).items()
                  if isinstance(d, dict) and d.get("computable") and d.get("alpha") is not None]
         if parts:
+            same = {dim: v for dim, v in (audit.get("same_score_share") or {}).items()
+                    if v >= 0.8}
             lines.append(f"- Krippendorff's α in `{name}`: " + "; ".join(parts)
-                         + (" (simulated raters rating uniformly well-grounded rationales: "
-                            "between-item variance is near zero, so α is near zero too)"
-                            if simulated else ""))
+                         + (" (" + ", ".join(f"{v:.0%} of {dim} ratings share one score"
+                                             for dim, v in same.items())
+                            + ": little between-item variance is left for α to measure)"
+                            if same else ""))
     lines += ["", f"Wall time of this invocation: {summary['wall_seconds']} s (data stages "
                   f"{summary['data_seconds']} s; finished runs and existing data are reused, so "
                   "a re-run takes only what is new).", "",

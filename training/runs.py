@@ -86,10 +86,28 @@ def fail(session: Session, run: TrainingRun, exc: BaseException) -> None:
         log.write_text("".join(traceback.format_exception(exc)))
 
 
-def result_for(session: Session, run_id: int, split: str) -> EvaluationResult | None:
-    return session.execute(select(EvaluationResult).where(
+def result_for(session: Session, run_id: int, split: str,
+               settings_hash: str | None = None) -> EvaluationResult | None:
+    """The run's stored result on ``split``; with ``settings_hash``, only if it was
+    scored with those evaluation settings."""
+    row = session.execute(select(EvaluationResult).where(
         EvaluationResult.training_run_id == run_id, EvaluationResult.split == split)
     ).scalars().first()
+    if row is not None and settings_hash is not None \
+            and (row.metrics or {}).get("settings_hash") != settings_hash:
+        return None
+    return row
+
+
+def forget_evaluations(session: Session, config_hash: str) -> None:
+    """Delete a run's stored results (its weights are about to be retrained)."""
+    run = get_run(session, config_hash)
+    if run is None:
+        return
+    for row in session.execute(select(EvaluationResult).where(
+            EvaluationResult.training_run_id == run.id)).scalars():
+        session.delete(row)
+    session.commit()
 
 
 def record_evaluation(session: Session, run: TrainingRun, *, split: str, metrics: dict,

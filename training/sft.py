@@ -45,6 +45,8 @@ from training.data import (
 )
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
+# Bookkeeping that does not change the trained weights: left out of a run's identity.
+BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps"})
 
 
 class SFTRunConfig(CommandConfig):
@@ -88,7 +90,10 @@ class SFTRunConfig(CommandConfig):
 
     def identity(self, dataset_hash: str) -> str:
         """Hash of what determines the result: the config without locations, and the data."""
-        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in LOCATION_FIELDS}
+        data = {k: v for k, v in self.model_dump(mode="json").items()
+                if k not in LOCATION_FIELDS | BOOKKEEPING_FIELDS}
+        # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
+        data["precision"] = "bf16" if _use_bf16(self.precision) else "fp32"
         data["dataset_sha256"] = dataset_hash
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -139,9 +144,22 @@ def _use_bf16(precision: str) -> bool:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-                         if p.name.split("-")[-1].isdigit() else -1)
+    """The newest complete checkpoint (a process killed mid-save leaves one without state)."""
+    checkpoints = sorted((p for p in folder.glob("checkpoint-*")
+                          if p.name.split("-")[-1].isdigit()
+                          and (p / "trainer_state.json").is_file()),
+                         key=lambda p: int(p.name.split("-")[-1]))
     return checkpoints[-1] if checkpoints else None
+
+
+def _clear_outputs(run_dir: Path) -> None:
+    """Remove what a previous attempt left, so ``force`` trains from step 0."""
+    import shutil
+
+    for name in ("checkpoints", "adapter", "eval"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "train_summary.json", "error.log", runs.DONE):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _metrics_callback(path: Path, tokens_per_step: float):
@@ -188,6 +206,10 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
         if existing is not None and existing.status == RunStatus.finished and not force:
             say(f"reusing finished run {existing.id} in {existing.run_dir}")
             return existing
+        if force:
+            say(f"--force: discarding earlier checkpoints and results in {run_dir}")
+            _clear_outputs(run_dir)
+            runs.forget_evaluations(session, config_hash)
         run = runs.begin(session, kind="sft", target=config.target, base_model=config.base_model,
                          config=config.model_dump(mode="json"), config_hash=config_hash,
                          run_dir=run_dir, dataset_version_id=version.id)

@@ -88,7 +88,7 @@ def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) 
                                  mode="label-conditioned", backend=backend,
                                  model=data.teacher if backend == "vllm" else "bundled:smollm2-"
                                  "135m-instruct", cache_dir=cache_dir, seed=data.seed,
-                                 history_budget=max(data.history_budget, 100),
+                                 history_budget=data.history_budget,
                                  gold_share=data.audit.gold_share if split == "train" else 0.0)
             summary = generate_rationales(engine, cfg)
             say(f"rationales ({fmt}, {split}): {summary.generated} new, "
@@ -131,7 +131,7 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
             DatasetVersion.name == data.dataset)).scalars().first()
         if version is not None:
             say(f"dataset version {data.dataset!r} exists; reusing it")
-            return version, {"reused": True}
+            return version, {"reused": True, **describe_version(version)}
     cohort_id = _cohort(engine, data, say)
     run_ids = _rationales(engine, data, None if data.teacher == "template" else cache_dir, say)
     audit = _audit(engine, data, run_ids, say)
@@ -148,5 +148,34 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
         teacher = sorted({r.model for r in runs})
     say(f"dataset version {version.name} ({version.content_hash[:12]}): "
         f"{version.manifest['counts']}")
+    described = describe_version(version)
     return version, {"cohort_id": cohort_id, "generation_runs": run_ids, "teacher": teacher,
-                     "audit": audit, "policy": policy}
+                     "audit": {**audit, **described["audit"]}, "policy": policy}
+
+
+def describe_version(version: DatasetVersion) -> dict:
+    """What a version's own files say of its teacher and ratings (for reports on reuse).
+
+    ``simulated`` is true only when every exported rating is simulated;
+    ``same_score_share`` is, per dimension, the share of ratings at the most
+    common score (a high share leaves little variance for agreement to measure)."""
+    from collections import Counter
+
+    from training.data import read_view
+
+    manifest = version.manifest
+    ratings = read_view(version, "ratings_long", "all") \
+        if "ratings_long/all.jsonl" in manifest.get("files", {}) else []
+    shares = {}
+    for dim in ("accuracy", "faithfulness"):
+        scores = [r["score"] for r in ratings if r["dimension"] == dim]
+        if scores:
+            shares[dim] = Counter(scores).most_common(1)[0][1] / len(scores)
+    return {"teacher": sorted({run["model"] for run in
+                               (manifest.get("provenance") or {}).get("runs", [])}),
+            "audit": {"campaigns": (manifest.get("policy") or {}).get("campaigns", []),
+                      "ratings": sum(r["dimension"] == "accuracy" for r in ratings),
+                      "simulated": bool(ratings) and all(r["simulated"] for r in ratings),
+                      "simulated_share": (sum(r["simulated"] for r in ratings) / len(ratings))
+                      if ratings else None,
+                      "same_score_share": shares}}

@@ -1,15 +1,22 @@
 """The Runs screen through its API: launch, follow, cancel and recover training jobs."""
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 from gradio_client import Client
+from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import jobs, users
-from annotation_db.models import Job
-from app.jobs import JobRunner
+from annotation_db.models import Job, TrainingRun, User
+from annotation_db.provenance import ConfigError
+from app.jobs import JobRunner, stop_orphan
+from app.runs_ui import build_config
 from app.ui import launch
 from tests.annotation_db.test_campaigns import PASSWORD
 from tests.helpers import audited_version, free_port
@@ -78,7 +85,11 @@ def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(served):
     listed = rita.predict(api_name="/runs_jobs")["data"]
     assert [r[2] for r in listed if r[0] == job_id] == ["finished"]
     manifest = rita.predict("t", api_name="/runs_manifest")
-    assert "sha256" in manifest and "ann" not in manifest.split()  # no rater identities
+    assert "sha256" in manifest
+    with Session(engine) as session:  # no rater's (or anyone's) identity is shown
+        names = [u.username for u in session.execute(select(User)).scalars()]
+    assert any(name.startswith("sim-rater") for name in names)  # the version's raters
+    assert not [n for n in names if re.search(rf"\b{re.escape(n)}\b", manifest)]
 
 
 def test_an_invalid_form_is_refused_with_the_reason(served):
@@ -112,6 +123,10 @@ def test_cancelling_a_running_job_stops_its_process(served):
         job = wait_for(engine, job_id, {"running"})
     pid = job.pid
     os.kill(pid, 0)  # alive
+    deadline = time.monotonic() + 120  # let training begin, so there is a run to cancel
+    while not _running_runs(engine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [run_id] = _running_runs(engine)
     assert "cancelled" in rita.predict(job_id, api_name="/runs_cancel")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -124,11 +139,82 @@ def test_cancelling_a_running_job_stops_its_process(served):
         raise AssertionError(f"process {pid} still runs 30 s after the cancel")
     with Session(engine) as s:
         assert s.get(Job, job_id).status == "cancelled"
+        run = s.get(TrainingRun, run_id)  # SIGTERM reached the run's own bookkeeping
+        assert (run.status, run.error) == ("cancelled", "interrupted")
     # A cancelled job resumes as a new queued job with the same configuration.
     message, new_id = rita.predict(job_id, api_name="/runs_resume")
     assert f"resuming job {job_id}" in message
     with Session(engine) as s:
         assert jobs.cancel(s, new_id).status == "cancelled"  # keep the queue empty
+
+
+def test_a_grid_is_read_only_from_the_servers_experiments_folder(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "g.yaml").write_text("name: g\ndataset: t\n")
+    (tmp_path / "experiments" / "abs.yaml").write_text("dataset: t\nruns_dir: /tmp/x\n")
+    (tmp_path / "experiments" / "bad.yaml").write_text("dataset: t\nname: ../../escape\n")
+    (tmp_path / "secret.yaml").write_text("dataset: t\n")
+    form = dict(kind="grid", dataset="", target="label", base_model="", lora_r=None, lr=None,
+                epochs=None, seed=None, max_steps=None, k=None, with_rationales=True,
+                eval_limit=None, workdir=tmp_path)
+    config, command = build_config(grid_path="g.yaml", **form)
+    assert command == "rationale-audit experiment run experiments/g.yaml"
+    assert config["config"]["name"] == "g"
+    assert build_config(grid_path="experiments/g.yaml", **form)[1] == command
+    for path, reason in (("../secret.yaml", "inside the server's experiments/ folder"),
+                         (str(tmp_path / "secret.yaml"), "inside the server's experiments/"),
+                         ("/etc/passwd", "must be a .yaml file"),
+                         ("missing.yaml", "no grid file experiments/missing.yaml"),
+                         ("", "give the name of a grid YAML file"),
+                         ("abs.yaml", "give a relative path"),
+                         ("bad.yaml", "name")):
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            build_config(grid_path=path, **form)
+
+
+def _running_runs(engine) -> list[int]:
+    with Session(engine) as s:
+        return list(s.execute(select(TrainingRun.id).where(TrainingRun.status == "running"))
+                    .scalars())
+
+
+def _fake_job_process(job_id: int) -> subprocess.Popen:
+    """A sleeping process whose command line ends like a job's: ``app.jobs JOB_ID``."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                             "app.jobs", str(job_id)], start_new_session=True)
+
+
+def test_a_restart_stops_a_job_process_the_old_app_left_behind(engine, tmp_path):
+    with Session(engine) as s:
+        admin = users.create_user(s, username="root", password=PASSWORD, role="admin")
+        job = jobs.enqueue(s, kind="sft", config={}, command="c", user=admin)
+        claimed = jobs.claim_next(s)
+        orphan, stranger = _fake_job_process(job.id), _fake_job_process(job.id + 1)
+        try:
+            jobs.set_process(s, claimed, orphan.pid, str(tmp_path / "job.log"))
+            unrelated = Job(id=job.id + 2, pid=stranger.pid)  # live, but running another job
+            assert stop_orphan(unrelated, grace_seconds=1) is False
+            assert stranger.poll() is None
+            assert jobs.recover_interrupted(s, lambda j: stop_orphan(j, 5)) == [job.id]
+            assert orphan.wait(timeout=10) == -signal.SIGTERM
+            assert "still running then and stopped now" in s.get(Job, job.id).error
+        finally:
+            for process in (orphan, stranger):
+                process.kill()
+                process.wait()
+
+
+def test_two_runners_never_claim_the_same_job(engine):
+    with Session(engine) as s1, Session(engine) as s2:
+        admin = users.create_user(s1, username="root", password=PASSWORD, role="admin")
+        only = jobs.enqueue(s1, kind="sft", config={}, command="c", user=admin)
+        assert jobs.claim_next(s1).id == only.id
+        assert jobs.claim(s2, only.id) is None  # runner 2 had read it as queued: too late
+        assert jobs.claim_next(s2) is None
+        jobs.cancel(s2, only.id)
+        jobs.end(s1, only, "finished")  # the runner's late report does not undo the cancel
+        s1.expire_all()
+        assert s1.get(Job, only.id).status == "cancelled"
 
 
 def test_a_restart_marks_interrupted_jobs_failed(engine, tmp_path):

@@ -52,6 +52,10 @@ def test_demonstrations_are_balanced_seeded_and_never_empty_handed():
     nearest = choose_demonstrations(pool, [query], FewShotConfig(dataset="v", k=2,
                                                                  selection="nearest"))[0]
     assert nearest[-1]["label"] == 1  # the most similar record sits next to the query
+    like_no = {"id": "q2", "prompt": [{"role": "user", "content": "hypertension only"}]}
+    nearest_no = choose_demonstrations(pool, [like_no], FewShotConfig(
+        dataset="v", k=2, selection="nearest"))[0]
+    assert [d["label"] for d in nearest_no] == [1, 0]  # balanced, and "no" nearest the query
     messages = conversation(query, nearest, with_rationales=True)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user",
                                              "assistant", "user"]
@@ -150,3 +154,11 @@ def test_export_to_auroc_end_to_end(tmp_path, bundled_model, model_cache, monkey
     assert compared.exit_code == 0 and "DeLong p =" in compared.output
     missing = runner.invoke(app, ["evaluate", "compare", "1", "99", "--db", str(db)])
     assert missing.exit_code == 1 and "no training run matches '99'" in missing.stderr
+
+
+def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():
+    from generation.engine import vllm_lora_rank
+
+    assert [vllm_lora_rank(r) for r in (1, 4, 16, 24, 300, 512)] == [1, 8, 16, 32, 320, 512]
+    with pytest.raises(ValueError, match="--engine transformers"):
+        vllm_lora_rank(1024)

@@ -11,8 +11,9 @@ from annotation_db.export import get_version
 from annotation_db.models import TrainingRun
 from tests.helpers import audited_version
 from training import runs
-from training.data import IGNORE, DataError, read_view, subsample, tokenize_row
-from training.sft import SFTRunConfig, load_tokenizer, train
+from training.data import IGNORE, DataError, prompt_text, read_view, subsample, tokenize_row
+from training.evaluate import EvaluateConfig
+from training.sft import SFTRunConfig, latest_checkpoint, load_tokenizer, train
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,12 @@ def test_only_the_assistant_turn_carries_loss(study, bundled_model):
         tokens = tokenize_row(tokenizer, row, max_length=4096)
         trained = [t for t, label in zip(tokens["input_ids"], tokens["labels"], strict=True)
                    if label != IGNORE]
-        first = tokens["labels"].index(next(t for t in tokens["labels"] if t != IGNORE))
-        assert all(label == IGNORE for label in tokens["labels"][:first])
-        assert tokens["labels"][first:] == tokens["input_ids"][first:]
+        # the prompt's length, measured apart from tokenize_row: the rendered text's tokens
+        n_prompt = len(tokenizer(prompt_text(tokenizer, row["prompt"]),
+                                 add_special_tokens=False)["input_ids"])
+        assert 0 < n_prompt < len(tokens["labels"])
+        assert all(label == IGNORE for label in tokens["labels"][:n_prompt])
+        assert tokens["labels"][n_prompt:] == tokens["input_ids"][n_prompt:]
         text = tokenizer.decode(trained)
         assert text == row["completion"][0]["content"] + "<|im_end|>\n"
         assert text.rstrip().endswith(("Final answer: yes<|im_end|>", "Final answer: no<|im_end|>"))
@@ -139,6 +143,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(study, tmp_path,
     assert steps[-1] == 4
     # Same config again: reused, not retrained.
     assert train(engine, cfg).id == resumed.id
+    # --force retrains from step 0: old checkpoints are not resumed from.
+    forced = train(engine, cfg, force=True)
+    summary = json.loads((Path(forced.run_dir) / "train_summary.json").read_text())
+    assert forced.id == resumed.id and summary["resumed_from"] is None
+    assert summary["global_step"] == 4
+    again = _adapter_tensors(forced.run_dir)
+    assert all((a[n] - again[n]).abs().max().item() < 1e-6 for n in a)
+
+
+def test_an_incomplete_checkpoint_is_never_resumed_from(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):  # killed while saving step 6
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert latest_checkpoint(tmp_path).name == "checkpoint-4"
+    assert latest_checkpoint(tmp_path / "none") is None
 
 
 def test_run_rows_record_status_and_errors(engine, tmp_path):
@@ -159,6 +181,18 @@ def test_run_rows_record_status_and_errors(engine, tmp_path):
         assert runs.find_run(session, str(run.id)).id == run.id
         with pytest.raises(runs.RunError, match="no training run matches"):
             runs.find_run(session, "zzzzzzzz")
+        # A result counts as done only for the evaluation settings it was made with.
+        full, quick = EvaluateConfig(), EvaluateConfig(limit=4, batch_size=2)
+        assert full.settings_hash() == EvaluateConfig(batch_size=32).settings_hash()
+        metric = {"value": 0.7, "low": 0.6, "high": 0.8}
+        runs.record_evaluation(session, run, split="test", predictions_path=tmp_path / "p.csv",
+                               metrics={"n": 4, "auroc": metric, "auprc": metric,
+                                        "brier": metric, "settings_hash": quick.settings_hash()})
+        assert runs.result_for(session, run.id, "test").n == 4
+        assert runs.result_for(session, run.id, "test", quick.settings_hash()).n == 4
+        assert runs.result_for(session, run.id, "test", full.settings_hash()) is None
+        runs.forget_evaluations(session, "a" * 64)
+        assert runs.result_for(session, run.id, "test") is None
 
 
 def test_config_validation_and_equivalent_command():
@@ -172,6 +206,16 @@ def test_config_validation_and_equivalent_command():
                                              learning_rate=6e-4, runs_dir="elsewhere"
                                              ).identity("x")
     assert cfg.identity("x") != cfg.identity("y")
+    # bookkeeping does not change the weights, so it does not change the run
+    assert cfg.identity("x") == cfg.model_copy(update={
+        "save_steps": 7, "logging_steps": 1, "save_total_limit": 9}).identity("x")
+    # "auto" precision is hashed as what it resolves to here (fp32 on a CPU-only machine)
+    import torch
+
+    resolved = "bf16" if torch.cuda.is_available() else "fp32"
+    assert cfg.identity("x") == cfg.model_copy(update={"precision": resolved}).identity("x")
+    assert cfg.identity("x") != cfg.model_copy(update={
+        "precision": "fp32" if resolved == "bf16" else "bf16"}).identity("x")
     from annotation_db.provenance import ConfigError
 
     with pytest.raises(ConfigError, match="target"):

@@ -1,5 +1,7 @@
 """The study's data stages: template teacher, simulated audit, export; idempotent."""
 
+import re
+
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
@@ -8,6 +10,7 @@ from annotation_db.export import ExportError
 from annotation_db.models import Campaign, DatasetVersion, Rationale
 from generation.cohort import CohortConfig, generate
 from generation.teacher import write
+from training.data import read_view
 from training.reproduce import ReproduceConfig
 from training.study import AuditSettings, DataSettings, prepare_dataset
 
@@ -43,8 +46,18 @@ def test_prepare_dataset_builds_a_grounded_audited_version_once(engine, tmp_path
         assert originals and all(r.status == "ok" and r.grounding_score == 1.0
                                  for r in originals)
         assert session.execute(select(Campaign)).scalars().one().name == "audit"
+    # At this small budget the prompts leave old items out; the teacher cites only shown ones.
+    for view in ("rationale_free", "rationale_stepwise"):
+        rows = read_view(version, view, "train")
+        shown = [set(re.findall(r"^(E\d+) ", r["prompt"][-1]["content"], re.M)) for r in rows]
+        cited = [set(re.findall(r"\[(E\d+)\]", r["completion"][0]["content"])) for r in rows]
+        assert any("older items omitted" in r["prompt"][-1]["content"] for r in rows)
+        assert all(c and c <= s for c, s in zip(cited, shown, strict=True))
     again, info = prepare_dataset(engine, data, exports_dir=tmp_path)
-    assert again.id == version.id and info == {"reused": True}
+    assert again.id == version.id and info["reused"] is True
+    # a reused version is described from its own files, not from defaults
+    assert info["teacher"] == ["template-teacher-v1"] and info["audit"]["simulated"] is True
+    assert info["audit"]["campaigns"] == ["audit"] and info["audit"]["ratings"] > 0
     with Session(engine) as session:
         assert len(session.execute(select(DatasetVersion)).scalars().all()) == 1
 
@@ -69,3 +82,23 @@ def test_reproduce_scales_override_the_shared_settings(tmp_path):
     assert full.sft.train_sizes == [100, 200, 400] and full_data.n == 600
     with pytest.raises(ConfigError, match="unknown scale 'huge'"):
         cfg.resolve("huge")
+
+
+def test_the_report_says_what_kind_of_ratings_the_version_holds():
+    from types import SimpleNamespace
+
+    from training.reproduce import _study_markdown
+
+    version = SimpleNamespace(name="v", content_hash="ab" * 32, manifest={
+        "counts": {}, "agreement": {"real": {"accuracy": {
+            "alpha": 0.1, "ci95": [0.0, 0.2], "computable": True}}}})
+    summary = {"scale": "smoke", "wall_seconds": 1, "data_seconds": 1, "command": "c",
+               "data": {"teacher": ["t"], "audit": {
+                   "campaigns": ["real"], "ratings": 40, "simulated": False,
+                   "simulated_share": 0.0, "same_score_share": {"accuracy": 0.9}}}}
+    text = _study_markdown(summary, "# r\n", version, DataSettings())
+    assert "clinicians' ratings (no simulated ones)" in text and "simulated raters" not in text
+    assert "90% of accuracy ratings share one score" in text
+    summary["data"]["audit"].update(simulated_share=0.25, same_score_share={"accuracy": 0.5})
+    text = _study_markdown(summary, "# r\n", version, DataSettings())
+    assert "mixed with **simulated ratings (25%)**" in text and "share one score" not in text
