@@ -263,7 +263,7 @@ def runs_tab(engine, user_of, workdir: str | Path | None = None) -> gr.Tab:
         with gr.Row():
             k_box = gr.Number(label="Few-shot k", value=4, precision=0)
             with_rationales_box = gr.Checkbox(label="Demonstrations with rationales", value=True)
-            grid_path_box = gr.Textbox(label="Grid YAML (path on the server)")
+            grid_path_box = gr.Textbox(label="Grid YAML (file in the server's experiments/ folder)")
             eval_limit_box = gr.Number(label="Score first N test patients (0: all)", value=0,
                                        precision=0)
             eval_engine_dd = gr.Dropdown(["auto", "vllm", "transformers"], value="auto",

@@ -88,3 +88,55 @@ def test_log_in_score_with_the_keyboard_submit_and_reach_the_next_item(app_url):
         saved = s.execute(select(Annotation)).scalars().one()
     assert (saved.accuracy, saved.faithfulness, saved.comment) == (4, 5, "12345")
     assert saved.seconds_on_task is not None and saved.seconds_on_task > 0
+
+
+@pytest.fixture(scope="module")
+def runs_url(tmp_path_factory, model_cache):
+    from tests.helpers import audited_version
+
+    root = tmp_path_factory.mktemp("browser-runs")
+    engine = audited_version(f"sqlite:///{root / 'r.sqlite'}", root / "exports")
+    with Session(engine) as s:
+        users.create_user(s, username="rita", password=PASSWORD, role="researcher")
+        users.create_user(s, username="ann", password=PASSWORD, role="annotator")
+    port = free_port()
+    demo = launch(engine, port=port, block=False, jobs_dir=str(root / "jobs"),
+                  workdir=str(root))
+    yield f"http://127.0.0.1:{port}/"
+    demo.job_runner.stop()
+    demo.close()
+    engine.dispose()
+
+
+def _log_in(browser, url, username):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_label("username").fill(username)
+    page.get_by_label("password").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+    return page
+
+
+def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = _log_in(browser, runs_url, "rita")
+        expect(page.get_by_text("(researcher)")).to_be_visible(timeout=30_000)
+        page.get_by_role("tab", name="Runs").click()
+        # Opening the tab lists the versions and shows the newest one's manifest.
+        expect(page.get_by_text(re.compile(r"sha256 [0-9a-f]{64}"))).to_be_visible(
+            timeout=30_000)
+        page.get_by_role("button", name="Check", exact=True).click()
+        expect(page.get_by_text("rationale-audit train sft --dataset t")).to_be_visible(
+            timeout=30_000)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "runs-tab.png"), full_page=True)
+
+        annotator = _log_in(browser, runs_url, "ann")
+        expect(annotator.get_by_text("(annotator)")).to_be_visible(timeout=30_000)
+        expect(annotator.get_by_role("tab", name="Runs")).to_have_count(0)
+        browser.close()
