@@ -69,11 +69,13 @@ class CommandConfig(BaseModel):
             source = f" in {path}" if path else ""
             raise ConfigError(f"invalid {cls.__name__}{source}: {_first_error(exc)}") from exc
 
-    def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    def canonical_json(self, exclude: frozenset[str] = frozenset()) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude=set(exclude)), sort_keys=True,
+                          separators=(",", ":"))
 
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+    def content_hash(self, exclude: frozenset[str] = frozenset()) -> str:
+        """SHA-256 of the canonical JSON, optionally without fields that do not matter."""
+        return hashlib.sha256(self.canonical_json(exclude).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -121,11 +121,10 @@ class JobRunner:
 def _is_job_process(pid: int, job_id: int) -> bool:
     """Whether ``pid`` is alive and is ``python -m app.jobs JOB_ID`` (not a reused pid)."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     except OSError:
         return False
-    return argv[-3:-1] == [b"app.jobs", str(job_id).encode()] if argv[-1] == b"" \
-        else argv[-2:] == [b"app.jobs", str(job_id).encode()]
+    return argv[-2:] == [b"app.jobs", str(job_id).encode()]
 
 
 def stop_orphan(job: Job, grace_seconds: float = 10.0) -> bool:
@@ -139,12 +138,12 @@ def stop_orphan(job: Job, grace_seconds: float = 10.0) -> bool:
         try:
             os.killpg(job.pid, sig)
         except ProcessLookupError:
-            return True
+            break
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline and _is_job_process(job.pid, job.id):
             time.sleep(0.1)
         if not _is_job_process(job.pid, job.id):
-            return True
+            break
     return True
 
 

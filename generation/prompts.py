@@ -46,9 +46,12 @@ class PromptTemplate:
     def body(self) -> str:
         return json.dumps({"system": self.system, "user": self.user}, sort_keys=True)
 
-    def messages(self, record: dict, *, history_budget: int | None = None) -> list[dict]:
-        """The chat for one patient: system, then the user turn with its compact history."""
-        history = render_compact(record, history_budget).text
+    def messages(self, record: dict, *, history_budget: int | None = None,
+                 history: str | None = None) -> list[dict]:
+        """The chat for one patient: system, then the user turn with its compact history
+        (``history``: that rendering, when the caller has already made it)."""
+        if history is None:
+            history = render_compact(record, history_budget).text
         fields = {"history": history}
         if self.mode == "label-conditioned":
             yes = bool(record["label"])

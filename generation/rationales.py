@@ -218,12 +218,13 @@ def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: P
         # What the prompt shows (the history budget may leave old items out): a
         # teacher without a model (the template backend) is given only these, as a
         # model would be, so it never cites an item the prompt did not show.
-        shown = set(render_compact(record, cfg.history_budget).shown_ids)
+        rendered = render_compact(record, cfg.history_budget)
+        shown = set(rendered.shown_ids)
         states[patient_id] = {
             "record": record, "ids": ids,
             "shown": {**record, "items": [i for i in record["items"] if i["id"] in shown]},
             "schema": json_schema(ids, cfg.format),
-            "messages": template.messages(record, history_budget=cfg.history_budget),
+            "messages": template.messages(record, history=rendered.text),
             "attempts": 0, "output": None, "raw": "", "error": None,
         }
     tokens = attempts = 0

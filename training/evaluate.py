@@ -58,10 +58,7 @@ class EvaluateConfig(CommandConfig):
 
         Stored with each result, so a grid re-scores a run whose stored result was
         made with other settings (say, a ``limit`` from a quick check in the app)."""
-        import hashlib
-
-        data = self.model_dump(mode="json", exclude={"batch_size"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return self.content_hash(exclude=frozenset({"batch_size"}))[:16]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from annotation_db import campaigns, export
-from annotation_db.models import Campaign, Cohort, DatasetVersion, GenerationRun
+from annotation_db.models import Campaign, Cohort, DatasetVersion
 
 
 class AuditSettings(BaseModel):
@@ -143,14 +143,12 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
     with Session(engine) as session:
         version = export.create(session, name=data.dataset, root=exports_dir,
                                 policy_text=yaml.safe_dump(policy, sort_keys=False))
-        runs = session.execute(select(GenerationRun).where(GenerationRun.id.in_(run_ids))
-                               ).scalars().all()
-        teacher = sorted({r.model for r in runs})
     say(f"dataset version {version.name} ({version.content_hash[:12]}): "
         f"{version.manifest['counts']}")
     described = describe_version(version)
-    return version, {"cohort_id": cohort_id, "generation_runs": run_ids, "teacher": teacher,
-                     "audit": {**audit, **described["audit"]}, "policy": policy}
+    return version, {"cohort_id": cohort_id, "generation_runs": run_ids,
+                     "teacher": described["teacher"], "audit": {**audit, **described["audit"]},
+                     "policy": policy}
 
 
 def describe_version(version: DatasetVersion) -> dict:

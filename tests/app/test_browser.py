@@ -46,19 +46,28 @@ def app_url(tmp_path_factory):
     engine.dispose()
 
 
+def _chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def _log_in(browser, url, username):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_label("username").fill(username)
+    page.get_by_label("password").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+    return page
+
+
 def test_log_in_score_with_the_keyboard_submit_and_reach_the_next_item(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     engine, url = app_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.get_by_label("username").fill("ann")
-        page.get_by_label("password").fill(PASSWORD)
-        page.get_by_role("button", name="Login").click()
+        browser = _chromium(p)
+        page = _log_in(browser, url, "ann")
         progress = page.locator("#progress_md")
         expect(progress).to_contain_text("0 /", timeout=30_000)
         expect(page.locator("#history_view .ra-cited").first).to_be_visible()
@@ -108,22 +117,11 @@ def runs_url(tmp_path_factory, model_cache):
     engine.dispose()
 
 
-def _log_in(browser, url, username):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(url)
-    page.get_by_label("username").fill(username)
-    page.get_by_label("password").fill(PASSWORD)
-    page.get_by_role("button", name="Login").click()
-    return page
-
-
 def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _chromium(p)
         page = _log_in(browser, runs_url, "rita")
         expect(page.get_by_text("(researcher)")).to_be_visible(timeout=30_000)
         page.get_by_role("tab", name="Runs").click()
