@@ -51,10 +51,20 @@ VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "
 SPLITS = ("train", "validation", "test")
 
 
+_RECORD_INTRO = "Patient record as of the index date:\n"
+_QUESTION = "\n\nWill this patient be diagnosed with ADRD within five years? Answer yes or no."
+
+
 def user_message(history: str) -> str:
     """The question every chat view (and every few-shot demonstration) asks."""
-    return (f"Patient record as of the index date:\n{history}\n\nWill this patient be "
-            "diagnosed with ADRD within five years? Answer yes or no.")
+    return f"{_RECORD_INTRO}{history}{_QUESTION}"
+
+
+def history_of(message: str) -> str:
+    """The history inside a :func:`user_message` (the inverse of it)."""
+    if not (message.startswith(_RECORD_INTRO) and message.endswith(_QUESTION)):
+        raise ValueError("not a user message of the student task")
+    return message[len(_RECORD_INTRO):-len(_QUESTION)]
 
 
 class ExportError(ValueError):
@@ -76,7 +86,10 @@ class ApprovalPolicy(BaseModel):
     adjudication_overrides: bool = True
     min_gold_accuracy: float | None = Field(0.5, ge=0, le=1)
     include_simulated: bool = False
-    history_budget: int = 1500
+    history_budget: int = Field(1500, description="tokens of history in each prompt, counted "
+                                                  "with history_tokenizer")
+    history_tokenizer: str = Field("bundled:smollm2-135m-instruct",
+                                   description="model whose tokenizer counts history_budget")
 
     @classmethod
     def from_file(cls, path: str | Path) -> tuple["ApprovalPolicy", str]:
@@ -202,8 +215,10 @@ def _parquet(rows: list[dict]) -> bytes:
 
 def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], dict]:
     """Every file of a version (relative path → bytes) and the manifest's data part."""
+    from generation.models import history_counter
     from generation.render import render_compact
 
+    count = history_counter(policy.history_tokenizer)
     decisions = evaluate(session, policy)
     approved = [d.rationale_id for d in decisions if d.approved]
     rationales = {r.id: r for r in session.execute(select(Rationale).where(
@@ -229,7 +244,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
         return records[pid]
 
     def prompt(pid: int) -> list[dict]:
-        history = render_compact(record(pid), policy.history_budget).text
+        history = render_compact(record(pid), policy.history_budget, count).text
         return [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": user_message(history)}]
 
@@ -264,7 +279,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
         if split == "train":
             views["fewshot_pool"]["train"].append({
                 "id": row["id"], "label": int(patients[pid].label), "format": rationale.format,
-                "history": render_compact(record(pid), policy.history_budget).text,
+                "history": render_compact(record(pid), policy.history_budget, count).text,
                 "rationale": rationale.text.strip(),
                 "evidence": rationale.cited_evidence_ids})
     for view in ("rationale_free", "rationale_stepwise"):

@@ -1,13 +1,20 @@
-"""Benchmark: LoRA SFT throughput, TRL's SFTTrainer vs a lean hand-written loop.
+"""Benchmark: LoRA SFT throughput by precision, padding by batching, and TRL vs a lean loop.
 
     .venv/bin/python benchmarks/sft.py                 # CPU here; a GPU when there is one
-    .venv/bin/python benchmarks/sft.py --steps 6 --batch 4
+    .venv/bin/python benchmarks/sft.py --steps 6 --batch 4 --bf16 always
 
-Both train the same LoRA (all linear layers) on the same tokenized, loss-masked rows
-(a small audited dataset built in a temporary database: template-teacher
-rationales, simulated ratings), same batch size, optimizer (AdamW), learning rate
-and precision. Tokens/s counts real (non-padding) tokens over the timed optimizer
-steps, after one warm-up step each. Writes benchmarks/results/sft.json.
+In one run, on the same tokenized, loss-masked rows (a small audited dataset built in
+a temporary database: template-teacher rationales, simulated ratings), the same LoRA
+(all linear layers), batch size, optimizer (AdamW) and learning rate:
+
+- TRL's SFTTrainer in fp32, and under bf16 autocast where the CPU computes bf16
+  natively (AVX512-BF16 or AMX; ``--bf16 always`` measures the emulated case too);
+- the share of padding tokens in one epoch's batches, grouped by length (the
+  project's default) against random order, as the trainer builds them;
+- a lean hand-written PyTorch loop (``--lean``), the reference TRL was chosen against.
+
+Tokens/s counts real (non-padding) tokens over the timed optimizer steps, after one
+warm-up step each. Writes benchmarks/results/sft.json.
 """
 
 import sys
@@ -99,7 +106,8 @@ def lean(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device) -> 
         time.perf_counter() - started)
 
 
-def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out) -> float:
+def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
+        autocast: bool = False) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -115,7 +123,8 @@ def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out)
     args = SFTConfig(output_dir=str(out), max_steps=steps + 1, per_device_train_batch_size=batch,
                      learning_rate=lr, lr_scheduler_type="constant", max_length=None,
                      completion_only_loss=True, loss_type="nll", report_to="none",
-                     save_strategy="no", logging_steps=1000, bf16=dtype == torch.bfloat16,
+                     save_strategy="no", logging_steps=1000,
+                     bf16=dtype == torch.bfloat16 or autocast,
                      use_cpu=device == "cpu", gradient_checkpointing=False, seed=0,
                      dataloader_num_workers=0, disable_tqdm=True, warmup_steps=0)
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
@@ -127,7 +136,30 @@ def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out)
     return mean_tokens * steps / (marks[steps + 1] - marks[1])
 
 
+def padding_shares(model_path, tokenizer, rows, batch, out) -> dict[str, float]:
+    """Padding share of one epoch's batches, grouped by length vs random order."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from training.sft import padding_share
+
+    shares = {}
+    for strategy in ("group_by_length", "random"):
+        args = SFTConfig(output_dir=str(out / strategy), per_device_train_batch_size=batch,
+                         max_length=None, completion_only_loss=True, report_to="none",
+                         use_cpu=not torch.cuda.is_available(), seed=0, disable_tqdm=True,
+                         dataloader_num_workers=0, train_sampling_strategy=strategy)
+        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_path),
+                             args=args, processing_class=tokenizer,
+                             peft_config=lora_config(4), train_dataset=Dataset.from_list(rows))
+        shares[strategy] = padding_share(trainer)
+    return shares
+
+
 def main() -> None:
+    from training.sft import cpu_has_native_bf16
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
@@ -135,23 +167,42 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--view", default="rationale_free")
+    parser.add_argument("--bf16", choices=["native", "always", "never"], default="native",
+                        help="when to time bf16 autocast on CPU (native: only if the CPU "
+                             "computes bf16 natively)")
+    parser.add_argument("--lean", action="store_true", help="also time a lean PyTorch loop")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    native = device == "cuda" or cpu_has_native_bf16()
+    result = {"device": device, "platform": platform.platform(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "native_bf16": native, "threads": torch.get_num_threads(), "view": args.view,
+              "steps_timed": args.steps, "batch": args.batch, "lora_r": args.rank}
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, rows = data(Path(tmp), args.examples, args.max_length, args.view)
-        common = (model.path, tokenizer, rows, args.steps, args.batch, args.rank, 2e-4, dtype,
-                  device)
-        lean_tps = lean(*common)
-        trl_tps = trl(*common, Path(tmp) / "trl")
-    result = {
-        "device": device, "dtype": str(dtype), "platform": platform.platform(),
-        "threads": torch.get_num_threads(), "view": args.view, "examples": len(rows),
-        "mean_tokens_per_example": sum(len(r["input_ids"]) for r in rows) / len(rows),
-        "steps_timed": args.steps, "batch": args.batch, "lora_r": args.rank,
-        "trl_tokens_per_second": round(trl_tps, 1), "lean_tokens_per_second": round(lean_tps, 1),
-        "trl_over_lean": round(trl_tps / lean_tps, 3),
-    }
+        result["examples"] = len(rows)
+        result["mean_tokens_per_example"] = sum(len(r["input_ids"]) for r in rows) / len(rows)
+        common = (model.path, tokenizer, rows, args.steps, args.batch, args.rank, 2e-4)
+        result["padding_share"] = padding_shares(model.path, tokenizer, rows, args.batch,
+                                                 Path(tmp) / "pad")
+        if device == "cuda":
+            result["trl_bf16_tokens_per_second"] = round(
+                trl(*common, torch.bfloat16, device, Path(tmp) / "bf16"), 1)
+        result["trl_fp32_tokens_per_second"] = round(
+            trl(*common, torch.float32, device, Path(tmp) / "fp32"), 1)
+        if device == "cpu" and (args.bf16 == "always" or (args.bf16 == "native" and native)):
+            result["trl_bf16_autocast_tokens_per_second"] = round(
+                trl(*common, torch.float32, device, Path(tmp) / "bf16", autocast=True), 1)
+            result["bf16_autocast_over_fp32"] = round(
+                result["trl_bf16_autocast_tokens_per_second"]
+                / result["trl_fp32_tokens_per_second"], 3)
+        elif device == "cpu":
+            result["trl_bf16_autocast_tokens_per_second"] = None
+            result["bf16_note"] = ("not timed: this CPU has no native bf16 (AVX512-BF16/AMX); "
+                                   "training keeps fp32 (--bf16 always times the emulation)")
+        if args.lean:
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            result["lean_tokens_per_second"] = round(lean(*common, dtype, device), 1)
     print(json.dumps(result, indent=2))
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)

@@ -22,6 +22,7 @@ The cache directory is ``$RATIONALE_AUDIT_CACHE_DIR`` or the ``--cache-dir`` fla
 (either must exist), else ``~/.cache/rationale-audit`` (created on first use).
 """
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -309,3 +310,22 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def load_tokenizer(model_path: str):
+    """The model folder's tokenizer, with a pad token (a GGUF-born one may lack it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def history_counter(spec: str = DEFAULT_MODEL, cache_dir: str | None = None
+                    ) -> Callable[[str], int]:
+    """A token counter with ``spec``'s tokenizer: how prompts' history budgets are counted."""
+    from generation.render import tokenizer_counter
+
+    return tokenizer_counter(load_tokenizer(resolve_model(spec, cache_dir=cache_dir).path))

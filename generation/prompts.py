@@ -51,7 +51,9 @@ class PromptTemplate:
         """The chat for one patient: system, then the user turn with its compact history
         (``history``: that rendering, when the caller has already made it)."""
         if history is None:
-            history = render_compact(record, history_budget).text
+            from generation.models import history_counter
+
+            history = render_compact(record, history_budget, history_counter()).text
         fields = {"history": history}
         if self.mode == "label-conditioned":
             yes = bool(record["label"])

@@ -66,6 +66,9 @@ class GenerateConfig(CommandConfig):
     seed: int = 0
     batch_size: int = Field(16, ge=1, le=4096)
     history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
+    history_tokenizer: str = Field(
+        DEFAULT_MODEL, description="model whose tokenizer counts the history budget (the "
+                                   "export's, so teacher and student see the same items)")
     max_model_len: int = Field(4096, ge=512)
     gold_share: float = Field(0.0, ge=0, le=1, description="share of rationales given flawed "
                                                            "gold copies")
@@ -138,7 +141,7 @@ def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
     key = {"selection": selection, "model": model.spec, "model_sha256": model.checksum,
            "prompt": template.id, "prompt_sha256": template.content_hash,
            "sampling": cfg.sampling().as_dict(), "seed": cfg.seed,
-           "history_budget": cfg.history_budget}
+           "history_budget": cfg.history_budget, "history_tokenizer": cfg.history_tokenizer}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest(), selection
 
 
@@ -210,19 +213,24 @@ def generate_rationales(
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
                     cfg: GenerateConfig, params: SamplingConfig, run_id: int
                     ) -> tuple[list[Rationale], int, int]:
+    from generation.models import history_counter
     from generation.render import render_compact
 
+    count = history_counter(cfg.history_tokenizer, cfg.cache_dir)
     states = {}
     for patient_id, record in batch:
         ids = [item["id"] for item in record["items"]]
         # What the prompt shows (the history budget may leave old items out): a
         # teacher without a model (the template backend) is given only these, as a
         # model would be, so it never cites an item the prompt did not show.
-        rendered = render_compact(record, cfg.history_budget)
+        # Label-blind: the backend never receives the label or the outcome.
+        rendered = render_compact(record, cfg.history_budget, count)
         shown = set(rendered.shown_ids)
+        visible = {k: v for k, v in record.items()
+                   if cfg.mode == "label-conditioned" or k not in ("label", "outcome")}
         states[patient_id] = {
             "record": record, "ids": ids,
-            "shown": {**record, "items": [i for i in record["items"] if i["id"] in shown]},
+            "shown": {**visible, "items": [i for i in record["items"] if i["id"] in shown]},
             "schema": json_schema(ids, cfg.format),
             "messages": template.messages(record, history=rendered.text),
             "attempts": 0, "output": None, "raw": "", "error": None,

@@ -7,6 +7,7 @@ be traced back to the record:
     E7 2014-03-02 Dx I10 Essential (primary) hypertension
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,8 +58,29 @@ def compact_line(item: dict) -> str:
 
 
 def approx_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about 3.5 characters per token for this kind of text)."""
+    """A tokenizer-free estimate (about 3.5 characters per token for this kind of text).
+
+    For display only (``cohort show``); prompts count with the model's tokenizer
+    (:func:`tokenizer_counter`)."""
     return max(1, round(len(text) / 3.5))
+
+
+def tokenizer_counter(tokenizer) -> Callable[[str], int]:
+    """Count tokens as ``tokenizer`` encodes the text (no special tokens)."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+class HistoryBudgetError(ValueError):
+    """A history budget below what the rendering always keeps; the message names the floor."""
+
+
+KEPT_KINDS = frozenset({"demographic", "genotype", "family_history"})
+_DATED_LINE = re.compile(r"^E\d+ (\d{4}-\d{2}-\d{2}) (\w+)")
+_OMITTED_LINE = re.compile(r"^\((\d+) older items omitted\)$")
+_DROPPABLE_TAGS = frozenset(COMPACT_KIND[k] for k in COMPACT_KIND if k not in KEPT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,8 @@ def render_compact(
 
     Over budget, the oldest measurements go first, then the oldest medications,
     lifestyle items, symptoms and diagnoses; a closing line says how many were left out.
-    Genotype, family history and demographics are always kept.
+    Genotype, family history and demographics are always kept, so a budget below
+    what they (and the header) need is a :class:`HistoryBudgetError` naming that floor.
     """
     items = list(record["items"])
     lines = {item["id"]: compact_line(item) for item in items}
@@ -110,4 +133,47 @@ def render_compact(
         kept.remove(item["id"])
         omitted.append(item["id"])
         text = assemble()
-    return CompactHistory(text, kept, sorted(omitted, key=lambda i: int(i[1:])), count_tokens(text))
+    tokens = count_tokens(text)
+    if tokens > budget_tokens:
+        raise HistoryBudgetError(
+            f"history budget {budget_tokens} is below the rendering's floor of {tokens} tokens "
+            f"for patient {record.get('external_id', '?')} (header, demographics, genotype and "
+            "family history are always shown); raise the budget to at least that")
+    return CompactHistory(text, kept, sorted(omitted, key=lambda i: int(i[1:])), tokens)
+
+
+def drop_oldest_lines(history: str, fits: Callable[[str], bool]) -> tuple[str, int]:
+    """``history`` (a compact rendering) with whole dated lines removed until ``fits``.
+
+    The oldest dated item goes first (ties: the lower evidence id); the header and
+    the demographic, genotype and family-history lines are never removed, and the
+    "(N older items omitted)" line is kept up to date. Returns the text and the
+    number of lines removed; a :class:`HistoryBudgetError` if nothing removable is left.
+    """
+    if fits(history):
+        return history, 0
+    lines = history.split("\n")
+    already = 0
+    if lines and (m := _OMITTED_LINE.match(lines[-1])):
+        already = int(m.group(1))
+        lines = lines[:-1]
+    order = []
+    for index, line in enumerate(lines[1:], start=1):  # line 0 is the header
+        m = _DATED_LINE.match(line)
+        if m and m.group(2) in _DROPPABLE_TAGS:
+            order.append((m.group(1), int(line[1:line.index(" ")]), index))
+    order.sort()
+    removed: set[int] = set()
+
+    def assemble() -> str:
+        body = [line for i, line in enumerate(lines) if i not in removed]
+        total = already + len(removed)
+        return "\n".join(body + ([f"({total} older items omitted)"] if total else []))
+
+    for _, _, index in order:
+        removed.add(index)
+        text = assemble()
+        if fits(text):
+            return text, len(removed)
+    raise HistoryBudgetError("the prompt does not fit even with every dated history line "
+                             "removed; raise max_length or shorten the fixed prompt")

@@ -46,11 +46,16 @@ def _cite(items: list[dict]) -> str:
 
 
 def write(record: dict, format: str) -> dict:
-    """The rationale JSON object for one record (its ``label`` decides the conclusion)."""
-    label = bool(record["label"])
+    """The rationale JSON object for one record.
+
+    Label-conditioned (the record carries ``label``), the label decides the
+    conclusion. Label-blind (no ``label`` key: the generator strips it), the teacher
+    predicts from what the record shows: yes when a possible prodromal item is recorded.
+    """
     items = [i for i in record["items"] if i.get("id")]
     risks = _latest_by_code([i for i in items if i.get("role") == "risk_factor"])
     prodrome = _latest_by_code([i for i in items if i.get("role") == "possible_prodrome"])
+    label = bool(record["label"]) if "label" in record else bool(prodrome)
     context = _latest_by_code([i for i in items if i.get("role") == "context"
                                and i["kind"] != "demographic"])
     age = _age(record)

@@ -36,7 +36,7 @@ def audited_version(url: str, exports_dir, *, n: int = 60, seed: int = 7, name: 
 
     engine = make_engine(url)
     migrate.upgrade(engine)
-    prepare_dataset(engine, DataSettings(cohort="c", n=n, seed=seed, history_budget=100,
+    prepare_dataset(engine, DataSettings(cohort="c", n=n, seed=seed, history_budget=160,
                                          dataset=name, audit=AuditSettings(campaign="a")),
                     exports_dir=exports_dir)
     return engine

@@ -32,7 +32,7 @@ from sqlmodel import Session
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import CommandConfig, echo_config
 from training import runs
-from training.data import ANSWER_PREFIX, TARGET_VIEWS, prompt_text, read_view
+from training.data import ANSWER_PREFIX, TARGET_VIEWS, fit_prompt, prompt_text, read_view
 from training.metrics import bootstrap_metrics, delong_auc_ci, delong_test, point_metrics
 from training.scoring import Scorer
 
@@ -45,7 +45,13 @@ class EvaluateConfig(CommandConfig):
     split: Literal["test", "validation"] = "test"
     engine: Literal["auto", "vllm", "transformers"] = Field(
         default="auto", description="auto: vLLM when installed, else transformers")
-    max_rationale_tokens: int = Field(default=256, ge=1)
+    max_rationale_tokens: int | None = Field(
+        default=None, ge=1, description="cap on a rationale model's own text before its "
+        "answer; unset: the 99th percentile of the view's training completions plus the "
+        "answer line (a smaller explicit cap is refused)")
+    min_reached_answer: float = Field(
+        default=0.95, ge=0, le=1, description="a rationale run whose share of rationales that "
+        "reach 'Final answer:' is below this is reported invalid")
     threshold: float = Field(default=0.5, gt=0, lt=1,
                              description="P(yes) at or above which balanced accuracy says yes")
     n_bootstrap: int = Field(default=1000, ge=100)
@@ -88,6 +94,42 @@ def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: M
             [c.text.strip() for c in continuations])
 
 
+def rationale_cap(tokenizer, completions: list[str], requested: int | None) -> dict:
+    """The generation cap for rationale scoring, from the training completions' lengths.
+
+    ``completions`` are assistant texts (rationale and answer line); the cap is their
+    99th percentile in tokens plus the answer line's, so the model can write a
+    rationale as long as it was taught before it is cut off. A ``requested`` cap
+    below that is refused: it would score rationales mid-sentence.
+    """
+    from training.data import DataError
+
+    if not completions:
+        raise DataError("no training completions to size the rationale cap from")
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+               for text in completions]  # + the end-of-turn token
+    p99 = int(np.ceil(np.percentile(lengths, 99)))
+    answer = len(tokenizer(f"\n{ANSWER_PREFIX} yes", add_special_tokens=False)["input_ids"])
+    needed = p99 + answer
+    if requested is not None and requested < needed:
+        raise DataError(f"max_rationale_tokens={requested} is below the 99th percentile of the "
+                        f"training rationales ({p99} tokens) plus the answer line ({answer}); "
+                        f"use at least {needed} or leave it unset")
+    return {"cap": requested or needed, "completion_p99": p99, "completion_max": max(lengths),
+            "source": "requested" if requested else "p99 of training completions + answer"}
+
+
+def judge_validity(metrics: dict, minimum: float) -> dict:
+    """Mark a rationale run invalid when too few rationales reached the answer line."""
+    share = metrics.get("reached_answer_share")
+    metrics["valid"] = share is None or share >= minimum
+    metrics["invalid_reason"] = None if metrics["valid"] else (
+        f"only {share:.0%} of rationales reached 'Final answer:' within the "
+        f"{metrics.get('rationale_token_cap', {}).get('cap')}-token cap (needs {minimum:.0%}); "
+        "its score is of unfinished rationales")
+    return metrics
+
+
 def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     """Point metrics with bootstrap CIs, DeLong's AUROC CI and scoring diagnostics."""
     y, p = scored.labels, scored.p_yes
@@ -121,8 +163,8 @@ def write_outputs(folder: Path, scored: Scored, metrics: dict) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["id", "label", "p_yes", "label_mass", "reached_answer"])
         for i, pid in enumerate(scored.ids):
-            writer.writerow([pid, int(scored.labels[i]), f"{scored.p_yes[i]:.6f}",
-                             f"{scored.label_mass[i]:.6f}",
+            writer.writerow([pid, int(scored.labels[i]), repr(float(scored.p_yes[i])),
+                             repr(float(scored.label_mass[i])),
                              "" if scored.reached_answer[i] is None
                              else int(scored.reached_answer[i])])
     if any(r is not None for r in scored.rationales):
@@ -249,9 +291,25 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
                                   max_lora_rank=run.config.get("lora_r", 16))
         say(f"scoring {len(rows)} {config.split} patients with run {run.id} ({pool.kind})")
         scorer = pool.scorer(model, str(Path(run.run_dir) / "adapter"))
-        scored = score_rows(scorer, rows, mode_for_target(run.target),
-                            config.max_rationale_tokens)
+        mode = mode_for_target(run.target)
+        cap = None
+        if mode == "rationale":
+            train_rows = read_view(version, TARGET_VIEWS[run.target], "train")
+            cap = rationale_cap(scorer.tokenizer,
+                                [r["completion"][-1]["content"] for r in train_rows],
+                                config.max_rationale_tokens)
+        # The training rule, at test: whole history lines out, oldest first, until the
+        # prompt and what the model writes after it fit the run's max_length.
+        answer_room = cap["cap"] if cap else 8
+        fitted = [fit_prompt(scorer.tokenizer, row["prompt"],
+                             run.config.get("max_length", 1024) - answer_room) for row in rows]
+        scored = score_rows(scorer, rows, mode, cap["cap"] if cap else 0,
+                            conversations=[messages for messages, _ in fitted])
         metrics = summarize(scored, config)
+        metrics["truncated_prompts"] = sum(removed > 0 for _, removed in fitted)
+        if cap:
+            metrics["rationale_token_cap"] = cap
+            judge_validity(metrics, config.min_reached_answer)
         metrics["engine"] = pool.kind
         metrics["settings_hash"] = config.settings_hash()
         metrics["dataset"] = {"version": version.name, "content_sha256": version.content_hash}

@@ -33,7 +33,15 @@ from annotation_db.models import EvaluationResult, RunStatus
 from annotation_db.provenance import CommandConfig, echo_config
 from training import runs
 from training.data import DataError, read_view
-from training.evaluate import EvaluateConfig, ScorerPool, score_rows, summarize, write_outputs
+from training.evaluate import (
+    EvaluateConfig,
+    ScorerPool,
+    judge_validity,
+    rationale_cap,
+    score_rows,
+    summarize,
+    write_outputs,
+)
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir", "engine", "batch_size"})
 
@@ -50,7 +58,10 @@ class FewShotConfig(CommandConfig):
     seed: int = 0
     split: Literal["test", "validation"] = "test"
     limit: int | None = Field(default=None, ge=2)
-    max_rationale_tokens: int = Field(default=256, ge=1)
+    max_rationale_tokens: int | None = Field(
+        default=None, ge=1, description="unset: the 99th percentile of the pool's rationales "
+                                        "plus the answer line")
+    min_reached_answer: float = Field(default=0.95, ge=0, le=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
     n_bootstrap: int = Field(default=1000, ge=100)
     engine: Literal["auto", "vllm", "transformers"] = "auto"
@@ -71,6 +82,7 @@ class FewShotConfig(CommandConfig):
     def evaluate_config(self) -> EvaluateConfig:
         return EvaluateConfig(split=self.split, engine=self.engine, limit=self.limit,
                               max_rationale_tokens=self.max_rationale_tokens,
+                              min_reached_answer=self.min_reached_answer,
                               threshold=self.threshold, n_bootstrap=self.n_bootstrap,
                               batch_size=self.batch_size, seed=self.seed)
 
@@ -165,9 +177,15 @@ def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | Non
                 f"({'with' if config.with_rationales else 'without'} rationales, {pool.kind})")
             scorer = pool.scorer(model, None)
             mode = "rationale" if config.with_rationales else "direct"
-            scored = score_rows(scorer, queries, mode, config.max_rationale_tokens,
+            cap = rationale_cap(scorer.tokenizer, [
+                f"{d['rationale']}\n" + FINAL_LINE.format(label="yes" if d["label"] else "no")
+                for d in demo_pool], config.max_rationale_tokens) if mode == "rationale" else None
+            scored = score_rows(scorer, queries, mode, cap["cap"] if cap else 0,
                                 conversations=conversations)
             metrics = summarize(scored, config.evaluate_config())
+            if cap:
+                metrics["rationale_token_cap"] = cap
+                judge_validity(metrics, config.min_reached_answer)
             metrics.update(engine=pool.kind, k=config.k, with_rationales=config.with_rationales,
                            selection=config.selection,
                            dataset={"version": version.name,

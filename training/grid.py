@@ -27,13 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from annotation_db.export import get_version
-from annotation_db.models import TrainingRun
+from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
 from training import runs
 from training.data import Target, read_view
 from training.evaluate import EvaluateConfig, ScorerPool, evaluate_run, read_predictions
 from training.fewshot import FewShotConfig, run_fewshot
-from training.metrics import bootstrap_metrics, delong_test, holm
+from training.metrics import delong_test, holm, joint_paired_difference
 from training.sft import SFTRunConfig, train
 
 
@@ -46,6 +46,11 @@ class SFTFactors(BaseModel):
     lora_ranks: list[int] = [16]
     learning_rates: list[float] = [2e-4]
     epochs: list[float] = [2.0]
+    pair_targets: bool = Field(True, description="every target of a (size, seed) cell trains "
+                                                 "on the same patients")
+    tune_with_first_seed: bool = Field(
+        True, description="choose learning rate × epochs on validation with the first seed "
+                          "and reuse that choice for the other seeds")
     settings: dict[str, Any] = Field(default_factory=dict,
                                      description="any other SFTRunConfig field, for every run")
 
@@ -87,6 +92,8 @@ class ExperimentGrid(CommandConfig):
             candidates = [SFTRunConfig(
                 dataset=self.dataset, target=target, base_model=model, train_size=size,
                 seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
+                paired_targets=list(self.sft.targets) if self.sft.pair_targets
+                and len(self.sft.targets) > 1 else None,
                 runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
                 for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
             cells.append(({"kind": "sft", "base_model": model, "target": target,
@@ -123,36 +130,54 @@ _result = runs.result_for
 def run_grid(engine: Engine, grid: ExperimentGrid, *,
              on_stage: Callable[[str], None] | None = None,
              on_run: Callable[[], None] | None = None) -> dict:
-    """Train and score every cell (skipping what is done); return the selected run ids."""
+    """Train and score every cell (skipping what is done); return the selected run ids.
+
+    A cell with several learning-rate × epochs candidates scores each on the
+    validation split and only the chosen one on test; with ``tune_with_first_seed``
+    the other seeds train only the first seed's choice.
+    """
     say = on_stage or (lambda _: None)
     tick = on_run or (lambda: None)
     pool = ScorerPool(grid.evaluation.get("engine", "auto"),
                       grid.evaluation.get("batch_size", 8),
                       max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16)
     selected: list[dict] = []
+    first_choice: dict[tuple, tuple[float, float]] = {}
+
+    def scored(run_id: int, split: str) -> EvaluationResult:
+        evaluation = grid.evaluate_config(split)
+        with Session(engine) as session:
+            result = _result(session, run_id, split, evaluation.settings_hash())
+        return result or evaluate_run(engine, str(run_id), evaluation, pool=pool,
+                                      on_stage=say)
+
     try:
         for factors, candidates in grid.sft_cells():
+            key = (factors["base_model"], factors["target"], factors["train_size"],
+                   factors["lora_r"])
+            tuned_on = "validation" if len(candidates) > 1 else None
+            if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
+                candidates = [c for c in candidates
+                              if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
+                tuned_on = f"validation, seed {grid.sft.seeds[0]}"
             scores = []
             for cfg in candidates:
                 run = train(engine, cfg, on_stage=say)
-                splits = ["validation", "test"] if len(candidates) > 1 else ["test"]
-                for split in splits:
-                    evaluation = grid.evaluate_config(split)
-                    with Session(engine) as session:
-                        done = _result(session, run.id, split,
-                                       evaluation.settings_hash()) is not None
-                    if not done:
-                        evaluate_run(engine, str(run.id), evaluation, pool=pool, on_stage=say)
-                with Session(engine) as session:
-                    val = _result(session, run.id, splits[0])
-                scores.append((val.auroc if val and val.auroc is not None else -1.0, run.id,
-                               cfg))
+                if len(candidates) > 1:
+                    val = scored(run.id, "validation")
+                    valid = (val.metrics or {}).get("valid", True)
+                    scores.append(((valid, val.auroc if val.auroc is not None else -1.0),
+                                   run.id, cfg))
+                else:
+                    scores.append(((True, 0.0), run.id, cfg))
                 tick()
             best = max(scores, key=lambda s: s[0])
+            scored(best[1], "test")
+            if len(scores) > 1 and factors["seed"] == grid.sft.seeds[0]:
+                first_choice[key] = (best[2].learning_rate, best[2].num_train_epochs)
             selected.append({**factors, "run_id": best[1],
                              "learning_rate": best[2].learning_rate,
-                             "epochs": best[2].num_train_epochs,
-                             "tuned_on": "validation" if len(candidates) > 1 else None,
+                             "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
                              "candidates": [s[1] for s in scores]})
         pool.close()
         fewshot_pools: dict[str, ScorerPool] = {}
@@ -171,28 +196,30 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     return {"name": grid.name, "cells": selected}
 
 
-def _baseline(version, evaluation: EvaluateConfig) -> dict | None:
-    """A TF-IDF logistic regression on the label-only records (all training rows)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+def references(engine: Engine, grid: ExperimentGrid, rows: list[dict]) -> list[dict]:
+    """Both reference models per (size, seed) cell, on that cell's training patients."""
+    from training.data import training_rows
+    from training.reference import fit_references, structured_features
 
-    train_rows = read_view(version, "label_only", "train")
+    evaluation = grid.evaluate_config("test")
+    with Session(engine) as session:
+        version = get_version(session, grid.dataset)
     test_rows = read_view(version, "label_only", "test")
     if evaluation.limit:
         test_rows = test_rows[:evaluation.limit]
-    if len({r["label"] for r in train_rows}) < 2 or len({r["label"] for r in test_rows}) < 2:
-        return None
-    vectorizer = TfidfVectorizer(token_pattern=r"[A-Za-z0-9.]+", sublinear_tf=True,
-                                 ngram_range=(1, 2), min_df=1)
-    x_train = vectorizer.fit_transform([r["prompt"][-1]["content"] for r in train_rows])
-    x_test = vectorizer.transform([r["prompt"][-1]["content"] for r in test_rows])
-    model = LogisticRegression(max_iter=2000, C=1.0).fit(x_train, [r["label"] for r in train_rows])
-    y = np.asarray([r["label"] for r in test_rows])
-    p = model.predict_proba(x_test)[:, 1]
-    boot = bootstrap_metrics(y, p, threshold=evaluation.threshold,
-                             n_resamples=evaluation.n_bootstrap, seed=evaluation.seed)
-    return {name: est.as_dict() for name, est in boot.items()} | {
-        "n": int(len(y)), "train_examples": len(train_rows)}
+    features = structured_features(engine, version)
+    paired = list(grid.sft.targets) if grid.sft and grid.sft.pair_targets \
+        and len(grid.sft.targets) > 1 else None
+    cells = sorted({(r["train_size"], r["seed"]) for r in rows if r["kind"] == "sft"},
+                   key=lambda c: (c[0] or 0, c[1])) or [(None, 0)]
+    out = []
+    for size, seed in cells:
+        train_rows = training_rows(version, "label", size, seed, paired)
+        for name, result in fit_references(features, train_rows, test_rows, evaluation).items():
+            out.append({"model": name, "train_size": size, "seed": seed,
+                        "ids": [r["id"] for r in test_rows],
+                        "labels": [int(r["label"]) for r in test_rows], **result})
+    return out
 
 
 def _fmt(metric: dict | None) -> str:
@@ -203,8 +230,15 @@ def _fmt(metric: dict | None) -> str:
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
+def _json_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]:
-    """One row per selected run with its factors, metrics and provenance."""
+    """One row per selected run with its factors, metrics, validity and provenance."""
     rows = []
     test_hash = grid.evaluate_config("test").settings_hash()
     with Session(engine) as session:
@@ -217,6 +251,9 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
                                     "evaluation settings (was it re-scored elsewhere?); "
                                     "run `rationale-audit experiment run` again to re-score it")
             metrics = result.metrics if result else {}
+            folder = Path(run.run_dir)
+            trained = _json_file(folder / "dataset.json")
+            summary = _json_file(folder / "train_summary.json")
             rows.append({**{k: v for k, v in cell.items() if k != "candidates"},
                          "target": cell.get("target") or run.target,
                          "n_test": result.n if result else None,
@@ -225,6 +262,16 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
                          "balanced_accuracy": metrics.get("balanced_accuracy"),
                          "reached_answer_share": metrics.get("reached_answer_share"),
                          "mean_label_mass": metrics.get("mean_label_mass"),
+                         "valid": metrics.get("valid", True),
+                         "invalid_reason": metrics.get("invalid_reason"),
+                         "rationale_token_cap": (metrics.get("rationale_token_cap") or {}
+                                                 ).get("cap"),
+                         "truncated_train_rows": trained.get("truncated_examples"),
+                         "train_tokens": trained.get("tokens"),
+                         "train_loss_tokens": trained.get("loss_tokens"),
+                         "truncated_test_prompts": metrics.get("truncated_prompts"),
+                         "precision": summary.get("precision"),
+                         "train_seconds": summary.get("seconds"),
                          "dataset_version": version.name,
                          "dataset_sha256": version.content_hash,
                          "run_dir": run.run_dir,
@@ -232,24 +279,34 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
     return rows
 
 
+CELL = ("base_model", "train_size", "seed", "lora_r")
+
+
+def _aligned(reference: dict, other: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pa, pb = read_predictions(reference["predictions"]), read_predictions(other["predictions"])
+    ids = sorted(set(pa) & set(pb))
+    return (np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
+            np.asarray([pb[i][1] for i in ids]))
+
+
+def _label_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(label-only run, rationale run) of the same cell, both valid and scored."""
+    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
+    labels = {tuple(r[k] for k in CELL): r for r in sft if r["target"] == "label"}
+    return [(labels[tuple(r[k] for k in CELL)], r) for r in sft
+            if r["target"] != "label" and tuple(r[k] for k in CELL) in labels]
+
+
 def comparisons(rows: list[dict]) -> list[dict]:
-    """Paired DeLong tests, label-only vs each rationale target per matched cell, Holm adjusted."""
-    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"]]
-    key = ("base_model", "train_size", "seed", "lora_r")
-    labels = {tuple(r[k] for k in key): r for r in sft if r["target"] == "label"}
+    """Paired DeLong tests, label-only vs each valid rationale run per matched cell, Holm
+    adjusted. Runs marked invalid are left out (see :func:`excluded`)."""
     out = []
-    for r in sft:
-        if r["target"] == "label" or tuple(r[k] for k in key) not in labels:
-            continue
-        ref = labels[tuple(r[k] for k in key)]
-        pa, pb = read_predictions(ref["predictions"]), read_predictions(r["predictions"])
-        ids = sorted(set(pa) & set(pb))
-        y = np.asarray([pa[i][0] for i in ids])
+    for ref, r in _label_pairs(rows):
+        y, a, b = _aligned(ref, r)
         if len(set(y.tolist())) < 2:
             continue
-        test = delong_test(y, np.asarray([pa[i][1] for i in ids]),
-                           np.asarray([pb[i][1] for i in ids]))
-        out.append({**{k: r[k] for k in key}, "comparison": f"label vs {r['target']}",
+        test = delong_test(y, a, b)
+        out.append({**{k: r[k] for k in CELL}, "comparison": f"label vs {r['target']}",
                     "auroc_label": test.auc1, "auroc_rationale": test.auc2,
                     "difference": test.difference, "ci_low": test.ci_low,
                     "ci_high": test.ci_high, "z": test.z, "p_value": test.p_value,
@@ -259,44 +316,87 @@ def comparisons(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _figure(rows: list[dict], path: Path) -> bool:
+def excluded(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if not r["valid"]]
+
+
+def joint_differences(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+    """Label-only minus each rationale target over all its valid cells at once, from one
+    patient-level bootstrap shared by the cells (they share one test set)."""
+    by_target: dict[str, list[tuple[dict, dict]]] = {}
+    for ref, r in _label_pairs(rows):
+        by_target.setdefault(r["target"], []).append((ref, r))
+    out = []
+    for target, pairs in sorted(by_target.items()):
+        aligned = [_aligned(ref, r) for ref, r in pairs]
+        y = aligned[0][0]
+        if any(len(a[0]) != len(y) or (a[0] != y).any() for a in aligned):
+            raise runs.RunError(f"label vs {target}: the cells were not scored on the same "
+                                "patients; the joint bootstrap needs one test set")
+        result = joint_paired_difference(y, [(a, b) for _, a, b in aligned], "auroc",
+                                         n_resamples=n_resamples, seed=seed)
+        out.append({"comparison": f"label vs {target}", **result,
+                    "cells": [{k: r[k] for k in CELL} for _, r in pairs]})
+    return out
+
+
+def cell_summary(rows: list[dict], refs: list[dict]) -> list[dict]:
+    """Mean ± SD of test AUROC over seeds, per target (and reference model) and size."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["kind"] == "sft" and r["auroc"] and r["auroc"].get("value") is not None:
+            name = r["target"] + ("" if r["valid"] else " (invalid)")
+            groups.setdefault((name, r["train_size"]), []).append(r["auroc"]["value"])
+    for ref in refs:
+        groups.setdefault((f"reference: {ref['model']}", ref["train_size"]), []).append(
+            ref["auroc"]["value"])
+    return [{"setting": name, "train_size": size, "seeds": len(values),
+             "mean_auroc": float(np.mean(values)),
+             "sd_auroc": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+            for (name, size), values in sorted(groups.items(), key=lambda g: (g[0][1] or 0,
+                                                                               g[0][0]))]
+
+
+def _figure(rows: list[dict], refs: list[dict], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sft = [r for r in rows if r["kind"] == "sft" and r["auroc"] and r["auroc"]["value"]]
+    sft = [r for r in rows if r["kind"] == "sft" and r["valid"] and r["auroc"]
+           and r["auroc"]["value"]]
     if not sft:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     sizes = sorted({r["train_size"] or 0 for r in sft})
-    for offset, target in enumerate(sorted({r["target"] for r in sft})):
+    series = [(t, [(r["train_size"] or 0, r["auroc"]) for r in sft if r["target"] == t], "-")
+              for t in sorted({r["target"] for r in sft})]
+    series += [(f"{m} (reference)", [(r["train_size"] or 0, r["auroc"]) for r in refs
+                                     if r["model"] == m], "--")
+               for m in sorted({r["model"] for r in refs})]
+    for offset, (name, members, style) in enumerate(series):
         xs, means, lows, highs = [], [], [], []
         for size in sizes:
-            cell = [r["auroc"] for r in sft if r["target"] == target and (r["train_size"] or 0)
-                    == size]
+            cell = [auroc for s, auroc in members if s == size]
             if not cell:
                 continue
-            values = [c["value"] for c in cell]
-            xs.append(size * (1 + 0.03 * (offset - 1)) if size else offset)
-            means.append(float(np.mean(values)))
+            shift = 1 + 0.04 * (offset - len(series) / 2)
+            xs.append(size * shift if size else offset)
+            means.append(float(np.mean([c["value"] for c in cell])))
             lows.append(float(np.mean([c["low"] if c["low"] is not None else c["value"]
                                        for c in cell])))
             highs.append(float(np.mean([c["high"] if c["high"] is not None else c["value"]
                                         for c in cell])))
-        yerr = [np.subtract(means, lows), np.subtract(highs, means)]
-        ax.errorbar(xs, means, yerr=yerr, marker="o", capsize=3, label=target)
-        for size in sizes:  # individual seeds as faint points
-            cell = [r["auroc"]["value"] for r in sft if r["target"] == target
-                    and (r["train_size"] or 0) == size]
-            ax.scatter([size * (1 + 0.03 * (offset - 1))] * len(cell), cell, alpha=0.25, s=10)
+            ax.scatter([xs[-1]] * len(cell), [c["value"] for c in cell], alpha=0.25, s=10)
+        ax.errorbar(xs, means, yerr=[np.subtract(means, lows), np.subtract(highs, means)],
+                    marker="o", capsize=3, label=name, ls=style)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     if len(sizes) > 1 and min(sizes) > 0:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples")
+    ax.set_xlabel("training patients")
     ax.set_ylabel("test AUROC (mean over seeds; bars: mean 95% CI)")
     ax.set_title("AUROC by target and training-set size")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -304,17 +404,45 @@ def _figure(rows: list[dict], path: Path) -> bool:
 
 
 COLUMNS = ["kind", "base_model", "target", "train_size", "seed", "lora_r", "learning_rate",
-           "epochs", "k", "with_rationales", "n_test", "auroc", "auprc", "brier",
-           "balanced_accuracy", "reached_answer_share", "mean_label_mass", "run_id",
-           "dataset_version", "dataset_sha256", "run_dir"]
+           "epochs", "tuned_on", "k", "with_rationales", "n_test", "auroc", "auprc", "brier",
+           "balanced_accuracy", "reached_answer_share", "mean_label_mass", "valid",
+           "invalid_reason", "rationale_token_cap", "truncated_train_rows",
+           "truncated_test_prompts", "precision", "run_id", "dataset_version",
+           "dataset_sha256", "run_dir"]
+PREDICTION_COLUMNS = ["run_id", "kind", "target", "train_size", "seed", "k",
+                      "with_rationales", "id", "label", "p_yes"]
+
+
+def _write_predictions(rows: list[dict], refs: list[dict], path: Path) -> None:
+    """Every scored patient of every run and reference, P(yes) at full precision."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, PREDICTION_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            if not r["predictions"]:
+                continue
+            for pid, (label, p) in read_predictions(r["predictions"]).items():
+                writer.writerow({**r, "id": pid, "label": label, "p_yes": repr(p)})
+        for ref in refs:
+            for pid, label, p in zip(ref["ids"], ref["labels"], ref["p_yes"], strict=True):
+                writer.writerow({"run_id": "", "kind": "reference",
+                                 "target": ref["model"], "train_size": ref["train_size"],
+                                 "seed": ref["seed"], "id": pid, "label": label,
+                                 "p_yes": repr(float(p))})
 
 
 def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str | Path) -> dict:
-    """Write results.csv/.md, comparisons.csv and the figure; return their paths and rows."""
+    """Write results.csv/.md, comparisons.csv, predictions.csv and the figure."""
+    import os
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(engine, grid, selection)
     tests = comparisons(rows)
+    evaluation = grid.evaluate_config("test")
+    joint = joint_differences(rows, n_resamples=max(evaluation.n_bootstrap, 2000),
+                              seed=evaluation.seed)
+    refs = references(engine, grid, rows) if grid.baseline else []
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS + [f"{m}_{b}" for m in
                                                    ("auroc", "auprc", "brier")
@@ -322,7 +450,7 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
                                 extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            flat = dict(row)
+            flat = dict(row, run_dir=os.path.relpath(row["run_dir"], out))
             for m in ("auroc", "auprc", "brier", "balanced_accuracy"):
                 metric = row.get(m) or {}
                 flat[m] = metric.get("value")
@@ -333,16 +461,19 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
             writer = csv.DictWriter(handle, list(tests[0]))
             writer.writeheader()
             writer.writerows(tests)
-    baseline = None
-    if grid.baseline:
-        with Session(engine) as session:
-            baseline = _baseline(get_version(session, grid.dataset), grid.evaluate_config("test"))
-    figure = _figure(rows, out / "auroc_by_size.png")
-    (out / "results.md").write_text(markdown(grid, rows, tests, baseline, figure))
-    summary = {"rows": len(rows), "comparisons": len(tests), "baseline": baseline,
-               "figure": figure, "selection": selection}
+    _write_predictions(rows, refs, out / "predictions.csv")
+    figure = _figure(rows, refs, out / "auroc_by_size.png")
+    cells = cell_summary(rows, refs)
+    (out / "results.md").write_text(markdown(grid, rows, tests, joint, cells, refs, figure))
+    refs_brief = [{k: v for k, v in r.items() if k not in ("ids", "labels", "p_yes")}
+                  for r in refs]
+    summary = {"rows": len(rows), "comparisons": len(tests), "joint": joint,
+               "references": refs_brief, "cells": cells, "figure": figure,
+               "excluded": [{"run_id": r["run_id"], "reason": r["invalid_reason"]}
+                            for r in excluded(rows)], "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return {"folder": str(out), "rows": rows, "comparisons": tests, "baseline": baseline}
+    return {"folder": str(out), "rows": rows, "comparisons": tests, "joint": joint,
+            "references": refs_brief, "cells": cells}
 
 
 def summary_by_target(rows: list[dict]) -> list[dict]:
@@ -351,7 +482,7 @@ def summary_by_target(rows: list[dict]) -> list[dict]:
     for r in rows:
         name = r["target"] if r["kind"] == "sft" else \
             f"few-shot k={r['k']} {'with' if r['with_rationales'] else 'without'} rationales"
-        groups.setdefault(name, []).append(r)
+        groups.setdefault(name + ("" if r["valid"] else " (invalid)"), []).append(r)
     out = []
     for name, members in groups.items():
         aurocs = [m["auroc"]["value"] for m in members if m["auroc"] and m["auroc"]["value"]
@@ -365,36 +496,91 @@ def summary_by_target(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], baseline: dict | None,
-             figure: bool) -> str:
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _describe(row: dict) -> str:
+    if row["kind"] == "sft":
+        return f"{row['target']}, size {row['train_size'] or 'all'}, seed {row['seed']}"
+    return (f"few-shot k={row['k']} {'with' if row['with_rationales'] else 'without'} "
+            f"rationales, seed {row['seed']}")
+
+
+def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: list[dict],
+             cells: list[dict], refs: list[dict], figure: bool) -> str:
     lines = [f"# Experiment `{grid.name}`", "",
              f"Dataset version **{grid.dataset}** (sha256 `{rows[0]['dataset_sha256']}`)."
              if rows else "", "",
              "## Summary (mean over seeds and sizes)", "",
              "| setting | runs | mean AUROC | SD | mean AUPRC |", "|---|---|---|---|---|"]
     for s in summary_by_target(rows):
-        lines.append(f"| {s['setting']} | {s['runs']} | "
-                     + " | ".join("–" if v is None else f"{v:.3f}" for v in
-                                  (s["mean_auroc"], s["sd_auroc"], s["mean_auprc"])) + " |")
-    if baseline:
-        lines += ["", f"Non-LLM reference (TF-IDF logistic regression on all "
-                      f"{baseline['train_examples']} training records): AUROC "
-                      f"{_fmt(baseline['auroc'])}, AUPRC {_fmt(baseline['auprc'])}."]
+        lines.append(f"| {s['setting']} | {s['runs']} | {_num(s['mean_auroc'])} | "
+                     f"{_num(s['sd_auroc'])} | {_num(s['mean_auprc'])} |")
+    lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", "",
+              "| setting | training patients | seeds | mean AUROC | SD |", "|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {c['setting']} | {c['train_size'] or 'all'} | {c['seeds']} | "
+                     f"{c['mean_auroc']:.3f} | {_num(c['sd_auroc'])} |")
+    lines += ["", "## Label-only vs rationale SFT over all cells (joint paired bootstrap)", "",
+              "Each replicate resamples the test patients once (stratified by label) and "
+              "recomputes every cell's AUROC difference on them; the cells share one test "
+              "set, so they are not independent evidence.", "",
+              "| comparison | cells | mean AUROC difference (label − rationale) [95% CI] | p |",
+              "|---|---|---|---|"]
+    for j in joint:
+        lines.append(f"| {j['comparison']} | {j['pairs']} | {j['difference']:+.3f} "
+                     f"[{j['low']:+.3f}, {j['high']:+.3f}] | {j['p_value']:.3g} |")
+    if not joint:
+        lines.append("| – | 0 | no valid pair of runs | – |")
+    bad = excluded(rows)
+    lines += ["", "## Validity", ""]
+    if bad:
+        lines += ["Runs left out of every comparison:", ""]
+        lines += [f"- run {r['run_id']} ({_describe(r)}): {r['invalid_reason']}" for r in bad]
+    else:
+        lines.append("Every rationale run reached its answer line in at least the required "
+                     "share of test patients; none was left out.")
+    truncation: dict[str, list[int]] = {}
+    for r in rows:
+        if r["kind"] == "sft":
+            truncation.setdefault(r["target"], []).append(r["truncated_train_rows"] or 0)
+    if truncation:
+        lines += ["", "Training rows whose history lost lines to `max_length` (per run): "
+                  + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in truncation.items())
+                  + ". Test prompts truncated by the same rule: "
+                  + "; ".join(f"{r['target']} run {r['run_id']}: {r['truncated_test_prompts']}"
+                              for r in rows if r["kind"] == "sft"
+                              and r["truncated_test_prompts"]) + (
+                      "" if any(r["truncated_test_prompts"] for r in rows
+                                if r["kind"] == "sft") else "none") + "."]
+    if refs:
+        lines += ["", "## Reference models (same training and test patients as each cell)", "",
+                  "| model | training patients | seed | AUROC | AUPRC |", "|---|---|---|---|---|"]
+        for r in refs:
+            lines.append(f"| {r['model']} | {r['train_size'] or 'all'} | {r['seed']} | "
+                         f"{_fmt(r['auroc'])} | {_fmt(r['auprc'])} |")
+        lines += ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
+                      "education, family history and indicators of every coded risk factor "
+                      "and possible prodrome in the full record (the ceiling). `tfidf`: "
+                      "logistic regression on the prompt's history text."]
     if figure:
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
     lines += ["", "## SFT runs (test split; 95% bootstrap CIs)", "",
-              "| target | size | seed | r | lr | epochs | AUROC | AUPRC | Brier | reached answer "
-              "| run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| target | size | seed | r | lr | epochs | tuned on | AUROC | AUPRC | Brier | "
+              "reached answer | cap | valid | run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] != "sft":
             continue
-        reached = r["reached_answer_share"]
         lines.append(f"| {r['target']} | {r['train_size'] or 'all'} | {r['seed']} | "
                      f"{r['lora_r']} | {r['learning_rate']:g} | {r['epochs']:g} | "
-                     f"{_fmt(r['auroc'])} | {_fmt(r['auprc'])} | {_fmt(r['brier'])} | "
-                     f"{'–' if reached is None else f'{reached:.2f}'} | "
+                     f"{r.get('tuned_on') or '–'} | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
+                     f"{_fmt(r['brier'])} | {_num(r['reached_answer_share'], 2)} | "
+                     f"{r['rationale_token_cap'] or '–'} | {'yes' if r['valid'] else 'no'} | "
                      f"`{Path(r['run_dir']).name}` |")
-    lines += ["", "## Paired DeLong tests: label-only vs rationale targets (Holm adjusted)", "",
+    lines += ["", "## Paired DeLong tests per cell: label-only vs rationale targets "
+                  "(Holm adjusted)", "",
               "| comparison | size | seed | AUROC label | AUROC rationale | difference [95% CI] "
               "| p | p (Holm) |", "|---|---|---|---|---|---|---|---|"]
     for t in tests:
@@ -403,14 +589,13 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], baseline
                      f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] | "
                      f"{t['p_value']:.3g} | {t['p_holm']:.3g} |")
     lines += ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", "",
-              "| k | demonstrations | seed | AUROC | AUPRC | reached answer | run |",
-              "|---|---|---|---|---|---|---|"]
+              "| k | demonstrations | seed | AUROC | AUPRC | reached answer | valid | run |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] != "fewshot":
             continue
-        reached = r["reached_answer_share"]
         lines.append(f"| {r['k']} | {'with' if r['with_rationales'] else 'without'} rationales "
                      f"| {r['seed']} | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
-                     f"{'–' if reached is None else f'{reached:.2f}'} | "
-                     f"`{Path(r['run_dir']).name}` |")
+                     f"{_num(r['reached_answer_share'], 2)} | {'yes' if r['valid'] else 'no'} "
+                     f"| `{Path(r['run_dir']).name}` |")
     return "\n".join(lines) + "\n"

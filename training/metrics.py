@@ -317,6 +317,46 @@ def paired_bootstrap_difference(y, p1, p2, metric: str = "auprc", n_resamples: i
     return Estimate(value, low, high)
 
 
+def joint_paired_difference(y, pairs: Sequence[tuple], metric: str = "auroc",
+                            n_resamples: int = 2000, seed: int = 0,
+                            confidence: float = 0.95) -> dict:
+    """The mean over ``pairs`` of ``metric(a) − metric(b)``, all scored on the same
+    patients, with one class-stratified bootstrap of *patients* shared by every pair.
+
+    This is the honest unit when several cells (sizes, seeds) share one test set:
+    each replicate resamples the patients once and recomputes every pair's
+    difference on them, so the interval carries the correlation between cells
+    instead of treating them as independent. The p value is two-sided: twice the
+    smaller share of replicates on either side of zero (at least 1 / replicates).
+    """
+    labels = _as_labels(y)
+    if not pairs:
+        raise ValueError("no pairs to compare")
+    firsts = np.stack([_as_scores(a, labels.size, "a") for a, _ in pairs])
+    seconds = np.stack([_as_scores(b, labels.size, "b") for _, b in pairs])
+    function = _row_metric(metric, 0.5)
+    _check_confidence(confidence)
+    _check_resamples(n_resamples)
+    if not _both_classes(labels):
+        raise ValueError("the labels hold one class; the metric is undefined")
+    order = np.argsort(1 - labels, kind="stable")
+    m = int(labels.sum())
+    per_pair = function(firsts[:, order], m) - function(seconds[:, order], m)
+    replicate_means = []
+    for indices, m_block in _stratified_blocks(labels, n_resamples, seed):
+        diffs = np.stack([function(firsts[j][indices], m_block)
+                          - function(seconds[j][indices], m_block)
+                          for j in range(len(pairs))])
+        replicate_means.append(diffs.mean(axis=0))
+    means = np.concatenate(replicate_means)
+    low, high = _percentile_interval(means, confidence)
+    p = min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean()))
+    return {"difference": float(per_pair.mean()), "low": low, "high": high,
+            "p_value": float(max(p, 1 / means.size)), "pairs": len(pairs),
+            "per_pair": [float(d) for d in per_pair], "n": int(labels.size),
+            "n_resamples": int(means.size)}
+
+
 # --- DeLong -------------------------------------------------------------------------------
 
 def delong_covariance(y, *scores) -> tuple[np.ndarray, np.ndarray]:

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import Engine
 
 from annotation_db.provenance import CommandConfig, ConfigError, echo_config
+from training.budget import Throughput, estimate, sample_token_counts
 from training.grid import ExperimentGrid, report, run_grid
 from training.study import DataSettings, prepare_dataset
 
@@ -42,6 +44,10 @@ class ReproduceConfig(CommandConfig):
             raise ConfigError(f"unknown scale {scale!r}; the config defines "
                               f"{', '.join(self.scales) or 'none'}")
         over = self.scales[scale]
+        unknown = set(over) - {"data", "grid", "throughput"}
+        if unknown:
+            raise ConfigError(f"scale {scale!r} has unknown keys {sorted(unknown)}; a scale "
+                              "holds data, grid and throughput")
         try:
             data = DataSettings.model_validate(_merge(self.data.model_dump(),
                                                       over.get("data", {})))
@@ -52,6 +58,40 @@ class ReproduceConfig(CommandConfig):
             raise ConfigError(f"scale {scale!r} of {self.name!r}: {exc.errors()[0]['loc']}: "
                               f"{exc.errors()[0]['msg']}") from exc
         return data, grid
+
+
+    def throughput(self, scale: str) -> Throughput:
+        self.resolve(scale)
+        block = self.scales[scale].get("throughput")
+        if block is None:
+            raise ConfigError(f"scale {scale!r} has no throughput block; --dry-run needs the "
+                              "measured speeds it divides by (see docs/reproduction.md)")
+        try:
+            return Throughput.model_validate(block)
+        except ValidationError as exc:
+            raise ConfigError(f"scale {scale!r} throughput: {exc.errors()[0]['loc']}: "
+                              f"{exc.errors()[0]['msg']}") from exc
+
+
+def dry_run(config: ReproduceConfig, scale: str) -> dict:
+    """The scale's budget per stage (see :mod:`training.budget`), without running it."""
+    data, grid = config.resolve(scale)
+    throughput = config.throughput(scale)
+    tokens = sample_token_counts(data, grid)
+    stages = estimate(data, grid, throughput, tokens)
+    total = sum(s["seconds"] for s in stages)
+    model_time = sum(s["seconds"] for s in stages[1:])
+    train_patients = round(data.n * 0.7)
+    pool = train_patients * min(tokens["approved_share"].values())
+    largest = max((s for s in (grid.sft.train_sizes if grid.sft else []) if s), default=0)
+    return {"scale": scale, "stages": stages, "total_seconds": total,
+            "model_seconds": model_time, "measured_data_seconds_per_patient":
+                tokens["data_seconds_per_patient"],
+            "throughput": throughput.model_dump(), "tokens": tokens,
+            "expected_paired_pool": round(pool), "largest_train_size": largest,
+            "pool_warning": (f"the largest training size ({largest}) may exceed the ≈{pool:.0f} "
+                             "patients expected to have an approved rationale in every target"
+                             ) if largest > pool else None}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -88,6 +128,7 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
                "command": command, "argv": sys.argv[1:]}
     (out / "reproduce.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     md = _study_markdown(summary, (out / "results.md").read_text(), version, data)
+    md += conclusions(results)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md, out))
     summary["report"] = str(out / "report.md")
@@ -140,6 +181,44 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
               "Re-run exactly:", "", "```", summary["command"], "```", ""]
     body = results_md.split("\n", 1)[1] if results_md.startswith("#") else results_md
     return "\n".join(lines) + body.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
+
+
+def conclusions(results: dict) -> str:
+    """What the numbers allow one to say, written from them (no verdict beyond the data)."""
+    rows = [r for r in results["rows"] if r["kind"] == "sft"]
+    label = [r for r in rows if r["target"] == "label" and r["auroc"] and r["auroc"]["low"]
+             is not None]
+    lines = ["", "## What this design can and cannot conclude", ""]
+    if label:
+        learned = [r for r in label if r["auroc"]["low"] > 0.5]
+        lines.append(f"- Label-only SFT: {len(learned)} of {len(label)} runs have a test AUROC "
+                     "CI above 0.5" + (" — it learned, so the comparison is between models "
+                                       "that predict." if len(learned) == len(label) else
+                                       " — a run whose CI includes 0.5 has not shown it learned,"
+                                       " and a difference against it means little."))
+    ceiling = [r for r in results.get("references", []) if r["model"] == "structured"]
+    if ceiling and label:
+        gap = np.mean([r["auroc"]["value"] for r in label]) - np.mean(
+            [r["auroc"]["value"] for r in ceiling])
+        lines.append(f"- Against the structured-feature ceiling (mean AUROC "
+                     f"{np.mean([r['auroc']['value'] for r in ceiling]):.3f}), label-only SFT "
+                     f"is {gap:+.3f}.")
+    for j in results.get("joint", []):
+        side = ("label-only higher" if j["low"] > 0 else "rationale higher" if j["high"] < 0
+                else "no difference shown")
+        lines.append(f"- {j['comparison']}: mean AUROC difference {j['difference']:+.3f} "
+                     f"[{j['low']:+.3f}, {j['high']:+.3f}] over {j['pairs']} cells (joint "
+                     f"paired bootstrap, p = {j['p_value']:.3g}): {side}.")
+    invalid = [r for r in rows if not r["valid"]]
+    if invalid:
+        lines.append(f"- {len(invalid)} rationale run(s) were invalid (answer line not "
+                     "reached) and are in no comparison.")
+    lines += ["- The design can show whether, on this synthetic cohort with this teacher and "
+              "model, rationale targets predict worse than label-only targets trained on the "
+              "same patients with the same tuning budget. It cannot say why (see the mechanism "
+              "ablations), nor that the same holds for real records, clinicians' rationales or "
+              "larger models; the test set is one draw of patients, shared by every cell."]
+    return "\n".join(lines) + "\n"
 
 
 def _html(markdown_text: str, folder: Path) -> str:

@@ -34,14 +34,14 @@ from sqlmodel import Session
 from annotation_db.export import get_version
 from annotation_db.models import RunStatus, TrainingRun
 from annotation_db.provenance import CommandConfig, echo_config
+from generation.models import load_tokenizer
 from training import runs
 from training.data import (
     TARGET_VIEWS,
     DataError,
     Target,
-    read_view,
-    subsample,
     tokenize_rows,
+    training_rows,
 )
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
@@ -56,7 +56,10 @@ class SFTRunConfig(CommandConfig):
     target: Target = "label"
     base_model: str = "bundled:smollm2-135m-instruct"
     train_size: int | None = Field(default=None, ge=1,
-                                   description="examples drawn (label mix kept); all if unset")
+                                   description="patients drawn (label mix kept); all if unset")
+    paired_targets: list[Target] | None = Field(
+        default=None, description="draw only patients with a training row in each of these "
+                                  "targets, so they all train on the same patients")
     seed: int = 0
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int | None = Field(default=None, description="defaults to 2 × lora_r")
@@ -77,7 +80,10 @@ class SFTRunConfig(CommandConfig):
     save_total_limit: int = Field(default=2, ge=1)
     logging_steps: int = Field(default=5, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 on a GPU, fp32 on CPU")
+        default="auto", description="auto: bf16 on a GPU, bf16 autocast on a CPU with "
+                                    "native bf16 (AVX512-BF16 or AMX), else fp32")
+    group_by_length: bool = Field(default=True, description="batch rows of similar length "
+                                                            "together (less padding)")
     gradient_checkpointing: bool = False
     runs_dir: str = "runs"
     cache_dir: str | None = None
@@ -93,7 +99,7 @@ class SFTRunConfig(CommandConfig):
         data = {k: v for k, v in self.model_dump(mode="json").items()
                 if k not in LOCATION_FIELDS | BOOKKEEPING_FIELDS}
         # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
-        data["precision"] = "bf16" if _use_bf16(self.precision) else "fp32"
+        data["precision"] = resolve_precision(self.precision)
         data["dataset_sha256"] = dataset_hash
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -126,21 +132,24 @@ CLI_FLAGS = frozenset({
     "gradient_accumulation_steps", "max_length", "precision", "runs_dir", "cache_dir"})
 
 
-def load_tokenizer(model_path: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:  # e.g. transformers' tokenizer from a GGUF file
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _use_bf16(precision: str) -> bool:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), not by emulation."""
     import torch
 
-    if precision == "bf16":
-        return True
-    return precision == "auto" and torch.cuda.is_available()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str) -> str:
+    """What ``precision`` means here: ``bf16`` (GPU weights), ``bf16-autocast`` (CPU,
+    fp32 weights under ``torch.autocast``) or ``fp32``."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if precision == "fp32":
+        return "fp32"
+    if precision == "bf16" or gpu:
+        return "bf16" if gpu else "bf16-autocast"
+    return "bf16-autocast" if cpu_has_native_bf16() else "fp32"
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -195,8 +204,8 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
     say = on_stage or (lambda _: None)
     with Session(engine) as session:
         version = get_version(session, config.dataset)
-        rows = read_view(version, TARGET_VIEWS[config.target], "train")
-        rows = subsample(rows, config.train_size, config.seed)
+        rows = training_rows(version, config.target, config.train_size, config.seed,
+                             config.paired_targets)
         if not rows:
             raise DataError(f"dataset version {version.name!r} has no training rows for "
                              f"target {config.target!r}")
@@ -246,10 +255,12 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
                        "checksum": model.checksum},
         "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
     }, indent=2) + "\n")
-    bf16 = _use_bf16(config.precision)
+    precision = resolve_precision(config.precision)
+    bf16 = precision != "fp32"
     set_seed(config.seed)
+    # On CPU, bf16 runs as autocast over fp32 weights; on a GPU the weights are bf16.
     base = AutoModelForCausalLM.from_pretrained(
-        model.path, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model.path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     args = SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         seed=config.seed, data_seed=config.seed,
@@ -266,6 +277,7 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
         bf16=bf16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=config.gradient_checkpointing,
         dataloader_num_workers=0, disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                              lora_dropout=config.lora_dropout,
@@ -277,6 +289,7 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
         train_dataset=Dataset.from_list(tokenized),
         callbacks=[_metrics_callback(run_dir / "metrics.jsonl", tokens_per_step), *callbacks],
     )
+    padding = padding_share(trainer)
     resume = latest_checkpoint(run_dir / "checkpoints")
     say(f"training {len(tokenized)} examples"
         + (f", resuming from {resume.name}" if resume else ""))
@@ -293,4 +306,17 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
         "seconds": round(seconds, 2), "resumed_from": resume.name if resume else None,
         "tokens_per_second": round(steps_done * tokens_per_step / seconds, 1) if seconds else None,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "bf16": bf16,
+        "precision": precision, "padding_share": padding,
+        "train_sampling": "group_by_length" if config.group_by_length else "random",
     }, indent=2) + "\n")
+
+
+def padding_share(trainer) -> float:
+    """The share of padding among the tokens of one epoch's batches, as the trainer
+    builds them (its sampler and collator; no model call)."""
+    pad = total = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        pad += int((mask == 0).sum())
+        total += int(mask.numel())
+    return round(pad / total, 4) if total else 0.0

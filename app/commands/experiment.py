@@ -85,6 +85,12 @@ def reproduce(
                                 help="Reproduction config (data, grid, scales)."),
     scale: str = typer.Option("smoke", help="A scale the config defines: smoke (CPU, "
                                             "minutes) or gpu (an accelerator)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print per stage the examples, "
+                                 "tokens, optimizer steps, generations and expected time "
+                                 "(from the scale's measured throughput), and run nothing."),
+    data_only: bool = typer.Option(False, "--data-only", help="Make the dataset version "
+                                   "(cohort → rationales → audit → export) and stop: the CPU "
+                                   "part, done ahead of an accelerator window."),
     db: DbOption = None,
 ) -> None:
     """Reproduce the study end to end: cohort → rationales → audit → export → grid → report.
@@ -96,16 +102,27 @@ def reproduce(
     Example:
 
         rationale-audit experiment reproduce --scale smoke
-        rationale-audit experiment reproduce --config experiments/reproduce.yaml --scale gpu
+        rationale-audit experiment reproduce --scale cpu --dry-run
     """
     from annotation_db import migrate
     from training.reproduce import ReproduceConfig
     from training.reproduce import reproduce as run_reproduction
 
     cfg = ReproduceConfig.load(config)
+    if dry_run:
+        _print_budget(cfg, scale)
+        return
     engine = open_engine(db, require_schema=False)
     migrate.upgrade(engine)  # one command from an empty database
-    _, grid = cfg.resolve(scale)
+    data_settings, grid = cfg.resolve(scale)
+    if data_only:
+        from training.study import prepare_dataset
+
+        version, _ = prepare_dataset(engine, data_settings, exports_dir=cfg.exports_dir,
+                                     on_stage=say)
+        console.print(f"dataset version {version.name} ({version.content_hash[:12]}) ready",
+                      highlight=False)
+        return
     size = grid.size()
     with _progress() as progress:
         task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
@@ -113,3 +130,32 @@ def reproduce(
                                    on_run=lambda: progress.advance(task))
     console.print(f"wall time {summary['wall_seconds']} s; report: {summary['report']}",
                   highlight=False)
+
+
+def _print_budget(cfg, scale: str) -> None:
+    from rich.table import Table
+
+    from training.reproduce import dry_run
+
+    budget = dry_run(cfg, scale)
+    table = Table(title=f"scale {scale}: expected cost", title_justify="left")
+    for column in ("stage", "runs", "examples", "tokens", "optimizer steps", "generations",
+                   "minutes"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for s in budget["stages"]:
+        table.add_row(s["stage"], str(s["runs"]), f"{s['examples']:,}", f"{s['tokens']:,.0f}",
+                      f"{s['steps']:,}", f"{s['generations']:,}", f"{s['seconds'] / 60:.1f}")
+    console.print(table)
+    hours = budget["total_seconds"] / 3600
+    console.print(f"total ≈ {budget['total_seconds'] / 60:.0f} min ({hours:.2f} h); training "
+                  f"and scoring alone ≈ {budget['model_seconds'] / 60:.1f} min. Speeds from "
+                  f"{budget['throughput']['source']}", highlight=False)
+    console.print(f"data stage measured here: "
+                  f"{budget['measured_data_seconds_per_patient']:.3f} s per patient",
+                  highlight=False)
+    per_target = ", ".join(f"{t} {v['example_tokens']:.0f}" for t, v in
+                           budget["tokens"]["targets"].items())
+    console.print(f"tokens per example (measured on {budget['tokens']['sample_patients']} "
+                  f"sample patients): {per_target}", highlight=False)
+    if budget["pool_warning"]:
+        console.print(f"warning: {budget['pool_warning']}", highlight=False)

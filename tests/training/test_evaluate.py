@@ -81,8 +81,8 @@ sft:
 fewshot:
   ks: [0, 2]
   with_rationales: [true, false]
-  settings: {limit: 8, max_rationale_tokens: 24, n_bootstrap: 200}
-evaluation: {limit: 8, max_rationale_tokens: 24, n_bootstrap: 200, engine: vllm}
+  settings: {limit: 8, n_bootstrap: 200, min_reached_answer: 0.0}
+evaluation: {limit: 8, n_bootstrap: 200, engine: vllm, min_reached_answer: 0.0}
 """
 
 
@@ -142,10 +142,19 @@ def test_export_to_auroc_end_to_end(tmp_path, bundled_model, model_cache, monkey
     with open(folder / "results.csv") as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == 6 and all(row["dataset_sha256"] == version.content_hash
-                                   and Path(row["run_dir"]).is_dir() for row in table)
+                                   and not Path(row["run_dir"]).is_absolute()
+                                   and (folder / row["run_dir"]).is_dir() for row in table)
+    caps = [int(row["rationale_token_cap"]) for row in table if row["rationale_token_cap"]]
+    assert caps and min(caps) > 64  # sized from the taught rationales, not a fixed 24
     comparisons = list(csv.DictReader(open(folder / "comparisons.csv")))
     assert len(comparisons) == 1 and 0 <= float(comparisons[0]["p_holm"]) <= 1
-    assert json.loads((folder / "summary.json").read_text())["baseline"]["n"] == 8
+    refs = json.loads((folder / "summary.json").read_text())["references"]
+    assert {r["model"] for r in refs} == {"structured", "tfidf"} and all(r["n"] == 8
+                                                                         for r in refs)
+    stored = list(csv.DictReader(open(folder / "predictions.csv")))
+    assert {p["kind"] for p in stored} == {"sft", "fewshot", "reference"}
+    assert label_preds == {p["id"]: float(p["p_yes"]) for p in stored
+                           if p["run_id"] == str(label_run.id)}
 
     # Re-running the grid reuses every finished run; compare works from the CLI.
     again = runner.invoke(app, ["experiment", "run", str(grid_file), "--db", str(db)])

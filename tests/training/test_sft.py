@@ -48,25 +48,14 @@ def test_only_the_assistant_turn_carries_loss(study, bundled_model):
         assert "Patient record" not in text and "<|im_start|>" not in text
 
 
-def test_truncation_drops_old_history_never_the_answer(study, bundled_model):
-    engine, _ = study
-    tokenizer = load_tokenizer(bundled_model.path)
-    row = _rows(engine)[0]
-    full = tokenize_row(tokenizer, row, max_length=4096)
-    loss_tokens = sum(label != IGNORE for label in full["labels"])
-    short = tokenize_row(tokenizer, row, max_length=loss_tokens + 20)
-    assert short["truncated"] and len(short["input_ids"]) == loss_tokens + 20
-    assert short["labels"][-loss_tokens:] == full["labels"][-loss_tokens:]
-    with pytest.raises(DataError, match="completion alone"):
-        tokenize_row(tokenizer, row, max_length=loss_tokens - 1)
-
-
 def test_subsample_keeps_the_label_mix_and_is_seeded():
     rows = [{"id": i, "label": int(i < 30)} for i in range(100)]
     part = subsample(rows, 20, seed=1)
     assert len(part) == 20 and sum(r["label"] for r in part) == 6
     assert part == subsample(rows, 20, seed=1) and part != subsample(rows, 20, seed=2)
     assert subsample(rows, None, seed=1) == rows
+    with pytest.raises(DataError, match="more than the 100 rows available"):
+        subsample(rows, 101, seed=1)
 
 
 def test_a_tampered_view_is_refused(study):
