@@ -118,6 +118,28 @@ def code_version() -> str:
         )
 
 
+def portable_path(value: str) -> str:
+    """``value`` as written, unless it is an absolute path: then relative to the working
+    directory when inside it, else its last part (outputs hold no machine paths)."""
+    import os
+
+    if not os.path.isabs(value):
+        return value
+    here = os.getcwd()
+    inside = os.path.commonpath([here, os.path.abspath(value)]) == here
+    return os.path.relpath(value, here) if inside else os.path.basename(value.rstrip("/"))
+
+
+def portable_argv() -> list[str]:
+    """The command line with every absolute path made portable (:func:`portable_path`)."""
+    out = []
+    for arg in sys.argv[1:]:
+        key, sep, value = arg.partition("=")
+        out.append(f"{key}={portable_path(value)}" if sep and key.startswith("--")
+                   else portable_path(arg))
+    return out
+
+
 def echo_config(config: CommandConfig, folder: str | Path, command: str) -> Path:
     """Write ``config.yaml`` and ``provenance.json`` into ``folder``; return the folder."""
     folder = Path(folder)
@@ -130,7 +152,7 @@ def echo_config(config: CommandConfig, folder: str | Path, command: str) -> Path
         "code_version": code_version(),
         "libraries": library_versions(),
         "platform": f"{platform.system()} {platform.machine()}",
-        "argv": sys.argv[1:],
+        "argv": portable_argv(),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")

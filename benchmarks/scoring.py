@@ -11,6 +11,11 @@ small audited dataset (built in a temporary database):
 - generate-and-parse: greedy generation (up to ``--max-tokens``) from the opening of
   the assistant turn, then a regex for "Final answer: yes|no" — a hard label or none.
 
+It also prints the figures a reproduction's ``--dry-run`` divides by: the engine's
+start time, prefill tokens/s (the one-pass run), and rationale generation tokens/s
+(greedy, stopped at "Final answer:", up to ``--rationale-tokens``) with every prompt in
+one batch against batches of ``--small-batch``, the same prompts in the same run.
+
 Writes benchmarks/results/scoring.json.
 """
 
@@ -31,6 +36,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--history-budget", type=int, default=300)
+    parser.add_argument("--rationale-tokens", type=int, default=160)
+    parser.add_argument("--small-batch", type=int, default=8)
     args = parser.parse_args()
 
     from sqlmodel import Session
@@ -54,7 +61,9 @@ def main() -> None:
         with Session(engine) as session:
             rows = read_view(get_version(session, "b"), "label_only", "test")[:args.prompts]
     model = resolve_model("bundled:smollm2-135m-instruct")
+    started = time.perf_counter()
     llm = load_vllm(model, EngineOptions(max_model_len=4096, dtype="float32"))
+    engine_start = time.perf_counter() - started
     scorer = VLLMScorer(llm)
     heads = [prompt_text(scorer.tokenizer, r["prompt"]) for r in rows]
     scorer.label_probabilities(heads[:2])  # warm-up
@@ -72,6 +81,19 @@ def main() -> None:
     outputs = llm.generate(prompts, params, use_tqdm=False)
     generate = time.perf_counter() - started
     pattern = re.compile(r"final answer:\s*(yes|no)\b|^\s*(yes|no)\b", re.I)
+    rationale = {}
+    for label, size in (("one_batch", len(heads)), ("small_batches", args.small_batch)):
+        llm.reset_prefix_cache()
+        started = time.perf_counter()
+        made = []
+        for start in range(0, len(heads), size):
+            made += scorer.continue_until_answer(heads[start:start + size],
+                                                 args.rationale_tokens)
+        seconds = time.perf_counter() - started
+        tokens = sum(c.tokens for c in made)
+        rationale[label] = {"batch": size, "seconds": round(seconds, 2),
+                            "generated_tokens": tokens,
+                            "tokens_per_second": round(tokens / seconds, 1)}
     parsed = [pattern.search(o.outputs[0].text) for o in outputs]
     result = {
         "prompts": len(rows),
@@ -82,6 +104,12 @@ def main() -> None:
         "parsed_share": sum(m is not None for m in parsed) / len(parsed),
         "mean_label_mass": float(mass.mean()),
         "target": "speedup >= 10",
+        "engine_start_seconds": round(engine_start, 1),
+        "prefill_tokens_per_second": round(sum(len(p["prompt_token_ids"]) for p in prompts)
+                                           / one_pass, 1),
+        "rationale_generation": rationale,
+        "one_batch_over_small": round(rationale["one_batch"]["tokens_per_second"]
+                                      / rationale["small_batches"]["tokens_per_second"], 2),
     }
     print(json.dumps(result, indent=2))
     out = Path(__file__).resolve().parent / "results"

@@ -31,7 +31,13 @@ from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
 from training import runs
 from training.data import Target, read_view
-from training.evaluate import EvaluateConfig, ScorerPool, evaluate_run, read_predictions
+from training.evaluate import (
+    EvaluateConfig,
+    ScorerPool,
+    evaluate_run,
+    judge_validity,
+    read_predictions,
+)
 from training.fewshot import FewShotConfig, run_fewshot
 from training.metrics import delong_test, holm, joint_paired_difference
 from training.sft import SFTRunConfig, train
@@ -92,8 +98,8 @@ class ExperimentGrid(CommandConfig):
             candidates = [SFTRunConfig(
                 dataset=self.dataset, target=target, base_model=model, train_size=size,
                 seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
-                paired_targets=list(self.sft.targets) if self.sft.pair_targets
-                and len(self.sft.targets) > 1 else None,
+                paired_targets=sorted(set(self.sft.targets)) if self.sft.pair_targets
+                and len(set(self.sft.targets)) > 1 else None,
                 runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
                 for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
             cells.append(({"kind": "sft", "base_model": model, "target": target,
@@ -240,7 +246,8 @@ def _json_file(path: Path) -> dict:
 def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]:
     """One row per selected run with its factors, metrics, validity and provenance."""
     rows = []
-    test_hash = grid.evaluate_config("test").settings_hash()
+    evaluation = grid.evaluate_config("test")
+    test_hash = evaluation.settings_hash()
     with Session(engine) as session:
         version = get_version(session, grid.dataset)
         for cell in selection["cells"]:
@@ -250,7 +257,8 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
                 raise runs.RunError(f"run {run.id} has no test result made with this grid's "
                                     "evaluation settings (was it re-scored elsewhere?); "
                                     "run `rationale-audit experiment run` again to re-score it")
-            metrics = result.metrics if result else {}
+            metrics = judge_validity(dict(result.metrics), evaluation.min_reached_answer) \
+                if result else {}
             folder = Path(run.run_dir)
             trained = _json_file(folder / "dataset.json")
             summary = _json_file(folder / "train_summary.json")
@@ -271,6 +279,7 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
                          "train_loss_tokens": trained.get("loss_tokens"),
                          "truncated_test_prompts": metrics.get("truncated_prompts"),
                          "precision": summary.get("precision"),
+                         "padding_share": summary.get("padding_share"),
                          "train_seconds": summary.get("seconds"),
                          "dataset_version": version.name,
                          "dataset_sha256": version.content_hash,
@@ -282,10 +291,16 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
 CELL = ("base_model", "train_size", "seed", "lora_r")
 
 
-def _aligned(reference: dict, other: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _aligned(reference: dict, other: dict) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                  np.ndarray]:
+    """(patient ids, labels, scores of each run), refusing runs scored on other patients."""
     pa, pb = read_predictions(reference["predictions"]), read_predictions(other["predictions"])
-    ids = sorted(set(pa) & set(pb))
-    return (np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
+    if set(pa) != set(pb):
+        raise runs.RunError(f"runs {reference['run_id']} and {other['run_id']} were scored on "
+                            f"different patients ({len(set(pa) ^ set(pb))} differ); a paired "
+                            "comparison needs the same test set")
+    ids = sorted(pa)
+    return (ids, np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
             np.asarray([pb[i][1] for i in ids]))
 
 
@@ -302,7 +317,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     adjusted. Runs marked invalid are left out (see :func:`excluded`)."""
     out = []
     for ref, r in _label_pairs(rows):
-        y, a, b = _aligned(ref, r)
+        _, y, a, b = _aligned(ref, r)
         if len(set(y.tolist())) < 2:
             continue
         test = delong_test(y, a, b)
@@ -329,11 +344,11 @@ def joint_differences(rows: list[dict], n_resamples: int, seed: int) -> list[dic
     out = []
     for target, pairs in sorted(by_target.items()):
         aligned = [_aligned(ref, r) for ref, r in pairs]
-        y = aligned[0][0]
-        if any(len(a[0]) != len(y) or (a[0] != y).any() for a in aligned):
+        ids, y = aligned[0][0], aligned[0][1]
+        if any(a[0] != ids for a in aligned):
             raise runs.RunError(f"label vs {target}: the cells were not scored on the same "
                                 "patients; the joint bootstrap needs one test set")
-        result = joint_paired_difference(y, [(a, b) for _, a, b in aligned], "auroc",
+        result = joint_paired_difference(y, [(a, b) for _, _, a, b in aligned], "auroc",
                                          n_resamples=n_resamples, seed=seed)
         out.append({"comparison": f"label vs {target}", **result,
                     "cells": [{k: r[k] for k in CELL} for _, r in pairs]})
@@ -343,9 +358,12 @@ def joint_differences(rows: list[dict], n_resamples: int, seed: int) -> list[dic
 def cell_summary(rows: list[dict], refs: list[dict]) -> list[dict]:
     """Mean ± SD of test AUROC over seeds, per target (and reference model) and size."""
     groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        if r["kind"] == "sft" and r["auroc"] and r["auroc"].get("value") is not None:
-            name = r["target"] + ("" if r["valid"] else " (invalid)")
+    sft = [r for r in rows if r["kind"] == "sft"]
+    several = len({(r["base_model"], r["lora_r"]) for r in sft}) > 1
+    for r in sft:
+        if r["auroc"] and r["auroc"].get("value") is not None:
+            name = r["target"] + (f" [{r['base_model']}, r={r['lora_r']}]" if several else "") \
+                + ("" if r["valid"] else " (invalid)")
             groups.setdefault((name, r["train_size"]), []).append(r["auroc"]["value"])
     for ref in refs:
         groups.setdefault((f"reference: {ref['model']}", ref["train_size"]), []).append(
@@ -407,7 +425,7 @@ COLUMNS = ["kind", "base_model", "target", "train_size", "seed", "lora_r", "lear
            "epochs", "tuned_on", "k", "with_rationales", "n_test", "auroc", "auprc", "brier",
            "balanced_accuracy", "reached_answer_share", "mean_label_mass", "valid",
            "invalid_reason", "rationale_token_cap", "truncated_train_rows",
-           "truncated_test_prompts", "precision", "run_id", "dataset_version",
+           "truncated_test_prompts", "precision", "padding_share", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
 PREDICTION_COLUMNS = ["run_id", "kind", "target", "train_size", "seed", "k",
                       "with_rationales", "id", "label", "p_yes"]
@@ -554,6 +572,13 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
                               and r["truncated_test_prompts"]) + (
                       "" if any(r["truncated_test_prompts"] for r in rows
                                 if r["kind"] == "sft") else "none") + "."]
+    padding = [r["padding_share"] for r in rows if r["kind"] == "sft"
+               and r.get("padding_share") is not None]
+    precisions = sorted({r["precision"] for r in rows if r["kind"] == "sft" and r["precision"]})
+    if padding:
+        lines += ["", f"Training precision: {', '.join(precisions)}; padding share of the "
+                      f"training batches (grouped by length): {min(padding):.1%}–"
+                      f"{max(padding):.1%}."]
     if refs:
         lines += ["", "## Reference models (same training and test patients as each cell)", "",
                   "| model | training patients | seed | AUROC | AUPRC |", "|---|---|---|---|---|"]

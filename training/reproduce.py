@@ -12,7 +12,6 @@ One config holds the data settings and several *scales* (``smoke`` for a CPU,
 import base64
 import json
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,13 @@ import numpy as np
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from annotation_db.provenance import CommandConfig, ConfigError, echo_config
+from annotation_db.provenance import (
+    CommandConfig,
+    ConfigError,
+    echo_config,
+    portable_argv,
+    portable_path,
+)
 from training.budget import Throughput, estimate, sample_token_counts
 from training.grid import ExperimentGrid, report, run_grid
 from training.study import DataSettings, prepare_dataset
@@ -54,6 +59,8 @@ class ReproduceConfig(CommandConfig):
             grid = ExperimentGrid.model_validate({"name": f"{self.name}-{scale}",
                                                   **_merge(self.grid, over.get("grid", {})),
                                                   "dataset": data.dataset})
+            if data.history_tokenizer is None:  # count histories in the student's tokens
+                data = data.model_copy(update={"history_tokenizer": grid.base_models[0]})
         except ValidationError as exc:
             raise ConfigError(f"scale {scale!r} of {self.name!r}: {exc.errors()[0]['loc']}: "
                               f"{exc.errors()[0]['msg']}") from exc
@@ -81,7 +88,9 @@ def dry_run(config: ReproduceConfig, scale: str) -> dict:
     stages = estimate(data, grid, throughput, tokens)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
-    train_patients = round(data.n * 0.7)
+    from generation.cohort import CohortConfig
+
+    train_patients = round(data.n * CohortConfig(n=data.n).split_fractions[0])
     pool = train_patients * min(tokens["approved_share"].values())
     largest = max((s for s in (grid.sft.train_sizes if grid.sft else []) if s), default=0)
     return {"scale": scale, "stages": stages, "total_seconds": total,
@@ -118,14 +127,14 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
     results = report(engine, grid, selection, out)
     seconds = time.perf_counter() - started
     command = "rationale-audit experiment reproduce " + " ".join(shlex.quote(a) for a in (
-        (["--config", config_path] if config_path else []) + ["--scale", scale]))
+        (["--config", portable_path(config_path)] if config_path else []) + ["--scale", scale]))
     summary = {"scale": scale, "dataset": {"name": version.name,
                                            "sha256": version.content_hash,
                                            "counts": version.manifest["counts"],
                                            "agreement": version.manifest.get("agreement")},
                "data": data_info, "grid": grid.model_dump(mode="json"),
                "wall_seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),
-               "command": command, "argv": sys.argv[1:]}
+               "command": command, "argv": portable_argv()}
     (out / "reproduce.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     md = _study_markdown(summary, (out / "results.md").read_text(), version, data)
     md += conclusions(results)

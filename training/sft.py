@@ -147,8 +147,11 @@ def resolve_precision(precision: str) -> str:
     gpu = torch.cuda.is_available()
     if precision == "fp32":
         return "fp32"
-    if precision == "bf16" or gpu:
-        return "bf16" if gpu else "bf16-autocast"
+    if gpu:
+        return "bf16"
+    if precision == "bf16" and not cpu_has_native_bf16():
+        raise ValueError("precision bf16 on this CPU would be emulated (no AVX512-BF16 or AMX), "
+                         "slower than fp32; use precision auto or fp32")
     return "bf16-autocast" if cpu_has_native_bf16() else "fp32"
 
 

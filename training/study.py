@@ -26,6 +26,8 @@ from sqlmodel import Session
 from annotation_db import campaigns, export
 from annotation_db.models import Campaign, Cohort, DatasetVersion
 
+DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
+
 
 class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +53,9 @@ class DataSettings(BaseModel):
     formats: list[Literal["free", "stepwise"]] = ["free", "stepwise"]
     history_budget: int = Field(600, ge=40, description="tokens of history in each prompt "
                                                         "(generation and exported views)")
+    history_tokenizer: str | None = Field(
+        None, description="model whose tokenizer counts history_budget (default: the "
+                          "grid's first base model)")
     audit: AuditSettings = AuditSettings()
     policy: dict = Field(default_factory=lambda: {
         "min_ratings": 2, "min_accuracy": 3.5, "min_faithfulness": 3.5, "aggregate": "mean",
@@ -89,6 +94,7 @@ def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) 
                                  model=data.teacher if backend == "vllm" else "bundled:smollm2-"
                                  "135m-instruct", cache_dir=cache_dir, seed=data.seed,
                                  history_budget=data.history_budget,
+                                 history_tokenizer=data.history_tokenizer or DEFAULT_MODEL,
                                  gold_share=data.audit.gold_share if split == "train" else 0.0)
             summary = generate_rationales(engine, cfg)
             say(f"rationales ({fmt}, {split}): {summary.generated} new, "
@@ -135,7 +141,8 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
     cohort_id = _cohort(engine, data, say)
     run_ids = _rationales(engine, data, None if data.teacher == "template" else cache_dir, say)
     audit = _audit(engine, data, run_ids, say)
-    policy = {"history_budget": data.history_budget, **data.policy,
+    policy = {"history_budget": data.history_budget,
+              "history_tokenizer": data.history_tokenizer or DEFAULT_MODEL, **data.policy,
               "campaigns": [data.audit.campaign]}
     if audit["simulated"] and not policy.get("include_simulated"):
         raise export.ExportError("the audit campaign has only simulated ratings but the policy "

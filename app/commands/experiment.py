@@ -119,7 +119,7 @@ def reproduce(
         from training.study import prepare_dataset
 
         version, _ = prepare_dataset(engine, data_settings, exports_dir=cfg.exports_dir,
-                                     on_stage=say)
+                                     cache_dir=grid.cache_dir, on_stage=say)
         console.print(f"dataset version {version.name} ({version.content_hash[:12]}) ready",
                       highlight=False)
         return

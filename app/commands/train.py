@@ -45,7 +45,8 @@ def sft(
     target: str | None = typer.Option(None, help="label, rationale-free or rationale-stepwise."),
     base_model: str | None = typer.Option(None, help="Model spec (default: the bundled "
                                                      "SmolLM2), a local folder or hf:ORG/NAME."),
-    train_size: int | None = typer.Option(None, help="Training examples (label mix kept)."),
+    train_size: int | None = typer.Option(None, help="Training patients (label mix kept; "
+                                          "asking for more than there are is an error)."),
     seed: int | None = typer.Option(None),
     lora_r: int | None = typer.Option(None, help="LoRA rank (default 16)."),
     lora_alpha: int | None = typer.Option(None, help="LoRA alpha (default 2 × rank)."),

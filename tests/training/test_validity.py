@@ -110,6 +110,8 @@ def test_training_and_test_prompts_are_cut_by_the_same_rule(study, small_record,
     assert short["truncated"] and len(short["input_ids"]) <= target
     loss = sum(t != -100 for t in full["labels"])
     assert short["labels"][-loss:] == full["labels"][-loss:]  # the answer is kept whole
+    with pytest.raises(DataError, match="completion alone"):
+        tokenize_row(tokenizer, row, max_length=loss - 1)
     text = tokenizer.decode(short["input_ids"])
     assert text.startswith("<|im_start|>system\nYou are a clinical prediction assistant")
     assert "older items omitted)" in text
@@ -191,6 +193,11 @@ def test_joint_bootstrap_pairs_share_one_resample():
     assert result["low"] > 0 and result["p_value"] < 0.01 and result["pairs"] == 3
     same = joint_paired_difference(y, [(good, good)], n_resamples=200)
     assert same["difference"] == 0 and same["low"] == same["high"] == 0
+    # one resample for all pairs: a pair repeated adds no information, so the interval
+    # is the single pair's (independent resamples per pair would narrow it)
+    one = joint_paired_difference(y, [(good, noise[0])], n_resamples=500, seed=5)
+    twice = joint_paired_difference(y, [(good, noise[0])] * 2, n_resamples=500, seed=5)
+    assert (twice["low"], twice["high"]) == pytest.approx((one["low"], one["high"]))
 
 
 def test_bf16_autocast_only_where_the_cpu_has_it(monkeypatch):
@@ -242,7 +249,10 @@ def _train_and_score(engine, name: str, tmp_path) -> dict:
 @pytest.mark.slow
 def test_oracle_and_shuffled_label_controls(study, tmp_path):
     """Through the real training and scoring path: a prompt that states the answer is
-    learned (AUROC near 1); labels shuffled in training teach nothing (CI holds 0.5)."""
+    learned (AUROC near 1). The negative control keeps the same answer-stating prompts
+    (the true answer at test) but shuffles the training labels, so the statement carries
+    nothing in training: its test AUROC must fall to chance (CI holds 0.5), far below the
+    oracle's — a leak of the labels or a broken shuffle would make it pass as the oracle."""
     engine, _ = study
 
     def oracle(rows, split):
@@ -250,7 +260,7 @@ def test_oracle_and_shuffled_label_controls(study, tmp_path):
                 for r in (rows[:24] if split == "train" else rows)]
 
     def shuffled(rows, split):
-        rows = [_short(r) for r in (rows[:24] if split == "train" else rows)]
+        rows = oracle(rows, split)
         if split == "train":
             labels = [r["label"] for r in rows]
             random.Random(0).shuffle(labels)
@@ -265,3 +275,12 @@ def test_oracle_and_shuffled_label_controls(study, tmp_path):
     assert positive["auroc"]["value"] >= 0.95
     negative = _train_and_score(engine, "shuffled", tmp_path)
     assert negative["auroc"]["low"] <= 0.5 <= negative["auroc"]["high"]
+    assert negative["auroc"]["value"] < positive["auroc"]["value"] - 0.2
+
+
+def test_committed_reports_hold_no_machine_paths():
+    reports = Path(__file__).resolve().parents[2] / "docs" / "reports"
+    leaks = [str(f.relative_to(reports)) for f in reports.rglob("*") if f.is_file()
+             and f.suffix in (".md", ".csv", ".json", ".html")
+             and re.search(r"(/tmp/|/root/|/home/|/work/)", f.read_text(errors="ignore"))]
+    assert leaks == []
