@@ -249,10 +249,10 @@ def _train_and_score(engine, name: str, tmp_path) -> dict:
 @pytest.mark.slow
 def test_oracle_and_shuffled_label_controls(study, tmp_path):
     """Through the real training and scoring path: a prompt that states the answer is
-    learned (AUROC near 1). The negative control keeps the same answer-stating prompts
-    (the true answer at test) but shuffles the training labels, so the statement carries
-    nothing in training: its test AUROC must fall to chance (CI holds 0.5), far below the
-    oracle's — a leak of the labels or a broken shuffle would make it pass as the oracle."""
+    learned (AUROC near 1); the same short prompts without the statement, trained on
+    shuffled labels, stay at chance (CI holds 0.5), far below the oracle. (Answer-stating
+    prompts with shuffled labels are no negative control here: the base model copies a
+    stated answer zero-shot, AUROC 1.0 after 3 epochs of shuffled labels.)"""
     engine, _ = study
 
     def oracle(rows, split):
@@ -260,7 +260,7 @@ def test_oracle_and_shuffled_label_controls(study, tmp_path):
                 for r in (rows[:24] if split == "train" else rows)]
 
     def shuffled(rows, split):
-        rows = oracle(rows, split)
+        rows = [_short(r) for r in (rows[:24] if split == "train" else rows)]
         if split == "train":
             labels = [r["label"] for r in rows]
             random.Random(0).shuffle(labels)
