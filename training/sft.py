@@ -99,7 +99,7 @@ class SFTRunConfig(CommandConfig):
         data = {k: v for k, v in self.model_dump(mode="json").items()
                 if k not in LOCATION_FIELDS | BOOKKEEPING_FIELDS}
         # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
-        data["precision"] = resolve_precision(self.precision)
+        data["precision"] = resolve_precision(self.precision, strict=False)
         data["dataset_sha256"] = dataset_hash
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -139,9 +139,13 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, strict: bool = True) -> str:
     """What ``precision`` means here: ``bf16`` (GPU weights), ``bf16-autocast`` (CPU,
-    fp32 weights under ``torch.autocast``) or ``fp32``."""
+    fp32 weights under ``torch.autocast``) or ``fp32``.
+
+    ``strict`` refuses an explicit ``bf16`` that this CPU would only emulate (training
+    asks for that); hashing a config does not, since the config may be meant elsewhere.
+    """
     import torch
 
     gpu = torch.cuda.is_available()
@@ -149,7 +153,9 @@ def resolve_precision(precision: str) -> str:
         return "fp32"
     if gpu:
         return "bf16"
-    if precision == "bf16" and not cpu_has_native_bf16():
+    if precision == "bf16":
+        if cpu_has_native_bf16() or not strict:
+            return "bf16-autocast"
         raise ValueError("precision bf16 on this CPU would be emulated (no AVX512-BF16 or AMX), "
                          "slower than fp32; use precision auto or fp32")
     return "bf16-autocast" if cpu_has_native_bf16() else "fp32"

@@ -77,7 +77,7 @@ sft:
   lora_ranks: [4]
   learning_rates: [1e-3]
   epochs: [1]
-  settings: {per_device_train_batch_size: 4, max_length: 256, save_steps: 100}
+  settings: {per_device_train_batch_size: 4, max_length: 384, save_steps: 100}
 fewshot:
   ks: [0, 2]
   with_rationales: [true, false]

@@ -207,6 +207,12 @@ def test_bf16_autocast_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_precision("auto") == "fp32"
+    with pytest.raises(ValueError, match="emulated"):
+        resolve_precision("bf16")
+    # a config meant for another machine still hashes: as what bf16 means on a CPU
+    assert resolve_precision("bf16", strict=False) == "bf16-autocast"
+    cfg = SFTRunConfig(dataset="v1", precision="bf16")
+    assert cfg.identity("x") != cfg.model_copy(update={"precision": "fp32"}).identity("x")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert resolve_precision("auto") == "bf16-autocast"
     assert resolve_precision("fp32") == "fp32"
