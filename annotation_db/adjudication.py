@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from annotation_db.models import Adjudication, Annotation, Assignment, Campaign, User
+from annotation_db.rubric import SCALE_DIMENSIONS
 
 
 def latest_ratings(session: Session, campaign_id: int) -> dict[int, list[dict]]:
@@ -38,7 +39,7 @@ def dispute(ratings: list[dict]) -> dict | None:
     if len(ratings) < 2:
         return None
     spans = {dim: max(r[dim] for r in ratings) - min(r[dim] for r in ratings)
-             for dim in ("accuracy", "faithfulness")}
+             for dim in SCALE_DIMENSIONS}
     flags = {f for r in ratings for f in r["flags"]}
     split = sorted(f for f in flags if not all(f in r["flags"] for r in ratings))
     if max(spans.values()) < 2 and not split:

@@ -15,13 +15,13 @@ coincidence matrix is computed once, and a resample's coincidence matrix is a we
 of them, so 1,000 resamples are one matrix product instead of 1,000 package calls.
 """
 
-import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from annotation_db.provenance import stable_hash
 
 LEVELS = ("nominal", "ordinal", "interval")
 BANDS = (0.667, 0.800)
@@ -305,7 +305,7 @@ class DimensionSpec:
 
 def snapshot_hash(ratings: list[Rating]) -> str:
     canonical = sorted((r.rater, r.item, r.dimension, float(r.score)) for r in ratings)
-    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+    return stable_hash(canonical)
 
 
 def dimension_report(ratings: list[Rating], spec: DimensionSpec, *, replicates: int,

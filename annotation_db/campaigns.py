@@ -34,9 +34,8 @@ from annotation_db.models import (
     User,
     utcnow,
 )
+from annotation_db.rubric import FLAGS
 
-FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
-         "label_contradicts_record")
 RECLAIM_AFTER_MINUTES = 30
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,29 +43,11 @@ from annotation_db.models import (
     User,
     utcnow,
 )
+from annotation_db.rubric import SCALE_DIMENSIONS
+from annotation_db.student_task import completion_messages, prompt_messages
 
-FINAL_LINE = "Final answer: {label}"
-SYSTEM = ("You are a clinical prediction assistant. Given a patient's record as of the index "
-          "date, predict whether the patient will be diagnosed with Alzheimer's disease or a "
-          "related dementia within five years.")
 VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long")
 SPLITS = ("train", "validation", "test")
-
-
-_RECORD_INTRO = "Patient record as of the index date:\n"
-_QUESTION = "\n\nWill this patient be diagnosed with ADRD within five years? Answer yes or no."
-
-
-def user_message(history: str) -> str:
-    """The question every chat view (and every few-shot demonstration) asks."""
-    return f"{_RECORD_INTRO}{history}{_QUESTION}"
-
-
-def history_of(message: str) -> str:
-    """The history inside a :func:`user_message` (the inverse of it)."""
-    if not (message.startswith(_RECORD_INTRO) and message.endswith(_QUESTION)):
-        raise ValueError("not a user message of the student task")
-    return message[len(_RECORD_INTRO):-len(_QUESTION)]
 
 
 class ExportError(ValueError):
@@ -121,7 +104,8 @@ def _gold_accuracy(session: Session, campaign: Campaign, include_simulated: bool
                    ) -> dict[str, float]:
     """Per rater, the share of gold items caught (as the agreement report computes it)."""
     from annotation_db.agreement import gold_accuracy
-    from annotation_db.ratings import FLAGS, load_campaign_ratings
+    from annotation_db.ratings import load_campaign_ratings
+    from annotation_db.rubric import FLAGS
 
     ratings, gold, _ = load_campaign_ratings(session, campaign.name,
                                              include_simulated=include_simulated)
@@ -165,8 +149,8 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
             if len(ratings) < policy.min_ratings:
                 reasons.append("too few ratings")
             if ratings:
-                for dim, minimum in (("accuracy", policy.min_accuracy),
-                                     ("faithfulness", policy.min_faithfulness)):
+                for dim, minimum in zip(SCALE_DIMENSIONS, (policy.min_accuracy,
+                                                           policy.min_faithfulness), strict=True):
                     values = [r[dim] for r in ratings]
                     low = (sum(values) / len(values) < minimum if policy.aggregate == "mean"
                            else min(values) < minimum)
@@ -213,12 +197,21 @@ def _parquet(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], dict]:
-    """Every file of a version (relative path → bytes) and the manifest's data part."""
-    from generation.models import history_counter
-    from generation.render import render_compact
+CounterFor = Callable[[str], Callable[[str], int]]
 
-    count = history_counter(policy.history_tokenizer)
+
+def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
+          ) -> tuple[dict[str, bytes], dict]:
+    """Every file of a version (relative path → bytes) and the manifest's data part.
+
+    ``counter_for(spec)`` returns a token counter with model ``spec``'s tokenizer
+    (``generation.models.history_counter``); histories are budgeted with
+    ``counter_for(policy.history_tokenizer)``. Tokenizers live a floor above this
+    package, so the caller hands the counter down.
+    """
+    from annotation_db.render import render_compact
+
+    count = counter_for(policy.history_tokenizer)
     decisions = evaluate(session, policy)
     approved = [d.rationale_id for d in decisions if d.approved]
     rationales = {r.id: r for r in session.execute(select(Rationale).where(
@@ -244,12 +237,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
         return records[pid]
 
     def prompt(pid: int) -> list[dict]:
-        history = render_compact(record(pid), policy.history_budget, count).text
-        return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": user_message(history)}]
-
-    def answer(pid: int) -> str:
-        return "yes" if patients[pid].label else "no"
+        return prompt_messages(render_compact(record(pid), policy.history_budget, count).text)
 
     views: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in SPLITS} for v in VIEWS}
     approved_patients = sorted(patient_ids)
@@ -258,22 +246,18 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
         if split != "test":
             views["label_only"][split].append({
                 "id": patients[pid].external_id, "label": int(patients[pid].label),
-                "prompt": prompt(pid),
-                "completion": [{"role": "assistant", "content": FINAL_LINE.format(
-                    label=answer(pid))}]})
+                "prompt": prompt(pid), "completion": completion_messages(patients[pid].label)})
     for pid, p in patients.items():  # evaluation is on labels: every test patient
         if p.split == "test":
             views["label_only"]["test"].append({
                 "id": p.external_id, "label": int(p.label), "prompt": prompt(pid),
-                "completion": [{"role": "assistant",
-                                "content": FINAL_LINE.format(label=answer(pid))}]})
+                "completion": completion_messages(p.label)})
     for rationale in rationales.values():
         pid, split = rationale.patient_id, patients[rationale.patient_id].split
         view = f"rationale_{rationale.format}"
         row = {"id": f"{patients[pid].external_id}-r{rationale.id}",
                "label": int(patients[pid].label), "prompt": prompt(pid),
-               "completion": [{"role": "assistant", "content": rationale.text.strip() + "\n"
-                               + FINAL_LINE.format(label=answer(pid))}]}
+               "completion": completion_messages(patients[pid].label, rationale.text)}
         if split != "test":
             views[view][split].append(row)
         if split == "train":
@@ -283,9 +267,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
                 "rationale": rationale.text.strip(),
                 "evidence": rationale.cited_evidence_ids})
     for view in ("rationale_free", "rationale_stepwise"):
-        views[view]["test"] = [dict(r, completion=[{"role": "assistant", "content":
-                                                    FINAL_LINE.format(label="yes" if r["label"]
-                                                                      else "no")}])
+        views[view]["test"] = [dict(r, completion=completion_messages(r["label"]))
                                for r in views["label_only"]["test"]]
     for name in policy.campaigns:
         campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().one()
@@ -293,7 +275,7 @@ def build(session: Session, policy: ApprovalPolicy) -> tuple[dict[str, bytes], d
             for r in ratings:
                 if r["simulated"] and not policy.include_simulated:
                     continue
-                for dim in ("accuracy", "faithfulness"):
+                for dim in SCALE_DIMENSIONS:
                     views["ratings_long"]["train"].append({
                         "campaign": name, "rationale_id": rationale_id,
                         "rater": _pseudonym(r["rater"]), "dimension": dim, "score": r[dim],
@@ -372,7 +354,7 @@ def _agreement(session: Session, policy: ApprovalPolicy) -> dict:
         if not ratings:
             out[name] = {"computable": False, "reason": "no ratings"}
             continue
-        report = agreement_report(ratings, default_dimensions({"accuracy", "faithfulness"}),
+        report = agreement_report(ratings, default_dimensions(set(SCALE_DIMENSIONS)),
                                   replicates=500, seed=0, gold_items=gold)
         out[name] = {s["dimension"]: {k: s["alpha"].get(k) for k in
                                       ("alpha", "ci95", "computable", "reason")}
@@ -382,8 +364,9 @@ def _agreement(session: Session, policy: ApprovalPolicy) -> dict:
 
 def create(session: Session, *, name: str, policy_path: str | Path | None = None,
            policy_text: str | None = None, root: str | Path = "exports",
-           created_by: int | None = None) -> DatasetVersion:
-    """Build, write and register a version from a policy file or the policy's YAML text."""
+           created_by: int | None = None, counter_for: CounterFor) -> DatasetVersion:
+    """Build, write and register a version from a policy file or the policy's YAML text
+    (``counter_for`` as in :func:`build`)."""
     from annotation_db.provenance import code_version, library_versions
 
     if policy_path is not None:
@@ -393,7 +376,7 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
     if session.execute(select(DatasetVersion.id).where(DatasetVersion.name == name)).first():
         raise ExportError(f"a dataset version named {name!r} already exists; versions never "
                           "change, so choose a new name")
-    files, data = build(session, policy)
+    files, data = build(session, policy, counter_for=counter_for)
     digest = content_hash(files)
     same = session.execute(select(DatasetVersion).where(DatasetVersion.content_hash == digest)
                            ).scalars().first()

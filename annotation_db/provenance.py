@@ -15,7 +15,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -38,6 +38,15 @@ TRACKED_LIBRARIES = (
 )
 
 
+def stable_hash(data: Any) -> str:
+    """The project's one identity hash: SHA-256 of ``data`` as JSON with sorted keys.
+
+    Configs (:meth:`CommandConfig.content_hash`), training and few-shot runs and
+    generation runs are all identified by it, so equal inputs give one identity.
+    """
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message is one line."""
 
@@ -46,6 +55,10 @@ class CommandConfig(BaseModel):
     """Base for per-command configuration: strict, hashable, YAML round-trippable."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Fields that never change a result (where files go, bookkeeping); a subclass lists
+    # its own, and they are left out of its identity.
+    NOT_IN_IDENTITY: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Self:
@@ -69,13 +82,14 @@ class CommandConfig(BaseModel):
             source = f" in {path}" if path else ""
             raise ConfigError(f"invalid {cls.__name__}{source}: {_first_error(exc)}") from exc
 
-    def canonical_json(self, exclude: frozenset[str] = frozenset()) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude=set(exclude)), sort_keys=True,
-                          separators=(",", ":"))
+    def identity_data(self) -> dict[str, Any]:
+        """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""
+        return self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))
 
-    def content_hash(self, exclude: frozenset[str] = frozenset()) -> str:
-        """SHA-256 of the canonical JSON, optionally without fields that do not matter."""
-        return hashlib.sha256(self.canonical_json(exclude).encode()).hexdigest()
+    def content_hash(self, **context: Any) -> str:
+        """:func:`stable_hash` of :meth:`identity_data` plus ``context`` (say, the hash of
+        the data the config is applied to)."""
+        return stable_hash({**self.identity_data(), **context})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

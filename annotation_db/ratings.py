@@ -12,10 +12,8 @@ from sqlmodel import Session
 
 from annotation_db.agreement import DimensionSpec, Rating
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
+from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
 
-FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
-         "label_contradicts_record")
-SCALE_DIMENSIONS = ("accuracy", "faithfulness")
 CSV_COLUMNS = ("rater", "item", "dimension", "score")
 
 

@@ -9,14 +9,12 @@ to use PostgreSQL through psycopg 3 instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Session, create_engine, text
+from sqlmodel import create_engine, text
 
 DEFAULT_SQLITE_PATH = "rationale_audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -113,15 +111,3 @@ def check_connection(engine: Engine) -> None:
         raise DatabaseUnavailable(
             f"cannot connect to {redact(str(engine.url))}: {reason}"
         ) from exc
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    with Session(engine) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

@@ -192,17 +192,11 @@ def run_job(job_id: int) -> None:
         _link(engine, job_id, result.training_run_id)
         say(f"run {result.training_run_id}: test AUROC {result.auroc}")
     else:
-        import json
+        from training.grid import ExperimentGrid, run_experiment
 
-        from training.grid import ExperimentGrid, report, run_grid
-
-        grid = ExperimentGrid.model_validate(config["config"])
-        selection = run_grid(engine, grid, on_stage=say)
-        folder = Path(grid.runs_dir) / "experiments" / grid.name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
-        report(engine, grid, selection, folder)
-        say(f"report: {folder.resolve()}/results.md")
+        out = run_experiment(engine, ExperimentGrid.model_validate(config["config"]),
+                             on_stage=say)
+        say(f"report: {Path(out['folder']).resolve()}/results.md")
 
 
 def _link(engine: Engine, job_id: int, run_id: int) -> None:

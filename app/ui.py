@@ -257,12 +257,13 @@ def build_app(engine, workdir: str | None = None) -> gr.Blocks:
 
     def export_create(policy_text: str, name: str, request: gr.Request):
         from annotation_db import export
+        from generation.models import history_counter
 
         with Session(engine) as s:
             admin = user_of(s, request, ("admin",))
             try:
                 version = export.create(s, name=(name or "").strip(), policy_text=policy_text,
-                                        created_by=admin.id)
+                                        created_by=admin.id, counter_for=history_counter)
             except export.ExportError as exc:
                 raise gr.Error(str(exc)) from None
         return f"Published {version.name}: sha256 {version.content_hash} → {version.path}"

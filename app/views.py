@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from generation.records import KIND_LABEL
+from annotation_db.records import KIND_LABEL
 
 GUIDELINES = Path(__file__).with_name("guidelines")
 EVIDENCE = re.compile(r"\b(E[1-9][0-9]*)\b")

@@ -37,9 +37,9 @@ from sqlmodel import Session
 from annotation_db import campaigns, migrate, users
 from annotation_db.cohorts import store_cohort
 from annotation_db.models import GenerationRun, PromptTemplate, Rationale
+from annotation_db.render import render_text
 from annotation_db.session import make_engine
 from generation.cohort import CohortConfig, CohortSimulator
-from generation.render import render_text
 
 RATIONALES = 100_000
 CLIENTS = 20

@@ -29,9 +29,9 @@ from annotation_db import migrate
 from annotation_db.cohorts import store_cohort
 from annotation_db.models import Cohort, EvidenceItem, Patient
 from annotation_db.provenance import code_version
+from annotation_db.render import render_text
 from annotation_db.session import make_engine
 from generation.cohort import CohortConfig, CohortSimulator
-from generation.render import render_text
 
 N = 100_000  # patients per timed run
 ORM_N = 5_000  # patients for the ORM baseline (it is slow)

@@ -46,9 +46,10 @@ def main() -> None:
     from annotation_db import migrate
     from annotation_db.export import get_version
     from annotation_db.session import make_engine
+    from annotation_db.student_task import ANSWER_PREFIX
     from generation.engine import EngineOptions, load_vllm
     from generation.models import resolve_model
-    from training.data import ANSWER_PREFIX, prompt_text, read_view
+    from training.data import prompt_text, read_view
     from training.scoring import VLLMScorer
     from training.study import DataSettings, prepare_dataset
 

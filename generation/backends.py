@@ -7,56 +7,11 @@ and parsing; only the call differs.
 """
 
 import asyncio
-import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from generation.chat import Backend, ChatRequest, Completion, SamplingConfig
 from generation.engine import EngineOptions, load_vllm
 from generation.models import ResolvedModel
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Sampling settings recorded on a generation run (and part of its key)."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 384
-    repetition_penalty: float = 1.05
-    retry_temperature: float = 0.7
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class ChatRequest:
-    messages: list[dict]
-    schema: dict | None
-    seed: int
-    temperature: float = 0.0
-    record: dict | None = None  # only the template teacher reads it
-
-
-@dataclass
-class Completion:
-    text: str
-    completion_tokens: int
-    finish_reason: str | None = None
-
-
-@dataclass
-class BatchTiming:
-    seconds: float = 0.0
-    tokens: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-class Backend(Protocol):
-    name: str
-
-    def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
-        ...
 
 
 class VLLMBackend:
@@ -206,11 +161,3 @@ def make_backend(kind: str, model: ResolvedModel | None, *, server_url: str | No
 
         return TemplateBackend()
     raise ValueError(f"unknown backend {kind!r}; use vllm, transformers, template or --server-url")
-
-
-def timed(backend: Backend, requests: list[ChatRequest], params: SamplingConfig
-          ) -> tuple[list[Completion], BatchTiming]:
-    started = time.perf_counter()
-    completions = backend.complete(requests, params)
-    return completions, BatchTiming(time.perf_counter() - started,
-                                    sum(c.completion_tokens for c in completions))

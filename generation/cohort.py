@@ -31,7 +31,7 @@ import datetime as dt
 import math
 import multiprocessing
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,10 +42,9 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from annotation_db.provenance import CommandConfig
-from generation.records import assign_evidence_ids
+from annotation_db.records import DAYS_PER_YEAR, assign_evidence_ids
 
 DATA = Path(__file__).with_name("data")
-DAYS_PER_YEAR = 365.25
 APOE_ORDER = ("e3/e3", "e3/e4", "e2/e3", "e2/e4", "e4/e4", "e2/e2")
 EDUCATION_TEXT = {
     "degree": "College or university degree",
@@ -641,8 +640,3 @@ def _subtype(rng: random.Random, subtypes: list[dict]) -> str:
 def generate(config: CohortConfig) -> tuple[list[dict], dict]:
     """Records and the sampling record of a cohort."""
     return CohortSimulator(config).records()
-
-
-def iter_chunks(records: list[dict], size: int) -> Iterator[list[dict]]:
-    for start in range(0, len(records), size):
-        yield records[start:start + size]

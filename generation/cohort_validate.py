@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from annotation_db.records import DAYS_PER_YEAR, years_between
 from generation.cohort import APOE_ORDER, CohortModel
 
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")
@@ -62,7 +63,7 @@ def extract_features(records: list[dict], model: CohortModel) -> Features:
     for i, record in enumerate(records):
         index = _date(record["index_date"])
         birth = _date(record["birth_date"])
-        age[i] = (index - birth).days / 365.25
+        age[i] = years_between(birth, index)
         label[i], weight[i] = record["label"], record.get("weight", 1.0)
         male[i] = x[i, col["male"]] = record["sex"] == "M"
         for item in record["items"]:
@@ -254,7 +255,7 @@ def record_problems(record: dict, model: CohortModel, gap_days: int = 0,
             if code.startswith(wrong_sex):
                 problems.append(("sex_inappropriate_code", f"{where} {code}"))
     if adrd is not None:
-        horizon_end = index + dt.timedelta(days=round(horizon_years * 365.25))
+        horizon_end = index + dt.timedelta(days=round(horizon_years * DAYS_PER_YEAR))
         if record["label"] != (index < adrd <= horizon_end):
             problems.append(("label_disagrees_with_outcome", pid))
     return problems

@@ -57,6 +57,23 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def reclaim_torch_threads() -> int:
+    """Give torch every CPU this process may use again; returns the thread count.
+
+    Starting an in-process vLLM engine sets torch to one intra-op thread for serving
+    (``vllm.utils.torch_utils.set_torch_threads_for_runtime``), for the rest of the
+    process: an SFT run after a scored run, as in every grid, would then train on one
+    core. ``OMP_NUM_THREADS``, when set, wins, as it does for vLLM.
+    """
+    import torch
+
+    wanted = os.environ.get("OMP_NUM_THREADS")
+    threads = int(wanted) if wanted and wanted.isdigit() else len(os.sched_getaffinity(0))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def load_vllm(model: ResolvedModel, options: EngineOptions | None = None) -> Any:
     """Create a ``vllm.LLM`` for a resolved model with CPU-safe defaults."""
     options = options or EngineOptions()

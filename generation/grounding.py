@@ -188,7 +188,7 @@ def _check_dates(text: str, record: dict, report: GroundingReport) -> None:
 
 
 def _check_age(text: str, record: dict, report: GroundingReport) -> None:
-    from generation.records import age_on
+    from annotation_db.records import age_on
 
     age = age_on(record["birth_date"], record["index_date"])
     for match in AGE.finditer(text):

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from annotation_db.records import DAYS_PER_YEAR, PatientRecord, assign_evidence_ids
 from generation.cohort import CohortModel, stratified_split
 from generation.cohort_validate import record_problems
-from generation.records import PatientRecord, assign_evidence_ids
 
 MAX_REPORTED = 200
 BLOCKING = ("outcome_code_in_history", "anti_dementia_drug_before_diagnosis",
@@ -161,7 +161,7 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
         raise ImportRejected(str(folder), problems)
     mapping = _snomed_map()
     outcome_prefixes = tuple(model.codes["leakage"]["outcome_icd10_prefixes"])
-    horizon_end = index_date + dt.timedelta(days=round(horizon_years * 365.25))
+    horizon_end = index_date + dt.timedelta(days=round(horizon_years * DAYS_PER_YEAR))
     people: dict[str, dict] = {}
     for number, row in tables["patients.csv"]:
         try:

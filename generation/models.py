@@ -326,6 +326,6 @@ def load_tokenizer(model_path: str):
 def history_counter(spec: str = DEFAULT_MODEL, cache_dir: str | None = None
                     ) -> Callable[[str], int]:
     """A token counter with ``spec``'s tokenizer: how prompts' history budgets are counted."""
-    from generation.render import tokenizer_counter
+    from annotation_db.render import tokenizer_counter
 
     return tokenizer_counter(load_tokenizer(resolve_model(spec, cache_dir=cache_dir).path))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from generation.render import render_compact
+from annotation_db.render import render_compact
 
 PROMPTS = Path(__file__).with_name("prompts")
 MODES = ("label-conditioned", "label-blind")

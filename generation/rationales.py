@@ -16,7 +16,6 @@ the raw text.
 
 import datetime as dt
 import hashlib
-import json
 import math
 import random
 import time
@@ -33,8 +32,9 @@ from sqlmodel import Session
 from annotation_db import cohorts as cohort_crud
 from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.models import PromptTemplate as PromptRow
-from annotation_db.provenance import CommandConfig
-from generation.backends import Backend, ChatRequest, SamplingConfig, make_backend
+from annotation_db.provenance import CommandConfig, stable_hash
+from generation.backends import make_backend
+from generation.chat import Backend, ChatRequest, SamplingConfig
 from generation.engine import EngineOptions
 from generation.grounding import check_rationale
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
@@ -137,12 +137,12 @@ def select_patients(session: Session, cohort_id: int, split: str, n: int | None)
 def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
             model: ResolvedModel, template: PromptTemplate) -> tuple[str, dict]:
     selection = {"cohort_id": cohort_id, "split": cfg.split, "n": cfg.n,
-                 "patients_sha256": hashlib.sha256(json.dumps(patient_ids).encode()).hexdigest()}
+                 "patients_sha256": stable_hash(patient_ids)}
     key = {"selection": selection, "model": model.spec, "model_sha256": model.checksum,
            "prompt": template.id, "prompt_sha256": template.content_hash,
            "sampling": cfg.sampling().as_dict(), "seed": cfg.seed,
            "history_budget": cfg.history_budget, "history_tokenizer": cfg.history_tokenizer}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest(), selection
+    return stable_hash(key), selection
 
 
 def generate_rationales(
@@ -213,8 +213,8 @@ def generate_rationales(
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
                     cfg: GenerateConfig, params: SamplingConfig, run_id: int
                     ) -> tuple[list[Rationale], int, int]:
+    from annotation_db.render import render_compact
     from generation.models import history_counter
-    from generation.render import render_compact
 
     count = history_counter(cfg.history_tokenizer, cfg.cache_dir)
     states = {}

@@ -15,7 +15,7 @@ so its output goes through the same validation, grounding and audit.
 import datetime as dt
 import json
 
-from generation.backends import ChatRequest, Completion, SamplingConfig
+from generation.chat import ChatRequest, Completion, SamplingConfig
 
 NAME = "template-teacher-v1"
 MAX_CITED = 5

@@ -84,3 +84,22 @@ def vllm_engine(bundled_model):
     llm = load_vllm(bundled_model, EngineOptions(max_model_len=2048, dtype="float32"))
     yield llm
     del llm
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, bundled_model) -> str:
+    """A randomly initialised 2-layer Llama with the bundled model's tokenizer and chat
+    template: for tests of data plumbing through a trainer, where what the model has
+    learned does not matter and a 135M-parameter step would only cost time."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model.path)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -1,12 +1,67 @@
 """Small builders shared by test modules (fixtures stay in conftest.py)."""
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import in_memory_batches, store_cohort
+from annotation_db.models import GenerationRun, PromptTemplate, Rationale
+from annotation_db.render import render_text
 from annotation_db.session import make_engine
 from generation.cohort import CohortConfig, generate
-from generation.render import render_text
+
+PASSWORD = "correct horse battery"
+
+
+def seed_rationales(engine, n=12, gold=3) -> int:
+    """A cohort, a run and n ok rationales (+ gold copies); returns the run id."""
+    records, _ = generate(CohortConfig(n=n, seed=2))
+    cohort_id = store_cohort(engine, name=f"c{n}", source="t", seed=2, config={}, sampling=None,
+                             batches=in_memory_batches(records, render_text))
+    with Session(engine) as s:
+        prompt = PromptTemplate(name="p", version="1", mode="label-conditioned", format="free",
+                                body="b", content_hash="p" * 64)
+        s.add(prompt)
+        s.flush()
+        run = GenerationRun(content_hash="r" * 64, cohort_id=cohort_id,
+                            prompt_template_id=prompt.id, model="m", backend="vllm",
+                            selection={}, sampling_params={}, seed=0)
+        s.add(run)
+        s.flush()
+        patient_ids = list(range(1, n + 1))
+        for pid in patient_ids:
+            s.add(Rationale(run_id=run.id, patient_id=pid, format="free",
+                            cited_evidence_ids=["E1"], text=f"rationale {pid} [E1]"))
+        s.flush()
+        for pid in patient_ids[:gold]:
+            s.add(Rationale(run_id=run.id, patient_id=pid, format="free", variant="wrong_code",
+                            is_gold=True, cited_evidence_ids=["E1"], text="flawed"))
+        s.commit()
+        return run.id
+
+
+def client(url: str, name: str):
+    """A gradio_client signed in as ``name`` (every test user has :data:`PASSWORD`)."""
+    from gradio_client import Client
+
+    return Client(url, auth=(name, PASSWORD), verbose=False)
+
+
+@contextmanager
+def serving(engine, **launch_options) -> Iterator[str]:
+    """The Gradio app on a free loopback port for the duration; yields its URL."""
+    from app.ui import launch
+
+    port = free_port()
+    demo = launch(engine, port=port, block=False, **launch_options)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.job_runner.stop()
+        demo.close()
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from annotation_db.export import FINAL_LINE
 from annotation_db.models import DatasetVersion
 
 Target = Literal["label", "rationale-free", "rationale-stepwise"]
@@ -23,7 +22,6 @@ TARGET_VIEWS: dict[str, str] = {
     "rationale-free": "rationale_free",
     "rationale-stepwise": "rationale_stepwise",
 }
-ANSWER_PREFIX = FINAL_LINE.split("{label}")[0].rstrip()  # "Final answer:"
 IGNORE = -100
 
 
@@ -121,13 +119,13 @@ def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[d
     """``messages`` whose chat-template prompt has at most ``max_tokens`` tokens.
 
     Only the history inside the last user turn is shortened, by whole lines, the
-    oldest dated item first (:func:`generation.render.drop_oldest_lines`); the
+    oldest dated item first (:func:`annotation_db.render.drop_oldest_lines`); the
     system turn, the header and the demographic, genotype and family-history lines
     are never touched. The same rule serves training rows and scored prompts.
     Returns the messages and the number of history lines removed.
     """
-    from annotation_db.export import history_of, user_message
-    from generation.render import HistoryBudgetError, drop_oldest_lines
+    from annotation_db.render import HistoryBudgetError, drop_oldest_lines
+    from annotation_db.student_task import history_of, user_message
 
     def length(msgs: list[dict]) -> int:
         return len(tokenizer.apply_chat_template(msgs, add_generation_prompt=True,

@@ -31,8 +31,9 @@ from sqlmodel import Session
 
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
-from training.data import ANSWER_PREFIX, TARGET_VIEWS, fit_prompt, prompt_text, read_view
+from training.data import TARGET_VIEWS, fit_prompt, prompt_text, read_view
 from training.metrics import bootstrap_metrics, delong_auc_ci, delong_test, point_metrics
 from training.scoring import Scorer
 
@@ -59,12 +60,14 @@ class EvaluateConfig(CommandConfig):
     batch_size: int = Field(default=8, ge=1)
     seed: int = 0
 
+    NOT_IN_IDENTITY = frozenset({"batch_size"})  # batching does not change the numbers
+
     def settings_hash(self) -> str:
-        """Hash of the settings that change the numbers (batch size does not).
+        """Hash of the settings that change the numbers.
 
         Stored with each result, so a grid re-scores a run whose stored result was
         made with other settings (say, a ``limit`` from a quick check in the app)."""
-        return self.content_hash(exclude=frozenset({"batch_size"}))[:16]
+        return self.content_hash()[:16]
 
 
 @dataclass
@@ -109,7 +112,7 @@ def rationale_cap(tokenizer, completions: list[str], requested: int | None) -> d
     lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
                for text in completions]  # + the end-of-turn token
     p99 = int(np.ceil(np.percentile(lengths, 99)))
-    answer = len(tokenizer(f"\n{ANSWER_PREFIX} yes", add_special_tokens=False)["input_ids"])
+    answer = len(tokenizer("\n" + answer_line(1), add_special_tokens=False)["input_ids"])
     needed = p99 + answer
     if requested is not None and requested < needed:
         raise DataError(f"max_rationale_tokens={requested} is below the 99th percentile of the "

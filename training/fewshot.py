@@ -17,7 +17,6 @@ scored directly. The demonstration ids used for every query are kept in
 ``demonstrations.jsonl``.
 """
 
-import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -28,9 +27,11 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.export import FINAL_LINE, SYSTEM, get_version, user_message
+from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, RunStatus
 from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.student_task import assistant_text, fewshot_messages
+from generation.models import DEFAULT_MODEL
 from training import runs
 from training.data import DataError, read_view
 from training.evaluate import (
@@ -54,7 +55,7 @@ class FewShotConfig(CommandConfig):
     with_rationales: bool = True
     rationale_format: Literal["free", "stepwise"] = "free"
     selection: Literal["random", "nearest"] = "random"
-    base_model: str = "bundled:smollm2-135m-instruct"
+    base_model: str = DEFAULT_MODEL
     seed: int = 0
     split: Literal["test", "validation"] = "test"
     limit: int | None = Field(default=None, ge=2)
@@ -69,15 +70,14 @@ class FewShotConfig(CommandConfig):
     runs_dir: str = "runs"
     cache_dir: str | None = None
 
+    NOT_IN_IDENTITY = LOCATION_FIELDS
+
     @property
     def target(self) -> str:
         return f"fewshot-k{self.k}-{'rationale' if self.with_rationales else 'label'}"
 
     def identity(self, dataset_hash: str) -> str:
-        data = {k: v for k, v in self.model_dump(mode="json").items()
-                if k not in LOCATION_FIELDS}
-        data["dataset_sha256"] = dataset_hash
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return self.content_hash(dataset_sha256=dataset_hash)
 
     def evaluate_config(self) -> EvaluateConfig:
         return EvaluateConfig(split=self.split, engine=self.engine, limit=self.limit,
@@ -127,13 +127,8 @@ def choose_demonstrations(pool: list[dict], queries: list[dict], config: FewShot
 
 
 def conversation(query: dict, demonstrations: list[dict], with_rationales: bool) -> list[dict]:
-    messages = [{"role": "system", "content": SYSTEM}]
-    for demo in demonstrations:
-        answer = FINAL_LINE.format(label="yes" if demo["label"] else "no")
-        messages += [{"role": "user", "content": user_message(demo["history"])},
-                     {"role": "assistant", "content": f"{demo['rationale']}\n{answer}"
-                      if with_rationales else answer}]
-    return messages + [m for m in query["prompt"] if m["role"] != "system"]
+    """The query's prompt with its demonstrations before it (see ``student_task``)."""
+    return fewshot_messages(query["prompt"], demonstrations, with_rationales)
 
 
 def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | None = None,
@@ -178,8 +173,8 @@ def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | Non
             scorer = pool.scorer(model, None)
             mode = "rationale" if config.with_rationales else "direct"
             cap = rationale_cap(scorer.tokenizer, [
-                f"{d['rationale']}\n" + FINAL_LINE.format(label="yes" if d["label"] else "no")
-                for d in demo_pool], config.max_rationale_tokens) if mode == "rationale" else None
+                assistant_text(d["label"], d["rationale"]) for d in demo_pool],
+                config.max_rationale_tokens) if mode == "rationale" else None
             scored = score_rows(scorer, queries, mode, cap["cap"] if cap else 0,
                                 conversations=conversations)
             metrics = summarize(scored, config.evaluate_config())

@@ -29,6 +29,7 @@ from sqlmodel import Session
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
+from generation.models import DEFAULT_MODEL
 from training import runs
 from training.data import Target, read_view
 from training.evaluate import (
@@ -77,7 +78,7 @@ class ExperimentGrid(CommandConfig):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="names the report folder <runs_dir>/experiments/<name>")
     dataset: str = Field(description="dataset version every run trains and tests on")
-    base_models: list[str] = ["bundled:smollm2-135m-instruct"]
+    base_models: list[str] = [DEFAULT_MODEL]
     sft: SFTFactors | None = SFTFactors()
     fewshot: FewShotFactors | None = FewShotFactors()
     evaluation: dict[str, Any] = Field(default_factory=dict,
@@ -491,7 +492,34 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
                             for r in excluded(rows)], "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return {"folder": str(out), "rows": rows, "comparisons": tests, "joint": joint,
-            "references": refs_brief, "cells": cells}
+            "references": refs_brief, "cells": cells, "selection": selection}
+
+
+def experiment_folder(grid: ExperimentGrid) -> Path:
+    """Where a grid's ``selection.json`` and (by default) its report live."""
+    return Path(grid.runs_dir) / "experiments" / grid.name
+
+
+def saved_selection(grid: ExperimentGrid) -> dict:
+    """The selection a finished :func:`run_experiment` of ``grid`` wrote."""
+    path = experiment_folder(grid) / "selection.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run the grid first "
+                                "(`rationale-audit experiment run GRID`)")
+    return json.loads(path.read_text())
+
+
+def run_experiment(engine: Engine, grid: ExperimentGrid, *, out_dir: str | Path | None = None,
+                   on_stage: Callable[[str], None] | None = None,
+                   on_run: Callable[[], None] | None = None) -> dict:
+    """The "run a grid" stage: every run (finished ones reused), its ``selection.json``,
+    then its report in ``out_dir`` (default :func:`experiment_folder`). Called by the
+    CLI, the job runner and ``experiment reproduce`` alike."""
+    selection = run_grid(engine, grid, on_stage=on_stage, on_run=on_run)
+    folder = experiment_folder(grid)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    return report(engine, grid, selection, out_dir or folder)
 
 
 def summary_by_target(rows: list[dict]) -> list[dict]:

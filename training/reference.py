@@ -13,20 +13,18 @@ that size and seed; :func:`training.data.training_rows`) and scored on the same
 test patients, with the same stratified bootstrap CIs as the runs.
 """
 
-import datetime as dt
 
 import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from annotation_db.models import DatasetVersion
+from annotation_db.records import years_between
 from training.metrics import bootstrap_metrics
 
 
 def _features(record: dict) -> dict[str, float]:
-    born = dt.date.fromisoformat(str(record["birth_date"]))
-    index = dt.date.fromisoformat(str(record["index_date"]))
-    out: dict[str, float] = {"age": (index - born).days / 365.25,
+    out: dict[str, float] = {"age": years_between(record["birth_date"], record["index_date"]),
                              "male": float(record["sex"] == "M")}
     for item in record["items"]:
         kind, value = item["kind"], item.get("value") or ""

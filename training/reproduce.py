@@ -29,7 +29,7 @@ from annotation_db.provenance import (
     portable_path,
 )
 from training.budget import Throughput, estimate, sample_token_counts
-from training.grid import ExperimentGrid, report, run_grid
+from training.grid import ExperimentGrid, run_experiment
 from training.study import DataSettings, prepare_dataset
 
 
@@ -123,8 +123,7 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
                                          cache_dir=grid.cache_dir, on_stage=say)
     data_seconds = time.perf_counter() - started
     say(f"grid: {grid.size()}")
-    selection = run_grid(engine, grid, on_stage=say, on_run=on_run)
-    results = report(engine, grid, selection, out)
+    results = run_experiment(engine, grid, out_dir=out, on_stage=say, on_run=on_run)
     seconds = time.perf_counter() - started
     command = "rationale-audit experiment reproduce " + " ".join(shlex.quote(a) for a in (
         (["--config", portable_path(config_path)] if config_path else []) + ["--scale", scale]))

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from training.data import ANSWER_PREFIX
+from annotation_db.student_task import ANSWER_PREFIX, ANSWER_WORDS
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ def label_token_ids(tokenizer) -> tuple[int, int]:
     """The ids of the tokens that follow ``Final answer:`` for yes and for no."""
     ids = {}
     base = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
-    for label in ("yes", "no"):
+    for label in reversed(ANSWER_WORDS):  # yes, no
         full = tokenizer(f"{ANSWER_PREFIX} {label}", add_special_tokens=False)["input_ids"]
         if full[:len(base)] != base or len(full) != len(base) + 1:
             raise ValueError(f"the tokenizer does not encode {label!r} after {ANSWER_PREFIX!r} "
                              "as one token; P(yes) scoring needs single-token labels")
         ids[label] = full[-1]
-    return ids["yes"], ids["no"]
+    return ids[ANSWER_WORDS[1]], ids[ANSWER_WORDS[0]]
 
 
 def two_way(logprob_yes: float, logprob_no: float) -> tuple[float, float]:
@@ -73,8 +73,10 @@ class TransformersScorer:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from training.sft import load_tokenizer
+        from generation.engine import reclaim_torch_threads
+        from generation.models import load_tokenizer
 
+        reclaim_torch_threads()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) \
             if dtype == "auto" else getattr(torch, dtype)

@@ -20,7 +20,6 @@ TRL 190.6 tokens/s, a lean PyTorch loop 160.8 tokens/s. The loop bought no speed
 and TRL brings checkpoint/resume, accumulation and mixed precision for free.
 """
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -34,7 +33,8 @@ from sqlmodel import Session
 from annotation_db.export import get_version
 from annotation_db.models import RunStatus, TrainingRun
 from annotation_db.provenance import CommandConfig, echo_config
-from generation.models import load_tokenizer
+from generation.engine import reclaim_torch_threads
+from generation.models import DEFAULT_MODEL, load_tokenizer
 from training import runs
 from training.data import (
     TARGET_VIEWS,
@@ -54,7 +54,7 @@ class SFTRunConfig(CommandConfig):
 
     dataset: str = Field(description="dataset version name (see `rationale-audit export list`)")
     target: Target = "label"
-    base_model: str = "bundled:smollm2-135m-instruct"
+    base_model: str = DEFAULT_MODEL
     train_size: int | None = Field(default=None, ge=1,
                                    description="patients drawn (label mix kept); all if unset")
     paired_targets: list[Target] | None = Field(
@@ -88,20 +88,23 @@ class SFTRunConfig(CommandConfig):
     runs_dir: str = "runs"
     cache_dir: str | None = None
 
+    NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
+
     @model_validator(mode="after")
     def _alpha(self):
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_r
         return self
 
-    def identity(self, dataset_hash: str) -> str:
-        """Hash of what determines the result: the config without locations, and the data."""
-        data = {k: v for k, v in self.model_dump(mode="json").items()
-                if k not in LOCATION_FIELDS | BOOKKEEPING_FIELDS}
+    def identity_data(self) -> dict:
+        data = super().identity_data()
         # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
         data["precision"] = resolve_precision(self.precision, strict=False)
-        data["dataset_sha256"] = dataset_hash
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return data
+
+    def identity(self, dataset_hash: str) -> str:
+        """Hash of what determines the result: the config without locations, and the data."""
+        return self.content_hash(dataset_sha256=dataset_hash)
 
     def cli(self) -> str:
         """The equivalent command line (for re-running elsewhere, e.g. under accelerate).
@@ -266,6 +269,7 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     }, indent=2) + "\n")
     precision = resolve_precision(config.precision)
     bf16 = precision != "fp32"
+    reclaim_torch_threads()  # a vLLM engine earlier in this process left torch on one core
     set_seed(config.seed)
     # On CPU, bf16 runs as autocast over fp32 weights; on a GPU the weights are bf16.
     base = AutoModelForCausalLM.from_pretrained(

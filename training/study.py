@@ -25,8 +25,8 @@ from sqlmodel import Session
 
 from annotation_db import campaigns, export
 from annotation_db.models import Campaign, Cohort, DatasetVersion
-
-DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
+from annotation_db.rubric import SCALE_DIMENSIONS
+from generation.models import DEFAULT_MODEL, history_counter
 
 
 class AuditSettings(BaseModel):
@@ -65,9 +65,8 @@ class DataSettings(BaseModel):
 
 
 def _cohort(engine: Engine, data: DataSettings, say) -> int:
-    from annotation_db.cohorts import store_cohort
-    from generation.cohort import CohortConfig, CohortSimulator
-    from generation.render import render_text
+    from generation.cohort import CohortConfig
+    from generation.cohort_store import store_generated_cohort
 
     with Session(engine) as session:
         row = session.execute(select(Cohort).where(Cohort.name == data.cohort)).scalars().first()
@@ -76,10 +75,7 @@ def _cohort(engine: Engine, data: DataSettings, say) -> int:
             return row.id
     cfg = CohortConfig(name=data.cohort, n=data.n, seed=data.seed, mode=data.mode)
     say(f"generating cohort {data.cohort!r} ({data.n} patients, {data.mode})")
-    plan = CohortSimulator(cfg).plan()
-    return store_cohort(engine, name=cfg.name, source="generator", seed=cfg.seed,
-                        config={"config": cfg.model_dump(mode="json")}, sampling=plan.sampling,
-                        batches=plan.row_batches(render_text, 1))
+    return store_generated_cohort(engine, cfg)[0]
 
 
 def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) -> list[int]:
@@ -149,7 +145,8 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
                                  "excludes them; set include_simulated: true or rate for real")
     with Session(engine) as session:
         version = export.create(session, name=data.dataset, root=exports_dir,
-                                policy_text=yaml.safe_dump(policy, sort_keys=False))
+                                policy_text=yaml.safe_dump(policy, sort_keys=False),
+                                counter_for=history_counter)
     say(f"dataset version {version.name} ({version.content_hash[:12]}): "
         f"{version.manifest['counts']}")
     described = describe_version(version)
@@ -172,7 +169,7 @@ def describe_version(version: DatasetVersion) -> dict:
     ratings = read_view(version, "ratings_long", "all") \
         if "ratings_long/all.jsonl" in manifest.get("files", {}) else []
     shares = {}
-    for dim in ("accuracy", "faithfulness"):
+    for dim in SCALE_DIMENSIONS:
         scores = [r["score"] for r in ratings if r["dimension"] == dim]
         if scores:
             shares[dim] = Counter(scores).most_common(1)[0][1] / len(scores)

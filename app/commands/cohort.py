@@ -13,11 +13,12 @@ from rich.table import Table
 from sqlmodel import Session
 
 from annotation_db import cohorts as crud
-from annotation_db.provenance import code_version, library_versions
+from annotation_db.provenance import code_version
+from annotation_db.render import render_compact, render_text
 from app.commands.db import open_engine
 from app.common import DbOption, user_errors
-from generation.cohort import CohortConfig, CohortSimulator
-from generation.render import render_compact, render_text
+from generation.cohort import CohortConfig
+from generation.cohort_store import store_generated_cohort
 
 app = typer.Typer(help="Synthetic patient cohorts: generate, validate, import, export, show.",
                   no_args_is_help=True)
@@ -40,20 +41,14 @@ def _resolve_cohort(session: Session, name: str | None):
 def store_generated(engine, cfg: CohortConfig, workers: int = 1, quiet: bool = False) -> dict:
     """Generate a cohort and store it; returns a summary (used by the CLI and the demo)."""
     started = time.perf_counter()
-    plan = CohortSimulator(cfg).plan()
-    provenance = {"config": cfg.model_dump(mode="json"), "config_sha256": cfg.content_hash(),
-                  "code_version": code_version(), "libraries": library_versions()}
     with _progress() as progress:
         task = progress.add_task(f"writing {cfg.n} patients", total=cfg.n, visible=not quiet)
-        cohort_id = crud.store_cohort(
-            engine, name=cfg.name, source="generator", seed=cfg.seed, config=provenance,
-            sampling=plan.sampling, batches=plan.row_batches(render_text, workers),
-            on_progress=lambda k: progress.advance(task, k),
-        )
+        cohort_id, sampling = store_generated_cohort(
+            engine, cfg, workers=workers, on_progress=lambda k: progress.advance(task, k))
     with Session(engine) as session:
         splits = crud.cohort_summary(session, cohort_id)
     return {"cohort_id": cohort_id, "name": cfg.name, "splits": splits,
-            "sampling": plan.sampling, "seconds": round(time.perf_counter() - started, 2)}
+            "sampling": sampling, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _print_summary(summary: dict) -> None:

@@ -25,7 +25,7 @@ from annotation_db.session import check_connection, database_url, make_engine, r
 from app.commands.cohort import store_generated
 from app.common import user_errors
 from generation.cohort import CohortConfig
-from generation.models import DEFAULT_MODEL, resolve_model
+from generation.models import DEFAULT_MODEL, history_counter, resolve_model
 
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
@@ -86,7 +86,8 @@ def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
             DatasetVersion.name == DEMO_EXPORT)).scalars().first()
         try:
             version = existing or export.create(session, name=DEMO_EXPORT, policy_path=policy,
-                                                root=out.parent / "exports")
+                                                root=out.parent / "exports",
+                                                counter_for=history_counter)
             exported = {"version": version.name, "sha256": version.content_hash,
                         "path": version.path, "counts": version.manifest["counts"]}
         except export.ExportError as exc:  # e.g. no rationale of the tiny demo passes

@@ -1,6 +1,5 @@
 """`rationale-audit experiment`: grids of runs, their report, and the study reproduction."""
 
-import json
 from pathlib import Path
 
 import typer
@@ -21,10 +20,6 @@ def _progress() -> Progress:
                     MofNCompleteColumn(), TimeElapsedColumn(), console=console)
 
 
-def _selection_path(grid) -> Path:
-    return Path(grid.runs_dir) / "experiments" / grid.name / "selection.json"
-
-
 @app.command()
 @user_errors
 def run(
@@ -37,7 +32,7 @@ def run(
 
         rationale-audit experiment run experiments/grid-example.yaml
     """
-    from training.grid import ExperimentGrid, report, run_grid
+    from training.grid import ExperimentGrid, run_experiment
 
     grid = ExperimentGrid.load(grid_file)
     engine = open_engine(db)
@@ -45,12 +40,7 @@ def run(
     console.print(f"grid {grid.name}: {size}", highlight=False)
     with _progress() as progress:
         task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
-        selection = run_grid(engine, grid, on_stage=say,
-                             on_run=lambda: progress.advance(task))
-    path = _selection_path(grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(selection, indent=2) + "\n")
-    out = report(engine, grid, selection, path.parent)
+        out = run_experiment(engine, grid, on_stage=say, on_run=lambda: progress.advance(task))
     console.print(f"report: {out['folder']}/results.md", highlight=False)
 
 
@@ -67,14 +57,10 @@ def report_(
 
         rationale-audit experiment report experiments/grid-example.yaml
     """
-    from training.grid import ExperimentGrid, report
+    from training.grid import ExperimentGrid, experiment_folder, report, saved_selection
 
     grid = ExperimentGrid.load(grid_file)
-    path = _selection_path(grid)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `rationale-audit experiment run "
-                                f"{grid_file}` first")
-    result = report(open_engine(db), grid, json.loads(path.read_text()), out or path.parent)
+    result = report(open_engine(db), grid, saved_selection(grid), out or experiment_folder(grid))
     console.print(f"report: {result['folder']}/results.md", highlight=False)
 
 

@@ -14,6 +14,7 @@ from annotation_db.models import DatasetVersion
 from annotation_db.users import require_user
 from app.commands.db import open_engine
 from app.common import DbOption, user_errors
+from generation.models import history_counter
 
 app = typer.Typer(help="Verified dataset versions: preview, create, list, show, verify, delete.",
                   no_args_is_help=True)
@@ -52,7 +53,8 @@ def create(policy: Path = PolicyOption,
         rationale-audit export create --policy policy.yaml --name v1
     """
     with Session(open_engine(db)) as session:
-        version = crud.create(session, policy_path=policy, name=name, root=root)
+        version = crud.create(session, policy_path=policy, name=name, root=root,
+                              counter_for=history_counter)
     console.print(f"{version.name}: sha256 {version.content_hash} → {version.path}",
                   highlight=False)
     for view, counts in version.manifest["counts"].items():

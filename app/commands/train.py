@@ -1,6 +1,5 @@
 """`rationale-audit train`: LoRA SFT and few-shot runs from a verified dataset version."""
 
-import json
 from pathlib import Path
 
 import typer
@@ -129,7 +128,3 @@ def fewshot(
         seed=seed, limit=limit, runs_dir=runs_dir, cache_dir=cache_dir)
     result = run_fewshot(open_engine(db), cfg, on_stage=say, force=force)
     print_result(result)
-
-
-def dump(data: dict) -> None:
-    console.print_json(json.dumps(data, default=str))

@@ -10,39 +10,8 @@ from sqlmodel import Session
 
 from annotation_db import campaigns as camp
 from annotation_db import users
-from annotation_db.cohorts import in_memory_batches, store_cohort
-from annotation_db.models import Annotation, Assignment, GenerationRun, PromptTemplate, Rationale
-from generation.cohort import CohortConfig, generate
-from generation.render import render_text
-
-PASSWORD = "correct horse battery"
-
-
-def seed_rationales(engine, n=12, gold=3) -> int:
-    """A cohort, a run and n ok rationales (+ gold copies); returns the run id."""
-    records, _ = generate(CohortConfig(n=n, seed=2))
-    cohort_id = store_cohort(engine, name=f"c{n}", source="t", seed=2, config={}, sampling=None,
-                             batches=in_memory_batches(records, render_text))
-    with Session(engine) as s:
-        prompt = PromptTemplate(name="p", version="1", mode="label-conditioned", format="free",
-                                body="b", content_hash="p" * 64)
-        s.add(prompt)
-        s.flush()
-        run = GenerationRun(content_hash="r" * 64, cohort_id=cohort_id,
-                            prompt_template_id=prompt.id, model="m", backend="vllm",
-                            selection={}, sampling_params={}, seed=0)
-        s.add(run)
-        s.flush()
-        patient_ids = list(range(1, n + 1))
-        for pid in patient_ids:
-            s.add(Rationale(run_id=run.id, patient_id=pid, format="free",
-                            cited_evidence_ids=["E1"], text=f"rationale {pid} [E1]"))
-        s.flush()
-        for pid in patient_ids[:gold]:
-            s.add(Rationale(run_id=run.id, patient_id=pid, format="free", variant="wrong_code",
-                            is_gold=True, cited_evidence_ids=["E1"], text="flawed"))
-        s.commit()
-        return run.id
+from annotation_db.models import Annotation, Assignment
+from tests.helpers import PASSWORD, seed_rationales
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from sqlmodel import Session
 
 from annotation_db import cohorts as crud
 from annotation_db.models import Cohort, EvidenceItem, Patient
+from annotation_db.render import render_text
 from generation.cohort import CohortConfig, CohortSimulator, generate
-from generation.render import render_text
 
 
 @pytest.fixture(scope="module")

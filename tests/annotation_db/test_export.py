@@ -10,7 +10,8 @@ from sqlmodel import Session
 from annotation_db import adjudication, export, users
 from annotation_db import campaigns as camp
 from annotation_db.models import Assignment, Patient, Rationale
-from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+from generation.models import history_counter
+from tests.helpers import PASSWORD, seed_rationales
 
 
 def _policy(tmp_path, **overrides) -> Path:
@@ -79,21 +80,21 @@ def test_same_state_gives_byte_identical_files_and_a_rating_change_changes_the_h
                                                                                      tmp_path):
     policy = export.ApprovalPolicy.from_file(_policy(tmp_path))[0]
     with Session(rated) as s:
-        first, _ = export.build(s, policy)
-        second, _ = export.build(s, policy)
+        first, _ = export.build(s, policy, counter_for=history_counter)
+        second, _ = export.build(s, policy, counter_for=history_counter)
     assert first == second
     with Session(rated) as s:
         a = s.execute(select(Assignment).where(Assignment.status == "submitted")).scalars().first()
         camp.submit(s, assignment_id=a.id, user=s.get(users.User, a.user_id), accuracy=3,
                     faithfulness=3, flags=[])
-        third, _ = export.build(s, policy)
+        third, _ = export.build(s, policy, counter_for=history_counter)
     assert export.content_hash(third) != export.content_hash(first)
 
 
 def test_splits_follow_the_cohort_and_test_has_every_test_patient(rated, tmp_path):
     policy = export.ApprovalPolicy.from_file(_policy(tmp_path))[0]
     with Session(rated) as s:
-        files, data = export.build(s, policy)
+        files, data = export.build(s, policy, counter_for=history_counter)
         split_of = {p.external_id: p.split for p in s.execute(select(Patient)).scalars()}
     for view in ("label_only", "rationale_free"):
         for split in ("train", "validation", "test"):
@@ -114,12 +115,14 @@ def test_created_version_is_immutable_verifiable_and_deletable_by_admins_only(ra
 
     with Session(rated) as s:
         version = export.create(s, policy_path=_policy(tmp_path), name="v1",
-                                root=tmp_path / "exports")
+                                root=tmp_path / "exports", counter_for=history_counter)
         assert export.verify(version) == []
         with pytest.raises(export.ExportError, match="already exists"):
-            export.create(s, policy_path=_policy(tmp_path), name="v1", root=tmp_path / "x")
+            export.create(s, policy_path=_policy(tmp_path), name="v1", root=tmp_path / "x",
+                          counter_for=history_counter)
         with pytest.raises(export.ExportError, match="identical to version 'v1'"):
-            export.create(s, policy_path=_policy(tmp_path), name="v2", root=tmp_path / "x")
+            export.create(s, policy_path=_policy(tmp_path), name="v2", root=tmp_path / "x",
+                          counter_for=history_counter)
     folder = Path(version.path)
     data = load_dataset("json", data_files=str(folder / "label_only/train.jsonl"))["train"]
     assert data.num_rows == version.manifest["counts"]["label_only"]["train"]
@@ -140,7 +143,7 @@ def test_created_version_is_immutable_verifiable_and_deletable_by_admins_only(ra
 
 
 @pytest.mark.slow
-def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, bundled_model):
+def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, tiny_model):
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -148,11 +151,11 @@ def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, bundled_mo
         pytest.skip("the trainer reads the exported files; the SQLite variant covers them")
     with Session(rated) as s:
         version = export.create(s, policy_path=_policy(tmp_path), name="trl",
-                                root=tmp_path / "exports")
+                                root=tmp_path / "exports", counter_for=history_counter)
     for view in ("label_only", "rationale_free"):
         data = load_dataset("json", data_files=str(Path(version.path) / f"{view}/train.jsonl"))
         trainer = SFTTrainer(
-            model=bundled_model.path, train_dataset=data["train"],
+            model=tiny_model, train_dataset=data["train"],
             args=SFTConfig(output_dir=str(tmp_path / view), max_steps=2,
                            per_device_train_batch_size=2, report_to="none", use_cpu=True,
                            logging_steps=1, save_strategy="no", max_length=1024))

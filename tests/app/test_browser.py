@@ -14,8 +14,7 @@ from annotation_db import migrate, users
 from annotation_db.models import Annotation
 from annotation_db.session import make_engine
 from app.ui import launch
-from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
-from tests.helpers import free_port
+from tests.helpers import PASSWORD, free_port, seed_rationales
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:

@@ -260,7 +260,7 @@ def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypat
     from annotation_db import campaigns, users
     from annotation_db.models import Assignment
     from annotation_db.session import make_engine
-    from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+    from tests.helpers import PASSWORD, seed_rationales
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = tmp_path / "c.sqlite"
@@ -295,7 +295,7 @@ def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypat
 
 
 def test_users_campaign_and_simulated_raters_from_the_command_line(tmp_path, monkeypatch):
-    from tests.annotation_db.test_campaigns import seed_rationales
+    from tests.helpers import seed_rationales
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = str(tmp_path / "c.sqlite")
@@ -341,7 +341,7 @@ def test_export_commands_create_list_show_verify(tmp_path, monkeypatch):
     from annotation_db import campaigns, users
     from annotation_db.models import Assignment
     from annotation_db.session import make_engine
-    from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
+    from tests.helpers import PASSWORD, seed_rationales
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = str(tmp_path / "e.sqlite")

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-from gradio_client import Client
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -17,9 +16,7 @@ from annotation_db.models import Job, TrainingRun, User
 from annotation_db.provenance import ConfigError
 from app.jobs import JobRunner, stop_orphan
 from app.runs_ui import build_config
-from app.ui import launch
-from tests.annotation_db.test_campaigns import PASSWORD
-from tests.helpers import audited_version, free_port
+from tests.helpers import PASSWORD, audited_version, client, serving
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +28,13 @@ def served(tmp_path_factory, model_cache, bundled_model):
             users.create_user(s, username=name, password=PASSWORD, role=role)
     previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
     os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
-    port = free_port()
-    demo = launch(engine, port=port, block=False, jobs_dir=str(root / "jobs"),
-                  workdir=str(root))
-    yield engine, f"http://127.0.0.1:{port}/", root
-    demo.job_runner.stop()
-    demo.close()
+    with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
+        yield engine, url, root
     engine.dispose()
     if previous is None:
         os.environ.pop("RATIONALE_AUDIT_CACHE_DIR", None)
     else:
         os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
-
-
-def client(url, name):
-    return Client(url, auth=(name, PASSWORD), verbose=False)
 
 
 def sft_form(max_steps=1, **changes):

@@ -10,9 +10,8 @@ from annotation_db import campaigns as camp
 from annotation_db import migrate, users
 from annotation_db.models import Annotation, Assignment
 from annotation_db.session import make_engine
-from app.ui import launch
-from tests.annotation_db.test_campaigns import PASSWORD, seed_rationales
-from tests.helpers import free_port
+from app.ui import build_app
+from tests.helpers import PASSWORD, client, seed_rationales, serving
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +26,20 @@ def served(tmp_path_factory):
     run_id = seed_rationales(engine, n=6, gold=1)
     with Session(engine) as s:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
-    port = free_port()
-    demo = launch(engine, port=port, block=False)
-    yield engine, f"http://127.0.0.1:{port}/"
-    demo.job_runner.stop()
-    demo.close()
+    with serving(engine) as url:
+        yield engine, url
     engine.dispose()
 
 
-def client(url, name):
-    return Client(url, auth=(name, PASSWORD), verbose=False)
-
-
 def test_every_event_has_an_api_name(served):
-    _, url = served
+    engine, url = served
     info = client(url, "ann").view_api(print_info=False, return_format="dict")
     names = set(info["named_endpoints"])
+    # what a client sees is exactly what the app registers, each event named on purpose
+    # (an unnamed handler would show as its function's name, a lambda as "lambda")
+    registered = {f"/{fn.api_name}" for fn in build_app(engine).fns.values()
+                  if fn.api_visibility == "public"}
+    assert registered == names and not any("lambda" in name for name in names)
     for expected in ("/list_my_campaigns", "/load_next", "/submit_scores", "/skip_item",
                      "/show_evidence", "/my_ratings", "/open_for_revision",
                      "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary",

@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
+from annotation_db.records import PatientRecord
+from annotation_db.render import render_compact, render_text
 from generation.cohort import CohortConfig, CohortModel, CohortSimulator, generate
 from generation.cohort_validate import validate
-from generation.records import PatientRecord
-from generation.render import render_compact, render_text
 
 
 @pytest.fixture(scope="module")

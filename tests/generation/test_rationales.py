@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from annotation_db.models import GenerationRun, Rationale
-from generation.backends import Completion
+from generation.chat import Completion
 from generation.rationales import GenerateConfig, generate_rationales
 from tests.helpers import engine_with_cohort as build_engine
 

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
+from annotation_db.student_task import ANSWER_PREFIX
 from app.cli import app
 from tests.helpers import audited_version
-from training.data import ANSWER_PREFIX, prompt_text, read_view
+from training.data import prompt_text, read_view
 from training.fewshot import FewShotConfig, choose_demonstrations, conversation
 from training.scoring import TransformersScorer, label_token_ids, two_way
 from training.sft import load_tokenizer

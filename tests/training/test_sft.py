@@ -209,3 +209,22 @@ def test_config_validation_and_equivalent_command():
 
     with pytest.raises(ConfigError, match="target"):
         SFTRunConfig.load(None, dataset="v1", target="rationale")
+
+
+def test_training_reclaims_the_cores_a_vllm_engine_took(monkeypatch):
+    """An in-process vLLM engine leaves torch on one thread; training takes them back."""
+    import os
+
+    import torch
+
+    from generation.engine import reclaim_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(1)  # what vllm.utils.torch_utils does when an engine starts
+        assert reclaim_torch_threads() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # an explicit setting wins
+        assert reclaim_torch_threads() == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -13,10 +13,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sqlmodel import Session
 
-from annotation_db.export import get_version, history_of, user_message
+from annotation_db.export import get_version
 from annotation_db.models import DatasetVersion
+from annotation_db.render import HistoryBudgetError, drop_oldest_lines, render_compact
+from annotation_db.student_task import history_of, user_message
 from generation.models import history_counter, load_tokenizer
-from generation.render import HistoryBudgetError, drop_oldest_lines, render_compact
 from tests.helpers import audited_version
 from training.data import (
     DataError,
@@ -94,7 +95,7 @@ def test_truncation_drops_whole_lines_oldest_dated_first(small_record):
 
 def test_training_and_test_prompts_are_cut_by_the_same_rule(study, small_record,
                                                              bundled_model):
-    from annotation_db.export import SYSTEM
+    from annotation_db.student_task import SYSTEM
 
     engine, _ = study
     tokenizer = load_tokenizer(bundled_model.path)

@@ -100,6 +100,14 @@ class PatientRecord(BaseModel):
         return age_on(self.birth_date, self.index_date)
 
 
+DAYS_PER_YEAR = 365.25
+
+
+def years_between(start: dt.date | str, end: dt.date | str) -> float:
+    """Fractional years from ``start`` to ``end`` (an age, when ``start`` is the birth date)."""
+    return (_as_date(end) - _as_date(start)).days / DAYS_PER_YEAR
+
+
 def age_on(birth: dt.date | str, day: dt.date | str) -> int:
     birth, day = _as_date(birth), _as_date(day)
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))

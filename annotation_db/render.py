@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from generation.records import KIND_LABEL
+from annotation_db.records import KIND_LABEL
 
 COMPACT_KIND = {
     "demographic": "Demo", "genotype": "Gene", "family_history": "FamHx", "diagnosis": "Dx",
