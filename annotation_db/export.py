@@ -59,20 +59,34 @@ class ApprovalPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    campaigns: list[str] = Field(min_length=1)
-    min_ratings: int = Field(2, ge=1)
-    min_accuracy: float = Field(4, ge=1, le=5)
-    min_faithfulness: float = Field(4, ge=1, le=5)
-    aggregate: Literal["mean", "each"] = "mean"
-    blocking_flags: list[str] = ["hallucinated_fact", "unsafe_or_misleading",
-                                 "label_contradicts_record"]
-    adjudication_overrides: bool = True
-    min_gold_accuracy: float | None = Field(0.5, ge=0, le=1)
-    include_simulated: bool = False
+    campaigns: list[str] = Field(min_length=1, description="campaigns whose ratings count")
+    min_ratings: int = Field(2, ge=1, description="ratings a rationale needs")
+    min_accuracy: float = Field(4, ge=1, le=5, description="lowest accuracy score (1-5)")
+    min_faithfulness: float = Field(4, ge=1, le=5, description="lowest faithfulness (1-5)")
+    aggregate: Literal["mean", "each"] = Field("mean", description="mean of the raters, or "
+                                                                   "each rater")
+    blocking_flags: list[str] = Field(
+        ["hallucinated_fact", "unsafe_or_misleading", "label_contradicts_record"],
+        description="any of these flags rejects")
+    adjudication_overrides: bool = Field(True, description="an adjudicator's decision wins")
+    min_gold_accuracy: float | None = Field(0.5, ge=0, le=1, description="raters who catch "
+                                            "fewer gold items are left out (null: keep all)")
+    include_simulated: bool = Field(False, description="count simulated ratings (dry runs "
+                                                       "only: never for data you train on)")
     history_budget: int = Field(1500, description="tokens of history in each prompt, counted "
                                                   "with history_tokenizer")
     history_tokenizer: str = Field("bundled:smollm2-135m-instruct",
                                    description="model whose tokenizer counts history_budget")
+
+    def to_yaml(self) -> str:
+        """The policy as YAML, each key with its meaning as a comment (what the export
+        screen shows to start from, and what the demo writes)."""
+        lines = []
+        for name, value in self.model_dump(mode="json").items():
+            text = yaml.safe_dump({name: value}, default_flow_style=True, width=1000)
+            text = text.strip().removeprefix("{").removesuffix("}")
+            lines.append(f"{text:<40} # {type(self).model_fields[name].description}")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def from_file(cls, path: str | Path) -> tuple["ApprovalPolicy", str]:

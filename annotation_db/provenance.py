@@ -15,7 +15,8 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from types import UnionType
+from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -82,6 +83,22 @@ class CommandConfig(BaseModel):
             source = f" in {path}" if path else ""
             raise ConfigError(f"invalid {cls.__name__}{source}: {_first_error(exc)}") from exc
 
+    @classmethod
+    def option_fields(cls) -> dict[str, tuple[type, tuple]]:
+        """The fields that are one command-line option each: name → (type, choices).
+
+        A scalar field (``bool``, ``int``, ``float``, ``str``, a ``Literal`` of one of
+        them, or an optional one) is an option; a list or mapping is set in the YAML
+        given with ``--config``. The CLI and :meth:`cli`-style echoes read this, so a
+        field added to a config appears on the command line without being retyped.
+        """
+        out = {}
+        for name, field in cls.model_fields.items():
+            kind = _option_kind(field.annotation)
+            if kind is not None:
+                out[name] = kind
+        return out
+
     def identity_data(self) -> dict[str, Any]:
         """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""
         return self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))
@@ -93,6 +110,22 @@ class CommandConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _option_kind(annotation: Any) -> tuple[type, tuple] | None:
+    """``(type, choices)`` of an annotation that fits one command-line option, else None."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return _option_kind(rest[0]) if len(rest) == 1 else None
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        return (kind, args) if kind in _SCALARS else None
+    return (annotation, ()) if annotation in _SCALARS else None
 
 
 def _first_error(exc: ValidationError) -> str:

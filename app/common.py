@@ -1,7 +1,9 @@
 """Options and error handling shared by every `rationale-audit` command."""
 
 import functools
+import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +12,7 @@ from rich.console import Console
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
-from annotation_db.provenance import ConfigError
+from annotation_db.provenance import CommandConfig, ConfigError
 from annotation_db.ratings import RatingsError
 from annotation_db.session import DatabaseUnavailable
 from annotation_db.users import UserError
@@ -61,3 +63,55 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def _help(field, choices: tuple) -> str:
+    text = (field.description or "").rstrip(".")
+    if choices:
+        text += ("; " if text else "") + "one of " + ", ".join(map(str, choices))
+    if not field.is_required() and field.default is not None:
+        text += f" (default {field.default})"
+    return text
+
+
+def config_options(config_cls: type[CommandConfig]) -> Callable:
+    """Give a command ``--config FILE`` plus one option per :meth:`option_fields` field.
+
+    Name, type, default and help all come from the config class (a field's
+    ``json_schema_extra={"flag": "--on/--off"}`` names a boolean's two flags). The
+    decorated function takes the loaded config as its first argument, ``cfg``, and
+    keeps its own parameters (``--db``, ``--force``, …) after the generated ones.
+    Values from the command line override the file; unknown YAML keys are refused.
+    """
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = list(inspect.signature(command).parameters.values())[1:]
+        taken = {p.name for p in own}
+        fields = {name: kind for name, kind in config_cls.option_fields().items()
+                  if name not in taken}
+        params = [inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+            default=typer.Option(None, "--config", help="YAML of the config's fields; "
+                                 "options given here override it.", show_default=False))]
+        for name, (kind, choices) in fields.items():
+            field = config_cls.model_fields[name]
+            flag = (field.json_schema_extra or {}).get("flag") if isinstance(
+                field.json_schema_extra, dict) else None
+            dashed = "--" + name.replace("_", "-")
+            if kind is bool:
+                flag = flag or f"{dashed}/--no-{name.replace('_', '-')}"
+            option = typer.Option(None, flag or dashed, help=_help(field, choices),
+                                  show_default=False)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=kind | None, default=option))
+        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            overrides = {name: kwargs.pop(name) for name in fields}
+            cfg = config_cls.load(kwargs.pop("config"), **overrides)
+            return command(cfg, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)  # what typer reads
+        return wrapper
+
+    return decorate

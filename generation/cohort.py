@@ -56,7 +56,8 @@ EDUCATION_TEXT = {
 class CohortConfig(CommandConfig):
     """Settings of `rationale-audit cohort generate`."""
 
-    name: str = Field("synthetic", description="cohort name, unique in the database")
+    name: str = Field("synthetic", description="cohort name, unique in the database "
+                      "(`cohort generate` without one: synthetic-s{seed}-n{n})")
     n: int = Field(5000, ge=1, le=5_000_000, description="number of patients")
     seed: int = Field(7, description="everything is deterministic given the seed")
     mode: Literal["population", "case-enriched"] = "case-enriched"

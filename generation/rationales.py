@@ -52,7 +52,8 @@ class GenerateConfig(CommandConfig):
     mode: Literal["label-conditioned", "label-blind"] = "label-conditioned"
     format: Literal["free", "stepwise"] = "free"
     prompt_version: str = "1"
-    model: str = DEFAULT_MODEL
+    model: str = Field(DEFAULT_MODEL, description="model spec: bundled:NAME, a local Hugging "
+                                                  "Face folder or hf:ORG/NAME")
     cache_dir: str | None = Field(None, description="model cache directory (must exist)")
     backend: Literal["vllm", "transformers", "template"] = Field(
         "vllm", description="template: the deterministic label-conditioned template teacher")
@@ -63,8 +64,8 @@ class GenerateConfig(CommandConfig):
     repetition_penalty: float = Field(1.05, ge=1, le=2)
     retry_temperature: float = Field(0.7, ge=0, le=2)
     retries: int = Field(2, ge=0, le=10)
-    seed: int = 0
-    batch_size: int = Field(16, ge=1, le=4096)
+    seed: int = Field(0, description="sampling seed")
+    batch_size: int = Field(16, ge=1, le=4096, description="patients per batch")
     history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
     history_tokenizer: str = Field(
         DEFAULT_MODEL, description="model whose tokenizer counts the history budget (the "

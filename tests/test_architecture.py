@@ -80,3 +80,15 @@ def test_the_walk_sees_deferred_and_relative_imports(tmp_path):
     source.write_text("def f():\n    from training import grid\n\nfrom . import other\n")
     found = _imports(source, _module_name(source, tmp_path))
     assert {"training", "training.grid", "generation", "generation.other"} <= found
+
+
+def test_no_function_in_the_app_runs_over_80_lines():
+    """Screens and commands stay thin: layout, wiring and calls into the domain."""
+    long = []
+    for path in (ROOT / "app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.name} ({lines} lines)")
+    assert long == []

@@ -183,13 +183,15 @@ def mode_for_target(target: str) -> Mode:
 
 
 class ScorerPool:
-    """Scorers for a sequence of runs, reusing engines where that is safe.
+    """Scorers for a sequence of runs, reusing one engine where that is safe.
 
     With vLLM, an adapter is applied one of two ways: on a GPU through a
     ``LoRARequest`` on one shared engine; on CPU by merging it into the base
-    weights and starting an engine on the merged folder — vLLM-CPU's LoRA kernels
-    scored 30× slower than the merged model (445 s vs 15 s for 16 patients,
-    identical P(yes) to 1e-5 with transformers + peft).
+    weights — vLLM-CPU's LoRA kernels scored 30× slower than the merged model
+    (445 s vs 15 s for 16 patients, identical P(yes) to 1e-5 with transformers +
+    peft). The merged weights are loaded into the running engine in place
+    (``reload_weights``), and the base weights back when a base-model scorer is
+    asked for, so a grid starts one engine per base model instead of one per run.
     """
 
     def __init__(self, engine: Literal["auto", "vllm", "transformers"] = "auto",
@@ -202,21 +204,43 @@ class ScorerPool:
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
         self.merge = on_cpu()
-        self._llm: tuple[str, object] | None = None
+        self.engines_started = 0
+        self._llm: tuple[tuple, object] | None = None
+        self._weights: str | None = None  # a merged folder loaded in place; None: the base's
         self._merged_dir: tempfile.TemporaryDirectory | None = None
         self._next_adapter = 1
 
-    def _engine(self, model, key: str, lora: bool):
+    def _engine(self, model, lora: bool):
         from generation.engine import EngineOptions, load_vllm, on_cpu
 
+        key = (model.path, lora)
         if self._llm is not None and self._llm[0] == key:
             return self._llm[1]
-        self._drop_engine()
+        self.close()
         llm = load_vllm(model, EngineOptions(
             max_model_len=self.max_model_len, enable_lora=lora, max_lora_rank=self.max_lora_rank,
             dtype="float32" if on_cpu() else "bfloat16"))
+        self.engines_started += 1
         self._llm = (key, llm)
         return llm
+
+    def _load_weights(self, llm, model, adapter_path: str | None) -> None:
+        """Put base + ``adapter_path`` merged (or the base alone) into ``llm`` in place."""
+        wanted = f"merged:{adapter_path}" if adapter_path else None
+        if self._weights == wanted:
+            return
+        previous = self._merged_dir
+        folder = model.path
+        if adapter_path:
+            self._merged_dir = tempfile.TemporaryDirectory(prefix="merged-")
+            folder = merge_adapter(model, adapter_path, Path(self._merged_dir.name)).path
+        else:
+            self._merged_dir = None
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        self._weights = wanted
+        if previous is not None:
+            previous.cleanup()
 
     def scorer(self, model, adapter_path: str | None = None) -> Scorer:
         if self.kind == "transformers":
@@ -225,26 +249,22 @@ class ScorerPool:
             return TransformersScorer(model.path, adapter_path, batch_size=self.batch_size)
         from training.scoring import VLLMScorer
 
-        if adapter_path and self.merge:
-            self.close()
-            self._merged_dir = tempfile.TemporaryDirectory(prefix="merged-")
-            merged = merge_adapter(model, adapter_path, Path(self._merged_dir.name))
-            return VLLMScorer(self._engine(merged, f"merged:{adapter_path}", lora=False))
-        llm = self._engine(model, f"base:{model.path}:{bool(adapter_path)}",
-                           lora=bool(adapter_path))
+        if self.merge:
+            llm = self._engine(model, lora=False)
+            self._load_weights(llm, model, adapter_path)
+            return VLLMScorer(llm)
+        llm = self._engine(model, lora=bool(adapter_path))
         self._next_adapter += 1
         return VLLMScorer(llm, adapter_path, adapter_id=self._next_adapter)
 
-    def _drop_engine(self) -> None:
+    def close(self) -> None:
+        """Drop the current engine (and any merged weights) to free memory."""
         if self._llm is not None:
             import gc
 
             self._llm = None
             gc.collect()
-
-    def close(self) -> None:
-        """Drop the current engine (and any merged weights) to free memory."""
-        self._drop_engine()
+        self._weights = None
         if self._merged_dir is not None:
             self._merged_dir.cleanup()
             self._merged_dir = None

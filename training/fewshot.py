@@ -52,13 +52,19 @@ class FewShotConfig(CommandConfig):
 
     dataset: str = Field(description="dataset version name")
     k: int = Field(default=4, ge=0, le=32, description="demonstrations per prompt")
-    with_rationales: bool = True
+    with_rationales: bool = Field(
+        default=True, description="demonstrations show the audited rationale before the answer",
+        json_schema_extra={"flag": "--with-rationales/--without-rationales"})
     rationale_format: Literal["free", "stepwise"] = "free"
-    selection: Literal["random", "nearest"] = "random"
-    base_model: str = DEFAULT_MODEL
-    seed: int = 0
+    selection: Literal["random", "nearest"] = Field(
+        default="random", description="random: one seeded set; nearest: the most similar "
+                                      "records per query")
+    base_model: str = Field(default=DEFAULT_MODEL, description="model spec: bundled:NAME, a "
+                            "local Hugging Face folder or hf:ORG/NAME")
+    seed: int = Field(default=0, description="seed of the demonstration draw")
     split: Literal["test", "validation"] = "test"
-    limit: int | None = Field(default=None, ge=2)
+    limit: int | None = Field(default=None, ge=2, description="score only the first N "
+                                                              "patients")
     max_rationale_tokens: int | None = Field(
         default=None, ge=1, description="unset: the 99th percentile of the pool's rationales "
                                         "plus the answer line")
@@ -67,8 +73,10 @@ class FewShotConfig(CommandConfig):
     n_bootstrap: int = Field(default=1000, ge=100)
     engine: Literal["auto", "vllm", "transformers"] = "auto"
     batch_size: int = Field(default=8, ge=1)
-    runs_dir: str = "runs"
-    cache_dir: str | None = None
+    runs_dir: str = Field(default="runs", description="where run folders go")
+    cache_dir: str | None = Field(default=None, description="where prepared models are kept "
+                                  "(default $RATIONALE_AUDIT_CACHE_DIR or "
+                                  "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS
 

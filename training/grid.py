@@ -148,6 +148,9 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     pool = ScorerPool(grid.evaluation.get("engine", "auto"),
                       grid.evaluation.get("batch_size", 8),
                       max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16)
+    # few-shot scores the base model: the SFT engine serves it when the kind is the same
+    # (on CPU it loads the base weights back in place)
+    fewshot_pools: dict[str, ScorerPool] = {pool.kind: pool}
     selected: list[dict] = []
     first_choice: dict[tuple, tuple[float, float]] = {}
 
@@ -186,20 +189,18 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
                              "learning_rate": best[2].learning_rate,
                              "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
                              "candidates": [s[1] for s in scores]})
-        pool.close()
-        fewshot_pools: dict[str, ScorerPool] = {}
         for cfg in grid.fewshot_runs():
-            if cfg.engine not in fewshot_pools:  # few-shot scores the base model only
-                fewshot_pools[cfg.engine] = ScorerPool(cfg.engine, cfg.batch_size)
-            result = run_fewshot(engine, cfg, pool=fewshot_pools[cfg.engine], on_stage=say)
+            kind = ScorerPool(cfg.engine).kind if cfg.engine == "auto" else cfg.engine
+            if kind not in fewshot_pools:
+                fewshot_pools[kind] = ScorerPool(kind, cfg.batch_size)
+            result = run_fewshot(engine, cfg, pool=fewshot_pools[kind], on_stage=say)
             selected.append({"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
                              "with_rationales": cfg.with_rationales, "seed": cfg.seed,
                              "run_id": result.training_run_id})
             tick()
     finally:
-        pool.close()
-        for other in locals().get("fewshot_pools", {}).values():
-            other.close()
+        for open_pool in fewshot_pools.values():  # the SFT pool is one of them
+            open_pool.close()
     return {"name": grid.name, "cells": selected}
 
 
@@ -229,7 +230,8 @@ def references(engine: Engine, grid: ExperimentGrid, rows: list[dict]) -> list[d
     return out
 
 
-def _fmt(metric: dict | None) -> str:
+def format_metric(metric: dict | None) -> str:
+    """``0.731 [0.662, 0.795]``: a metric with its CI, ``–`` when there is none."""
     if not metric or metric.get("value") is None:
         return "–"
     if metric.get("low") is None:
@@ -612,7 +614,7 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
                   "| model | training patients | seed | AUROC | AUPRC |", "|---|---|---|---|---|"]
         for r in refs:
             lines.append(f"| {r['model']} | {r['train_size'] or 'all'} | {r['seed']} | "
-                         f"{_fmt(r['auroc'])} | {_fmt(r['auprc'])} |")
+                         f"{format_metric(r['auroc'])} | {format_metric(r['auprc'])} |")
         lines += ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
                       "education, family history and indicators of every coded risk factor "
                       "and possible prodrome in the full record (the ceiling). `tfidf`: "
@@ -628,8 +630,9 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
             continue
         lines.append(f"| {r['target']} | {r['train_size'] or 'all'} | {r['seed']} | "
                      f"{r['lora_r']} | {r['learning_rate']:g} | {r['epochs']:g} | "
-                     f"{r.get('tuned_on') or '–'} | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
-                     f"{_fmt(r['brier'])} | {_num(r['reached_answer_share'], 2)} | "
+                     f"{r.get('tuned_on') or '–'} | {format_metric(r['auroc'])} | "
+                     f"{format_metric(r['auprc'])} | {format_metric(r['brier'])} | "
+                     f"{_num(r['reached_answer_share'], 2)} | "
                      f"{r['rationale_token_cap'] or '–'} | {'yes' if r['valid'] else 'no'} | "
                      f"`{Path(r['run_dir']).name}` |")
     lines += ["", "## Paired DeLong tests per cell: label-only vs rationale targets "
@@ -648,7 +651,7 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
         if r["kind"] != "fewshot":
             continue
         lines.append(f"| {r['k']} | {'with' if r['with_rationales'] else 'without'} rationales "
-                     f"| {r['seed']} | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
+                     f"| {r['seed']} | {format_metric(r['auroc'])} | {format_metric(r['auprc'])} | "
                      f"{_num(r['reached_answer_share'], 2)} | {'yes' if r['valid'] else 'no'} "
                      f"| `{Path(r['run_dir']).name}` |")
     return "\n".join(lines) + "\n"

@@ -54,28 +54,32 @@ class SFTRunConfig(CommandConfig):
 
     dataset: str = Field(description="dataset version name (see `rationale-audit export list`)")
     target: Target = "label"
-    base_model: str = DEFAULT_MODEL
+    base_model: str = Field(default=DEFAULT_MODEL, description="model spec: bundled:NAME, a "
+                            "local Hugging Face folder or hf:ORG/NAME")
     train_size: int | None = Field(default=None, ge=1,
                                    description="patients drawn (label mix kept); all if unset")
     paired_targets: list[Target] | None = Field(
         default=None, description="draw only patients with a training row in each of these "
                                   "targets, so they all train on the same patients")
-    seed: int = 0
-    lora_r: int = Field(default=16, ge=1)
+    seed: int = Field(default=0, description="seed of the patient draw and of training")
+    lora_r: int = Field(default=16, ge=1, description="LoRA rank")
     lora_alpha: int | None = Field(default=None, description="defaults to 2 × lora_r")
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     lora_target_modules: str | list[str] = "all-linear"
-    learning_rate: float = Field(default=2e-4, gt=0)
-    num_train_epochs: float = Field(default=2.0, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0, description="peak learning rate")
+    num_train_epochs: float = Field(default=2.0, gt=0, description="passes over the rows")
     max_steps: int = Field(default=-1,
                            description="stop after this many optimizer steps (-1: epochs)")
-    per_device_train_batch_size: int = Field(default=8, ge=1)
+    per_device_train_batch_size: int = Field(default=8, ge=1, description="rows per step "
+                                             "and device")
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     lr_scheduler_type: str = "linear"
     warmup_steps: float = Field(default=0, ge=0,
                                 description="steps, or a fraction of all steps if < 1")
     weight_decay: float = 0.0
-    max_length: int = Field(default=1024, ge=16)
+    max_length: int = Field(default=1024, ge=16, description="tokens per row; a longer "
+                            "prompt loses whole history lines, oldest dated items first, "
+                            "never the answer")
     save_steps: int = Field(default=50, ge=1)
     save_total_limit: int = Field(default=2, ge=1)
     logging_steps: int = Field(default=5, ge=1)
@@ -85,8 +89,10 @@ class SFTRunConfig(CommandConfig):
     group_by_length: bool = Field(default=True, description="batch rows of similar length "
                                                             "together (less padding)")
     gradient_checkpointing: bool = False
-    runs_dir: str = "runs"
-    cache_dir: str | None = None
+    runs_dir: str = Field(default="runs", description="where run folders go")
+    cache_dir: str | None = Field(default=None, description="where prepared models are kept "
+                                  "(default $RATIONALE_AUDIT_CACHE_DIR or "
+                                  "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
 
@@ -113,6 +119,7 @@ class SFTRunConfig(CommandConfig):
         the returned text then says so.
         """
         defaults = SFTRunConfig(dataset=self.dataset)
+        options = self.option_fields()
         parts = ["rationale-audit train sft", f"--dataset {self.dataset}"]
         in_yaml = []
         for key, value in self.model_dump().items():
@@ -120,19 +127,13 @@ class SFTRunConfig(CommandConfig):
                 continue
             if key == "lora_alpha" and value == 2 * self.lora_r:
                 continue
-            if key not in CLI_FLAGS:
+            if key not in options:
                 in_yaml.append(key)
                 continue
             parts.append(f"--{key.replace('_', '-')} {value}")
         if in_yaml:
             parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
         return " ".join(parts)
-
-
-CLI_FLAGS = frozenset({
-    "target", "base_model", "train_size", "seed", "lora_r", "lora_alpha", "learning_rate",
-    "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "max_length", "precision", "runs_dir", "cache_dir"})
 
 
 def cpu_has_native_bf16() -> bool:

@@ -16,7 +16,7 @@ from annotation_db import cohorts as crud
 from annotation_db.provenance import code_version
 from annotation_db.render import render_compact, render_text
 from app.commands.db import open_engine
-from app.common import DbOption, user_errors
+from app.common import DbOption, config_options, user_errors
 from generation.cohort import CohortConfig
 from generation.cohort_store import store_generated_cohort
 
@@ -71,32 +71,23 @@ def _print_summary(summary: dict) -> None:
 
 @app.command()
 @user_errors
+@config_options(CohortConfig)
 def generate(
-    n: int | None = typer.Option(None, "--n", help="Number of patients (default 5000)."),
-    seed: int | None = typer.Option(None, help="Random seed (default 7)."),
-    case_ratio: str | None = typer.Option(None, help="cases:controls when case-enriched."),
-    mode: str | None = typer.Option(None, help="case-enriched (default) or population."),
-    name: str | None = typer.Option(None, help="Cohort name (default synthetic-s{seed}-n{n})."),
-    prediction_gap_days: int | None = typer.Option(
-        None, help="Leave out items this many days before the index date."),
-    config: Path | None = typer.Option(None, "--config", help="YAML file of CohortConfig fields."),
+    cfg: CohortConfig,
     workers: int = typer.Option(2, help="Processes that build histories while one writes."),
     db: DbOption = None,
 ) -> None:
     """Generate synthetic UK Biobank-like patients with a calibrated five-year ADRD label.
+
+    Without a --name (here or in the YAML) the cohort is named synthetic-s{seed}-n{n}.
 
     Example:
 
         rationale-audit cohort generate --n 5000 --seed 7 --case-ratio 1:1
         rationale-audit cohort generate --mode population --n 20000 --name pop20k
     """
-    overrides = dict(n=n, seed=seed, case_ratio=case_ratio, mode=mode,
-                     prediction_gap_days=prediction_gap_days)
-    cfg = CohortConfig.load(config, **overrides)
-    if name is None and (config is None or "name" not in cfg.model_fields_set):
-        name = f"synthetic-s{cfg.seed}-n{cfg.n}"
-    if name is not None:
-        cfg = cfg.model_copy(update={"name": name})
+    if "name" not in cfg.model_fields_set:
+        cfg = cfg.model_copy(update={"name": f"synthetic-s{cfg.seed}-n{cfg.n}"})
     engine = open_engine(db)
     summary = store_generated(engine, cfg, workers=workers)
     _print_summary(summary)

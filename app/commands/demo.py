@@ -12,18 +12,19 @@ import json
 import time
 from pathlib import Path
 
-import typer
+from pydantic import Field
 from rich.console import Console
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import cohort_summary
+from annotation_db.export import ApprovalPolicy
 from annotation_db.models import Campaign, Cohort, DatasetVersion
 from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
-from app.common import user_errors
+from app.common import config_options, user_errors
 from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, history_counter, resolve_model
 
@@ -36,16 +37,9 @@ DEMO_CAMPAIGN = "demo"
 SIMULATED_CAMPAIGN = "demo-simulated"
 DEMO_EXPORT = "demo-simulated-v1"
 # The demo's ratings come from simulated raters, so its policy must say it includes them.
-DEMO_POLICY = """\
-campaigns: [demo-simulated]
-min_ratings: 2
-min_accuracy: 3
-min_faithfulness: 3
-aggregate: mean
-blocking_flags: [unsafe_or_misleading]
-min_gold_accuracy: null
-include_simulated: true   # demo only: never for data you will train on
-"""
+DEMO_POLICY = ApprovalPolicy(campaigns=[SIMULATED_CAMPAIGN], min_accuracy=3, min_faithfulness=3,
+                             blocking_flags=["unsafe_or_misleading"], min_gold_accuracy=None,
+                             include_simulated=True).to_yaml()
 
 
 def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
@@ -126,51 +120,24 @@ def _demo_training(engine, version: str, cfg, out: Path) -> dict:
 class DemoConfig(CommandConfig):
     """Settings of `rationale-audit demo` (YAML keys are the field names)."""
 
-    model: str = DEFAULT_MODEL
-    cache_dir: str | None = None
-    db: str | None = None
-    output_dir: str = "demo_output"
+    model: str = Field(DEFAULT_MODEL, description="model spec: bundled:NAME, a local Hugging "
+                                                  "Face folder or hf:ORG/NAME")
+    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
+    db: str | None = Field(None, description="SQLite file (ignored when $DATABASE_URL is set)")
+    output_dir: str = Field("demo_output", description="where the run's config and summary go")
     cohort_name: str = "demo"
-    cohort_n: int = 40
+    cohort_n: int = Field(40, ge=1, description="patients in the demo cohort")
     cohort_seed: int = 7
-    generate_n: int = 8
-    train: bool = True
-    serve: bool = True
+    generate_n: int = Field(8, ge=0, description="rationales to write with vLLM for the demo "
+                                                 "cohort (0 skips)")
+    train: bool = Field(True, description="run a tiny LoRA SFT and evaluation on the demo "
+                                          "export")
+    serve: bool = Field(True, description="serve the annotation app when the stages are done")
     host: str = "127.0.0.1"
     port: int = 7860
 
 
-@user_errors
-def demo(
-    config: Path | None = typer.Option(None, "--config", help="YAML file of DemoConfig fields."),
-    model: str | None = typer.Option(None, help=f"Model spec (default {DEFAULT_MODEL})."),
-    cache_dir: str | None = typer.Option(None, help="Model cache directory (must exist)."),
-    db: str | None = typer.Option(None, help="SQLite file (ignored when $DATABASE_URL is set)."),
-    output_dir: str | None = typer.Option(None, help="Where the run's config and summary go."),
-    generate_n: int | None = typer.Option(
-        None, help="Rationales to write with vLLM for the demo cohort (0 skips; default 8)."
-    ),
-    train: bool | None = typer.Option(
-        None, "--train/--no-train", help="Run a tiny LoRA SFT and evaluation on the demo export."
-    ),
-    serve: bool | None = typer.Option(
-        None, "--serve/--no-serve", help="Serve the annotation app when the stages are done."
-    ),
-) -> None:
-    """Run every pipeline stage on the embedded default (SQLite + the bundled model on CPU).
-
-    Example:
-
-        rationale-audit demo --no-serve
-        rationale-audit demo --config demo.yaml
-    """
-    cfg = DemoConfig.load(
-        config, model=model, cache_dir=cache_dir, db=db, output_dir=output_dir,
-        generate_n=generate_n, train=train, serve=serve,
-    )
-    out = echo_config(cfg, cfg.output_dir, command="demo")
-    summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
-
+def _model_stage(cfg: DemoConfig, summary: dict) -> None:
     with console.status("preparing the model") as status:
         started = time.perf_counter()
         resolved = resolve_model(cfg.model, cache_dir=cfg.cache_dir, on_stage=status.update)
@@ -179,6 +146,8 @@ def demo(
                                   "seconds": round(time.perf_counter() - started, 2)}
     console.print(f"[green]✓[/] model {resolved.spec} → {resolved.path}", highlight=False)
 
+
+def _database_stage(cfg: DemoConfig, summary: dict):
     engine = make_engine(database_url(cfg.db))
     check_connection(engine)
     migrate.upgrade(engine)
@@ -186,7 +155,10 @@ def demo(
                                      "revision": migrate.current_revision(engine)}
     console.print(f"[green]✓[/] database {redact(str(engine.url))} at revision "
                   f"{summary['stages']['database']['revision']}", highlight=False)
+    return engine
 
+
+def _cohort_stage(engine, cfg: DemoConfig, summary: dict) -> None:
     with Session(engine) as session:
         existing = session.execute(
             select(Cohort).where(Cohort.name == cfg.cohort_name)).scalars().first()
@@ -208,44 +180,69 @@ def demo(
         highlight=False,
     )
 
+
+def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> int:
+    from generation.rationales import GenerateConfig, generate_rationales
+
+    gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
+                             model=cfg.model, cache_dir=cfg.cache_dir, gold_share=0.25,
+                             batch_size=cfg.generate_n)
+    with console.status(f"writing {cfg.generate_n} rationales with vLLM"):
+        result = generate_rationales(engine, gen_cfg)
+    summary["stages"]["rationales"] = {
+        "run_id": result.run_id, "generated": result.generated, "failed": result.failed,
+        "already_done": result.skipped, "gold_copies": result.gold,
+        "tokens_per_second": round(result.tokens_per_second, 1)}
+    console.print(
+        f"[green]✓[/] rationales: run {result.run_id}, {result.generated} new "
+        f"({result.failed} failed), {result.skipped} already done, {result.gold} gold copies"
+        + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else ""),
+        highlight=False)
+    return result.run_id
+
+
+def _campaigns_stage(engine, run_id: int, out: Path, summary: dict) -> dict:
+    summary["stages"]["campaigns"] = _demo_campaigns(engine, run_id, out)
+    exported = summary["stages"]["campaigns"]["export"]
+    console.print(
+        f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} for the demo accounts; simulated campaign "
+        f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}; "
+        + (f"dataset version {exported['version']} in {exported['path']}"
+           if exported.get("version") else f"no dataset exported ({exported['reason']})"),
+        highlight=False)
+    return exported
+
+
+def _training_stage(engine, version: str, cfg: DemoConfig, out: Path, summary: dict) -> None:
+    with console.status("a tiny LoRA SFT run and its evaluation on CPU"):
+        summary["stages"]["training"] = _demo_training(engine, version, cfg, out)
+    t = summary["stages"]["training"]
+    console.print(
+        f"[green]✓[/] training: run {t['run_id']} (label-only LoRA, {t['steps']} steps) "
+        f"→ test AUROC {t['auroc']} on {t['n_test']} patients; see {t['run_dir']}",
+        highlight=False)
+
+
+@user_errors
+@config_options(DemoConfig)
+def demo(cfg: DemoConfig) -> None:
+    """Run every pipeline stage on the embedded default (SQLite + the bundled model on CPU).
+
+    Example:
+
+        rationale-audit demo --no-serve
+        rationale-audit demo --config demo.yaml
+    """
+    out = echo_config(cfg, cfg.output_dir, command="demo")
+    summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
+    _model_stage(cfg, summary)
+    engine = _database_stage(cfg, summary)
+    _cohort_stage(engine, cfg, summary)
     if cfg.generate_n:
-        from generation.rationales import GenerateConfig, generate_rationales
-
-        gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
-                                 model=cfg.model, cache_dir=cfg.cache_dir, gold_share=0.25,
-                                 batch_size=cfg.generate_n)
-        with console.status(f"writing {cfg.generate_n} rationales with vLLM"):
-            result = generate_rationales(engine, gen_cfg)
-        summary["stages"]["rationales"] = {
-            "run_id": result.run_id, "generated": result.generated, "failed": result.failed,
-            "already_done": result.skipped, "gold_copies": result.gold,
-            "tokens_per_second": round(result.tokens_per_second, 1)}
-        console.print(
-            f"[green]✓[/] rationales: run {result.run_id}, {result.generated} new "
-            f"({result.failed} failed), {result.skipped} already done, {result.gold} gold copies"
-            + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else ""),
-            highlight=False)
-
-    if cfg.generate_n:
-        summary["stages"]["campaigns"] = _demo_campaigns(engine, result.run_id, out)
-        exported = summary["stages"]["campaigns"]["export"]
-        console.print(
-            f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} for the demo accounts; simulated campaign "
-            f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}; "
-            + (f"dataset version {exported['version']} in {exported['path']}"
-               if exported.get("version") else f"no dataset exported ({exported['reason']})"),
-            highlight=False)
-
+        run_id = _rationales_stage(engine, cfg, summary)
+        exported = _campaigns_stage(engine, run_id, out, summary)
         if cfg.train and exported.get("version"):
-            with console.status("a tiny LoRA SFT run and its evaluation on CPU"):
-                summary["stages"]["training"] = _demo_training(engine, exported["version"], cfg,
-                                                               out)
-            t = summary["stages"]["training"]
-            console.print(
-                f"[green]✓[/] training: run {t['run_id']} (label-only LoRA, {t['steps']} steps) "
-                f"→ test AUROC {t['auroc']} on {t['n_test']} patients; see {t['run_dir']}",
-                highlight=False)
-
+            _training_stage(engine, exported["version"], cfg, out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)
     if cfg.serve:

@@ -1,13 +1,13 @@
 """`rationale-audit evaluate`: score a trained run; compare two runs with DeLong's test."""
 
-from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from app.commands.db import open_engine
 from app.commands.train import print_result, say
-from app.common import DbOption, user_errors
+from app.common import DbOption, config_options, user_errors
+from training.evaluate import EvaluateConfig
 
 app = typer.Typer(help="Score runs by P(yes) at the label position and compare them.",
                   no_args_is_help=True)
@@ -16,14 +16,10 @@ console = Console(soft_wrap=True)
 
 @app.command("run")
 @user_errors
+@config_options(EvaluateConfig)
 def run_(
+    cfg: EvaluateConfig,
     run: str = typer.Argument(..., help="Run id, config-hash prefix or run folder."),
-    config: Path | None = typer.Option(None, "--config", help="YAML of EvaluateConfig fields."),
-    split: str | None = typer.Option(None, help="test (default) or validation."),
-    engine: str | None = typer.Option(None, help="auto, vllm or transformers."),
-    limit: int | None = typer.Option(None, help="Score only the first N patients."),
-    threshold: float | None = typer.Option(None, help="P(yes) cut-off for balanced accuracy."),
-    n_bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 1000)."),
     db: DbOption = None,
 ) -> None:
     """Score every patient of the split and store AUROC/AUPRC/Brier with bootstrap CIs.
@@ -36,10 +32,8 @@ def run_(
         rationale-audit evaluate run 3
         rationale-audit evaluate run runs/sft-label-1a2b3c4d5e6f --engine transformers
     """
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.evaluate import evaluate_run
 
-    cfg = EvaluateConfig.load(config, split=split, engine=engine, limit=limit,
-                              threshold=threshold, n_bootstrap=n_bootstrap)
     print_result(evaluate_run(open_engine(db), run, cfg, on_stage=say))
 
 

@@ -374,3 +374,48 @@ def test_export_commands_create_list_show_verify(tmp_path, monkeypatch):
     bad.write_text("campaigns: []\n")
     _one_line_error(runner.invoke(app, ["export", "preview", "--policy", str(bad), "--db", db]),
                     "invalid policy")
+
+
+def test_command_options_come_from_the_config_class(tmp_path):
+    """A field added to a config is an option, with its help, type and default, at once."""
+    from typing import Literal
+
+    import typer
+    from pydantic import Field
+
+    from annotation_db.provenance import CommandConfig
+    from app.common import config_options, user_errors
+
+    class ToyConfig(CommandConfig):
+        dataset: str = Field(description="dataset version name")
+        rank: int = Field(default=16, description="LoRA rank")
+        engine: Literal["vllm", "transformers"] = "vllm"
+        shuffle: bool = True
+        modules: list[str] = ["q_proj"]  # not a scalar: YAML only
+
+    seen = {}
+    toy = typer.Typer()
+
+    @toy.command()
+    @user_errors
+    @config_options(ToyConfig)
+    def run(cfg: ToyConfig, force: bool = typer.Option(False)) -> None:
+        seen.update(cfg=cfg, force=force)
+
+    runner = CliRunner()
+    shown = runner.invoke(toy, ["--help"], env={"COLUMNS": "120"}).output
+    assert "--rank" in shown and "LoRA rank (default 16)" in shown
+    assert "one of vllm, transformers" in shown and "--no-shuffle" in shown
+    assert "--modules" not in shown and "--force" in shown
+    yaml_file = tmp_path / "toy.yaml"
+    yaml_file.write_text("dataset: v1\nrank: 4\nmodules: [k_proj]\n")
+    result = runner.invoke(toy, ["--config", str(yaml_file), "--rank", "8", "--no-shuffle",
+                                 "--force"])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"] == ToyConfig(dataset="v1", rank=8, shuffle=False, modules=["k_proj"])
+    assert seen["force"] is True
+    yaml_file.write_text("dataset: v1\nrnak: 4\n")  # a typo is refused, not ignored
+    refused = runner.invoke(toy, ["--config", str(yaml_file)])
+    assert refused.exit_code == 1 and "rnak" in refused.output
+    wrong = runner.invoke(toy, ["--dataset", "v1", "--engine", "tpu"])
+    assert wrong.exit_code == 1 and "engine" in wrong.output

@@ -15,7 +15,7 @@ from annotation_db import jobs, users
 from annotation_db.models import Job, TrainingRun, User
 from annotation_db.provenance import ConfigError
 from app.jobs import JobRunner, stop_orphan
-from app.runs_ui import build_config
+from app.screens.runs import build_config
 from tests.helpers import PASSWORD, audited_version, client, serving
 
 

@@ -172,3 +172,46 @@ def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():
     assert [vllm_lora_rank(r) for r in (1, 4, 16, 24, 300, 512)] == [1, 8, 16, 32, 320, 512]
     with pytest.raises(ValueError, match="--engine transformers"):
         vllm_lora_rank(1024)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model, vllm_engine):
+    """On CPU the pool loads each merged adapter into the running engine, and the base
+    weights back for a base-model scorer: the same P(yes) as an engine started on the
+    merged folder, and as the untouched base model."""
+    pytest.importorskip("vllm")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from generation.engine import EngineOptions, load_vllm, on_cpu
+    from training.evaluate import ScorerPool, merge_adapter
+    from training.scoring import VLLMScorer
+
+    if not on_cpu():
+        pytest.skip("GPUs serve adapters through LoRARequest, not merged weights")
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(bundled_model.path, dtype=torch.float32)
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear",
+                                              init_lora_weights=False))  # not a no-op
+    adapted.save_pretrained(tmp_path / "adapter")
+    tokenizer = vllm_engine.get_tokenizer()
+    prompts = [tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"Patient {i}: memory complaints. Dementia risk?"}],
+        tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX for i in range(4)]
+    untouched, _ = VLLMScorer(vllm_engine).label_probabilities(prompts)
+
+    pool = ScorerPool("vllm", max_model_len=2048)
+    swapped, _ = pool.scorer(bundled_model, str(tmp_path / "adapter")).label_probabilities(
+        prompts)
+    back, _ = pool.scorer(bundled_model, None).label_probabilities(prompts)
+    assert pool.engines_started == 1
+    pool.close()
+    merged = merge_adapter(bundled_model, str(tmp_path / "adapter"), tmp_path / "merged")
+    fresh = load_vllm(merged, EngineOptions(max_model_len=2048, dtype="float32"))
+    started_on_merged, _ = VLLMScorer(fresh).label_probabilities(prompts)
+    del fresh
+    assert np.abs(swapped - untouched).max() > 1e-3  # the adapter changes the answer
+    assert np.allclose(swapped, started_on_merged, atol=1e-5)
+    assert np.allclose(back, untouched, atol=1e-5)

@@ -189,8 +189,8 @@ def test_config_validation_and_equivalent_command():
     assert cfg.lora_alpha == 16
     assert cfg.cli() == ("rationale-audit train sft --dataset v1 --target rationale-free "
                          "--lora-r 8 --learning-rate 0.0006")
-    assert "--config run.yaml  # with lora_dropout" in SFTRunConfig(
-        dataset="v1", lora_dropout=0.1).cli()
+    assert "--config run.yaml  # with lora_target_modules" in SFTRunConfig(
+        dataset="v1", lora_target_modules=["q_proj"]).cli()
     assert cfg.identity("x") == SFTRunConfig(dataset="v1", target="rationale-free", lora_r=8,
                                              learning_rate=6e-4, runs_dir="elsewhere"
                                              ).identity("x")

@@ -1,0 +1,1 @@
+"""The Gradio app's screens, one module each (see app/ui.py)."""

@@ -1,0 +1,90 @@
+"""The Admin screen: a campaign's progress, agreement and gold accuracy, and publishing a
+verified dataset version (the same code as `rationale-audit export create`)."""
+
+import gradio as gr
+from sqlmodel import Session
+
+from annotation_db import campaigns
+from annotation_db.export import ApprovalPolicy
+from app.auth import ADMIN_ROLES, bound, campaign_of, user_of
+
+POLICY_TEMPLATE = ApprovalPolicy(campaigns=["pilot"]).to_yaml()
+
+
+def campaign_summary(engine, campaign_name: str, request: gr.Request):
+    from annotation_db.agreement import agreement_report
+    from annotation_db.ratings import default_dimensions, load_campaign_ratings
+
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        campaign = campaign_of(s, campaign_name)
+        state = campaigns.status(s, campaign)
+        ratings, gold, _ = load_campaign_ratings(s, campaign.name, include_simulated=True)
+    gold_acc = {}
+    lines = [f"**{state['items']} items**, k = {state['k']}"]
+    if ratings:
+        report = agreement_report(ratings, default_dimensions({r.dimension for r in ratings}),
+                                  replicates=200, seed=0, gold_items=gold)
+        gold_acc = {g["rater"]: g["accuracy"] for g in report["gold_accuracy"]}
+        for section in report["dimensions"][:2]:
+            alpha = section["alpha"]
+            lines.append(f"- {section['dimension']}: α = {alpha['alpha']:.3f} "
+                         f"[{alpha['ci95'][0]:.3f}, {alpha['ci95'][1]:.3f}]"
+                         if alpha.get("computable") and "ci95" in alpha else
+                         f"- {section['dimension']}: α not computable "
+                         f"({alpha.get('reason', section.get('reason'))})")
+    table = [[name, a["done"], a["assigned"], a["skipped"], a["mean_seconds"],
+              gold_acc.get(name)] for name, a in state["annotators"].items()]
+    return "\n".join(lines), table
+
+
+def export_preview(engine, policy_text: str, request: gr.Request):
+    from annotation_db import export
+
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        try:
+            result = export.preview(s, export.ApprovalPolicy.from_text(policy_text or ""))
+        except export.ExportError as exc:
+            raise gr.Error(str(exc)) from None
+    return (f"{result['approved']} of {result['rationales']} rationales pass; failing: "
+            + (", ".join(f"{k} {v}" for k, v in result["failing_by_criterion"].items())
+               or "none"))
+
+
+def export_create(engine, policy_text: str, name: str, request: gr.Request):
+    from annotation_db import export
+    from generation.models import history_counter
+
+    with Session(engine) as s:
+        admin = user_of(s, request, ADMIN_ROLES)
+        try:
+            version = export.create(s, name=(name or "").strip(), policy_text=policy_text,
+                                    created_by=admin.id, counter_for=history_counter)
+        except export.ExportError as exc:
+            raise gr.Error(str(exc)) from None
+    return f"Published {version.name}: sha256 {version.content_hash} → {version.path}"
+
+
+def admin_tab(engine, campaign_dd) -> gr.Tab:
+    """Build the tab (hidden until a role allows) inside the current Blocks; wire it."""
+    with gr.Tab("Admin", visible=False) as tab:
+        summary_btn = gr.Button("Refresh")
+        summary_md = gr.Markdown()
+        summary_table = gr.Dataframe(headers=["annotator", "done", "assigned", "skipped",
+                                              "mean seconds", "gold accuracy"],
+                                     interactive=False)
+        gr.Markdown("### Export a verified dataset version (same code as `export create`)")
+        policy_box = gr.Code(POLICY_TEMPLATE, language="yaml", label="Approval policy")
+        version_name = gr.Textbox(label="Version name")
+        with gr.Row():
+            preview_btn = gr.Button("Preview")
+            export_btn = gr.Button("Create version", variant="primary")
+        export_md = gr.Markdown()
+    summary_btn.click(bound(campaign_summary, engine), campaign_dd, [summary_md, summary_table],
+                      api_name="campaign_summary")
+    preview_btn.click(bound(export_preview, engine), policy_box, export_md,
+                      api_name="export_preview")
+    export_btn.click(bound(export_create, engine), [policy_box, version_name], export_md,
+                     api_name="export_create")
+    return tab

@@ -1,0 +1,346 @@
+"""The Runs screen: dataset versions, launching training jobs, following them, results.
+
+For admins and researchers only (every handler re-checks the role on the server).
+Researchers see dataset versions, runs and results — aggregate agreement and
+pseudonymised ratings, never an annotator's identity. A launch is validated by
+the same typed config the CLI uses, and the equivalent command is shown so the
+run can be repeated elsewhere. Jobs run in the background (:mod:`app.jobs`) and
+their state lives in the database, so a reload loses nothing.
+"""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db import jobs as job_crud
+from annotation_db.models import DatasetVersion, EvaluationResult, Job, TrainingRun
+from annotation_db.provenance import ConfigError
+from app.auth import RESEARCH_ROLES, bound, user_of
+from app.jobs import log_tail
+from generation.models import DEFAULT_MODEL
+from training.grid import format_metric
+
+TARGETS = ["label", "rationale-free", "rationale-stepwise"]
+
+
+GRID_FOLDER = "experiments"
+
+
+def grid_file(grid_path: str, workdir: str | Path) -> Path:
+    """A grid YAML inside ``<workdir>/experiments/`` (relative paths start there)."""
+    if not grid_path or not grid_path.strip():
+        raise ConfigError(f"give the name of a grid YAML file in the server's {GRID_FOLDER}/ "
+                          "folder")
+    root = (Path(workdir) / GRID_FOLDER).resolve()
+    given = Path(grid_path.strip())
+    if given.parts and given.parts[0] == GRID_FOLDER:
+        given = Path(*given.parts[1:])
+    path = (root / given).resolve()
+    if not path.is_relative_to(root) or path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"a grid must be a .yaml file inside the server's {GRID_FOLDER}/ "
+                          f"folder; {grid_path!r} is not")
+    if not path.is_file():
+        raise ConfigError(f"no grid file {GRID_FOLDER}/{path.relative_to(root)} on the server")
+    return path
+
+
+def build_config(kind: str, dataset: str, target: str, base_model: str, lora_r, lr, epochs,
+                 seed, max_steps, k, with_rationales: bool, grid_path: str,
+                 eval_limit, eval_engine: str = "auto", workdir: str | Path = "."
+                 ) -> tuple[dict, str]:
+    """The job's validated config and its equivalent command line.
+
+    ``workdir`` is the job runner's working folder: grid files are read from its
+    ``experiments/`` folder only, so the form cannot be used to read other files."""
+    from training.evaluate import EvaluateConfig
+    from training.fewshot import FewShotConfig
+    from training.grid import ExperimentGrid
+    from training.sft import SFTRunConfig
+
+    limit = int(eval_limit) if eval_limit else None
+    if kind == "sft":
+        cfg = SFTRunConfig.load(
+            None, dataset=dataset or None, target=target, base_model=base_model or None,
+            lora_r=int(lora_r) if lora_r else None, learning_rate=lr or None,
+            num_train_epochs=epochs or None, seed=int(seed) if seed is not None else None,
+            max_steps=int(max_steps) if max_steps else None)
+        evaluate = EvaluateConfig.load(None, limit=limit, engine=eval_engine or None)
+        return ({"config": cfg.model_dump(mode="json"),
+                 "evaluate": evaluate.model_dump(mode="json")}, cfg.cli())
+    if kind == "fewshot":
+        cfg = FewShotConfig.load(None, dataset=dataset or None, k=int(k) if k is not None
+                                 else None, with_rationales=with_rationales,
+                                 base_model=base_model or None, limit=limit,
+                                 engine=eval_engine or None,
+                                 seed=int(seed) if seed is not None else None)
+        command = (f"rationale-audit train fewshot --dataset {cfg.dataset} --k {cfg.k} "
+                   f"--{'with' if cfg.with_rationales else 'without'}-rationales --seed "
+                   f"{cfg.seed}" + (f" --limit {cfg.limit}" if cfg.limit else ""))
+        return {"config": cfg.model_dump(mode="json")}, command
+    if kind == "grid":
+        path = grid_file(grid_path, workdir)
+        cfg = ExperimentGrid.load(path)
+        if Path(cfg.runs_dir).is_absolute() or ".." in Path(cfg.runs_dir).parts:
+            raise ConfigError(f"runs_dir: from the app, a grid writes inside the server's "
+                              f"working folder; give a relative path, not {cfg.runs_dir!r}")
+        relative = path.relative_to(Path(workdir).resolve())
+        return ({"config": cfg.model_dump(mode="json"), "path": str(relative)},
+                f"rationale-audit experiment run {relative}")
+    raise ConfigError(f"kind must be sft, fewshot or grid, not {kind!r}")
+
+
+def list_versions(engine, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        names = list(s.execute(select(DatasetVersion.name).where(
+            DatasetVersion.deleted_at.is_(None)).order_by(DatasetVersion.id)).scalars())
+    return gr.update(choices=names, value=names[-1] if names else None)
+
+
+def show_manifest(engine, name: str, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        version = s.execute(select(DatasetVersion).where(DatasetVersion.name == name)
+                            ).scalars().first()
+        if version is None:
+            return "Choose a dataset version."
+        m = version.manifest
+    agreement = []
+    for campaign, dims in (m.get("agreement") or {}).items():
+        for dim, d in (dims or {}).items():
+            if isinstance(d, dict) and d.get("alpha") is not None:
+                agreement.append(f"{campaign} {dim}: α = {d['alpha']:.2f} "
+                                 f"[{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]")
+    return "\n".join([
+        f"**{m['name']}** — sha256 `{m['content_sha256']}`", "",
+        f"Counts: `{json.dumps(m['counts'])}`", "",
+        f"Decisions: `{json.dumps(m['decisions'])}`", "",
+        "Agreement: " + ("; ".join(agreement) or "–"), "",
+        "Policy:", "```yaml", (m.get("policy_text") or "").strip(), "```"])
+
+
+def check(engine, workdir: Path, kind, dataset, target, base_model, lora_r, lr, epochs, seed,
+          max_steps, k, with_rationales, grid_path, eval_limit, eval_engine,
+          request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+    try:
+        _, command = build_config(kind, dataset, target, base_model, lora_r, lr, epochs,
+                                  seed, max_steps, k, with_rationales, grid_path,
+                                  eval_limit, eval_engine, workdir)
+    except (ConfigError, OSError) as exc:
+        raise gr.Error(str(exc)) from None
+    return f"Valid. Equivalent command:\n\n```\n{command}\n```"
+
+
+def launch(engine, workdir: Path, kind, dataset, target, base_model, lora_r, lr, epochs, seed,
+           max_steps, k, with_rationales, grid_path, eval_limit, eval_engine,
+           request: gr.Request):
+    with Session(engine) as s:
+        user = user_of(s, request, RESEARCH_ROLES)
+        try:
+            config, command = build_config(kind, dataset, target, base_model, lora_r, lr,
+                                           epochs, seed, max_steps, k, with_rationales,
+                                           grid_path, eval_limit, eval_engine, workdir)
+        except (ConfigError, OSError) as exc:
+            raise gr.Error(str(exc)) from None
+        job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user)
+        return (f"Queued job {job.id}. Equivalent command:\n\n```\n{command}\n```",
+                job.id)
+
+
+def list_jobs(engine, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        rows = [[j.id, j.kind, j.status, j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                 j.training_run_id or "", (j.error or "").splitlines()[-1:][0]
+                 if j.error else "", j.command] for j in job_crud.list_jobs(s)]
+    return rows
+
+
+def job_log(engine, job_id, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        if not job_id:
+            return "Choose a job."
+        try:
+            job = job_crud.get_job(s, int(job_id))
+        except job_crud.JobError as exc:
+            raise gr.Error(str(exc)) from None
+        head = f"job {job.id}: {job.status}" + (f" — {job.error}" if job.error else "")
+        return head + "\n\n" + log_tail(job)
+
+
+def cancel(engine, job_id, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        try:
+            job = job_crud.cancel(s, int(job_id or 0))
+        except job_crud.JobError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"job {job.id}: {job.status}"
+
+
+def resume(engine, job_id, request: gr.Request):
+    with Session(engine) as s:
+        user = user_of(s, request, RESEARCH_ROLES)
+        try:
+            job = job_crud.resume(s, int(job_id or 0), user)
+        except job_crud.JobError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"Queued job {job.id}, resuming job {job.resumed_from}", job.id
+
+
+def results(engine, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        rows = []
+        for run, result, version in s.execute(
+                select(TrainingRun, EvaluationResult, DatasetVersion)
+                .join(EvaluationResult, EvaluationResult.training_run_id == TrainingRun.id)
+                .join(DatasetVersion, DatasetVersion.id == TrainingRun.dataset_version_id)
+                .where(EvaluationResult.split == "test").order_by(TrainingRun.id)):
+            m = result.metrics
+            rows.append([run.id, run.kind, run.target, run.config.get("train_size") or "",
+                         run.config.get("seed", ""), result.n, format_metric(m.get("auroc")),
+                         format_metric(m.get("auprc")),
+                         f"{version.name} ({version.content_hash[:12]})", run.run_dir])
+    return rows
+
+
+def compare_runs(engine, run_a, run_b, request: gr.Request):
+    from training.evaluate import compare
+    from training.runs import RunError
+
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+    try:
+        r = compare(engine, str(int(run_a or 0)), str(int(run_b or 0)))
+    except RunError as exc:
+        raise gr.Error(str(exc)) from None
+    return (f"Run {r['run_a']['id']} ({r['run_a']['target']}) AUROC {r['auc1']:.3f} vs run "
+            f"{r['run_b']['id']} ({r['run_b']['target']}) AUROC {r['auc2']:.3f} on "
+            f"{r['n']} patients: difference {r['difference']:+.3f} "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], DeLong p = {r['p_value']:.4g}.")
+
+
+def grid_figure(engine, workdir: Path, job_id, request: gr.Request):
+    with Session(engine) as s:
+        user_of(s, request, RESEARCH_ROLES)
+        job = s.get(Job, int(job_id or 0))
+        if job is None or job.kind != "grid":
+            raise gr.Error("Choose a grid job.")
+        grid = job.config["config"]
+    folder = workdir / grid["runs_dir"] / "experiments" / grid["name"]
+    figure = folder / "auroc_by_size.png"
+    if not figure.exists():
+        raise gr.Error(f"job {job_id} has no figure yet ({figure})")
+    return str(figure.resolve()), (folder / "results.md").read_text()
+
+
+def _launch_layout() -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.version = gr.Dropdown(label="Dataset version", choices=[], allow_custom_value=True)
+        c.versions_btn = gr.Button("Refresh versions")
+    c.manifest = gr.Markdown()
+    gr.Markdown("### Launch")
+    with gr.Row():
+        c.kind = gr.Radio(["sft", "fewshot", "grid"], value="sft", label="Kind")
+        c.target = gr.Dropdown(TARGETS, value="label", label="SFT target")
+        c.base_model = gr.Textbox(label="Base model", value=DEFAULT_MODEL)
+    with gr.Row():
+        c.lora_r = gr.Number(label="LoRA rank", value=16, precision=0)
+        c.lr = gr.Number(label="Learning rate", value=2e-4)
+        c.epochs = gr.Number(label="Epochs", value=2)
+        c.seed = gr.Number(label="Seed", value=0, precision=0)
+        c.max_steps = gr.Number(label="Max steps (0: epochs)", value=0, precision=0)
+    with gr.Row():
+        c.k = gr.Number(label="Few-shot k", value=4, precision=0)
+        c.with_rationales = gr.Checkbox(label="Demonstrations with rationales", value=True)
+        c.grid_path = gr.Textbox(label="Grid YAML (file in the server's experiments/ folder)")
+        c.eval_limit = gr.Number(label="Score first N test patients (0: all)", value=0,
+                                 precision=0)
+        c.eval_engine = gr.Dropdown(["auto", "vllm", "transformers"], value="auto",
+                                    label="Scoring engine")
+    with gr.Row():
+        c.check_btn = gr.Button("Check")
+        c.launch_btn = gr.Button("Launch", variant="primary")
+    c.launch_md = gr.Markdown()
+    return c
+
+
+def _jobs_layout(c: SimpleNamespace) -> None:
+    gr.Markdown("### Jobs")
+    c.jobs_table = gr.Dataframe(headers=["job", "kind", "status", "created", "run", "error",
+                                         "command"], interactive=False)
+    with gr.Row():
+        c.job_id = gr.Number(label="Job", precision=0)
+        c.log_btn = gr.Button("Show log")
+        c.cancel_btn = gr.Button("Cancel job", variant="stop")
+        c.resume_btn = gr.Button("Resume job")
+    c.job_md = gr.Markdown()
+    c.log_box = gr.Textbox(label="Log (last lines)", lines=12, max_lines=20)
+    c.timer = gr.Timer(2.0, active=False)  # started when the tab is opened
+
+
+def _results_layout(c: SimpleNamespace) -> None:
+    gr.Markdown("### Results (test split)")
+    c.results_btn = gr.Button("Refresh results")
+    c.results_table = gr.Dataframe(headers=["run", "kind", "target", "size", "seed", "n",
+                                            "AUROC [95% CI]", "AUPRC [95% CI]",
+                                            "dataset version", "run folder"], interactive=False)
+    with gr.Row():
+        c.run_a = gr.Number(label="Run A", precision=0)
+        c.run_b = gr.Number(label="Run B", precision=0)
+        c.compare_btn = gr.Button("Compare (DeLong)")
+    c.compare_md = gr.Markdown()
+    with gr.Row():
+        c.figure_btn = gr.Button("Show grid figure for the job above")
+    c.figure = gr.Image(label="AUROC by target and size", type="filepath")
+    c.grid_md = gr.Markdown()
+
+
+def _wire(tab: gr.Tab, c: SimpleNamespace, engine, workdir: Path) -> None:
+    form = [c.kind, c.version, c.target, c.base_model, c.lora_r, c.lr, c.epochs, c.seed,
+            c.max_steps, c.k, c.with_rationales, c.grid_path, c.eval_limit, c.eval_engine]
+    versions = bound(list_versions, engine)
+    tab.select(versions, None, c.version, api_name="runs_versions")
+    tab.select(lambda: gr.Timer(active=True), None, c.timer, api_name=False)
+    c.versions_btn.click(versions, None, c.version, api_name="runs_versions_refresh")
+    c.version.change(bound(show_manifest, engine), c.version, c.manifest,
+                     api_name="runs_manifest")
+    c.check_btn.click(bound(check, engine, workdir), form, c.launch_md, api_name="runs_check")
+    c.launch_btn.click(bound(launch, engine, workdir), form, [c.launch_md, c.job_id],
+                       api_name="runs_launch")
+    jobs = bound(list_jobs, engine)
+    c.timer.tick(jobs, None, c.jobs_table, api_name="runs_jobs_tick", show_progress="hidden")
+    log = bound(job_log, engine)
+    c.log_btn.click(log, c.job_id, c.log_box, api_name="runs_log")
+    c.timer.tick(log, c.job_id, c.log_box, api_name="runs_log_tick", show_progress="hidden")
+    c.cancel_btn.click(bound(cancel, engine), c.job_id, c.job_md, api_name="runs_cancel")
+    c.resume_btn.click(bound(resume, engine), c.job_id, [c.job_md, c.job_id],
+                       api_name="runs_resume")
+    c.results_btn.click(bound(results, engine), None, c.results_table, api_name="runs_results")
+    c.compare_btn.click(bound(compare_runs, engine), [c.run_a, c.run_b], c.compare_md,
+                        api_name="runs_compare")
+    c.figure_btn.click(bound(grid_figure, engine, workdir), c.job_id, [c.figure, c.grid_md],
+                       api_name="runs_figure")
+    gr.on([c.launch_btn.click], jobs, None, c.jobs_table, api_name="runs_jobs")
+
+
+def runs_tab(engine, workdir: str | Path | None = None) -> gr.Tab:
+    """Build the tab (hidden until a role allows) inside the current Blocks; wire it.
+
+    ``workdir`` is where the job runner starts jobs (relative run folders live there)."""
+    workdir = Path(workdir or Path.cwd()).resolve()
+    with gr.Tab("Runs", visible=False) as tab:
+        c = _launch_layout()
+        _jobs_layout(c)
+        _results_layout(c)
+    _wire(tab, c, engine, workdir)
+    return tab
