@@ -9,6 +9,9 @@ a temporary database: template-teacher rationales, simulated ratings), the same 
 
 - TRL's SFTTrainer in fp32, and under bf16 autocast where the CPU computes bf16
   natively (AVX512-BF16 or AMX; ``--bf16 always`` measures the emulated case too);
+- on CPU, the project's trainer (``training.sft.logits_loss_trainer``: TRL with the
+  loss from the model's own cross-entropy instead of TRL's fused LM-head kernel, which
+  runs as Python tiles without Triton), against TRL's in the same run;
 - the share of padding tokens in one epoch's batches, grouped by length (the
   project's default) against random order, as the trainer builds them;
 - a lean hand-written PyTorch loop (``--lean``), the reference TRL was chosen against.
@@ -107,7 +110,7 @@ def lean(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device) -> 
 
 
 def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
-        autocast: bool = False) -> float:
+        autocast: bool = False, logits_loss: bool = False) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -127,9 +130,12 @@ def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
                      bf16=dtype == torch.bfloat16 or autocast,
                      use_cpu=device == "cpu", gradient_checkpointing=False, seed=0,
                      dataloader_num_workers=0, disable_tqdm=True, warmup_steps=0)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
-                         args=args, processing_class=tokenizer, peft_config=lora_config(rank),
-                         train_dataset=Dataset.from_list(rows), callbacks=[Clock()])
+    from training.sft import logits_loss_trainer
+
+    trainer_cls = logits_loss_trainer() if logits_loss else SFTTrainer
+    trainer = trainer_cls(model=AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
+                          args=args, processing_class=tokenizer, peft_config=lora_config(rank),
+                          train_dataset=Dataset.from_list(rows), callbacks=[Clock()])
     trainer.train()
     # The trainer shuffles; on equal-length-ish rows the mean tokens per step is the same.
     mean_tokens = sum(len(r["input_ids"]) for r in rows) / len(rows) * batch
@@ -158,7 +164,7 @@ def padding_shares(model_path, tokenizer, rows, batch, out) -> dict[str, float]:
 
 
 def main() -> None:
-    from training.sft import cpu_has_native_bf16
+    from generation.engine import cpu_has_native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -190,6 +196,12 @@ def main() -> None:
                 trl(*common, torch.bfloat16, device, Path(tmp) / "bf16"), 1)
         result["trl_fp32_tokens_per_second"] = round(
             trl(*common, torch.float32, device, Path(tmp) / "fp32"), 1)
+        if device == "cpu":  # what training.sft trains with on CPU
+            result["project_fp32_tokens_per_second"] = round(
+                trl(*common, torch.float32, device, Path(tmp) / "logits", logits_loss=True), 1)
+            result["project_over_trl_fp32"] = round(
+                result["project_fp32_tokens_per_second"] / result["trl_fp32_tokens_per_second"],
+                3)
         if device == "cpu" and (args.bf16 == "always" or (args.bf16 == "native" and native)):
             result["trl_bf16_autocast_tokens_per_second"] = round(
                 trl(*common, torch.float32, device, Path(tmp) / "bf16", autocast=True), 1)

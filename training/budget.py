@@ -87,7 +87,7 @@ def estimate(data, grid, throughput: Throughput, tokens: dict) -> list[dict]:
 
     split = CohortConfig(n=data.n).split_fractions
     n_val, n_test = round(data.n * split[1]), round(data.n * split[2])
-    limit = grid.evaluation.get("limit")
+    limit = grid.evaluation.limit
     if limit:
         n_val, n_test = min(n_val, limit), min(n_test, limit)
     t = throughput

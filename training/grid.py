@@ -81,8 +81,9 @@ class ExperimentGrid(CommandConfig):
     base_models: list[str] = [DEFAULT_MODEL]
     sft: SFTFactors | None = SFTFactors()
     fewshot: FewShotFactors | None = FewShotFactors()
-    evaluation: dict[str, Any] = Field(default_factory=dict,
-                                       description="EvaluateConfig fields (split is set here)")
+    evaluation: EvaluateConfig = Field(
+        default_factory=EvaluateConfig,
+        description="how every run is scored (EvaluateConfig fields; the split is set per use)")
     baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
                                              "records as a non-LLM reference")
     runs_dir: str = "runs"
@@ -110,8 +111,10 @@ class ExperimentGrid(CommandConfig):
     def fewshot_runs(self) -> list[FewShotConfig]:
         if self.fewshot is None:
             return []
-        evaluation = {k: v for k, v in self.evaluation.items()
-                      if k in FewShotConfig.model_fields and k != "split"}
+        # the scoring settings given in the grid, where few-shot has the same field
+        evaluation = {k: v for k, v in self.evaluation.model_dump(
+            include=self.evaluation.model_fields_set).items()
+            if k in FewShotConfig.model_fields and k != "split"}
         out = []
         for model, k, with_r, seed in itertools.product(
                 self.base_models, self.fewshot.ks, self.fewshot.with_rationales,
@@ -123,7 +126,7 @@ class ExperimentGrid(CommandConfig):
         return out
 
     def evaluate_config(self, split: str) -> EvaluateConfig:
-        return EvaluateConfig(**{**self.evaluation, "split": split})
+        return self.evaluation.model_copy(update={"split": split})
 
     def size(self) -> dict[str, int]:
         cells = self.sft_cells()
@@ -145,8 +148,7 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     """
     say = on_stage or (lambda _: None)
     tick = on_run or (lambda: None)
-    pool = ScorerPool(grid.evaluation.get("engine", "auto"),
-                      grid.evaluation.get("batch_size", 8),
+    pool = ScorerPool(grid.evaluation.engine, grid.evaluation.batch_size,
                       max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16)
     # few-shot scores the base model: the SFT engine serves it when the kind is the same
     # (on CPU it loads the base weights back in place)

@@ -73,10 +73,8 @@ class TransformersScorer:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from generation.engine import reclaim_torch_threads
         from generation.models import load_tokenizer
 
-        reclaim_torch_threads()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) \
             if dtype == "auto" else getattr(torch, dtype)

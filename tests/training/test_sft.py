@@ -211,20 +211,33 @@ def test_config_validation_and_equivalent_command():
         SFTRunConfig.load(None, dataset="v1", target="rationale")
 
 
-def test_training_reclaims_the_cores_a_vllm_engine_took(monkeypatch):
-    """An in-process vLLM engine leaves torch on one thread; training takes them back."""
-    import os
 
+def test_the_cpu_trainer_computes_trls_loss(study, tiny_model):
+    """On CPU the loss comes from the model's own cross-entropy instead of TRL's fused
+    LM-head kernel (much slower without Triton); on the same batch the loss is TRL's."""
     import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
 
-    from generation.engine import reclaim_torch_threads
+    from training.sft import logits_loss_trainer
 
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        torch.set_num_threads(1)  # what vllm.utils.torch_utils does when an engine starts
-        assert reclaim_torch_threads() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # an explicit setting wins
-        assert reclaim_torch_threads() == 1 == torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+    engine, root = study
+    tokenizer = load_tokenizer(tiny_model)
+    rows = [tokenize_row(tokenizer, row, 384) for row in _rows(engine)[:4]]
+    for row in rows:
+        row.pop("truncated")
+    losses = []
+    for cls in (SFTTrainer, logits_loss_trainer()):
+        torch.manual_seed(0)
+        args = SFTConfig(output_dir=str(root / cls.__name__), max_length=None,
+                         completion_only_loss=True, loss_type="nll", report_to="none",
+                         use_cpu=True, per_device_train_batch_size=4, disable_tqdm=True)
+        trainer = cls(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args,
+                      processing_class=tokenizer, train_dataset=Dataset.from_list(rows))
+        batch = next(iter(trainer.get_train_dataloader()))
+        n_items = int((batch["labels"][:, 1:] != IGNORE).sum())
+        with torch.no_grad():
+            losses.append(float(trainer.compute_loss(trainer.model, batch,
+                                                     num_items_in_batch=n_items)))
+    assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-5)
