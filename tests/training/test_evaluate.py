@@ -176,10 +176,10 @@ def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model, vllm_engine):
+def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model):
     """On CPU the pool loads each merged adapter into the running engine, and the base
     weights back for a base-model scorer: the same P(yes) as an engine started on the
-    merged folder, and as the untouched base model."""
+    merged folder, and as the base model before the swap."""
     pytest.importorskip("vllm")
     import torch
     from peft import LoraConfig, get_peft_model
@@ -196,13 +196,13 @@ def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model, 
     adapted = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear",
                                               init_lora_weights=False))  # not a no-op
     adapted.save_pretrained(tmp_path / "adapter")
-    tokenizer = vllm_engine.get_tokenizer()
+    tokenizer = load_tokenizer(bundled_model.path)
     prompts = [tokenizer.apply_chat_template(
         [{"role": "user", "content": f"Patient {i}: memory complaints. Dementia risk?"}],
         tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX for i in range(4)]
-    untouched, _ = VLLMScorer(vllm_engine).label_probabilities(prompts)
 
     pool = ScorerPool("vllm", max_model_len=2048)
+    before, _ = pool.scorer(bundled_model, None).label_probabilities(prompts)
     swapped, _ = pool.scorer(bundled_model, str(tmp_path / "adapter")).label_probabilities(
         prompts)
     back, _ = pool.scorer(bundled_model, None).label_probabilities(prompts)
@@ -212,6 +212,6 @@ def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model, 
     fresh = load_vllm(merged, EngineOptions(max_model_len=2048, dtype="float32"))
     started_on_merged, _ = VLLMScorer(fresh).label_probabilities(prompts)
     del fresh
-    assert np.abs(swapped - untouched).max() > 1e-3  # the adapter changes the answer
+    assert np.abs(swapped - before).max() > 1e-3  # the adapter changes the answer
     assert np.allclose(swapped, started_on_merged, atol=1e-5)
-    assert np.allclose(back, untouched, atol=1e-5)
+    assert np.allclose(back, before, atol=1e-5)
