@@ -25,6 +25,7 @@ from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
 from app.common import config_options, user_errors
+from app.quiet import libraries_to_log
 from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, history_counter, resolve_model
 
@@ -133,6 +134,8 @@ class DemoConfig(CommandConfig):
     train: bool = Field(True, description="run a tiny LoRA SFT and evaluation on the demo "
                                           "export")
     serve: bool = Field(True, description="serve the annotation app when the stages are done")
+    verbose: bool = Field(False, description="show the libraries' own output (vLLM, "
+                                             "transformers, torch) instead of logging it")
     host: str = "127.0.0.1"
     port: int = 7860
 
@@ -235,14 +238,18 @@ def demo(cfg: DemoConfig) -> None:
     """
     out = echo_config(cfg, cfg.output_dir, command="demo")
     summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
-    _model_stage(cfg, summary)
-    engine = _database_stage(cfg, summary)
-    _cohort_stage(engine, cfg, summary)
-    if cfg.generate_n:
-        run_id = _rationales_stage(engine, cfg, summary)
-        exported = _campaigns_stage(engine, run_id, out, summary)
-        if cfg.train and exported.get("version"):
-            _training_stage(engine, exported["version"], cfg, out, summary)
+    log = out / "libraries.log"
+    if not cfg.verbose:
+        console.print(f"library output (vLLM, transformers, torch): {log}", highlight=False)
+    with libraries_to_log(console, log, cfg.verbose):
+        _model_stage(cfg, summary)
+        engine = _database_stage(cfg, summary)
+        _cohort_stage(engine, cfg, summary)
+        if cfg.generate_n:
+            run_id = _rationales_stage(engine, cfg, summary)
+            exported = _campaigns_stage(engine, run_id, out, summary)
+            if cfg.train and exported.get("version"):
+                _training_stage(engine, exported["version"], cfg, out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"Run record: {out}/config.yaml, provenance.json, summary.json", highlight=False)
     if cfg.serve:

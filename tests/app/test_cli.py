@@ -122,7 +122,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     env = {**os.environ, "RATIONALE_AUDIT_CACHE_DIR": str(model_cache)}
     env.pop("DATABASE_URL", None)
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    def run_demo(output_dir: str) -> None:
+    def run_demo(output_dir: str) -> list[str]:
         completed = subprocess.run(
             [sys.executable, "-m", "app.cli", "demo", "--no-serve",
              "--db", str(tmp_path / "demo.sqlite"), "--output-dir", str(tmp_path / output_dir)],
@@ -130,9 +130,14 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
             cwd=Path(__file__).resolve().parents[2],
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
+        return (completed.stdout + completed.stderr).splitlines()
 
-    run_demo("out")
+    printed = run_demo("out")
     out = tmp_path / "out"
+    # a quiet console: one line per stage; the libraries' own output is in a named log
+    assert len(printed) < 40, printed
+    assert any(str(out / "libraries.log") in line for line in printed)
+    assert "Loading safetensors" in (out / "libraries.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns",
                                       "training"}

@@ -1,0 +1,46 @@
+"""A quiet console: the libraries' own output goes to a log file, ours to the terminal.
+
+vLLM and transformers log at INFO, torch's C++ layer prints warnings, and progress
+bars for weight loading go to stderr — about thirty lines per engine start. While a
+command's stages run, :func:`libraries_to_log` points the process's stdout and
+stderr (file descriptors 1 and 2, so C++ output is caught too) at a log file and
+keeps the command's rich console on the terminal. ``--verbose`` leaves everything
+on the terminal.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+
+@contextmanager
+def libraries_to_log(console: Console, log_path: Path, verbose: bool = False) -> Iterator[Path]:
+    """Within the block, everything but ``console`` writes to ``log_path`` (appended)."""
+    if verbose:
+        yield log_path
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal_out, terminal_err = os.dup(1), os.dup(2)
+    previous_file = console.file
+    terminal = os.fdopen(os.dup(terminal_out), "w", buffering=1)
+    console.file = terminal
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log_path
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(terminal_out, 1)
+            os.dup2(terminal_err, 2)
+            os.close(terminal_out)
+            os.close(terminal_err)
+            console.file = previous_file
+            terminal.close()
