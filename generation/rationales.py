@@ -90,6 +90,7 @@ class RunSummary:
     tokens: int
     seconds: float
     gold: int = 0
+    retried: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -152,8 +153,14 @@ def generate_rationales(
     *,
     backend: Backend | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
+    retry_failed: bool = False,
 ) -> RunSummary:
-    """Generate (or finish generating) the rationales of one run; see the module doc."""
+    """Generate (or finish generating) the rationales of one run; see the module doc.
+
+    ``retry_failed`` gives the patients whose rationale is stored as ``failed`` another
+    full set of attempts in the same run: their failed rows are removed (campaigns only
+    ever hold ``ok`` rationales) and the run's ``stats.retried`` counts them.
+    """
     template = template_for(cfg.mode, cfg.format, cfg.prompt_version)
     model = (teacher_model() if cfg.backend == "template"
              else resolve_model(cfg.model, cache_dir=cfg.cache_dir))
@@ -180,12 +187,13 @@ def generate_rationales(
             session.add(run)
         session.commit()
         run_id = run.id
+        retried = _drop_failed(session, run) if retry_failed else 0
         done = set(session.execute(select(Rationale.patient_id).where(
             Rationale.run_id == run_id, Rationale.variant == "original")).scalars())
         todo = [(p.id, cohort_crud.patient_record(session, p)) for p in patients
                 if p.id not in done]
 
-    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0)
+    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0, retried=retried)
     if todo and backend is None:
         backend = make_backend(cfg.backend, model, server_url=cfg.server_url,
                                options=EngineOptions(max_model_len=cfg.max_model_len,
@@ -209,6 +217,20 @@ def generate_rationales(
         summary.gold = add_gold_copies(engine, run_id, cfg.gold_share, cfg.seed)
     _finish(engine, run_id, sessions_increment=1 if todo else 0)
     return summary
+
+
+def _drop_failed(session: Session, run: GenerationRun) -> int:
+    """Remove a run's failed originals (in the caller's transaction); returns how many."""
+    failed = list(session.execute(select(Rationale).where(
+        Rationale.run_id == run.id, Rationale.variant == "original",
+        Rationale.status == "failed")).scalars())
+    for row in failed:
+        session.delete(row)
+    if failed:
+        run.stats = {**(run.stats or {}), "retried": (run.stats or {}).get("retried", 0)
+                     + len(failed)}
+    session.commit()
+    return len(failed)
 
 
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,

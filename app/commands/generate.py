@@ -1,5 +1,6 @@
 """`rationale-audit generate`: write grounded rationales with vLLM, a server or transformers."""
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -12,15 +13,23 @@ console = Console(soft_wrap=True)
 
 @user_errors
 @config_options(GenerateConfig)
-def generate(cfg: GenerateConfig, db: DbOption = None) -> None:
+def generate(
+    cfg: GenerateConfig,
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Give the patients stored as failed in this run another "
+        "full set of attempts (same run; their failed rows are replaced)."),
+    db: DbOption = None,
+) -> None:
     """Generate grounded rationales that cite each patient's evidence ids.
 
-    Re-running the same command resumes the same run: finished patients are skipped.
+    Re-running the same command resumes the same run: finished patients are skipped,
+    and so are failed ones unless --retry-failed is given.
 
     Example:
 
         rationale-audit generate --split train --n 500 --mode label-conditioned --format free
         rationale-audit generate --n 64 --server-url http://127.0.0.1:8000/v1
+        rationale-audit generate --split train --n 500 --retry-failed
     """
     engine = open_engine(db)
     progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
@@ -36,10 +45,12 @@ def generate(cfg: GenerateConfig, db: DbOption = None) -> None:
             rate = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0
             progress.update(task, advance=patients, rate=f"{rate:.0f} tok/s")
 
-        summary = generate_rationales(engine, cfg, on_progress=advance)
+        summary = generate_rationales(engine, cfg, on_progress=advance,
+                                      retry_failed=retry_failed)
     console.print(
         f"run {summary.run_id}: {summary.generated} generated ({summary.failed} failed), "
         f"{summary.skipped} already done"
+        + (f", {summary.retried} failed ones retried" if summary.retried else "")
         + (f", {summary.gold} gold copies" if summary.gold else "")
         + (f" · {summary.tokens} tokens in {summary.seconds:.1f} s "
            f"({summary.tokens_per_second:.0f} tok/s)" if summary.tokens else ""),

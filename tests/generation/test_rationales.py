@@ -92,6 +92,33 @@ def test_invalid_output_is_retried_then_stored_as_failed_with_raw_text(engine_wi
     assert "cut off at max_tokens" in failed[0].grounding["error"]
 
 
+
+def test_retry_failed_reruns_only_the_failed_items_in_the_same_run(engine_with_cohort):
+    failing = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
+                                  backend=ScriptedBackend(garbage=True))
+    assert failing.failed == 2
+    plain = generate_rationales(engine_with_cohort, GenerateConfig(n=3, retries=0),
+                                backend=ScriptedBackend(garbage=True))  # another run
+    resumed = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
+                                  backend=ScriptedBackend())
+    assert resumed.run_id == failing.run_id and resumed.generated == 0  # failed stay failed
+    retried = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
+                                  backend=ScriptedBackend(), retry_failed=True)
+    assert retried.run_id == failing.run_id and retried.retried == 2 and retried.generated == 2
+    with Session(engine_with_cohort) as session:
+        rows = session.execute(select(Rationale).where(
+            Rationale.variant == "original")).scalars().all()
+        run = session.get(GenerationRun, failing.run_id)
+        assert run.stats["retried"] == 2
+    mine = [r for r in rows if r.run_id == failing.run_id]
+    assert sorted(r.status for r in mine) == ["ok", "ok"]
+    assert len({r.patient_id for r in mine}) == 2  # one original per patient: no duplicates
+    other = [r for r in rows if r.run_id == plain.run_id]
+    assert len(other) == 3 and all(r.status == "failed" for r in other)  # untouched
+    again = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
+                                backend=ScriptedBackend(), retry_failed=True)
+    assert again.retried == 0 and again.generated == 0
+
 def test_stored_rationales_carry_grounding_and_gold_copies_are_flagged(engine_with_cohort):
     summary = generate_rationales(engine_with_cohort, GenerateConfig(n=6, gold_share=1.0),
                                   backend=ScriptedBackend())
