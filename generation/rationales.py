@@ -187,13 +187,13 @@ def generate_rationales(
             session.add(run)
         session.commit()
         run_id = run.id
-        retried = _drop_failed(session, run) if retry_failed else 0
+        prior = _drop_failed(session, run) if retry_failed else {}
         done = set(session.execute(select(Rationale.patient_id).where(
             Rationale.run_id == run_id, Rationale.variant == "original")).scalars())
         todo = [(p.id, cohort_crud.patient_record(session, p)) for p in patients
                 if p.id not in done]
 
-    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0, retried=retried)
+    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0, retried=len(prior))
     if todo and backend is None:
         backend = make_backend(cfg.backend, model, server_url=cfg.server_url,
                                options=EngineOptions(max_model_len=cfg.max_model_len,
@@ -201,7 +201,8 @@ def generate_rationales(
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start:start + cfg.batch_size]
         started = time.perf_counter()
-        rows, tokens, attempts = _generate_batch(backend, batch, template, cfg, params, run_id)
+        rows, tokens, attempts = _generate_batch(backend, batch, template, cfg, params, run_id,
+                                                 prior)
         seconds = time.perf_counter() - started
         written = _store(engine, rows)
         failures = sum(r.status == "failed" for r in written)
@@ -219,22 +220,26 @@ def generate_rationales(
     return summary
 
 
-def _drop_failed(session: Session, run: GenerationRun) -> int:
-    """Remove a run's failed originals (in the caller's transaction); returns how many."""
+def _drop_failed(session: Session, run: GenerationRun) -> dict[int, int]:
+    """Remove a run's failed originals; returns each such patient's attempts so far, so
+    that its new attempts continue the sequence (new seeds, the retry temperature)
+    instead of replaying the ones that failed."""
     failed = list(session.execute(select(Rationale).where(
         Rationale.run_id == run.id, Rationale.variant == "original",
         Rationale.status == "failed")).scalars())
+    prior = {row.patient_id: row.attempts or 0 for row in failed}
     for row in failed:
         session.delete(row)
     if failed:
         run.stats = {**(run.stats or {}), "retried": (run.stats or {}).get("retried", 0)
                      + len(failed)}
     session.commit()
-    return len(failed)
+    return prior
 
 
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
-                    cfg: GenerateConfig, params: SamplingConfig, run_id: int
+                    cfg: GenerateConfig, params: SamplingConfig, run_id: int,
+                    prior_attempts: dict[int, int] | None = None
                     ) -> tuple[list[Rationale], int, int]:
     from annotation_db.render import render_compact
     from generation.models import history_counter
@@ -256,17 +261,20 @@ def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: P
             "shown": {**visible, "items": [i for i in record["items"] if i["id"] in shown]},
             "schema": json_schema(ids, cfg.format),
             "messages": template.messages(record, history=rendered.text),
-            "attempts": 0, "output": None, "raw": "", "error": None,
+            "attempts": (prior_attempts or {}).get(patient_id, 0), "output": None, "raw": "",
+            "error": None,
         }
     tokens = attempts = 0
     pending = list(states)
     for attempt in range(cfg.retries + 1):
         if not pending:
             break
-        temperature = params.temperature if attempt == 0 else params.retry_temperature
+        # a retried patient's attempts continue where its failed ones stopped
+        numbers = {p: (prior_attempts or {}).get(p, 0) + attempt for p in pending}
         requests = [ChatRequest(states[p]["messages"], states[p]["schema"],
-                                seed=_patient_seed(cfg.seed, p, attempt), temperature=temperature,
-                                record=states[p]["shown"])
+                                seed=_patient_seed(cfg.seed, p, numbers[p]),
+                                temperature=params.temperature if numbers[p] == 0
+                                else params.retry_temperature, record=states[p]["shown"])
                     for p in pending]
         completions = backend.complete(requests, params)
         still = []

@@ -66,8 +66,14 @@ class EvaluateConfig(CommandConfig):
         """Hash of the settings that change the numbers.
 
         Stored with each result, so a grid re-scores a run whose stored result was
-        made with other settings (say, a ``limit`` from a quick check in the app)."""
-        return self.content_hash()[:16]
+        made with other settings (say, a ``limit`` from a quick check in the app).
+        Written as compact JSON, as stored results have always been keyed, so results
+        scored before ``stable_hash`` are still found."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.identity_data(), sort_keys=True,
+                                         separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -236,6 +242,7 @@ class ScorerPool:
             folder = merge_adapter(model, adapter_path, Path(self._merged_dir.name)).path
         else:
             self._merged_dir = None
+        self._weights = "unknown"  # until the reload has succeeded
         llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
         llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
         self._weights = wanted

@@ -111,10 +111,10 @@ class ExperimentGrid(CommandConfig):
     def fewshot_runs(self) -> list[FewShotConfig]:
         if self.fewshot is None:
             return []
-        # the scoring settings given in the grid, where few-shot has the same field
-        evaluation = {k: v for k, v in self.evaluation.model_dump(
-            include=self.evaluation.model_fields_set).items()
-            if k in FewShotConfig.model_fields and k != "split"}
+        # the grid's scoring settings, where few-shot has a field of the same meaning (its
+        # seed draws the demonstrations and the split is its own)
+        evaluation = {k: v for k, v in self.evaluation.model_dump().items()
+                      if k in FewShotConfig.model_fields and k not in ("split", "seed")}
         out = []
         for model, k, with_r, seed in itertools.product(
                 self.base_models, self.fewshot.ks, self.fewshot.with_rationales,

@@ -130,7 +130,11 @@ class SFTRunConfig(CommandConfig):
             if key not in options:
                 in_yaml.append(key)
                 continue
-            parts.append(f"--{key.replace('_', '-')} {value}")
+            flag = f"--{key.replace('_', '-')}"
+            if options[key][0] is bool:  # a flag pair: --name / --no-name
+                parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+            else:
+                parts.append(f"{flag} {value}")
         if in_yaml:
             parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
         return " ".join(parts)

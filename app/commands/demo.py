@@ -25,7 +25,7 @@ from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
 from app.common import config_options, user_errors
-from app.quiet import libraries_to_log
+from app.quiet import StageStatus, libraries_to_log
 from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, history_counter, resolve_model
 
@@ -141,7 +141,7 @@ class DemoConfig(CommandConfig):
 
 
 def _model_stage(cfg: DemoConfig, summary: dict) -> None:
-    with console.status("preparing the model") as status:
+    with StageStatus(console, "preparing the model") as status:
         started = time.perf_counter()
         resolved = resolve_model(cfg.model, cache_dir=cfg.cache_dir, on_stage=status.update)
     summary["stages"]["model"] = {"spec": resolved.spec, "path": resolved.path,
@@ -190,7 +190,7 @@ def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> int:
     gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
                              model=cfg.model, cache_dir=cfg.cache_dir, gold_share=0.25,
                              batch_size=cfg.generate_n)
-    with console.status(f"writing {cfg.generate_n} rationales with vLLM"):
+    with StageStatus(console, f"writing {cfg.generate_n} rationales with vLLM"):
         result = generate_rationales(engine, gen_cfg)
     summary["stages"]["rationales"] = {
         "run_id": result.run_id, "generated": result.generated, "failed": result.failed,
@@ -217,7 +217,7 @@ def _campaigns_stage(engine, run_id: int, out: Path, summary: dict) -> dict:
 
 
 def _training_stage(engine, version: str, cfg: DemoConfig, out: Path, summary: dict) -> None:
-    with console.status("a tiny LoRA SFT run and its evaluation on CPU"):
+    with StageStatus(console, "a tiny LoRA SFT run and its evaluation on CPU"):
         summary["stages"]["training"] = _demo_training(engine, version, cfg, out)
     t = summary["stages"]["training"]
     console.print(

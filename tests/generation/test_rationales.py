@@ -102,6 +102,20 @@ def test_retry_failed_reruns_only_the_failed_items_in_the_same_run(engine_with_c
     resumed = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
                                   backend=ScriptedBackend())
     assert resumed.run_id == failing.run_id and resumed.generated == 0  # failed stay failed
+    class Recording(ScriptedBackend):
+        def complete(self, requests, params):
+            self.seen = [(r.seed, r.temperature) for r in requests]
+            return super().complete(requests, params)
+
+    first_try = Recording(garbage=True)
+    generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0, seed=9),
+                        backend=first_try)  # a third run, to see what a retry asks for
+    retry = Recording()
+    generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0, seed=9),
+                        backend=retry, retry_failed=True)
+    # the retry continues the attempt sequence: new seeds, the retry temperature
+    assert not set(retry.seen) & set(first_try.seen)
+    assert {t for _, t in retry.seen} == {GenerateConfig().retry_temperature}
     retried = generate_rationales(engine_with_cohort, GenerateConfig(n=2, retries=0),
                                   backend=ScriptedBackend(), retry_failed=True)
     assert retried.run_id == failing.run_id and retried.retried == 2 and retried.generated == 2
@@ -112,6 +126,7 @@ def test_retry_failed_reruns_only_the_failed_items_in_the_same_run(engine_with_c
         assert run.stats["retried"] == 2
     mine = [r for r in rows if r.run_id == failing.run_id]
     assert sorted(r.status for r in mine) == ["ok", "ok"]
+    assert all(r.attempts == 2 for r in mine)  # the failed attempt, then the retry
     assert len({r.patient_id for r in mine}) == 2  # one original per patient: no duplicates
     other = [r for r in rows if r.run_id == plain.run_id]
     assert len(other) == 3 and all(r.status == "failed" for r in other)  # untouched

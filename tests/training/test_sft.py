@@ -191,6 +191,8 @@ def test_config_validation_and_equivalent_command():
                          "--lora-r 8 --learning-rate 0.0006")
     assert "--config run.yaml  # with lora_target_modules" in SFTRunConfig(
         dataset="v1", lora_target_modules=["q_proj"]).cli()
+    assert SFTRunConfig(dataset="v1", group_by_length=False).cli().endswith(
+        "--no-group-by-length")  # a boolean is a flag pair on the command line
     assert cfg.identity("x") == SFTRunConfig(dataset="v1", target="rationale-free", lora_r=8,
                                              learning_rate=6e-4, runs_dir="elsewhere"
                                              ).identity("x")

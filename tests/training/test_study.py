@@ -107,3 +107,17 @@ def test_the_report_says_what_kind_of_ratings_the_version_holds():
     summary["data"]["audit"].update(simulated_share=0.25, same_score_share={"accuracy": 0.5})
     text = _study_markdown(summary, "# r\n", version, DataSettings())
     assert "mixed with **simulated ratings (25%)**" in text and "share one score" not in text
+
+
+def test_a_grid_survives_the_round_trip_through_a_jobs_stored_config():
+    """The Runs screen stores a grid as JSON and the job runner rebuilds it: the same
+    runs, few-shot included (its seed is its own, not the evaluation's)."""
+    from training.grid import ExperimentGrid
+
+    grid = ExperimentGrid(dataset="v", evaluation={"limit": 8, "engine": "vllm", "seed": 3},
+                          fewshot={"ks": [0, 4], "seeds": [1]})
+    again = ExperimentGrid.model_validate(grid.model_dump(mode="json"))
+    assert again.fewshot_runs() == grid.fewshot_runs()
+    assert [c.seed for c in grid.fewshot_runs()] == [1] * 4
+    assert {c.limit for c in grid.fewshot_runs()} == {8}
+    assert again.evaluate_config("test") == grid.evaluate_config("test")
