@@ -34,7 +34,6 @@ from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
 from training.data import TARGET_VIEWS, fit_prompt, prompt_text, read_view
-from training.metrics import bootstrap_metrics, delong_auc_ci, delong_test, point_metrics
 from training.scoring import Scorer
 
 Mode = Literal["direct", "rationale"]
@@ -141,6 +140,10 @@ def judge_validity(metrics: dict, minimum: float) -> dict:
 
 def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     """Point metrics with bootstrap CIs, DeLong's AUROC CI and scoring diagnostics."""
+    # scipy and scikit-learn load in about 1.5 s: only when something is scored, not
+    # whenever a command's config class is needed (the CLI builds its options from them)
+    from training.metrics import bootstrap_metrics, delong_auc_ci, point_metrics
+
     y, p = scored.labels, scored.p_yes
     point = point_metrics(y, p, threshold=config.threshold)
     metrics: dict = {"n": int(len(y)), "n_positive": int(y.sum()),
@@ -188,6 +191,15 @@ def mode_for_target(target: str) -> Mode:
     return "direct" if target == "label" else "rationale"
 
 
+def scorer_kind(engine: Literal["auto", "vllm", "transformers"]) -> str:
+    """``auto``: vLLM when it is installed, else transformers."""
+    from generation.engine import vllm_available
+
+    if engine != "auto":
+        return engine
+    return "vllm" if vllm_available() else "transformers"
+
+
 class ScorerPool:
     """Scorers for a sequence of runs, reusing one engine where that is safe.
 
@@ -202,10 +214,9 @@ class ScorerPool:
 
     def __init__(self, engine: Literal["auto", "vllm", "transformers"] = "auto",
                  batch_size: int = 8, max_lora_rank: int = 64, max_model_len: int = 8192):
-        from generation.engine import on_cpu, vllm_available
+        from generation.engine import on_cpu
 
-        self.kind = ("vllm" if vllm_available() else "transformers") if engine == "auto" \
-            else engine
+        self.kind = scorer_kind(engine)
         self.batch_size = batch_size
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
@@ -383,6 +394,8 @@ def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict
     if any(pa[i][0] != pb[i][0] for i in common):
         raise runs.RunError("the two runs disagree on patients' labels; they were not scored on "
                          "the same test set")
+    from training.metrics import delong_test
+
     y = np.asarray([pa[i][0] for i in common])
     test = delong_test(y, np.asarray([pa[i][1] for i in common]),
                        np.asarray([pb[i][1] for i in common]))

@@ -38,6 +38,7 @@ from training.evaluate import (
     evaluate_run,
     judge_validity,
     read_predictions,
+    scorer_kind,
 )
 from training.fewshot import FewShotConfig, run_fewshot
 from training.metrics import delong_test, holm, joint_paired_difference
@@ -192,7 +193,7 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
                              "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
                              "candidates": [s[1] for s in scores]})
         for cfg in grid.fewshot_runs():
-            kind = ScorerPool(cfg.engine).kind if cfg.engine == "auto" else cfg.engine
+            kind = scorer_kind(cfg.engine)
             if kind not in fewshot_pools:
                 fewshot_pools[kind] = ScorerPool(kind, cfg.batch_size)
             result = run_fewshot(engine, cfg, pool=fewshot_pools[kind], on_stage=say)
