@@ -172,7 +172,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--view", default="rationale_free")
+    parser.add_argument("--view", default="rationale_free",
+                        choices=["label_only", "rationale_free", "rationale_stepwise"])
     parser.add_argument("--bf16", choices=["native", "always", "never"], default="native",
                         help="when to time bf16 autocast on CPU (native: only if the CPU "
                              "computes bf16 natively)")

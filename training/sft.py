@@ -322,26 +322,45 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
 
 
 def logits_loss_trainer():
-    """TRL's ``SFTTrainer`` with the loss taken from the model's own cross-entropy.
+    """TRL's ``SFTTrainer`` with the LM head applied only where the loss is.
 
     TRL 1.16 computes the loss with a fused, chunked LM-head kernel that also tracks
     entropy and top-1 statistics. Without Triton (on CPU) it runs as Python tiles over
     the vocabulary: 94.7 tokens/s through TRL against 115.7 with the model's own loss,
     in one run of ``benchmarks/sft.py --lean`` (bundled model, batch 4 × 380 tokens,
-    fp32, 2 cores; a lean PyTorch loop: 114.3). The loss is the same, the mean
-    negative log-likelihood of the completion tokens (prompt tokens carry label -100);
-    ``tests/training/test_sft.py`` checks that the two agree. On a GPU, TRL's Triton kernel is kept.
+    fp32, 2 cores; a lean PyTorch loop: 114.3). Prompt tokens carry label -100, so
+    their logits are never used: this trainer asks the model for logits only at the
+    positions that predict a completion token (``logits_to_keep``), which skips the
+    49,152-wide LM head and its softmax for the prompt. The loss is the same mean
+    negative log-likelihood of the completion tokens; ``tests/training/test_sft.py``
+    checks it against TRL's on one batch. On a GPU, TRL's Triton kernel is kept.
     """
     from trl import SFTTrainer
 
     class LogitsLossTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(input_ids=inputs["input_ids"],
-                            attention_mask=inputs["attention_mask"], labels=inputs["labels"],
-                            num_items_in_batch=num_items_in_batch)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
 
     return LogitsLossTrainer
+
+
+def completion_loss(model, inputs: dict, num_items_in_batch=None):
+    """Mean (or, given ``num_items_in_batch``, summed then divided) token NLL of the
+    labelled positions, with logits computed only at the positions that predict one."""
+    import torch
+    from transformers.loss.loss_utils import fixed_cross_entropy
+
+    labels = inputs["labels"]
+    targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().flatten()
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    logits_to_keep=keep)
+    logits = outputs.logits.float()
+    loss = fixed_cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                               targets[:, keep].reshape(-1).to(logits.device),
+                               num_items_in_batch, -100)
+    return loss, outputs
 
 
 def padding_share(trainer) -> float:

@@ -69,8 +69,10 @@ def report_(
 def reproduce(
     config: Path = typer.Option(Path("experiments/reproduce.yaml"), "--config",
                                 help="Reproduction config (data, grid, scales)."),
-    scale: str = typer.Option("smoke", help="A scale the config defines: smoke (CPU, "
-                                            "minutes) or gpu (an accelerator)."),
+    scale: str = typer.Option("smoke", help="A scale the config defines: smoke (CI-sized "
+                                            "plumbing check, minutes), cpu (the study's "
+                                            "question on a CPU, hours) or gpu (one "
+                                            "accelerator window)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print per stage the examples, "
                                  "tokens, optimizer steps, generations and expected time "
                                  "(from the scale's measured throughput), and run nothing."),

@@ -243,3 +243,45 @@ def test_the_cpu_trainer_computes_trls_loss(study, tiny_model):
             losses.append(float(trainer.compute_loss(trainer.model, batch,
                                                      num_items_in_batch=n_items)))
     assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_the_cpu_loss_skips_prompt_logits_but_keeps_loss_and_gradients(study, tiny_model):
+    """Logits are computed only where a completion token is predicted; on a padded
+    batch of unequal rows the loss and the LoRA gradients are the model's own."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import completion_loss
+
+    engine, _ = study
+    tokenizer = load_tokenizer(tiny_model)
+    rows = [tokenize_row(tokenizer, row, 384) for row in _rows(engine)[:3]]
+    width = max(len(r["input_ids"]) for r in rows)
+    assert len({len(r["input_ids"]) for r in rows}) > 1, "rows of unequal length"
+    batch = {"input_ids": torch.full((3, width), tokenizer.pad_token_id),
+             "labels": torch.full((3, width), IGNORE),
+             "attention_mask": torch.zeros((3, width), dtype=torch.long)}
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
+        batch["labels"][i, :n] = torch.tensor(r["labels"])
+        batch["attention_mask"][i, :n] = 1
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    grads = []
+    for fast in (False, True):
+        model.zero_grad()
+        if fast:
+            loss, out = completion_loss(model, batch)
+            assert out.logits.shape[1] < width  # the prompt's logits were never computed
+        else:
+            loss = model(**batch).loss
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()
+                                    if p.requires_grad]))
+    (slow_loss, slow), (fast_loss, fast) = grads
+    assert fast_loss == pytest.approx(slow_loss, rel=1e-5)
+    for a, b in zip(slow, fast, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
