@@ -60,6 +60,8 @@ class CommandConfig(BaseModel):
     # Fields that never change a result (where files go, bookkeeping); a subclass lists
     # its own, and they are left out of its identity.
     NOT_IN_IDENTITY: ClassVar[frozenset[str]] = frozenset()
+    # The command whose options the config's fields are (for :meth:`cli`).
+    COMMAND: ClassVar[str] = ""
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Self:
@@ -98,6 +100,48 @@ class CommandConfig(BaseModel):
             if kind is not None:
                 out[name] = kind
         return out
+
+    @classmethod
+    def flag(cls, name: str, value: Any = True) -> str:
+        """The command-line flag of field ``name``; for a boolean, the one that sets
+        ``value`` (``--x``/``--no-x``, or the pair a field's
+        ``json_schema_extra={"flag": "--on/--off"}`` names)."""
+        field = cls.model_fields[name]
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        dashed = "--" + name.replace("_", "-")
+        if cls.option_fields()[name][0] is not bool:
+            return extra.get("flag") or dashed
+        on, off = (extra.get("flag") or f"{dashed}/--no-{name.replace('_', '-')}").split("/")
+        return on if value else off
+
+    def implied(self, name: str) -> bool:
+        """Whether field ``name`` holds what it would be derived as anyway (a subclass
+        with derived defaults says so); :meth:`cli` leaves such fields out."""
+        return False
+
+    def cli(self) -> str:
+        """The equivalent command line: :attr:`COMMAND`, the required fields, then
+        every field that differs from its default.
+
+        Fields without a command-line option are written as ``--config`` YAML instead;
+        the returned text then says so.
+        """
+        options = self.option_fields()
+        parts, in_yaml = [self.COMMAND], []
+        for key, field in type(self).model_fields.items():
+            value = getattr(self, key)
+            if (not field.is_required() and value == field.get_default(
+                    call_default_factory=True)) or self.implied(key):
+                continue
+            if key not in options:
+                in_yaml.append(key)
+            elif options[key][0] is bool:
+                parts.append(self.flag(key, value))
+            else:
+                parts.append(f"{self.flag(key)} {value}")
+        if in_yaml:
+            parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
+        return " ".join(parts)
 
     def identity_data(self) -> dict[str, Any]:
         """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""

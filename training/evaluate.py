@@ -42,6 +42,8 @@ Mode = Literal["direct", "rationale"]
 class EvaluateConfig(CommandConfig):
     """How a run is scored (the run itself is named on the command line)."""
 
+    COMMAND = "rationale-audit evaluate run RUN"
+
     split: Literal["test", "validation"] = "test"
     engine: Literal["auto", "vllm", "transformers"] = Field(
         default="auto", description="auto: vLLM when installed, else transformers")

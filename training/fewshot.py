@@ -50,6 +50,8 @@ LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir", "engine", "batch_size"})
 class FewShotConfig(CommandConfig):
     """One few-shot evaluation of a base model with demonstrations from a version."""
 
+    COMMAND = "rationale-audit train fewshot"
+
     dataset: str = Field(description="dataset version name")
     k: int = Field(default=4, ge=0, le=32, description="demonstrations per prompt")
     with_rationales: bool = Field(

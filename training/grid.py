@@ -563,27 +563,23 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
     lines = [f"# Experiment `{grid.name}`", "",
              f"Dataset version **{grid.dataset}** (sha256 `{rows[0]['dataset_sha256']}`)."
              if rows else "", "",
-             "## Summary (mean over seeds and sizes)", "",
-             "| setting | runs | mean AUROC | SD | mean AUPRC |", "|---|---|---|---|---|"]
-    for s in summary_by_target(rows):
-        lines.append(f"| {s['setting']} | {s['runs']} | {_num(s['mean_auroc'])} | "
-                     f"{_num(s['sd_auroc'])} | {_num(s['mean_auprc'])} |")
-    lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", "",
-              "| setting | training patients | seeds | mean AUROC | SD |", "|---|---|---|---|---|"]
-    for c in cells:
-        lines.append(f"| {c['setting']} | {c['train_size'] or 'all'} | {c['seeds']} | "
-                     f"{c['mean_auroc']:.3f} | {_num(c['sd_auroc'])} |")
+             "## Summary (mean over seeds and sizes)", ""]
+    lines += _table(["setting", "runs", "mean AUROC", "SD", "mean AUPRC"], (
+        [s["setting"], s["runs"], _num(s["mean_auroc"]), _num(s["sd_auroc"]),
+         _num(s["mean_auprc"])] for s in summary_by_target(rows)))
+    lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", ""]
+    lines += _table(["setting", "training patients", "seeds", "mean AUROC", "SD"], (
+        [c["setting"], c["train_size"] or "all", c["seeds"], f"{c['mean_auroc']:.3f}",
+         _num(c["sd_auroc"])] for c in cells))
     lines += ["", "## Label-only vs rationale SFT over all cells (joint paired bootstrap)", "",
               "Each replicate resamples the test patients once (stratified by label) and "
               "recomputes every cell's AUROC difference on them; the cells share one test "
-              "set, so they are not independent evidence.", "",
-              "| comparison | cells | mean AUROC difference (label − rationale) [95% CI] | p |",
-              "|---|---|---|---|"]
-    for j in joint:
-        lines.append(f"| {j['comparison']} | {j['pairs']} | {j['difference']:+.3f} "
-                     f"[{j['low']:+.3f}, {j['high']:+.3f}] | {j['p_value']:.3g} |")
-    if not joint:
-        lines.append("| – | 0 | no valid pair of runs | – |")
+              "set, so they are not independent evidence.", ""]
+    lines += _table(["comparison", "cells", "mean AUROC difference (label − rationale) "
+                     "[95% CI]", "p"], (
+        [j["comparison"], j["pairs"], f"{j['difference']:+.3f} [{j['low']:+.3f}, "
+         f"{j['high']:+.3f}]", f"{j['p_value']:.3g}"] for j in joint)
+        if joint else [["–", 0, "no valid pair of runs", "–"]])
     bad = excluded(rows)
     lines += ["", "## Validity", ""]
     if bad:
@@ -613,48 +609,44 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
                       f"training batches (grouped by length): {min(padding):.1%}–"
                       f"{max(padding):.1%}."]
     if refs:
-        lines += ["", "## Reference models (same training and test patients as each cell)", "",
-                  "| model | training patients | seed | AUROC | AUPRC |", "|---|---|---|---|---|"]
-        for r in refs:
-            lines.append(f"| {r['model']} | {r['train_size'] or 'all'} | {r['seed']} | "
-                         f"{format_metric(r['auroc'])} | {format_metric(r['auprc'])} |")
+        lines += ["", "## Reference models (same training and test patients as each cell)", ""]
+        lines += _table(["model", "training patients", "seed", "AUROC", "AUPRC"], (
+            [r["model"], r["train_size"] or "all", r["seed"], format_metric(r["auroc"]),
+             format_metric(r["auprc"])] for r in refs))
         lines += ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
                       "education, family history and indicators of every coded risk factor "
                       "and possible prodrome in the full record (the ceiling). `tfidf`: "
                       "logistic regression on the prompt's history text."]
     if figure:
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
-    lines += ["", "## SFT runs (test split; 95% bootstrap CIs)", "",
-              "| target | size | seed | r | lr | epochs | tuned on | AUROC | AUPRC | Brier | "
-              "reached answer | cap | valid | run |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["kind"] != "sft":
-            continue
-        lines.append(f"| {r['target']} | {r['train_size'] or 'all'} | {r['seed']} | "
-                     f"{r['lora_r']} | {r['learning_rate']:g} | {r['epochs']:g} | "
-                     f"{r.get('tuned_on') or '–'} | {format_metric(r['auroc'])} | "
-                     f"{format_metric(r['auprc'])} | {format_metric(r['brier'])} | "
-                     f"{_num(r['reached_answer_share'], 2)} | "
-                     f"{r['rationale_token_cap'] or '–'} | {'yes' if r['valid'] else 'no'} | "
-                     f"`{Path(r['run_dir']).name}` |")
+    lines += ["", "## SFT runs (test split; 95% bootstrap CIs)", ""]
+    lines += _table(["target", "size", "seed", "r", "lr", "epochs", "tuned on", "AUROC",
+                     "AUPRC", "Brier", "reached answer", "cap", "valid", "run"], (
+        [r["target"], r["train_size"] or "all", r["seed"], r["lora_r"],
+         f"{r['learning_rate']:g}", f"{r['epochs']:g}", r.get("tuned_on") or "–",
+         format_metric(r["auroc"]), format_metric(r["auprc"]), format_metric(r["brier"]),
+         _num(r["reached_answer_share"], 2), r["rationale_token_cap"] or "–",
+         "yes" if r["valid"] else "no", f"`{Path(r['run_dir']).name}`"]
+        for r in rows if r["kind"] == "sft"))
     lines += ["", "## Paired DeLong tests per cell: label-only vs rationale targets "
-                  "(Holm adjusted)", "",
-              "| comparison | size | seed | AUROC label | AUROC rationale | difference [95% CI] "
-              "| p | p (Holm) |", "|---|---|---|---|---|---|---|---|"]
-    for t in tests:
-        lines.append(f"| {t['comparison']} | {t['train_size'] or 'all'} | {t['seed']} | "
-                     f"{t['auroc_label']:.3f} | {t['auroc_rationale']:.3f} | "
-                     f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] | "
-                     f"{t['p_value']:.3g} | {t['p_holm']:.3g} |")
-    lines += ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", "",
-              "| k | demonstrations | seed | AUROC | AUPRC | reached answer | valid | run |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["kind"] != "fewshot":
-            continue
-        lines.append(f"| {r['k']} | {'with' if r['with_rationales'] else 'without'} rationales "
-                     f"| {r['seed']} | {format_metric(r['auroc'])} | {format_metric(r['auprc'])} | "
-                     f"{_num(r['reached_answer_share'], 2)} | {'yes' if r['valid'] else 'no'} "
-                     f"| `{Path(r['run_dir']).name}` |")
+                  "(Holm adjusted)", ""]
+    lines += _table(["comparison", "size", "seed", "AUROC label", "AUROC rationale",
+                     "difference [95% CI]", "p", "p (Holm)"], (
+        [t["comparison"], t["train_size"] or "all", t["seed"], f"{t['auroc_label']:.3f}",
+         f"{t['auroc_rationale']:.3f}", f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, "
+         f"{t['ci_high']:+.3f}]", f"{t['p_value']:.3g}", f"{t['p_holm']:.3g}"]
+        for t in tests))
+    lines += ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", ""]
+    lines += _table(["k", "demonstrations", "seed", "AUROC", "AUPRC", "reached answer",
+                     "valid", "run"], (
+        [r["k"], f"{'with' if r['with_rationales'] else 'without'} rationales", r["seed"],
+         format_metric(r["auroc"]), format_metric(r["auprc"]),
+         _num(r["reached_answer_share"], 2), "yes" if r["valid"] else "no",
+         f"`{Path(r['run_dir']).name}`"] for r in rows if r["kind"] == "fewshot"))
     return "\n".join(lines) + "\n"
+
+
+def _table(columns: list[str], rows) -> list[str]:
+    """A Markdown table: the header, its rule, one line per row of cells."""
+    return ([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+            + [f"| {' | '.join(map(str, cells))} |" for cells in rows])

@@ -52,6 +52,8 @@ BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps
 class SFTRunConfig(CommandConfig):
     """One LoRA SFT run (HF ``TrainingArguments`` and TRL ``lora_*`` names where they exist)."""
 
+    COMMAND = "rationale-audit train sft"
+
     dataset: str = Field(description="dataset version name (see `rationale-audit export list`)")
     target: Target = "label"
     base_model: str = Field(default=DEFAULT_MODEL, description="model spec: bundled:NAME, a "
@@ -112,32 +114,8 @@ class SFTRunConfig(CommandConfig):
         """Hash of what determines the result: the config without locations, and the data."""
         return self.content_hash(dataset_sha256=dataset_hash)
 
-    def cli(self) -> str:
-        """The equivalent command line (for re-running elsewhere, e.g. under accelerate).
-
-        Fields without a command-line option are written as ``--config`` YAML instead;
-        the returned text then says so.
-        """
-        defaults = SFTRunConfig(dataset=self.dataset)
-        options = self.option_fields()
-        parts = ["rationale-audit train sft", f"--dataset {self.dataset}"]
-        in_yaml = []
-        for key, value in self.model_dump().items():
-            if key == "dataset" or value == getattr(defaults, key):
-                continue
-            if key == "lora_alpha" and value == 2 * self.lora_r:
-                continue
-            if key not in options:
-                in_yaml.append(key)
-                continue
-            flag = f"--{key.replace('_', '-')}"
-            if options[key][0] is bool:  # a flag pair: --name / --no-name
-                parts.append(flag if value else f"--no-{key.replace('_', '-')}")
-            else:
-                parts.append(f"{flag} {value}")
-        if in_yaml:
-            parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
-        return " ".join(parts)
+    def implied(self, name: str) -> bool:
+        return name == "lora_alpha" and self.lora_alpha == 2 * self.lora_r
 
 
 def resolve_precision(precision: str, strict: bool = True) -> str:

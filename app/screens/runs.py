@@ -11,6 +11,7 @@ their state lives in the database, so a reload loses nothing.
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import gradio as gr
 from sqlalchemy import select
@@ -21,11 +22,8 @@ from annotation_db.models import DatasetVersion, EvaluationResult, Job, Training
 from annotation_db.provenance import ConfigError
 from app.auth import RESEARCH_ROLES, bound, user_of
 from app.jobs import log_tail
-from generation.models import DEFAULT_MODEL
+from app.screens.config_form import ConfigForm
 from training.grid import format_metric
-
-TARGETS = ["label", "rationale-free", "rationale-stepwise"]
-
 
 GRID_FOLDER = "experiments"
 
@@ -48,39 +46,65 @@ def grid_file(grid_path: str, workdir: str | Path) -> Path:
     return path
 
 
-def build_config(kind: str, dataset: str, target: str, base_model: str, lora_r, lr, epochs,
-                 seed, max_steps, k, with_rationales: bool, grid_path: str,
-                 eval_limit, eval_engine: str = "auto", workdir: str | Path = "."
-                 ) -> tuple[dict, str]:
+# Where files go is the server's business: no form sets a folder.
+SERVER_FIELDS = frozenset({"dataset", "runs_dir", "cache_dir"})
+
+
+class LaunchForms(NamedTuple):
+    """The generated settings of each kind of job (see :mod:`app.screens.config_form`)."""
+
+    sft: ConfigForm
+    evaluate: ConfigForm
+    fewshot: ConfigForm
+
+    def split(self, values: list) -> dict[str, dict]:
+        """The form's flat values → the overrides of each config."""
+        out, start = {}, 0
+        for name, form in zip(self._fields, self, strict=True):
+            out[name] = form.overrides(list(values[start:start + len(form.fields)]))
+            start += len(form.fields)
+        if start != len(values):
+            raise ValueError(f"launch form: {start} values expected, {len(values)} given")
+        return out
+
+
+def launch_forms() -> LaunchForms:
+    """Fresh (unrendered) forms for the SFT run, its scoring and a few-shot run."""
+    from training.evaluate import EvaluateConfig
+    from training.fewshot import FewShotConfig
+    from training.sft import SFTRunConfig
+
+    return LaunchForms(sft=ConfigForm(SFTRunConfig, SERVER_FIELDS),
+                       evaluate=ConfigForm(EvaluateConfig, SERVER_FIELDS),
+                       fewshot=ConfigForm(FewShotConfig, SERVER_FIELDS))
+
+
+def build_config(kind: str, dataset: str, grid_path: str = "", sft: dict | None = None,
+                 evaluate: dict | None = None, fewshot: dict | None = None,
+                 workdir: str | Path = ".") -> tuple[dict, str]:
     """The job's validated config and its equivalent command line.
 
-    ``workdir`` is the job runner's working folder: grid files are read from its
-    ``experiments/`` folder only, so the form cannot be used to read other files."""
+    ``sft``, ``evaluate`` and ``fewshot`` are field overrides of the three configs
+    (blank fields left out). ``workdir`` is the job runner's working folder: grid
+    files are read from its ``experiments/`` folder only, so the form cannot be used
+    to read other files."""
     from training.evaluate import EvaluateConfig
     from training.fewshot import FewShotConfig
     from training.grid import ExperimentGrid
     from training.sft import SFTRunConfig
 
-    limit = int(eval_limit) if eval_limit else None
+    for given in (sft, evaluate, fewshot):
+        if given and SERVER_FIELDS & set(given):
+            raise ConfigError(f"{', '.join(sorted(SERVER_FIELDS & set(given)))}: set by the "
+                              "server, not by a launch")
     if kind == "sft":
-        cfg = SFTRunConfig.load(
-            None, dataset=dataset or None, target=target, base_model=base_model or None,
-            lora_r=int(lora_r) if lora_r else None, learning_rate=lr or None,
-            num_train_epochs=epochs or None, seed=int(seed) if seed is not None else None,
-            max_steps=int(max_steps) if max_steps else None)
-        evaluate = EvaluateConfig.load(None, limit=limit, engine=eval_engine or None)
+        cfg = SFTRunConfig.load(None, **{**(sft or {}), "dataset": dataset or None})
+        scoring = EvaluateConfig.load(None, **(evaluate or {}))
         return ({"config": cfg.model_dump(mode="json"),
-                 "evaluate": evaluate.model_dump(mode="json")}, cfg.cli())
+                 "evaluate": scoring.model_dump(mode="json")}, cfg.cli())
     if kind == "fewshot":
-        cfg = FewShotConfig.load(None, dataset=dataset or None, k=int(k) if k is not None
-                                 else None, with_rationales=with_rationales,
-                                 base_model=base_model or None, limit=limit,
-                                 engine=eval_engine or None,
-                                 seed=int(seed) if seed is not None else None)
-        command = (f"rationale-audit train fewshot --dataset {cfg.dataset} --k {cfg.k} "
-                   f"--{'with' if cfg.with_rationales else 'without'}-rationales --seed "
-                   f"{cfg.seed}" + (f" --limit {cfg.limit}" if cfg.limit else ""))
-        return {"config": cfg.model_dump(mode="json")}, command
+        cfg = FewShotConfig.load(None, **{**(fewshot or {}), "dataset": dataset or None})
+        return {"config": cfg.model_dump(mode="json")}, cfg.cli()
     if kind == "grid":
         path = grid_file(grid_path, workdir)
         cfg = ExperimentGrid.load(path)
@@ -123,31 +147,29 @@ def show_manifest(engine, name: str, request: gr.Request):
         "Policy:", "```yaml", (m.get("policy_text") or "").strip(), "```"])
 
 
-def check(engine, workdir: Path, kind, dataset, target, base_model, lora_r, lr, epochs, seed,
-          max_steps, k, with_rationales, grid_path, eval_limit, eval_engine,
-          request: gr.Request):
+def _validated(forms: LaunchForms, workdir: Path, kind, dataset, grid_path,
+               values) -> tuple[dict, str]:
+    try:
+        return build_config(kind, dataset, grid_path, **forms.split(values), workdir=workdir)
+    except (ConfigError, OSError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def check(engine, workdir: Path, forms: LaunchForms, request: gr.Request, kind, dataset,
+          grid_path, *values):
+    """Validate the form; show the equivalent command."""
     with Session(engine) as s:
         user_of(s, request, RESEARCH_ROLES)
-    try:
-        _, command = build_config(kind, dataset, target, base_model, lora_r, lr, epochs,
-                                  seed, max_steps, k, with_rationales, grid_path,
-                                  eval_limit, eval_engine, workdir)
-    except (ConfigError, OSError) as exc:
-        raise gr.Error(str(exc)) from None
+    _, command = _validated(forms, workdir, kind, dataset, grid_path, values)
     return f"Valid. Equivalent command:\n\n```\n{command}\n```"
 
 
-def launch(engine, workdir: Path, kind, dataset, target, base_model, lora_r, lr, epochs, seed,
-           max_steps, k, with_rationales, grid_path, eval_limit, eval_engine,
-           request: gr.Request):
+def launch(engine, workdir: Path, forms: LaunchForms, request: gr.Request, kind, dataset,
+           grid_path, *values):
+    """Validate the form and queue the job."""
     with Session(engine) as s:
         user = user_of(s, request, RESEARCH_ROLES)
-        try:
-            config, command = build_config(kind, dataset, target, base_model, lora_r, lr,
-                                           epochs, seed, max_steps, k, with_rationales,
-                                           grid_path, eval_limit, eval_engine, workdir)
-        except (ConfigError, OSError) as exc:
-            raise gr.Error(str(exc)) from None
+        config, command = _validated(forms, workdir, kind, dataset, grid_path, values)
         job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user)
         return (f"Queued job {job.id}. Equivalent command:\n\n```\n{command}\n```",
                 job.id)
@@ -243,7 +265,7 @@ def grid_figure(engine, workdir: Path, job_id, request: gr.Request):
 
 
 def _launch_layout() -> SimpleNamespace:
-    c = SimpleNamespace()
+    c = SimpleNamespace(forms=launch_forms())
     with gr.Row():
         c.version = gr.Dropdown(label="Dataset version", choices=[], allow_custom_value=True)
         c.versions_btn = gr.Button("Refresh versions")
@@ -251,22 +273,14 @@ def _launch_layout() -> SimpleNamespace:
     gr.Markdown("### Launch")
     with gr.Row():
         c.kind = gr.Radio(["sft", "fewshot", "grid"], value="sft", label="Kind")
-        c.target = gr.Dropdown(TARGETS, value="label", label="SFT target")
-        c.base_model = gr.Textbox(label="Base model", value=DEFAULT_MODEL)
-    with gr.Row():
-        c.lora_r = gr.Number(label="LoRA rank", value=16, precision=0)
-        c.lr = gr.Number(label="Learning rate", value=2e-4)
-        c.epochs = gr.Number(label="Epochs", value=2)
-        c.seed = gr.Number(label="Seed", value=0, precision=0)
-        c.max_steps = gr.Number(label="Max steps (0: epochs)", value=0, precision=0)
-    with gr.Row():
-        c.k = gr.Number(label="Few-shot k", value=4, precision=0)
-        c.with_rationales = gr.Checkbox(label="Demonstrations with rationales", value=True)
         c.grid_path = gr.Textbox(label="Grid YAML (file in the server's experiments/ folder)")
-        c.eval_limit = gr.Number(label="Score first N test patients (0: all)", value=0,
-                                 precision=0)
-        c.eval_engine = gr.Dropdown(["auto", "vllm", "transformers"], value="auto",
-                                    label="Scoring engine")
+    # Every option of the CLI's configs; a blank field takes the config's default.
+    with gr.Accordion("SFT run (rationale-audit train sft)", open=True):
+        c.forms.sft.render()
+    with gr.Accordion("Scoring of the SFT run (rationale-audit evaluate run)", open=False):
+        c.forms.evaluate.render()
+    with gr.Accordion("Few-shot run (rationale-audit train fewshot)", open=False):
+        c.forms.fewshot.render()
     with gr.Row():
         c.check_btn = gr.Button("Check")
         c.launch_btn = gr.Button("Launch", variant="primary")
@@ -306,16 +320,16 @@ def _results_layout(c: SimpleNamespace) -> None:
 
 
 def _wire(tab: gr.Tab, c: SimpleNamespace, engine, workdir: Path) -> None:
-    form = [c.kind, c.version, c.target, c.base_model, c.lora_r, c.lr, c.epochs, c.seed,
-            c.max_steps, c.k, c.with_rationales, c.grid_path, c.eval_limit, c.eval_engine]
+    form = [c.kind, c.version, c.grid_path, *(x for f in c.forms for x in f.components)]
     versions = bound(list_versions, engine)
     tab.select(versions, None, c.version, api_name="runs_versions")
     tab.select(lambda: gr.Timer(active=True), None, c.timer, api_name=False)
     c.versions_btn.click(versions, None, c.version, api_name="runs_versions_refresh")
     c.version.change(bound(show_manifest, engine), c.version, c.manifest,
                      api_name="runs_manifest")
-    c.check_btn.click(bound(check, engine, workdir), form, c.launch_md, api_name="runs_check")
-    c.launch_btn.click(bound(launch, engine, workdir), form, [c.launch_md, c.job_id],
+    c.check_btn.click(bound(check, engine, workdir, c.forms), form, c.launch_md,
+                      api_name="runs_check")
+    c.launch_btn.click(bound(launch, engine, workdir, c.forms), form, [c.launch_md, c.job_id],
                        api_name="runs_launch")
     jobs = bound(list_jobs, engine)
     c.timer.tick(jobs, None, c.jobs_table, api_name="runs_jobs_tick", show_progress="hidden")

@@ -127,9 +127,11 @@ def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url)
         # Opening the tab lists the versions and shows the newest one's manifest.
         expect(page.get_by_text(re.compile(r"sha256 [0-9a-f]{64}"))).to_be_visible(
             timeout=30_000)
+        # The form is generated from the CLI's config: a field set here is in the command.
+        page.get_by_label("max steps").fill("3")
         page.get_by_role("button", name="Check", exact=True).click()
-        expect(page.get_by_text("rationale-audit train sft --dataset t")).to_be_visible(
-            timeout=30_000)
+        expect(page.get_by_text("rationale-audit train sft --dataset t --max-steps 3")
+               ).to_be_visible(timeout=30_000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "runs-tab.png"), full_page=True)
 

@@ -15,12 +15,12 @@ from annotation_db import jobs, users
 from annotation_db.models import Job, TrainingRun, User
 from annotation_db.provenance import ConfigError
 from app.jobs import JobRunner, stop_orphan
-from app.screens.runs import build_config
+from app.screens.runs import build_config, launch_forms
 from tests.helpers import PASSWORD, audited_version, client, serving
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, model_cache, bundled_model):
+def runs_server(tmp_path_factory, model_cache, bundled_model):
     root = tmp_path_factory.mktemp("runs-ui")
     engine = audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports")
     with Session(engine) as s:
@@ -37,12 +37,16 @@ def served(tmp_path_factory, model_cache, bundled_model):
         os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
 
 
-def sft_form(max_steps=1, **changes):
-    form = dict(kind="sft", dataset="t", target="label",
-                base_model="bundled:smollm2-135m-instruct", lora_r=4, lr=1e-3, epochs=1,
-                seed=0, max_steps=max_steps, k=4, with_rationales=True, grid_path="",
-                eval_limit=8, eval_engine="transformers")
-    return {**form, **changes}
+FORMS = launch_forms()
+
+
+def sft_form(max_steps=1, **changes) -> list:
+    """The Runs form's values, in the order its API takes them, for a tiny SFT job."""
+    sft = dict(target="label", base_model="bundled:smollm2-135m-instruct", lora_r=4,
+               learning_rate=1e-3, num_train_epochs=1, seed=0, max_steps=max_steps)
+    return ["sft", "t", "", *FORMS.sft.positional(**{**sft, **changes}),
+            *FORMS.evaluate.positional(limit=8, engine="transformers"),
+            *FORMS.fewshot.positional()]
 
 
 def wait_for(engine, job_id, statuses, timeout=300) -> Job:
@@ -57,12 +61,12 @@ def wait_for(engine, job_id, statuses, timeout=300) -> Job:
 
 
 @pytest.mark.slow
-def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(served):
-    engine, url, root = served
+def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(runs_server):
+    engine, url, root = runs_server
     rita = client(url, "rita")
-    checked = rita.predict(*sft_form().values(), api_name="/runs_check")
+    checked = rita.predict(*sft_form(), api_name="/runs_check")
     assert "rationale-audit train sft --dataset t" in checked and "--max-steps 1" in checked
-    message, job_id = rita.predict(*sft_form().values(), api_name="/runs_launch")
+    message, job_id = rita.predict(*sft_form(), api_name="/runs_launch")
     assert f"Queued job {job_id}" in message
     job = wait_for(engine, job_id, {"finished", "failed"})
     assert job.status == "finished", job.error
@@ -81,16 +85,16 @@ def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(served):
     assert not [n for n in names if re.search(rf"\b{re.escape(n)}\b", manifest)]
 
 
-def test_an_invalid_form_is_refused_with_the_reason(served):
-    _, url, _ = served
+def test_an_invalid_form_is_refused_with_the_reason(runs_server):
+    _, url, _ = runs_server
     with pytest.raises(Exception, match="learning_rate: Input should be greater than 0"):
-        client(url, "rita").predict(*sft_form(lr=-1).values(), api_name="/runs_check")
+        client(url, "rita").predict(*sft_form(learning_rate=-1), api_name="/runs_check")
 
 
-def test_an_annotator_has_no_access_to_runs(served):
-    _, url, _ = served
+def test_an_annotator_has_no_access_to_runs(runs_server):
+    _, url, _ = runs_server
     ann = client(url, "ann")
-    for call in (lambda: ann.predict(*sft_form().values(), api_name="/runs_launch"),
+    for call in (lambda: ann.predict(*sft_form(), api_name="/runs_launch"),
                  lambda: ann.predict(api_name="/runs_results"),
                  lambda: ann.predict(api_name="/runs_jobs"),
                  lambda: ann.predict(1, api_name="/runs_log"),
@@ -101,10 +105,10 @@ def test_an_annotator_has_no_access_to_runs(served):
 
 
 @pytest.mark.slow
-def test_cancelling_a_running_job_stops_its_process(served):
-    engine, url, _ = served
+def test_cancelling_a_running_job_stops_its_process(runs_server):
+    engine, url, _ = runs_server
     rita = client(url, "rita")
-    _, job_id = rita.predict(*sft_form(max_steps=500, seed=7).values(), api_name="/runs_launch")
+    _, job_id = rita.predict(*sft_form(max_steps=500, seed=7), api_name="/runs_launch")
     job = wait_for(engine, job_id, {"running"}, timeout=120)
     deadline = time.monotonic() + 30
     while job.pid is None and time.monotonic() < deadline:
@@ -143,9 +147,7 @@ def test_a_grid_is_read_only_from_the_servers_experiments_folder(tmp_path):
     (tmp_path / "experiments" / "abs.yaml").write_text("dataset: t\nruns_dir: /tmp/x\n")
     (tmp_path / "experiments" / "bad.yaml").write_text("dataset: t\nname: ../../escape\n")
     (tmp_path / "secret.yaml").write_text("dataset: t\n")
-    form = dict(kind="grid", dataset="", target="label", base_model="", lora_r=None, lr=None,
-                epochs=None, seed=None, max_steps=None, k=None, with_rationales=True,
-                eval_limit=None, workdir=tmp_path)
+    form = dict(kind="grid", dataset="", workdir=tmp_path)
     config, command = build_config(grid_path="g.yaml", **form)
     assert command == "rationale-audit experiment run experiments/g.yaml"
     assert config["config"]["name"] == "g"
@@ -159,6 +161,33 @@ def test_a_grid_is_read_only_from_the_servers_experiments_folder(tmp_path):
                          ("bad.yaml", "name")):
         with pytest.raises(ConfigError, match=re.escape(reason)):
             build_config(grid_path=path, **form)
+
+
+def test_the_launch_form_is_every_option_of_the_clis_configs():
+    """A field added to a config appears in the form; folders stay the server's."""
+    from training.evaluate import EvaluateConfig
+    from training.fewshot import FewShotConfig
+    from training.sft import SFTRunConfig
+
+    for form, cls in zip(FORMS, (SFTRunConfig, EvaluateConfig, FewShotConfig), strict=True):
+        assert set(form.fields) == set(cls.option_fields()) - {"dataset", "runs_dir",
+                                                                "cache_dir"}
+    values = FORMS.split(sft_form(group_by_length=False, warmup_steps=3.0)[3:])
+    config, command = build_config("sft", "t", **values)
+    assert config["config"]["group_by_length"] is False and config["config"]["warmup_steps"] == 3
+    assert "--no-group-by-length" in command and "--warmup-steps 3.0" in command
+    assert config["evaluate"]["limit"] == 8 and config["config"]["runs_dir"] == "runs"
+    fewshot, command = build_config("fewshot", "t", fewshot={"k": 2, "with_rationales": False})
+    assert fewshot["config"]["k"] == 2 and "--without-rationales" in command
+    with pytest.raises(ConfigError, match="runs_dir: set by the server"):
+        build_config("sft", "t", sft={"runs_dir": "/etc"})
+    with pytest.raises(ValueError, match="values expected"):
+        FORMS.split(sft_form()[4:])
+    # Unset numbers are text boxes (a browser sends an empty number as 0): read as numbers.
+    assert build_config("sft", "t", **FORMS.split(sft_form(train_size=" 40 ")[3:])
+                        )[0]["config"]["train_size"] == 40
+    with pytest.raises(ConfigError, match="train_size"):
+        build_config("sft", "t", **FORMS.split(sft_form(train_size="many")[3:]))
 
 
 def _running_runs(engine) -> list[int]:
@@ -230,7 +259,7 @@ def test_a_restart_marks_interrupted_jobs_failed(engine, tmp_path):
             jobs.resume(s, again.id, admin)
 
 
-def test_the_researcher_role_exists_and_sees_no_campaigns(served):
-    _, url, _ = served
+def test_the_researcher_role_exists_and_sees_no_campaigns(runs_server):
+    _, url, _ = runs_server
     campaigns, who, *_ = client(url, "rita").predict(api_name="/list_my_campaigns")
     assert "(researcher)" in who

@@ -15,7 +15,7 @@ from tests.helpers import PASSWORD, client, seed_rationales, serving
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def annotation_server(tmp_path_factory):
     path = tmp_path_factory.mktemp("ui") / "ui.sqlite"
     engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
@@ -31,8 +31,8 @@ def served(tmp_path_factory):
     engine.dispose()
 
 
-def test_every_event_has_an_api_name(served):
-    engine, url = served
+def test_every_event_has_an_api_name(annotation_server):
+    engine, url = annotation_server
     info = client(url, "ann").view_api(print_info=False, return_format="dict")
     names = set(info["named_endpoints"])
     # what a client sees is exactly what the app registers, each event named on purpose
@@ -47,16 +47,16 @@ def test_every_event_has_an_api_name(served):
         assert expected in names
 
 
-def test_unauthenticated_and_wrong_password_are_rejected(served):
-    _, url = served
+def test_unauthenticated_and_wrong_password_are_rejected(annotation_server):
+    _, url = annotation_server
     with pytest.raises(AuthenticationError, match="credentials were not provided"):
         Client(url, verbose=False).predict("pilot", api_name="/load_next")
     with pytest.raises(ValueError, match="Could not login"):
         Client(url, auth=("ann", "not the password"), verbose=False)
 
 
-def test_annotator_sees_own_queue_scores_and_gets_the_next_item(served):
-    engine, url = served
+def test_annotator_sees_own_queue_scores_and_gets_the_next_item(annotation_server):
+    engine, url = annotation_server
     ann = client(url, "ann")
     first = ann.predict("pilot", api_name="/load_next")
     assignment_id = first[0]
@@ -80,8 +80,8 @@ def test_annotator_sees_own_queue_scores_and_gets_the_next_item(served):
     assert mine["data"][0][0] == assignment_id
 
 
-def test_an_annotator_cannot_read_or_overwrite_anothers_item(served):
-    engine, url = served
+def test_an_annotator_cannot_read_or_overwrite_anothers_item(annotation_server):
+    engine, url = annotation_server
     bob_item = client(url, "bob").predict("pilot", api_name="/load_next")[0]
     ann = client(url, "ann")
     with pytest.raises(Exception, match="not in your queue"):
@@ -95,8 +95,8 @@ def test_an_annotator_cannot_read_or_overwrite_anothers_item(served):
         ann.predict("pilot", api_name="/adjudication_queue")
 
 
-def test_missing_scores_are_refused_and_markup_in_comments_stays_text(served):
-    engine, url = served
+def test_missing_scores_are_refused_and_markup_in_comments_stays_text(annotation_server):
+    engine, url = annotation_server
     ann = client(url, "ann")
     item = ann.predict("pilot", api_name="/load_next")[0]
     with pytest.raises(Exception, match="Score both"):
@@ -110,8 +110,8 @@ def test_missing_scores_are_refused_and_markup_in_comments_stays_text(served):
     assert "items" in summary and {row[0] for row in table["data"]} == {"ann", "bob"}
 
 
-def test_adjudicator_sees_disputed_items_and_decides(served):
-    engine, url = served
+def test_adjudicator_sees_disputed_items_and_decides(annotation_server):
+    engine, url = annotation_server
     ann, bob = client(url, "ann"), client(url, "bob")
     with Session(engine) as s:
         ann_id, bob_id = (users.require_user(s, n).id for n in ("ann", "bob"))
@@ -137,8 +137,8 @@ def test_adjudicator_sees_disputed_items_and_decides(served):
     assert rationale_id not in [row[0] for row in after["data"]]
 
 
-def test_only_admins_reach_the_export_action(served):
-    _, url = served
+def test_only_admins_reach_the_export_action(annotation_server):
+    _, url = annotation_server
     policy = "campaigns: [pilot]\nmin_ratings: 1\nmin_accuracy: 1\nmin_faithfulness: 1\n"
     with pytest.raises(Exception, match="role does not allow"):
         client(url, "judy").predict(policy, api_name="/export_preview")

@@ -1,0 +1,92 @@
+"""Gradio form fields generated from a command's config class.
+
+The Runs screen launches the same typed configs the CLI reads. Each option field
+of a :class:`~annotation_db.provenance.CommandConfig` (what
+:meth:`~annotation_db.provenance.CommandConfig.option_fields` lists) becomes one
+input: a checkbox for a boolean, a dropdown for a fixed set of choices, a number
+or a text box otherwise, labelled with the field's name and description and set
+to its default. A field added to a config therefore appears on the command line,
+in the YAML and in this form without being retyped. A blank input means "not
+given": the config's default (or its derived value) applies.
+"""
+
+from typing import Any
+
+import gradio as gr
+
+from annotation_db.provenance import CommandConfig
+
+
+class ConfigForm:
+    """The inputs of one config class, in field order, and the values they hold."""
+
+    def __init__(self, config_cls: type[CommandConfig], exclude: frozenset[str] = frozenset(),
+                 values: dict[str, Any] | None = None):
+        self.config_cls = config_cls
+        self.fields = [name for name in config_cls.option_fields() if name not in exclude]
+        self.values = values or {}
+        self.components: list[gr.components.Component] = []
+
+    def render(self, per_row: int = 4) -> "ConfigForm":
+        """Create the inputs inside the current Blocks context, ``per_row`` to a row
+        (call once per form)."""
+        for start in range(0, len(self.fields), per_row):
+            with gr.Row():
+                for name in self.fields[start:start + per_row]:
+                    self.components.append(self._component(name))
+        return self
+
+    def _component(self, name: str) -> gr.components.Component:
+        kind, choices = self.config_cls.option_fields()[name]
+        field = self.config_cls.model_fields[name]
+        default = self.values.get(name, None if field.is_required()
+                                  else field.get_default(call_default_factory=True))
+        label = name.replace("_", " ")
+        info = (field.description or "").rstrip(".") or None
+        if kind is bool:
+            return gr.Checkbox(label=label, info=info, value=bool(default))
+        if choices:
+            return gr.Dropdown(list(choices), label=label, info=info, value=default)
+        if kind in (int, float) and default is not None:
+            return gr.Number(label=label, info=info, value=default,
+                             precision=0 if kind is int else None)
+        # An unset number is a text box: a browser sends an empty number field as 0.
+        return gr.Textbox(label=label, info=info, value="" if default is None else default,
+                          placeholder="blank: not set" if kind in (int, float) else None)
+
+    def positional(self, **given: Any) -> list[Any]:
+        """Values in field order, as an API caller passes them: ``given`` where named,
+        blank (the config's default) elsewhere."""
+        unknown = set(given) - set(self.fields)
+        if unknown:
+            raise ValueError(f"{self.config_cls.__name__} form has no field "
+                             f"{', '.join(sorted(unknown))}")
+        return [given.get(name) for name in self.fields]
+
+    def overrides(self, values: list[Any]) -> dict[str, Any]:
+        """Field name → value for the inputs that hold one (blank ones are left out)."""
+        if len(values) != len(self.fields):
+            raise ValueError(f"{self.config_cls.__name__} form: {len(self.fields)} values "
+                             f"expected, {len(values)} given")
+        options = self.config_cls.option_fields()
+        out = {}
+        for name, value in zip(self.fields, values, strict=True):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            out[name] = _as(options[name][0], value)
+        return out
+
+
+def _as(kind: type, value: Any) -> Any:
+    """A form value as the field's type where it reads as one; otherwise as given, so
+    that the config's validation names the field and the problem."""
+    if isinstance(value, str):
+        value = value.strip()
+        if kind in (int, float):
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
