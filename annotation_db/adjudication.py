@@ -11,6 +11,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from annotation_db import audit
 from annotation_db.models import Adjudication, Annotation, Assignment, Campaign, User
 from annotation_db.rubric import SCALE_DIMENSIONS
 
@@ -61,7 +62,7 @@ def queue(session: Session, campaign: Campaign) -> list[dict]:
 
 def decide(session: Session, *, campaign: Campaign, rationale_id: int, adjudicator: User,
            decision: str, accuracy: int | None, faithfulness: int | None, flags: list[str],
-           reason: str) -> Adjudication:
+           reason: str, address: str | None = None) -> Adjudication:
     if adjudicator.role not in ("adjudicator", "admin"):
         raise PermissionError("only adjudicators and admins can adjudicate")
     if decision not in ("approve", "reject"):
@@ -76,6 +77,9 @@ def decide(session: Session, *, campaign: Campaign, rationale_id: int, adjudicat
                        accuracy=accuracy, faithfulness=faithfulness, flags=sorted(flags),
                        comment=reason.strip())
     session.add(row)
+    audit.record(session, "adjudicated", actor=adjudicator.username, address=address,
+                 target=f"rationale {rationale_id}", commit=False, campaign=campaign.name,
+                 decision=decision, revision=revision)
     session.commit()
     return row
 

@@ -25,6 +25,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from annotation_db import audit
 from annotation_db.models import (
     Annotation,
     Assignment,
@@ -50,7 +51,8 @@ class NotYours(PermissionError):
 def create_campaign(session: Session, *, name: str, run_ids: list[int], annotators: list[str],
                     k: int = 2, calibration: int = 0, gold_share: float = 0.0,
                     guidelines_version: str = "1.0", blind_grounding: bool = True,
-                    seed: int = 0, created_by: int | None = None,
+                    seed: int = 0, created_by: int | None = None, actor: str | None = None,
+                    address: str | None = None,
                     reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES) -> Campaign:
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
         raise CampaignError(f"a campaign named {name!r} already exists")
@@ -108,6 +110,8 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                      "position": pos, "status": "assigned", "assigned_at": now}
                     for pos, (_, r) in enumerate(queue))
     session.execute(insert(Assignment), rows)
+    audit.record(session, "campaign_created", actor=actor, address=address, target=name,
+                 commit=False, annotators=sorted(annotators), k=k, items=len(rows))
     session.commit()
     return campaign
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from annotation_db import audit
 from annotation_db.adjudication import latest_ratings
 from annotation_db.models import (
     Adjudication,
@@ -378,9 +379,11 @@ def _agreement(session: Session, policy: ApprovalPolicy) -> dict:
 
 def create(session: Session, *, name: str, policy_path: str | Path | None = None,
            policy_text: str | None = None, root: str | Path = "exports",
-           created_by: int | None = None, counter_for: CounterFor) -> DatasetVersion:
+           created_by: int | None = None, counter_for: CounterFor, actor: str | None = None,
+           address: str | None = None) -> DatasetVersion:
     """Build, write and register a version from a policy file or the policy's YAML text
-    (``counter_for`` as in :func:`build`)."""
+    (``counter_for`` as in :func:`build`); the audit trail records who (``actor``,
+    from ``address``) in the same transaction."""
     from annotation_db.provenance import code_version, library_versions
 
     if policy_path is not None:
@@ -428,6 +431,8 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
     version = DatasetVersion(name=name, content_hash=digest, manifest=manifest,
                              path=str(final.resolve()), created_by=created_by)
     session.add(version)
+    audit.record(session, "export_created", actor=actor, address=address, target=name,
+                 commit=False, content_sha256=digest)
     session.commit()
     session.refresh(version)  # loaded, so readable after the session closes
     return version
@@ -465,7 +470,8 @@ def verify(version: DatasetVersion) -> list[str]:
     return problems
 
 
-def delete(session: Session, *, name: str, admin: User) -> DatasetVersion:
+def delete(session: Session, *, name: str, admin: User,
+           address: str | None = None) -> DatasetVersion:
     if admin.role != "admin":
         raise ExportError("only an admin can delete a dataset version")
     version = get_version(session, name)
@@ -477,5 +483,7 @@ def delete(session: Session, *, name: str, admin: User) -> DatasetVersion:
             file.unlink()
     version.deleted_at = utcnow()
     session.add(version)
+    audit.record(session, "export_deleted", actor=admin.username, address=address,
+                 target=name, commit=False)
     session.commit()
     return version

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlmodel import Session
 
+from annotation_db import audit
 from annotation_db.models import Job, JobKind, RunStatus, User
 
 ACTIVE = (RunStatus.queued, RunStatus.running)
@@ -25,12 +26,17 @@ class JobError(ValueError):
 
 
 def enqueue(session: Session, *, kind: str, config: dict, command: str, user: User,
-            resumed_from: int | None = None) -> Job:
+            resumed_from: int | None = None, address: str | None = None) -> Job:
     if kind not in {k.value for k in JobKind}:
         raise JobError(f"job kind must be sft, fewshot or grid, not {kind!r}")
     job = Job(kind=kind, config=config, command=command, created_by=user.id,
               resumed_from=resumed_from)
     session.add(job)
+    session.flush()
+    audit.record(session, "job_resumed" if resumed_from else "job_launched",
+                 actor=user.username, address=address, target=f"job {job.id}", commit=False,
+                 kind=kind, command=command, **({"resumed_from": resumed_from}
+                                                 if resumed_from else {}))
     session.commit()
     session.refresh(job)
     return job
@@ -87,7 +93,8 @@ def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
     session.refresh(job)
 
 
-def cancel(session: Session, job_id: int) -> Job:
+def cancel(session: Session, job_id: int, user: User | None = None,
+           address: str | None = None) -> Job:
     """Mark a queued or running job cancelled; the runner stops its process."""
     job = get_job(session, job_id)
     if job.status not in ACTIVE:
@@ -96,18 +103,20 @@ def cancel(session: Session, job_id: int) -> Job:
     job.status = RunStatus.cancelled
     job.error = "cancelled by a user"
     job.finished_at = datetime.now(UTC)
+    audit.record(session, "job_cancelled", actor=user.username if user else None,
+                 address=address, target=f"job {job.id}", commit=False)
     session.commit()
     session.refresh(job)
     return job
 
 
-def resume(session: Session, job_id: int, user: User) -> Job:
+def resume(session: Session, job_id: int, user: User, address: str | None = None) -> Job:
     """Queue a failed or cancelled job again; training continues from its last checkpoint."""
     job = get_job(session, job_id)
     if job.status not in (RunStatus.failed, RunStatus.cancelled):
         raise JobError(f"job {job_id} is {job.status}; only failed or cancelled jobs resume")
     return enqueue(session, kind=job.kind, config=job.config, command=job.command, user=user,
-                   resumed_from=job.id)
+                   resumed_from=job.id, address=address)
 
 
 def recover_interrupted(session: Session, stop_process=None) -> list[int]:

@@ -289,9 +289,31 @@ class User(SQLModel, table=True):
     role: str = Field(max_length=16)
     active: bool = True
     created_at: datetime = _timestamp()
+    # Sessions signed in before this moment are refused (set by disable and reset).
+    sessions_valid_after: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), nullable=True)
 
     def __repr__(self) -> str:
         return f"User({self.username!r}, role={self.role}, active={self.active})"
+
+
+# Who did what, when, from where: appended to, never changed (triggers refuse it).
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_actor", "actor"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _timestamp()
+    action: str = Field(max_length=40)
+    actor: str | None = Field(default=None, max_length=64,
+                              description="the account acting (or named, for a login)")
+    address: str | None = Field(default=None, max_length=64,
+                                description="client address, or 'cli' for the command line")
+    target: str | None = Field(default=None, max_length=200)
+    detail: dict = _json()
+
+    def __repr__(self) -> str:
+        return f"AuditEvent({self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.actor})"
 
 
 # A rating exercise: which rationales, how many ratings each, which guidelines.

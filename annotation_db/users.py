@@ -1,7 +1,11 @@
 """Accounts: users with roles, passwords stored only as argon2 hashes.
 
     rationale-audit users add dr.rao --role annotator
-    rationale-audit users list | disable NAME | reset-password NAME
+    rationale-audit users list | disable NAME | reset-password NAME | unlock NAME
+
+Every change is recorded in the audit trail in the same transaction (``actor`` and
+``address`` say who made it and from where; ``cli`` for the command line). Disabling
+an account or resetting its password ends its open sessions.
 """
 
 import re
@@ -11,7 +15,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlmodel import Session
 
-from annotation_db.models import Role, User
+from annotation_db import audit
+from annotation_db.models import Role, User, utcnow
 
 _hasher = PasswordHasher()
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
@@ -28,7 +33,8 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def create_user(session: Session, *, username: str, password: str, role: str) -> User:
+def create_user(session: Session, *, username: str, password: str, role: str,
+                actor: str | None = None, address: str | None = audit.CLI) -> User:
     if not USERNAME.match(username):
         raise UserError(f"username {username!r} must be 2–64 letters, digits, '.', '_' or '-'")
     if role not in {r.value for r in Role}:
@@ -37,6 +43,8 @@ def create_user(session: Session, *, username: str, password: str, role: str) ->
         raise UserError(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
+    audit.record(session, "user_created", actor=actor, address=address, target=username,
+                 commit=False, role=role)
     session.commit()
     session.refresh(user)
     return user
@@ -70,20 +78,50 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     return user
 
 
-def set_active(session: Session, username: str, active: bool) -> User:
+def set_active(session: Session, username: str, active: bool, *, actor: str | None = None,
+               address: str | None = audit.CLI) -> User:
+    """Enable or disable an account; disabling ends its open sessions."""
     user = require_user(session, username)
     user.active = active
+    if not active:
+        user.sessions_valid_after = utcnow()
     session.add(user)
+    audit.record(session, "user_enabled" if active else "user_disabled", actor=actor,
+                 address=address, target=username, commit=False)
     session.commit()
     return user
 
 
-def reset_password(session: Session, username: str, password: str) -> User:
+def reset_password(session: Session, username: str, password: str, *,
+                   actor: str | None = None, address: str | None = audit.CLI) -> User:
+    """A new password; sessions signed in with the old one end."""
     user = require_user(session, username)
     user.password_hash = hash_password(password)
+    user.sessions_valid_after = utcnow()
     session.add(user)
+    audit.record(session, "password_reset", actor=actor, address=address, target=username,
+                 commit=False)
     session.commit()
     return user
+
+
+def unlock(session: Session, username: str, *, actor: str | None = None,
+           address: str | None = audit.CLI) -> None:
+    """Clear the login throttle of an account: the running app reads this event at the
+    account's next login attempt (it may be another process)."""
+    require_user(session, username)
+    audit.record(session, "user_unlocked", actor=actor, address=address, target=username)
+
+
+def session_valid(session: Session, username: str, signed_in_at) -> bool:
+    """Whether a session of ``username`` signed in at ``signed_in_at`` may go on."""
+    user = get_user(session, username)
+    if user is None or not user.active:
+        return False
+    cutoff = user.sessions_valid_after
+    if cutoff is not None and cutoff.tzinfo is None:  # SQLite drops the zone
+        cutoff = cutoff.replace(tzinfo=signed_in_at.tzinfo)
+    return cutoff is None or signed_in_at > cutoff
 
 
 def list_users(session: Session) -> list[User]:

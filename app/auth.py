@@ -34,6 +34,12 @@ def user_of(session: Session, request: gr.Request, roles: tuple[str, ...] = ()) 
     return user
 
 
+def address_of(request: gr.Request) -> str | None:
+    """The client's address, for the audit trail."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
 def campaign_of(session: Session, name: str | None) -> Campaign:
     """The campaign named in the form, or an error the user can act on."""
     if not name:

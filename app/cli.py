@@ -11,6 +11,7 @@ import typer
 
 from app.commands import (
     agreement,
+    audit,
     campaign,
     cohort,
     db,
@@ -44,6 +45,7 @@ app.add_typer(export.app, name="export")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(audit.app, name="audit")
 app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from annotation_db.audit import AuditError
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
@@ -26,7 +27,7 @@ from training.runs import RunError
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
-    FileNotFoundError,
+    FileNotFoundError, AuditError,
 )
 
 err_console = Console(stderr=True)
@@ -115,3 +116,13 @@ def config_options(config_cls: type[CommandConfig]) -> Callable:
         return wrapper
 
     return decorate
+
+
+def cli_actor() -> str:
+    """Who acts on the command line, for the audit trail: the operating-system user."""
+    import getpass
+
+    try:
+        return getpass.getuser()[:64]
+    except (KeyError, OSError):
+        return "unknown"

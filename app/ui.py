@@ -12,7 +12,8 @@
 Login checks the database (argon2 hashes). Every handler takes the user from
 ``gr.Request.username`` and re-checks ownership and role on the server
 (:func:`app.auth.user_of`): an assignment id sent by a browser is only a request,
-never a permission.
+never a permission. Sign-in is throttled and sessions end when idle, when their
+account is disabled or its password reset (:mod:`app.login_guard`).
 """
 
 from typing import Any, NamedTuple
@@ -23,6 +24,7 @@ from sqlmodel import Session
 
 from annotation_db.models import Assignment, Campaign
 from app.auth import RESEARCH_ROLES, REVIEW_ROLES, auth_checker, bound, user_of
+from app.login_guard import LoginGuard, LoginPolicy, LoginThrottle, install
 from app.screens.adjudicate import adjudicate_tab
 from app.screens.admin import admin_tab
 from app.screens.annotate import annotate_tab
@@ -62,7 +64,10 @@ def build_app(engine, workdir: str | None = None) -> gr.Blocks:
     guidelines = load_guidelines()
     with gr.Blocks(title="Rationale Audit") as demo:
         with gr.Row():
-            who_md = gr.Markdown()
+            with gr.Column(scale=3):
+                who_md = gr.Markdown()
+                gr.Button("Sign out", link="logout", size="sm", variant="secondary",
+                          scale=0)  # Gradio's /logout: ends every session of the account
             campaign_dd = gr.Dropdown(label="Campaign", choices=[], elem_id="campaign_dd",
                                       allow_custom_value=True)  # checked on the server
         started = gr.State(None)
@@ -76,16 +81,28 @@ def build_app(engine, workdir: str | None = None) -> gr.Blocks:
 
 
 def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-           jobs_dir: str = "jobs", workdir: str | None = None):
-    """Serve the app and its background job runner (training jobs from the Runs screen)."""
+           jobs_dir: str = "jobs", workdir: str | None = None,
+           policy: LoginPolicy | None = None, root_path: str | None = None):
+    """Serve the app and its background job runner (training jobs from the Runs screen).
+
+    ``policy`` sets the sign-in throttle and the session lifetime; ``root_path`` is
+    the path a reverse proxy serves the app under (say ``/audit``)."""
+    from starlette.middleware import Middleware
+
     from app.jobs import JobRunner
 
     runner = JobRunner(engine, jobs_dir, workdir=workdir)
     runner.start()  # first marks jobs a previous app left "running" as failed
     demo = build_app(engine, str(runner.workdir))
     demo.job_runner = runner
+    guard = LoginGuard(engine, policy)
     demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
                 auth_message="Rationale Audit — sign in with your account",
-                prevent_thread_lock=not block, css=CSS, head=KEYBOARD_JS, quiet=not block,
-                footer_links=[])
+                prevent_thread_lock=True, css=CSS, head=KEYBOARD_JS, quiet=not block,
+                footer_links=[], root_path=root_path,
+                app_kwargs={"middleware": [Middleware(LoginThrottle, guard=guard)]})
+    install(demo, guard)
+    demo.login_guard = guard
+    if block:
+        demo.block_thread()
     return demo

@@ -11,7 +11,7 @@ from annotation_db import campaigns as crud
 from annotation_db.simulate import simulate as run_simulation
 from annotation_db.simulate import simulated_raters
 from app.commands.db import open_engine
-from app.common import DbOption, user_errors
+from app.common import DbOption, cli_actor, user_errors
 
 app = typer.Typer(help="Rating campaigns: create, status, simulate.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -44,6 +44,7 @@ def create(
                                                          annotators.split(",") if a.strip()],
             k=k, calibration=calibration, gold_share=gold_share,
             guidelines_version=guidelines_version, blind_grounding=not show_grounding,
+            actor=cli_actor(), address="cli",
             seed=seed)
         state = crud.status(session, campaign)
     console.print(f"campaign {name}: {state['items']} items, k = {k}, "
@@ -99,7 +100,7 @@ def simulate(
         names = simulated_raters(session, raters)
         campaign = crud.create_campaign(session, name=name, run_ids=run, annotators=names, k=k,
                                         calibration=calibration, gold_share=gold_share,
-                                        seed=seed)
+                                        seed=seed, actor=cli_actor(), address="cli")
         added = run_simulation(session, campaign, noise=noise, leniency_spread=leniency,
                                seed=seed)
     console.print(f"campaign {name}: {added} simulated ratings by {raters} raters", highlight=False)

@@ -13,7 +13,7 @@ from annotation_db import export as crud
 from annotation_db.models import DatasetVersion
 from annotation_db.users import require_user
 from app.commands.db import open_engine
-from app.common import DbOption, user_errors
+from app.common import DbOption, cli_actor, user_errors
 from generation.models import history_counter
 
 app = typer.Typer(help="Verified dataset versions: preview, create, list, show, verify, delete.",
@@ -54,7 +54,7 @@ def create(policy: Path = PolicyOption,
     """
     with Session(open_engine(db)) as session:
         version = crud.create(session, policy_path=policy, name=name, root=root,
-                              counter_for=history_counter)
+                              counter_for=history_counter, actor=cli_actor(), address="cli")
     console.print(f"{version.name}: sha256 {version.content_hash} → {version.path}",
                   highlight=False)
     for view, counts in version.manifest["counts"].items():
@@ -123,5 +123,5 @@ def delete(name: str, admin: str = typer.Option(..., help="Username of the admin
         rationale-audit export delete v1 --admin root
     """
     with Session(open_engine(db)) as session:
-        crud.delete(session, name=name, admin=require_user(session, admin))
+        crud.delete(session, name=name, admin=require_user(session, admin), address="cli")
     console.print(f"deleted the data of {name}; its manifest is kept", highlight=False)

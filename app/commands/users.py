@@ -7,9 +7,10 @@ from sqlmodel import Session
 
 from annotation_db import users as crud
 from app.commands.db import open_engine
-from app.common import DbOption, user_errors
+from app.common import DbOption, cli_actor, user_errors
 
-app = typer.Typer(help="Accounts: add, list, disable, reset passwords.", no_args_is_help=True)
+app = typer.Typer(help="Accounts: add, list, disable, reset passwords, clear a sign-in "
+                  "throttle. Every change is in the audit trail.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 
 PasswordOption = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
@@ -29,7 +30,8 @@ def add(username: str, role: str = typer.Option("annotator",
         rationale-audit users add dr.rao --role annotator
     """
     with Session(open_engine(db)) as session:
-        user = crud.create_user(session, username=username, password=password, role=role)
+        user = crud.create_user(session, username=username, password=password, role=role,
+                                actor=cli_actor())
     console.print(f"added {user.username} ({user.role})", highlight=False)
 
 
@@ -53,26 +55,56 @@ def list_(db: DbOption = None) -> None:
 @app.command()
 @user_errors
 def disable(username: str, db: DbOption = None) -> None:
-    """Stop a user from logging in (their ratings are kept).
+    """Stop a user from logging in and end their open sessions (their ratings are kept).
 
     Example:
 
         rationale-audit users disable dr.rao
     """
     with Session(open_engine(db)) as session:
-        crud.set_active(session, username, False)
+        crud.set_active(session, username, False, actor=cli_actor())
     console.print(f"disabled {username}", highlight=False)
 
 
 @app.command("reset-password")
 @user_errors
 def reset_password(username: str, password: str = PasswordOption, db: DbOption = None) -> None:
-    """Set a new password for a user.
+    """Set a new password for a user; sessions signed in with the old one end.
 
     Example:
 
         rationale-audit users reset-password dr.rao
     """
     with Session(open_engine(db)) as session:
-        crud.reset_password(session, username, password)
+        crud.reset_password(session, username, password, actor=cli_actor())
     console.print(f"password of {username} changed", highlight=False)
+
+
+@app.command()
+@user_errors
+def enable(username: str, db: DbOption = None) -> None:
+    """Let a disabled user log in again.
+
+    Example:
+
+        rationale-audit users enable dr.rao
+    """
+    with Session(open_engine(db)) as session:
+        crud.set_active(session, username, True, actor=cli_actor())
+    console.print(f"enabled {username}", highlight=False)
+
+
+@app.command()
+@user_errors
+def unlock(username: str, db: DbOption = None) -> None:
+    """Clear the sign-in throttle of a user after failed passwords.
+
+    The running app reads the unlock at the account's next sign-in attempt.
+
+    Example:
+
+        rationale-audit users unlock dr.rao
+    """
+    with Session(open_engine(db)) as session:
+        crud.unlock(session, username, actor=cli_actor())
+    console.print(f"unlocked {username}", highlight=False)

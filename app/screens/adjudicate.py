@@ -8,7 +8,7 @@ from annotation_db import adjudication
 from annotation_db.cohorts import patient_record
 from annotation_db.models import Patient, Rationale
 from annotation_db.rubric import FLAGS
-from app.auth import REVIEW_ROLES, bound, campaign_of, user_of
+from app.auth import REVIEW_ROLES, address_of, bound, campaign_of, user_of
 from app.views import history_html, rationale_html
 
 
@@ -45,7 +45,7 @@ def adjudicate(engine, campaign_name: str, rationale_id, decision: str, accuracy
         campaign = campaign_of(s, campaign_name)
         try:
             adjudication.decide(s, campaign=campaign, rationale_id=int(rationale_id),
-                                adjudicator=user, decision=decision,
+                                adjudicator=user, decision=decision, address=address_of(request),
                                 accuracy=int(accuracy) if accuracy else None,
                                 faithfulness=int(faithfulness) if faithfulness else None,
                                 flags=list(flags or []), reason=reason or "")

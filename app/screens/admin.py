@@ -6,7 +6,7 @@ from sqlmodel import Session
 
 from annotation_db import campaigns
 from annotation_db.export import ApprovalPolicy
-from app.auth import ADMIN_ROLES, bound, campaign_of, user_of
+from app.auth import ADMIN_ROLES, address_of, bound, campaign_of, user_of
 
 POLICY_TEMPLATE = ApprovalPolicy(campaigns=["pilot"]).to_yaml()
 
@@ -60,10 +60,26 @@ def export_create(engine, policy_text: str, name: str, request: gr.Request):
         admin = user_of(s, request, ADMIN_ROLES)
         try:
             version = export.create(s, name=(name or "").strip(), policy_text=policy_text,
-                                    created_by=admin.id, counter_for=history_counter)
+                                    created_by=admin.id, counter_for=history_counter,
+                                    actor=admin.username, address=address_of(request))
         except export.ExportError as exc:
             raise gr.Error(str(exc)) from None
     return f"Published {version.name}: sha256 {version.content_hash} → {version.path}"
+
+
+def audit_events(engine, request: gr.Request):
+    """The newest audit events (admins only): sign-ins, account changes, campaigns,
+    adjudications, exports, jobs."""
+    from annotation_db import audit
+
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        return [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.actor or "", e.address or "",
+                 e.target or "", ", ".join(f"{k}={v}" for k, v in e.detail.items())]
+                for e in audit.list_events(s, limit=AUDIT_ROWS)]
+
+
+AUDIT_ROWS = 50
 
 
 def admin_tab(engine, campaign_dd) -> gr.Tab:
@@ -81,6 +97,11 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
             preview_btn = gr.Button("Preview")
             export_btn = gr.Button("Create version", variant="primary")
         export_md = gr.Markdown()
+        gr.Markdown(f"### Audit trail (newest {AUDIT_ROWS}; all: `rationale-audit audit list`)")
+        audit_btn = gr.Button("Refresh audit trail")
+        audit_table = gr.Dataframe(headers=["when (UTC)", "action", "actor", "address",
+                                            "target", "detail"], interactive=False)
+    audit_btn.click(bound(audit_events, engine), None, audit_table, api_name="audit_events")
     summary_btn.click(bound(campaign_summary, engine), campaign_dd, [summary_md, summary_table],
                       api_name="campaign_summary")
     preview_btn.click(bound(export_preview, engine), policy_box, export_md,

@@ -20,7 +20,7 @@ from sqlmodel import Session
 from annotation_db import jobs as job_crud
 from annotation_db.models import DatasetVersion, EvaluationResult, Job, TrainingRun
 from annotation_db.provenance import ConfigError
-from app.auth import RESEARCH_ROLES, bound, user_of
+from app.auth import RESEARCH_ROLES, address_of, bound, user_of
 from app.jobs import log_tail
 from app.screens.config_form import ConfigForm
 from training.grid import format_metric
@@ -170,7 +170,8 @@ def launch(engine, workdir: Path, forms: LaunchForms, request: gr.Request, kind,
     with Session(engine) as s:
         user = user_of(s, request, RESEARCH_ROLES)
         config, command = _validated(forms, workdir, kind, dataset, grid_path, values)
-        job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user)
+        job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user,
+                               address=address_of(request))
         return (f"Queued job {job.id}. Equivalent command:\n\n```\n{command}\n```",
                 job.id)
 
@@ -199,9 +200,9 @@ def job_log(engine, job_id, request: gr.Request):
 
 def cancel(engine, job_id, request: gr.Request):
     with Session(engine) as s:
-        user_of(s, request, RESEARCH_ROLES)
+        user = user_of(s, request, RESEARCH_ROLES)
         try:
-            job = job_crud.cancel(s, int(job_id or 0))
+            job = job_crud.cancel(s, int(job_id or 0), user, address_of(request))
         except job_crud.JobError as exc:
             raise gr.Error(str(exc)) from None
         return f"job {job.id}: {job.status}"
@@ -211,7 +212,7 @@ def resume(engine, job_id, request: gr.Request):
     with Session(engine) as s:
         user = user_of(s, request, RESEARCH_ROLES)
         try:
-            job = job_crud.resume(s, int(job_id or 0), user)
+            job = job_crud.resume(s, int(job_id or 0), user, address_of(request))
         except job_crud.JobError as exc:
             raise gr.Error(str(exc)) from None
         return f"Queued job {job.id}, resuming job {job.resumed_from}", job.id

@@ -299,6 +299,30 @@ def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypat
     assert "no campaign named 'nope'; known: pilot" in missing.stderr
 
 
+def test_account_changes_and_the_audit_trail_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "a.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    runner.invoke(app, ["users", "add", "ann", "--password", "long enough pw", "--db", db])
+    for command, said in (("disable", "disabled"), ("enable", "enabled"),
+                          ("unlock", "unlocked")):
+        done = runner.invoke(app, ["users", command, "ann", "--db", db])
+        assert done.exit_code == 0 and f"{said} ann" in done.output, done.output
+    _one_line_error(runner.invoke(app, ["users", "unlock", "nobody", "--db", db]),
+                    "no user named 'nobody'")
+    listed = runner.invoke(app, ["audit", "list", "--db", db])
+    assert listed.exit_code == 0, listed.output
+    for action in ("user_created", "user_disabled", "user_enabled", "user_unlocked"):
+        assert action in listed.output
+    assert "password" not in listed.output.lower()
+    only = runner.invoke(app, ["audit", "list", "--action", "user_unlocked", "--db", db])
+    assert "user_unlocked" in only.output and "user_created" not in only.output
+    later = runner.invoke(app, ["audit", "list", "--since", "2999-01-01", "--db", db])
+    assert "user_created" not in later.output
+    _one_line_error(runner.invoke(app, ["audit", "list", "--since", "yesterday", "--db", db]),
+                    "--since: 'yesterday' is not an ISO 8601 date or time")
+
+
 def test_users_campaign_and_simulated_raters_from_the_command_line(tmp_path, monkeypatch):
     from tests.helpers import seed_rationales
 

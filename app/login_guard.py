@@ -1,0 +1,275 @@
+"""Sign-in that resists guessing, and sessions that end (OWASP ASVS V2.2, V3.3).
+
+Gradio's built-in ``auth=`` checks a password and hands out a cookie; it has no
+throttle and no session lifetime. Two pieces add them without replacing it:
+
+- :class:`LoginThrottle`, an ASGI middleware in front of Gradio's ``POST /login``.
+  Failures are counted in a moving window (the `limits` library) per account from
+  one address, per address, and per account from everywhere. Each failure is
+  answered after a growing delay; past :attr:`LoginPolicy.max_failures` for an
+  account from one address (or :attr:`LoginPolicy.max_failures_per_address`, or
+  :attr:`LoginPolicy.max_failures_per_account` from all addresses together) the next
+  attempts are refused with HTTP 429 and a message saying when to retry. A success
+  clears the account's counts. An attacker guessing from one address therefore
+  locks only that address out: the clinician still signs in from her own, and a
+  guesser spread over many addresses meets the account-wide limit, which ends with
+  its window. Refused attempts count against their address. Unknown usernames are
+  counted and delayed exactly like real ones. An admin
+  clears an account at once with ``rationale-audit users unlock NAME`` (another
+  process: the unlock is an audit event this middleware reads).
+- :class:`SessionStore`, which replaces Gradio's token table: a session ends after
+  :attr:`LoginPolicy.idle_minutes` without a request, and at once when its account is
+  disabled or its password reset. Signing out (``/logout``) ends every session of
+  the account, as Gradio does.
+
+Every sign-in, failure, refusal, sign-out and expiry is an audit event.
+"""
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from pydantic import Field
+from sqlmodel import Session
+
+from annotation_db import audit, users
+from annotation_db.provenance import CommandConfig
+
+
+class LoginPolicy(CommandConfig):
+    """How many failed sign-ins are allowed, how slowly they are answered, how long an
+    idle session lasts (the options of ``rationale-audit serve``)."""
+
+    max_failures: int = Field(default=5, ge=1, description="failed sign-ins allowed for "
+                              "one account from one address in the window; more are "
+                              "refused (429)")
+    max_failures_per_address: int = Field(default=20, ge=1, description="failed or refused "
+                                          "sign-ins allowed per client address (several "
+                                          "people may share one)")
+    max_failures_per_account: int = Field(default=50, ge=1, description="failed sign-ins "
+                                          "allowed for one account from all addresses")
+    window_seconds: int = Field(default=900, ge=1, description="the window failures are "
+                                "counted in (moving), in seconds")
+    first_delay_seconds: float = Field(default=0.5, ge=0, description="the answer to the "
+                                       "first failure waits this long; each further doubles")
+    max_delay_seconds: float = Field(default=8.0, ge=0, description="the longest wait")
+    idle_minutes: float = Field(default=480, gt=0, description="a session with no request "
+                                "for this long ends (default 8 hours)")
+    trust_forwarded_for: bool = Field(default=False, description="take the client address "
+                                      "from X-Forwarded-For (only behind your own proxy)")
+
+
+class LoginGuard:
+    """The failure counters and the audit of sign-ins, shared by the middleware and the
+    session store."""
+
+    def __init__(self, engine, policy: LoginPolicy | None = None):
+        self.engine = engine
+        self.policy = policy or LoginPolicy()
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        window = self.policy.window_seconds
+        self.items = {"pair": RateLimitItemPerSecond(self.policy.max_failures, window),
+                      "address": RateLimitItemPerSecond(self.policy.max_failures_per_address,
+                                                        window),
+                      "account": RateLimitItemPerSecond(self.policy.max_failures_per_account,
+                                                        window)}
+        self.unlocks_seen: dict[str, datetime] = {}
+        self.addresses: dict[str, set[str]] = {}  # where each account has failed from
+        self.cookie_names: tuple[str, ...] = ()
+
+    def failures(self, kind: str, *key: str) -> int:
+        item = self.items[kind]
+        return item.amount - self.limiter.get_window_stats(item, kind, *key).remaining
+
+    def refusal(self, username: str, address: str) -> tuple[str, str] | None:
+        """``(what is throttled, message)`` when this attempt is refused without
+        checking the password, else None. A refused attempt counts against its address,
+        so a guesser who keeps going stays refused."""
+        self._apply_unlock(username)
+        for kind, key, what in (("address", (address,), "this address"),
+                                ("pair", (username, address), "this account from here"),
+                                ("account", (username,), "this account")):
+            item = self.items[kind]
+            if not self.limiter.test(item, kind, *key):
+                self.limiter.hit(self.items["address"], "address", address)
+                reset = self.limiter.get_window_stats(item, kind, *key).reset_time
+                minutes = max(1, round((reset - time.time()) / 60))
+                return kind, (f"Too many failed sign-ins for {what}. Try again in about "
+                                f"{minutes} minute{'s' if minutes != 1 else ''}, or ask an "
+                                "admin to unlock the account.")
+        return None
+
+    def failed(self, username: str, address: str) -> float:
+        """Count a failure; the seconds to wait before answering it."""
+        self.addresses.setdefault(username, set()).add(address)
+        for kind, key in (("pair", (username, address)), ("address", (address,)),
+                          ("account", (username,))):
+            self.limiter.hit(self.items[kind], kind, *key)
+        n = self.failures("pair", username, address)
+        return min(self.policy.first_delay_seconds * 2 ** (n - 1), self.policy.max_delay_seconds)
+
+    def succeeded(self, username: str, address: str) -> None:
+        self.limiter.clear(self.items["pair"], "pair", username, address)
+        self.limiter.clear(self.items["account"], "account", username)
+
+    def _apply_unlock(self, username: str) -> None:
+        with Session(self.engine) as s:
+            unlocked = audit.last_unlock(s, username)
+        if unlocked is not None and unlocked != self.unlocks_seen.get(username):
+            self.unlocks_seen[username] = unlocked
+            self.limiter.clear(self.items["account"], "account", username)
+            for address in self.addresses.pop(username, set()):
+                self.limiter.clear(self.items["pair"], "pair", username, address)
+
+    def audit(self, action: str, username: str | None, address: str | None, **detail) -> None:
+        with Session(self.engine) as s:
+            audit.record(s, action, actor=username, address=address, **detail)
+
+
+class LoginThrottle:
+    """ASGI middleware: throttles ``POST /login`` and audits ``/logout``."""
+
+    def __init__(self, app, guard: LoginGuard):
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "").rstrip("/")
+        if scope["method"] == "POST" and path.endswith("/login"):
+            return await self._login(scope, receive, send)
+        if scope["method"] == "GET" and path.endswith("/logout"):
+            username = _session_user(self.guard, scope)
+            if username:
+                await asyncio.to_thread(self.guard.audit, "logout", username,
+                                        _address(scope, self.guard.policy))
+        return await self.app(scope, receive, send)
+
+    async def _login(self, scope, receive, send):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        username = (parse_qs(body.decode("latin-1")).get("username") or [""])[0].strip()
+        address = _address(scope, self.guard.policy)
+        guard = self.guard
+        refusal = await asyncio.to_thread(guard.refusal, username, address)
+        if refusal:
+            what, message = refusal
+            await asyncio.to_thread(guard.audit, "login_throttled", username or None, address,
+                                    throttled=what)
+            return await _json(send, 429, {"detail": message})
+        sent, replayed = [], False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def hold(message):
+            sent.append(message)
+
+        await self.app(scope, replay, hold)
+        status = next((m["status"] for m in sent if m["type"] == "http.response.start"), 500)
+        if status == 200:
+            guard.succeeded(username, address)
+            await asyncio.to_thread(guard.audit, "login", username, address)
+        elif status == 400:
+            delay = guard.failed(username, address)
+            await asyncio.to_thread(guard.audit, "login_failed", username or None, address)
+            await asyncio.sleep(delay)
+        for message in sent:
+            await send(message)
+
+
+class SessionStore(dict):
+    """Gradio's token → username table, with sign-in times, idle expiry and the
+    account checks (disabled, password reset) on every request."""
+
+    def __init__(self, guard: LoginGuard):
+        super().__init__()
+        self.guard = guard
+        self.times: dict[str, list] = {}  # token → [signed in (datetime), last seen (s)]
+
+    def __setitem__(self, token, username) -> None:
+        super().__setitem__(token, username)
+        self.times[token] = [datetime.now(UTC), time.monotonic()]
+
+    def __delitem__(self, token) -> None:
+        super().__delitem__(token)
+        self.times.pop(token, None)
+
+    def get(self, token, default=None):
+        username = super().get(token)
+        if username is None:
+            return default
+        signed_in, seen = self.times[token]
+        if time.monotonic() - seen > self.guard.policy.idle_minutes * 60:
+            del self[token]
+            self.guard.audit("session_expired", username, None, reason="idle")
+            return default
+        with Session(self.guard.engine) as s:
+            valid = users.session_valid(s, username, signed_in)
+        if not valid:
+            del self[token]
+            self.guard.audit("session_expired", username, None,
+                             reason="account disabled or password reset")
+            return default
+        self.times[token][1] = time.monotonic()
+        return username
+
+
+def install(demo, guard: LoginGuard) -> None:
+    """Put the session store in a launched app (Gradio makes its table at launch)."""
+    server = demo.server_app
+    guard.cookie_names = (f"access-token-{server.cookie_id}",
+                          f"access-token-unsecure-{server.cookie_id}")
+    store = SessionStore(guard)
+    for token, username in server.tokens.items():
+        store[token] = username
+    server.tokens = store
+    guard.store = store
+
+
+def _session_user(guard: LoginGuard, scope) -> str | None:
+    store = getattr(guard, "store", None)
+    if store is None:
+        return None
+    cookies = {}
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                key, _, val = part.strip().partition("=")
+                cookies[key] = val
+    for name in guard.cookie_names:
+        token = cookies.get(name)
+        if token and dict.get(store, token):
+            return dict.get(store, token)
+    return None
+
+
+def _address(scope, policy: LoginPolicy) -> str:
+    if policy.trust_forwarded_for:
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                return value.decode("latin-1").split(",")[0].strip()[:64]
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def _json(send, status: int, payload: dict) -> None:
+    import json
+
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
