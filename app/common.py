@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from annotation_db.audit import AuditError
+from annotation_db.backup import BackupError
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
@@ -27,7 +28,7 @@ from training.runs import RunError
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
-    FileNotFoundError, AuditError,
+    FileNotFoundError, AuditError, BackupError,
 )
 
 err_console = Console(stderr=True)

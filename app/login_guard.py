@@ -16,7 +16,8 @@ throttle and no session lifetime. Two pieces add them without replacing it:
   its window. Refused attempts count against their address. Unknown usernames are
   counted and delayed exactly like real ones. An admin
   clears an account at once with ``rationale-audit users unlock NAME`` (another
-  process: the unlock is an audit event this middleware reads).
+  process: the unlock is an audit event this middleware reads), together with the
+  counts of the addresses it failed from.
 - :class:`SessionStore`, which replaces Gradio's token table: a session ends after
   :attr:`LoginPolicy.idle_minutes` without a request, and at once when its account is
   disabled or its password reset. Signing out (``/logout``) ends every session of
@@ -122,8 +123,9 @@ class LoginGuard:
         if unlocked is not None and unlocked != self.unlocks_seen.get(username):
             self.unlocks_seen[username] = unlocked
             self.limiter.clear(self.items["account"], "account", username)
-            for address in self.addresses.pop(username, set()):
+            for address in self.addresses.pop(username, set()):  # where it failed from
                 self.limiter.clear(self.items["pair"], "pair", username, address)
+                self.limiter.clear(self.items["address"], "address", address)
 
     def audit(self, action: str, username: str | None, address: str | None, **detail) -> None:
         with Session(self.engine) as s:

@@ -1,4 +1,6 @@
-"""`rationale-audit db`: create and migrate the annotation database."""
+"""`rationale-audit db`: create, migrate, back up and restore the annotation database."""
+
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -13,7 +15,8 @@ from annotation_db.session import (
 )
 from app.common import DbOption, user_errors
 
-app = typer.Typer(help="Create and migrate the annotation database (SQLite or PostgreSQL).",
+app = typer.Typer(help="Create, migrate, back up and restore the annotation database "
+                  "(SQLite or PostgreSQL).",
                   no_args_is_help=True)
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
@@ -78,3 +81,47 @@ def current(db: DbOption = None) -> None:
             f"{where}: revision {now}, newest is {head}; run `rationale-audit db upgrade`.",
             highlight=False,
         )
+
+
+@app.command()
+@user_errors
+def backup(path: Path = typer.Argument(..., help="The backup file to write."),
+           force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+           db: DbOption = None) -> None:
+    """Copy the database to a file while the app keeps running (SQLite online backup).
+
+    The copy is checked and appears only when whole. For PostgreSQL this prints the
+    `pg_dump` command to use instead.
+
+    Example:
+
+        rationale-audit db backup backups/audit-2026-12-01.sqlite
+    """
+    from annotation_db import backup as crud
+
+    done = crud.backup(open_engine(db), path, force=force)
+    rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
+    console.print(f"backed up to {done['path']} ({done['bytes']:,} bytes; {rows})",
+                  highlight=False)
+
+
+@app.command()
+@user_errors
+def restore(path: Path = typer.Argument(..., help="A file written by `db backup`."),
+            force: bool = typer.Option(False, "--force", help="Overwrite a database that "
+                                       "already holds data."),
+            db: DbOption = None) -> None:
+    """Replace the database with a backup (stop the app first).
+
+    A database that already holds data is refused unless --force is given. For
+    PostgreSQL this prints the `pg_restore` command to use instead.
+
+    Example:
+
+        rationale-audit db restore backups/audit-2026-12-01.sqlite --db restored.sqlite
+    """
+    from annotation_db import backup as crud
+
+    done = crud.restore(open_engine(db, require_schema=False), path, force=force)
+    rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
+    console.print(f"restored {done['path']} ({rows})", highlight=False)

@@ -106,6 +106,9 @@ def test_an_admin_unlock_clears_the_throttle_from_another_process(tmp_path):
     for i in range(8):
         guard.failed("ann", f"10.0.0.{i % 2}")
     assert guard.refusal("ann", "10.0.0.1")[0] in ("pair", "account")
+    for _ in range(20):
+        guard.refusal("ann", "10.0.0.1")  # she keeps trying: her address fills up too
+    assert guard.refusal("ann", "10.0.0.1")[0] == "address"
     with Session(engine) as s:  # what `rationale-audit users unlock ann` does
         users.unlock(s, "ann")
     assert guard.refusal("ann", "10.0.0.1") is None
