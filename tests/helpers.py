@@ -16,6 +16,15 @@ from generation.cohort import CohortConfig, generate
 PASSWORD = "correct horse battery"
 
 
+def add_users(engine, **roles: str) -> None:
+    """Accounts named by keyword, each with its role and :data:`PASSWORD`."""
+    from annotation_db import users
+
+    with Session(engine) as s:
+        for name, role in roles.items():
+            users.create_user(s, username=name, password=PASSWORD, role=role)
+
+
 def seed_rationales(engine, n=12, gold=3) -> int:
     """A cohort, a run and n ok rationales (+ gold copies); returns the run id."""
     records, _ = generate(CohortConfig(n=n, seed=2))

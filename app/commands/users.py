@@ -61,9 +61,7 @@ def disable(username: str, db: DbOption = None) -> None:
 
         rationale-audit users disable dr.rao
     """
-    with Session(open_engine(db)) as session:
-        crud.set_active(session, username, False, actor=cli_actor())
-    console.print(f"disabled {username}", highlight=False)
+    _change(db, f"disabled {username}", crud.set_active, username, False)
 
 
 @app.command("reset-password")
@@ -75,9 +73,7 @@ def reset_password(username: str, password: str = PasswordOption, db: DbOption =
 
         rationale-audit users reset-password dr.rao
     """
-    with Session(open_engine(db)) as session:
-        crud.reset_password(session, username, password, actor=cli_actor())
-    console.print(f"password of {username} changed", highlight=False)
+    _change(db, f"password of {username} changed", crud.reset_password, username, password)
 
 
 @app.command()
@@ -89,9 +85,7 @@ def enable(username: str, db: DbOption = None) -> None:
 
         rationale-audit users enable dr.rao
     """
-    with Session(open_engine(db)) as session:
-        crud.set_active(session, username, True, actor=cli_actor())
-    console.print(f"enabled {username}", highlight=False)
+    _change(db, f"enabled {username}", crud.set_active, username, True)
 
 
 @app.command()
@@ -105,6 +99,11 @@ def unlock(username: str, db: DbOption = None) -> None:
 
         rationale-audit users unlock dr.rao
     """
+    _change(db, f"unlocked {username}", crud.unlock, username)
+
+
+def _change(db: str | None, done: str, change, *args) -> None:
+    """Apply one account change as the command line's user (audited), then say so."""
     with Session(open_engine(db)) as session:
-        crud.unlock(session, username, actor=cli_actor())
-    console.print(f"unlocked {username}", highlight=False)
+        change(session, *args, actor=cli_actor())
+    console.print(done, highlight=False)

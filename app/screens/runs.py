@@ -199,23 +199,23 @@ def job_log(engine, job_id, request: gr.Request):
 
 
 def cancel(engine, job_id, request: gr.Request):
-    with Session(engine) as s:
-        user = user_of(s, request, RESEARCH_ROLES)
-        try:
-            job = job_crud.cancel(s, int(job_id or 0), user, address_of(request))
-        except job_crud.JobError as exc:
-            raise gr.Error(str(exc)) from None
-        return f"job {job.id}: {job.status}"
+    job = _job_change(engine, job_crud.cancel, job_id, request)
+    return f"job {job.id}: {job.status}"
 
 
 def resume(engine, job_id, request: gr.Request):
+    job = _job_change(engine, job_crud.resume, job_id, request)
+    return f"Queued job {job.id}, resuming job {job.resumed_from}", job.id
+
+
+def _job_change(engine, change, job_id, request: gr.Request) -> Job:
+    """Cancel or resume a job as the signed-in researcher (audited)."""
     with Session(engine) as s:
         user = user_of(s, request, RESEARCH_ROLES)
         try:
-            job = job_crud.resume(s, int(job_id or 0), user, address_of(request))
+            return change(s, int(job_id or 0), user, address_of(request))
         except job_crud.JobError as exc:
             raise gr.Error(str(exc)) from None
-        return f"Queued job {job.id}, resuming job {job.resumed_from}", job.id
 
 
 def results(engine, request: gr.Request):

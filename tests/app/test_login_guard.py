@@ -9,7 +9,7 @@ from sqlmodel import Session
 from annotation_db import audit, migrate, users
 from annotation_db.session import make_engine
 from app.login_guard import LoginPolicy
-from tests.helpers import PASSWORD, client, serving
+from tests.helpers import PASSWORD, add_users, client, serving
 
 WINDOW = 4  # seconds: short, so that the test can wait it out
 POLICY = LoginPolicy(max_failures=5, window_seconds=WINDOW, first_delay_seconds=0.01,
@@ -20,10 +20,8 @@ POLICY = LoginPolicy(max_failures=5, window_seconds=WINDOW, first_delay_seconds=
 def guarded(tmp_path_factory):
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('guard') / 'g.sqlite'}")
     migrate.upgrade(engine)
-    with Session(engine) as s:
-        for name, role in (("ann", "annotator"), ("bob", "annotator"), ("cat", "annotator"),
-                           ("dan", "annotator"), ("root", "admin")):
-            users.create_user(s, username=name, password=PASSWORD, role=role)
+    add_users(engine, ann="annotator", bob="annotator", cat="annotator", dan="annotator",
+              root="admin")
     with serving(engine, policy=POLICY) as url:
         yield engine, url
     engine.dispose()

@@ -16,16 +16,14 @@ from annotation_db.models import Job, TrainingRun, User
 from annotation_db.provenance import ConfigError
 from app.jobs import JobRunner, stop_orphan
 from app.screens.runs import build_config, launch_forms
-from tests.helpers import PASSWORD, audited_version, client, serving
+from tests.helpers import PASSWORD, add_users, audited_version, client, serving
 
 
 @pytest.fixture(scope="module")
 def runs_server(tmp_path_factory, model_cache, bundled_model):
     root = tmp_path_factory.mktemp("runs-ui")
     engine = audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports")
-    with Session(engine) as s:
-        for name, role in (("rita", "researcher"), ("ann", "annotator"), ("root", "admin")):
-            users.create_user(s, username=name, password=PASSWORD, role=role)
+    add_users(engine, rita="researcher", ann="annotator", root="admin")
     previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
     os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
     with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:

@@ -11,7 +11,7 @@ from annotation_db import migrate, users
 from annotation_db.models import Annotation, Assignment
 from annotation_db.session import make_engine
 from app.ui import build_app
-from tests.helpers import PASSWORD, client, seed_rationales, serving
+from tests.helpers import add_users, client, seed_rationales, serving
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,8 @@ def annotation_server(tmp_path_factory):
     path = tmp_path_factory.mktemp("ui") / "ui.sqlite"
     engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
-    with Session(engine) as s:
-        for name, role in (("ann", "annotator"), ("bob", "annotator"), ("eve", "annotator"),
-                           ("judy", "adjudicator"), ("root", "admin")):
-            users.create_user(s, username=name, password=PASSWORD, role=role)
+    add_users(engine, ann="annotator", bob="annotator", eve="annotator", judy="adjudicator",
+              root="admin")
     run_id = seed_rationales(engine, n=6, gold=1)
     with Session(engine) as s:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
