@@ -43,7 +43,8 @@ def record(session: Session, action: str, *, actor: str | None = None,
     secret = sorted(key for key in detail if _SECRET.search(key))
     if secret:
         raise AuditError(f"audit events hold no secrets; refused field(s) {', '.join(secret)}")
-    event = AuditEvent(action=action, actor=actor, address=(address or None) and address[:64],
+    event = AuditEvent(action=action, actor=actor and actor[:64],
+                       address=(address or None) and address[:64],
                        target=target and str(target)[:200], detail=detail)
     session.add(event)
     if commit:

@@ -8,7 +8,7 @@ snapshot page by page while the app goes on writing (WAL mode: writers are not
 blocked), into a temporary file that is checked (``PRAGMA integrity_check``) and then
 renamed into place, so a backup file is either whole or absent. :func:`restore`
 copies a checked backup into the target the same way, inside one transaction, and
-refuses a target that already holds data unless told to overwrite it.
+refuses a target that already holds data (in any table) unless told to overwrite it.
 
 PostgreSQL is backed up with its own tools; for it these functions raise
 :class:`BackupError` with the ``pg_dump`` / ``pg_restore`` command to run instead
@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine, make_url
 
-# The tables whose rows are the clinicians' work: a target with any of them is not empty.
+# The tables whose counts a backup reports: the clinicians' work.
 WORK_TABLES = ("annotation", "adjudication", "assignment", "campaign", "app_user")
 
 
@@ -35,6 +35,8 @@ def backup(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
     """Copy the running database to ``path``; returns what the copy holds."""
     source = _sqlite_file(engine, "backup")
     target = Path(path).expanduser().resolve()
+    if target == source:
+        raise BackupError(f"{target} is the database itself; choose another file")
     if target.exists() and not force:
         raise BackupError(f"{target} exists; choose a new file or pass --force to replace it")
     if not target.parent.is_dir():
@@ -42,11 +44,20 @@ def backup(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     try:
-        with _connect(source) as src, _connect(Path(tmp)) as dst:
+        src, dst = _connect(source), _connect(Path(tmp))
+        try:
             src.backup(dst)
             _check(dst, tmp)
             counts = _counts(dst)
+        finally:
+            src.close()
+            dst.close()
+        _fsync(Path(tmp))
         os.replace(tmp, target)
+        _fsync(target.parent)
+    except sqlite3.Error as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BackupError(f"backup of {source} failed: {exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,37 +65,53 @@ def backup(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
 
 
 def restore(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
-    """Replace the database behind ``engine`` with the backup at ``path``."""
+    """Replace the database behind ``engine`` with the backup at ``path`` (the app must
+    be stopped: a running app would go on from what it held in memory)."""
     target = _sqlite_file(engine, "restore")
     source = Path(path).expanduser().resolve()
     if not source.is_file():
         raise BackupError(f"no backup file {source}")
+    if source == target:
+        raise BackupError(f"{source} is the database itself")
     try:
-        with _connect(source) as src:
+        src = _connect(source)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot open {source}: {exc}") from None
+    try:
+        try:
             _check(src, source)
-            if "alembic_version" not in _tables(src):
-                raise BackupError(f"{source} is not a Rationale Audit database (no schema "
-                                  "revision)")
-            held = ", ".join(f"{n} {t}" for t, n in engine_rows(engine).items() if n)
-            if held and not force:
-                raise BackupError(f"the target database is not empty ({held}); pass --force "
-                                  "to overwrite it")
-            engine.dispose()  # no pooled connection may hold the old file open
-            with _connect(target) as dst:
+            tables = _tables(src)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{source} is not a readable SQLite database: {exc}") from None
+        if "alembic_version" not in tables:
+            raise BackupError(f"{source} is not a Rationale Audit database (no schema "
+                              "revision)")
+        held = ", ".join(f"{n} {t}" for t, n in engine_rows(engine).items() if n)
+        if held and not force:
+            raise BackupError(f"the target database is not empty ({held}); pass --force "
+                              "to overwrite it")
+        engine.dispose()  # no pooled connection may hold the old file open
+        try:
+            dst = _connect(target)
+            try:
                 src.backup(dst)
                 _check(dst, target)
                 counts = _counts(dst)
-    except sqlite3.DatabaseError as exc:
-        raise BackupError(f"{source} is not a readable SQLite database: {exc}") from None
+            finally:
+                dst.close()
+        except sqlite3.Error as exc:
+            raise BackupError(f"restore into {target} failed: {exc}") from None
+    finally:
+        src.close()
     return {"path": str(target), "rows": counts}
 
 
 def engine_rows(engine: Engine) -> dict[str, int]:
-    """Row counts of the work tables the database has."""
-    present = set(inspect(engine).get_table_names())
+    """Row counts of every table the database has but the schema revision."""
+    present = sorted(set(inspect(engine).get_table_names()) - {"alembic_version"})
     with engine.connect() as conn:
-        return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
-                for t in WORK_TABLES if t in present}
+        return {t: conn.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar_one()
+                for t in present}
 
 
 def _counts(source: sqlite3.Connection) -> dict[str, int]:
@@ -101,6 +128,15 @@ def _check(conn: sqlite3.Connection, where) -> None:
     result = conn.execute("PRAGMA integrity_check").fetchone()[0]
     if result != "ok":
         raise BackupError(f"{where} failed SQLite's integrity check: {result}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entry list) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

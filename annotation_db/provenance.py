@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -138,7 +139,7 @@ class CommandConfig(BaseModel):
             elif options[key][0] is bool:
                 parts.append(self.flag(key, value))
             else:
-                parts.append(f"{self.flag(key)} {value}")
+                parts.append(f"{self.flag(key)} {shlex.quote(str(value))}")
         if in_yaml:
             parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
         return " ".join(parts)

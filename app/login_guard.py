@@ -28,17 +28,20 @@ Every sign-in, failure, refusal, sign-out and expiry is an audit event.
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
 
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from pydantic import Field
 from sqlmodel import Session
+from starlette.requests import Request
 
 from annotation_db import audit, users
 from annotation_db.provenance import CommandConfig
+
+MAX_LOGIN_BODY = 16 * 1024  # bytes: a username and a password, with room to spare
 
 
 class LoginPolicy(CommandConfig):
@@ -60,8 +63,8 @@ class LoginPolicy(CommandConfig):
     max_delay_seconds: float = Field(default=8.0, ge=0, description="the longest wait")
     idle_minutes: float = Field(default=480, gt=0, description="a session with no request "
                                 "for this long ends (default 8 hours)")
-    trust_forwarded_for: bool = Field(default=False, description="take the client address "
-                                      "from X-Forwarded-For (only behind your own proxy)")
+    max_session_hours: float = Field(default=12, gt=0, description="a session ends this long "
+                                     "after sign-in, busy or not (an open Runs tab polls)")
 
 
 class LoginGuard:
@@ -79,8 +82,32 @@ class LoginGuard:
                       "account": RateLimitItemPerSecond(self.policy.max_failures_per_account,
                                                         window)}
         self.unlocks_seen: dict[str, datetime] = {}
-        self.addresses: dict[str, set[str]] = {}  # where each account has failed from
+        # where each name has failed from, and when (pruned to the window)
+        self.addresses: dict[str, dict[str, float]] = {}
         self.cookie_names: tuple[str, ...] = ()
+        self._locks: dict[str, list] = {}  # key → [asyncio.Lock, holders]
+
+    @asynccontextmanager
+    async def attempt(self, username: str, address: str):
+        """One sign-in attempt at a time per account and per address, so that parallel
+        guesses each see the failures before them (a fixed order: no deadlock)."""
+        keys = sorted({f"address:{address}", f"account:{username}"})
+        held = []
+        try:
+            for key in keys:
+                entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+                entry[1] += 1
+                held.append(key)
+                await entry[0].acquire()
+            yield
+        finally:
+            for key in reversed(held):
+                entry = self._locks[key]
+                if entry[0].locked():
+                    entry[0].release()
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
 
     def failures(self, kind: str, *key: str) -> int:
         item = self.items[kind]
@@ -106,12 +133,23 @@ class LoginGuard:
 
     def failed(self, username: str, address: str) -> float:
         """Count a failure; the seconds to wait before answering it."""
-        self.addresses.setdefault(username, set()).add(address)
+        self._remember(username, address)
         for kind, key in (("pair", (username, address)), ("address", (address,)),
                           ("account", (username,))):
             self.limiter.hit(self.items[kind], kind, *key)
         n = self.failures("pair", username, address)
         return min(self.policy.first_delay_seconds * 2 ** (n - 1), self.policy.max_delay_seconds)
+
+    def _remember(self, username: str, address: str) -> None:
+        now, window = time.monotonic(), self.policy.window_seconds
+        seen = self.addresses.setdefault(username, {})
+        seen[address] = now
+        for old in [a for a, t in seen.items() if now - t > window]:
+            del seen[old]
+        if len(self.addresses) > 10_000:  # many names tried: forget the expired ones
+            for name in [n for n, d in self.addresses.items()
+                         if all(now - t > window for t in d.values())]:
+                del self.addresses[name]
 
     def succeeded(self, username: str, address: str) -> None:
         self.limiter.clear(self.items["pair"], "pair", username, address)
@@ -123,7 +161,7 @@ class LoginGuard:
         if unlocked is not None and unlocked != self.unlocks_seen.get(username):
             self.unlocks_seen[username] = unlocked
             self.limiter.clear(self.items["account"], "account", username)
-            for address in self.addresses.pop(username, set()):  # where it failed from
+            for address in self.addresses.pop(username, {}):  # where it failed from
                 self.limiter.clear(self.items["pair"], "pair", username, address)
                 self.limiter.clear(self.items["address"], "address", address)
 
@@ -148,48 +186,67 @@ class LoginThrottle:
         if scope["method"] == "GET" and path.endswith("/logout"):
             username = _session_user(self.guard, scope)
             if username:
-                await asyncio.to_thread(self.guard.audit, "logout", username,
-                                        _address(scope, self.guard.policy))
+                await asyncio.to_thread(self.guard.audit, "logout", username, _address(scope))
         return await self.app(scope, receive, send)
 
     async def _login(self, scope, receive, send):
-        body, more = b"", True
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_LOGIN_BODY:
+                return await _json(send, 413, {"detail": "sign-in request too large"})
             more = message.get("more_body", False)
-        username = (parse_qs(body.decode("latin-1")).get("username") or [""])[0].strip()
-        address = _address(scope, self.guard.policy)
-        guard = self.guard
-        refusal = await asyncio.to_thread(guard.refusal, username, address)
-        if refusal:
-            what, message = refusal
-            await asyncio.to_thread(guard.audit, "login_throttled", username or None, address,
-                                    throttled=what)
-            return await _json(send, 429, {"detail": message})
-        sent, replayed = [], False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        body = b"".join(chunks)
+        # Read the form as Gradio does (url-encoded or multipart, as its login page sends).
+        form = await Request(scope, _replay(body, receive)).form()
+        names = form.getlist("username")
+        await form.close()
+        if len(names) > 1:
+            return await _json(send, 400, {"detail": "give one username"})
+        username = str(names[0]).strip() if names else ""
+        address = _address(scope)
+        guard, sent, delay = self.guard, [], 0.0
 
         async def hold(message):
             sent.append(message)
 
-        await self.app(scope, replay, hold)
-        status = next((m["status"] for m in sent if m["type"] == "http.response.start"), 500)
-        if status == 200:
-            guard.succeeded(username, address)
-            await asyncio.to_thread(guard.audit, "login", username, address)
-        elif status == 400:
-            delay = guard.failed(username, address)
-            await asyncio.to_thread(guard.audit, "login_failed", username or None, address)
-            await asyncio.sleep(delay)
+        async with guard.attempt(username, address):
+            refusal = await asyncio.to_thread(guard.refusal, username, address)
+            if refusal:
+                what, message = refusal
+                await asyncio.to_thread(guard.audit, "login_throttled", username or None,
+                                        address, throttled=what)
+                return await _json(send, 429, {"detail": message})
+            await self.app(scope, _replay(body, receive), hold)
+            status = next((m["status"] for m in sent if m["type"] == "http.response.start"),
+                          500)
+            if status == 200:
+                guard.succeeded(username, address)
+                await asyncio.to_thread(guard.audit, "login", username, address)
+            elif status == 400:
+                delay = guard.failed(username, address)
+                await asyncio.to_thread(guard.audit, "login_failed", username or None, address)
+        await asyncio.sleep(delay)  # outside the locks: the next attempt is counted already
         for message in sent:
             await send(message)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that gives ``body`` once, then waits on the real one."""
+    given = False
+
+    async def replay():
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class SessionStore(dict):
@@ -206,26 +263,30 @@ class SessionStore(dict):
         self.times[token] = [datetime.now(UTC), time.monotonic()]
 
     def __delitem__(self, token) -> None:
-        super().__delitem__(token)
+        dict.pop(self, token, None)
         self.times.pop(token, None)
 
     def get(self, token, default=None):
         username = super().get(token)
-        if username is None:
+        times = self.times.get(token)
+        if username is None or times is None:
             return default
-        signed_in, seen = self.times[token]
-        if time.monotonic() - seen > self.guard.policy.idle_minutes * 60:
+        signed_in, seen = times
+        policy = self.guard.policy
+        reason = None
+        if time.monotonic() - seen > policy.idle_minutes * 60:
+            reason = "idle"
+        elif (datetime.now(UTC) - signed_in).total_seconds() > policy.max_session_hours * 3600:
+            reason = "lifetime"
+        else:
+            with Session(self.guard.engine) as s:
+                if not users.session_valid(s, username, signed_in):
+                    reason = "account disabled or password reset"
+        if reason:
             del self[token]
-            self.guard.audit("session_expired", username, None, reason="idle")
+            self.guard.audit("session_expired", username, None, reason=reason)
             return default
-        with Session(self.guard.engine) as s:
-            valid = users.session_valid(s, username, signed_in)
-        if not valid:
-            del self[token]
-            self.guard.audit("session_expired", username, None,
-                             reason="account disabled or password reset")
-            return default
-        self.times[token][1] = time.monotonic()
+        times[1] = time.monotonic()
         return username
 
 
@@ -258,13 +319,11 @@ def _session_user(guard: LoginGuard, scope) -> str | None:
     return None
 
 
-def _address(scope, policy: LoginPolicy) -> str:
-    if policy.trust_forwarded_for:
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                return value.decode("latin-1").split(",")[0].strip()[:64]
+def _address(scope) -> str:
+    """The client's address. Behind a reverse proxy on this machine, uvicorn (Gradio's
+    server) has already taken it from the proxy's X-Forwarded-For."""
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    return client[0][:64] if client else "unknown"
 
 
 async def _json(send, status: int, payload: dict) -> None:

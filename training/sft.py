@@ -333,7 +333,7 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
     targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
     keep = (targets != -100).any(dim=0).nonzero().flatten()
     outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    logits_to_keep=keep)
+                    logits_to_keep=keep, use_cache=False)
     logits = outputs.logits.float()
     loss = fixed_cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                targets[:, keep].reshape(-1).to(logits.device),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlmodel import Session
 
 from annotation_db import audit as crud
@@ -40,11 +41,13 @@ def list_(user: str = typer.Option(None, "--user", help="Only this account's eve
         except ValueError:
             raise crud.AuditError(f"--since: {since!r} is not an ISO 8601 date or time"
                                   ) from None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
     table = Table("when (UTC)", "action", "actor", "address", "target", "detail")
     with Session(open_engine(db)) as session:
         for e in crud.list_events(session, user=user, since=when, action=action, limit=limit):
-            table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.actor or "–",
-                          e.address or "–", e.target or "–",
-                          ", ".join(f"{k}={v}" for k, v in e.detail.items()) or "–")
+            at = e.at.astimezone(UTC) if e.at.tzinfo else e.at  # SQLite keeps UTC, naive
+            cells = (at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.actor or "–",
+                     e.address or "–", e.target or "–",
+                     ", ".join(f"{k}={v}" for k, v in e.detail.items()) or "–")
+            table.add_row(*(Text(cell) for cell in cells))  # a username is not markup
     console.print(table)

@@ -10,8 +10,8 @@ from app.login_guard import LoginPolicy
 console = Console(soft_wrap=True)
 
 
-@config_options(LoginPolicy)
 @user_errors
+@config_options(LoginPolicy)
 def serve(
     cfg: LoginPolicy,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (behind a reverse "

@@ -47,12 +47,10 @@ class ConfigForm:
             return gr.Checkbox(label=label, info=info, value=bool(default))
         if choices:
             return gr.Dropdown(list(choices), label=label, info=info, value=default)
-        if kind in (int, float) and default is not None:
-            return gr.Number(label=label, info=info, value=default,
-                             precision=0 if kind is int else None)
-        # An unset number is a text box: a browser sends an empty number field as 0.
-        return gr.Textbox(label=label, info=info, value="" if default is None else default,
-                          placeholder="blank: not set" if kind in (int, float) else None)
+        # Numbers are text boxes too: a browser sends a cleared number field as 0, which
+        # would quietly set k = 0 or a gate of 0; a cleared text box means "the default".
+        return gr.Textbox(label=label, info=info, value="" if default is None else str(default),
+                          placeholder="blank: the default" if kind in (int, float) else None)
 
     def positional(self, **given: Any) -> list[Any]:
         """Values in field order, as an API caller passes them: ``given`` where named,

@@ -85,3 +85,17 @@ def test_the_trail_is_append_only(engine):
                 s.execute(statement)
             s.rollback()
         assert s.execute(text("SELECT actor FROM audit_event")).scalars().all() == ["ann"]
+
+
+def test_the_migration_goes_down_and_up_on_a_database_with_work_in_it(engine):
+    from annotation_db import migrate
+
+    run_id = seed_rationales(engine, n=3, gold=0)
+    with Session(engine) as s:
+        users.create_user(s, username="ann", password=PASSWORD, role="annotator")
+        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"], k=1)
+    migrate.downgrade(engine, "0004_jobs_researcher")
+    assert migrate.current_revision(engine) == "0004_jobs_researcher"
+    migrate.upgrade(engine)
+    with Session(engine) as s:
+        assert users.get_user(s, "ann") is not None and audit.list_events(s) == []

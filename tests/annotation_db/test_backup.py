@@ -70,6 +70,13 @@ def test_restore_refuses_a_database_that_holds_data_unless_forced(tmp_path):
     backup.restore(other, tmp_path / "b.sqlite", force=True)
     with pytest.raises(backup.BackupError, match="exists; choose a new file"):
         backup.backup(engine, tmp_path / "b.sqlite")
+    with pytest.raises(backup.BackupError, match="is the database itself"):
+        backup.backup(engine, tmp_path / "a.sqlite", force=True)
+    cohort_only = make_engine(f"sqlite:///{tmp_path / 'cohort.sqlite'}")  # no users yet
+    migrate.upgrade(cohort_only)
+    seed_rationales(cohort_only, n=2, gold=0)
+    with pytest.raises(backup.BackupError, match="not empty .*cohort"):
+        backup.restore(cohort_only, tmp_path / "b.sqlite")
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(backup.BackupError, match="not a readable SQLite database"):
         backup.restore(make_engine(f"sqlite:///{tmp_path / 'new.sqlite'}"),

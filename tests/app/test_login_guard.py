@@ -52,6 +52,27 @@ def test_six_wrong_passwords_throttle_the_account_until_the_window_ends(guarded)
     assert len(events(engine, "login", "ann")) == 1 and events(engine, "login", "bob")
 
 
+def test_the_browser_form_parallel_guesses_and_doubled_fields_are_all_counted(guarded):
+    """Gradio's login page posts multipart; a burst of parallel guesses is counted one
+    by one; a second username field cannot steer the count to another name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine, url = guarded
+    time.sleep(WINDOW)  # a fresh window for the loopback address
+    multipart = httpx.post(url + "login", files={"username": (None, "cat"),
+                                                 "password": (None, "wrong password!")})
+    assert multipart.status_code == 400
+    assert events(engine, "login_failed")[0].actor == "cat"  # newest first
+    doubled = httpx.post(url + "login", content=b"username=decoy&username=cat&password=x",
+                         headers={"content-type": "application/x-www-form-urlencoded"})
+    assert doubled.status_code == 400 and doubled.json()["detail"] == "give one username"
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda _: login(url, "cat", "wrong password!").status_code,
+                                range(8)))
+    assert codes == [400] * 4 + [429] * 4  # 1 + 4 failures, then refused
+    time.sleep(WINDOW + 0.5)
+
+
 def test_an_unknown_username_is_throttled_the_same_way(guarded):
     _, url = guarded
     time.sleep(WINDOW)  # a fresh window for the loopback address

@@ -20,9 +20,10 @@ REFUSAL = "audit_event is append-only"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("app_user") as batch:
-        batch.add_column(sa.Column("sessions_valid_after", sa.DateTime(timezone=True),
-                                   nullable=True))
+    # Plain ALTER TABLE on both databases: a batch rebuild of app_user would drop a table
+    # that campaigns and ratings reference.
+    op.add_column("app_user", sa.Column("sessions_valid_after", sa.DateTime(timezone=True),
+                                        nullable=True))
     op.create_table(
         "audit_event",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -45,6 +46,8 @@ def upgrade() -> None:
                    f"AS $$ BEGIN RAISE EXCEPTION '{REFUSAL}'; END $$")
         op.execute("CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE ON "
                    "audit_event FOR EACH ROW EXECUTE FUNCTION audit_event_refuse()")
+        op.execute("CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse()")
 
 
 def downgrade() -> None:
@@ -52,10 +55,10 @@ def downgrade() -> None:
         for verb in ("update", "delete"):
             op.execute(f"DROP TRIGGER audit_event_no_{verb}")
     else:
+        op.execute("DROP TRIGGER audit_event_no_truncate ON audit_event")
         op.execute("DROP TRIGGER audit_event_append_only ON audit_event")
         op.execute("DROP FUNCTION audit_event_refuse()")
     op.drop_index("ix_audit_event_actor", table_name="audit_event")
     op.drop_index("ix_audit_event_at", table_name="audit_event")
     op.drop_table("audit_event")
-    with op.batch_alter_table("app_user") as batch:
-        batch.drop_column("sessions_valid_after")
+    op.drop_column("app_user", "sessions_valid_after")  # SQLite ≥ 3.35 drops it in place
