@@ -44,14 +44,11 @@ def backup(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     try:
-        src, dst = _connect(source), _connect(Path(tmp))
+        src = _connect(source)
         try:
-            src.backup(dst)
-            _check(dst, tmp)
-            counts = _counts(dst)
+            counts = _copy(src, Path(tmp))
         finally:
             src.close()
-            dst.close()
         _fsync(Path(tmp))
         os.replace(tmp, target)
         _fsync(target.parent)
@@ -92,13 +89,7 @@ def restore(engine: Engine, path: str | Path, *, force: bool = False) -> dict:
                               "to overwrite it")
         engine.dispose()  # no pooled connection may hold the old file open
         try:
-            dst = _connect(target)
-            try:
-                src.backup(dst)
-                _check(dst, target)
-                counts = _counts(dst)
-            finally:
-                dst.close()
+            counts = _copy(src, target)
         except sqlite3.Error as exc:
             raise BackupError(f"restore into {target} failed: {exc}") from None
     finally:
@@ -128,6 +119,17 @@ def _check(conn: sqlite3.Connection, where) -> None:
     result = conn.execute("PRAGMA integrity_check").fetchone()[0]
     if result != "ok":
         raise BackupError(f"{where} failed SQLite's integrity check: {result}")
+
+
+def _copy(src: sqlite3.Connection, target: Path) -> dict[str, int]:
+    """SQLite's online backup of ``src`` into ``target``, checked; the copy's counts."""
+    dst = _connect(target)
+    try:
+        src.backup(dst)
+        _check(dst, target)
+        return _counts(dst)
+    finally:
+        dst.close()
 
 
 def _fsync(path: Path) -> None:
