@@ -28,15 +28,12 @@ Every sign-in, failure, refusal, sign-out and expiry is an audit event.
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
+import weakref
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from pydantic import Field
 from sqlmodel import Session
-from starlette.requests import Request
 
 from annotation_db import audit, users
 from annotation_db.provenance import CommandConfig
@@ -72,6 +69,12 @@ class LoginGuard:
     session store."""
 
     def __init__(self, engine, policy: LoginPolicy | None = None):
+        # `limits` is imported here, not by the CLI's start-up (serve's options need only
+        # LoginPolicy).
+        from limits import RateLimitItemPerSecond
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
         self.engine = engine
         self.policy = policy or LoginPolicy()
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -84,30 +87,23 @@ class LoginGuard:
         self.unlocks_seen: dict[str, datetime] = {}
         # where each name has failed from, and when (pruned to the window)
         self.addresses: dict[str, dict[str, float]] = {}
-        self.cookie_names: tuple[str, ...] = ()
-        self._locks: dict[str, list] = {}  # key → [asyncio.Lock, holders]
+        self.cookie_names: tuple[str, ...] = ()  # set by install(), with the store
+        self.store: SessionStore | None = None
+        # one lock per account and per address in use; gone once nobody holds or awaits it
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     @asynccontextmanager
     async def attempt(self, username: str, address: str):
         """One sign-in attempt at a time per account and per address, so that parallel
         guesses each see the failures before them (a fixed order: no deadlock)."""
-        keys = sorted({f"address:{address}", f"account:{username}"})
-        held = []
-        try:
-            for key in keys:
-                entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
-                entry[1] += 1
-                held.append(key)
-                await entry[0].acquire()
+        async with AsyncExitStack() as stack:
+            for key in sorted({f"address:{address}", f"account:{username}"}):
+                lock = self._locks.get(key)
+                if lock is None:
+                    lock = self._locks[key] = asyncio.Lock()
+                await stack.enter_async_context(lock)
             yield
-        finally:
-            for key in reversed(held):
-                entry = self._locks[key]
-                if entry[0].locked():
-                    entry[0].release()
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._locks[key]
 
     def failures(self, kind: str, *key: str) -> int:
         item = self.items[kind]
@@ -198,15 +194,18 @@ class LoginThrottle:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > MAX_LOGIN_BODY:
-                return await _json(send, 413, {"detail": "sign-in request too large"})
+                return await _json(scope, receive, send, 413,
+                                   {"detail": "sign-in request too large"})
             more = message.get("more_body", False)
         body = b"".join(chunks)
         # Read the form as Gradio does (url-encoded or multipart, as its login page sends).
+        from starlette.requests import Request
+
         form = await Request(scope, _replay(body, receive)).form()
         names = form.getlist("username")
         await form.close()
         if len(names) > 1:
-            return await _json(send, 400, {"detail": "give one username"})
+            return await _json(scope, receive, send, 400, {"detail": "give one username"})
         username = str(names[0]).strip() if names else ""
         address = _address(scope)
         guard, sent, delay = self.guard, [], 0.0
@@ -220,7 +219,7 @@ class LoginThrottle:
                 what, message = refusal
                 await asyncio.to_thread(guard.audit, "login_throttled", username or None,
                                         address, throttled=what)
-                return await _json(send, 429, {"detail": message})
+                return await _json(scope, receive, send, 429, {"detail": message})
             await self.app(scope, _replay(body, receive), hold)
             status = next((m["status"] for m in sent if m["type"] == "http.response.start"),
                           500)
@@ -303,20 +302,15 @@ def install(demo, guard: LoginGuard) -> None:
 
 
 def _session_user(guard: LoginGuard, scope) -> str | None:
-    store = getattr(guard, "store", None)
-    if store is None:
+    """Whose session cookie a request carries (without touching its idle time)."""
+    from starlette.requests import HTTPConnection
+
+    if guard.store is None:
         return None
-    cookies = {}
-    for name, value in scope.get("headers", []):
-        if name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                key, _, val = part.strip().partition("=")
-                cookies[key] = val
-    for name in guard.cookie_names:
-        token = cookies.get(name)
-        if token and dict.get(store, token):
-            return dict.get(store, token)
-    return None
+    cookies = HTTPConnection(scope).cookies
+    tokens = (cookies.get(name) for name in guard.cookie_names)
+    return next((dict.get(guard.store, t) for t in tokens if t and dict.get(guard.store, t)),
+                None)
 
 
 def _address(scope) -> str:
@@ -326,11 +320,7 @@ def _address(scope) -> str:
     return client[0][:64] if client else "unknown"
 
 
-async def _json(send, status: int, payload: dict) -> None:
-    import json
+async def _json(scope, receive, send, status: int, payload: dict) -> None:
+    from starlette.responses import JSONResponse
 
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await JSONResponse(payload, status_code=status)(scope, receive, send)

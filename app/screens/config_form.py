@@ -20,11 +20,11 @@ from annotation_db.provenance import CommandConfig
 class ConfigForm:
     """The inputs of one config class, in field order, and the values they hold."""
 
-    def __init__(self, config_cls: type[CommandConfig], exclude: frozenset[str] = frozenset(),
-                 values: dict[str, Any] | None = None):
+    def __init__(self, config_cls: type[CommandConfig], exclude: frozenset[str] = frozenset()):
         self.config_cls = config_cls
-        self.fields = [name for name in config_cls.option_fields() if name not in exclude]
-        self.values = values or {}
+        self.options = {name: kind for name, kind in config_cls.option_fields().items()
+                        if name not in exclude}
+        self.fields = list(self.options)
         self.components: list[gr.components.Component] = []
 
     def render(self, per_row: int = 4) -> "ConfigForm":
@@ -37,10 +37,9 @@ class ConfigForm:
         return self
 
     def _component(self, name: str) -> gr.components.Component:
-        kind, choices = self.config_cls.option_fields()[name]
+        kind, choices = self.options[name]
         field = self.config_cls.model_fields[name]
-        default = self.values.get(name, None if field.is_required()
-                                  else field.get_default(call_default_factory=True))
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         label = name.replace("_", " ")
         info = (field.description or "").rstrip(".") or None
         if kind is bool:
@@ -66,12 +65,11 @@ class ConfigForm:
         if len(values) != len(self.fields):
             raise ValueError(f"{self.config_cls.__name__} form: {len(self.fields)} values "
                              f"expected, {len(values)} given")
-        options = self.config_cls.option_fields()
         out = {}
         for name, value in zip(self.fields, values, strict=True):
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue
-            out[name] = _as(options[name][0], value)
+            out[name] = _as(self.options[name][0], value)
         return out
 
 
