@@ -233,6 +233,9 @@ class GenerationRun(SQLModel, table=True):
     seed: int
     status: str = Field(default=RunStatus.queued, max_length=16)
     stats: dict = _json(nullable=True)
+    # With a server: its URL (no credentials), the served model's id and root, and its
+    # max model length, as /v1/models reported them.
+    served_by: dict | None = _json(nullable=True)
     created_at: datetime = _timestamp()
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 

@@ -20,6 +20,7 @@ from annotation_db.session import DatabaseUnavailable
 from annotation_db.users import UserError
 from generation.importers import ImportRejected
 from generation.models import ModelSpecError
+from generation.output_budget import BudgetError
 from generation.prompts import PromptError
 from training.data import DataError
 from training.runs import RunError
@@ -28,7 +29,7 @@ from training.runs import RunError
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
-    FileNotFoundError, AuditError, BackupError,
+    FileNotFoundError, AuditError, BackupError, BudgetError,
 )
 
 err_console = Console(stderr=True)

@@ -7,11 +7,16 @@ and parsing; only the call differs.
 """
 
 import asyncio
+import functools
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig
 from generation.engine import EngineOptions, load_vllm
-from generation.models import ResolvedModel
+from generation.models import ModelSpecError, ResolvedModel
+from generation.output_budget import Counter, estimated_tokens, token_counter
 
 
 class VLLMBackend:
@@ -41,30 +46,108 @@ class VLLMBackend:
                            o.outputs[0].finish_reason) for o in outputs]
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What an OpenAI-compatible server serves under one name, as ``/v1/models`` says."""
+
+    url: str  # without credentials
+    id: str
+    root: str | None = None
+    max_model_len: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"url": self.url, "id": self.id, "root": self.root,
+                "max_model_len": self.max_model_len}
+
+
+def public_url(url: str) -> str:
+    """``url`` without user, password or query (what may be stored and printed)."""
+    parts = urlsplit(url.rstrip("/"))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _headers(api_key: str | None) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def served_model(url: str, name: str | None = None, api_key: str | None = None) -> ServedModel:
+    """The model a server serves under ``name`` (default: its only one)."""
+    import httpx
+
+    base = url.rstrip("/")
+    try:
+        response = httpx.get(f"{base}/models", headers=_headers(api_key), timeout=10)
+        response.raise_for_status()
+        cards = response.json()["data"]
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        hint = "; give its key with --api-key or OPENAI_API_KEY" if status == 401 else ""
+        raise ConnectionError(f"{public_url(base)}/models answered HTTP {status} "
+                              f"{exc.response.reason_phrase}{hint}") from None
+    except Exception as exc:
+        raise ConnectionError(f"cannot list models at {public_url(base)}/models "
+                              f"({type(exc).__name__})") from None
+    ids = [card["id"] for card in cards]
+    if name is None and len(cards) != 1:
+        raise ModelSpecError(f"the server at {public_url(base)} serves {len(cards)} models "
+                         f"({', '.join(ids) or 'none'}); name one with --model")
+    card = cards[0] if name is None else next((c for c in cards if c["id"] == name), None)
+    if card is None:
+        raise ModelSpecError(f"the server at {public_url(base)} does not serve {name!r}; it serves "
+                         f"{', '.join(ids)}")
+    return ServedModel(public_url(base), card["id"], card.get("root"), card.get("max_model_len"))
+
+
 class ServerBackend:
     """Any OpenAI-compatible server (e.g. vLLM's), with bounded concurrent async requests.
 
-    Structured output goes through ``response_format`` json_schema (vLLM ignores the old
-    ``guided_json`` field silently).
+    ``model`` is the name the server serves (default: its only model); ``api_key`` is sent
+    as a bearer token and never stored. Structured output goes through ``response_format``
+    json_schema (vLLM ignores the old ``guided_json`` field silently).
     """
 
     name = "server"
 
     def __init__(self, url: str, model: str | None = None, concurrency: int = 8,
-                 timeout: float = 600.0):
-        import httpx
-
+                 timeout: float = 600.0, api_key: str | None = None):
         self.url = url.rstrip("/")
         self.concurrency = concurrency
         self.timeout = timeout
-        if model is None:
-            try:
-                response = httpx.get(f"{self.url}/models", timeout=10)
-                response.raise_for_status()
-                model = response.json()["data"][0]["id"]
-            except Exception as exc:
-                raise ConnectionError(f"cannot list models at {self.url}/models: {exc}") from exc
-        self.model = model
+        self.api_key = api_key
+        self.served = served_model(self.url, model, api_key)
+        self.model = self.served.id
+
+    def token_counter(self) -> tuple[Counter, str]:
+        """How the served model counts tokens, and which way was used: a local copy of its
+        tokenizer (its root is a model folder here), else the server's ``/tokenize``
+        endpoint (vLLM's), else an estimate (:data:`ESTIMATED_CHARS_PER_TOKEN`)."""
+        import httpx
+
+        root = self.served.root
+        if root and Path(root, "tokenizer_config.json").is_file():
+            from generation.models import load_tokenizer
+
+            return token_counter(load_tokenizer(root)), f"local copy of {self.model}"
+        client = httpx.Client(base_url=self.url.removesuffix("/v1"),
+                              headers=_headers(self.api_key), timeout=30)
+
+        @functools.lru_cache(maxsize=4096)
+        def count(text: str) -> int:
+            response = client.post("/tokenize", json={"model": self.model, "prompt": text,
+                                                      "add_special_tokens": False})
+            response.raise_for_status()
+            return int(response.json()["count"])
+
+        try:
+            count("E1")
+        except Exception:
+            client.close()
+            return estimated_tokens, "estimate"
+        return count, f"{self.served.url.removesuffix('/v1')}/tokenize"
 
     def complete(self, requests: list[ChatRequest], params: SamplingConfig) -> list[Completion]:
         return asyncio.run(self._complete(requests, params))
@@ -73,7 +156,8 @@ class ServerBackend:
         import httpx
 
         gate = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with httpx.AsyncClient(timeout=self.timeout,
+                                     headers=_headers(self.api_key)) as client:
 
             async def one(request: ChatRequest) -> Completion:
                 body = {
@@ -149,9 +233,10 @@ class TransformersBackend:
 
 
 def make_backend(kind: str, model: ResolvedModel | None, *, server_url: str | None = None,
+                 served: str | None = None, api_key: str | None = None,
                  options: EngineOptions | None = None) -> Backend:
     if server_url:
-        return ServerBackend(server_url)
+        return ServerBackend(server_url, served, api_key=api_key)
     if kind == "vllm":
         return VLLMBackend(model, options)
     if kind == "transformers":

@@ -12,15 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MAX_RATIONALE_CHARS = 1200
-MAX_STEPS = 6
-MAX_EVIDENCE = 12
+from generation.output_budget import (
+    MAX_EVIDENCE,
+    MAX_RATIONALE_CHARS,
+    MAX_STEP_CHARS,
+    MAX_STEPS,
+    MIN_RATIONALE_CHARS,
+    SchemaBounds,
+)
 
 
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: str = Field(min_length=1, max_length=400)
+    step: str = Field(min_length=1, max_length=MAX_STEP_CHARS)
     evidence: list[str] = Field(default_factory=list, max_length=MAX_EVIDENCE)
 
 
@@ -47,19 +52,30 @@ class RationaleOutput(BaseModel):
         return list(dict.fromkeys(ids))
 
 
-def json_schema(evidence_ids: list[str], format: str) -> dict:
-    """The JSON schema for one patient's rationale in ``format`` (free or stepwise)."""
+def json_schema(evidence_ids: list[str], format: str, bounds: SchemaBounds | None = None
+                ) -> dict:
+    """The JSON schema for one patient's rationale in ``format`` (free or stepwise).
+
+    ``bounds`` (from :func:`generation.output_budget.derive_bounds`) size the lists and
+    strings so that the largest valid document fits the run's token budget; without them
+    the content limits apply.
+    """
     ids = {"type": "string", "enum": list(evidence_ids)}
+    evidence = bounds.evidence if bounds else MAX_EVIDENCE
     if format == "free":
-        rationale = {"type": "string", "minLength": 20, "maxLength": MAX_RATIONALE_CHARS}
+        rationale = {"type": "string", "minLength": MIN_RATIONALE_CHARS,
+                     "maxLength": bounds.rationale_chars if bounds else MAX_RATIONALE_CHARS}
     else:
         rationale = {
-            "type": "array", "minItems": 1, "maxItems": MAX_STEPS,
+            "type": "array", "minItems": 1, "maxItems": bounds.steps if bounds else MAX_STEPS,
             "items": {
                 "type": "object",
                 "properties": {
-                    "step": {"type": "string", "minLength": 1, "maxLength": 400},
-                    "evidence": {"type": "array", "items": ids, "maxItems": MAX_EVIDENCE},
+                    "step": {"type": "string", "minLength": 1,
+                             "maxLength": bounds.step_chars if bounds else MAX_STEP_CHARS},
+                    "evidence": {"type": "array", "items": ids,
+                                 "maxItems": bounds.step_evidence if bounds
+                                 else MAX_EVIDENCE},
                 },
                 "required": ["step", "evidence"],
                 "additionalProperties": False,
@@ -69,7 +85,7 @@ def json_schema(evidence_ids: list[str], format: str) -> dict:
         "type": "object",
         "properties": {
             "prediction": {"type": "string", "enum": ["yes", "no"]},
-            "evidence": {"type": "array", "items": ids, "minItems": 1, "maxItems": MAX_EVIDENCE},
+            "evidence": {"type": "array", "items": ids, "minItems": 1, "maxItems": evidence},
             "rationale": rationale,
         },
         "required": ["prediction", "evidence", "rationale"],

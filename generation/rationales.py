@@ -33,12 +33,13 @@ from annotation_db import cohorts as cohort_crud
 from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.models import PromptTemplate as PromptRow
 from annotation_db.provenance import CommandConfig, stable_hash
-from generation.backends import make_backend
+from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, SamplingConfig
 from generation.engine import EngineOptions
 from generation.grounding import check_rationale
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from generation.mutator import flawed_copies
+from generation.output_budget import SchemaBounds, derive_bounds, token_counter
 from generation.prompts import PromptError, PromptTemplate, template_for
 from generation.rationale_schema import json_schema, parse_output
 
@@ -52,8 +53,10 @@ class GenerateConfig(CommandConfig):
     mode: Literal["label-conditioned", "label-blind"] = "label-conditioned"
     format: Literal["free", "stepwise"] = "free"
     prompt_version: str = "1"
-    model: str = Field(DEFAULT_MODEL, description="model spec: bundled:NAME, a local Hugging "
-                                                  "Face folder or hf:ORG/NAME")
+    model: str | None = Field(
+        None, description="model spec: bundled:NAME, a local Hugging Face folder or "
+        "hf:ORG/NAME (default: the bundled model); with --server-url, the name the server "
+        "serves the model under (default: its only model)")
     cache_dir: str | None = Field(None, description="model cache directory (must exist)")
     backend: Literal["vllm", "transformers", "template"] = Field(
         "vllm", description="template: the deterministic label-conditioned template teacher")
@@ -91,6 +94,8 @@ class RunSummary:
     seconds: float
     gold: int = 0
     retried: int = 0
+    retries: int = 0  # attempts after a patient's first, in this session
+    bounds: SchemaBounds | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -137,14 +142,43 @@ def select_patients(session: Session, cohort_id: int, split: str, n: int | None)
 
 
 def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
-            model: ResolvedModel, template: PromptTemplate) -> tuple[str, dict]:
+            model: ResolvedModel, template: PromptTemplate, *,
+            served: ServedModel | None = None, bounds: SchemaBounds | None = None
+            ) -> tuple[str, dict]:
     selection = {"cohort_id": cohort_id, "split": cfg.split, "n": cfg.n,
                  "patients_sha256": stable_hash(patient_ids)}
     key = {"selection": selection, "model": model.spec, "model_sha256": model.checksum,
            "prompt": template.id, "prompt_sha256": template.content_hash,
            "sampling": cfg.sampling().as_dict(), "seed": cfg.seed,
            "history_budget": cfg.history_budget, "history_tokenizer": cfg.history_tokenizer}
+    if served is not None:
+        key["served_by"] = served.as_dict()
+    if bounds is not None:
+        key["schema_bounds"] = bounds.as_dict()
     return stable_hash(key), selection
+
+
+def schema_bounds(records: list[dict], cfg: GenerateConfig, count_output, tokenizer: str
+                  ) -> SchemaBounds:
+    """The run's schema bounds: sized so that the largest valid rationale fits
+    ``max_tokens`` as the generating model counts them (:mod:`generation.output_budget`)."""
+    from annotation_db.render import render_compact
+    from generation.models import history_counter
+
+    count = history_counter(cfg.history_tokenizer, cfg.cache_dir)
+    histories = [render_compact(r, cfg.history_budget, count).text for r in records]
+    ids = sorted({item["id"] for r in records for item in r["items"]})
+    return derive_bounds(cfg.max_tokens, cfg.format, count_output, ids=ids, texts=histories,
+                         tokenizer=tokenizer)
+
+
+def _output_counter(backend: Backend | None, model: ResolvedModel):
+    """How the generating model counts tokens, and what that count came from."""
+    if backend is not None and hasattr(backend, "token_counter"):
+        return backend.token_counter()
+    from generation.models import load_tokenizer
+
+    return token_counter(load_tokenizer(model.path)), model.spec
 
 
 def generate_rationales(
@@ -154,16 +188,29 @@ def generate_rationales(
     backend: Backend | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
     retry_failed: bool = False,
+    api_key: str | None = None,
 ) -> RunSummary:
     """Generate (or finish generating) the rationales of one run; see the module doc.
 
     ``retry_failed`` gives the patients whose rationale is stored as ``failed`` another
     full set of attempts in the same run: their failed rows are removed (campaigns only
     ever hold ``ok`` rationales) and the run's ``stats.retried`` counts them.
+
+    With ``cfg.server_url`` the run records what the server serves under ``cfg.model``
+    (its id, root and max model length, and the URL without credentials) and that is
+    part of its key; ``api_key`` is sent to the server and stored nowhere.
     """
     template = template_for(cfg.mode, cfg.format, cfg.prompt_version)
-    model = (teacher_model() if cfg.backend == "template"
-             else resolve_model(cfg.model, cache_dir=cfg.cache_dir))
+    if backend is None and cfg.server_url:
+        backend = make_backend(cfg.backend, None, server_url=cfg.server_url, served=cfg.model,
+                               api_key=api_key)
+    served: ServedModel | None = getattr(backend, "served", None)
+    if served is not None:
+        model = ResolvedModel(spec=served.id, source="server", path=served.root or "")
+    elif cfg.backend == "template":
+        model = teacher_model()
+    else:
+        model = resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
     params = cfg.sampling()
     with Session(engine) as session:
         cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
@@ -171,38 +218,46 @@ def generate_rationales(
         patients = select_patients(session, cohort.id, cfg.split, cfg.n)
         if not patients:
             raise cohort_crud.CohortError(f"cohort {cohort.name!r} has no {cfg.split} patients")
-        key, selection = run_key(cohort.id, [p.id for p in patients], cfg, model, template)
+        records = {p.id: cohort_crud.patient_record(session, p) for p in patients}
+    # A model decodes under a schema sized to its token budget; the template teacher
+    # writes its JSON directly and needs none.
+    bounds = (None if model.source == "template" else
+              schema_bounds(list(records.values()), cfg, *_output_counter(backend, model)))
+    with Session(engine) as session:
+        key, selection = run_key(cohort.id, [p.id for p in patients], cfg, model, template,
+                                 served=served, bounds=bounds)
         prompt_row = register_prompt(session, template)
         run = session.execute(select(GenerationRun).where(GenerationRun.content_hash == key)
                               ).scalars().first()
         if run is None:
             run = GenerationRun(content_hash=key, cohort_id=cohort.id,
                                 prompt_template_id=prompt_row.id, model=model.spec,
-                                backend=backend.name if backend else
-                                ("server" if cfg.server_url else cfg.backend),
+                                backend=backend.name if backend else cfg.backend,
                                 selection=selection, sampling_params=params.as_dict(),
                                 seed=cfg.seed, status="running",
+                                served_by=served.as_dict() if served else None,
                                 stats={"tokens": 0, "seconds": 0.0, "failures": 0,
-                                       "attempts": 0, "sessions": 0})
+                                       "attempts": 0, "retries": 0, "sessions": 0,
+                                       "schema_bounds": bounds.as_dict() if bounds else None})
             session.add(run)
         session.commit()
         run_id = run.id
         prior = _drop_failed(session, run) if retry_failed else {}
         done = set(session.execute(select(Rationale.patient_id).where(
             Rationale.run_id == run_id, Rationale.variant == "original")).scalars())
-        todo = [(p.id, cohort_crud.patient_record(session, p)) for p in patients
-                if p.id not in done]
+        todo = [(p.id, records[p.id]) for p in patients if p.id not in done]
 
-    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0, retried=len(prior))
+    summary = RunSummary(run_id, 0, len(patients) - len(todo), 0, 0, 0.0, retried=len(prior),
+                         bounds=bounds)
     if todo and backend is None:
-        backend = make_backend(cfg.backend, model, server_url=cfg.server_url,
+        backend = make_backend(cfg.backend, model,
                                options=EngineOptions(max_model_len=cfg.max_model_len,
                                                      seed=cfg.seed))
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start:start + cfg.batch_size]
         started = time.perf_counter()
         rows, tokens, attempts = _generate_batch(backend, batch, template, cfg, params, run_id,
-                                                 prior)
+                                                 prior, bounds)
         seconds = time.perf_counter() - started
         written = _store(engine, rows)
         failures = sum(r.status == "failed" for r in written)
@@ -210,8 +265,9 @@ def generate_rationales(
         summary.failed += failures
         summary.tokens += tokens
         summary.seconds += seconds
+        summary.retries += attempts - len(batch)
         _add_stats(engine, run_id, tokens=tokens, seconds=seconds, failures=failures,
-                   attempts=attempts)
+                   attempts=attempts, retries=attempts - len(batch))
         if on_progress:
             on_progress(len(batch), tokens, seconds)
     if cfg.gold_share > 0:
@@ -239,8 +295,8 @@ def _drop_failed(session: Session, run: GenerationRun) -> dict[int, int]:
 
 def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
                     cfg: GenerateConfig, params: SamplingConfig, run_id: int,
-                    prior_attempts: dict[int, int] | None = None
-                    ) -> tuple[list[Rationale], int, int]:
+                    prior_attempts: dict[int, int] | None = None,
+                    bounds: SchemaBounds | None = None) -> tuple[list[Rationale], int, int]:
     from annotation_db.render import render_compact
     from generation.models import history_counter
 
@@ -259,7 +315,7 @@ def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: P
         states[patient_id] = {
             "record": record, "ids": ids,
             "shown": {**visible, "items": [i for i in record["items"] if i["id"] in shown]},
-            "schema": json_schema(ids, cfg.format),
+            "schema": json_schema(ids, cfg.format, bounds),
             "messages": template.messages(record, history=rendered.text),
             "attempts": (prior_attempts or {}).get(patient_id, 0), "output": None, "raw": "",
             "error": None,

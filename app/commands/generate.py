@@ -18,6 +18,10 @@ def generate(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Give the patients stored as failed in this run another "
         "full set of attempts (same run; their failed rows are replaced)."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="OPENAI_API_KEY", show_default=False,
+        help="Bearer token for a --server-url that needs one (or OPENAI_API_KEY); sent to "
+        "the server only, never stored or printed."),
     db: DbOption = None,
 ) -> None:
     """Generate grounded rationales that cite each patient's evidence ids.
@@ -28,7 +32,7 @@ def generate(
     Example:
 
         rationale-audit generate --split train --n 500 --mode label-conditioned --format free
-        rationale-audit generate --n 64 --server-url http://127.0.0.1:8000/v1
+        rationale-audit generate --n 64 --server-url http://127.0.0.1:8000/v1 --model smol
         rationale-audit generate --split train --n 500 --retry-failed
     """
     engine = open_engine(db)
@@ -46,10 +50,20 @@ def generate(
             progress.update(task, advance=patients, rate=f"{rate:.0f} tok/s")
 
         summary = generate_rationales(engine, cfg, on_progress=advance,
-                                      retry_failed=retry_failed)
+                                      retry_failed=retry_failed, api_key=api_key)
+    if summary.bounds is not None:
+        b = summary.bounds
+        shape = (f"rationale ≤ {b.rationale_chars} characters" if b.format == "free" else
+                 f"≤ {b.steps} steps of ≤ {b.step_chars} characters")
+        console.print(f"schema sized to {b.max_tokens} tokens: {shape}, ≤ {b.evidence} evidence "
+                      f"ids ({b.chars_per_token:.2f} characters per token, counted by "
+                      f"{b.tokenizer})", highlight=False)
+        if b.tokenizer == "estimate":
+            console.print("the server offers neither its tokenizer nor /tokenize: the token "
+                          "budget is an estimate", style="yellow")
     console.print(
-        f"run {summary.run_id}: {summary.generated} generated ({summary.failed} failed), "
-        f"{summary.skipped} already done"
+        f"run {summary.run_id}: {summary.generated} generated ({summary.failed} failed, "
+        f"{summary.retries} retries), {summary.skipped} already done"
         + (f", {summary.retried} failed ones retried" if summary.retried else "")
         + (f", {summary.gold} gold copies" if summary.gold else "")
         + (f" · {summary.tokens} tokens in {summary.seconds:.1f} s "

@@ -61,3 +61,14 @@ def test_valid_stepwise_output_collects_every_cited_id():
     assert error is None
     assert output.cited_ids() == ["E1", "E2"]
     assert output.text == "1. Young [E2].\n2. No APOE ε4."
+
+
+@pytest.mark.parametrize("url, public", [
+    ("http://someone:secret@gpu-1:8000/v1?token=abc", "http://gpu-1:8000/v1"),
+    ("https://[::1]:8443/v1/", "https://[::1]:8443/v1"),
+    ("http://127.0.0.1/v1", "http://127.0.0.1/v1"),
+])
+def test_a_server_url_is_stored_without_its_credentials(url, public):
+    from generation.backends import public_url
+
+    assert public_url(url) == public

@@ -1,5 +1,6 @@
 """Real generation with vLLM on the bundled model: offline engine and OpenAI-compatible server."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,11 +9,10 @@ import time
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, create_engine
 
 from annotation_db.models import GenerationRun, Rationale
 from generation.backends import ServerBackend, VLLMBackend
-from generation.rationale_schema import parse_output
 from generation.rationales import GenerateConfig, generate_rationales
 from tests.helpers import engine_with_cohort, free_port
 
@@ -26,50 +26,45 @@ def engine(tmp_path):
     engine.dispose()
 
 
-def _check_stored(engine, n, fmt):
-    with Session(engine) as session:
-        rows = session.execute(select(Rationale).where(Rationale.variant == "original")
-                               ).scalars().all()
-        run = session.execute(select(GenerationRun)).scalars().one()
-    assert len(rows) == n
-    ok = [r for r in rows if r.status == "ok"]
-    assert ok, [r.grounding for r in rows]
-    for row in ok:
-        output, error = parse_output(row.raw_output, row.cited_evidence_ids or ["E1"], fmt)
-        assert error is None or "not in the record" not in error
-        assert row.cited_evidence_ids and row.grounding is not None
-        assert 0.0 <= row.grounding_score <= 1.0
-    assert run.stats["tokens"] > 0 and run.stats["attempts"] >= n
-    return rows
-
-
-def test_vllm_writes_schema_valid_rationales_for_four_patients(engine, bundled_model,
-                                                                vllm_engine, monkeypatch):
+def test_a_schema_sized_to_128_tokens_closes_on_every_first_attempt(engine, bundled_model,
+                                                                      vllm_engine, monkeypatch):
+    """128 tokens is far less than the content limits (1,200 characters) would need: the
+    bounds derived from the budget make every constrained decode close in time."""
     monkeypatch.setattr("generation.rationales.resolve_model", lambda spec, **_: bundled_model)
     for fmt in ("free", "stepwise"):
-        cfg = GenerateConfig(n=4, format=fmt, max_tokens=256, batch_size=4)
+        cfg = GenerateConfig(split="all", n=8, format=fmt, max_tokens=128, retries=0,
+                             batch_size=8)
         summary = generate_rationales(engine, cfg, backend=VLLMBackend(bundled_model,
                                                                        llm=vllm_engine))
-        assert summary.generated == 4 and summary.tokens > 0
+        assert (summary.generated, summary.failed, summary.retries) == (8, 0, 0)
+        assert summary.bounds.max_tokens == 128 and summary.bounds.tokenizer == bundled_model.spec
     with Session(engine) as session:
         rows = session.execute(select(Rationale)).scalars().all()
-    assert len(rows) == 8
-    valid = [r for r in rows if r.status == "ok"]
-    assert len(valid) >= 6, [(r.status, r.raw_output[:80]) for r in rows]
-    stepwise = [r for r in valid if r.format == "stepwise"]
+        runs = session.execute(select(GenerationRun)).scalars().all()
+    assert len(rows) == 16 and all(r.status == "ok" and r.attempts == 1 for r in rows), [
+        (r.status, r.raw_output[-60:]) for r in rows]
+    assert all(r.stats["retries"] == 0 and r.stats["schema_bounds"]["max_tokens"] == 128
+               for r in runs)
+    stepwise = [r for r in rows if r.format == "stepwise"]
     assert all(isinstance(r.steps, list) and r.steps for r in stepwise)
+
+
+API_KEY = "test-key-not-stored"
 
 
 @pytest.fixture(scope="module")
 def vllm_server(bundled_model):
+    """The bundled weights served under two names no local model spec knows, behind a key."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-         bundled_model.path, "--served-model-name", "bundled", "--host", "127.0.0.1",
+         bundled_model.path, "--served-model-name", "smol", "smol-b", "--host", "127.0.0.1",
          "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
-         "--enforce-eager", "--generation-config", "vllm"],
+         "--enforce-eager", "--generation-config", "vllm", "--api-key", API_KEY,
+         "--structured-outputs-config",
+         '{"backend": "xgrammar", "disable_any_whitespace": true}'],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
     )
     url = f"http://127.0.0.1:{port}/v1"
@@ -79,7 +74,8 @@ def vllm_server(bundled_model):
             if process.poll() is not None:
                 pytest.fail(f"vLLM server exited: {process.stderr.read()[-2000:]}")
             try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/models", timeout=2,
+                             headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(1)
@@ -94,13 +90,62 @@ def vllm_server(bundled_model):
             process.kill()
 
 
-def test_server_backend_generates_with_response_format(engine, bundled_model, vllm_server,
-                                                       monkeypatch):
-    monkeypatch.setattr("generation.rationales.resolve_model", lambda spec, **_: bundled_model)
-    backend = ServerBackend(vllm_server, concurrency=4)
-    assert backend.model == "bundled"
-    cfg = GenerateConfig(n=4, max_tokens=256, server_url=vllm_server)
-    summary = generate_rationales(engine, cfg, backend=backend)
-    assert summary.generated == 4
-    rows = _check_stored(engine, 4, "free")
-    assert sum(r.status == "ok" for r in rows) >= 3
+def test_a_served_model_is_recorded_as_the_server_serves_it(tmp_path, bundled_model,
+                                                            vllm_server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    db = tmp_path / "served.sqlite"
+    engine_with_cohort(f"sqlite:///{db}", n=12, seed=3).dispose()
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    url = vllm_server
+    runner = CliRunner()
+
+    def generate(*args):
+        return runner.invoke(app, ["generate", "--split", "all", "--n", "4", "--max-tokens",
+                                   "128", "--server-url", url, "--db", str(db), *args])
+
+    several = generate()
+    assert several.exit_code == 1
+    assert "serves 2 models (smol, smol-b); name one with --model" in several.output
+    unknown = generate("--model", "bundled:smollm2-135m-instruct")
+    assert unknown.exit_code == 1 and "does not serve 'bundled:smollm2-135m-instruct'" in (
+        unknown.output)
+
+    first = generate("--model", "smol")
+    assert first.exit_code == 0, first.output
+    assert "4 generated (0 failed, 0 retries)" in first.output
+    assert "counted by local copy of smol" in first.output
+    assert generate("--model", "smol").output.count("4 already done") == 1  # resumed
+    second = generate("--model", "smol-b")
+    assert second.exit_code == 0 and "4 generated" in second.output  # its own run
+
+    engine = create_engine(f"sqlite:///{db}")
+    with Session(engine) as session:
+        runs = session.execute(select(GenerationRun).order_by(GenerationRun.id)).scalars().all()
+    assert [(r.model, r.backend) for r in runs] == [("smol", "server"), ("smol-b", "server")]
+    assert runs[0].served_by == {"url": vllm_server, "id": "smol", "root": bundled_model.path,
+                                 "max_model_len": 2048}
+    assert runs[0].content_hash != runs[1].content_hash
+    assert API_KEY.encode() not in db.read_bytes()
+
+    # Without the key the server refuses, and the error says where (not with what key).
+    monkeypatch.delenv("OPENAI_API_KEY")
+    refused = generate("--model", "smol")
+    assert refused.exit_code == 1 and "HTTP 401" in refused.output
+    assert "--api-key" in refused.output
+
+
+def test_the_budget_is_counted_by_the_servers_tokenizer_without_a_local_copy(bundled_model,
+                                                                             vllm_server):
+    from generation.models import load_tokenizer
+    from generation.output_budget import token_counter
+
+    backend = ServerBackend(vllm_server, "smol", api_key=API_KEY)
+    backend.served = dataclasses.replace(backend.served, root="/elsewhere/weights")
+    count, source = backend.token_counter()
+    assert source == vllm_server.removesuffix("/v1") + "/tokenize"
+    local = token_counter(load_tokenizer(bundled_model.path))
+    texts = ["E12 2019-03-04 dx I10 Essential hypertension", "APOE ε3/ε4", "a" * 300]
+    assert [count(t) for t in texts] == [local(t) for t in texts]
