@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
-PYTEST_ARGS ?=
+# Two workers, one test file each at a time (module fixtures such as a vLLM server are
+# started once): the suite's waits (servers starting, browsers, throttled logins) overlap.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 comma  := ,
 
 .PHONY: demo test lint clean-venv

@@ -43,6 +43,14 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Leave vLLM's, transformers' and torch's own output on the terminal instead of "
+        "the log file the command names.",
+    ),
+]
 CacheDirOption = Annotated[
     str | None,
     typer.Option(

@@ -63,14 +63,15 @@ def database(chats: int):
     return engine
 
 
-def run_generate(engine, backend, fmt: str, tokens: int, chats: int) -> tuple[dict, list]:
-    """One `generate` run on a fresh run key; returns its figures and the requests."""
+def run_generate(engine, backend, fmt: str, tokens: int, chats: int, seed: int = 0
+                 ) -> tuple[dict, list]:
+    """One `generate` run (a new run key per format, budget and seed); returns its figures
+    and the requests it made."""
     from generation.rationales import GenerateConfig, generate_rationales
 
-    backend.llm.reset_prefix_cache()  # each run starts as a first run would
     recording = Recording(backend)
     cfg = GenerateConfig(split="all", n=chats, format=fmt, max_tokens=tokens, retries=0,
-                         batch_size=chats)
+                         batch_size=chats, seed=seed)
     started = time.perf_counter()
     summary = generate_rationales(engine, cfg, backend=recording)
     seconds = time.perf_counter() - started
@@ -207,7 +208,8 @@ def main() -> None:
     backend = VLLMBackend(model, llm=llm)
     results: dict = {"chats": args.chats, "model": args.model, "engine_dtype": dtype}
 
-    print(f"1. first-attempt validity, `generate` path, {args.chats} patients, no retries")
+    print(f"1. first-attempt validity, `generate` path, {args.chats} patients, no retries "
+          "(the prompts' prefill is cached after the first run)")
     validity, recorded = [], {}
     for fmt in ("free", "stepwise"):
         for tokens in BUDGETS:
@@ -222,10 +224,12 @@ def main() -> None:
                   f"{figures['tokens_per_second']} tok/s")
     results["validity"] = validity
 
-    print("2. the project's cost: `generate` end to end vs raw vllm.LLM.generate")
-    prompts, sampling = raw_requests(llm, recorded[("free", 384)])
+    print("2. the project's cost: `generate` end to end vs raw vllm.LLM.generate, "
+          "both from an empty prefix cache")
+    llm.reset_prefix_cache()
+    project, calls = run_generate(engine, backend, "free", 384, args.chats, seed=1)
+    prompts, sampling = raw_requests(llm, calls)
     raw = run_raw(llm, prompts, sampling)
-    project = next(v for v in validity if (v["format"], v["max_tokens"]) == ("free", 384))
     share = project["tokens_per_second"] / raw["tokens_per_second"]
     print(f"   raw vLLM {raw['tokens_per_second']} tok/s ({raw['tokens']} tokens) · generate "
           f"{project['tokens_per_second']} tok/s ({project['tokens']} tokens) · "

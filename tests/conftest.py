@@ -90,14 +90,15 @@ def vllm_engine(bundled_model):
 def tiny_model(tmp_path_factory, bundled_model) -> str:
     """A randomly initialised 2-layer Llama with the bundled model's tokenizer and chat
     template: for tests of data plumbing through a trainer, where what the model has
-    learned does not matter and a 135M-parameter step would only cost time."""
+    learned does not matter and a 135M-parameter step would only cost time. Its head size
+    (32) and context (8,192) are ones vLLM's CPU engine serves."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-model")
     tokenizer = AutoTokenizer.from_pretrained(bundled_model.path)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=2048,
+                         max_position_embeddings=8192,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(folder)

@@ -25,7 +25,7 @@ from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
 from app.common import config_options, user_errors
-from app.quiet import StageStatus, libraries_to_log
+from app.quiet import StageStatus, quiet_libraries
 from generation.cohort import CohortConfig
 from generation.models import DEFAULT_MODEL, history_counter, resolve_model
 
@@ -238,10 +238,7 @@ def demo(cfg: DemoConfig) -> None:
     """
     out = echo_config(cfg, cfg.output_dir, command="demo")
     summary: dict = {"config_sha256": cfg.content_hash(), "stages": {}}
-    log = out / "libraries.log"
-    if not cfg.verbose:
-        console.print(f"library output (vLLM, transformers, torch): {log}", highlight=False)
-    with libraries_to_log(console, log, cfg.verbose):
+    with quiet_libraries(console, out / "libraries.log", cfg.verbose):
         _model_stage(cfg, summary)
         engine = _database_stage(cfg, summary)
         _cohort_stage(engine, cfg, summary)

@@ -6,7 +6,8 @@ from rich.console import Console
 
 from app.commands.db import open_engine
 from app.commands.train import print_result, say
-from app.common import DbOption, config_options, user_errors
+from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.quiet import command_log, quiet_libraries
 from training.evaluate import EvaluateConfig
 
 app = typer.Typer(help="Score runs by P(yes) at the label position and compare them.",
@@ -20,6 +21,7 @@ console = Console(soft_wrap=True)
 def run_(
     cfg: EvaluateConfig,
     run: str = typer.Argument(..., help="Run id, config-hash prefix or run folder."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """Score every patient of the split and store AUROC/AUPRC/Brier with bootstrap CIs.
@@ -34,7 +36,9 @@ def run_(
     """
     from training.evaluate import evaluate_run
 
-    print_result(evaluate_run(open_engine(db), run, cfg, on_stage=say))
+    engine = open_engine(db)
+    with quiet_libraries(console, command_log("runs", "evaluate"), verbose):
+        print_result(evaluate_run(engine, run, cfg, on_stage=say))
 
 
 @app.command()

@@ -8,7 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from app.commands.db import open_engine
 from app.commands.train import say
-from app.common import DbOption, user_errors
+from app.common import DbOption, VerboseOption, user_errors
+from app.quiet import command_log, quiet_libraries
 
 app = typer.Typer(help="Experiment grids (run, report) and `reproduce`, the whole study as "
                        "one command.", no_args_is_help=True)
@@ -24,6 +25,7 @@ def _progress() -> Progress:
 @user_errors
 def run(
     grid_file: Path = typer.Argument(..., help="Grid YAML (see docs/training.md)."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """Train and score every cell of a grid, skipping finished runs, then write the report.
@@ -32,13 +34,14 @@ def run(
 
         rationale-audit experiment run experiments/grid-example.yaml
     """
-    from training.grid import ExperimentGrid, run_experiment
+    from training.grid import ExperimentGrid, experiment_folder, run_experiment
 
     grid = ExperimentGrid.load(grid_file)
     engine = open_engine(db)
     size = grid.size()
     console.print(f"grid {grid.name}: {size}", highlight=False)
-    with _progress() as progress:
+    log = experiment_folder(grid) / "libraries.log"
+    with quiet_libraries(console, log, verbose), _progress() as progress:
         task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
         out = run_experiment(engine, grid, on_stage=say, on_run=lambda: progress.advance(task))
     console.print(f"report: {out['folder']}/results.md", highlight=False)
@@ -79,6 +82,7 @@ def reproduce(
     data_only: bool = typer.Option(False, "--data-only", help="Make the dataset version "
                                    "(cohort → rationales → audit → export) and stop: the CPU "
                                    "part, done ahead of an accelerator window."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """Reproduce the study end to end: cohort → rationales → audit → export → grid → report.
@@ -94,7 +98,6 @@ def reproduce(
     """
     from annotation_db import migrate
     from training.reproduce import ReproduceConfig
-    from training.reproduce import reproduce as run_reproduction
 
     cfg = ReproduceConfig.load(config)
     if dry_run:
@@ -103,6 +106,13 @@ def reproduce(
     engine = open_engine(db, require_schema=False)
     migrate.upgrade(engine)  # one command from an empty database
     data_settings, grid = cfg.resolve(scale)
+    with quiet_libraries(console, command_log(grid.runs_dir, f"reproduce-{scale}"), verbose):
+        _reproduce(engine, cfg, scale, config, data_settings, grid, data_only)
+
+
+def _reproduce(engine, cfg, scale: str, config: Path, data_settings, grid, data_only: bool):
+    from training.reproduce import reproduce as run_reproduction
+
     if data_only:
         from training.study import prepare_dataset
 

@@ -5,7 +5,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.commands.db import open_engine
-from app.common import DbOption, config_options, user_errors
+from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.quiet import command_log, quiet_libraries
 from generation.rationales import GenerateConfig, generate_rationales
 
 console = Console(soft_wrap=True)
@@ -22,6 +23,7 @@ def generate(
         None, "--api-key", envvar="OPENAI_API_KEY", show_default=False,
         help="Bearer token for a --server-url that needs one (or OPENAI_API_KEY); sent to "
         "the server only, never stored or printed."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """Generate grounded rationales that cite each patient's evidence ids.
@@ -40,7 +42,7 @@ def generate(
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
                         transient=True)
     totals = {"tokens": 0, "seconds": 0.0}
-    with progress:
+    with quiet_libraries(console, command_log("runs", "generate"), verbose), progress:
         task = progress.add_task("generate", total=None, rate="")
 
         def advance(patients: int, tokens: int, seconds: float) -> None:

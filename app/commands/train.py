@@ -5,7 +5,8 @@ import typer
 from rich.console import Console
 
 from app.commands.db import open_engine
-from app.common import DbOption, config_options, user_errors
+from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.quiet import command_log, quiet_libraries
 from training.fewshot import FewShotConfig
 from training.sft import SFTRunConfig
 
@@ -43,6 +44,7 @@ def sft(
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
                                   help="Score the test split when training ends."),
     force: bool = typer.Option(False, help="Re-train even if this exact run finished."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """LoRA SFT on one target view of a dataset version; loss on the answer turn only.
@@ -61,10 +63,11 @@ def sft(
 
     engine = open_engine(db)
     console.print(f"equivalent command: {cfg.cli()}", highlight=False)
-    run = train(engine, cfg, on_stage=say, force=force)
-    console.print(f"run {run.id} ({run.status}): {run.run_dir}", highlight=False)
-    if evaluate:
-        print_result(evaluate_run(engine, str(run.id), EvaluateConfig(), on_stage=say))
+    with quiet_libraries(console, command_log(cfg.runs_dir, "train-sft"), verbose):
+        run = train(engine, cfg, on_stage=say, force=force)
+        console.print(f"run {run.id} ({run.status}): {run.run_dir}", highlight=False)
+        if evaluate:
+            print_result(evaluate_run(engine, str(run.id), EvaluateConfig(), on_stage=say))
 
 
 @app.command()
@@ -73,6 +76,7 @@ def sft(
 def fewshot(
     cfg: FewShotConfig,
     force: bool = typer.Option(False, help="Re-run even if this exact run finished."),
+    verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
     """Score the test split with k audited demonstrations (balanced by label).
@@ -84,5 +88,6 @@ def fewshot(
     """
     from training.fewshot import run_fewshot
 
-    result = run_fewshot(open_engine(db), cfg, on_stage=say, force=force)
-    print_result(result)
+    engine = open_engine(db)
+    with quiet_libraries(console, command_log(cfg.runs_dir, "train-fewshot"), verbose):
+        print_result(run_fewshot(engine, cfg, on_stage=say, force=force))

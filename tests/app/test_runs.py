@@ -59,12 +59,13 @@ def wait_for(engine, job_id, statuses, timeout=300) -> Job:
 
 
 @pytest.mark.slow
-def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(runs_server):
+def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(runs_server, tiny_model):
     engine, url, root = runs_server
     rita = client(url, "rita")
-    checked = rita.predict(*sft_form(), api_name="/runs_check")
+    form = sft_form(base_model=tiny_model)  # a 2-layer model: the job's path, not its skill
+    checked = rita.predict(*form, api_name="/runs_check")
     assert "rationale-audit train sft --dataset t" in checked and "--max-steps 1" in checked
-    message, job_id = rita.predict(*sft_form(), api_name="/runs_launch")
+    message, job_id = rita.predict(*form, api_name="/runs_launch")
     assert f"Queued job {job_id}" in message
     job = wait_for(engine, job_id, {"finished", "failed"})
     assert job.status == "finished", job.error

@@ -89,14 +89,17 @@ evaluation: {limit: 8, n_bootstrap: 200, engine: vllm, min_reached_answer: 0.0}
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_export_to_auroc_end_to_end(tmp_path, bundled_model, model_cache, monkeypatch):
+def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypatch):
+    """Every stage of a grid on a 2-layer model: what it learns does not matter here, only
+    that each run is trained, scored, reported and reused (the plumbing of a study)."""
     pytest.importorskip("vllm")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = tmp_path / "e2e.sqlite"
     engine = audited_version(f"sqlite:///{db}", tmp_path / "exports", n=60)
     grid_file = tmp_path / "grid.yaml"
-    grid_file.write_text(GRID + f"cache_dir: {model_cache}\nruns_dir: {tmp_path / 'runs'}\n")
+    grid_file.write_text(GRID + f"cache_dir: {model_cache}\nruns_dir: {tmp_path / 'runs'}\n"
+                         f"base_models: [{tiny_model}]\n")
     runner = CliRunner()
     result = runner.invoke(app, ["experiment", "run", str(grid_file), "--db", str(db)])
     assert result.exit_code == 0, result.output
@@ -130,7 +133,7 @@ def test_export_to_auroc_end_to_end(tmp_path, bundled_model, model_cache, monkey
     # vLLM (merged adapter) and transformers + peft give the same P(yes).
     with Session(engine) as session:
         rows = read_view(get_version(session, "t"), "label_only", "test")[:4]
-    scorer = TransformersScorer(bundled_model.path, str(Path(label_run.run_dir) / "adapter"))
+    scorer = TransformersScorer(tiny_model, str(Path(label_run.run_dir) / "adapter"))
     prompts = [prompt_text(scorer.tokenizer, r["prompt"]) + ANSWER_PREFIX for r in rows]
     p_yes, _ = scorer.label_probabilities(prompts)
     assert np.allclose(p_yes, [label_preds[r["id"]] for r in rows], atol=2e-3)
@@ -176,7 +179,7 @@ def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model):
+def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, tiny_model):
     """On CPU the pool loads each merged adapter into the running engine, and the base
     weights back for a base-model scorer: the same P(yes) as an engine started on the
     merged folder, and as the base model before the swap."""
@@ -186,29 +189,31 @@ def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, bundled_model):
     from transformers import AutoModelForCausalLM
 
     from generation.engine import EngineOptions, load_vllm, on_cpu
+    from generation.models import resolve_model
     from training.evaluate import ScorerPool, merge_adapter
     from training.scoring import VLLMScorer
 
     if not on_cpu():
         pytest.skip("GPUs serve adapters through LoRARequest, not merged weights")
+    model = resolve_model(tiny_model)  # the swap is the engine's, whatever the weights
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(bundled_model.path, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
     adapted = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear",
                                               init_lora_weights=False))  # not a no-op
     adapted.save_pretrained(tmp_path / "adapter")
-    tokenizer = load_tokenizer(bundled_model.path)
+    tokenizer = load_tokenizer(model.path)
     prompts = [tokenizer.apply_chat_template(
         [{"role": "user", "content": f"Patient {i}: memory complaints. Dementia risk?"}],
         tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX for i in range(4)]
 
     pool = ScorerPool("vllm", max_model_len=2048)
-    before, _ = pool.scorer(bundled_model, None).label_probabilities(prompts)
-    swapped, _ = pool.scorer(bundled_model, str(tmp_path / "adapter")).label_probabilities(
+    before, _ = pool.scorer(model, None).label_probabilities(prompts)
+    swapped, _ = pool.scorer(model, str(tmp_path / "adapter")).label_probabilities(
         prompts)
-    back, _ = pool.scorer(bundled_model, None).label_probabilities(prompts)
+    back, _ = pool.scorer(model, None).label_probabilities(prompts)
     assert pool.engines_started == 1
     pool.close()
-    merged = merge_adapter(bundled_model, str(tmp_path / "adapter"), tmp_path / "merged")
+    merged = merge_adapter(model, str(tmp_path / "adapter"), tmp_path / "merged")
     fresh = load_vllm(merged, EngineOptions(max_model_len=2048, dtype="float32"))
     started_on_merged, _ = VLLMScorer(fresh).label_probabilities(prompts)
     del fresh
