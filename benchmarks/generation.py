@@ -13,8 +13,10 @@ All on one vLLM engine (the bundled model, this machine's engine dtype), in one 
 3. **Shared-prefix reuse**: prefill tokens submitted vs computed (vLLM's
    ``num_cached_tokens``) and raw tok/s with prefix caching on vs off.
 4. **Against the machine's limit**: a torch GEMM of the model's own shapes in float32 and
-   bfloat16, and generation's achieved FLOP/s (2 × matmul parameters × tokens), prefill
-   and decode timed separately, as a share of the GEMM figure in the engine's dtype.
+   bfloat16, and generation's achieved FLOP/s (2 × matmul parameters × tokens; a prefill
+   token without the LM head, which runs for the last prompt token only; attention not
+   counted), prefill and decode timed separately, as a share of the GEMM figure in the
+   engine's dtype.
 5. **vLLM vs transformers** batched ``generate`` at a forced length.
 
 Writes benchmarks/results/generation.json.
@@ -124,8 +126,9 @@ def run_prefill_only(llm, prompts) -> float:
     return time.perf_counter() - started
 
 
-def model_shapes(path: str) -> tuple[list[tuple[int, int]], int]:
-    """The (in, out) shapes of one token's matmuls, and their parameter count."""
+def model_shapes(path: str) -> tuple[list[tuple[int, int]], int, int]:
+    """The (in, out) shapes of one token's matmuls, their parameter count, and the count
+    without the LM head (a prefill computes logits for the last prompt token only)."""
     config = json.loads(Path(path, "config.json").read_text())
     h, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv = config["num_attention_heads"], config.get("num_key_value_heads",
@@ -133,26 +136,30 @@ def model_shapes(path: str) -> tuple[list[tuple[int, int]], int]:
     head = h // heads
     layer = [(h, h), (h, kv * head), (h, kv * head), (h, h), (h, inter), (h, inter), (inter, h)]
     shapes = layer * config["num_hidden_layers"] + [(h, config["vocab_size"])]
-    return shapes, sum(a * b for a, b in shapes)
+    total = sum(a * b for a, b in shapes)
+    return shapes, total, total - h * config["vocab_size"]
 
 
 def gemm_flops(shapes, dtype: str, tokens: int = GEMM_TOKENS, repeats: int = 3) -> float:
-    """FLOP/s of torch matmuls of the model's shapes at ``tokens`` rows, in ``dtype``."""
+    """FLOP/s of torch matmuls of the model's shapes at ``tokens`` rows, in ``dtype``: each
+    distinct shape timed (best of ``repeats``) and weighted by how often the model has it."""
+    from collections import Counter
+
     import torch
 
     kind = getattr(torch, dtype)
-    distinct = sorted(set(shapes))
-    weights = {s: torch.randn(s, dtype=kind) for s in distinct}
-    inputs = {s[0]: torch.randn(tokens, s[0], dtype=kind) for s in distinct}
-    for s in distinct:
-        inputs[s[0]] @ weights[s]  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for s in shapes:
-            inputs[s[0]] @ weights[s]
-        best = min(best, time.perf_counter() - started)
-    return 2 * tokens * sum(a * b for a, b in shapes) / best
+    seconds = 0.0
+    for (rows_in, cols), count in Counter(shapes).items():
+        weight = torch.randn(rows_in, cols, dtype=kind)
+        x = torch.randn(tokens, rows_in, dtype=kind)
+        x @ weight  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            x @ weight
+            best = min(best, time.perf_counter() - started)
+        seconds += count * best
+    return 2 * tokens * sum(a * b for a, b in shapes) / seconds
 
 
 def bench_forced(llm, prompts, tokens: int) -> dict:
@@ -242,11 +249,11 @@ def main() -> None:
           f"({raw['prefill_cached'] / raw['prefill_submitted']:.1%} reused)")
 
     print("4. against the machine's limit")
-    shapes, params = model_shapes(model.path)
+    shapes, params, body_params = model_shapes(model.path)
     prefill_seconds = run_prefill_only(llm, prompts)
     decode_seconds = max(1e-9, raw["seconds"] - prefill_seconds)
     gemm = {d: gemm_flops(shapes, d) for d in ("float32", "bfloat16")}
-    achieved = {"prefill": 2 * params * raw["prefill_computed"] / prefill_seconds,
+    achieved = {"prefill": 2 * body_params * raw["prefill_computed"] / prefill_seconds,
                 "decode": 2 * params * raw["tokens"] / decode_seconds}
     for d, value in gemm.items():
         print(f"   GEMM of the model's shapes ({GEMM_TOKENS} rows), {d}: "
@@ -255,7 +262,8 @@ def main() -> None:
         print(f"   {phase}: {value / 1e9:.2f} GFLOP/s = {value / gemm[dtype]:.1%} of the {dtype} "
               f"GEMM")
     results["machine"] = {
-        "matmul_parameters": params, "gemm_rows": GEMM_TOKENS,
+        "matmul_parameters": params, "matmul_parameters_without_lm_head": body_params,
+        "gemm_rows": GEMM_TOKENS,
         "gemm_flops": {d: round(v) for d, v in gemm.items()},
         "prefill_seconds": round(prefill_seconds, 2), "decode_seconds": round(decode_seconds, 2),
         "achieved_flops": {k: round(v) for k, v in achieved.items()},
