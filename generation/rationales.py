@@ -162,7 +162,7 @@ def run_evidence_ids(records: list[dict]) -> list[str]:
     """Every evidence id of a run's patients, in order: the ids its one schema may cite.
 
     One schema per run, not one per patient: xgrammar compiles a schema with string
-    length bounds in about 4.5 s on this machine (0.01 s without them), and compiles an
+    length bounds in 2–4.5 s on this machine (0.01 s without them), and compiles an
     identical schema once. A patient citing an id its record lacks is caught by
     validation (and retried) instead of by the decoder.
     """
