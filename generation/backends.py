@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from annotation_db.render import tokenizer_counter
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig
 from generation.engine import EngineOptions, load_vllm
 from generation.models import ModelSpecError, ResolvedModel
-from generation.output_budget import Counter, estimated_tokens, token_counter
+from generation.output_budget import Counter, estimated_tokens
 
 
 class VLLMBackend:
@@ -131,7 +132,7 @@ class ServerBackend:
         if root and Path(root, "tokenizer_config.json").is_file():
             from generation.models import load_tokenizer
 
-            return token_counter(load_tokenizer(root)), f"local copy of {self.model}"
+            return tokenizer_counter(load_tokenizer(root)), f"local copy of {self.model}"
         client = httpx.Client(base_url=self.url.removesuffix("/v1"),
                               headers=_headers(self.api_key), timeout=30)
 

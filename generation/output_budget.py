@@ -5,7 +5,7 @@ run out of tokens mid-string: the output is cut off and fails, however good it w
 the schema's length bounds (rationale characters, steps, step characters, evidence
 items) are derived from the run's token budget:
 
-    counter = token_counter(tokenizer)
+    counter = tokenizer_counter(tokenizer)     # annotation_db.render
     bounds = derive_bounds(384, "free", counter, ids=all_ids, texts=histories)
     schema = json_schema(ids, "free", bounds)
 
@@ -66,11 +66,6 @@ class SchemaBounds:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def token_counter(tokenizer) -> Counter:
-    """Count tokens as ``tokenizer`` encodes a text (no special tokens)."""
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def estimated_tokens(text: str) -> int:

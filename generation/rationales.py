@@ -39,7 +39,7 @@ from generation.engine import EngineOptions
 from generation.grounding import check_rationale
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from generation.mutator import flawed_copies
-from generation.output_budget import SchemaBounds, derive_bounds, token_counter
+from generation.output_budget import SchemaBounds, derive_bounds
 from generation.prompts import PromptError, PromptTemplate, template_for
 from generation.rationale_schema import json_schema, parse_output
 
@@ -188,9 +188,10 @@ def _output_counter(backend: Backend | None, model: ResolvedModel):
     """How the generating model counts tokens, and what that count came from."""
     if backend is not None and hasattr(backend, "token_counter"):
         return backend.token_counter()
+    from annotation_db.render import tokenizer_counter
     from generation.models import load_tokenizer
 
-    return token_counter(load_tokenizer(model.path)), model.spec
+    return tokenizer_counter(load_tokenizer(model.path)), model.spec
 
 
 def generate_rationales(

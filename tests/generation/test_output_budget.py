@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from annotation_db.render import render_compact
+from annotation_db.render import render_compact, tokenizer_counter
 from generation.cohort import CohortConfig, generate
 from generation.models import load_tokenizer
 from generation.output_budget import (
@@ -17,14 +17,13 @@ from generation.output_budget import (
     escaped,
     estimated_tokens,
     largest_document,
-    token_counter,
 )
 from generation.rationale_schema import json_schema, parse_output
 
 
 @pytest.fixture(scope="module")
 def count(bundled_model):
-    return token_counter(load_tokenizer(bundled_model.path))
+    return tokenizer_counter(load_tokenizer(bundled_model.path))
 
 
 @pytest.fixture(scope="module")

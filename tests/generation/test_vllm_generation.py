@@ -139,13 +139,13 @@ def test_a_served_model_is_recorded_as_the_server_serves_it(tmp_path, bundled_mo
 
 def test_the_budget_is_counted_by_the_servers_tokenizer_without_a_local_copy(bundled_model,
                                                                              vllm_server):
+    from annotation_db.render import tokenizer_counter
     from generation.models import load_tokenizer
-    from generation.output_budget import token_counter
 
     backend = ServerBackend(vllm_server, "smol", api_key=API_KEY)
     backend.served = dataclasses.replace(backend.served, root="/elsewhere/weights")
     count, source = backend.token_counter()
     assert source == vllm_server.removesuffix("/v1") + "/tokenize"
-    local = token_counter(load_tokenizer(bundled_model.path))
+    local = tokenizer_counter(load_tokenizer(bundled_model.path))
     texts = ["E12 2019-03-04 dx I10 Essential hypertension", "APOE ε3/ε4", "a" * 300]
     assert [count(t) for t in texts] == [local(t) for t in texts]
