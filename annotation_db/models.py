@@ -427,6 +427,52 @@ class Adjudication(SQLModel, table=True):
     created_at: datetime = _timestamp()
 
 
+# An automatic judge's pass over a campaign: which model, served how, with what prompt.
+# Its scores live in `judge_rating`, never among the clinicians' annotations.
+class JudgeRun(SQLModel, table=True):
+    __tablename__ = "judge_run"
+    __table_args__ = (UniqueConstraint("content_hash"), _one_of("status", RunStatus))
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
+    content_hash: str = Field(max_length=64, description="campaign, model, prompt, sampling")
+    model: str = Field(max_length=300)
+    backend: str = Field(max_length=20)
+    served_by: dict | None = _json(nullable=True)
+    settings: dict = _json()
+    status: str = Field(default=RunStatus.queued, max_length=16)
+    stats: dict | None = _json(nullable=True)
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"JudgeRun(id={self.id}, model={self.model!r}, status={self.status})"
+
+
+# One judge score per rationale: the sampled scores, and the expected score from the score
+# tokens' probabilities where the backend gave them.
+class JudgeRating(SQLModel, table=True):
+    __tablename__ = "judge_rating"
+    __table_args__ = (
+        UniqueConstraint("judge_run_id", "rationale_id"),
+        _between("accuracy", 1, 5),
+        _between("faithfulness", 1, 5),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    judge_run_id: int = Field(foreign_key="judge_run.id", index=True, ondelete="CASCADE")
+    rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    accuracy: int
+    faithfulness: int
+    expected_accuracy: float | None = None
+    expected_faithfulness: float | None = None
+    probabilities: dict | None = _json(nullable=True)
+    flags: list = _json()
+    reason: str = Field(default="", sa_type=Text)
+    raw_output: str = Field(default="", sa_type=Text)
+    created_at: datetime = _timestamp()
+
+
 # --- Export and training ---------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from app.commands import (
     experiment,
     export,
     generate,
+    judge,
     model,
     serve,
     train,
@@ -46,6 +47,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(audit.app, name="audit")
+app.add_typer(judge.app, name="judge")
 app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from annotation_db.render import tokenizer_counter
-from generation.chat import Backend, ChatRequest, Completion, SamplingConfig
+from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
 from generation.engine import EngineOptions, load_vllm
 from generation.models import ModelSpecError, ResolvedModel
 from generation.output_budget import Counter, estimated_tokens
@@ -39,12 +39,37 @@ class VLLMBackend:
                 repetition_penalty=params.repetition_penalty, seed=r.seed,
                 structured_outputs=(StructuredOutputsParams(json=r.schema)
                                     if r.schema is not None else None),
+                logprobs=r.logprobs or None,
             )
             for r in requests
         ]
         outputs = self.llm.chat([r.messages for r in requests], sampling, use_tqdm=False)
         return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids),
-                           o.outputs[0].finish_reason) for o in outputs]
+                           o.outputs[0].finish_reason, _vllm_logprobs(o.outputs[0]))
+                for o in outputs]
+
+
+def _vllm_logprobs(output) -> list[TokenLogprobs] | None:
+    """vLLM's per-position {token id: Logprob}; the sampled token is always among them."""
+    if not output.logprobs:
+        return None
+    out = []
+    for token_id, position in zip(output.token_ids, output.logprobs, strict=False):
+        chosen = position.get(token_id)
+        out.append(TokenLogprobs(
+            token=(chosen.decoded_token if chosen is not None else "") or "",
+            top={lp.decoded_token or "": lp.logprob for lp in position.values()}))
+    return out
+
+
+def _server_logprobs(choice: dict) -> list[TokenLogprobs] | None:
+    content = (choice.get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [TokenLogprobs(token=t["token"],
+                          top={a["token"]: a["logprob"] for a in t.get("top_logprobs") or []}
+                          | {t["token"]: t["logprob"]})
+            for t in content]
 
 
 @dataclass(frozen=True)
@@ -167,6 +192,8 @@ class ServerBackend:
                     "top_p": params.top_p, "seed": request.seed,
                     "repetition_penalty": params.repetition_penalty,
                 }
+                if request.logprobs:
+                    body.update(logprobs=True, top_logprobs=request.logprobs)
                 if request.schema is not None:
                     body["response_format"] = {
                         "type": "json_schema",
@@ -179,7 +206,7 @@ class ServerBackend:
                 choice = data["choices"][0]
                 return Completion(choice["message"]["content"] or "",
                                   data.get("usage", {}).get("completion_tokens", 0),
-                                  choice.get("finish_reason"))
+                                  choice.get("finish_reason"), _server_logprobs(choice))
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 

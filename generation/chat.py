@@ -29,6 +29,16 @@ class ChatRequest:
     seed: int
     temperature: float = 0.0
     record: dict | None = None  # only the template teacher reads it
+    logprobs: int = 0  # top alternatives to return per generated token (0: none)
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token and the log-probabilities of the model's top alternatives there
+    (the raw distribution, before any schema mask)."""
+
+    token: str
+    top: dict[str, float]
 
 
 @dataclass
@@ -36,6 +46,7 @@ class Completion:
     text: str
     completion_tokens: int
     finish_reason: str | None = None
+    logprobs: list[TokenLogprobs] | None = None  # when the request asked and the backend gives
 
 
 class Backend(Protocol):

@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from sqlmodel import Session
 
+from annotation_db import judges
 from annotation_db.agreement import agreement_report
 from annotation_db.agreement_report import to_html, to_json, to_markdown
 from annotation_db.ratings import (
@@ -32,6 +33,8 @@ def report(
     replicates: int = typer.Option(1000, help="Bootstrap resamples of units."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     include_simulated: bool = typer.Option(False, help="Include simulated raters' ratings."),
+    include_judge: int | None = typer.Option(
+        None, help="Add this judge run's scores as one more rater (left out by default)."),
     db: DbOption = None,
 ) -> None:
     """Write an agreement report for a campaign or a ratings CSV.
@@ -55,6 +58,10 @@ def report(
         with Session(engine) as session:
             ratings, gold, design = load_campaign_ratings(session, campaign,
                                                           include_simulated=include_simulated)
+            if include_judge is not None:
+                run = judges.judge_run(session, campaign, include_judge)
+                ratings += judges.judge_ratings(session, run)
+                design["judge"] = f"judge run {run.id} ({run.model}) included as a rater"
         if not ratings:
             hint = "" if include_simulated else " (simulated ratings are left out; add " \
                                                 "--include-simulated)"

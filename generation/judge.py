@@ -1,0 +1,301 @@
+"""An automatic judge: the clinicians' rubric and guidelines given to a model.
+
+    rationale-audit judge run --campaign pilot --model bundled:smollm2-135m-instruct
+    rationale-audit judge run --campaign pilot --server-url http://127.0.0.1:8000/v1
+
+The judge sees what a clinician sees — the patient's record, the rationale and its
+predicted label — never the grounding checks, the generating model or anyone's ratings.
+It answers in a JSON schema: a short reason, then a 1–5 score per dimension, then flags.
+Where the backend returns log-probabilities (vLLM offline and OpenAI-compatible servers),
+each score also gets its G-Eval expected value, Σ p(s)·s over the score tokens' probabilities
+renormalised over 1–5 (Liu et al. 2023); the transformers backend gives the sampled
+score only.
+
+Judge scores are stored in their own tables (``judge_run``, ``judge_rating``): exports,
+the panel's agreement report and the annotation screens never read them. A run is keyed by
+(campaign, model, prompt, sampling), so re-running the same command scores only the
+rationales still missing.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db import campaigns as campaign_crud
+from annotation_db.cohorts import patient_record
+from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
+from annotation_db.provenance import CommandConfig, stable_hash
+from annotation_db.render import render_compact
+from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
+from generation.backends import ServedModel, make_backend
+from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
+from generation.engine import EngineOptions
+from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
+
+PROMPT_VERSION = "1"
+# Keys, scores and every flag take fewer than this many tokens in the tightest JSON; the
+# reason gets the rest at one character per token (its worst case), so the document
+# always closes within max_tokens.
+FIXED_TOKENS = 80
+SCORES = (1, 2, 3, 4, 5)
+
+
+class JudgeError(ValueError):
+    """A judge run that cannot start; the message is one line."""
+
+
+class JudgeConfig(CommandConfig):
+    """Settings of `rationale-audit judge run` (YAML keys are the field names)."""
+
+    campaign: str = Field(description="campaign whose rationales the judge scores")
+    model: str | None = Field(
+        None, description="model spec: bundled:NAME, a local Hugging Face folder or "
+        "hf:ORG/NAME (default: the bundled model); with --server-url, the served name")
+    backend: Literal["vllm", "transformers"] = "vllm"
+    server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
+    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
+    max_tokens: int = Field(256, ge=FIXED_TOKENS + 16, le=4096,
+                            description="the judge's whole answer, reason included")
+    top_logprobs: int = Field(10, ge=0, le=20, description="alternatives read at each score "
+                                                           "token for the expected score")
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int = 0
+    history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_model_len: int = Field(4096, ge=512)
+
+
+def json_schema(max_tokens: int) -> dict:
+    score = {"type": "integer", "enum": list(SCORES)}
+    return {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": max_tokens - FIXED_TOKENS},
+            **{name: score for name in SCALE_DIMENSIONS},
+            "flags": {"type": "array", "items": {"type": "string", "enum": list(FLAGS)},
+                      "maxItems": len(FLAGS)},
+        },
+        "required": ["reason", *SCALE_DIMENSIONS, "flags"],
+        "additionalProperties": False,
+    }
+
+
+def system_prompt(guidelines: dict) -> str:
+    lines = ["You audit rationales written by a model that predicts whether a patient will be "
+             "diagnosed with Alzheimer's disease or a related dementia within five years. "
+             "Score the rationale as a careful clinician would, using only the patient's "
+             "record shown. Answer in JSON: a one-sentence reason, then each score, then "
+             "any flags that apply."]
+    for name in SCALE_DIMENSIONS:
+        spec = guidelines["dimensions"][name]
+        lines.append(f"\n{name} ({spec['title']}): {spec['question']}")
+        lines.extend(f"  {score}: {spec['anchors'][score]}" for score in SCORES)
+    lines.append("\nflags (list every one that applies, or none):")
+    lines.extend(f"  {name}: {guidelines['flags'][name]}" for name in FLAGS)
+    return "\n".join(lines)
+
+
+def user_prompt(record: dict, rationale: Rationale, history_budget: int,
+                count_tokens: Callable[[str], int]) -> str:
+    history = render_compact(record, history_budget, count_tokens).text
+    text = rationale.text or ""
+    if rationale.steps:
+        text = "\n".join(f"{i}. {step.get('step', '')} [{', '.join(step.get('evidence', []))}]"
+                         for i, step in enumerate(rationale.steps, 1))
+    label = "will" if rationale.predicted_label else "will not"
+    cited = ", ".join(rationale.cited_evidence_ids or []) or "none"
+    return (f"Patient record (each line starts with its evidence id):\n{history}\n\n"
+            f"Rationale:\n{text}\nCited evidence: {cited}\n"
+            f"Predicted: the patient {label} be diagnosed with ADRD within five years.")
+
+
+# --- Reading the answer ----------------------------------------------------------------
+
+def score_distribution(logprobs: list[TokenLogprobs] | None, text: str, key: str
+                       ) -> dict[str, float] | None:
+    """P(score) at the token that writes ``key``'s value, renormalised over 1–5."""
+    if not logprobs:
+        return None
+    marker = text.find(f'"{key}"')
+    if marker < 0:
+        return None
+    colon = text.find(":", marker + len(key) + 2)
+    value_at = colon + 1
+    while value_at < len(text) and text[value_at] == " ":
+        value_at += 1
+    offset = 0
+    for position in logprobs:
+        end = offset + len(position.token)
+        if offset <= value_at < end:
+            mass = {}
+            for token, logprob in position.top.items():
+                digit = token.strip()
+                if digit in {str(s) for s in SCORES} and math.isfinite(logprob):
+                    mass[digit] = mass.get(digit, 0.0) + math.exp(logprob)
+            total = sum(mass.values())
+            return {k: v / total for k, v in sorted(mass.items())} if total > 0 else None
+        offset = end
+    return None
+
+
+def expected_score(distribution: dict[str, float] | None) -> float | None:
+    if not distribution:
+        return None
+    return sum(int(score) * p for score, p in distribution.items())
+
+
+@dataclass
+class JudgeAnswer:
+    scores: dict[str, int]
+    flags: list[str]
+    reason: str
+    distributions: dict[str, dict[str, float] | None]
+
+
+def parse_answer(completion: Completion) -> JudgeAnswer | None:
+    try:
+        data = json.loads(completion.text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    scores = {name: data.get(name) for name in SCALE_DIMENSIONS}
+    if any(not isinstance(v, int) or v not in SCORES for v in scores.values()):
+        return None
+    flags = data.get("flags", [])
+    if not isinstance(flags, list) or any(f not in FLAGS for f in flags):
+        return None
+    return JudgeAnswer(scores, sorted(set(flags)), str(data.get("reason", "")),
+                       {name: score_distribution(completion.logprobs, completion.text, name)
+                        for name in SCALE_DIMENSIONS})
+
+
+# --- The run ------------------------------------------------------------------------------
+
+@dataclass
+class JudgeSummary:
+    run_id: int
+    scored: int
+    skipped: int
+    failed: int
+    with_probabilities: int
+    seconds: float
+
+
+def _campaign_rationales(session: Session, campaign_id: int) -> list[Rationale]:
+    return list(session.execute(
+        select(Rationale).join(CampaignItem, CampaignItem.rationale_id == Rationale.id)
+        .where(CampaignItem.campaign_id == campaign_id).order_by(Rationale.id)).scalars())
+
+
+def _token_counter(backend: Backend | None, model: ResolvedModel):
+    if backend is not None and hasattr(backend, "token_counter"):
+        return backend.token_counter()[0]
+    from annotation_db.render import tokenizer_counter
+    from generation.models import load_tokenizer
+
+    return tokenizer_counter(load_tokenizer(model.path))
+
+
+def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | None = None,
+              api_key: str | None = None,
+              on_progress: Callable[[int], None] | None = None) -> JudgeSummary:
+    """Score every rationale of the campaign that this judge run has not scored yet."""
+    if cfg.server_url and backend is None:
+        backend = make_backend(cfg.backend, None, server_url=cfg.server_url, served=cfg.model,
+                               api_key=api_key)
+    served: ServedModel | None = getattr(backend, "served", None)
+    model = (ResolvedModel(spec=served.id, source="server", path=served.root or "")
+             if served else resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir))
+    system = system_prompt(guidelines)
+    schema = json_schema(cfg.max_tokens)
+    with Session(engine) as session:
+        campaign = campaign_crud.get_campaign(session, cfg.campaign)
+        if guidelines.get("version") != campaign.guidelines_version:
+            raise JudgeError(f"campaign {campaign.name!r} uses guidelines "
+                             f"{campaign.guidelines_version}; the judge was given "
+                             f"{guidelines.get('version')}")
+        settings = {"prompt_version": PROMPT_VERSION, "system_sha256": stable_hash(system),
+                    "schema": schema, **cfg.model_dump(include={
+                        "max_tokens", "top_logprobs", "temperature", "seed", "history_budget"})}
+        key = stable_hash({"campaign": campaign.id, "model": model.spec,
+                           "served_by": served.as_dict() if served else None, **settings})
+        run = session.execute(select(JudgeRun).where(JudgeRun.content_hash == key)
+                              ).scalars().first()
+        if run is None:
+            run = JudgeRun(campaign_id=campaign.id, content_hash=key, model=model.spec,
+                           backend=backend.name if backend else cfg.backend,
+                           served_by=served.as_dict() if served else None, settings=settings,
+                           status="running", stats={"failed": 0, "seconds": 0.0})
+            session.add(run)
+            session.commit()
+        run_id = run.id
+        done = set(session.execute(select(JudgeRating.rationale_id).where(
+            JudgeRating.judge_run_id == run_id)).scalars())
+        rationales = [r for r in _campaign_rationales(session, campaign.id) if r.id not in done]
+        records = {r.id: patient_record(session, session.get(Patient, r.patient_id))
+                   for r in rationales}
+    summary = JudgeSummary(run_id, 0, len(done), 0, 0, 0.0)
+    if rationales and backend is None:
+        backend = make_backend(cfg.backend, model, options=EngineOptions(
+            max_model_len=cfg.max_model_len, seed=cfg.seed))
+    count = _token_counter(backend, model) if rationales else None
+    params = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                            repetition_penalty=1.0)
+    for start in range(0, len(rationales), cfg.batch_size):
+        batch = rationales[start:start + cfg.batch_size]
+        requests = [ChatRequest(
+            messages=[{"role": "system", "content": system},
+                      {"role": "user", "content": user_prompt(records[r.id], r,
+                                                              cfg.history_budget, count)}],
+            schema=schema, seed=cfg.seed + r.id, temperature=cfg.temperature,
+            logprobs=cfg.top_logprobs) for r in batch]
+        started = time.perf_counter()
+        completions = backend.complete(requests, params)
+        seconds = time.perf_counter() - started
+        summary.seconds += seconds
+        rows = []
+        for rationale, completion in zip(batch, completions, strict=True):
+            answer = parse_answer(completion)
+            if answer is None:
+                summary.failed += 1
+                continue
+            expected = {name: expected_score(answer.distributions[name])
+                        for name in SCALE_DIMENSIONS}
+            summary.with_probabilities += all(v is not None for v in expected.values())
+            rows.append(JudgeRating(
+                judge_run_id=run_id, rationale_id=rationale.id,
+                accuracy=answer.scores["accuracy"], faithfulness=answer.scores["faithfulness"],
+                expected_accuracy=expected["accuracy"],
+                expected_faithfulness=expected["faithfulness"],
+                probabilities=({k: v for k, v in answer.distributions.items() if v}
+                               or None),
+                flags=answer.flags, reason=answer.reason[:2000],
+                raw_output=completion.text[:20000]))
+        with Session(engine) as session:
+            session.add_all(rows)
+            run = session.get(JudgeRun, run_id)
+            run.stats = {"failed": (run.stats or {}).get("failed", 0)
+                         + len(batch) - len(rows),
+                         "seconds": round((run.stats or {}).get("seconds", 0.0) + seconds, 3)}
+            session.add(run)
+            session.commit()
+        summary.scored += len(rows)
+        if on_progress:
+            on_progress(len(batch))
+    with Session(engine) as session:
+        run = session.get(JudgeRun, run_id)
+        scored = len(done) + summary.scored
+        total = len(done) + len(rationales)
+        run.status = "finished" if scored == total else "failed"
+        run.finished_at = utcnow()
+        session.add(run)
+        session.commit()
+    return summary
