@@ -14,11 +14,13 @@ from annotation_db.backup import BackupError
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
+from annotation_db.planner import PlanError
 from annotation_db.provenance import CommandConfig, ConfigError
 from annotation_db.ratings import RatingsError
 from annotation_db.session import DatabaseUnavailable
 from annotation_db.users import UserError
 from generation.importers import ImportRejected
+from generation.judge import JudgeError
 from generation.models import ModelSpecError
 from generation.output_budget import BudgetError
 from generation.prompts import PromptError
@@ -29,7 +31,7 @@ from training.runs import RunError
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
-    FileNotFoundError, AuditError, BackupError, BudgetError,
+    FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
 )
 
 err_console = Console(stderr=True)

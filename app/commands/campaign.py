@@ -8,6 +8,7 @@ from rich.table import Table
 from sqlmodel import Session
 
 from annotation_db import campaigns as crud
+from annotation_db.planner import campaign_plan
 from annotation_db.simulate import simulate as run_simulation
 from annotation_db.simulate import simulated_raters
 from app.commands.db import open_engine
@@ -104,3 +105,66 @@ def simulate(
         added = run_simulation(session, campaign, noise=noise, leniency_spread=leniency,
                                seed=seed)
     console.print(f"campaign {name}: {added} simulated ratings by {raters} raters", highlight=False)
+
+
+@app.command()
+@user_errors
+def plan(
+    name: str | None = typer.Argument(None, help="Campaign whose ratings so far are the pilot."),
+    target_ci_width: float = typer.Option(0.1, help="Width of α's 95% CI to reach."),
+    raters: str = typer.Option("2,3,4", help="Raters per item to compare (comma-separated)."),
+    expected_alpha: float | None = typer.Option(
+        None, help="For a new campaign: the α you expect (with --distribution)."),
+    distribution: str | None = typer.Option(
+        None, help="For a new campaign: expected shares of scores 1–5, e.g. "
+        "0.05,0.1,0.2,0.35,0.3."),
+    seconds_per_rating: float | None = typer.Option(
+        None, help="Seconds one rating takes (default: measured in the campaign)."),
+    include_simulated: bool = typer.Option(False, help="Use simulated ratings as the pilot."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    seed: int = typer.Option(0, help="Simulation seed."),
+    db: DbOption = None,
+) -> None:
+    """How many items × raters reach a target width of α's 95% CI, and the clinician hours.
+
+    Simulates campaigns from the pilot's coincidence matrix (or a stated α and score
+    distribution), checks the size by direct simulation, and prints Krippendorff's
+    closed-form minimum beside it.
+
+    Example:
+
+        rationale-audit campaign plan pilot --target-ci-width 0.1
+        rationale-audit campaign plan --expected-alpha 0.7 --distribution 0.05,0.1,0.2,0.35,0.3
+    """
+    try:
+        counts = [int(x) for x in raters.split(",") if x.strip()]
+        shares = ([float(x) for x in distribution.split(",")] if distribution else None)
+    except ValueError:
+        raise typer.BadParameter("--raters takes whole numbers and --distribution numbers, "
+                                 "comma-separated") from None
+    engine = open_engine(db)
+    with Session(engine) as session, console.status("simulating campaigns"):
+        result = campaign_plan(session, name, target_width=target_ci_width, raters=counts,
+                               expected_alpha=expected_alpha, distribution=shares,
+                               seconds_per_rating=seconds_per_rating,
+                               include_simulated=include_simulated, seed=seed)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table("raters per item", "items", "ratings", "more ratings", "clinician hours more",
+                  "checked median width", "binding dimension",
+                  title=f"α's 95% CI width ≤ {target_ci_width}")
+    for row in result["options"]:
+        checked = row["dimensions"][row["binding_dimension"]]["checked_median_width"]
+        hours = "—" if row["hours_more"] is None else f"{row['hours_more']:.1f}"
+        table.add_row(str(row["raters_per_item"]), str(row["items"]), str(row["ratings"]),
+                      str(row["more_ratings"]), hours, f"{checked:.3f}", row["binding_dimension"])
+    console.print(table)
+    for dim, source in result["models"].items():
+        floor = result["closed_form_units"][dim]
+        console.print(f"{dim}: model from {source}; Krippendorff's closed-form minimum "
+                      f"(p_c = {floor['p_c']:.3f}, p = 0.05): {floor['alpha_min_0.8']} units "
+                      f"for α > 0.800, {floor['alpha_min_0.667']} for α > 0.667", markup=False,
+                      highlight=False)
+    console.print(f"seconds per rating: {result['seconds_per_rating'] or '—'} "
+                  f"({result['seconds_source']})", highlight=False)
