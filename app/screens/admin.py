@@ -38,6 +38,45 @@ def campaign_summary(engine, campaign_name: str, request: gr.Request):
     return "\n".join(lines), table
 
 
+def admin_figures(engine, campaign_name: str, request: gr.Request):
+    """The campaign in pictures; drawn when the tab opens or the campaign changes."""
+    from annotation_db.campaign_figures import campaign_figures
+
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        if not campaign_name:
+            return ("Choose a campaign.", *[gr.update(value=None)] * 5)
+        figures = campaign_figures(s, campaign_of(s, campaign_name))
+    note = (f"{figures['ratings']} ratings so far (simulated ones included)."
+            + ("" if figures["judge"] is not None else
+               " No judge has run on this campaign (`rationale-audit judge run`)."))
+    return (note, figures["progress"], figures["alpha"], figures["leniency"], figures["gold"],
+            gr.update(value=figures["judge"], visible=figures["judge"] is not None))
+
+
+def budget_plan(engine, campaign_name: str, target: float, request: gr.Request):
+    """`campaign plan` for the chosen campaign (simulated ratings included, as above)."""
+    from annotation_db.planner import PlanError, campaign_plan
+
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        campaign = campaign_of(s, campaign_name)
+        try:
+            result = campaign_plan(s, campaign.name, target_width=float(target),
+                                   raters=[2, 3, 4], include_simulated=True)
+        except PlanError as exc:
+            raise gr.Error(str(exc)) from None
+    lines = [f"To bring α's 95% CI to a width of {target} on both dimensions "
+             f"({result['seconds_source']} seconds per rating):", "",
+             "| raters per item | items | more ratings | clinician hours more |",
+             "|---|---|---|---|"]
+    for row in result["options"]:
+        hours = "—" if row["hours_more"] is None else f"{row['hours_more']:.1f}"
+        lines.append(f"| {row['raters_per_item']} | {row['items']} | {row['more_ratings']} | "
+                     f"{hours} |")
+    return "\n".join(lines)
+
+
 def export_preview(engine, policy_text: str, request: gr.Request):
     from annotation_db import export
 
@@ -90,6 +129,20 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
         summary_table = gr.Dataframe(headers=["annotator", "done", "assigned", "skipped",
                                               "mean seconds", "gold accuracy"],
                                      interactive=False)
+        figures_md = gr.Markdown(elem_id="admin_figures_note")
+        with gr.Row():
+            progress_plot = gr.Plot(label="Progress", elem_id="admin_progress")
+            alpha_plot = gr.Plot(label="Agreement", elem_id="admin_alpha")
+        with gr.Row():
+            leniency_plot = gr.Plot(label="Leniency", elem_id="admin_leniency")
+            gold_plot = gr.Plot(label="Gold items", elem_id="admin_gold")
+        judge_plot = gr.Plot(label="Judge vs panel", elem_id="admin_judge", visible=False)
+        gr.Markdown("### How many more ratings (same code as `campaign plan`)")
+        with gr.Row():
+            target_box = gr.Number(0.1, label="Target width of α's 95% CI", minimum=0.01,
+                                   maximum=1.9)
+            plan_btn = gr.Button("Plan")
+        plan_md = gr.Markdown()
         gr.Markdown("### Export a verified dataset version (same code as `export create`)")
         policy_box = gr.Code(POLICY_TEMPLATE, language="yaml", label="Approval policy")
         version_name = gr.Textbox(label="Version name")
@@ -101,6 +154,10 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
         audit_btn = gr.Button("Refresh audit trail")
         audit_table = gr.Dataframe(headers=["when (UTC)", "action", "actor", "address",
                                             "target", "detail"], interactive=False)
+    figures = [figures_md, progress_plot, alpha_plot, leniency_plot, gold_plot, judge_plot]
+    tab.select(bound(admin_figures, engine), campaign_dd, figures, api_name="admin_figures")
+    plan_btn.click(bound(budget_plan, engine), [campaign_dd, target_box], plan_md,
+                   api_name="budget_plan")
     audit_btn.click(bound(audit_events, engine), None, audit_table, api_name="audit_events")
     summary_btn.click(bound(campaign_summary, engine), campaign_dd, [summary_md, summary_table],
                       api_name="campaign_summary")

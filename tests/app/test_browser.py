@@ -34,6 +34,7 @@ def app_url(tmp_path_factory):
     with Session(engine) as s:
         for name in ("ann", "bob"):
             users.create_user(s, username=name, password=PASSWORD, role="annotator")
+        users.create_user(s, username="root", password=PASSWORD, role="admin")
     run_id = seed_rationales(engine, n=5, gold=0)
     with Session(engine) as s:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
@@ -96,6 +97,31 @@ def test_log_in_score_with_the_keyboard_submit_and_reach_the_next_item(app_url):
         saved = s.execute(select(Annotation)).scalars().one()
     assert (saved.accuracy, saved.faithfulness, saved.comment) == (4, 5, "12345")
     assert saved.seconds_on_task is not None and saved.seconds_on_task > 0
+
+
+def test_an_admin_opens_the_admin_tab_and_sees_the_campaign_in_pictures(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    engine, url = app_url
+    with Session(engine) as s:  # both annotators rate two items, so α has something to say
+        campaign = camp.get_campaign(s, "pilot")
+        for name, scores in (("ann", (4, 5)), ("bob", (4, 4))):
+            user = users.require_user(s, name)
+            for score in scores:
+                item = camp.next_assignment(s, campaign, user)
+                camp.submit(s, assignment_id=item.id, user=user, accuracy=score,
+                            faithfulness=score, flags=[])
+    with sync_playwright() as p:
+        browser = _chromium(p)
+        page = _log_in(browser, url, "root")
+        page.get_by_role("tab", name="Admin").click()  # opening the tab is the only click
+        for plot in ("admin_progress", "admin_alpha", "admin_leniency", "admin_gold"):
+            expect(page.locator(f"#{plot} img")).to_be_visible(timeout=30_000)
+        expect(page.locator("#admin_figures_note")).to_contain_text("ratings so far")
+        expect(page.locator("#admin_judge")).to_be_hidden()  # no judge has run
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "admin-figures.png"), full_page=True)
+        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def test_every_event_has_an_api_name(annotation_server):
     for expected in ("/list_my_campaigns", "/load_next", "/submit_scores", "/skip_item",
                      "/show_evidence", "/my_ratings", "/open_for_revision",
                      "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary",
-                     "/export_preview", "/export_create"):
+                     "/export_preview", "/export_create", "/admin_figures", "/budget_plan"):
         assert expected in names
 
 
@@ -133,6 +133,16 @@ def test_adjudicator_sees_disputed_items_and_decides(annotation_server):
     after = judy.predict("pilot", rationale_id, "reject", 2, 2, ["hallucinated_fact"],
                          "invented HbA1c", api_name="/adjudicate")
     assert rationale_id not in [row[0] for row in after["data"]]
+
+
+def test_the_admin_figures_are_for_admins_and_say_what_they_hold(annotation_server):
+    _, url = annotation_server
+    with pytest.raises(Exception, match="role does not allow"):
+        client(url, "ann").predict("pilot", api_name="/admin_figures")
+    note, progress, alpha, leniency, gold, judge = client(url, "root").predict(
+        "pilot", api_name="/admin_figures")
+    assert "ratings so far" in note and "No judge has run" in note
+    assert progress is not None and leniency is not None and gold is not None
 
 
 def test_only_admins_reach_the_export_action(annotation_server):
