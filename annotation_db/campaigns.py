@@ -15,6 +15,11 @@ An assignment opened and left unfinished for ``reclaim_after_minutes`` is reclai
 marked ``reclaimed`` and the item goes to the least-loaded annotator who has not had it.
 A skipped item is handed on the same way. Every submission is committed at once, as a new
 append-only annotation revision.
+
+``assignment="adaptive"`` (``campaign create --assignment adaptive``) replaces the fixed
+queues after the calibration batch with disagreement-driven picking: every item still
+reaches ``k``, and extra ratings, up to ``--max-ratings``, go to the most uncertain approval
+decisions (:mod:`annotation_db.adaptive`).
 """
 
 import datetime as dt
@@ -53,7 +58,14 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                     guidelines_version: str = "1.0", blind_grounding: bool = True,
                     seed: int = 0, created_by: int | None = None, actor: str | None = None,
                     address: str | None = None,
-                    reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES) -> Campaign:
+                    reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES,
+                    assignment: str = "balanced", max_ratings: int | None = None,
+                    judge_run: int | None = None, min_uncertainty: float = 0.05) -> Campaign:
+    """Create a campaign and its assignments (see the module doc; ``assignment="adaptive"``
+    assigns only the calibration batch now and the rest as raters ask, see
+    :mod:`annotation_db.adaptive`)."""
+    if assignment not in ("balanced", "adaptive"):
+        raise CampaignError(f"assignment must be balanced or adaptive, not {assignment!r}")
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
         raise CampaignError(f"a campaign named {name!r} already exists")
     users = [session.execute(select(User).where(User.username == u)).scalars().first()
@@ -65,6 +77,12 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
     if len(users) < k:
         raise CampaignError(f"k = {k} ratings per item needs at least {k} active annotators, "
                             f"got {len(users)}")
+    adaptive = assignment == "adaptive"
+    if adaptive:
+        max_ratings = max_ratings if max_ratings is not None else min(k + 2, len(users))
+        if not k <= max_ratings <= len(users):
+            raise CampaignError(f"--max-ratings must lie between k = {k} and the "
+                                f"{len(users)} annotators, not {max_ratings}")
     originals = list(session.execute(
         select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.status == "ok",
                                    Rationale.variant == "original").order_by(Rationale.id)
@@ -84,7 +102,10 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                         created_by=created_by,
                         settings={"runs": run_ids, "seed": seed, "calibration": calibration,
                                   "reclaim_after_minutes": reclaim_after_minutes,
-                                  "annotators": [u.username for u in users]})
+                                  "annotators": [u.username for u in users],
+                                  "assignment": assignment,
+                                  **({"max_ratings": max_ratings, "judge_run": judge_run,
+                                      "min_uncertainty": min_uncertainty} if adaptive else {})})
     session.add(campaign)
     session.flush()
     gold_ids = set(gold)
@@ -98,6 +119,8 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
             for user in users:
                 queues[user.id].append((True, rationale_id))
             continue
+        if adaptive:  # handed out one at a time, where a rating is most informative
+            continue
         ranked = sorted(users, key=lambda u: (len(queues[u.id]), rng.random()))
         for user in ranked[:k]:
             queues[user.id].append((False, rationale_id))
@@ -109,7 +132,8 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
         rows.extend({"campaign_id": campaign.id, "rationale_id": r, "user_id": user_id,
                      "position": pos, "status": "assigned", "assigned_at": now}
                     for pos, (_, r) in enumerate(queue))
-    session.execute(insert(Assignment), rows)
+    if rows:
+        session.execute(insert(Assignment), rows)
     audit.record(session, "campaign_created", actor=actor, address=address, target=name,
                  commit=False, annotators=sorted(annotators), k=k, items=len(rows))
     session.commit()
@@ -134,6 +158,7 @@ def reclaim_abandoned(session: Session, campaign: Campaign, now: dt.datetime | N
         Assignment.opened_at.is_not(None), Assignment.opened_at < cutoff)).scalars())
     for assignment in stale:
         assignment.status = "reclaimed"
+        assignment.slot = None  # an adaptive item's slot is free again
         session.add(assignment)
         _hand_on(session, campaign, assignment.rationale_id)
     if stale:  # the common case writes nothing and takes no write lock
@@ -142,7 +167,12 @@ def reclaim_abandoned(session: Session, campaign: Campaign, now: dt.datetime | N
 
 
 def _hand_on(session: Session, campaign: Campaign, rationale_id: int) -> Assignment | None:
-    """Give a rationale to the least-loaded annotator who has never had it."""
+    """Give a rationale to the least-loaded annotator who has never had it (in an adaptive
+    campaign it simply goes back to the pool the next rater's item is chosen from)."""
+    from annotation_db.adaptive import is_adaptive
+
+    if is_adaptive(campaign):
+        return None
     had = set(session.execute(select(Assignment.user_id).where(
         Assignment.campaign_id == campaign.id, Assignment.rationale_id == rationale_id)).scalars())
     pending = dict(session.execute(
@@ -186,6 +216,11 @@ def next_assignment(session: Session, campaign: Campaign, user: User) -> Assignm
         select(Assignment).where(Assignment.campaign_id == campaign.id,
                                  Assignment.user_id == user.id, Assignment.status == "assigned")
         .order_by(Assignment.position, Assignment.id).limit(1)).scalars().first()
+    if assignment is None:
+        from annotation_db.adaptive import is_adaptive, next_adaptive
+
+        if is_adaptive(campaign):
+            return next_adaptive(session, campaign, user)
     if assignment is not None and assignment.opened_at is None:
         session.execute(update(Assignment).where(Assignment.id == assignment.id,
                                                  Assignment.opened_at.is_(None))
@@ -243,6 +278,7 @@ def skip(session: Session, *, assignment_id: int, user: User, reason: str) -> As
     if assignment.status != "assigned":
         raise CampaignError(f"this item is {assignment.status} and cannot be skipped")
     assignment.status = "skipped"
+    assignment.slot = None
     assignment.skip_reason = reason.strip()[:500]
     assignment.completed_at = utcnow()
     session.add(assignment)

@@ -361,6 +361,9 @@ class Assignment(SQLModel, table=True):
         # A rater's next item and progress; abandoned-item reclaiming.
         Index("ix_assignment_queue", "campaign_id", "user_id", "status", "position"),
         Index("ix_assignment_open", "campaign_id", "status", "opened_at"),
+        # Adaptive campaigns number each item's assignments: two raters handed the same
+        # item at once cannot both take one slot, so the cap on ratings holds.
+        Index("uq_assignment_slot", "campaign_id", "rationale_id", "slot", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -373,6 +376,8 @@ class Assignment(SQLModel, table=True):
     assigned_at: datetime = _timestamp()
     opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    slot: int | None = Field(default=None, description="the item's n-th assignment "
+                                                       "(adaptive campaigns only)")
 
     def __repr__(self) -> str:
         return f"Assignment(id={self.id}, user_id={self.user_id}, status={self.status})"

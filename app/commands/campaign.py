@@ -31,9 +31,18 @@ def create(
     guidelines_version: str = typer.Option("1.0", help="Guidelines shown to raters."),
     show_grounding: bool = typer.Option(False, help="Show automatic check results to raters."),
     seed: int = typer.Option(0, help="Seed of the assignment and orders."),
+    assignment: str = typer.Option(
+        "balanced", help="balanced: k raters per item, fixed at creation; adaptive: after the "
+        "calibration batch each rater gets the item whose rating is most informative (every "
+        "item still reaches k; extras go to uncertain approval decisions)."),
+    max_ratings: int | None = typer.Option(
+        None, help="adaptive: cap on ratings per item (default k + 2, at most the annotators)."),
+    judge_run: int | None = typer.Option(
+        None, help="adaptive: a judge run whose scores are the prior of each item's belief."),
     db: DbOption = None,
 ) -> None:
-    """Create a campaign and assign its items (balanced, randomized per annotator).
+    """Create a campaign and assign its items (balanced, randomized per annotator, or
+    adaptive).
 
     Example:
 
@@ -45,8 +54,8 @@ def create(
                                                          annotators.split(",") if a.strip()],
             k=k, calibration=calibration, gold_share=gold_share,
             guidelines_version=guidelines_version, blind_grounding=not show_grounding,
-            actor=cli_actor(), address="cli",
-            seed=seed)
+            actor=cli_actor(), address="cli", seed=seed, assignment=assignment,
+            max_ratings=max_ratings, judge_run=judge_run)
         state = crud.status(session, campaign)
     console.print(f"campaign {name}: {state['items']} items, k = {k}, "
                   f"{len(state['annotators'])} annotators", highlight=False)

@@ -80,7 +80,7 @@ def test_a_stated_distribution_must_be_five_shares_that_sum_to_one():
         model_from_alpha(0.6, [0.5, 0.5, 0.5, 0, 0])
 
 
-def test_campaign_plan_from_a_pilot_of_ratings(engine, tmp_path):
+def test_campaign_plan_from_a_pilot_of_ratings(engine, monkeypatch):
     from sqlmodel import Session
     from typer.testing import CliRunner
 
@@ -93,15 +93,15 @@ def test_campaign_plan_from_a_pilot_of_ratings(engine, tmp_path):
     with Session(engine) as session:
         campaigns.create_campaign(session, name="pilot", run_ids=[run_id],
                                   annotators=simulated_raters(session, 3), k=3)
-    db = str(engine.url.database)
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
     runner = CliRunner()
-    empty = runner.invoke(app, ["campaign", "plan", "pilot", "--db", db])
+    empty = runner.invoke(app, ["campaign", "plan", "pilot"])
     assert empty.exit_code == 1 and "needs at least 10" in empty.output
     with Session(engine) as session:
         simulate(session, campaigns.get_campaign(session, "pilot"), seed=4)
     planned = runner.invoke(app, ["campaign", "plan", "pilot", "--include-simulated", "--raters",
                                   "2", "--target-ci-width", "0.3", "--seconds-per-rating", "60",
-                                  "--json", "--db", db])
+                                  "--json"])
     assert planned.exit_code == 0, planned.output
     result = json.loads(planned.output)
     option = result["options"][0]

@@ -1,6 +1,7 @@
-"""an automatic judge's runs and scores, kept apart from the clinicians' annotations
+"""an automatic judge's runs and scores, kept apart from the clinicians' annotations;
+numbered assignment slots for adaptive (disagreement-driven) campaigns
 
-Revision ID: 0007_judge
+Revision ID: 0007_judge_adaptive
 Revises: 0006_served_by
 Create Date: 2026-12-02
 """
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0007_judge"
+revision: str = "0007_judge_adaptive"
 down_revision: str | None = "0006_served_by"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -92,7 +93,16 @@ def upgrade() -> None:
         )
 
 
+    # A plain column and a unique index: a batch rebuild of `assignment` would cascade
+    # into its annotations on SQLite.
+    op.add_column("assignment", sa.Column("slot", sa.Integer(), nullable=True))
+    op.create_index("uq_assignment_slot", "assignment", ["campaign_id", "rationale_id", "slot"],
+                    unique=True)
+
+
 def downgrade() -> None:
+    op.drop_index("uq_assignment_slot", table_name="assignment")
+    op.drop_column("assignment", "slot")
     with op.batch_alter_table("judge_rating") as batch_op:
         batch_op.drop_index(batch_op.f("ix_judge_rating_rationale_id"))
         batch_op.drop_index(batch_op.f("ix_judge_rating_judge_run_id"))
