@@ -7,9 +7,10 @@ Per scored dimension, the judge's integer scores are set beside the clinicians':
 - **weighted κ** (quadratic) of the judge against each clinician on the items both rated,
   and against the panel's consensus (the median of the item's ratings, halves rounded up),
   each with a bootstrap CI over items;
-- **Krippendorff's α** of the panel alone (the ceiling: how well clinicians agree with one
-  another) and of the panel with the judge added as one more coder, both with the unit
-  bootstrap of :mod:`annotation_db.agreement`;
+- **Krippendorff's α** of the judge with each clinician and with the consensus, of the panel
+  alone (the ceiling: how well clinicians agree with one another) and of the panel with the
+  judge added as one more coder, all with the unit bootstrap of
+  :mod:`annotation_db.agreement`;
 - the **alt-test** (Calderon, Reichart & Dror, ACL 2025): leave one clinician out at a
   time and ask who represents the remaining clinicians better on each item, the judge or
   the left-out clinician (alignment = minus the RMS distance to the others' scores; ties
@@ -198,7 +199,9 @@ def judge_calibration(matrix: np.ndarray, raters: list[str], judge: np.ndarray, 
     for j, name in enumerate(raters):
         both = scored & ~np.isnan(matrix[j])
         per_rater.append({"rater": name, **weighted_kappa(
-            matrix[j, both], judge[both], domain, replicates=replicates, seed=seed)})
+            matrix[j, both], judge[both], domain, replicates=replicates, seed=seed),
+            "alpha": krippendorff_alpha(np.vstack([matrix[j], judge]), level, domain,
+                                        replicates=replicates, seed=seed)})
     panel = consensus(matrix)
     rated = scored & ~np.isnan(panel)
     counts = (~np.isnan(matrix)).sum(axis=0)
@@ -216,6 +219,8 @@ def judge_calibration(matrix: np.ndarray, raters: list[str], judge: np.ndarray, 
         "kappa_vs_raters": per_rater,
         "kappa_vs_consensus": weighted_kappa(panel[rated], judge[rated], domain,
                                              replicates=replicates, seed=seed),
+        "alpha_vs_consensus": krippendorff_alpha(np.vstack([panel, judge]), level, domain,
+                                                 replicates=replicates, seed=seed),
         "alpha_panel": krippendorff_alpha(matrix, level, domain, replicates=replicates,
                                           seed=seed),
         "alpha_with_judge": krippendorff_alpha(np.vstack([matrix, judge]), level, domain,

@@ -129,17 +129,20 @@ def to_markdown(report: dict) -> str:
         lines += [f"- α of the clinicians (the ceiling): {_alpha(d['alpha_panel'])}",
                   f"- α with the judge as one more coder: {_alpha(d['alpha_with_judge'])}",
                   f"- weighted κ, judge vs the panel's consensus: "
-                  f"{_kappa(d['kappa_vs_consensus'])}"]
+                  f"{_kappa(d['kappa_vs_consensus'])}",
+                  f"- α, judge vs the panel's consensus: {_alpha(d['alpha_vs_consensus'])}"]
         sp = d["spearman_vs_panel_mean"]
         lines.append("- Spearman ρ, judge vs the panel's mean: "
                      + (f"{_n(sp['rho'])} (p = {sp['p_value']:.3g}, {sp['items']} items)"
                         if sp.get("computable") else f"— ({sp['reason']})"))
-        lines += ["", "| clinician | weighted κ vs judge | alt-test items | ρ judge | "
-                      "ρ clinician | p | judge wins |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| clinician | weighted κ vs judge | α with judge | alt-test items | "
+                      "ρ judge | ρ clinician | p | judge wins |",
+                  "|---|---|---|---|---|---|---|---|"]
         alt = {r["rater"]: r for r in d["alt_test"].get("raters", [])}
         for k in d["kappa_vs_raters"]:
             a = alt.get(k["rater"], {})
-            lines.append(f"| {k['rater']} | {_kappa(k)} | {a.get('items', 0)} | "
+            lines.append(f"| {k['rater']} | {_kappa(k)} | {_alpha(k['alpha'])} | "
+                         f"{a.get('items', 0)} | "
                          f"{_n(a.get('rho_judge'), 2)} | {_n(a.get('rho_human'), 2)} | "
                          f"{_p(a.get('p_value'))} | "
                          f"{'yes' if a.get('judge_wins') else 'no'} |")

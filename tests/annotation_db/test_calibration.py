@@ -64,6 +64,11 @@ def test_alpha_with_the_judge_is_krippendorffs_alpha_of_the_panel_plus_one_coder
     assert report["alpha_panel"]["alpha"] == pytest.approx(krippendorff.alpha(
         reliability_data=scores, level_of_measurement="ordinal", value_domain=DOMAIN))
     assert report["kappa_vs_raters"][0]["kappa"] == pytest.approx(1.0)
+    assert report["kappa_vs_raters"][0]["alpha"]["alpha"] == pytest.approx(1.0)  # a copy
+    assert report["kappa_vs_raters"][1]["alpha"]["alpha"] == pytest.approx(krippendorff.alpha(
+        reliability_data=np.vstack([scores[1], judge]), level_of_measurement="ordinal",
+        value_domain=DOMAIN))
+    assert report["alpha_vs_consensus"]["computable"]
 
 
 def test_benjamini_yekutieli_by_hand():
