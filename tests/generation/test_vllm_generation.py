@@ -152,12 +152,12 @@ def test_the_budget_is_counted_by_the_servers_tokenizer_without_a_local_copy(bun
     assert [count(t) for t in texts] == [local(t) for t in texts]
 
 
-def _simulated_campaign(engine) -> str:
-    """Template rationales for 10 patients, rated by three simulated raters (k = 3)."""
+def _simulated_campaign(engine, n: int) -> str:
+    """Template rationales for n patients, rated by three simulated raters (k = 3)."""
     from annotation_db import campaigns
     from annotation_db.simulate import simulate, simulated_raters
 
-    summary = generate_rationales(engine, GenerateConfig(split="all", n=10, backend="template"))
+    summary = generate_rationales(engine, GenerateConfig(split="all", n=n, backend="template"))
     with Session(engine) as session:
         campaign = campaigns.create_campaign(session, name="judged", run_ids=[summary.run_id],
                                              annotators=simulated_raters(session, 3), k=3)
@@ -176,16 +176,16 @@ def test_the_judge_scores_a_campaign_apart_from_the_clinicians(engine, bundled_m
     from app.views import load_guidelines
     from generation.judge import JudgeConfig, run_judge
 
-    name = _simulated_campaign(engine)
+    name = _simulated_campaign(engine, 8)
     policy = ApprovalPolicy(campaigns=[name], include_simulated=True, min_gold_accuracy=None)
     with Session(engine) as session:
         before = [(d.rationale_id, d.approved) for d in evaluate(session, policy)]
         panel_before = load_campaign_ratings(session, name, include_simulated=True)[0]
-    cfg = JudgeConfig(campaign=name, max_tokens=160, top_logprobs=5)
+    cfg = JudgeConfig(campaign=name, max_tokens=128, top_logprobs=5)
     backend = VLLMBackend(bundled_model, llm=vllm_engine)
     summary = run_judge(engine, cfg, load_guidelines("1.0"), backend=backend)
-    assert (summary.scored, summary.failed) == (10, 0)
-    assert summary.with_probabilities == 10  # vLLM returns the score tokens' logprobs
+    assert (summary.scored, summary.failed) == (8, 0)
+    assert summary.with_probabilities == 8  # vLLM returns the score tokens' logprobs
     with Session(engine) as session:
         rows = session.execute(select(JudgeRating)).scalars().all()
         after = [(d.rationale_id, d.approved) for d in evaluate(session, policy)]
@@ -198,7 +198,7 @@ def test_the_judge_scores_a_campaign_apart_from_the_clinicians(engine, bundled_m
             assert 1 <= getattr(row, f"expected_{dim}") <= 5
     # clinicians' ratings, approvals (and so exports) are untouched by the judge
     assert before == after and sorted(panel_before, key=str) == sorted(panel_after, key=str)
-    assert run_judge(engine, cfg, load_guidelines("1.0"), backend=backend).skipped == 10
+    assert run_judge(engine, cfg, load_guidelines("1.0"), backend=backend).skipped == 8
 
     db = str(engine.url.database)
     runner = CliRunner()
@@ -218,7 +218,7 @@ def test_the_judge_scores_a_campaign_apart_from_the_clinicians(engine, bundled_m
                                  "--replicates", "50"])
     assert report.exit_code == 0, report.output
     text = (tmp_path / "cal.md").read_text()
-    assert "may not pre-screen" in text and "too few items" in text  # 10 items < 30
+    assert "may not pre-screen" in text and "too few items" in text  # 8 items < 30
     assert "α of the clinicians (the ceiling)" in text
 
 
@@ -231,17 +231,17 @@ def test_a_served_judge_reads_the_score_probabilities_over_http(tmp_path, vllm_s
 
     db = tmp_path / "judge.sqlite"
     engine = engine_with_cohort(f"sqlite:///{db}", n=12, seed=3)
-    _simulated_campaign(engine)
+    _simulated_campaign(engine, 4)
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     done = CliRunner().invoke(app, ["judge", "run", "--campaign", "judged", "--server-url",
-                                    vllm_server, "--model", "smol", "--max-tokens", "128",
+                                    vllm_server, "--model", "smol", "--max-tokens", "96",
                                     "--db", str(db)])
     assert done.exit_code == 0, done.output
-    assert "10 scored (0 unparsable, 10 with score probabilities)" in done.output
+    assert "4 scored (0 unparsable, 4 with score probabilities)" in done.output
     with Session(engine) as session:
         run = session.execute(select(JudgeRun)).scalars().one()
         rows = session.execute(select(JudgeRating)).scalars().all()
     assert run.backend == "server" and run.served_by["id"] == "smol"
-    assert run.status == "finished" and len(rows) == 10
+    assert run.status == "finished" and len(rows) == 4
     assert all(sum(r.probabilities["accuracy"].values()) == pytest.approx(1.0) for r in rows)
     assert API_KEY.encode() not in db.read_bytes()
