@@ -218,7 +218,9 @@ def next_adaptive(session: Session, campaign: Campaign, user: User) -> Assignmen
             continue
         session.refresh(assignment)
         return assignment
-    raise RuntimeError("could not take an assignment slot after 20 attempts")
+    from annotation_db.campaigns import CampaignError
+
+    raise CampaignError("many raters are asking for items at once; try again in a moment")
 
 
 # --- Simulation with known true scores ------------------------------------------------------

@@ -36,6 +36,7 @@ from annotation_db.models import (
     Assignment,
     Campaign,
     CampaignItem,
+    JudgeRun,
     Rationale,
     User,
     utcnow,
@@ -83,6 +84,9 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
         if not k <= max_ratings <= len(users):
             raise CampaignError(f"--max-ratings must lie between k = {k} and the "
                                 f"{len(users)} annotators, not {max_ratings}")
+        if judge_run is not None and session.get(JudgeRun, judge_run) is None:
+            raise CampaignError(f"no judge run {judge_run}; `rationale-audit judge run` "
+                                "makes one")
     originals = list(session.execute(
         select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.status == "ok",
                                    Rationale.variant == "original").order_by(Rationale.id)
@@ -257,9 +261,16 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
                                 accuracy=accuracy, faithfulness=faithfulness,
                                 flags=sorted(set(flags)), comment=comment[:5000],
                                 seconds_on_task=seconds_on_task, simulated=simulated)
-        assignment.status = "submitted"
-        assignment.completed_at = utcnow()
-        session.add_all([annotation, assignment])
+        # Guarded: an item reclaimed from this rater meanwhile is not submitted after all.
+        marked = session.execute(
+            update(Assignment).where(Assignment.id == assignment_id,
+                                     Assignment.status.in_(("assigned", "submitted")))
+            .values(status="submitted", completed_at=utcnow()))
+        if marked.rowcount != 1:
+            session.rollback()
+            raise CampaignError("this item was handed to someone else while it was open; "
+                                "your queue has the next one")
+        session.add(annotation)
         try:
             session.commit()
             session.refresh(annotation)

@@ -129,14 +129,18 @@ def size_for_width(model: RatingModel, m: int, target: float, *, datasets: int =
     for n in GRID:
         width = float(np.nanmedian(ci_widths(model, n, m, datasets=datasets,
                                              replicates=replicates, rng=rng)))
+        if math.isnan(width):
+            raise PlanError(f"{model.source}: the simulated ratings never vary, so α is "
+                            "undefined; a plan needs a pilot (or distribution) with more "
+                            "than one score")
         grid.append({"items": n, "median_width": width})
     constant = float(np.median([g["median_width"] * math.sqrt(g["items"]) for g in grid]))
     n = max(10, math.ceil((constant / target) ** 2))
-    for _ in range(3):  # check by direct simulation; correct once or twice if off
+    for attempt in range(4):  # check by direct simulation; correct up to three times
         widths = ci_widths(model, n, m, datasets=datasets, replicates=replicates, rng=rng)
         median = float(np.nanmedian(widths))
-        if median <= target * 1.02:
-            break
+        if median <= target * 1.02 or attempt == 3:
+            break  # the size returned is always the size checked
         n = math.ceil(n * (median / target) ** 2)
     return {"raters_per_item": m, "items": n, "ratings": n * m, "grid": grid,
             "checked_median_width": median,

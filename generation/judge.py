@@ -123,12 +123,14 @@ def score_distribution(logprobs: list[TokenLogprobs] | None, text: str, key: str
     """P(score) at the token that writes ``key``'s value, renormalised over 1–5."""
     if not logprobs:
         return None
-    marker = text.find(f'"{key}"')
+    # Search the tokens' own text: a token decoded alone may differ from its share of the
+    # answer (a character split across tokens, a tokenizer's word-initial space).
+    joined = "".join(position.token for position in logprobs)
+    marker = joined.find(f'"{key}"')
     if marker < 0:
         return None
-    colon = text.find(":", marker + len(key) + 2)
-    value_at = colon + 1
-    while value_at < len(text) and text[value_at] == " ":
+    value_at = joined.find(":", marker + len(key) + 2) + 1
+    while value_at < len(joined) and joined[value_at] == " ":
         value_at += 1
     offset = 0
     for position in logprobs:

@@ -109,3 +109,9 @@ def test_campaign_plan_from_a_pilot_of_ratings(engine, monkeypatch):
     assert option["more_ratings"] == max(0, option["ratings"] - 2 * min(16, option["items"]))
     assert option["hours_more"] == pytest.approx(option["more_ratings"] / 60)
     assert "pilot: 16 items" in result["models"]["accuracy"]
+
+
+def test_ratings_that_never_vary_give_a_plan_error_not_a_crash():
+    with pytest.raises(PlanError, match="never vary"):
+        plan({"accuracy": model_from_alpha(0.5, [0, 0, 0, 0, 1])}, target_width=0.1,
+             raters=[2], datasets=4, replicates=20)

@@ -80,3 +80,16 @@ def test_the_largest_answer_the_schema_allows_fits_the_budget(bundled_model):
         jsonschema.validate(largest, schema)
         text = json.dumps(largest, separators=(", ", ": "))
         assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens
+
+
+def test_a_character_split_across_tokens_does_not_shift_the_score_token():
+    # "≥" comes back as two tokens decoded alone ("\ufffd" each): the tokens' text is one
+    # character longer than the answer's, and the score must still be read at its own token
+    text = '{"reason":"age≥80","accuracy":2,"faithfulness":5,"flags":[]}'
+    pieces = ['{"', 'reason', '":"', 'age', '\ufffd', '\ufffd', '80', '","', 'accuracy', '":',
+              '2', ',"', 'faithfulness', '":', '5', ',"', 'flags', '":[]}']
+    tops = {10: {"2": math.log(0.9), "3": math.log(0.1)}, 14: {"5": 0.0}}
+    logprobs = [TokenLogprobs(p, tops.get(i, {p: 0.0})) for i, p in enumerate(pieces)]
+    answer = parse_answer(Completion(text, len(pieces), "stop", logprobs))
+    assert answer.distributions["accuracy"] == pytest.approx({"2": 0.9, "3": 0.1})
+    assert answer.distributions["faithfulness"] == {"5": 1.0}
