@@ -49,6 +49,11 @@ from annotation_db.models import (
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 APPROVE_AT = 4.0
+
+
+class SlotsBusy(RuntimeError):
+    """Every pick lost its slot to another rater (campaigns turns it into a CampaignError)."""
+
 DEFAULTS = {"noise_sd": 0.8, "prior_mean": 3.5, "prior_sd": 1.0}
 
 
@@ -218,9 +223,7 @@ def next_adaptive(session: Session, campaign: Campaign, user: User) -> Assignmen
             continue
         session.refresh(assignment)
         return assignment
-    from annotation_db.campaigns import CampaignError
-
-    raise CampaignError("many raters are asking for items at once; try again in a moment")
+    raise SlotsBusy("many raters are asking for items at once; try again in a moment")
 
 
 # --- Simulation with known true scores ------------------------------------------------------

@@ -221,10 +221,13 @@ def next_assignment(session: Session, campaign: Campaign, user: User) -> Assignm
                                  Assignment.user_id == user.id, Assignment.status == "assigned")
         .order_by(Assignment.position, Assignment.id).limit(1)).scalars().first()
     if assignment is None:
-        from annotation_db.adaptive import is_adaptive, next_adaptive
+        from annotation_db.adaptive import SlotsBusy, is_adaptive, next_adaptive
 
         if is_adaptive(campaign):
-            return next_adaptive(session, campaign, user)
+            try:
+                return next_adaptive(session, campaign, user)
+            except SlotsBusy as exc:
+                raise CampaignError(str(exc)) from None
     if assignment is not None and assignment.opened_at is None:
         session.execute(update(Assignment).where(Assignment.id == assignment.id,
                                                  Assignment.opened_at.is_(None))
