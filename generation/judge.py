@@ -38,6 +38,7 @@ from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
 from generation.engine import EngineOptions
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
+from generation.rationales import output_counter
 
 PROMPT_VERSION = "1"
 # Keys, scores and every flag take fewer than this many tokens in the tightest JSON; the
@@ -197,15 +198,6 @@ def _campaign_rationales(session: Session, campaign_id: int) -> list[Rationale]:
         .where(CampaignItem.campaign_id == campaign_id).order_by(Rationale.id)).scalars())
 
 
-def _token_counter(backend: Backend | None, model: ResolvedModel):
-    if backend is not None and hasattr(backend, "token_counter"):
-        return backend.token_counter()[0]
-    from annotation_db.render import tokenizer_counter
-    from generation.models import load_tokenizer
-
-    return tokenizer_counter(load_tokenizer(model.path))
-
-
 def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | None = None,
               api_key: str | None = None,
               on_progress: Callable[[int], None] | None = None) -> JudgeSummary:
@@ -248,7 +240,7 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
     if rationales and backend is None:
         backend = make_backend(cfg.backend, model, options=EngineOptions(
             max_model_len=cfg.max_model_len, seed=cfg.seed))
-    count = _token_counter(backend, model) if rationales else None
+    count = output_counter(backend, model)[0] if rationales else None
     params = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                             repetition_penalty=1.0)
     for start in range(0, len(rationales), cfg.batch_size):

@@ -184,7 +184,7 @@ def schema_bounds(records: list[dict], cfg: GenerateConfig, count_output, tokeni
                          tokenizer=tokenizer)
 
 
-def _output_counter(backend: Backend | None, model: ResolvedModel):
+def output_counter(backend: Backend | None, model: ResolvedModel):
     """How the generating model counts tokens, and what that count came from."""
     if backend is not None and hasattr(backend, "token_counter"):
         return backend.token_counter()
@@ -235,7 +235,7 @@ def generate_rationales(
     # A model decodes under a schema sized to its token budget; the template teacher
     # writes its JSON directly and needs none.
     bounds = (None if model.source == "template" else
-              schema_bounds(list(records.values()), cfg, *_output_counter(backend, model)))
+              schema_bounds(list(records.values()), cfg, *output_counter(backend, model)))
     schema_ids = run_evidence_ids(list(records.values()))
     with Session(engine) as session:
         key, selection = run_key(cohort.id, [p.id for p in patients], cfg, model, template,
