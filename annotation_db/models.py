@@ -526,11 +526,13 @@ class TrainingRun(SQLModel, table=True):
 # Test-set metrics of one run, with confidence intervals in `metrics`.
 class EvaluationResult(SQLModel, table=True):
     __tablename__ = "evaluation_result"
-    __table_args__ = (UniqueConstraint("training_run_id", "split"),)
+    __table_args__ = (UniqueConstraint("training_run_id", "split", "scoring"),)
 
     id: int | None = Field(default=None, primary_key=True)
     training_run_id: int = Field(foreign_key="training_run.id", index=True, ondelete="CASCADE")
     split: str = Field(default=Split.test, max_length=16)
+    # how the model was scored: auto (its target's own way), direct, generate or sampled
+    scoring: str = Field(default="auto", max_length=16)
     n: int
     auroc: float | None = None
     auprc: float | None = None

@@ -23,16 +23,32 @@ _RECORD_INTRO = "Patient record as of the index date:\n"
 _QUESTION = "\n\nWill this patient be diagnosed with ADRD within five years? Answer yes or no."
 
 
-def user_message(history: str) -> str:
-    """The question every chat view (and every few-shot demonstration) asks."""
-    return f"{_RECORD_INTRO}{history}{_QUESTION}"
+TASKS = ("predict", "explain")  # the multitask target's input prefixes (``predict: …``)
+
+
+def user_message(history: str, task: str | None = None) -> str:
+    """The question every chat view (and every few-shot demonstration) asks.
+
+    ``task`` (``predict`` or ``explain``) prefixes it for the multitask target, in the
+    style of distilling step-by-step: one input, two outputs told apart by the prefix.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task prefix {task!r}; one of {', '.join(TASKS)}")
+    return f"{task + ': ' if task else ''}{_RECORD_INTRO}{history}{_QUESTION}"
+
+
+def split_user_message(message: str) -> tuple[str | None, str]:
+    """(task prefix or None, history) of a :func:`user_message` (its inverse)."""
+    task = next((t for t in TASKS if message.startswith(f"{t}: {_RECORD_INTRO}")), None)
+    body = message[len(task) + 2:] if task else message
+    if not (body.startswith(_RECORD_INTRO) and body.endswith(_QUESTION)):
+        raise ValueError("not a user message of the student task")
+    return task, body[len(_RECORD_INTRO):-len(_QUESTION)]
 
 
 def history_of(message: str) -> str:
-    """The history inside a :func:`user_message` (the inverse of it)."""
-    if not (message.startswith(_RECORD_INTRO) and message.endswith(_QUESTION)):
-        raise ValueError("not a user message of the student task")
-    return message[len(_RECORD_INTRO):-len(_QUESTION)]
+    """The history inside a :func:`user_message`."""
+    return split_user_message(message)[1]
 
 
 def answer_line(label: int | bool) -> str:
@@ -51,6 +67,23 @@ def prompt_messages(history: str) -> list[dict]:
     """The system and user turns of one patient."""
     return [{"role": "system", "content": SYSTEM},
             {"role": "user", "content": user_message(history)}]
+
+
+def with_task(messages: list[dict], task: str) -> list[dict]:
+    """``messages`` with the last user turn asked as ``task`` (see :func:`user_message`)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    _, history = split_user_message(messages[last]["content"])
+    return [*messages[:last], {**messages[last], "content": user_message(history, task)},
+            *messages[last + 1:]]
+
+
+def split_assistant_text(text: str) -> tuple[str | None, int]:
+    """(rationale or None, label) of an :func:`assistant_text` that ends in the answer line."""
+    body, _, last = text.rpartition("\n")
+    for label, word in enumerate(ANSWER_WORDS):
+        if last.strip() == f"{ANSWER_PREFIX} {word}":
+            return (body.strip() or None), label
+    raise ValueError("the assistant turn does not end in the answer line")
 
 
 def completion_messages(label: int | bool, rationale: str | None = None) -> list[dict]:

@@ -9,6 +9,7 @@ named benchmark commands (or, for an accelerator not measured here, stated and
 labelled as such).
 """
 
+import json
 import math
 import tempfile
 import time
@@ -17,7 +18,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.data import TARGET_VIEWS, completion_lengths, read_view
+from training.data import (
+    TARGET_VIEWS,
+    TARGETS,
+    completion_lengths,
+    target_rows_by_patient,
+)
 
 SAMPLE_PATIENTS = 80
 
@@ -60,19 +66,26 @@ def sample_token_counts(data, grid) -> dict:
         out = {"sample_patients": n, "data_seconds_per_patient": seconds / n, "targets": {}}
         with Session(engine) as session:
             version = get_version(session, "budget-sample")
-            for target, view in TARGET_VIEWS.items():
-                rows = read_view(version, view, "train")
+            wanted = list(TARGET_VIEWS) + [t for t in (grid.sft.targets if grid.sft else [])
+                                           if t not in TARGET_VIEWS]
+            for target in wanted:
+                groups = list(target_rows_by_patient(version, target, tokenizer).values())
+                rows = [r for g in groups for r in g]
                 if not rows:
                     continue
                 completions = completion_lengths(tokenizer, rows)
                 prompts = [len(tokenizer.apply_chat_template(
                     r["prompt"], add_generation_prompt=True, tokenize=True,
                     return_dict=True)["input_ids"]) for r in rows]
+                per_patient = len(rows) / len(groups)
                 out["targets"][target] = {
                     "prompt_tokens": float(np.mean(prompts)),
                     "completion_tokens": float(np.mean(completions)),
                     "completion_p99": float(np.percentile(completions, 99)),
-                    "example_tokens": float(np.mean(prompts) + np.mean(completions))}
+                    "rows_per_patient": per_patient,
+                    # per patient: multitask teaches two rows
+                    "example_tokens": float(np.mean(prompts) + np.mean(completions))
+                    * per_patient}
             counts = version.manifest["counts"]
             out["approved_share"] = {
                 target: counts[view]["train"] / max(counts["label_only"]["train"], 1)
@@ -81,8 +94,46 @@ def sample_token_counts(data, grid) -> dict:
     return out
 
 
-def estimate(data, grid, throughput: Throughput, tokens: dict) -> list[dict]:
-    """One row per stage: runs, examples, tokens, optimizer steps, generations, seconds."""
+def finished_work(engine, grid) -> dict | None:
+    """What a database already holds for ``grid``: its dataset version's hash, and per
+    finished SFT run (by config hash) the results it has as (split, scoring, settings
+    hash). None when the dataset version does not exist there yet."""
+    from sqlalchemy import inspect, select, text
+    from sqlmodel import Session
+
+    from annotation_db.models import DatasetVersion, RunStatus, TrainingRun
+
+    tables = set(inspect(engine).get_table_names())
+    if not {"dataset_version", "training_run", "evaluation_result"} <= tables:
+        return None
+    has_scoring = "scoring" in {c["name"] for c in inspect(engine).get_columns(
+        "evaluation_result")}
+    with Session(engine) as session:
+        version = session.execute(select(DatasetVersion).where(
+            DatasetVersion.name == grid.dataset)).scalars().first()
+        if version is None:
+            return None
+        done: dict[str, set] = {run.config_hash: set() for run in session.execute(
+            select(TrainingRun).where(TrainingRun.kind == "sft",
+                                      TrainingRun.status == RunStatus.finished,
+                                      TrainingRun.dataset_version_id == version.id)).scalars()}
+        for row in session.execute(text(
+                "SELECT r.config_hash, e.split, e.metrics"
+                + (", e.scoring" if has_scoring else "") + " FROM evaluation_result e "
+                "JOIN training_run r ON r.id = e.training_run_id")):
+            metrics = json.loads(row[2]) if isinstance(row[2], str) else (row[2] or {})
+            if row[0] in done:
+                done[row[0]].add((row[1], row[3] if has_scoring else "auto",
+                                  metrics.get("settings_hash")))
+        return {"version_hash": version.content_hash, "runs": done}
+
+
+def estimate(data, grid, throughput: Throughput, tokens: dict,
+             finished: dict | None = None) -> list[dict]:
+    """One row per stage: runs, examples, tokens, optimizer steps, generations, seconds.
+
+    With ``finished`` (:func:`finished_work`), a run already trained, or a result
+    already stored, costs nothing and is counted in the stage's ``reused``."""
     from generation.cohort import CohortConfig
 
     split = CohortConfig(n=data.n).split_fractions
@@ -93,19 +144,37 @@ def estimate(data, grid, throughput: Throughput, tokens: dict) -> list[dict]:
     t = throughput
     rows = [{"stage": "data: cohort → export (CPU; --data-only runs it ahead)", "runs": 1,
              "examples": data.n, "tokens": 0, "steps": 0, "generations": 0,
-             "seconds": data.n * t.data_seconds_per_patient}]
+             "seconds": 0.0 if finished else data.n * t.data_seconds_per_patient,
+             "reused": 1 if finished else 0}]
     sft = {"stage": "SFT training", "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0,
-           "generations": 0, "seconds": 0.0}
+           "generations": 0, "seconds": 0.0, "reused": 0}
     scoring = {"stage": "SFT scoring",
                "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0, "generations": 0,
-               "seconds": 0.0}
+               "seconds": 0.0, "reused": 0}
+    runs_done = (finished or {}).get("runs", {})
+
+    def stored(cfg, split: str, variant: str | None = None) -> bool:
+        if not finished:
+            return False
+        evaluation = grid.evaluate_config(split, variant)
+        return (split, evaluation.scoring, evaluation.settings_hash()) in runs_done.get(
+            cfg.identity(finished["version_hash"]), set())
     first_seed = grid.sft.seeds[0] if grid.sft else None
+    label = tokens["targets"]["label"]
     for factors, candidates in grid.sft_cells():
         target = tokens["targets"][factors["target"]]
+        generates = TARGETS[factors["target"]].scoring == "generate"
         tuned = len(candidates) > 1
         if tuned and grid.sft.tune_with_first_seed and factors["seed"] != first_seed:
             candidates = candidates[:1]  # the first seed's choice only
         for cfg in candidates:
+            if finished and cfg.identity(finished["version_hash"]) in runs_done:
+                sft["runs"] += 1
+                sft["reused"] += 1
+                if len(candidates) > 1:
+                    _score(scoring, t, n_val, target, generates,
+                           reused=stored(cfg, "validation"))
+                continue
             examples = cfg.train_size or round(data.n * split[0])
             batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
             steps = math.ceil(examples / batch) * cfg.num_train_epochs
@@ -115,12 +184,27 @@ def estimate(data, grid, throughput: Throughput, tokens: dict) -> list[dict]:
             sft["steps"] += int(steps)
             sft["tokens"] += n_tokens
             sft["seconds"] += n_tokens / t.train_tokens_per_second
+            # diagnostics: a direct validation pass per epoch and the gradient probe
+            # (one forward and two backward passes ≈ three token passes of its rows)
+            if cfg.validate_each_epoch:
+                sft["seconds"] += (math.ceil(cfg.num_train_epochs) * n_val
+                                   * label["prompt_tokens"] / t.prefill_tokens_per_second)
+            probes = steps // cfg.probe_steps + 1
+            sft["seconds"] += (probes * cfg.probe_rows * target["example_tokens"]
+                               / target.get("rows_per_patient", 1)
+                               / t.train_tokens_per_second)
             if len(candidates) > 1:
-                _score(scoring, t, n_val, target, factors["target"] != "label")
-        _score(scoring, t, n_test, target, factors["target"] != "label")
+                _score(scoring, t, n_val, target, generates)
+        # the chosen candidate is scored on test: count it reused if any candidate is
+        _score(scoring, t, n_test, target, generates,
+               reused=any(stored(c, "test") for c in candidates))
+        for variant in grid.scorings_for(factors["target"]):
+            samples = grid.evaluation.n_samples if variant == "sampled" else 0
+            _score(scoring, t, n_test, target, variant == "sampled", samples=samples,
+                   reused=any(stored(c, "test", variant) for c in candidates))
     rows += [sft, scoring]
     fewshot = {"stage": "few-shot", "runs": 0, "examples": 0, "tokens": 0.0,
-               "steps": 0, "generations": 0, "seconds": 0.0}
+               "steps": 0, "generations": 0, "seconds": 0.0, "reused": 0}
     free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
     label = tokens["targets"]["label"]
     for cfg in grid.fewshot_runs():
@@ -133,12 +217,18 @@ def estimate(data, grid, throughput: Throughput, tokens: dict) -> list[dict]:
     return rows
 
 
-def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool) -> None:
+def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool,
+           samples: int = 0, reused: bool = False) -> None:
+    if reused:
+        row["runs"] += 1
+        row["reused"] += 1
+        return
+    per = max(samples, 1)
     prefill = n * target["prompt_tokens"]
-    decode = n * target["completion_tokens"] if generates else 0
+    decode = n * target["completion_tokens"] * per if generates else 0
     row["runs"] += 1
     row["examples"] += n
     row["tokens"] += prefill + decode
-    row["generations"] += n if generates else 0
+    row["generations"] += n * per if generates else 0
     row["seconds"] += (t.engine_start_seconds + prefill / t.prefill_tokens_per_second
                        + decode / t.decode_tokens_per_second)

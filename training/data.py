@@ -12,16 +12,12 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 from annotation_db.models import DatasetVersion
+from annotation_db.student_task import ANSWER_PREFIX
+from training.targets import TARGET_VIEWS, TARGETS, Target, derive, patient_of
 
-Target = Literal["label", "rationale-free", "rationale-stepwise"]
-TARGET_VIEWS: dict[str, str] = {
-    "label": "label_only",
-    "rationale-free": "rationale_free",
-    "rationale-stepwise": "rationale_stepwise",
-}
+__all__ = ["TARGET_VIEWS", "TARGETS", "Target", "patient_of"]
 IGNORE = -100
 
 
@@ -47,11 +43,6 @@ def read_view(version: DatasetVersion, view: str, split: str) -> list[dict]:
         raise DataError(f"{path} does not match the version's manifest; run "
                         f"`rationale-audit export verify {version.name}`")
     return [json.loads(line) for line in blob.decode().splitlines() if line.strip()]
-
-
-def patient_of(row: dict) -> str:
-    """The patient a row belongs to (rationale rows are ``<patient>-r<rationale id>``)."""
-    return str(row["id"]).split("-r")[0]
 
 
 def subsample(rows: list[dict], size: int | None, seed: int) -> list[dict]:
@@ -81,33 +72,73 @@ def subsample(rows: list[dict], size: int | None, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda row: order[id(row)])
 
 
+def _first_per_patient(view_rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for row in view_rows:
+        out.setdefault(patient_of(row), row)
+    return out
+
+
+def target_rows_by_patient(version: DatasetVersion, target: str,
+                           tokenizer=None) -> dict[str, list[dict]]:
+    """Every training row of ``target`` per patient (one, or two for ``multitask``),
+    derived from the version's views (see :mod:`training.targets`)."""
+    spec = TARGETS[target]
+    if not spec.derived:
+        return {pid: [row] for pid, row in
+                _first_per_patient(read_view(version, spec.view, "train")).items()}
+    if spec.needs_tokenizer and tokenizer is None:
+        raise DataError(f"target {target!r} needs the base model's tokenizer")
+    free = _first_per_patient(read_view(version, "rationale_free", "train"))
+    labels = _first_per_patient(read_view(version, "label_only", "train")) \
+        if "label_only" in spec.sources else {}
+    try:
+        return {pid: derive(target, row, labels.get(pid), tokenizer)
+                for pid, row in free.items() if not labels or pid in labels}
+    except ValueError as exc:
+        raise DataError(f"target {target!r}: {exc}") from exc
+
+
+def pool_patients(version: DatasetVersion, targets: list[str]) -> set[str]:
+    """Patients with a training row in every source view of every one of ``targets``."""
+    views = {view for t in targets for view in TARGETS[t].sources}
+    pool: set[str] | None = None
+    for view in sorted(views):
+        have = set(_first_per_patient(read_view(version, view, "train")))
+        pool = have if pool is None else pool & have
+    return pool or set()
+
+
 def training_rows(version: DatasetVersion, target: str, size: int | None, seed: int,
-                  paired_targets: list[str] | None = None) -> list[dict]:
-    """The training rows of ``target``: one per patient, drawn by patient.
+                  paired_targets: list[str] | None = None, tokenizer=None) -> list[dict]:
+    """The training rows of ``target``, drawn by patient.
 
     With ``paired_targets``, patients are drawn only from those who have a training
-    row in *every* one of those targets' views, and the draw depends only on that
-    pool, the size and the seed: every target of one (size, seed) cell trains on
-    the same patients. A pool smaller than ``size`` is an error naming both.
+    row in *every* view those targets (and this one) are built from, and the draw
+    depends only on that pool, the size and the seed: every target of one (size,
+    seed) cell trains on the same patients. A pool smaller than ``size`` is an
+    error naming both.
     """
-    def first_per_patient(view_rows: list[dict]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for row in view_rows:
-            out.setdefault(patient_of(row), row)
-        return out
-
-    own = first_per_patient(read_view(version, TARGET_VIEWS[target], "train"))
+    own = target_rows_by_patient(version, target, tokenizer)
     pool = set(own)
-    for other in paired_targets or []:
-        if other != target:
-            pool &= set(first_per_patient(read_view(version, TARGET_VIEWS[other], "train")))
-    patients = [{"id": pid, "label": own[pid]["label"]} for pid in sorted(pool)]
+    if paired_targets:
+        pool &= pool_patients(version, [target, *paired_targets])
+    patients = [{"id": pid, "label": own[pid][0]["label"]} for pid in sorted(pool)]
     if size is not None and size > len(patients):
         paired = f" with a training row in every target ({', '.join(paired_targets)})" \
             if paired_targets else ""
         raise DataError(f"train_size {size} asks for more patients than the "
                         f"{len(patients)} in dataset version {version.name!r}{paired}")
-    return [own[p["id"]] for p in subsample(patients, size, seed)]
+    return [row for p in subsample(patients, size, seed) for row in own[p["id"]]]
+
+
+def eval_rows(version: DatasetVersion, target: str, split: str) -> list[dict]:
+    """The prompts a ``target`` model is scored on: its view's rows of ``split``, asked
+    the way the target was taught (``predict:`` for multitask)."""
+    from training.targets import scoring_prompt
+
+    rows = read_view(version, TARGETS[target].view, split)
+    return [dict(row, prompt=scoring_prompt(target, row["prompt"])) for row in rows]
 
 
 def prompt_text(tokenizer, messages: list[dict]) -> str:
@@ -125,7 +156,7 @@ def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[d
     Returns the messages and the number of history lines removed.
     """
     from annotation_db.render import HistoryBudgetError, drop_oldest_lines
-    from annotation_db.student_task import history_of, user_message
+    from annotation_db.student_task import split_user_message, user_message
 
     def length(msgs: list[dict]) -> int:
         return len(tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
@@ -135,12 +166,14 @@ def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[d
         return messages, 0
     last = max(i for i, m in enumerate(messages) if m["role"] == "user")
 
+    task, history = split_user_message(messages[last]["content"])
+
     def with_history(history: str) -> list[dict]:
-        return [*messages[:last], {**messages[last], "content": user_message(history)},
+        return [*messages[:last], {**messages[last], "content": user_message(history, task)},
                 *messages[last + 1:]]
 
     try:
-        history, removed = drop_oldest_lines(history_of(messages[last]["content"]),
+        history, removed = drop_oldest_lines(history,
                                              lambda h: length(with_history(h)) <= max_tokens)
     except HistoryBudgetError as exc:
         raise DataError(f"a prompt needs more than {max_tokens} tokens even with every dated "
@@ -148,12 +181,14 @@ def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[d
     return with_history(history), removed
 
 
-def tokenize_row(tokenizer, row: dict, max_length: int) -> dict:
+def tokenize_row(tokenizer, row: dict, max_length: int,
+                 loss_on: str = "completion") -> dict:
     """``input_ids`` and ``labels`` (prompt tokens ``-100``) of one prompt-completion row.
 
     An over-long row loses whole history lines, oldest dated items first (see
     :func:`fit_prompt`), never the system turn, the header, the undated facts or
-    the completion, so the label is always trained on.
+    the completion, so the label is always trained on. ``loss_on="answer"`` also
+    masks the completion before its answer line (the rationale is context only).
     """
     def encode(prompt: list[dict]) -> tuple[list[int], list[int]]:
         prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
@@ -174,9 +209,22 @@ def tokenize_row(tokenizer, row: dict, max_length: int) -> dict:
     if len(prompt_ids) + len(completion_ids) > max_length:
         prompt, removed = fit_prompt(tokenizer, row["prompt"], max_length - len(completion_ids))
         prompt_ids, completion_ids = encode(prompt)
+    labels = list(completion_ids)
+    if loss_on == "answer":
+        labels = [IGNORE] * answer_line_start(tokenizer, completion_ids) \
+            + labels[answer_line_start(tokenizer, completion_ids):]
     return {"input_ids": prompt_ids + completion_ids,
-            "labels": [IGNORE] * len(prompt_ids) + completion_ids,
+            "labels": [IGNORE] * len(prompt_ids) + labels,
             "truncated": removed > 0}
+
+
+def answer_line_start(tokenizer, completion_ids: list[int]) -> int:
+    """Index of the first token of the last ``Final answer:`` in ``completion_ids``."""
+    prefix = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    for start in range(len(completion_ids) - len(prefix), -1, -1):
+        if completion_ids[start:start + len(prefix)] == prefix:
+            return start
+    raise DataError("the completion has no 'Final answer:' line to put the loss on")
 
 
 def completion_lengths(tokenizer, rows: list[dict]) -> list[int]:
@@ -185,9 +233,10 @@ def completion_lengths(tokenizer, rows: list[dict]) -> list[int]:
             for row in rows]
 
 
-def tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], dict]:
+def tokenize_rows(tokenizer, rows: list[dict], max_length: int,
+                  loss_on: str = "completion") -> tuple[list[dict], dict]:
     """Tokenized rows and a summary (tokens, loss tokens, truncations, label counts)."""
-    out = [tokenize_row(tokenizer, row, max_length) for row in rows]
+    out = [tokenize_row(tokenizer, row, max_length, loss_on) for row in rows]
     loss_tokens = [sum(1 for t in r["labels"] if t != IGNORE) for r in out]
     summary = {
         "examples": len(out),

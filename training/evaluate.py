@@ -33,10 +33,13 @@ from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import CommandConfig, echo_config
 from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
-from training.data import TARGET_VIEWS, fit_prompt, prompt_text, read_view
+from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
 from training.scoring import Scorer
 
-Mode = Literal["direct", "rationale"]
+Mode = Literal["direct", "rationale", "sampled"]
+# Options added after results were first keyed: in the settings hash only when set, so
+# results scored before them are still found.
+LATER_OPTIONS = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
 
 
 class EvaluateConfig(CommandConfig):
@@ -56,12 +59,26 @@ class EvaluateConfig(CommandConfig):
         "reach 'Final answer:' is below this is reported invalid")
     threshold: float = Field(default=0.5, gt=0, lt=1,
                              description="P(yes) at or above which balanced accuracy says yes")
+    scoring: Literal["auto", "generate", "direct", "sampled"] = Field(
+        default="auto", description="auto: the target's own way (direct for label, "
+        "answer-first and multitask; generate for the rest). generate: write until 'Final "
+        "answer:', then score; direct: score right after the prompt, skipping the "
+        "rationale; sampled: the mean P(yes) over n_samples sampled rationales")
+    n_samples: int = Field(default=5, ge=1, description="sampled: rationales per patient")
+    sample_temperature: float = Field(default=1.0, gt=0, description="sampled: temperature")
     n_bootstrap: int = Field(default=1000, ge=100)
     limit: int | None = Field(default=None, ge=2, description="score only the first N patients")
     batch_size: int = Field(default=8, ge=1)
     seed: int = 0
 
     NOT_IN_IDENTITY = frozenset({"batch_size"})  # batching does not change the numbers
+
+    def identity_data(self) -> dict:
+        data = super().identity_data()
+        for name, default in LATER_OPTIONS.items():
+            if data.get(name) == default:
+                data.pop(name, None)
+        return data
 
     def settings_hash(self) -> str:
         """Hash of the settings that change the numbers.
@@ -89,13 +106,27 @@ class Scored:
 
 
 def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: Mode,
-                        max_rationale_tokens: int) -> tuple[np.ndarray, np.ndarray,
-                                                            list[bool | None], list[str | None]]:
-    """P(yes), label mass, whether the answer line was reached, and the rationale text."""
+                        max_rationale_tokens: int, *, n_samples: int = 5,
+                        temperature: float = 1.0, seed: int = 0,
+                        ) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """P(yes), label mass, whether the answer line was reached, and the rationale text.
+
+    ``sampled``: ``n_samples`` rationales per prompt at ``temperature``; P(yes) and the
+    label mass are their means, reached-answer a list per prompt, the rationales too."""
     heads = [prompt_text(scorer.tokenizer, messages) for messages in conversations]
     if mode == "direct":
         p_yes, mass = scorer.label_probabilities([h + ANSWER_PREFIX for h in heads])
         return p_yes, mass, [None] * len(heads), [None] * len(heads)
+    if mode == "sampled":
+        samples = scorer.sample_until_answer(heads, max_rationale_tokens, n_samples,
+                                             temperature, seed)
+        texts = [h + c.text.rstrip() + ("\n" if c.text.strip() else "") + ANSWER_PREFIX
+                 for h, group in zip(heads, samples, strict=True) for c in group]
+        p_all, mass_all = scorer.label_probabilities(texts)
+        p_yes = p_all.reshape(len(heads), n_samples).mean(axis=1)
+        mass = mass_all.reshape(len(heads), n_samples).mean(axis=1)
+        return (p_yes, mass, [[c.reached_answer for c in g] for g in samples],
+                [[c.text.strip() for c in g] for g in samples])
     continuations = scorer.continue_until_answer(heads, max_rationale_tokens)
     texts = [h + c.text.rstrip() + ("\n" if c.text.strip() else "") + ANSWER_PREFIX
              for h, c in zip(heads, continuations, strict=True)]
@@ -159,7 +190,8 @@ def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     else:
         for name in ("auroc", "auprc", "brier", "balanced_accuracy"):
             metrics[name] = {"value": point.get(name), "low": None, "high": None}
-    reached = [r for r in scored.reached_answer if r is not None]
+    reached = [r for item in scored.reached_answer if item is not None
+               for r in (item if isinstance(item, list) else [item])]
     metrics.update({
         "mean_label_mass": float(scored.label_mass.mean()),
         "low_label_mass_share": float((scored.label_mass < 0.5).mean()),
@@ -177,10 +209,12 @@ def write_outputs(folder: Path, scored: Scored, metrics: dict) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["id", "label", "p_yes", "label_mass", "reached_answer"])
         for i, pid in enumerate(scored.ids):
+            reached = scored.reached_answer[i]
             writer.writerow([pid, int(scored.labels[i]), repr(float(scored.p_yes[i])),
                              repr(float(scored.label_mass[i])),
-                             "" if scored.reached_answer[i] is None
-                             else int(scored.reached_answer[i])])
+                             "" if reached is None else
+                             round(float(np.mean(reached)), 4) if isinstance(reached, list)
+                             else int(reached)])
     if any(r is not None for r in scored.rationales):
         with (folder / "predictions.jsonl").open("w") as handle:
             for pid, text in zip(scored.ids, scored.rationales, strict=True):
@@ -189,8 +223,18 @@ def write_outputs(folder: Path, scored: Scored, metrics: dict) -> Path:
     return csv_path
 
 
-def mode_for_target(target: str) -> Mode:
-    return "direct" if target == "label" else "rationale"
+def mode_for_target(target: str, scoring: str = "auto") -> Mode:
+    """How a model trained on ``target`` is scored under ``scoring``."""
+    spec = TARGETS[target]
+    if scoring == "auto":
+        return "direct" if spec.scoring == "direct" else "rationale"
+    if scoring == "direct":
+        return "direct"
+    if spec.scoring == "direct":
+        raise runs.RunError(f"scoring {scoring!r} applies to models that write a rationale "
+                            f"before their answer; target {target!r} answers first (use "
+                            "direct or auto)")
+    return "rationale" if scoring == "generate" else "sampled"
 
 
 def scorer_kind(engine: Literal["auto", "vllm", "transformers"]) -> str:
@@ -324,22 +368,21 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
         if run.status != RunStatus.finished:
             raise runs.RunError(f"run {run.id} is {run.status}, not finished; train it first")
         version = session.get(DatasetVersion, run.dataset_version_id)
-        rows = read_view(version, TARGET_VIEWS[run.target], config.split)
+        rows = eval_rows(version, run.target, config.split)
         if config.limit:
             rows = rows[:config.limit]
-        folder = Path(run.run_dir) / "eval" / config.split
+        folder = Path(run.run_dir) / "eval" / (
+            config.split if config.scoring == "auto" else f"{config.split}-{config.scoring}")
         echo_config(config, folder, f"evaluate {run.id}")
         model = resolve_model(run.base_model, cache_dir=run.config.get("cache_dir"))
         pool = pool or ScorerPool(config.engine, config.batch_size,
                                   max_lora_rank=run.config.get("lora_r", 16))
         say(f"scoring {len(rows)} {config.split} patients with run {run.id} ({pool.kind})")
         scorer = pool.scorer(model, str(Path(run.run_dir) / "adapter"))
-        mode = mode_for_target(run.target)
+        mode = mode_for_target(run.target, config.scoring)
         cap = None
-        if mode == "rationale":
-            train_rows = read_view(version, TARGET_VIEWS[run.target], "train")
-            cap = rationale_cap(scorer.tokenizer,
-                                [r["completion"][-1]["content"] for r in train_rows],
+        if mode != "direct":
+            cap = rationale_cap(scorer.tokenizer, _taught_completions(version, run, scorer),
                                 config.max_rationale_tokens)
         # The training rule, at test: whole history lines out, oldest first, until the
         # prompt and what the model writes after it fit the run's max_length.
@@ -347,25 +390,46 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
         fitted = [fit_prompt(scorer.tokenizer, row["prompt"],
                              run.config.get("max_length", 1024) - answer_room) for row in rows]
         scored = score_rows(scorer, rows, mode, cap["cap"] if cap else 0,
-                            conversations=[messages for messages, _ in fitted])
+                            conversations=[messages for messages, _ in fitted],
+                            n_samples=config.n_samples, temperature=config.sample_temperature,
+                            seed=config.seed)
         metrics = summarize(scored, config)
         metrics["truncated_prompts"] = sum(removed > 0 for _, removed in fitted)
         if cap:
             metrics["rationale_token_cap"] = cap
             judge_validity(metrics, config.min_reached_answer)
         metrics["engine"] = pool.kind
+        metrics["scoring"] = {"requested": config.scoring, "mode": mode,
+                              **({"n_samples": config.n_samples,
+                                  "temperature": config.sample_temperature}
+                                 if mode == "sampled" else {})}
         metrics["settings_hash"] = config.settings_hash()
         metrics["dataset"] = {"version": version.name, "content_sha256": version.content_hash}
         csv_path = write_outputs(folder, scored, metrics)
         return runs.record_evaluation(session, run, split=config.split, metrics=metrics,
-                                      predictions_path=csv_path)
+                                      predictions_path=csv_path, scoring=config.scoring)
+
+
+def _taught_completions(version, run: TrainingRun, scorer) -> list[str]:
+    """The assistant texts the run's target was taught (sizes the rationale cap)."""
+    from training.data import target_rows_by_patient
+
+    if not TARGETS[run.target].derived:
+        rows = read_view(version, TARGETS[run.target].view, "train")
+    else:
+        rows = [r for group in target_rows_by_patient(version, run.target,
+                                                      scorer.tokenizer).values()
+                for r in group]
+    return [r["completion"][-1]["content"] for r in rows]
 
 
 def score_rows(scorer: Scorer, rows: list[dict], mode: Mode, max_rationale_tokens: int,
-               conversations: list[list[dict]] | None = None) -> Scored:
+               conversations: list[list[dict]] | None = None, *, n_samples: int = 5,
+               temperature: float = 1.0, seed: int = 0) -> Scored:
     started = time.perf_counter()
     p_yes, mass, reached, rationales = score_conversations(
-        scorer, conversations or [row["prompt"] for row in rows], mode, max_rationale_tokens)
+        scorer, conversations or [row["prompt"] for row in rows], mode, max_rationale_tokens,
+        n_samples=n_samples, temperature=temperature, seed=seed)
     return Scored(ids=[row["id"] for row in rows],
                   labels=np.asarray([int(row["label"]) for row in rows]),
                   p_yes=p_yes, label_mass=mass, reached_answer=reached,

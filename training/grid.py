@@ -19,7 +19,7 @@ import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,7 @@ from training.evaluate import (
 from training.fewshot import FewShotConfig, run_fewshot
 from training.metrics import delong_test, holm, joint_paired_difference
 from training.sft import SFTRunConfig, train
+from training.tables import align, format_metric, table
 
 
 class SFTFactors(BaseModel):
@@ -56,6 +57,10 @@ class SFTFactors(BaseModel):
     epochs: list[float] = [2.0]
     pair_targets: bool = Field(True, description="every target of a (size, seed) cell trains "
                                                  "on the same patients")
+    pair_with: list[Target] | None = Field(
+        None, description="the targets whose patients form that common pool (default: "
+        "`targets`); a mechanism grid names the main grid's targets here to train on the "
+        "main comparison's patients and reuse its runs")
     tune_with_first_seed: bool = Field(
         True, description="choose learning rate × epochs on validation with the first seed "
                           "and reuse that choice for the other seeds")
@@ -85,6 +90,10 @@ class ExperimentGrid(CommandConfig):
     evaluation: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
         description="how every run is scored (EvaluateConfig fields; the split is set per use)")
+    extra_scorings: list[Literal["direct", "sampled"]] = Field(
+        default_factory=list, description="scoring variants added on test for every selected "
+        "model that writes a rationale before its answer (the cell's own scoring always "
+        "runs and is the one compared in the main tables)")
     baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
                                              "records as a non-LLM reference")
     runs_dir: str = "runs"
@@ -101,13 +110,19 @@ class ExperimentGrid(CommandConfig):
             candidates = [SFTRunConfig(
                 dataset=self.dataset, target=target, base_model=model, train_size=size,
                 seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
-                paired_targets=sorted(set(self.sft.targets)) if self.sft.pair_targets
-                and len(set(self.sft.targets)) > 1 else None,
+                paired_targets=self.paired_targets(),
                 runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
                 for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
             cells.append(({"kind": "sft", "base_model": model, "target": target,
                            "train_size": size, "seed": seed, "lora_r": rank}, candidates))
         return cells
+
+    def paired_targets(self) -> list[str] | None:
+        """The targets whose patients every run of a cell is drawn from (None: unpaired)."""
+        if self.sft is None or not self.sft.pair_targets:
+            return None
+        pool = sorted(set(self.sft.pair_with or self.sft.targets))
+        return pool if len(pool) > 1 or set(self.sft.targets) - set(pool) else None
 
     def fewshot_runs(self) -> list[FewShotConfig]:
         if self.fewshot is None:
@@ -126,8 +141,15 @@ class ExperimentGrid(CommandConfig):
                                      **{**evaluation, **self.fewshot.settings}))
         return out
 
-    def evaluate_config(self, split: str) -> EvaluateConfig:
-        return self.evaluation.model_copy(update={"split": split})
+    def evaluate_config(self, split: str, scoring: str | None = None) -> EvaluateConfig:
+        update = {"split": split, **({"scoring": scoring} if scoring else {})}
+        return self.evaluation.model_copy(update=update)
+
+    def scorings_for(self, target: str) -> list[str]:
+        """The extra scoring variants that apply to a model trained on ``target``."""
+        from training.data import TARGETS
+
+        return list(self.extra_scorings) if TARGETS[target].scoring == "generate" else []
 
     def size(self) -> dict[str, int]:
         cells = self.sft_cells()
@@ -157,10 +179,11 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     selected: list[dict] = []
     first_choice: dict[tuple, tuple[float, float]] = {}
 
-    def scored(run_id: int, split: str) -> EvaluationResult:
-        evaluation = grid.evaluate_config(split)
+    def scored(run_id: int, split: str, scoring: str | None = None) -> EvaluationResult:
+        evaluation = grid.evaluate_config(split, scoring)
         with Session(engine) as session:
-            result = _result(session, run_id, split, evaluation.settings_hash())
+            result = _result(session, run_id, split, evaluation.settings_hash(),
+                             evaluation.scoring)
         return result or evaluate_run(engine, str(run_id), evaluation, pool=pool,
                                       on_stage=say)
 
@@ -186,12 +209,15 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
                 tick()
             best = max(scores, key=lambda s: s[0])
             scored(best[1], "test")
+            for variant in grid.scorings_for(factors["target"]):
+                scored(best[1], "test", variant)
             if len(scores) > 1 and factors["seed"] == grid.sft.seeds[0]:
                 first_choice[key] = (best[2].learning_rate, best[2].num_train_epochs)
             selected.append({**factors, "run_id": best[1],
                              "learning_rate": best[2].learning_rate,
                              "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
-                             "candidates": [s[1] for s in scores]})
+                             "candidates": [s[1] for s in scores],
+                             "extra_scorings": grid.scorings_for(factors["target"])})
         for cfg in grid.fewshot_runs():
             kind = scorer_kind(cfg.engine)
             if kind not in fewshot_pools:
@@ -219,8 +245,7 @@ def references(engine: Engine, grid: ExperimentGrid, rows: list[dict]) -> list[d
     if evaluation.limit:
         test_rows = test_rows[:evaluation.limit]
     features = structured_features(engine, version)
-    paired = list(grid.sft.targets) if grid.sft and grid.sft.pair_targets \
-        and len(grid.sft.targets) > 1 else None
+    paired = grid.paired_targets()
     cells = sorted({(r["train_size"], r["seed"]) for r in rows if r["kind"] == "sft"},
                    key=lambda c: (c[0] or 0, c[1])) or [(None, 0)]
     out = []
@@ -233,15 +258,6 @@ def references(engine: Engine, grid: ExperimentGrid, rows: list[dict]) -> list[d
     return out
 
 
-def format_metric(metric: dict | None) -> str:
-    """``0.731 [0.662, 0.795]``: a metric with its CI, ``–`` when there is none."""
-    if not metric or metric.get("value") is None:
-        return "–"
-    if metric.get("low") is None:
-        return f"{metric['value']:.3f}"
-    return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
-
-
 def _json_file(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -252,62 +268,62 @@ def _json_file(path: Path) -> dict:
 def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]:
     """One row per selected run with its factors, metrics, validity and provenance."""
     rows = []
-    evaluation = grid.evaluate_config("test")
-    test_hash = evaluation.settings_hash()
     with Session(engine) as session:
         version = get_version(session, grid.dataset)
         for cell in selection["cells"]:
             run = session.get(TrainingRun, cell["run_id"])
-            result = _result(session, run.id, "test", test_hash if run.kind == "sft" else None)
-            if result is None and run.kind == "sft":
-                raise runs.RunError(f"run {run.id} has no test result made with this grid's "
-                                    "evaluation settings (was it re-scored elsewhere?); "
-                                    "run `rationale-audit experiment run` again to re-score it")
-            metrics = judge_validity(dict(result.metrics), evaluation.min_reached_answer) \
-                if result else {}
-            folder = Path(run.run_dir)
-            trained = _json_file(folder / "dataset.json")
-            summary = _json_file(folder / "train_summary.json")
-            rows.append({**{k: v for k, v in cell.items() if k != "candidates"},
-                         "target": cell.get("target") or run.target,
-                         "n_test": result.n if result else None,
-                         "auroc": metrics.get("auroc"), "auprc": metrics.get("auprc"),
-                         "brier": metrics.get("brier"),
-                         "balanced_accuracy": metrics.get("balanced_accuracy"),
-                         "reached_answer_share": metrics.get("reached_answer_share"),
-                         "mean_label_mass": metrics.get("mean_label_mass"),
-                         "valid": metrics.get("valid", True),
-                         "invalid_reason": metrics.get("invalid_reason"),
-                         "rationale_token_cap": (metrics.get("rationale_token_cap") or {}
-                                                 ).get("cap"),
-                         "truncated_train_rows": trained.get("truncated_examples"),
-                         "train_tokens": trained.get("tokens"),
-                         "train_loss_tokens": trained.get("loss_tokens"),
-                         "truncated_test_prompts": metrics.get("truncated_prompts"),
-                         "precision": summary.get("precision"),
-                         "padding_share": summary.get("padding_share"),
-                         "train_seconds": summary.get("seconds"),
-                         "dataset_version": version.name,
-                         "dataset_sha256": version.content_hash,
-                         "run_dir": run.run_dir,
-                         "predictions": result.predictions_path if result else None})
+            variants = [None, *cell.get("extra_scorings", [])] if run.kind == "sft" else [None]
+            for variant in variants:
+                rows.append(_collect_row(session, grid, version, cell, run, variant))
     return rows
 
 
+def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: TrainingRun,
+                 variant: str | None) -> dict:
+    from training.data import TARGETS
+
+    evaluation = grid.evaluate_config("test", variant)
+    result = _result(session, run.id, "test",
+                     evaluation.settings_hash() if run.kind == "sft" else None,
+                     evaluation.scoring if run.kind == "sft" else "auto")
+    if result is None and run.kind == "sft":
+        raise runs.RunError(f"run {run.id} has no test result made with this grid's "
+                            "evaluation settings (was it re-scored elsewhere?); "
+                            "run `rationale-audit experiment run` again to re-score it")
+    metrics = judge_validity(dict(result.metrics), evaluation.min_reached_answer) \
+        if result else {}
+    folder = Path(run.run_dir)
+    trained = _json_file(folder / "dataset.json")
+    summary = _json_file(folder / "train_summary.json")
+    target = cell.get("target") or run.target
+    scoring = variant or (TARGETS[target].scoring if run.kind == "sft" and target in TARGETS
+                          else None)
+    return {**{k: v for k, v in cell.items() if k not in ("candidates", "extra_scorings")},
+            "target": target, "scoring": scoring, "extra_scoring": variant is not None,
+            "n_test": result.n if result else None,
+            "auroc": metrics.get("auroc"), "auprc": metrics.get("auprc"),
+            "brier": metrics.get("brier"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "reached_answer_share": metrics.get("reached_answer_share"),
+            "mean_label_mass": metrics.get("mean_label_mass"),
+            "valid": metrics.get("valid", True),
+            "invalid_reason": metrics.get("invalid_reason"),
+            "rationale_token_cap": (metrics.get("rationale_token_cap") or {}).get("cap"),
+            "truncated_train_rows": trained.get("truncated_examples"),
+            "train_tokens": trained.get("tokens"),
+            "train_loss_tokens": trained.get("loss_tokens"),
+            "answer_weight_share": trained.get("answer_weight_share"),
+            "truncated_test_prompts": metrics.get("truncated_prompts"),
+            "precision": summary.get("precision"),
+            "padding_share": summary.get("padding_share"),
+            "train_seconds": summary.get("seconds"),
+            "dataset_version": version.name,
+            "dataset_sha256": version.content_hash,
+            "run_dir": run.run_dir,
+            "predictions": result.predictions_path if result else None}
+
+
 CELL = ("base_model", "train_size", "seed", "lora_r")
-
-
-def _aligned(reference: dict, other: dict) -> tuple[list[str], np.ndarray, np.ndarray,
-                                                  np.ndarray]:
-    """(patient ids, labels, scores of each run), refusing runs scored on other patients."""
-    pa, pb = read_predictions(reference["predictions"]), read_predictions(other["predictions"])
-    if set(pa) != set(pb):
-        raise runs.RunError(f"runs {reference['run_id']} and {other['run_id']} were scored on "
-                            f"different patients ({len(set(pa) ^ set(pb))} differ); a paired "
-                            "comparison needs the same test set")
-    ids = sorted(pa)
-    return (ids, np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
-            np.asarray([pb[i][1] for i in ids]))
 
 
 def _label_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -323,7 +339,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     adjusted. Runs marked invalid are left out (see :func:`excluded`)."""
     out = []
     for ref, r in _label_pairs(rows):
-        _, y, a, b = _aligned(ref, r)
+        _, y, a, b = align(ref, r)
         if len(set(y.tolist())) < 2:
             continue
         test = delong_test(y, a, b)
@@ -349,7 +365,7 @@ def joint_differences(rows: list[dict], n_resamples: int, seed: int) -> list[dic
         by_target.setdefault(r["target"], []).append((ref, r))
     out = []
     for target, pairs in sorted(by_target.items()):
-        aligned = [_aligned(ref, r) for ref, r in pairs]
+        aligned = [align(ref, r) for ref, r in pairs]
         ids, y = aligned[0][0], aligned[0][1]
         if any(a[0] != ids for a in aligned):
             raise runs.RunError(f"label vs {target}: the cells were not scored on the same "
@@ -427,13 +443,14 @@ def _figure(rows: list[dict], refs: list[dict], path: Path) -> bool:
     return True
 
 
-COLUMNS = ["kind", "base_model", "target", "train_size", "seed", "lora_r", "learning_rate",
+COLUMNS = ["kind", "base_model", "target", "scoring", "train_size", "seed", "lora_r",
+           "learning_rate",
            "epochs", "tuned_on", "k", "with_rationales", "n_test", "auroc", "auprc", "brier",
            "balanced_accuracy", "reached_answer_share", "mean_label_mass", "valid",
            "invalid_reason", "rationale_token_cap", "truncated_train_rows",
            "truncated_test_prompts", "precision", "padding_share", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
-PREDICTION_COLUMNS = ["run_id", "kind", "target", "train_size", "seed", "k",
+PREDICTION_COLUMNS = ["run_id", "kind", "target", "scoring", "train_size", "seed", "k",
                       "with_rationales", "id", "label", "p_yes"]
 
 
@@ -459,13 +476,16 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
     """Write results.csv/.md, comparisons.csv, predictions.csv and the figure."""
     import os
 
+    from training import mechanism
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = collect(engine, grid, selection)
+    every_row = collect(engine, grid, selection)
+    rows = [r for r in every_row if not r["extra_scoring"]]  # each cell's own scoring
     tests = comparisons(rows)
     evaluation = grid.evaluate_config("test")
-    joint = joint_differences(rows, n_resamples=max(evaluation.n_bootstrap, 2000),
-                              seed=evaluation.seed)
+    n_resamples = max(evaluation.n_bootstrap, 2000)
+    joint = joint_differences(rows, n_resamples=n_resamples, seed=evaluation.seed)
     refs = references(engine, grid, rows) if grid.baseline else []
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS + [f"{m}_{b}" for m in
@@ -473,7 +493,7 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
                                                    for b in ("low", "high")],
                                 extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
+        for row in every_row:
             flat = dict(row, run_dir=os.path.relpath(row["run_dir"], out))
             for m in ("auroc", "auprc", "brier", "balanced_accuracy"):
                 metric = row.get(m) or {}
@@ -485,19 +505,26 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
             writer = csv.DictWriter(handle, list(tests[0]))
             writer.writeheader()
             writer.writerows(tests)
-    _write_predictions(rows, refs, out / "predictions.csv")
+    _write_predictions(every_row, refs, out / "predictions.csv")
     figure = _figure(rows, refs, out / "auroc_by_size.png")
     cells = cell_summary(rows, refs)
-    (out / "results.md").write_text(markdown(grid, rows, tests, joint, cells, refs, figure))
+    text = markdown(grid, rows, tests, joint, cells, refs, figure)
+    mechanism_data = None
+    if mechanism.applies(grid):
+        lines, mechanism_data = mechanism.section(every_row, out, n_resamples, evaluation.seed)
+        text += "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
     refs_brief = [{k: v for k, v in r.items() if k not in ("ids", "labels", "p_yes")}
                   for r in refs]
     summary = {"rows": len(rows), "comparisons": len(tests), "joint": joint,
                "references": refs_brief, "cells": cells, "figure": figure,
                "excluded": [{"run_id": r["run_id"], "reason": r["invalid_reason"]}
-                            for r in excluded(rows)], "selection": selection}
+                            for r in excluded(rows)], "mechanism": mechanism_data,
+               "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return {"folder": str(out), "rows": rows, "comparisons": tests, "joint": joint,
-            "references": refs_brief, "cells": cells, "selection": selection}
+            "references": refs_brief, "cells": cells, "selection": selection,
+            "mechanism": mechanism_data}
 
 
 def experiment_folder(grid: ExperimentGrid) -> Path:
@@ -564,18 +591,18 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
              f"Dataset version **{grid.dataset}** (sha256 `{rows[0]['dataset_sha256']}`)."
              if rows else "", "",
              "## Summary (mean over seeds and sizes)", ""]
-    lines += _table(["setting", "runs", "mean AUROC", "SD", "mean AUPRC"], (
+    lines += table(["setting", "runs", "mean AUROC", "SD", "mean AUPRC"], (
         [s["setting"], s["runs"], _num(s["mean_auroc"]), _num(s["sd_auroc"]),
          _num(s["mean_auprc"])] for s in summary_by_target(rows)))
     lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", ""]
-    lines += _table(["setting", "training patients", "seeds", "mean AUROC", "SD"], (
+    lines += table(["setting", "training patients", "seeds", "mean AUROC", "SD"], (
         [c["setting"], c["train_size"] or "all", c["seeds"], f"{c['mean_auroc']:.3f}",
          _num(c["sd_auroc"])] for c in cells))
     lines += ["", "## Label-only vs rationale SFT over all cells (joint paired bootstrap)", "",
               "Each replicate resamples the test patients once (stratified by label) and "
               "recomputes every cell's AUROC difference on them; the cells share one test "
               "set, so they are not independent evidence.", ""]
-    lines += _table(["comparison", "cells", "mean AUROC difference (label − rationale) "
+    lines += table(["comparison", "cells", "mean AUROC difference (label − rationale) "
                      "[95% CI]", "p"], (
         [j["comparison"], j["pairs"], f"{j['difference']:+.3f} [{j['low']:+.3f}, "
          f"{j['high']:+.3f}]", f"{j['p_value']:.3g}"] for j in joint)
@@ -610,7 +637,7 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
                       f"{max(padding):.1%}."]
     if refs:
         lines += ["", "## Reference models (same training and test patients as each cell)", ""]
-        lines += _table(["model", "training patients", "seed", "AUROC", "AUPRC"], (
+        lines += table(["model", "training patients", "seed", "AUROC", "AUPRC"], (
             [r["model"], r["train_size"] or "all", r["seed"], format_metric(r["auroc"]),
              format_metric(r["auprc"])] for r in refs))
         lines += ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
@@ -620,7 +647,7 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
     if figure:
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
     lines += ["", "## SFT runs (test split; 95% bootstrap CIs)", ""]
-    lines += _table(["target", "size", "seed", "r", "lr", "epochs", "tuned on", "AUROC",
+    lines += table(["target", "size", "seed", "r", "lr", "epochs", "tuned on", "AUROC",
                      "AUPRC", "Brier", "reached answer", "cap", "valid", "run"], (
         [r["target"], r["train_size"] or "all", r["seed"], r["lora_r"],
          f"{r['learning_rate']:g}", f"{r['epochs']:g}", r.get("tuned_on") or "–",
@@ -630,23 +657,17 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
         for r in rows if r["kind"] == "sft"))
     lines += ["", "## Paired DeLong tests per cell: label-only vs rationale targets "
                   "(Holm adjusted)", ""]
-    lines += _table(["comparison", "size", "seed", "AUROC label", "AUROC rationale",
+    lines += table(["comparison", "size", "seed", "AUROC label", "AUROC rationale",
                      "difference [95% CI]", "p", "p (Holm)"], (
         [t["comparison"], t["train_size"] or "all", t["seed"], f"{t['auroc_label']:.3f}",
          f"{t['auroc_rationale']:.3f}", f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, "
          f"{t['ci_high']:+.3f}]", f"{t['p_value']:.3g}", f"{t['p_holm']:.3g}"]
         for t in tests))
     lines += ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", ""]
-    lines += _table(["k", "demonstrations", "seed", "AUROC", "AUPRC", "reached answer",
+    lines += table(["k", "demonstrations", "seed", "AUROC", "AUPRC", "reached answer",
                      "valid", "run"], (
         [r["k"], f"{'with' if r['with_rationales'] else 'without'} rationales", r["seed"],
          format_metric(r["auroc"]), format_metric(r["auprc"]),
          _num(r["reached_answer_share"], 2), "yes" if r["valid"] else "no",
          f"`{Path(r['run_dir']).name}`"] for r in rows if r["kind"] == "fewshot"))
     return "\n".join(lines) + "\n"
-
-
-def _table(columns: list[str], rows) -> list[str]:
-    """A Markdown table: the header, its rule, one line per row of cells."""
-    return ([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
-            + [f"| {' | '.join(map(str, cells))} |" for cells in rows])

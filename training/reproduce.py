@@ -80,12 +80,16 @@ class ReproduceConfig(CommandConfig):
                               f"{exc.errors()[0]['msg']}") from exc
 
 
-def dry_run(config: ReproduceConfig, scale: str) -> dict:
-    """The scale's budget per stage (see :mod:`training.budget`), without running it."""
+def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -> dict:
+    """The scale's budget per stage (see :mod:`training.budget`), without running it;
+    with ``engine``, what that database already holds is counted as reused."""
+    from training.budget import finished_work
+
     data, grid = config.resolve(scale)
     throughput = config.throughput(scale)
     tokens = sample_token_counts(data, grid)
-    stages = estimate(data, grid, throughput, tokens)
+    finished = finished_work(engine, grid) if engine is not None else None
+    stages = estimate(data, grid, throughput, tokens, finished)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
     from generation.cohort import CohortConfig
@@ -97,6 +101,7 @@ def dry_run(config: ReproduceConfig, scale: str) -> dict:
             "model_seconds": model_time, "measured_data_seconds_per_patient":
                 tokens["data_seconds_per_patient"],
             "throughput": throughput.model_dump(), "tokens": tokens,
+            "reuse_counted": finished is not None,
             "expected_paired_pool": round(pool), "largest_train_size": largest,
             "pool_warning": (f"the largest training size ({largest}) may exceed the ≈{pool:.0f} "
                              "patients expected to have an approved rationale in every target"

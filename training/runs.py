@@ -87,12 +87,13 @@ def fail(session: Session, run: TrainingRun, exc: BaseException) -> None:
 
 
 def result_for(session: Session, run_id: int, split: str,
-               settings_hash: str | None = None) -> EvaluationResult | None:
-    """The run's stored result on ``split``; with ``settings_hash``, only if it was
-    scored with those evaluation settings."""
+               settings_hash: str | None = None, scoring: str = "auto"
+               ) -> EvaluationResult | None:
+    """The run's stored result on ``split`` under ``scoring``; with ``settings_hash``,
+    only if it was scored with those evaluation settings."""
     row = session.execute(select(EvaluationResult).where(
-        EvaluationResult.training_run_id == run_id, EvaluationResult.split == split)
-    ).scalars().first()
+        EvaluationResult.training_run_id == run_id, EvaluationResult.split == split,
+        EvaluationResult.scoring == scoring)).scalars().first()
     if row is not None and settings_hash is not None \
             and (row.metrics or {}).get("settings_hash") != settings_hash:
         return None
@@ -111,11 +112,12 @@ def forget_evaluations(session: Session, config_hash: str) -> None:
 
 
 def record_evaluation(session: Session, run: TrainingRun, *, split: str, metrics: dict,
-                      predictions_path: Path) -> EvaluationResult:
-    """Insert or replace the run's result on ``split``."""
+                      predictions_path: Path, scoring: str = "auto") -> EvaluationResult:
+    """Insert or replace the run's result on ``split`` under ``scoring``."""
     row = session.execute(select(EvaluationResult).where(
-        EvaluationResult.training_run_id == run.id, EvaluationResult.split == split)
-    ).scalars().first() or EvaluationResult(training_run_id=run.id, split=split, n=0)
+        EvaluationResult.training_run_id == run.id, EvaluationResult.split == split,
+        EvaluationResult.scoring == scoring)).scalars().first() \
+        or EvaluationResult(training_run_id=run.id, split=split, scoring=scoring, n=0)
     row.n = metrics["n"]
     row.auroc = metrics["auroc"]["value"]
     row.auprc = metrics["auprc"]["value"]

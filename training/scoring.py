@@ -42,6 +42,10 @@ class Scorer(Protocol):
     def continue_until_answer(self, prompts: list[str], max_tokens: int) -> list[Continuation]:
         """Greedy continuations, stopped at ``Final answer:``."""
 
+    def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
+                            temperature: float, seed: int) -> list[list[Continuation]]:
+        """``n`` sampled continuations per prompt, stopped at ``Final answer:``."""
+
 
 def label_token_ids(tokenizer) -> tuple[int, int]:
     """The ids of the tokens that follow ``Final answer:`` for yes and for no."""
@@ -119,11 +123,33 @@ class TransformersScorer:
                     **batch, max_new_tokens=max_tokens, do_sample=False,
                     stop_strings=[ANSWER_PREFIX], tokenizer=self.tokenizer,
                     pad_token_id=self.tokenizer.pad_token_id)
-                for row in generated[:, batch["input_ids"].shape[1]:]:
-                    ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
-                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                    reached = ANSWER_PREFIX in text
-                    out.append(Continuation(text.split(ANSWER_PREFIX)[0], reached, len(ids)))
+                out += self._continuations(generated[:, batch["input_ids"].shape[1]:])
+        return out
+
+    def _continuations(self, rows) -> list[Continuation]:
+        out = []
+        for row in rows:
+            ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            out.append(Continuation(text.split(ANSWER_PREFIX)[0], ANSWER_PREFIX in text,
+                                    len(ids)))
+        return out
+
+    def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
+                            temperature: float, seed: int) -> list[list[Continuation]]:
+        import torch
+
+        out: list[list[Continuation]] = []
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = self._batch(prompts[start:start + self.batch_size])
+                generated = self.model.generate(
+                    **batch, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
+                    top_k=0, top_p=1.0, num_return_sequences=n, stop_strings=[ANSWER_PREFIX],
+                    tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
+                flat = self._continuations(generated[:, batch["input_ids"].shape[1]:])
+                out += [flat[i:i + n] for i in range(0, len(flat), n)]
         return out
 
 
@@ -167,3 +193,14 @@ class VLLMScorer:
                                     use_tqdm=False)
         return [Continuation(o.outputs[0].text, o.outputs[0].stop_reason == ANSWER_PREFIX,
                              len(o.outputs[0].token_ids)) for o in outputs]
+
+    def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
+                            temperature: float, seed: int) -> list[list[Continuation]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
+                                top_k=0, seed=seed, stop=[ANSWER_PREFIX])
+        outputs = self.llm.generate(self._prompts(prompts), params, lora_request=self.lora,
+                                    use_tqdm=False)
+        return [[Continuation(c.text, c.stop_reason == ANSWER_PREFIX, len(c.token_ids))
+                 for c in o.outputs] for o in outputs]

@@ -37,16 +37,22 @@ from generation.engine import cpu_has_native_bf16
 from generation.models import DEFAULT_MODEL, load_tokenizer
 from training import runs
 from training.data import (
-    TARGET_VIEWS,
+    TARGETS,
     DataError,
     Target,
     tokenize_rows,
     training_rows,
 )
+from training.diagnostics import diagnostics_callbacks, label_only_answer_share
+from training.loss import LossWeighting, answer_counts, weighted_loss
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
 # Bookkeeping that does not change the trained weights: left out of a run's identity.
-BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps"})
+BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps",
+                                "probe_steps", "probe_rows", "validate_each_epoch"})
+# Options added after runs were first identified: in a run's identity only when set, so
+# a run made before them keeps its folder and row.
+LATER_OPTIONS = {"multitask_alpha": 0.5, "answer_loss_share": None}
 
 
 class SFTRunConfig(CommandConfig):
@@ -91,6 +97,17 @@ class SFTRunConfig(CommandConfig):
     group_by_length: bool = Field(default=True, description="batch rows of similar length "
                                                             "together (less padding)")
     gradient_checkpointing: bool = False
+    multitask_alpha: float = Field(default=0.5, gt=0, lt=1, description="multitask: weight "
+                                   "of the predict task's loss (explain gets 1 − α)")
+    answer_loss_share: float | None = Field(
+        default=None, gt=0, lt=1, description="rationale-weighted: the answer token's share "
+        "of the loss weight; unset: label-only's share on the same patients")
+    probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
+                             "steps, the answer tokens' share of the gradient norm on a "
+                             "fixed probe batch")
+    probe_rows: int = Field(default=4, ge=1, description="rows in that probe batch")
+    validate_each_epoch: bool = Field(default=True, description="diagnostics: validation "
+                                      "AUROC (direct scoring) after every epoch")
     runs_dir: str = Field(default="runs", description="where run folders go")
     cache_dir: str | None = Field(default=None, description="where prepared models are kept "
                                   "(default $RATIONALE_AUDIT_CACHE_DIR or "
@@ -108,6 +125,9 @@ class SFTRunConfig(CommandConfig):
         data = super().identity_data()
         # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
         data["precision"] = resolve_precision(self.precision, strict=False)
+        for name, default in LATER_OPTIONS.items():
+            if data.get(name) == default:
+                data.pop(name, None)
         return data
 
     def identity(self, dataset_hash: str) -> str:
@@ -159,7 +179,18 @@ def _clear_outputs(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _metrics_callback(path: Path, tokens_per_step: float):
+def _validation_rows(version, config: SFTRunConfig) -> list[dict] | None:
+    """The validation prompts of the run's target (None when the version has none)."""
+    from training.data import eval_rows
+
+    try:
+        rows = eval_rows(version, config.target, "validation")
+    except DataError:
+        return None
+    return rows if len({int(r["label"]) for r in rows}) == 2 else None
+
+
+def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = None):
     from transformers import TrainerCallback
 
     class JsonlMetrics(TrainerCallback):
@@ -178,6 +209,7 @@ def _metrics_callback(path: Path, tokens_per_step: float):
             steps = state.global_step - self.first_step
             row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
                    **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+                   **_loss_split(stats),
                    "tokens_per_second": round(steps * tokens_per_step / elapsed, 1)
                    if elapsed > 0 else None}
             with path.open("a") as handle:
@@ -192,8 +224,14 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
     say = on_stage or (lambda _: None)
     with Session(engine) as session:
         version = get_version(session, config.dataset)
+        tokenizer = None
+        if TARGETS[config.target].needs_tokenizer:
+            from generation.models import resolve_model
+
+            tokenizer = load_tokenizer(resolve_model(config.base_model,
+                                                     cache_dir=config.cache_dir).path)
         rows = training_rows(version, config.target, config.train_size, config.seed,
-                             config.paired_targets)
+                             config.paired_targets, tokenizer)
         if not rows:
             raise DataError(f"dataset version {version.name!r} has no training rows for "
                              f"target {config.target!r}")
@@ -225,7 +263,7 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from generation.models import resolve_model
 
@@ -234,11 +272,19 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     say("resolving the base model")
     model = resolve_model(config.base_model, cache_dir=config.cache_dir)
     tokenizer = load_tokenizer(model.path)
-    tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length)
+    spec = TARGETS[config.target]
+    tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length, spec.loss_on)
+    weighting = LossWeighting.for_target(
+        tokenizer, spec.weighting, alpha=config.multitask_alpha,
+        answer_share=config.answer_loss_share if spec.weighting != "answer-share"
+        or config.answer_loss_share is not None else label_only_answer_share(
+            tokenizer, version, config, rows))
     (run_dir / "dataset.json").write_text(json.dumps({
         "version": version.name, "content_sha256": version.content_hash,
-        "view": TARGET_VIEWS[config.target], "split": "train",
+        "view": spec.view, "derived": spec.derived, "split": "train",
+        "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
         "example_ids": [row["id"] for row in rows], **summary,
+        **answer_counts(weighting, tokenized),
         "base_model": {"spec": config.base_model, "path": model.path,
                        "checksum": model.checksum},
         "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
@@ -272,10 +318,16 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
                              target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
     tokens_per_step = (summary["tokens"] / max(len(tokenized), 1)
                        * config.per_device_train_batch_size * config.gradient_accumulation_steps)
-    trainer = (SFTTrainer if torch.cuda.is_available() else logits_loss_trainer())(
+    stats: dict = {}
+    metrics_path = run_dir / "metrics.jsonl"
+    diagnostics = diagnostics_callbacks(
+        metrics_path, tokenizer, weighting, stats, tokenized, config,
+        validation=_validation_rows(version, config) if config.validate_each_epoch else None)
+    trainer = logits_loss_trainer(weighting, stats)(
         model=base, args=args, processing_class=tokenizer, peft_config=peft_config,
         train_dataset=Dataset.from_list(tokenized),
-        callbacks=[_metrics_callback(run_dir / "metrics.jsonl", tokens_per_step), *callbacks],
+        callbacks=[_metrics_callback(metrics_path, tokens_per_step, stats), *diagnostics,
+                   *callbacks],
     )
     padding = padding_share(trainer)
     resume = latest_checkpoint(run_dir / "checkpoints")
@@ -299,7 +351,20 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     }, indent=2) + "\n")
 
 
-def logits_loss_trainer():
+def _loss_split(stats: dict | None) -> dict:
+    """The answer tokens' mean loss, the other tokens', and the answer tokens' share of
+    the loss, over the steps since the last log (then reset)."""
+    if not stats or not stats.get("all_weighted"):
+        return {}
+    out = {"answer_loss": stats["answer_nll"] / stats["answer_n"] if stats["answer_n"]
+           else None,
+           "rest_loss": stats["rest_nll"] / stats["rest_n"] if stats["rest_n"] else None,
+           "answer_loss_share": stats["answer_weighted"] / stats["all_weighted"]}
+    stats.clear()
+    return {k: round(v, 6) for k, v in out.items() if v is not None}
+
+
+def logits_loss_trainer(weighting: LossWeighting | None = None, stats: dict | None = None):
     """TRL's ``SFTTrainer`` with the LM head applied only where the loss is.
 
     TRL 1.16 computes the loss with a fused, chunked LM-head kernel that also tracks
@@ -310,33 +375,52 @@ def logits_loss_trainer():
     softmax for the prompt. One run of ``benchmarks/sft.py`` (bundled model, batch 4 ×
     380 tokens, fp32, 2 cores): 149.5 tokens/s against TRL's 89.7. The loss is the same
     mean negative log-likelihood of the completion tokens; ``tests/training/test_sft.py``
-    checks it against TRL's, and its gradients against the full-logits ones. On a GPU,
-    TRL's Triton kernel is kept.
+    checks it against TRL's, and its gradients against the full-logits ones. The same
+    trainer runs on a GPU: the mechanism targets' weighted losses and the per-step
+    answer/rest loss split (``stats``) need the per-token losses TRL's kernel hides.
     """
     from trl import SFTTrainer
 
     class LogitsLossTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch, weighting,
+                                            stats if model.training else None)
             return (loss, outputs) if return_outputs else loss
 
     return LogitsLossTrainer
 
 
-def completion_loss(model, inputs: dict, num_items_in_batch=None):
+def completion_loss(model, inputs: dict, num_items_in_batch=None,
+                    weighting: LossWeighting | None = None, stats: dict | None = None):
     """Mean (or, given ``num_items_in_batch``, summed then divided) token NLL of the
-    labelled positions, with logits computed only at the positions that predict one."""
+    labelled positions, with logits computed only at the positions that predict one.
+
+    With a ``weighting`` (see :class:`training.loss.LossWeighting`) the tokens
+    are weighted as it says; with ``stats``, the answer and other tokens' losses are
+    added to it for the next logged step."""
     import torch
     from transformers.loss.loss_utils import fixed_cross_entropy
 
+    if (weighting is not None and weighting.kind != "none") or stats is not None:
+        loss, answer_part, (kept, nll, answer, effective), outputs = weighted_loss(
+            model, inputs, num_items_in_batch, weighting)
+        if stats is not None:
+            with torch.no_grad():
+                on = kept != -100
+                for key, value in (("answer_nll", nll[answer].sum()), ("answer_n", answer.sum()),
+                                   ("rest_nll", nll[on & ~answer].sum()),
+                                   ("rest_n", (on & ~answer).sum()),
+                                   ("answer_weighted", answer_part), ("all_weighted", loss)):
+                    stats[key] = stats.get(key, 0.0) + float(value)
+        return loss, outputs
     labels = inputs["labels"]
     targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
     keep = (targets != -100).any(dim=0).nonzero().flatten()
     outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                     logits_to_keep=keep, use_cache=False)
     logits = outputs.logits.float()
-    loss = fixed_cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                               targets[:, keep].reshape(-1).to(logits.device),
+    kept = targets[:, keep].to(logits.device)
+    loss = fixed_cross_entropy(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1),
                                num_items_in_batch, -100)
     return loss, outputs
 

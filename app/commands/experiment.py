@@ -101,7 +101,7 @@ def reproduce(
 
     cfg = ReproduceConfig.load(config)
     if dry_run:
-        _print_budget(cfg, scale)
+        _print_budget(cfg, scale, _existing_database(db))
         return
     engine = open_engine(db, require_schema=False)
     migrate.upgrade(engine)  # one command from an empty database
@@ -130,20 +130,37 @@ def _reproduce(engine, cfg, scale: str, config: Path, data_settings, grid, data_
                   highlight=False)
 
 
-def _print_budget(cfg, scale: str) -> None:
+def _existing_database(db):
+    """The chosen database when it exists and is reachable (a dry run creates nothing)."""
+    from annotation_db.session import database_url
+
+    url = database_url(db)
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        return None
+    try:
+        return open_engine(db, require_schema=False)
+    except Exception:  # noqa: BLE001 - unreachable: the budget is then without reuse
+        return None
+
+
+def _print_budget(cfg, scale: str, engine=None) -> None:
     from rich.table import Table
 
     from training.reproduce import dry_run
 
-    budget = dry_run(cfg, scale)
+    budget = dry_run(cfg, scale, engine)
     table = Table(title=f"scale {scale}: expected cost", title_justify="left")
-    for column in ("stage", "runs", "examples", "tokens", "optimizer steps", "generations",
-                   "minutes"):
+    for column in ("stage", "runs", "reused", "examples", "tokens", "optimizer steps",
+                   "generations", "minutes"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for s in budget["stages"]:
-        table.add_row(s["stage"], str(s["runs"]), f"{s['examples']:,}", f"{s['tokens']:,.0f}",
+        table.add_row(s["stage"], str(s["runs"]), str(s.get("reused", 0)),
+                      f"{s['examples']:,}", f"{s['tokens']:,.0f}",
                       f"{s['steps']:,}", f"{s['generations']:,}", f"{s['seconds'] / 60:.1f}")
     console.print(table)
+    console.print("finished runs and stored results in this database are counted as reused "
+                  "(no cost)" if budget["reuse_counted"] else "nothing reused: the database "
+                  "does not hold this scale's dataset version", highlight=False)
     hours = budget["total_seconds"] / 3600
     console.print(f"total ≈ {budget['total_seconds'] / 60:.0f} min ({hours:.2f} h); training "
                   f"and scoring alone ≈ {budget['model_seconds'] / 60:.1f} min. Speeds from "

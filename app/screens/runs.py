@@ -23,7 +23,7 @@ from annotation_db.provenance import ConfigError
 from app.auth import RESEARCH_ROLES, address_of, bound, user_of
 from app.jobs import log_tail
 from app.screens.config_form import ConfigForm
-from training.grid import format_metric
+from training.tables import format_metric
 
 GRID_FOLDER = "experiments"
 

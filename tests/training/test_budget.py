@@ -1,0 +1,65 @@
+"""`experiment reproduce --dry-run`: costs from token counts and throughputs, with what a
+database already holds counted as reused."""
+
+import pytest
+
+from training.budget import Throughput, estimate
+from training.grid import ExperimentGrid
+from training.study import DataSettings
+
+SPEED = Throughput(train_tokens_per_second=100, prefill_tokens_per_second=1000,
+                   decode_tokens_per_second=10, engine_start_seconds=0,
+                   data_seconds_per_patient=0.5, source="test")
+TOKENS = {"targets": {
+    "label": {"prompt_tokens": 100, "completion_tokens": 5, "example_tokens": 105},
+    "rationale-free": {"prompt_tokens": 100, "completion_tokens": 50, "example_tokens": 150},
+    "multitask": {"prompt_tokens": 100, "completion_tokens": 30, "example_tokens": 260,
+                  "rows_per_patient": 2}}}
+
+
+def _grid(**sft) -> ExperimentGrid:
+    return ExperimentGrid(dataset="v", fewshot=None, extra_scorings=["sampled"],
+                          evaluation={"n_samples": 3},
+                          sft={"train_sizes": [10], "seeds": [0], "learning_rates": [1e-3],
+                               "epochs": [1], "settings": {"per_device_train_batch_size": 5,
+                                                           "validate_each_epoch": False},
+                               **sft})
+
+
+def _stage(rows, name):
+    return next(r for r in rows if r["stage"].startswith(name))
+
+
+def test_costs_follow_tokens_targets_and_scoring_variants():
+    data = DataSettings(n=100, dataset="v")  # 70 train / 10 validation / 20 test
+    rows = estimate(data, _grid(targets=["label", "rationale-free", "multitask"]), SPEED,
+                    TOKENS)
+    training = _stage(rows, "SFT training")
+    probes = (2 // 25 + 1) * 4  # one probe batch of 4 rows per run (steps < probe_steps)
+    assert training["tokens"] == 10 * (105 + 150 + 260)
+    assert training["seconds"] == pytest.approx(
+        (10 * (105 + 150 + 260) + probes * (105 + 150 + 130)) / 100)
+    scoring = _stage(rows, "SFT scoring")
+    # label and multitask: prompts only; rationale-free: greedy, then 3 samples each
+    assert scoring["runs"] == 4
+    assert scoring["generations"] == 20 + 20 * 3
+    assert scoring["seconds"] == pytest.approx(
+        4 * 20 * 100 / 1000 + (20 * 50 + 20 * 50 * 3) / 10)
+    assert _stage(rows, "data")["seconds"] == 50
+
+
+def test_a_finished_run_and_its_stored_results_cost_nothing():
+    data = DataSettings(n=100, dataset="v")
+    grid = _grid(targets=["label", "rationale-free"])
+    (_, [label]), (_, [free]) = grid.sft_cells()
+    test = grid.evaluate_config("test")
+    finished = {"version_hash": "h", "runs": {
+        label.identity("h"): {("test", "auto", test.settings_hash())},
+        free.identity("h"): {("test", "auto", test.settings_hash())}}}
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"], training["seconds"]) == (2, 2, 0)
+    # only the sampled variant of the rationale model is left to score
+    assert (scoring["runs"], scoring["reused"]) == (3, 2)
+    assert scoring["seconds"] == pytest.approx(20 * 100 / 1000 + 20 * 50 * 3 / 10)
+    assert _stage(rows, "data")["seconds"] == 0

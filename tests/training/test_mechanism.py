@@ -1,0 +1,311 @@
+"""Mechanism ablations: what each derived target teaches, the weighted loss, the scoring
+variants and the report section, through the real trainer and scorers."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlmodel import Session
+
+from annotation_db.export import get_version
+from annotation_db.student_task import ANSWER_PREFIX, split_assistant_text
+from generation.models import load_tokenizer
+from tests.helpers import audited_version
+from training.data import (
+    IGNORE,
+    read_view,
+    target_rows_by_patient,
+    tokenize_row,
+    training_rows,
+)
+from training.loss import LossWeighting, answer_counts, weighted_loss
+from training.targets import TARGETS, patient_of
+
+END = "<|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mechanism")
+    return audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports"), root
+
+
+def _version(engine):
+    with Session(engine) as session:
+        return get_version(session, "t")
+
+
+def _taught(tokenizer, row, loss_on="completion") -> tuple[str, dict]:
+    tokens = tokenize_row(tokenizer, row, 4096, loss_on)
+    text = tokenizer.decode([t for t, lab in zip(tokens["input_ids"], tokens["labels"],
+                                                 strict=True) if lab != IGNORE])
+    return text, tokens
+
+
+def _answer_tokens(tokenizer, tokens) -> list[str]:
+    weighting = LossWeighting.for_target(tokenizer, "none")
+    ids = torch.tensor([tokens["input_ids"]])
+    targets = torch.nn.functional.pad(torch.tensor([tokens["labels"]]), (0, 1),
+                                      value=IGNORE)[:, 1:]
+    mask = weighting.answer_mask(ids, targets)[0]
+    return [tokenizer.decode([int(t)]) for t in targets[0][mask]]
+
+
+def test_each_derived_target_teaches_what_it_says(study, bundled_model):
+    """Every derived view decoded token by token: what carries loss, what is context."""
+    engine, _ = study
+    version = _version(engine)
+    tokenizer = load_tokenizer(bundled_model.path)
+    free = target_rows_by_patient(version, "rationale-free")
+    label = target_rows_by_patient(version, "label")
+    pid = sorted(free)[0]
+    source = free[pid][0]
+    rationale, y = split_assistant_text(source["completion"][0]["content"])
+    answer = f"{ANSWER_PREFIX} {'yes' if y else 'no'}"
+    n_rationale = len(tokenizer(rationale, add_special_tokens=False)["input_ids"])
+
+    padded = target_rows_by_patient(version, "label-padded", tokenizer)[pid]
+    assert len(padded) == 1 and padded[0]["prompt"] == label[pid][0]["prompt"]
+    text, tokens = _taught(tokenizer, padded[0])
+    filler, _, tail = text.rpartition("\n" + answer)
+    assert tail == END and set(filler) <= {".", " "}
+    assert len(tokenizer(filler, add_special_tokens=False)["input_ids"]) == n_rationale
+    assert _answer_tokens(tokenizer, tokens) == [" " + answer.split()[-1]]
+
+    weighted = target_rows_by_patient(version, "rationale-weighted")[pid]
+    assert weighted == [source]
+
+    text, tokens = _taught(tokenizer, target_rows_by_patient(
+        version, "rationale-answer-only")[pid][0], TARGETS["rationale-answer-only"].loss_on)
+    assert text == answer + END
+    assert rationale in tokenizer.decode(tokens["input_ids"])  # context, not target
+
+    text, tokens = _taught(tokenizer, target_rows_by_patient(version, "answer-first")[pid][0])
+    assert text == f"{answer}\n{rationale}{END}"
+    assert _answer_tokens(tokenizer, tokens) == [" " + answer.split()[-1]]
+
+    predict, explain = target_rows_by_patient(version, "multitask")[pid]
+    assert predict["prompt"][-1]["content"].startswith("predict: Patient record")
+    assert explain["prompt"][-1]["content"].startswith("explain: Patient record")
+    assert _taught(tokenizer, predict)[0] == answer + END
+    text, tokens = _taught(tokenizer, explain)
+    assert text == rationale + END and _answer_tokens(tokenizer, tokens) == []
+
+    text, _ = _taught(tokenizer, target_rows_by_patient(version, "rationale-shuffled")[pid][0])
+    shuffled = text.removesuffix("\n" + answer + END)
+    assert sorted(shuffled.split()) == sorted(rationale.split())
+    assert shuffled.split() != rationale.split()
+
+
+def test_derived_targets_train_on_the_main_comparisons_patients(study, bundled_model):
+    engine, _ = study
+    version = _version(engine)
+    tokenizer = load_tokenizer(bundled_model.path)
+    main = ["label", "rationale-free", "rationale-stepwise"]
+    drawn = {t: training_rows(version, t, 12, 3, main, tokenizer)
+             for t in [*main, "label-padded", "multitask", "rationale-shuffled"]}
+    patients = {t: sorted({patient_of(r) for r in rows}) for t, rows in drawn.items()}
+    assert all(p == patients["label"] for p in patients.values()) and len(patients["label"]) == 12
+    assert len(drawn["multitask"]) == 24  # predict and explain per patient
+
+
+def _batch(tokenizer, rows):
+    tokenized = [tokenize_row(tokenizer, r, 4096) for r in rows]
+    width = max(len(t["input_ids"]) for t in tokenized)
+    batch = {"input_ids": torch.full((len(rows), width), tokenizer.pad_token_id),
+             "labels": torch.full((len(rows), width), IGNORE),
+             "attention_mask": torch.zeros((len(rows), width), dtype=torch.long)}
+    for i, t in enumerate(tokenized):
+        n = len(t["input_ids"])
+        batch["input_ids"][i, :n] = torch.tensor(t["input_ids"])
+        batch["labels"][i, :n] = torch.tensor(t["labels"])
+        batch["attention_mask"][i, :n] = 1
+    return batch, tokenized
+
+
+def test_the_weighted_loss_matches_label_onlys_answer_share(study, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import completion_loss
+
+    engine, _ = study
+    version = _version(engine)
+    tokenizer = load_tokenizer(tiny_model)
+    free = [g[0] for g in list(target_rows_by_patient(version, "rationale-free").values())[:3]]
+    labels = [g[0] for g in list(target_rows_by_patient(version, "label").values())[:3]]
+    batch, tokenized = _batch(tokenizer, free)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+
+    plain, _ = completion_loss(model, batch)  # the unweighted path (TRL's loss)
+    unit, _, _, _ = weighted_loss(model, batch, None, LossWeighting.for_target(tokenizer, "none"))
+    assert unit.item() == pytest.approx(plain.item(), rel=1e-6)
+    # a weight of exactly 1: the share each row already has
+    one = [tokenized[0]]
+    natural = answer_counts(LossWeighting.for_target(tokenizer, "none"), one)
+    single, _ = _batch(tokenizer, free[:1])
+    same, _, _, _ = weighted_loss(model, single, None, LossWeighting.for_target(
+        tokenizer, "answer-share", answer_share=natural["answer_token_share"]))
+    assert same.item() == pytest.approx(completion_loss(model, single)[0].item(), rel=1e-6)
+
+    label_share = answer_counts(LossWeighting.for_target(tokenizer, "none"),
+                                [tokenize_row(tokenizer, r, 4096) for r in labels])[
+        "answer_token_share"]
+    assert label_share == pytest.approx(1 / 6)  # Final, answer, :, yes, <|im_end|>, \n
+    weighting = LossWeighting.for_target(tokenizer, "answer-share", answer_share=label_share)
+    loss, answer_part, (kept, nll, answer, effective), _ = weighted_loss(model, batch, None,
+                                                                        weighting)
+    assert int(answer.sum()) == 3  # one answer token per row
+    assert float(effective[answer].sum() / effective.sum()) == pytest.approx(label_share,
+                                                                             abs=1e-6)
+    for row in range(3):  # and in every row on its own
+        assert float(effective[row][answer[row]].sum() / effective[row].sum()) == \
+            pytest.approx(label_share, abs=1e-6)
+    # by hand: full logits, the answer as the last yes/no target of each row
+    from training.scoring import label_token_ids
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits.float()
+    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE)[:, 1:]
+    token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets,
+                                                  ignore_index=IGNORE, reduction="none")
+    numerator = denominator = answer_sum = 0.0
+    for row in range(3):
+        on = (targets[row] != IGNORE).nonzero().flatten().tolist()
+        last = max(t for t in on if int(targets[row, t]) in label_token_ids(tokenizer))
+        w = label_share * (len(on) - 1) / (1 - label_share)
+        numerator += float(token_nll[row, on].sum() - token_nll[row, last]
+                           + w * token_nll[row, last])
+        answer_sum += w * float(token_nll[row, last])
+        denominator += len(on) - 1 + w
+    assert float(loss) == pytest.approx(numerator / denominator, rel=1e-5)
+    assert float(answer_part) == pytest.approx(answer_sum / denominator, rel=1e-5)
+
+
+def test_multitask_weights_each_task_by_alpha_whatever_the_batch(study, tiny_model):
+    engine, _ = study
+    tokenizer = load_tokenizer(tiny_model)
+    predict, explain = next(iter(target_rows_by_patient(_version(engine), "multitask")
+                                 .values()))
+    weighting = LossWeighting.for_target(tokenizer, "multitask", alpha=0.8)
+    for rows, expected in (([predict, explain], [0.8, 0.2]), ([predict], [1.6]),
+                           ([explain], [0.4])):
+        batch, _ = _batch(tokenizer, rows)
+        targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE)[:, 1:]
+        answer = weighting.answer_mask(batch["input_ids"], targets)
+        e = weighting.effective_weights(targets, answer)
+        assert e.sum(1).tolist() == pytest.approx(expected)
+
+
+def _hand_p_yes(model, tokenizer, text: str) -> float:
+    from training.scoring import label_token_ids
+
+    yes, no = label_token_ids(tokenizer)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(**ids).logits[0, -1].double()
+    return float(torch.softmax(logits[[yes, no]], dim=0)[0])
+
+
+def test_direct_and_sampled_scoring_agree_with_a_hand_computation(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from annotation_db.student_task import prompt_messages
+    from training.data import prompt_text
+    from training.evaluate import score_conversations
+    from training.scoring import TransformersScorer
+
+    scorer = TransformersScorer(tiny_model, batch_size=2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    conversations = [prompt_messages("2019-03 E1 memory complaint"),
+                     prompt_messages("2020-01 E1 hypertension\n2021-05 E2 MMSE 24")]
+    heads = [prompt_text(scorer.tokenizer, c) for c in conversations]
+
+    p, _, _, _ = score_conversations(scorer, conversations, "direct", 0)
+    hand = [_hand_p_yes(model, scorer.tokenizer, h + ANSWER_PREFIX) for h in heads]
+    assert p.tolist() == pytest.approx(hand, abs=1e-5)
+
+    p, _, reached, texts = score_conversations(scorer, conversations, "sampled", 12,
+                                               n_samples=3, temperature=1.0, seed=5)
+    assert [len(t) for t in texts] == [3, 3] and [len(r) for r in reached] == [3, 3]
+    samples = scorer.sample_until_answer(heads, 12, 3, 1.0, 5)
+    hand = [np.mean([_hand_p_yes(model, scorer.tokenizer, h + c.text.rstrip()
+                                 + ("\n" if c.text.strip() else "") + ANSWER_PREFIX)
+                     for c in group]) for h, group in zip(heads, samples, strict=True)]
+    assert p.tolist() == pytest.approx(hand, abs=1e-4)
+    assert len({c.text for c in samples[0]}) > 1  # sampled, not greedy
+
+
+def test_vllm_samples_are_scored_like_transformers_scores_them(vllm_engine, bundled_model):
+    from transformers import AutoModelForCausalLM
+
+    from annotation_db.student_task import prompt_messages
+    from training.data import prompt_text
+    from training.evaluate import score_conversations
+    from training.scoring import VLLMScorer
+
+    scorer = VLLMScorer(vllm_engine)
+    conversation = [prompt_messages("2019-03 E1 memory complaint\n2020-07 E2 MMSE 22")]
+    head = prompt_text(scorer.tokenizer, conversation[0])
+    p, _, _, texts = score_conversations(scorer, conversation, "sampled", 24, n_samples=3,
+                                         temperature=1.0, seed=1)
+    samples = scorer.sample_until_answer([head], 24, 3, 1.0, 1)[0]  # seeded: the same ones
+    assert [c.text.strip() for c in samples] == texts[0]
+    model = AutoModelForCausalLM.from_pretrained(bundled_model.path, dtype=torch.float32).eval()
+    hand = np.mean([_hand_p_yes(model, scorer.tokenizer, head + c.text.rstrip()
+                                + ("\n" if c.text.strip() else "") + ANSWER_PREFIX)
+                    for c in samples])
+    assert float(p[0]) == pytest.approx(hand, abs=2e-3)
+    again, _, _, _ = score_conversations(scorer, conversation, "sampled", 24, n_samples=3,
+                                         temperature=1.0, seed=1)
+    assert again.tolist() == p.tolist()  # seeded
+
+
+@pytest.mark.slow
+def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
+        study, tiny_model, tmp_path):
+    from training.grid import ExperimentGrid, run_experiment
+
+    engine, _ = study
+    targets = ["label", "rationale-free", "label-padded", "rationale-weighted",
+               "rationale-answer-only", "answer-first", "multitask", "rationale-shuffled"]
+    grid = ExperimentGrid(
+        name="mech", dataset="t", base_models=[tiny_model], runs_dir=str(tmp_path / "runs"),
+        sft={"targets": targets, "pair_with": ["label", "rationale-free",
+                                               "rationale-stepwise"],
+             "train_sizes": [8], "seeds": [0], "learning_rates": [1e-3], "lora_ranks": [4],
+             "settings": {"max_steps": 2, "per_device_train_batch_size": 4,
+                          "max_length": 768, "probe_steps": 1, "logging_steps": 1}},
+        fewshot=None, baseline=False, extra_scorings=["direct"],
+        evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
+                    "min_reached_answer": 0.0})
+    messages = []
+    with Session(engine) as session:
+        test = read_view(get_version(session, "t"), "label_only", "test")[:8]
+    assert len({r["label"] for r in test}) == 2  # both classes among the patients scored
+    report = run_experiment(engine, grid, on_stage=messages.append)
+    folder = Path(report["folder"])
+    text = (folder / "results.md").read_text()
+    assert "## Mechanism" in text and (folder / "mechanism_loss_share.png").exists()
+    settings = {(s["target"], s["scoring"]) for s in report["mechanism"]["settings"]}
+    generating = [t for t in targets if TARGETS[t].scoring == "generate"]
+    assert settings == ({(t, TARGETS[t].scoring) for t in targets}
+                        | {(t, "direct") for t in generating})
+    assert {c["contrast"] for c in report["mechanism"]["contrasts"]} >= {
+        "length", "weighting", "narrative", "answer first", "direct scoring", "multitask"}
+    diags = {d["target"]: d for d in report["mechanism"]["diagnostics"]}
+    assert diags["rationale-weighted"]["answer_weight_share"] == pytest.approx(1 / 6, abs=1e-6)
+    assert diags["rationale-free"]["answer_weight_share"] < 0.05
+    run_dir = Path(next(r["run_dir"] for r in report["rows"] if r["target"] == "multitask"))
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("answer_loss_share" in m for m in lines)
+    assert any(m.get("probe_answer_grad_share") is not None for m in lines)
+    # the main tables hold each cell's own scoring only
+    assert len(report["rows"]) == len(targets)
+    messages.clear()
+    run_experiment(engine, grid, on_stage=messages.append)
+    assert sum("reusing finished run" in m for m in messages) == len(targets)
+    assert not any(m.startswith("training") or "scoring" in m for m in messages)

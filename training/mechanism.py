@@ -1,0 +1,266 @@
+"""The report's "Mechanism" section: why rationale SFT predicts worse, if it does.
+
+Every SFT target and scoring variant of the grid is tabulated against label-only
+with the same joint paired bootstrap as the main comparison (cells share one test
+set). Then *contrasts* — pairs of settings that differ in one thing — test what
+each explanation predicts:
+
+- **dilution** (longer targets leave the answer token a smaller share of the
+  gradient): label-only beats length-matched filler; up-weighting the answer
+  recovers the rationale target;
+- **loss shift** (the next-token loss goes to rationale tokens): putting the loss on
+  the answer only, or up-weighting it, recovers the rationale target;
+- **narrative vs discriminative** (the study's): shuffling the rationale's words —
+  same content, no narrative — helps;
+- **format** (writing first biases the answer): answering first, or scoring the
+  same model directly, beats generate-then-score.
+
+An explanation is *supported* when every contrast it predicts is shown in its
+direction (95% CI excludes 0), *partly supported* when some are and none goes the
+other way, *contradicted* when one goes the other way, *open* otherwise. The
+section never says more than that; a CI that includes 0 is no evidence of no effect.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.targets import TARGETS
+
+CELL = ("base_model", "train_size", "seed", "lora_r")
+LABEL = ("label", "direct")
+CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AUROC(b)
+    "length": (LABEL, ("label-padded", "generate"),
+               "label-only vs the same answer after length-matched filler"),
+    "weighting": (("rationale-weighted", "generate"), ("rationale-free", "generate"),
+                  "answer token up-weighted to label-only's share vs plain rationale SFT"),
+    "answer-only loss": (("rationale-answer-only", "generate"), ("rationale-free", "generate"),
+                         "loss on the answer only vs on rationale and answer"),
+    "narrative": (("rationale-shuffled", "generate"), ("rationale-free", "generate"),
+                  "rationale words shuffled vs in order"),
+    "answer first": (("answer-first", "direct"), ("rationale-free", "generate"),
+                     "answer then rationale vs rationale then answer"),
+    "direct scoring": (("rationale-free", "direct"), ("rationale-free", "generate"),
+                       "the same rationale model scored directly vs after its rationale"),
+    "sampled scoring": (("rationale-free", "sampled"), ("rationale-free", "generate"),
+                        "mean over sampled rationales vs the greedy one"),
+    "multitask": (("multitask", "direct"), LABEL,
+                  "predict/explain multitask vs label-only"),
+}
+EXPLANATIONS = {  # name: the contrasts it predicts to be positive
+    "dilution of the answer's gradient by length": ["length", "weighting"],
+    "next-token loss shifted onto rationale tokens": ["answer-only loss", "weighting"],
+    "narrative plausibility vs discrimination (the study's)": ["narrative"],
+    "output format biases the answer": ["answer first", "direct scoring"],
+}
+
+
+def applies(grid) -> bool:
+    """Whether a grid has anything for this section: a mechanism target or variant."""
+    return bool(grid.sft) and (any(TARGETS[t].derived for t in grid.sft.targets)
+                               or bool(grid.extra_scorings))
+
+
+def _key(row: dict) -> tuple[str, str]:
+    return row["target"], row["scoring"]
+
+
+def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+    """Every (target, scoring) with its mean AUROC and the joint paired difference
+    label-only − it over the cells both have."""
+    from training.metrics import joint_paired_difference
+    from training.tables import align
+
+    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
+    labels = {tuple(r[k] for k in CELL): r for r in sft if _key(r) == LABEL}
+    out = []
+    for key in sorted({_key(r) for r in sft}, key=lambda k: (list(TARGETS).index(k[0]), k[1])):
+        members = [r for r in sft if _key(r) == key]
+        entry = {"target": key[0], "scoring": key[1], "runs": len(members),
+                 "mean_auroc": float(np.mean([m["auroc"]["value"] for m in members])),
+                 "auroc": members[0]["auroc"] if len(members) == 1 else None,
+                 "sd_auroc": float(np.std([m["auroc"]["value"] for m in members], ddof=1))
+                 if len(members) > 1 else None, "vs_label": None}
+        pairs = [(labels[c], m) for m in members if (c := tuple(m[k] for k in CELL)) in labels]
+        if key != LABEL and pairs:
+            aligned = [align(a, b) for a, b in pairs]
+            entry["vs_label"] = joint_paired_difference(
+                aligned[0][1], [(a, b) for _, _, a, b in aligned], "auroc",
+                n_resamples=n_resamples, seed=seed)
+        out.append(entry)
+    invalid = [r for r in rows if r["kind"] == "sft" and not r["valid"]]
+    for r in invalid:
+        out.append({"target": r["target"], "scoring": r["scoring"], "runs": 1,
+                    "mean_auroc": None, "auroc": None, "sd_auroc": None, "vs_label": None,
+                    "invalid": r["invalid_reason"]})
+    return out
+
+
+def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+    """Each contrast whose two settings were both run (valid), jointly over cells."""
+    from training.metrics import joint_paired_difference
+    from training.tables import align
+
+    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
+    out = []
+    for name, (a_key, b_key, what) in CONTRASTS.items():
+        a = {tuple(r[k] for k in CELL): r for r in sft if _key(r) == a_key}
+        b = {tuple(r[k] for k in CELL): r for r in sft if _key(r) == b_key}
+        cells = sorted(set(a) & set(b), key=str)
+        if not cells:
+            continue
+        aligned = [align(a[c], b[c]) for c in cells]
+        result = joint_paired_difference(aligned[0][1], [(x, y) for _, _, x, y in aligned],
+                                         "auroc", n_resamples=n_resamples, seed=seed)
+        sign = 1 if result["low"] > 0 else -1 if result["high"] < 0 else 0
+        out.append({"contrast": name, "a": "/".join(a_key), "b": "/".join(b_key),
+                    "what": what, **{k: result[k] for k in ("difference", "low", "high",
+                                                            "p_value", "pairs", "n")},
+                    "shown": sign})
+    return out
+
+
+def readings(found: list[dict]) -> list[dict]:
+    """Each explanation: supported, partly supported, contradicted, open or not tested."""
+    by_name = {c["contrast"]: c for c in found}
+    out = []
+    for explanation, predicted in EXPLANATIONS.items():
+        tested = [by_name[p] for p in predicted if p in by_name]
+        if not tested:
+            verdict = "not tested (its contrasts were not run)"
+        elif any(c["shown"] < 0 for c in tested):
+            verdict = "contradicted"
+        elif all(c["shown"] > 0 for c in tested) and len(tested) == len(predicted):
+            verdict = "supported"
+        elif any(c["shown"] > 0 for c in tested):
+            verdict = "partly supported"
+        else:
+            verdict = "open (no predicted difference shown)"
+        out.append({"explanation": explanation, "predicts": predicted,
+                    "tested": [c["contrast"] for c in tested], "reading": verdict})
+    return out
+
+
+def diagnostics(rows: list[dict]) -> list[dict]:
+    """Per SFT run: the last logged answer-loss share, the last probe gradient share and
+    the direct validation AUROC after each epoch (from ``metrics.jsonl``)."""
+    out = []
+    seen = set()
+    for r in rows:
+        if r["kind"] != "sft" or r["run_id"] in seen:
+            continue
+        seen.add(r["run_id"])
+        lines = _metrics(Path(r["run_dir"]))
+        shares = [(m["step"], m["answer_loss_share"]) for m in lines if "answer_loss_share" in m]
+        probes = [m["probe_answer_grad_share"] for m in lines
+                  if m.get("probe_answer_grad_share") is not None]
+        epochs = [m["validation_auroc_direct"] for m in lines if "validation_auroc_direct" in m]
+        out.append({"run_id": r["run_id"], "target": r["target"], "seed": r["seed"],
+                    "answer_loss_share": shares, "final_answer_loss_share":
+                        shares[-1][1] if shares else None,
+                    "final_grad_share": probes[-1] if probes else None,
+                    "validation_auroc_by_epoch": epochs,
+                    "answer_weight_share": r.get("answer_weight_share")})
+    return out
+
+
+def _metrics(folder: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (folder / "metrics.jsonl").read_text()
+                .splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def figure(diags: list[dict], path: Path) -> bool:
+    """The answer tokens' share of the loss over training, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [d for d in diags if d["answer_loss_share"]]
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = {t: f"C{i}" for i, t in enumerate(sorted({d["target"] for d in runs}))}
+    labelled = set()
+    for d in runs:
+        steps, shares = zip(*d["answer_loss_share"], strict=True)
+        ax.plot(steps, shares, color=colours[d["target"]], alpha=0.8,
+                label=None if d["target"] in labelled else d["target"])
+        labelled.add(d["target"])
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("answer tokens' share of the loss")
+    ax.set_title("Where the loss falls, per target")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _ci(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
+
+
+def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: list[dict],
+             has_figure: bool) -> list[str]:
+    from training.tables import format_metric, table
+
+    lines = ["", "## Mechanism", "",
+             "Every target and scoring variant against label-only on the same test patients "
+             "(difference label-only − setting; joint paired bootstrap over the cells both "
+             "have). Targets are defined in `training/targets.py`.", ""]
+    lines += table(["target", "scoring", "runs", "AUROC", "label − setting [95% CI]", "p"], (
+        [t["target"], t["scoring"], t["runs"],
+         t.get("invalid") and f"invalid: {t['invalid']}" or (
+             format_metric(t["auroc"]) if t["auroc"] else
+             f"{t['mean_auroc']:.3f} ± {t['sd_auroc']:.3f}" if t["sd_auroc"] is not None
+             else f"{t['mean_auroc']:.3f}"),
+         _ci(t["vs_label"]), f"{t['vs_label']['p_value']:.3g}" if t["vs_label"] else "–"]
+        for t in entries))
+    lines += ["", "### Contrasts (AUROC of the first minus the second)", ""]
+    lines += table(["contrast", "what differs", "difference [95% CI]", "p", "cells"], (
+        [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
+         f"{c['high']:+.3f}]", f"{c['p_value']:.3g}", c["pairs"]] for c in found)
+        if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
+    lines += ["", "### What the contrasts say about each explanation", ""]
+    lines += [f"- **{r['explanation']}** (predicts a positive "
+              f"{', '.join(r['predicts'])}): {r['reading']}." for r in reads]
+    lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
+              "seeds, a CI that includes 0 cannot tell a small effect from none, and a shown "
+              "difference is for this cohort, teacher and model.", "",
+              "### Training diagnostics", ""]
+    lines += table(["target", "seed", "answer share of loss weight", "answer share of loss "
+                     "(last log)", "answer share of gradient norm (last probe)",
+                     "validation AUROC by epoch (direct)"], (
+        [d["target"], d["seed"], _num(d["answer_weight_share"]),
+         _num(d["final_answer_loss_share"]), _num(d["final_grad_share"]),
+         ", ".join(f"{v:.3f}" for v in d["validation_auroc_by_epoch"]) or "–"]
+        for d in diags))
+    if has_figure:
+        lines += ["", "![Answer tokens' share of the loss](mechanism_loss_share.png)"]
+    return lines
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[list[str], dict]:
+    """The section's Markdown lines and its data (for ``summary.json``)."""
+    entries = settings(rows, n_resamples, seed)
+    found = contrasts(rows, n_resamples, seed)
+    reads = readings(found)
+    diags = diagnostics(rows)
+    has_figure = figure(diags, out / "mechanism_loss_share.png")
+    data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
+            "contrasts": found, "readings": reads,
+            "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
+                            for d in diags]}
+    return markdown(entries, found, reads, diags, has_figure), data

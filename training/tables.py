@@ -1,0 +1,36 @@
+"""Report building blocks shared by the grid's report and its mechanism section: runs'
+predictions paired by patient, metrics with their CIs, Markdown tables."""
+
+
+import numpy as np
+
+from training import runs
+from training.evaluate import read_predictions
+
+
+def format_metric(metric: dict | None) -> str:
+    """``0.731 [0.662, 0.795]``: a metric with its CI, ``–`` when there is none."""
+    if not metric or metric.get("value") is None:
+        return "–"
+    if metric.get("low") is None:
+        return f"{metric['value']:.3f}"
+    return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
+
+
+def align(reference: dict, other: dict) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                  np.ndarray]:
+    """(patient ids, labels, scores of each run), refusing runs scored on other patients."""
+    pa, pb = read_predictions(reference["predictions"]), read_predictions(other["predictions"])
+    if set(pa) != set(pb):
+        raise runs.RunError(f"runs {reference['run_id']} and {other['run_id']} were scored on "
+                            f"different patients ({len(set(pa) ^ set(pb))} differ); a paired "
+                            "comparison needs the same test set")
+    ids = sorted(pa)
+    return (ids, np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
+            np.asarray([pb[i][1] for i in ids]))
+
+
+def table(columns: list[str], rows) -> list[str]:
+    """A Markdown table: the header, its rule, one line per row of cells."""
+    return ([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+            + [f"| {' | '.join(map(str, cells))} |" for cells in rows])
