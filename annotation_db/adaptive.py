@@ -46,6 +46,7 @@ from annotation_db.models import (
     User,
     utcnow,
 )
+from annotation_db.revisions import newest_only
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 APPROVE_AT = 4.0
@@ -154,14 +155,11 @@ def choose(candidates: list[int], *, submitted: dict[int, list[tuple[int, int]]]
 
 
 def _state(session: Session, campaign: Campaign):
-    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
-              .group_by(Annotation.assignment_id).subquery())
     submitted: dict[int, list[tuple[int, int]]] = {}
     for rationale_id, acc, faith in session.execute(
-            select(Assignment.rationale_id, Annotation.accuracy, Annotation.faithfulness)
-            .join(Annotation, Annotation.assignment_id == Assignment.id)
-            .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
-                  & (latest.c.rev == Annotation.revision))
+            newest_only(select(Assignment.rationale_id, Annotation.accuracy,
+                               Annotation.faithfulness)
+                        .join(Annotation, Annotation.assignment_id == Assignment.id))
             .where(Assignment.campaign_id == campaign.id, Assignment.status == "submitted")):
         submitted.setdefault(rationale_id, []).append((acc, faith))
     pending = dict(session.execute(

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db.agreement import Rating, gold_accuracy, krippendorff_alpha, reliability_matrix
@@ -23,6 +23,7 @@ from annotation_db.models import (
     Rationale,
     User,
 )
+from annotation_db.revisions import newest_only
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 DOMAIN = [1, 2, 3, 4, 5]
@@ -40,13 +41,10 @@ class Submitted:
 
 def submissions(session: Session, campaign: Campaign, include_simulated: bool = True
                 ) -> list[Submitted]:
-    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
-              .group_by(Annotation.assignment_id).subquery())
-    query = (select(User.username, Assignment.rationale_id, Assignment.completed_at, Annotation)
-             .join(Assignment, Assignment.user_id == User.id)
-             .join(Annotation, Annotation.assignment_id == Assignment.id)
-             .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
-                   & (latest.c.rev == Annotation.revision))
+    query = (newest_only(select(User.username, Assignment.rationale_id,
+                                Assignment.completed_at, Annotation)
+                         .join(Assignment, Assignment.user_id == User.id)
+                         .join(Annotation, Annotation.assignment_id == Assignment.id))
              .where(Assignment.campaign_id == campaign.id, Assignment.status == "submitted")
              .order_by(Assignment.completed_at, Assignment.id))
     if not include_simulated:

@@ -41,6 +41,7 @@ from annotation_db.models import (
     User,
     utcnow,
 )
+from annotation_db.revisions import newest_only
 from annotation_db.rubric import FLAGS
 
 RECLAIM_AFTER_MINUTES = 30
@@ -303,13 +304,9 @@ def skip(session: Session, *, assignment_id: int, user: User, reason: str) -> As
 
 def my_history(session: Session, campaign: Campaign, user: User) -> list[dict]:
     """The user's own submitted items with their latest revision (for revising)."""
-    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
-              .group_by(Annotation.assignment_id).subquery())
     rows = session.execute(
-        select(Assignment.id, Annotation).join(Annotation, Annotation.assignment_id ==
-                                               Assignment.id)
-        .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
-              & (latest.c.rev == Annotation.revision))
+        newest_only(select(Assignment.id, Annotation).join(
+            Annotation, Annotation.assignment_id == Assignment.id))
         .where(Assignment.campaign_id == campaign.id, Assignment.user_id == user.id)
         .order_by(Assignment.completed_at.desc())).all()
     return [{"assignment_id": a, "revision": n.revision, "accuracy": n.accuracy,

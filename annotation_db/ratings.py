@@ -7,11 +7,12 @@ is simply absent. A bad file is rejected whole, with every bad line's number and
 import csv
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db.agreement import DimensionSpec, Rating
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
+from annotation_db.revisions import newest_only
 from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
 
 CSV_COLUMNS = ("rater", "item", "dimension", "score")
@@ -84,13 +85,9 @@ def load_campaign_ratings(session: Session, campaign_name: str, *,
         campaign = get_campaign(session, campaign_name)
     except CampaignError as exc:
         raise RatingsError(str(exc)) from None
-    latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
-              .group_by(Annotation.assignment_id).subquery())
-    query = (select(User.username, Assignment.rationale_id, Annotation)
-             .join(Assignment, Assignment.user_id == User.id)
-             .join(Annotation, Annotation.assignment_id == Assignment.id)
-             .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
-                   & (latest.c.rev == Annotation.revision))
+    query = (newest_only(select(User.username, Assignment.rationale_id, Annotation)
+                         .join(Assignment, Assignment.user_id == User.id)
+                         .join(Annotation, Annotation.assignment_id == Assignment.id))
              .where(Assignment.campaign_id == campaign.id, Assignment.status == "submitted"))
     if not include_simulated:
         query = query.where(Annotation.simulated.is_(False))
