@@ -175,10 +175,11 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
                     _score(scoring, t, n_val, target, generates,
                            reused=stored(cfg, "validation"))
                 continue
-            examples = cfg.train_size or round(data.n * split[0])
+            patients = cfg.train_size or round(data.n * split[0])
+            examples = round(patients * target.get("rows_per_patient", 1))
             batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
             steps = math.ceil(examples / batch) * cfg.num_train_epochs
-            n_tokens = examples * target["example_tokens"] * cfg.num_train_epochs
+            n_tokens = patients * target["example_tokens"] * cfg.num_train_epochs
             sft["runs"] += 1
             sft["examples"] += examples
             sft["steps"] += int(steps)
@@ -226,6 +227,8 @@ def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool,
     per = max(samples, 1)
     prefill = n * target["prompt_tokens"]
     decode = n * target["completion_tokens"] * per if generates else 0
+    if samples:  # each sample's text is read again for its P(yes)
+        prefill += n * samples * (target["prompt_tokens"] + target["completion_tokens"])
     row["runs"] += 1
     row["examples"] += n
     row["tokens"] += prefill + decode

@@ -149,7 +149,10 @@ class ExperimentGrid(CommandConfig):
         """The extra scoring variants that apply to a model trained on ``target``."""
         from training.data import TARGETS
 
-        return list(self.extra_scorings) if TARGETS[target].scoring == "generate" else []
+        if TARGETS[target].scoring != "generate":
+            return []
+        own = {"auto": "generate"}.get(self.evaluation.scoring, self.evaluation.scoring)
+        return [v for v in self.extra_scorings if v != own]
 
     def size(self) -> dict[str, int]:
         cells = self.sft_cells()
@@ -296,8 +299,9 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
     trained = _json_file(folder / "dataset.json")
     summary = _json_file(folder / "train_summary.json")
     target = cell.get("target") or run.target
-    scoring = variant or (TARGETS[target].scoring if run.kind == "sft" and target in TARGETS
-                          else None)
+    own = grid.evaluation.scoring
+    scoring = variant or ((TARGETS[target].scoring if own == "auto" else own)
+                          if run.kind == "sft" and target in TARGETS else None)
     return {**{k: v for k, v in cell.items() if k not in ("candidates", "extra_scorings")},
             "target": target, "scoring": scoring, "extra_scoring": variant is not None,
             "n_test": result.n if result else None,
@@ -518,8 +522,9 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
                   for r in refs]
     summary = {"rows": len(rows), "comparisons": len(tests), "joint": joint,
                "references": refs_brief, "cells": cells, "figure": figure,
-               "excluded": [{"run_id": r["run_id"], "reason": r["invalid_reason"]}
-                            for r in excluded(rows)], "mechanism": mechanism_data,
+               "excluded": [{"run_id": r["run_id"], "scoring": r["scoring"],
+                             "reason": r["invalid_reason"]}
+                            for r in excluded(every_row)], "mechanism": mechanism_data,
                "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return {"folder": str(out), "rows": rows, "comparisons": tests, "joint": joint,
@@ -655,8 +660,8 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
          _num(r["reached_answer_share"], 2), r["rationale_token_cap"] or "–",
          "yes" if r["valid"] else "no", f"`{Path(r['run_dir']).name}`"]
         for r in rows if r["kind"] == "sft"))
-    lines += ["", "## Paired DeLong tests per cell: label-only vs rationale targets "
-                  "(Holm adjusted)", ""]
+    lines += ["", "## Paired DeLong tests per cell: label-only vs every other target "
+                  "(Holm adjusted over all of them)", ""]
     lines += table(["comparison", "size", "seed", "AUROC label", "AUROC rationale",
                      "difference [95% CI]", "p", "p (Holm)"], (
         [t["comparison"], t["train_size"] or "all", t["seed"], f"{t['auroc_label']:.3f}",

@@ -122,7 +122,7 @@ def answer_counts(weighting: LossWeighting, rows: list[dict]) -> dict:
     the answer tokens' share of the loss weight, unweighted and as weighted."""
     import torch
 
-    answer_tokens = other = 0
+    answer_tokens = other = without = 0
     weighted_answer = weighted_all = 0.0
     for row in rows:
         ids = torch.tensor([row["input_ids"]])
@@ -132,10 +132,12 @@ def answer_counts(weighting: LossWeighting, rows: list[dict]) -> dict:
         # one row at a time: the row's own normalisation, which per-row weights keep
         e = weighting.effective_weights(targets, answer)
         answer_tokens += int(answer.sum())
+        without += int(answer.sum()) == 0
         other += int(((targets != IGNORE) & ~answer).sum())
         weighted_answer += float(e[answer].sum())
         weighted_all += float(e.sum())
     total = answer_tokens + other
     return {"answer_tokens": answer_tokens, "other_loss_tokens": other,
+            "rows_without_answer": without,
             "answer_token_share": answer_tokens / total if total else None,
             "answer_weight_share": weighted_answer / weighted_all if weighted_all else None}

@@ -37,6 +37,10 @@ CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AURO
                   "answer token up-weighted to label-only's share vs plain rationale SFT"),
     "answer-only loss": (("rationale-answer-only", "generate"), ("rationale-free", "generate"),
                          "loss on the answer only vs on rationale and answer"),
+    "answer-only loss, direct": (("rationale-answer-only", "direct"),
+                                 ("rationale-free", "direct"),
+                                 "the same, both scored right after the prompt (the "
+                                 "answer-only model never learns to write a rationale)"),
     "narrative": (("rationale-shuffled", "generate"), ("rationale-free", "generate"),
                   "rationale words shuffled vs in order"),
     "answer first": (("answer-first", "direct"), ("rationale-free", "generate"),
@@ -84,7 +88,7 @@ def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                  if len(members) > 1 else None, "vs_label": None}
         pairs = [(labels[c], m) for m in members if (c := tuple(m[k] for k in CELL)) in labels]
         if key != LABEL and pairs:
-            aligned = [align(a, b) for a, b in pairs]
+            aligned = _same_patients([align(a, b) for a, b in pairs], "/".join(key))
             entry["vs_label"] = joint_paired_difference(
                 aligned[0][1], [(a, b) for _, _, a, b in aligned], "auroc",
                 n_resamples=n_resamples, seed=seed)
@@ -95,6 +99,15 @@ def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                     "mean_auroc": None, "auroc": None, "sd_auroc": None, "vs_label": None,
                     "invalid": r["invalid_reason"]})
     return out
+
+
+def _same_patients(aligned: list[tuple], what: str) -> list[tuple]:
+    from training.runs import RunError
+
+    if any(a[0] != aligned[0][0] for a in aligned):
+        raise RunError(f"{what}: the cells were not scored on the same patients; the joint "
+                       "bootstrap needs one test set")
+    return aligned
 
 
 def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
@@ -110,7 +123,7 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
         cells = sorted(set(a) & set(b), key=str)
         if not cells:
             continue
-        aligned = [align(a[c], b[c]) for c in cells]
+        aligned = _same_patients([align(a[c], b[c]) for c in cells], name)
         result = joint_paired_difference(aligned[0][1], [(x, y) for _, _, x, y in aligned],
                                          "auroc", n_resamples=n_resamples, seed=seed)
         sign = 1 if result["low"] > 0 else -1 if result["high"] < 0 else 0
@@ -180,6 +193,8 @@ def figure(diags: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    for d in diags:  # a log window of explain rows only has no answer token: no share
+        d["answer_loss_share"] = [(s, v) for s, v in d["answer_loss_share"] if v > 0]
     runs = [d for d in diags if d["answer_loss_share"]]
     if not runs:
         return False

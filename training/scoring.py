@@ -140,16 +140,17 @@ class TransformersScorer:
         import torch
 
         out: list[list[Continuation]] = []
-        torch.manual_seed(seed)
         with torch.inference_mode():
-            for start in range(0, len(prompts), self.batch_size):
-                batch = self._batch(prompts[start:start + self.batch_size])
+            # one prompt at a time, seeded by its position: the samples do not depend on
+            # the batch size (which is not part of a result's settings)
+            for index, prompt in enumerate(prompts):
+                torch.manual_seed(seed + index)
+                batch = self._batch([prompt])
                 generated = self.model.generate(
                     **batch, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
                     top_k=0, top_p=1.0, num_return_sequences=n, stop_strings=[ANSWER_PREFIX],
                     tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
-                flat = self._continuations(generated[:, batch["input_ids"].shape[1]:])
-                out += [flat[i:i + n] for i in range(0, len(flat), n)]
+                out.append(self._continuations(generated[:, batch["input_ids"].shape[1]:]))
         return out
 
 

@@ -119,14 +119,23 @@ class SFTRunConfig(CommandConfig):
     def _alpha(self):
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_r
+        if self.target == "multitask" and self.gradient_accumulation_steps > 1:
+            raise ValueError("multitask weights rows, not tokens, and is exact only without "
+                             "gradient accumulation; raise per_device_train_batch_size "
+                             "instead of gradient_accumulation_steps")
         return self
 
     def identity_data(self) -> dict:
         data = super().identity_data()
         # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
         data["precision"] = resolve_precision(self.precision, strict=False)
+        # an option only its own target reads is in the identity of that target's runs
+        # alone, so setting it for a grid (sft.settings) leaves the other runs as they were
+        weighting = TARGETS[self.target].weighting
+        used = {"multitask_alpha": weighting == "multitask",
+                "answer_loss_share": weighting == "answer-share"}
         for name, default in LATER_OPTIONS.items():
-            if data.get(name) == default:
+            if data.get(name) == default or not used[name]:
                 data.pop(name, None)
         return data
 
@@ -177,6 +186,20 @@ def _clear_outputs(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for name in ("metrics.jsonl", "train_summary.json", "error.log", runs.DONE):
         (run_dir / name).unlink(missing_ok=True)
+
+
+def _checked_counts(weighting: LossWeighting, tokenized: list[dict], target: str) -> dict:
+    """:func:`answer_counts`, refusing rows whose answer token was not found where the
+    weighting needs it (a tokenizer that splits ``Final answer:`` differently in context
+    would otherwise fall back to weight 1 without a word)."""
+    counts = answer_counts(weighting, tokenized)
+    expected = {"answer-share": 0, "multitask": len(tokenized) // 2}.get(weighting.kind)
+    if expected is not None and counts["rows_without_answer"] != expected:
+        raise DataError(f"target {target!r}: the answer token after 'Final answer:' was not "
+                        f"found in {counts['rows_without_answer'] - expected} row(s) that "
+                        "have one; this tokenizer encodes the answer line differently in "
+                        "context")
+    return counts
 
 
 def _validation_rows(version, config: SFTRunConfig) -> list[dict] | None:
@@ -284,7 +307,7 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
         "view": spec.view, "derived": spec.derived, "split": "train",
         "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
         "example_ids": [row["id"] for row in rows], **summary,
-        **answer_counts(weighting, tokenized),
+        **_checked_counts(weighting, tokenized, config.target),
         "base_model": {"spec": config.base_model, "path": model.path,
                        "checksum": model.checksum},
         "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
@@ -354,13 +377,16 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
 def _loss_split(stats: dict | None) -> dict:
     """The answer tokens' mean loss, the other tokens', and the answer tokens' share of
     the loss, over the steps since the last log (then reset)."""
-    if not stats or not stats.get("all_weighted"):
+    if not stats:
         return {}
-    out = {"answer_loss": stats["answer_nll"] / stats["answer_n"] if stats["answer_n"]
-           else None,
-           "rest_loss": stats["rest_nll"] / stats["rest_n"] if stats["rest_n"] else None,
-           "answer_loss_share": stats["answer_weighted"] / stats["all_weighted"]}
+    totals = {k: float(v) for k, v in stats.items()}  # one device sync per log, not per step
     stats.clear()
+    if not totals.get("all_weighted"):
+        return {}
+    out = {"answer_loss": totals["answer_nll"] / totals["answer_n"] if totals["answer_n"]
+           else None,
+           "rest_loss": totals["rest_nll"] / totals["rest_n"] if totals["rest_n"] else None,
+           "answer_loss_share": totals["answer_weighted"] / totals["all_weighted"]}
     return {k: round(v, 6) for k, v in out.items() if v is not None}
 
 
@@ -411,7 +437,7 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None,
                                    ("rest_nll", nll[on & ~answer].sum()),
                                    ("rest_n", (on & ~answer).sum()),
                                    ("answer_weighted", answer_part), ("all_weighted", loss)):
-                    stats[key] = stats.get(key, 0.0) + float(value)
+                    stats[key] = stats.get(key, 0.0) + value.detach()
         return loss, outputs
     labels = inputs["labels"]
     targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]

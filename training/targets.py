@@ -87,8 +87,12 @@ TARGET_VIEWS: dict[str, str] = {t: TARGETS[t].view for t in MAIN_TARGETS}
 
 
 def patient_of(row: dict) -> str:
-    """The patient a row belongs to (rationale rows are ``<patient>-r<rationale id>``)."""
-    return str(row["id"]).split("-r")[0]
+    """The patient a row belongs to (rationale rows are ``<patient>-r<rationale id>``,
+    multitask rows add ``:predict`` or ``:explain``)."""
+    rid = str(row["id"])
+    for task in (":predict", ":explain"):
+        rid = rid.removesuffix(task)
+    return rid.split("-r")[0]
 
 
 def filler(tokenizer, n_tokens: int) -> str:
@@ -137,10 +141,10 @@ def derive(target: str, row: dict, label_row: dict | None = None,
         return [{**row, "completion": [{"role": "assistant", "content":
                                         f"{answer_line(label)}\n{_rationale(row)}"}]}]
     if target == "multitask":
-        return [{**row, "id": f"{row['id']}", "task": "predict",
+        return [{**row, "id": f"{row['id']}:predict", "task": "predict",
                  "prompt": with_task(row["prompt"], "predict"),
                  "completion": completion_messages(label)},
-                {**row, "id": f"{row['id']}", "task": "explain",
+                {**row, "id": f"{row['id']}:explain", "task": "explain",
                  "prompt": with_task(row["prompt"], "explain"),
                  "completion": [{"role": "assistant", "content": _rationale(row)}]}]
     if target == "rationale-shuffled":

@@ -148,7 +148,14 @@ def _print_budget(cfg, scale: str, engine=None) -> None:
 
     from training.reproduce import dry_run
 
-    budget = dry_run(cfg, scale, engine)
+    try:
+        budget = dry_run(cfg, scale, engine)
+    except Exception as exc:  # noqa: BLE001 - a database it cannot read: no reuse counted
+        if engine is None:
+            raise
+        console.print(f"could not read what the database holds ({type(exc).__name__}); the "
+                      "budget counts nothing as reused", highlight=False)
+        budget = dry_run(cfg, scale, None)
     table = Table(title=f"scale {scale}: expected cost", title_justify="left")
     for column in ("stage", "runs", "reused", "examples", "tokens", "optimizer steps",
                    "generations", "minutes"):

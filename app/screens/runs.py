@@ -228,7 +228,8 @@ def results(engine, request: gr.Request):
                 .join(DatasetVersion, DatasetVersion.id == TrainingRun.dataset_version_id)
                 .where(EvaluationResult.split == "test").order_by(TrainingRun.id)):
             m = result.metrics
-            rows.append([run.id, run.kind, run.target, run.config.get("train_size") or "",
+            rows.append([run.id, run.kind, run.target, result.scoring,
+                         run.config.get("train_size") or "",
                          run.config.get("seed", ""), result.n, format_metric(m.get("auroc")),
                          format_metric(m.get("auprc")),
                          f"{version.name} ({version.content_hash[:12]})", run.run_dir])
@@ -306,7 +307,8 @@ def _jobs_layout(c: SimpleNamespace) -> None:
 def _results_layout(c: SimpleNamespace) -> None:
     gr.Markdown("### Results (test split)")
     c.results_btn = gr.Button("Refresh results")
-    c.results_table = gr.Dataframe(headers=["run", "kind", "target", "size", "seed", "n",
+    c.results_table = gr.Dataframe(headers=["run", "kind", "target", "scoring", "size", "seed",
+                                            "n",
                                             "AUROC [95% CI]", "AUPRC [95% CI]",
                                             "dataset version", "run folder"], interactive=False)
     with gr.Row():

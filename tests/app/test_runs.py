@@ -73,7 +73,8 @@ def test_a_researcher_launches_a_tiny_sft_job_and_sees_its_metrics(runs_server, 
     assert "test AUROC" in rita.predict(job_id, api_name="/runs_log")
     rows = rita.predict(api_name="/runs_results")["data"]
     row = next(r for r in rows if r[0] == job.training_run_id)
-    assert row[2] == "label" and row[5] == 8 and row[6] != "–" and row[8].startswith("t (")
+    assert row[2] == "label" and row[3] == "auto" and row[6] == 8 and row[7] != "–"
+    assert row[9].startswith("t (")
     listed = rita.predict(api_name="/runs_jobs")["data"]
     assert [r[2] for r in listed if r[0] == job_id] == ["finished"]
     manifest = rita.predict("t", api_name="/runs_manifest")

@@ -37,14 +37,17 @@ def test_costs_follow_tokens_targets_and_scoring_variants():
     training = _stage(rows, "SFT training")
     probes = (2 // 25 + 1) * 4  # one probe batch of 4 rows per run (steps < probe_steps)
     assert training["tokens"] == 10 * (105 + 150 + 260)
+    assert training["examples"] == 10 + 10 + 20  # multitask: two rows per patient
+    assert training["steps"] == 2 + 2 + 4
     assert training["seconds"] == pytest.approx(
         (10 * (105 + 150 + 260) + probes * (105 + 150 + 130)) / 100)
     scoring = _stage(rows, "SFT scoring")
     # label and multitask: prompts only; rationale-free: greedy, then 3 samples each
     assert scoring["runs"] == 4
     assert scoring["generations"] == 20 + 20 * 3
+    # each sample's prompt and rationale are read again for its P(yes)
     assert scoring["seconds"] == pytest.approx(
-        4 * 20 * 100 / 1000 + (20 * 50 + 20 * 50 * 3) / 10)
+        (4 * 20 * 100 + 20 * 3 * 150) / 1000 + (20 * 50 + 20 * 50 * 3) / 10)
     assert _stage(rows, "data")["seconds"] == 50
 
 
@@ -61,5 +64,6 @@ def test_a_finished_run_and_its_stored_results_cost_nothing():
     assert (training["runs"], training["reused"], training["seconds"]) == (2, 2, 0)
     # only the sampled variant of the rationale model is left to score
     assert (scoring["runs"], scoring["reused"]) == (3, 2)
-    assert scoring["seconds"] == pytest.approx(20 * 100 / 1000 + 20 * 50 * 3 / 10)
+    assert scoring["seconds"] == pytest.approx((20 * 100 + 20 * 3 * 150) / 1000
+                                               + 20 * 50 * 3 / 10)
     assert _stage(rows, "data")["seconds"] == 0

@@ -309,3 +309,28 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
     run_experiment(engine, grid, on_stage=messages.append)
     assert sum("reusing finished run" in m for m in messages) == len(targets)
     assert not any(m.startswith("training") or "scoring" in m for m in messages)
+
+
+def test_new_options_leave_earlier_runs_and_results_where_they_were():
+    """Options added for the ablations are in a run's identity only when its own target
+    reads them and they are set: earlier runs and results keep their hashes."""
+    from training.evaluate import EvaluateConfig
+    from training.sft import SFTRunConfig
+
+    label = SFTRunConfig(dataset="v", target="label")
+    before = set(label.identity_data())
+    assert not before & {"multitask_alpha", "answer_loss_share", "probe_steps",
+                         "probe_rows", "validate_each_epoch"}
+    for other in ({"multitask_alpha": 0.7}, {"answer_loss_share": 0.3},
+                  {"probe_steps": 3, "validate_each_epoch": False}):
+        assert SFTRunConfig(dataset="v", target="label", **other).identity("h") == \
+            label.identity("h")
+    multitask = SFTRunConfig(dataset="v", target="multitask")
+    assert SFTRunConfig(dataset="v", target="multitask", multitask_alpha=0.7).identity("h") \
+        != multitask.identity("h")
+    with pytest.raises(ValueError, match="gradient accumulation"):
+        SFTRunConfig(dataset="v", target="multitask", gradient_accumulation_steps=2)
+    evaluation = EvaluateConfig()
+    assert not set(evaluation.identity_data()) & {"scoring", "n_samples",
+                                                  "sample_temperature"}
+    assert EvaluateConfig(scoring="sampled").settings_hash() != evaluation.settings_hash()
