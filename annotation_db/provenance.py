@@ -61,6 +61,9 @@ class CommandConfig(BaseModel):
     # Fields that never change a result (where files go, bookkeeping); a subclass lists
     # its own, and they are left out of its identity.
     NOT_IN_IDENTITY: ClassVar[frozenset[str]] = frozenset()
+    # Fields added after configs were first hashed, with their defaults: in the identity
+    # only when set, so what was identified before them keeps its hash.
+    ADDED_LATER: ClassVar[dict[str, Any]] = {}
     # The command whose options the config's fields are (for :meth:`cli`).
     COMMAND: ClassVar[str] = ""
 
@@ -146,7 +149,11 @@ class CommandConfig(BaseModel):
 
     def identity_data(self) -> dict[str, Any]:
         """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""
-        return self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))
+        data = self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))
+        for name, default in self.ADDED_LATER.items():
+            if data.get(name) == default:
+                data.pop(name, None)
+        return data
 
     def content_hash(self, **context: Any) -> str:
         """:func:`stable_hash` of :meth:`identity_data` plus ``context`` (say, the hash of

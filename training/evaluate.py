@@ -37,9 +37,6 @@ from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
 from training.scoring import Scorer
 
 Mode = Literal["direct", "rationale", "sampled"]
-# Options added after results were first keyed: in the settings hash only when set, so
-# results scored before them are still found.
-LATER_OPTIONS = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
 
 
 class EvaluateConfig(CommandConfig):
@@ -72,13 +69,7 @@ class EvaluateConfig(CommandConfig):
     seed: int = 0
 
     NOT_IN_IDENTITY = frozenset({"batch_size"})  # batching does not change the numbers
-
-    def identity_data(self) -> dict:
-        data = super().identity_data()
-        for name, default in LATER_OPTIONS.items():
-            if data.get(name) == default:
-                data.pop(name, None)
-        return data
+    ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
 
     def settings_hash(self) -> str:
         """Hash of the settings that change the numbers.

@@ -43,7 +43,7 @@ from training.evaluate import (
 from training.fewshot import FewShotConfig, run_fewshot
 from training.metrics import delong_test, holm, joint_paired_difference
 from training.sft import SFTRunConfig, train
-from training.tables import align, format_metric, table
+from training.tables import align, format_metric, number, table
 
 
 class SFTFactors(BaseModel):
@@ -579,9 +579,6 @@ def summary_by_target(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _num(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
 
 def _describe(row: dict) -> str:
     if row["kind"] == "sft":
@@ -597,12 +594,12 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
              if rows else "", "",
              "## Summary (mean over seeds and sizes)", ""]
     lines += table(["setting", "runs", "mean AUROC", "SD", "mean AUPRC"], (
-        [s["setting"], s["runs"], _num(s["mean_auroc"]), _num(s["sd_auroc"]),
-         _num(s["mean_auprc"])] for s in summary_by_target(rows)))
+        [s["setting"], s["runs"], number(s["mean_auroc"]), number(s["sd_auroc"]),
+         number(s["mean_auprc"])] for s in summary_by_target(rows)))
     lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", ""]
     lines += table(["setting", "training patients", "seeds", "mean AUROC", "SD"], (
         [c["setting"], c["train_size"] or "all", c["seeds"], f"{c['mean_auroc']:.3f}",
-         _num(c["sd_auroc"])] for c in cells))
+         number(c["sd_auroc"])] for c in cells))
     lines += ["", "## Label-only vs rationale SFT over all cells (joint paired bootstrap)", "",
               "Each replicate resamples the test patients once (stratified by label) and "
               "recomputes every cell's AUROC difference on them; the cells share one test "
@@ -657,7 +654,7 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
         [r["target"], r["train_size"] or "all", r["seed"], r["lora_r"],
          f"{r['learning_rate']:g}", f"{r['epochs']:g}", r.get("tuned_on") or "–",
          format_metric(r["auroc"]), format_metric(r["auprc"]), format_metric(r["brier"]),
-         _num(r["reached_answer_share"], 2), r["rationale_token_cap"] or "–",
+         number(r["reached_answer_share"], 2), r["rationale_token_cap"] or "–",
          "yes" if r["valid"] else "no", f"`{Path(r['run_dir']).name}`"]
         for r in rows if r["kind"] == "sft"))
     lines += ["", "## Paired DeLong tests per cell: label-only vs every other target "
@@ -673,6 +670,6 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
                      "valid", "run"], (
         [r["k"], f"{'with' if r['with_rationales'] else 'without'} rationales", r["seed"],
          format_metric(r["auroc"]), format_metric(r["auprc"]),
-         _num(r["reached_answer_share"], 2), "yes" if r["valid"] else "no",
+         number(r["reached_answer_share"], 2), "yes" if r["valid"] else "no",
          f"`{Path(r['run_dir']).name}`"] for r in rows if r["kind"] == "fewshot"))
     return "\n".join(lines) + "\n"

@@ -225,7 +225,7 @@ def _ci(entry: dict | None) -> str:
 
 def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: list[dict],
              has_figure: bool) -> list[str]:
-    from training.tables import format_metric, table
+    from training.tables import format_metric, number, table
 
     lines = ["", "## Mechanism", "",
              "Every target and scoring variant against label-only on the same test patients "
@@ -254,8 +254,8 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
     lines += table(["target", "seed", "answer share of loss weight", "answer share of loss "
                      "(last log)", "answer share of gradient norm (last probe)",
                      "validation AUROC by epoch (direct)"], (
-        [d["target"], d["seed"], _num(d["answer_weight_share"]),
-         _num(d["final_answer_loss_share"]), _num(d["final_grad_share"]),
+        [d["target"], d["seed"], number(d["answer_weight_share"], 4),
+         number(d["final_answer_loss_share"], 4), number(d["final_grad_share"], 4),
          ", ".join(f"{v:.3f}" for v in d["validation_auroc_by_epoch"]) or "–"]
         for d in diags))
     if has_figure:
@@ -263,8 +263,6 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
     return lines
 
 
-def _num(value) -> str:
-    return "–" if value is None else f"{value:.4f}"
 
 
 def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[list[str], dict]:

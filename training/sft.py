@@ -50,9 +50,6 @@ LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
 # Bookkeeping that does not change the trained weights: left out of a run's identity.
 BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps",
                                 "probe_steps", "probe_rows", "validate_each_epoch"})
-# Options added after runs were first identified: in a run's identity only when set, so
-# a run made before them keeps its folder and row.
-LATER_OPTIONS = {"multitask_alpha": 0.5, "answer_loss_share": None}
 
 
 class SFTRunConfig(CommandConfig):
@@ -114,6 +111,7 @@ class SFTRunConfig(CommandConfig):
                                   "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
+    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None}
 
     @model_validator(mode="after")
     def _alpha(self):
@@ -132,11 +130,10 @@ class SFTRunConfig(CommandConfig):
         # an option only its own target reads is in the identity of that target's runs
         # alone, so setting it for a grid (sft.settings) leaves the other runs as they were
         weighting = TARGETS[self.target].weighting
-        used = {"multitask_alpha": weighting == "multitask",
-                "answer_loss_share": weighting == "answer-share"}
-        for name, default in LATER_OPTIONS.items():
-            if data.get(name) == default or not used[name]:
-                data.pop(name, None)
+        if weighting != "multitask":
+            data.pop("multitask_alpha", None)
+        if weighting != "answer-share":
+            data.pop("answer_loss_share", None)
         return data
 
     def identity(self, dataset_hash: str) -> str:

@@ -34,3 +34,8 @@ def table(columns: list[str], rows) -> list[str]:
     """A Markdown table: the header, its rule, one line per row of cells."""
     return ([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
             + [f"| {' | '.join(map(str, cells))} |" for cells in rows])
+
+
+def number(value, digits: int = 3) -> str:
+    """``value`` to ``digits`` decimals, ``–`` when there is none."""
+    return "–" if value is None else f"{value:.{digits}f}"
