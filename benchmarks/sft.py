@@ -209,6 +209,13 @@ def main() -> None:
             result["bf16_autocast_over_fp32"] = round(
                 result["trl_bf16_autocast_tokens_per_second"]
                 / result["trl_fp32_tokens_per_second"], 3)
+            # what `precision: auto` trains with on this CPU
+            result["project_bf16_autocast_tokens_per_second"] = round(
+                trl(*common, torch.float32, device, Path(tmp) / "logits-bf16", autocast=True,
+                    logits_loss=True), 1)
+            result["project_bf16_autocast_over_project_fp32"] = round(
+                result["project_bf16_autocast_tokens_per_second"]
+                / result["project_fp32_tokens_per_second"], 3)
         elif device == "cpu":
             result["trl_bf16_autocast_tokens_per_second"] = None
             result["bf16_note"] = ("not timed: this CPU has no native bf16 (AVX512-BF16/AMX); "

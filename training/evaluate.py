@@ -358,6 +358,11 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
                              "`rationale-audit train fewshot`")
         if run.status != RunStatus.finished:
             raise runs.RunError(f"run {run.id} is {run.status}, not finished; train it first")
+        if not (Path(run.run_dir) / "adapter").is_dir():
+            raise runs.RunError(
+                f"run {run.id} has no adapter in {run.run_dir} (restored from an archive "
+                "without its weights?); its stored results stay usable, but scoring it anew "
+                "needs the weights: retrain it with `rationale-audit train sft --force`")
         version = session.get(DatasetVersion, run.dataset_version_id)
         rows = eval_rows(version, run.target, config.split)
         if config.limit:

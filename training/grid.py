@@ -30,7 +30,7 @@ from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
 from generation.models import DEFAULT_MODEL
-from training import runs
+from training import archive, runs
 from training.data import Target, read_view
 from training.evaluate import (
     EvaluateConfig,
@@ -97,6 +97,10 @@ class ExperimentGrid(CommandConfig):
     baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
                                              "records as a non-LLM reference")
     runs_dir: str = "runs"
+    archive: str | None = Field(
+        None, description="a folder of finished runs carried between machines (small files "
+        "that git can hold; see training/archive.py): restored into the database before the "
+        "grid runs, and updated after every run and result")
     cache_dir: str | None = None
 
     def sft_cells(self) -> list[tuple[dict, list[SFTRunConfig]]]:
@@ -181,14 +185,25 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     fewshot_pools: dict[str, ScorerPool] = {pool.kind: pool}
     selected: list[dict] = []
     first_choice: dict[tuple, tuple[float, float]] = {}
+    if grid.archive:
+        restored = archive.restore(engine, grid.archive, grid.runs_dir)
+        say(f"archive {grid.archive}: {len(restored['restored'])} runs restored, "
+            f"{len(restored['present'])} already here"
+            + "".join(f"; skipped {s}" for s in restored["skipped"]))
+
+    def keep() -> None:  # what is finished survives this machine (commit the folder)
+        if grid.archive:
+            archive.save(engine, grid.archive, grid.dataset)
 
     def scored(run_id: int, split: str, scoring: str | None = None) -> EvaluationResult:
         evaluation = grid.evaluate_config(split, scoring)
         with Session(engine) as session:
             result = _result(session, run_id, split, evaluation.settings_hash(),
                              evaluation.scoring)
-        return result or evaluate_run(engine, str(run_id), evaluation, pool=pool,
-                                      on_stage=say)
+        if result is None:
+            result = evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
+            keep()
+        return result
 
     try:
         for factors, candidates in grid.sft_cells():
@@ -202,6 +217,7 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
             scores = []
             for cfg in candidates:
                 run = train(engine, cfg, on_stage=say)
+                keep()
                 if len(candidates) > 1:
                     val = scored(run.id, "validation")
                     valid = (val.metrics or {}).get("valid", True)
@@ -226,6 +242,7 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
             if kind not in fewshot_pools:
                 fewshot_pools[kind] = ScorerPool(kind, cfg.batch_size)
             result = run_fewshot(engine, cfg, pool=fewshot_pools[kind], on_stage=say)
+            keep()
             selected.append({"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
                              "with_rationales": cfg.with_rationales, "seed": cfg.seed,
                              "run_id": result.training_run_id})

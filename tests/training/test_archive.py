@@ -1,0 +1,133 @@
+"""Finished runs carried to a fresh machine: archived as the grid goes, restored into an
+empty database, reused exactly; a damaged archive restores nothing."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from annotation_db.models import EvaluationResult, TrainingRun
+from tests.helpers import audited_version
+from training import archive
+from training.evaluate import EvaluateConfig, evaluate_run
+from training.runs import RunError
+
+
+def _grid(tiny_model, root: Path, archive_dir: Path):
+    from training.grid import ExperimentGrid
+
+    return ExperimentGrid(
+        name="carry", dataset="t", base_models=[tiny_model], runs_dir=str(root / "runs"),
+        archive=str(archive_dir),
+        sft={"targets": ["label", "rationale-free"], "train_sizes": [8], "seeds": [0],
+             "learning_rates": [1e-3], "lora_ranks": [4],
+             "settings": {"max_steps": 1, "per_device_train_batch_size": 4,
+                          "max_length": 768}},
+        fewshot={"ks": [0], "with_rationales": [False],
+                 "settings": {"engine": "transformers", "limit": 8, "n_bootstrap": 100}},
+        baseline=False,
+        evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
+                    "min_reached_answer": 0.0})
+
+
+def _results(folder: Path) -> list[dict]:
+    with (folder / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: v for k, v in r.items() if k not in ("run_dir", "run_id")}  # local to a database
+            for r in rows]
+
+
+def _count(engine, model) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+@pytest.fixture(scope="module")
+def carried(tmp_path_factory, tiny_model):
+    """A grid run on machine A with an archive, then the same grid on machine B (a new
+    database and no run folders) given only the archive."""
+    from training.grid import run_experiment
+
+    a, b = tmp_path_factory.mktemp("machine-a"), tmp_path_factory.mktemp("machine-b")
+    folder = tmp_path_factory.mktemp("git") / "archive"
+    engine_a = audited_version(f"sqlite:///{a / 'db.sqlite'}", a / "exports")
+    first = run_experiment(engine_a, _grid(tiny_model, a, folder))
+    engine_b = audited_version(f"sqlite:///{b / 'db.sqlite'}", b / "exports")
+    messages: list[str] = []
+    second = run_experiment(engine_b, _grid(tiny_model, b, folder),
+                            on_stage=messages.append)
+    return {"a": a, "b": b, "folder": folder, "engine_b": engine_b, "first": first,
+            "second": second, "messages": messages, "tiny_model": tiny_model}
+
+
+def test_every_finished_run_is_archived_without_its_weights(carried):
+    folders = sorted(p.name for p in carried["folder"].iterdir())
+    assert len(folders) == 3  # label, rationale-free, few-shot k=0
+    for name in folders:
+        record = json.loads((carried["folder"] / name / archive.RECORD).read_text())
+        assert record["weights"] is False
+        assert not (carried["folder"] / name / "adapter").exists()
+        assert not (carried["folder"] / name / "checkpoints").exists()
+        assert record["evaluations"], name
+        for ev in record["evaluations"]:  # predictions travel, as paths inside the run
+            assert not Path(ev["predictions"]).is_absolute()
+            assert (carried["folder"] / name / ev["predictions"]).is_file()
+        if name.startswith("sft-"):
+            assert any(x.startswith("adapter/") for x in record["left_out"])
+            assert {"dataset.json", "train_summary.json", "metrics.jsonl"} <= set(
+                record["files"])
+
+
+def test_a_fresh_machine_reuses_the_archived_runs_and_reports_the_same_numbers(carried):
+    messages = carried["messages"]
+    assert any("3 runs restored" in m for m in messages), messages
+    assert not any(m.startswith("training") for m in messages), messages
+    assert not any(m.startswith("scoring") for m in messages), messages
+    first, second = (_results(Path(carried[k]["folder"])) for k in ("first", "second"))
+    assert len(first) == len(second)
+    assert [{k: (a[k], b[k]) for k in a if a[k] != b[k]}
+            for a, b in zip(first, second, strict=True)] == [{}] * len(first)
+    for row in _results(Path(carried["second"]["folder"])):
+        assert row["auroc"]  # a real result, not an empty cell
+
+
+def test_a_restored_run_is_not_rescored_without_its_weights(carried):
+    engine = carried["engine_b"]
+    with Session(engine) as session:
+        run = session.execute(select(TrainingRun).where(TrainingRun.kind == "sft")
+                              ).scalars().first()
+    with pytest.raises(RunError, match="no adapter"):
+        evaluate_run(engine, str(run.id), EvaluateConfig(split="test", engine="transformers",
+                                                         limit=4, n_bootstrap=100))
+
+
+def test_saving_again_rewrites_nothing(carried):
+    out = archive.save(carried["engine_b"], carried["folder"], "t")
+    assert out["written"] == [] and len(out["unchanged"]) == 3
+
+
+def test_a_damaged_archive_restores_nothing(carried, tmp_path):
+    folder = tmp_path / "archive"
+    shutil.copytree(carried["folder"], folder)
+    damaged = sorted(folder.iterdir())[-1]  # the last run: the others would go in first
+    record = json.loads((damaged / archive.RECORD).read_text())
+    predictions = damaged / record["evaluations"][0]["predictions"]
+    predictions.write_text(predictions.read_text().replace("0.", "0.9", 1))
+    engine = audited_version(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "exports")
+    with pytest.raises(archive.ArchiveError, match="does not match its sha256"):
+        archive.restore(engine, folder, tmp_path / "runs")
+    assert _count(engine, TrainingRun) == 0 and _count(engine, EvaluationResult) == 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_runs_of_another_dataset_are_skipped_with_the_reason(carried, tmp_path):
+    engine = audited_version(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "exports",
+                             seed=8)  # another cohort: another content hash
+    out = archive.restore(engine, carried["folder"], tmp_path / "runs")
+    assert out["restored"] == [] and len(out["skipped"]) == 3
+    assert "is not in this database" in out["skipped"][0]
+    assert _count(engine, TrainingRun) == 0
