@@ -24,6 +24,7 @@ from generation.judge import JudgeError
 from generation.models import ModelSpecError
 from generation.output_budget import BudgetError
 from generation.prompts import PromptError
+from training.archive import ArchiveError
 from training.data import DataError
 from training.runs import RunError
 
@@ -32,6 +33,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
     FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
+    ArchiveError,
 )
 
 err_console = Console(stderr=True)

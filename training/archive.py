@@ -248,5 +248,24 @@ def restore(engine: Engine, src: str | Path, runs_dir: str | Path) -> dict:
     return {"restored": restored, "present": present, "skipped": skipped}
 
 
-def has_weights(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "adapter").is_dir()
+def finished_work(src: str | Path, dataset: str) -> dict | None:
+    """What ``src`` holds for dataset version ``dataset``, in the shape of
+    :func:`training.budget.finished_work` (so a dry run on a fresh machine counts the
+    archived runs as reused). None when it holds no run of that version."""
+    src = Path(src)
+    if not src.is_dir():
+        return None
+    done: dict[str, set] = {}
+    version_hash = None
+    for folder in sorted(src.iterdir()):
+        if not (folder / RECORD).is_file() or folder.name.startswith("."):
+            continue
+        record = _read(folder)
+        if record["dataset"]["name"] != dataset:
+            continue
+        version_hash = record["dataset"]["sha256"]
+        done[record["config_hash"]] = {
+            (ev["split"], ev["scoring"], (ev["metrics"] or {}).get("settings_hash"))
+            for ev in record["evaluations"]}
+    return ({"version_hash": version_hash, "runs": done, "data_done": False}
+            if version_hash else None)

@@ -96,7 +96,7 @@ def sample_token_counts(data, grid) -> dict:
 
 def finished_work(engine, grid) -> dict | None:
     """What a database already holds for ``grid``: its dataset version's hash, and per
-    finished SFT run (by config hash) the results it has as (split, scoring, settings
+    finished SFT or few-shot run (by config hash) the results it has as (split, scoring, settings
     hash). None when the dataset version does not exist there yet."""
     from sqlalchemy import inspect, select, text
     from sqlmodel import Session
@@ -114,8 +114,7 @@ def finished_work(engine, grid) -> dict | None:
         if version is None:
             return None
         done: dict[str, set] = {run.config_hash: set() for run in session.execute(
-            select(TrainingRun).where(TrainingRun.kind == "sft",
-                                      TrainingRun.status == RunStatus.finished,
+            select(TrainingRun).where(TrainingRun.status == RunStatus.finished,
                                       TrainingRun.dataset_version_id == version.id)).scalars()}
         for row in session.execute(text(
                 "SELECT r.config_hash, e.split, e.metrics"
@@ -142,10 +141,12 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
     if limit:
         n_val, n_test = min(n_val, limit), min(n_test, limit)
     t = throughput
+    # an archive holds runs but not the dataset version: the data stage still runs
+    data_done = bool(finished) and finished.get("data_done", True)
     rows = [{"stage": "data: cohort → export (CPU; --data-only runs it ahead)", "runs": 1,
              "examples": data.n, "tokens": 0, "steps": 0, "generations": 0,
-             "seconds": 0.0 if finished else data.n * t.data_seconds_per_patient,
-             "reused": 1 if finished else 0}]
+             "seconds": 0.0 if data_done else data.n * t.data_seconds_per_patient,
+             "reused": 1 if data_done else 0}]
     sft = {"stage": "SFT training", "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0,
            "generations": 0, "seconds": 0.0, "reused": 0}
     scoring = {"stage": "SFT scoring",
@@ -209,11 +210,24 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
     free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
     label = tokens["targets"]["label"]
     for cfg in grid.fewshot_runs():
-        demo = (free if cfg.with_rationales else label)["example_tokens"]
-        prompt = {"prompt_tokens": label["prompt_tokens"] + cfg.k * demo,
+        from training.evaluate import scorer_kind
+
+        if finished and any(split == cfg.split for split, *_ in runs_done.get(
+                cfg.identity(finished["version_hash"]), ())):
+            fewshot["runs"] += 1
+            fewshot["reused"] += 1
+            continue
+        demos = cfg.k * (free if cfg.with_rationales else label)["example_tokens"]
+        # `random` shows every query one seeded set of demonstrations: vLLM's prefix
+        # cache computes them once, so each query pays for its own record only
+        shared = cfg.selection == "random" and scorer_kind(cfg.engine) == "vllm"
+        prompt = {"prompt_tokens": label["prompt_tokens"] + (0 if shared else demos),
                   "completion_tokens": free["completion_tokens"]}
         _score(fewshot, t, n_test if not cfg.limit else min(cfg.limit, n_test), prompt,
                cfg.with_rationales)
+        if shared:
+            fewshot["tokens"] += demos
+            fewshot["seconds"] += demos / t.prefill_tokens_per_second
     rows.append(fewshot)
     return rows
 

@@ -82,13 +82,17 @@ class ReproduceConfig(CommandConfig):
 
 def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -> dict:
     """The scale's budget per stage (see :mod:`training.budget`), without running it;
-    with ``engine``, what that database already holds is counted as reused."""
+    what ``engine``'s database and the grid's archive already hold is counted as reused."""
     from training.budget import finished_work
 
     data, grid = config.resolve(scale)
     throughput = config.throughput(scale)
     tokens = sample_token_counts(data, grid)
     finished = finished_work(engine, grid) if engine is not None else None
+    if grid.archive:  # what the grid would restore before it runs
+        from training.archive import finished_work as archived_work
+
+        finished = _union(finished, archived_work(grid.archive, grid.dataset))
     stages = estimate(data, grid, throughput, tokens, finished)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
@@ -106,6 +110,17 @@ def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -
             "pool_warning": (f"the largest training size ({largest}) may exceed the ≈{pool:.0f} "
                              "patients expected to have an approved rationale in every target"
                              ) if largest > pool else None}
+
+
+def _union(a: dict | None, b: dict | None) -> dict | None:
+    """Finished work from the database and from the archive (the same dataset version)."""
+    if not a or not b or a["version_hash"] != b["version_hash"]:
+        return a or b
+    runs = {h: set(r) for h, r in a["runs"].items()}
+    for h, results in b["runs"].items():
+        runs.setdefault(h, set()).update(results)
+    return {"version_hash": a["version_hash"], "runs": runs,
+            "data_done": a.get("data_done", True) or b.get("data_done", True)}
 
 
 def _merge(base: dict, over: dict) -> dict:

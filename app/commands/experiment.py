@@ -130,6 +130,64 @@ def _reproduce(engine, cfg, scale: str, config: Path, data_settings, grid, data_
                   highlight=False)
 
 
+archive_app = typer.Typer(
+    help="Finished runs carried between machines: a folder of small files (rows, results, "
+         "predictions, metrics; weights only if asked) that git can hold.",
+    no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("save")
+@user_errors
+def archive_save(
+    dataset: str = typer.Argument(..., help="Dataset version whose finished runs to archive."),
+    to: Path = typer.Option(..., "--to", help="Archive folder (created; runs already in it "
+                                              "and unchanged are left as they are)."),
+    weights: bool = typer.Option(False, "--weights", help="Also carry each run's LoRA "
+                                 "adapter (megabytes per run), so it can be scored again."),
+    db: DbOption = None,
+) -> None:
+    """Write every finished run of a dataset version into an archive folder.
+
+    A grid with `archive:` in its YAML does this after every run by itself.
+
+    Example:
+
+        rationale-audit experiment archive save study-cpu-v1 --to experiments/archive/mine
+    """
+    from training.archive import save
+
+    out = save(open_engine(db), to, dataset, weights=weights)
+    console.print(f"{len(out['written'])} runs written, {len(out['unchanged'])} unchanged "
+                  f"in {to}", highlight=False)
+
+
+@archive_app.command("restore")
+@user_errors
+def archive_restore(
+    folder: Path = typer.Argument(..., help="An archive folder written by `archive save`."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir",
+                                  help="Where the restored run folders go."),
+    db: DbOption = None,
+) -> None:
+    """Put archived runs into this database, so grids reuse them instead of training.
+
+    The database must hold the same dataset version (same content hash): run the data
+    stage first (`experiment reproduce --data-only`). Runs already here are left alone.
+
+    Example:
+
+        rationale-audit experiment archive restore experiments/archive/reproduce-cpu
+    """
+    from training.archive import restore
+
+    out = restore(open_engine(db), folder, runs_dir)
+    console.print(f"{len(out['restored'])} runs restored, {len(out['present'])} already "
+                  "here", highlight=False)
+    for reason in out["skipped"]:
+        console.print(f"skipped {reason}", highlight=False)
+
+
 def _existing_database(db):
     """The chosen database when it exists and is reachable (a dry run creates nothing)."""
     from annotation_db.session import database_url
@@ -165,9 +223,10 @@ def _print_budget(cfg, scale: str, engine=None) -> None:
                       f"{s['examples']:,}", f"{s['tokens']:,.0f}",
                       f"{s['steps']:,}", f"{s['generations']:,}", f"{s['seconds'] / 60:.1f}")
     console.print(table)
-    console.print("finished runs and stored results in this database are counted as reused "
-                  "(no cost)" if budget["reuse_counted"] else "nothing reused: the database "
-                  "does not hold this scale's dataset version", highlight=False)
+    console.print("finished runs and stored results in this database and the scale's "
+                  "archive are counted as reused (no cost)" if budget["reuse_counted"] else
+                  "nothing reused: neither the database nor an archive holds this scale's "
+                  "dataset version", highlight=False)
     hours = budget["total_seconds"] / 3600
     console.print(f"total ≈ {budget['total_seconds'] / 60:.0f} min ({hours:.2f} h); training "
                   f"and scoring alone ≈ {budget['model_seconds'] / 60:.1f} min. Speeds from "

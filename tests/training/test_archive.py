@@ -131,3 +131,44 @@ def test_runs_of_another_dataset_are_skipped_with_the_reason(carried, tmp_path):
     assert out["restored"] == [] and len(out["skipped"]) == 3
     assert "is not in this database" in out["skipped"][0]
     assert _count(engine, TrainingRun) == 0
+
+
+def test_the_cli_saves_and_restores_an_archive(carried, tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    db = str(carried["b"] / "db.sqlite")
+    runner = CliRunner()
+    saved = runner.invoke(app, ["experiment", "archive", "save", "t", "--to",
+                                str(tmp_path / "copy"), "--db", db])
+    assert saved.exit_code == 0, saved.output
+    assert "3 runs written, 0 unchanged" in saved.output
+    again = runner.invoke(app, ["experiment", "archive", "restore", str(tmp_path / "copy"),
+                                "--runs-dir", str(tmp_path / "runs"), "--db", db])
+    assert again.exit_code == 0, again.output
+    assert "0 runs restored, 3 already here" in again.output
+    missing = runner.invoke(app, ["experiment", "archive", "save", "no-such-version", "--to",
+                                  str(tmp_path / "x"), "--db", db])
+    assert missing.exit_code == 1 and "no dataset version 'no-such-version'" in missing.output
+
+
+def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
+    from training.budget import estimate
+    from training.reproduce import _union
+    from training.study import DataSettings
+
+    grid = _grid(carried["tiny_model"], tmp_path, carried["folder"])
+    finished = _union(None, archive.finished_work(carried["folder"], "t"))
+    tokens = {"targets": {t: {"prompt_tokens": 100, "completion_tokens": 50,
+                              "example_tokens": 150} for t in ("label", "rationale-free")}}
+    from training.budget import Throughput
+
+    speed = Throughput(train_tokens_per_second=100, prefill_tokens_per_second=1000,
+                       decode_tokens_per_second=10, engine_start_seconds=0,
+                       data_seconds_per_patient=0.5, source="test")
+    rows = {r["stage"].split(":")[0]: r for r in estimate(
+        DataSettings(n=60, dataset="t"), grid, speed, tokens, finished)}
+    assert rows["SFT training"]["reused"] == 2 and rows["SFT training"]["seconds"] == 0
+    assert rows["few-shot"]["reused"] == 1 and rows["few-shot"]["seconds"] == 0
+    assert rows["data"]["seconds"] == 30  # the archive holds runs, not the dataset

@@ -67,3 +67,21 @@ def test_a_finished_run_and_its_stored_results_cost_nothing():
     assert scoring["seconds"] == pytest.approx((20 * 100 + 20 * 3 * 150) / 1000
                                                + 20 * 50 * 3 / 10)
     assert _stage(rows, "data")["seconds"] == 0
+
+
+def test_shared_demonstrations_are_read_once_and_a_finished_fewshot_run_costs_nothing():
+    data = DataSettings(n=100, dataset="v")  # 20 test patients
+    grid = ExperimentGrid(dataset="v", sft=None, fewshot={
+        "ks": [4], "with_rationales": [False], "settings": {"engine": "vllm"}})
+    nearest = grid.model_copy(update={"fewshot": grid.fewshot.model_copy(update={
+        "settings": {"engine": "vllm", "selection": "nearest"}})})
+    shared, own = (_stage(estimate(data, g, SPEED, TOKENS), "few-shot")
+                   for g in (grid, nearest))
+    # nearest: each query reads its own 4 demonstrations; random: the prefix cache reads
+    # the one shared set once
+    assert own["seconds"] == pytest.approx(20 * (100 + 4 * 105) / 1000)
+    assert shared["seconds"] == pytest.approx((20 * 100 + 4 * 105) / 1000)
+    [cfg] = grid.fewshot_runs()
+    finished = {"version_hash": "h", "runs": {cfg.identity("h"): {("test", "auto", None)}}}
+    reused = _stage(estimate(data, grid, SPEED, TOKENS, finished), "few-shot")
+    assert (reused["runs"], reused["reused"], reused["seconds"]) == (1, 1, 0)
