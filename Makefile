@@ -35,7 +35,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 # would downgrade numpy below what vLLM needs; it runs fine on current releases, so it is
 # installed without its pins.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(call install_project,cpu$(comma)dev)
+	$(call install_project,cpu$(comma)dev$(comma)ray)
 	$(BIN)/python -m pip install -q --no-deps "irrCAC==0.4.4"
 	touch $@ $(VENV)/.installed-demo
 

@@ -78,6 +78,16 @@ class FewShotFactors(BaseModel):
                                      description="any other FewShotConfig field")
 
 
+class RunResources(BaseModel):
+    """What each run asks a Ray cluster for (`experiment run --executor ray`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0, description="1 on a GPU cluster: one run per GPU")
+    memory_gb: float | None = Field(None, gt=0, description="RAM Ray reserves per run")
+
+
 class ExperimentGrid(CommandConfig):
     """`rationale-audit experiment run GRID.yaml`."""
 
@@ -97,6 +107,8 @@ class ExperimentGrid(CommandConfig):
     baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
                                              "records as a non-LLM reference")
     runs_dir: str = "runs"
+    resources: RunResources = Field(default_factory=RunResources,
+                                    description="per run, when the runs are Ray tasks")
     archive: str | None = Field(
         None, description="a folder of finished runs carried between machines (small files "
         "that git can hold; see training/archive.py): restored into the database before the "
@@ -167,15 +179,114 @@ class ExperimentGrid(CommandConfig):
 _result = runs.result_for
 
 
+def restore_archive(engine: Engine, grid: ExperimentGrid, say: Callable[[str], None]) -> None:
+    if grid.archive:
+        restored = archive.restore(engine, grid.archive, grid.runs_dir)
+        say(f"archive {grid.archive}: {len(restored['restored'])} runs restored, "
+            f"{len(restored['present'])} already here"
+            + "".join(f"; skipped {s}" for s in restored["skipped"]))
+
+
+def keep_archive(engine: Engine, grid: ExperimentGrid) -> None:
+    """What is finished survives this machine (commit the archive folder)."""
+    if grid.archive:
+        archive.save(engine, grid.archive, grid.dataset)
+
+
+def tuning_key(factors: dict) -> tuple:
+    """Cells that share a tuning choice: the same everything but the seed."""
+    return (factors["base_model"], factors["target"], factors["train_size"], factors["lora_r"])
+
+
+def candidates_for(grid: ExperimentGrid, factors: dict, candidates: list[SFTRunConfig],
+                   first_choice: dict[tuple, tuple[float, float]]
+                   ) -> tuple[list[SFTRunConfig], str | None]:
+    """The candidates a cell trains and how its choice is made: on validation, or
+    (``tune_with_first_seed``) the first seed's choice reused."""
+    tuned_on = "validation" if len(candidates) > 1 else None
+    key = tuning_key(factors)
+    if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
+        candidates = [c for c in candidates
+                      if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
+        tuned_on = f"validation, seed {grid.sft.seeds[0]}"
+    return candidates, tuned_on
+
+
+def waits_for_first_seed(grid: ExperimentGrid, factors: dict, candidates: list) -> bool:
+    return (len(candidates) > 1 and grid.sft.tune_with_first_seed
+            and factors["seed"] != grid.sft.seeds[0])
+
+
+def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
+          scoring: str | None, pool: ScorerPool, say: Callable[[str], None]
+          ) -> EvaluationResult:
+    """The run's stored result under the grid's evaluation settings, scored if missing."""
+    evaluation = grid.evaluate_config(split, scoring)
+    with Session(engine) as session:
+        result = _result(session, run_id, split, evaluation.settings_hash(), evaluation.scoring)
+    if result is None:
+        result = evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
+        keep_archive(engine, grid)
+    return result
+
+
+def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
+                    pool: ScorerPool, say: Callable[[str], None]) -> tuple[tuple, int]:
+    """Train one candidate (reused when finished) and, when the cell is tuned, score it
+    on validation; returns (its rank key, run id)."""
+    run = train(engine, cfg, on_stage=say)
+    keep_archive(engine, grid)
+    if not tuned:
+        return (True, 0.0), run.id
+    val = score(engine, grid, run.id, "validation", None, pool, say)
+    valid = (val.metrics or {}).get("valid", True)
+    return (valid, val.auroc if val.auroc is not None else -1.0), run.id
+
+
+def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
+                 pool: ScorerPool, say: Callable[[str], None]) -> None:
+    """The chosen candidate on test, in its own scoring and the grid's variants."""
+    score(engine, grid, run_id, "test", None, pool, say)
+    for variant in grid.scorings_for(target):
+        score(engine, grid, run_id, "test", variant, pool, say)
+
+
+def chosen(scores: list[tuple[tuple, int, SFTRunConfig]]) -> tuple[tuple, int, SFTRunConfig]:
+    """The best-ranked candidate: valid first, then validation AUROC; ties to the first."""
+    return max(scores, key=lambda s: s[0])
+
+
+def selection_entry(grid: ExperimentGrid, factors: dict, scores: list, tuned_on: str | None
+                    ) -> dict:
+    best = chosen(scores)
+    return {**factors, "run_id": best[1], "learning_rate": best[2].learning_rate,
+            "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
+            "candidates": [s[1] for s in scores],
+            "extra_scorings": grid.scorings_for(factors["target"])}
+
+
+def fewshot_entry(cfg: FewShotConfig, run_id: int) -> dict:
+    return {"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
+            "with_rationales": cfg.with_rationales, "seed": cfg.seed, "run_id": run_id}
+
+
 def run_grid(engine: Engine, grid: ExperimentGrid, *,
              on_stage: Callable[[str], None] | None = None,
              on_run: Callable[[], None] | None = None) -> dict:
-    """Train and score every cell (skipping what is done); return the selected run ids.
+    """Train and score every cell (skipping what is done), one run after another in this
+    process; return the selected run ids. (``training/ray_grid.py`` runs the same steps
+    as Ray tasks.)
 
     A cell with several learning-rate × epochs candidates scores each on the
     validation split and only the chosen one on test; with ``tune_with_first_seed``
     the other seeds train only the first seed's choice.
     """
+    from training.sft import process_group
+
+    if process_group()[1] > 1:
+        raise runs.RunError("a grid runs in one process (it trains, then scores, each run in "
+                            "turn); data-parallel training is for `train sft` under "
+                            "`accelerate launch`")
     say = on_stage or (lambda _: None)
     tick = on_run or (lambda: None)
     pool = ScorerPool(grid.evaluation.engine, grid.evaluation.batch_size,
@@ -185,67 +296,28 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     fewshot_pools: dict[str, ScorerPool] = {pool.kind: pool}
     selected: list[dict] = []
     first_choice: dict[tuple, tuple[float, float]] = {}
-    if grid.archive:
-        restored = archive.restore(engine, grid.archive, grid.runs_dir)
-        say(f"archive {grid.archive}: {len(restored['restored'])} runs restored, "
-            f"{len(restored['present'])} already here"
-            + "".join(f"; skipped {s}" for s in restored["skipped"]))
-
-    def keep() -> None:  # what is finished survives this machine (commit the folder)
-        if grid.archive:
-            archive.save(engine, grid.archive, grid.dataset)
-
-    def scored(run_id: int, split: str, scoring: str | None = None) -> EvaluationResult:
-        evaluation = grid.evaluate_config(split, scoring)
-        with Session(engine) as session:
-            result = _result(session, run_id, split, evaluation.settings_hash(),
-                             evaluation.scoring)
-        if result is None:
-            result = evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
-            keep()
-        return result
-
+    restore_archive(engine, grid, say)
     try:
-        for factors, candidates in grid.sft_cells():
-            key = (factors["base_model"], factors["target"], factors["train_size"],
-                   factors["lora_r"])
-            tuned_on = "validation" if len(candidates) > 1 else None
-            if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
-                candidates = [c for c in candidates
-                              if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
-                tuned_on = f"validation, seed {grid.sft.seeds[0]}"
+        for factors, all_candidates in grid.sft_cells():
+            candidates, tuned_on = candidates_for(grid, factors, all_candidates, first_choice)
             scores = []
             for cfg in candidates:
-                run = train(engine, cfg, on_stage=say)
-                keep()
-                if len(candidates) > 1:
-                    val = scored(run.id, "validation")
-                    valid = (val.metrics or {}).get("valid", True)
-                    scores.append(((valid, val.auroc if val.auroc is not None else -1.0),
-                                   run.id, cfg))
-                else:
-                    scores.append(((True, 0.0), run.id, cfg))
+                rank, run_id = train_candidate(engine, grid, cfg, len(candidates) > 1, pool, say)
+                scores.append((rank, run_id, cfg))
                 tick()
-            best = max(scores, key=lambda s: s[0])
-            scored(best[1], "test")
-            for variant in grid.scorings_for(factors["target"]):
-                scored(best[1], "test", variant)
+            best = chosen(scores)
+            score_chosen(engine, grid, best[1], factors["target"], pool, say)
             if len(scores) > 1 and factors["seed"] == grid.sft.seeds[0]:
-                first_choice[key] = (best[2].learning_rate, best[2].num_train_epochs)
-            selected.append({**factors, "run_id": best[1],
-                             "learning_rate": best[2].learning_rate,
-                             "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
-                             "candidates": [s[1] for s in scores],
-                             "extra_scorings": grid.scorings_for(factors["target"])})
+                first_choice[tuning_key(factors)] = (best[2].learning_rate,
+                                                     best[2].num_train_epochs)
+            selected.append(selection_entry(grid, factors, scores, tuned_on))
         for cfg in grid.fewshot_runs():
             kind = scorer_kind(cfg.engine)
             if kind not in fewshot_pools:
                 fewshot_pools[kind] = ScorerPool(kind, cfg.batch_size)
             result = run_fewshot(engine, cfg, pool=fewshot_pools[kind], on_stage=say)
-            keep()
-            selected.append({"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
-                             "with_rationales": cfg.with_rationales, "seed": cfg.seed,
-                             "run_id": result.training_run_id})
+            keep_archive(engine, grid)
+            selected.append(fewshot_entry(cfg, result.training_run_id))
             tick()
     finally:
         for open_pool in fewshot_pools.values():  # the SFT pool is one of them
@@ -534,6 +606,11 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
     if mechanism.applies(grid):
         lines, mechanism_data = mechanism.section(every_row, out, n_resamples, evaluation.seed)
         text += "\n".join(lines) + "\n"
+    if selection.get("failed"):
+        text += "\n## Failed cells\n\nLeft out of every table above; re-run the grid once "\
+                "the cause is fixed (finished runs are reused).\n\n" + "".join(
+                    f"- {f.get('target', 'few-shot')}, size {f.get('train_size')}, seed "
+                    f"{f.get('seed')}: {f['error']}\n" for f in selection["failed"])
     (out / "results.md").write_text(text)
     refs_brief = [{k: v for k, v in r.items() if k not in ("ids", "labels", "p_yes")}
                   for r in refs]
@@ -565,15 +642,25 @@ def saved_selection(grid: ExperimentGrid) -> dict:
 
 def run_experiment(engine: Engine, grid: ExperimentGrid, *, out_dir: str | Path | None = None,
                    on_stage: Callable[[str], None] | None = None,
-                   on_run: Callable[[], None] | None = None) -> dict:
+                   on_run: Callable[[], None] | None = None,
+                   runner: Callable[..., dict] | None = None) -> dict:
     """The "run a grid" stage: every run (finished ones reused), its ``selection.json``,
     then its report in ``out_dir`` (default :func:`experiment_folder`). Called by the
-    CLI, the job runner and ``experiment reproduce`` alike."""
-    selection = run_grid(engine, grid, on_stage=on_stage, on_run=on_run)
+    CLI, the job runner and ``experiment reproduce`` alike. ``runner`` executes the
+    runs (default :func:`run_grid`; :func:`training.ray_grid.ray_runner` makes them Ray
+    tasks); cells it reports failed are left out of the report and raised after it."""
+    selection = (runner or run_grid)(engine, grid, on_stage=on_stage, on_run=on_run)
     folder = experiment_folder(grid)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
-    return report(engine, grid, selection, out_dir or folder)
+    out = report(engine, grid, selection, out_dir or folder)
+    if selection.get("failed"):
+        raise runs.RunError(
+            f"{len(selection['failed'])} of the grid's cells failed (the report in "
+            f"{out['folder']} holds the others): " + "; ".join(
+                f"{f.get('target', 'few-shot')} seed {f.get('seed')}: {f['error']}"
+                for f in selection["failed"]))
+    return out
 
 
 def summary_by_target(rows: list[dict]) -> list[dict]:

@@ -136,12 +136,23 @@ class SFTRunConfig(CommandConfig):
             data.pop("answer_loss_share", None)
         return data
 
-    def identity(self, dataset_hash: str) -> str:
-        """Hash of what determines the result: the config without locations, and the data."""
-        return self.content_hash(dataset_sha256=dataset_hash)
+    def identity(self, dataset_hash: str, processes: int = 1) -> str:
+        """Hash of what determines the result: the config without locations, and the data;
+        with ``processes`` > 1 data-parallel processes, their number too (it multiplies
+        the effective batch)."""
+        extra = {"data_parallel_processes": processes} if processes > 1 else {}
+        return self.content_hash(dataset_sha256=dataset_hash, **extra)
 
     def implied(self, name: str) -> bool:
         return name == "lora_alpha" and self.lora_alpha == 2 * self.lora_r
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, number of processes) under ``accelerate launch`` or ``torchrun``, which set
+    ``RANK`` and ``WORLD_SIZE``; (0, 1) in a plain process."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def resolve_precision(precision: str, strict: bool = True) -> str:
@@ -162,7 +173,9 @@ def resolve_precision(precision: str, strict: bool = True) -> str:
         if cpu_has_native_bf16() or not strict:
             return "bf16-autocast"
         raise ValueError("precision bf16 on this CPU would be emulated (no AVX512-BF16 or AMX), "
-                         "slower than fp32; use precision auto or fp32")
+                         "slower than fp32; train on a CPU with native bf16, or use precision "
+                         "auto or fp32 (runs of another precision are other runs: finished "
+                         "bf16 runs are not reused by them)")
     return "bf16-autocast" if cpu_has_native_bf16() else "fp32"
 
 
@@ -239,9 +252,17 @@ def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = N
 
 
 def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None,
-          on_stage: Callable[[str], None] | None = None, force: bool = False) -> TrainingRun:
-    """Train (or resume, or reuse) the run ``config`` describes; return its row."""
+          on_stage: Callable[[str], None] | None = None, force: bool = False
+          ) -> TrainingRun | None:
+    """Train (or resume, or reuse) the run ``config`` describes; return its row.
+
+    Under ``accelerate launch --num_processes N`` (or ``torchrun``) every process trains
+    its shard of each batch, data parallel; rank 0 alone keeps the books (the run's row,
+    folder files, adapter) and returns the row. The other ranks only read the dataset
+    version, never write, and return None.
+    """
     say = on_stage or (lambda _: None)
+    rank, processes = process_group()
     with Session(engine) as session:
         version = get_version(session, config.dataset)
         tokenizer = None
@@ -255,8 +276,13 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
         if not rows:
             raise DataError(f"dataset version {version.name!r} has no training rows for "
                              f"target {config.target!r}")
-        config_hash = config.identity(version.content_hash)
+        config_hash = config.identity(version.content_hash, processes)
         run_dir = runs.run_folder(config.runs_dir, "sft", config.target, config_hash)
+        if rank != 0:  # rank 0 decides from the database; DONE is what it wrote last
+            if not (run_dir / runs.DONE).exists() or force:
+                _train(None, config, version, rows, run_dir, callbacks or [], say,
+                       rank=rank, processes=processes)
+            return None
         existing = runs.get_run(session, config_hash)
         if existing is not None and existing.status == RunStatus.finished and not force:
             say(f"reusing finished run {existing.id} in {existing.run_dir}")
@@ -269,7 +295,8 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
                          config=config.model_dump(mode="json"), config_hash=config_hash,
                          run_dir=run_dir, dataset_version_id=version.id)
         try:
-            _train(run, config, version, rows, run_dir, callbacks or [], say)
+            _train(run, config, version, rows, run_dir, callbacks or [], say,
+                   processes=processes)
         except BaseException as exc:
             runs.fail(session, run, exc)
             raise
@@ -277,8 +304,9 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
         return run
 
 
-def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], run_dir: Path,
-           callbacks: list, say: Callable[[str], None]) -> None:
+def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[dict],
+           run_dir: Path, callbacks: list, say: Callable[[str], None], *, rank: int = 0,
+           processes: int = 1) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -287,8 +315,10 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
 
     from generation.models import resolve_model
 
+    writer = rank == 0  # the other data-parallel ranks write nothing
     run_dir.mkdir(parents=True, exist_ok=True)
-    echo_config(config, run_dir, "train sft")
+    if writer:
+        echo_config(config, run_dir, "train sft")
     say("resolving the base model")
     model = resolve_model(config.base_model, cache_dir=config.cache_dir)
     tokenizer = load_tokenizer(model.path)
@@ -299,16 +329,17 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
         answer_share=config.answer_loss_share if spec.weighting != "answer-share"
         or config.answer_loss_share is not None else label_only_answer_share(
             tokenizer, version, config, rows))
-    (run_dir / "dataset.json").write_text(json.dumps({
-        "version": version.name, "content_sha256": version.content_hash,
-        "view": spec.view, "derived": spec.derived, "split": "train",
-        "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
-        "example_ids": [row["id"] for row in rows], **summary,
-        **_checked_counts(weighting, tokenized, config.target),
-        "base_model": {"spec": config.base_model, "path": model.path,
-                       "checksum": model.checksum},
-        "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
-    }, indent=2) + "\n")
+    counts = _checked_counts(weighting, tokenized, config.target)
+    if writer:
+        (run_dir / "dataset.json").write_text(json.dumps({
+            "version": version.name, "content_sha256": version.content_hash,
+            "view": spec.view, "derived": spec.derived, "split": "train",
+            "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
+            "example_ids": [row["id"] for row in rows], **summary, **counts,
+            "base_model": {"spec": config.base_model, "path": model.path,
+                           "checksum": model.checksum},
+            "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
+        }, indent=2) + "\n")
     precision = resolve_precision(config.precision)
     bf16 = precision != "fp32"
     set_seed(config.seed)
@@ -336,20 +367,24 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                              lora_dropout=config.lora_dropout,
                              target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
-    tokens_per_step = (summary["tokens"] / max(len(tokenized), 1)
-                       * config.per_device_train_batch_size * config.gradient_accumulation_steps)
+    effective_batch = (config.per_device_train_batch_size * config.gradient_accumulation_steps
+                       * processes)
+    tokens_per_step = summary["tokens"] / max(len(tokenized), 1) * effective_batch
     stats: dict = {}
     metrics_path = run_dir / "metrics.jsonl"
-    diagnostics = diagnostics_callbacks(
-        metrics_path, tokenizer, weighting, stats, tokenized, config,
-        validation=_validation_rows(version, config) if config.validate_each_epoch else None)
+    books = []  # rank 0's: metrics.jsonl and the diagnostics (its shard's loss split)
+    if writer:
+        books = [_metrics_callback(metrics_path, tokens_per_step, stats),
+                 *diagnostics_callbacks(metrics_path, tokenizer, weighting, stats, tokenized,
+                                        config, validation=_validation_rows(version, config)
+                                        if config.validate_each_epoch else None)]
     trainer = logits_loss_trainer(weighting, stats)(
         model=base, args=args, processing_class=tokenizer, peft_config=peft_config,
-        train_dataset=Dataset.from_list(tokenized),
-        callbacks=[_metrics_callback(metrics_path, tokens_per_step, stats), *diagnostics,
-                   *callbacks],
+        train_dataset=Dataset.from_list(tokenized), callbacks=[*books, *callbacks],
     )
     padding = padding_share(trainer)
+    if processes > 1:  # rank 0 has cleared a --force run's outputs before any rank looks
+        trainer.accelerator.wait_for_everyone()
     resume = latest_checkpoint(run_dir / "checkpoints")
     say(f"training {len(tokenized)} examples"
         + (f", resuming from {resume.name}" if resume else ""))
@@ -359,9 +394,12 @@ def _train(run: TrainingRun, config: SFTRunConfig, version, rows: list[dict], ru
     if trainer.state.global_step < trainer.state.max_steps:
         raise InterruptedError(f"training stopped at step {trainer.state.global_step} of "
                                f"{trainer.state.max_steps}; run the same command to resume")
+    if not writer:
+        return
     trainer.model.save_pretrained(str(run_dir / "adapter"))
     steps_done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
     (run_dir / "train_summary.json").write_text(json.dumps({
+        "processes": processes, "effective_batch": effective_batch,
         "global_step": trainer.state.global_step, "train_loss": result.training_loss,
         "seconds": round(seconds, 2), "resumed_from": resume.name if resume else None,
         "tokens_per_second": round(steps_done * tokens_per_step / seconds, 1) if seconds else None,
@@ -408,6 +446,10 @@ def logits_loss_trainer(weighting: LossWeighting | None = None, stats: dict | No
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = completion_loss(model, inputs, num_items_in_batch, weighting,
                                             stats if model.training else None)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # as Trainer.compute_loss does: the loss is this shard's sum over the
+                # tokens of *all* shards, and data-parallel training averages gradients
+                loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
     return LogitsLossTrainer

@@ -25,6 +25,14 @@ def _progress() -> Progress:
 @user_errors
 def run(
     grid_file: Path = typer.Argument(..., help="Grid YAML (see docs/training.md)."),
+    executor: str = typer.Option("local", "--executor", help="local: one run after another "
+                                 "in this process; ray: each run a Ray task (the project's "
+                                 "ray extra; see docs/scale.md)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="A running Ray "
+                                           "cluster (auto, or ray://HOST:10001); none: a "
+                                           "local Ray instance for this command."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="At most "
+                                              "this many runs at once on Ray."),
     verbose: VerboseOption = False,
     db: DbOption = None,
 ) -> None:
@@ -33,17 +41,33 @@ def run(
     Example:
 
         rationale-audit experiment run experiments/grid-example.yaml
+        rationale-audit experiment run grid.yaml --executor ray --max-concurrent 4
     """
-    from training.grid import ExperimentGrid, experiment_folder, run_experiment
+    from pydantic import ValidationError
 
+    from annotation_db.provenance import ConfigError
+    from training.grid import ExperimentGrid, experiment_folder, run_experiment
+    from training.ray_grid import Executor, ray_runner
+
+    try:
+        chosen = Executor(kind=executor, address=ray_address, max_concurrent=max_concurrent)
+    except ValidationError as exc:
+        raise ConfigError(f"--executor {executor!r}: {exc.errors()[0]['msg']}") from exc
+    if chosen.kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("--executor ray needs Ray: install the project's ray "
+                              "extra (docs/scale.md)") from exc
     grid = ExperimentGrid.load(grid_file)
     engine = open_engine(db)
     size = grid.size()
-    console.print(f"grid {grid.name}: {size}", highlight=False)
+    console.print(f"grid {grid.name}: {size} on {chosen.kind}", highlight=False)
     log = experiment_folder(grid) / "libraries.log"
     with quiet_libraries(console, log, verbose), _progress() as progress:
         task = progress.add_task("runs", total=size["sft_runs"] + size["fewshot_runs"])
-        out = run_experiment(engine, grid, on_stage=say, on_run=lambda: progress.advance(task))
+        out = run_experiment(engine, grid, on_stage=say, on_run=lambda: progress.advance(task),
+                             runner=ray_runner(chosen))
     console.print(f"report: {out['folder']}/results.md", highlight=False)
 
 

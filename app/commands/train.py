@@ -50,8 +50,9 @@ def sft(
     """LoRA SFT on one target view of a dataset version; loss on the answer turn only.
 
     The same configuration always maps to the same run folder: a finished run is
-    reused, an interrupted one resumes from its last checkpoint. On a cluster, run
-    the printed command under `accelerate launch` or `torchrun` (see docs/training.md).
+    reused, an interrupted one resumes from its last checkpoint. Data parallel: run it
+    under `accelerate launch --num_processes N` (or `torchrun`); rank 0 alone writes the
+    run's row and folder (see docs/scale.md).
 
     Example:
 
@@ -59,14 +60,21 @@ def sft(
         rationale-audit train sft --config sft.yaml --seed 2
     """
     from training.evaluate import EvaluateConfig, evaluate_run
-    from training.sft import train
+    from training.sft import process_group, train
 
     engine = open_engine(db)
+    rank, processes = process_group()
+    if rank != 0:  # another data-parallel process: rank 0 prints and keeps the books
+        train(engine, cfg, force=force)
+        return
     console.print(f"equivalent command: {cfg.cli()}", highlight=False)
     with quiet_libraries(console, command_log(cfg.runs_dir, "train-sft"), verbose):
         run = train(engine, cfg, on_stage=say, force=force)
         console.print(f"run {run.id} ({run.status}): {run.run_dir}", highlight=False)
-        if evaluate:
+        if evaluate and processes > 1:
+            console.print(f"trained by {processes} processes; score it in one: "
+                          f"rationale-audit evaluate run {run.id}", highlight=False)
+        elif evaluate:
             print_result(evaluate_run(engine, str(run.id), EvaluateConfig(), on_stage=say))
 
 

@@ -202,10 +202,13 @@ def test_config_validation_and_equivalent_command():
     # bookkeeping does not change the weights, so it does not change the run
     assert cfg.identity("x") == cfg.model_copy(update={
         "save_steps": 7, "logging_steps": 1, "save_total_limit": 9}).identity("x")
-    # "auto" precision is hashed as what it resolves to here (fp32 on a CPU-only machine)
+    # "auto" precision is hashed as what it resolves to here: bf16 on a GPU or on a CPU
+    # with native bf16 (autocast), else fp32
     import torch
 
-    resolved = "bf16" if torch.cuda.is_available() else "fp32"
+    from generation.engine import cpu_has_native_bf16
+
+    resolved = "bf16" if torch.cuda.is_available() or cpu_has_native_bf16() else "fp32"
     assert cfg.identity("x") == cfg.model_copy(update={"precision": resolved}).identity("x")
     assert cfg.identity("x") != cfg.model_copy(update={
         "precision": "fp32" if resolved == "bf16" else "bf16"}).identity("x")
