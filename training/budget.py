@@ -209,9 +209,9 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
                "steps": 0, "generations": 0, "seconds": 0.0, "reused": 0}
     free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
     label = tokens["targets"]["label"]
-    for cfg in grid.fewshot_runs():
-        from training.evaluate import scorer_kind
+    from training.evaluate import scorer_kind
 
+    for cfg in grid.fewshot_runs():
         if finished and any(split == cfg.split for split, *_ in runs_done.get(
                 cfg.identity(finished["version_hash"]), ())):
             fewshot["runs"] += 1

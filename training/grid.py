@@ -188,7 +188,9 @@ def restore_archive(engine: Engine, grid: ExperimentGrid, say: Callable[[str], N
 
 
 def keep_archive(engine: Engine, grid: ExperimentGrid) -> None:
-    """What is finished survives this machine (commit the archive folder)."""
+    """What is finished survives this machine (commit the archive folder). Called by the
+    executor after each step, never inside one: Ray tasks run steps concurrently, and
+    one process (the driver) writes the archive."""
     if grid.archive:
         archive.save(engine, grid.archive, grid.dataset)
 
@@ -224,10 +226,7 @@ def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
     evaluation = grid.evaluate_config(split, scoring)
     with Session(engine) as session:
         result = _result(session, run_id, split, evaluation.settings_hash(), evaluation.scoring)
-    if result is None:
-        result = evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
-        keep_archive(engine, grid)
-    return result
+    return result or evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
 
 
 def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
@@ -235,7 +234,6 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
     """Train one candidate (reused when finished) and, when the cell is tuned, score it
     on validation; returns (its rank key, run id)."""
     run = train(engine, cfg, on_stage=say)
-    keep_archive(engine, grid)
     if not tuned:
         return (True, 0.0), run.id
     val = score(engine, grid, run.id, "validation", None, pool, say)
@@ -303,10 +301,12 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
             scores = []
             for cfg in candidates:
                 rank, run_id = train_candidate(engine, grid, cfg, len(candidates) > 1, pool, say)
+                keep_archive(engine, grid)
                 scores.append((rank, run_id, cfg))
                 tick()
             best = chosen(scores)
             score_chosen(engine, grid, best[1], factors["target"], pool, say)
+            keep_archive(engine, grid)
             if len(scores) > 1 and factors["seed"] == grid.sft.seeds[0]:
                 first_choice[tuning_key(factors)] = (best[2].learning_rate,
                                                      best[2].num_train_epochs)

@@ -158,15 +158,20 @@ def _drive(ray, engine: Engine, place: tuple[str, str], grid: ExperimentGrid,
         tuned = len(cell["candidates"]) > 1
         queue.extend(("candidate", (i, cfg, tuned)) for cfg in cell["candidates"])
 
+    def waiting_on(i: int) -> list[int]:
+        """Later seeds of cell ``i``'s tuning key still waiting for its choice."""
+        key = tuning_key(state[i]["factors"])
+        return [j for j, other in enumerate(state)
+                if j != i and other["candidates"] is None and other["error"] is None
+                and tuning_key(other["factors"]) == key]
+
     def fail_cell(i: int, error: str) -> None:
         cell = state[i]
         if cell["error"] is None:
             cell["error"] = error
             say(f"cell {_describe_cell(cell['factors'])} failed: {error}")
-        for j, other in enumerate(state):  # later seeds waiting on this cell's choice
-            if (other["candidates"] is None and other["error"] is None and j != i
-                    and tuning_key(other["factors"]) == tuning_key(cell["factors"])):
-                fail_cell(j, f"the first seed's cell failed ({error})")
+        for j in waiting_on(i):
+            fail_cell(j, f"the first seed's cell failed ({error})")
 
     for i, cell in enumerate(state):
         if not waits_for_first_seed(grid, cell["factors"], cell["all"]):
@@ -233,10 +238,8 @@ def _drive(ray, engine: Engine, place: tuple[str, str], grid: ExperimentGrid,
                 if len(cell["scores"]) > 1 and f["seed"] == grid.sft.seeds[0]:
                     first_choice[tuning_key(f)] = (best[2].learning_rate,
                                                    best[2].num_train_epochs)
-                    for j, other in enumerate(state):
-                        if (other["candidates"] is None and other["error"] is None
-                                and tuning_key(other["factors"]) == tuning_key(f)):
-                            start_cell(j)
+                    for j in waiting_on(i):
+                        start_cell(j)
         else:  # test scoring of a cell's choice
             i, _ = payload
             if error:
