@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -67,8 +67,23 @@ class EvaluateConfig(CommandConfig):
     limit: int | None = Field(default=None, ge=2, description="score only the first N patients")
     batch_size: int = Field(default=8, ge=1)
     seed: int = 0
+    server_url: str | None = Field(
+        default=None, description="score through an OpenAI-compatible server (vllm serve "
+        "BASE --enable-lora) that serves the run's adapter, instead of a local engine")
 
-    NOT_IN_IDENTITY = frozenset({"batch_size"})  # batching does not change the numbers
+    # Batching does not change the numbers; a served model scores as the local engine does
+    # (to 1e-3, tests/training/test_served.py), so where it ran is not part of the result.
+    NOT_IN_IDENTITY = frozenset({"batch_size", "server_url"})
+
+    @field_validator("server_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value and (urlsplit(value).username or urlsplit(value).password):
+            raise ValueError("put no credentials in --server-url (it is echoed into the run "
+                             "folder); give the key with --api-key or OPENAI_API_KEY")
+        return value
     ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
 
     def settings_hash(self) -> str:
@@ -250,10 +265,18 @@ class ScorerPool:
     """
 
     def __init__(self, engine: Literal["auto", "vllm", "transformers"] = "auto",
-                 batch_size: int = 8, max_lora_rank: int = 64, max_model_len: int = 8192):
+                 batch_size: int = 8, max_lora_rank: int = 64, max_model_len: int = 8192,
+                 *, server_url: str | None = None, api_key: str | None = None):
         from generation.engine import on_cpu
 
-        self.kind = scorer_kind(engine)
+        self.kind = "server" if server_url else scorer_kind(engine)
+        self.server = None
+        if server_url:
+            import os
+
+            from training.served import ServerClient
+
+            self.server = ServerClient(server_url, api_key or os.environ.get("OPENAI_API_KEY"))
         self.batch_size = batch_size
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
@@ -298,6 +321,12 @@ class ScorerPool:
             previous.cleanup()
 
     def scorer(self, model, adapter_path: str | None = None) -> Scorer:
+        if self.server is not None:
+            from generation.models import load_tokenizer
+            from training.served import ServerScorer, served_name
+
+            name = served_name(self.server, model.path, model.spec, adapter_path)
+            return ServerScorer(self.server, name, load_tokenizer(model.path))
         if self.kind == "transformers":
             from training.scoring import TransformersScorer
 
@@ -344,9 +373,11 @@ def merge_adapter(model, adapter_path: str, out: Path):
 
 
 def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
-                 pool: ScorerPool | None = None,
+                 pool: ScorerPool | None = None, api_key: str | None = None,
                  on_stage: Callable[[str], None] | None = None) -> EvaluationResult:
-    """Score a finished SFT run on ``config.split`` and store the result."""
+    """Score a finished SFT run on ``config.split`` and store the result.
+
+    ``api_key`` goes to ``config.server_url`` only and is stored nowhere."""
     from annotation_db.models import DatasetVersion
     from generation.models import resolve_model
 
@@ -372,7 +403,8 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
         echo_config(config, folder, f"evaluate {run.id}")
         model = resolve_model(run.base_model, cache_dir=run.config.get("cache_dir"))
         pool = pool or ScorerPool(config.engine, config.batch_size,
-                                  max_lora_rank=run.config.get("lora_r", 16))
+                                  max_lora_rank=run.config.get("lora_r", 16),
+                                  server_url=config.server_url, api_key=api_key)
         say(f"scoring {len(rows)} {config.split} patients with run {run.id} ({pool.kind})")
         scorer = pool.scorer(model, str(Path(run.run_dir) / "adapter"))
         mode = mode_for_target(run.target, config.scoring)

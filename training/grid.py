@@ -288,7 +288,8 @@ def run_grid(engine: Engine, grid: ExperimentGrid, *,
     say = on_stage or (lambda _: None)
     tick = on_run or (lambda: None)
     pool = ScorerPool(grid.evaluation.engine, grid.evaluation.batch_size,
-                      max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16)
+                      max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16,
+                      server_url=grid.evaluation.server_url)
     # few-shot scores the base model: the SFT engine serves it when the kind is the same
     # (on CPU it loads the base weights back in place)
     fewshot_pools: dict[str, ScorerPool] = {pool.kind: pool}

@@ -63,7 +63,8 @@ def _pool(grid: ExperimentGrid, kind: str | None = None, batch_size: int | None 
     from training.evaluate import ScorerPool
 
     return ScorerPool(kind or grid.evaluation.engine, batch_size or grid.evaluation.batch_size,
-                      max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16)
+                      max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16,
+                      server_url=None if kind else grid.evaluation.server_url)
 
 
 def candidate_task(place: tuple[str, str], grid_data: dict, cfg_data: dict, tuned: bool):

@@ -167,6 +167,17 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     assert compared.exit_code == 0 and "DeLong p =" in compared.output
     missing = runner.invoke(app, ["evaluate", "compare", "1", "99", "--db", str(db)])
     assert missing.exit_code == 1 and "no training run matches '99'" in missing.stderr
+    # The line that serves both runs' adapters on their base model (run as such in
+    # tests/training/test_served.py).
+    serve = runner.invoke(app, ["evaluate", "serve-command", "1", "2", "--db", str(db)])
+    assert serve.exit_code == 0, serve.output
+    assert serve.output.startswith(f"vllm serve {tiny_model} --enable-lora --max-lora-rank ")
+    with Session(engine) as session:
+        for run in session.query(TrainingRun).filter(TrainingRun.id.in_([1, 2])):
+            name = Path(run.run_dir).name
+            assert f"{name}={Path(run.run_dir).resolve() / 'adapter'}" in serve.output
+    fewshot = runner.invoke(app, ["evaluate", "serve-command", "1", "3", "--db", str(db)])
+    assert fewshot.exit_code == 1 and "run 3 is a fewshot run" in fewshot.stderr
 
 
 def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():

@@ -1,0 +1,156 @@
+"""Adapters scored on a served base model: a real `vllm serve --enable-lora` on CPU.
+
+The server is started from the argv that `rationale-audit evaluate serve-command` prints,
+so that command is tested as what it claims to be: a line that serves the adapters.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from annotation_db.student_task import ANSWER_PREFIX
+from generation.models import ModelSpecError, load_tokenizer, resolve_model
+from tests.helpers import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def _adapter(model_path: str, folder, seed: int) -> str:
+    """A LoRA adapter that moves P(yes) well beyond the tolerance (B scaled up)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear",
+                                              init_lora_weights=False))
+    with torch.no_grad():
+        for name, weight in adapted.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(20)
+    adapted.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model):
+    """The tiny model served with one adapter named on the command line; a second adapter
+    exists only on disk (loaded at run time, as a grid's new runs would be)."""
+    pytest.importorskip("vllm")
+    import httpx
+
+    from training.served import serve_command
+
+    root = tmp_path_factory.mktemp("served")
+    listed = _adapter(tiny_model, root / "sft-label-aaaa" / "adapter", seed=1)
+    unlisted = _adapter(tiny_model, root / "sft-label-bbbb" / "adapter", seed=2)
+    argv = serve_command(tiny_model, [listed], lora_rank=4)
+    assert argv[:3] == ["vllm", "serve", tiny_model]
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",
+           "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+         *argv[3:], "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+         "--max-model-len", "2048", "--enforce-eager"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM server exited: {process.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("vLLM server did not start within 300 s")
+        yield url, listed, unlisted
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _prompts(model_path: str) -> list[str]:
+    tokenizer = load_tokenizer(model_path)
+    return [tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"Patient {i}: {'memory complaints, ' * i}age {60 + i}. "
+          "Dementia within five years?"}], tokenize=False, add_generation_prompt=True)
+        for i in range(5)]
+
+
+def test_a_served_adapter_scores_as_the_same_adapter_merged_locally(served, tiny_model):
+    """P(yes) through the server, for the adapter named at start-up and for one loaded at
+    run time, equals transformers + peft on the same weights to 1e-3; the base model
+    too. The adapters move P(yes) far beyond that tolerance, so the match is not the base
+    model's twice."""
+    from training.evaluate import ScorerPool
+    from training.scoring import TransformersScorer
+
+    url, listed, unlisted = served
+    model = resolve_model(tiny_model)
+    heads = [p + ANSWER_PREFIX for p in _prompts(tiny_model)]
+    pool = ScorerPool(server_url=url)
+    assert pool.kind == "server"
+    base_served, _ = pool.scorer(model, None).label_probabilities(heads)
+    base_local, _ = TransformersScorer(model.path).label_probabilities(heads)
+    assert np.abs(base_served - base_local).max() < 1e-3
+    for adapter in (listed, unlisted):
+        scorer = pool.scorer(model, adapter)
+        assert scorer.model == os.path.basename(os.path.dirname(adapter))
+        on_server, mass = scorer.label_probabilities(heads)
+        local, local_mass = TransformersScorer(model.path, adapter).label_probabilities(heads)
+        assert np.abs(on_server - local).max() < 1e-3
+        assert np.allclose(mass, local_mass, atol=1e-3)
+        assert np.abs(on_server - base_local).max() > 0.02  # the adapter is not a no-op
+
+
+def test_a_served_adapter_writes_the_same_greedy_rationale(served, tiny_model):
+    """Greedy continuations through the server are the local ones, token for token."""
+    from training.evaluate import ScorerPool
+    from training.scoring import TransformersScorer
+
+    url, listed, _ = served
+    model = resolve_model(tiny_model)
+    prompts = _prompts(tiny_model)
+    on_server = ScorerPool(server_url=url).scorer(model, listed).continue_until_answer(
+        prompts, 12)
+    local = TransformersScorer(model.path, listed).continue_until_answer(prompts, 12)
+    assert [c.tokens for c in on_server] == [c.tokens for c in local]
+    assert [c.text for c in on_server] == [c.text for c in local]
+    assert all(c.tokens > 0 for c in on_server)
+    samples = ScorerPool(server_url=url).scorer(model, listed).sample_until_answer(
+        prompts[:2], 8, n=3, temperature=1.0, seed=0)
+    assert [len(group) for group in samples] == [3, 3]
+
+
+def test_an_adapter_the_server_cannot_load_is_an_error_that_names_the_flag(served, tiny_model,
+                                                                           tmp_path):
+    from training.evaluate import ScorerPool
+
+    url, _, _ = served
+    missing = tmp_path / "sft-label-cccc" / "adapter"
+    with pytest.raises(ModelSpecError, match="--lora-modules sft-label-cccc="):
+        ScorerPool(server_url=url).scorer(resolve_model(tiny_model), str(missing))
+
+
+def test_a_server_url_with_credentials_is_refused_before_anything_is_echoed():
+    from pydantic import ValidationError
+
+    from training.evaluate import EvaluateConfig
+
+    with pytest.raises(ValidationError, match="--api-key"):
+        EvaluateConfig(server_url="http://user:secret@127.0.0.1:8000/v1")
+    assert EvaluateConfig(server_url="http://127.0.0.1:8000/v1").settings_hash() == \
+        EvaluateConfig().settings_hash()
