@@ -7,7 +7,8 @@ second browser sees the same queue; :func:`recover_interrupted` marks jobs that
 were running when the app stopped as failed, with the reason, so none stays
 "running" forever. A failed or cancelled job can be resumed: the new job has the
 same configuration, so it reuses the same run folder and continues from its last
-checkpoint.
+checkpoint. Jobs dispatched to a Ray cluster (:mod:`app.ray_jobs`) keep their submission
+id, so an app that restarts finds them again instead of failing them.
 """
 
 from datetime import UTC, datetime
@@ -80,6 +81,20 @@ def set_process(session: Session, job: Job, pid: int, log_path: str) -> None:
     session.commit()
 
 
+def set_external(session: Session, job: Job, *, executor: str, external_id: str,
+                 log_path: str) -> None:
+    """Record where a job was dispatched (a Ray job's submission id) and its log file."""
+    job.executor, job.external_id, job.log_path = executor, external_id, log_path
+    session.commit()
+
+
+def running(session: Session, executor: str) -> list[Job]:
+    """Jobs marked running that ``executor`` dispatched (to adopt after a restart)."""
+    return list(session.execute(select(Job).where(Job.status == RunStatus.running,
+                                                  Job.executor == executor)
+                                .order_by(Job.id)).scalars())
+
+
 def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
         training_run_id: int | None = None) -> None:
     """Record how a job ended; a job cancelled meanwhile stays cancelled (the
@@ -119,13 +134,16 @@ def resume(session: Session, job_id: int, user: User, address: str | None = None
                    resumed_from=job.id, address=address)
 
 
-def recover_interrupted(session: Session, stop_process=None) -> list[int]:
+def recover_interrupted(session: Session, stop_process=None,
+                        keep: frozenset[int] = frozenset()) -> list[int]:
     """Mark jobs left running by a stopped app as failed; return their ids.
 
     A job's process runs in its own session and can outlive the app that started
     it; ``stop_process(job)`` (see :func:`app.jobs.stop_orphan`) is called first, so
-    a resumed job never trains beside its orphan in the same run folder."""
-    stale = list(session.execute(select(Job).where(Job.status == RunStatus.running)).scalars())
+    a resumed job never trains beside its orphan in the same run folder. Jobs in
+    ``keep`` are left alone (Ray jobs the new app has found still running, and adopts)."""
+    stale = [job for job in session.execute(
+        select(Job).where(Job.status == RunStatus.running)).scalars() if job.id not in keep]
     for job in stale:
         stopped = stop_process(job) if stop_process is not None else False
         job.status = RunStatus.failed

@@ -559,6 +559,10 @@ class Job(SQLModel, table=True):
     pid: int | None = None
     log_path: str | None = Field(default=None, max_length=1000)
     error: str | None = Field(default=None, sa_type=Text)
+    executor: str = Field(default="local", max_length=16,
+                          description="local (a process on this host) or ray (a Ray job)")
+    external_id: str | None = Field(default=None, max_length=200,
+                                    description="the Ray job's submission id")
     resumed_from: int | None = Field(default=None, foreign_key="job.id")
     training_run_id: int | None = Field(default=None, foreign_key="training_run.id")
 

@@ -7,6 +7,9 @@ a job in the database makes the runner stop its process group (SIGTERM, then
 SIGKILL). On start, jobs left "running" by a previous app process are marked
 failed with the reason.
 
+With ``RATIONALE_AUDIT_RAY_ADDRESS`` set, the app uses :class:`app.ray_jobs.RayJobRunner`
+instead: the same jobs, submitted to a Ray cluster, several at once.
+
 Run as a module, this file executes one job: the same functions the CLI calls
 (``train``, ``evaluate_run``, ``run_fewshot``, ``run_grid``), printing progress.
 """
@@ -169,12 +172,15 @@ def run_job(job_id: int) -> None:
     engine = make_engine(database_url(None))
     with Session(engine) as session:
         job = crud.get_job(session, job_id)
-        kind, config = job.kind, job.config
+        kind, config, command = job.kind, job.config, job.command
+        if job.executor != "local":  # a Ray job: its process is known only from here
+            job.pid = os.getpid()
+            session.commit()
     def say(message: str) -> None:
         sys.stdout.write(f"• {message}\n")
         sys.stdout.flush()
 
-    say(f"job {job_id} ({kind}): {job.command}")
+    say(f"job {job_id} ({kind}): {command}")
     if kind == "sft":
         from training.sft import SFTRunConfig, train
 

@@ -89,10 +89,11 @@ def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     the path a reverse proxy serves the app under (say ``/audit``)."""
     from starlette.middleware import Middleware
 
-    from app.jobs import JobRunner
+    from app.ray_jobs import runner_for
 
-    runner = JobRunner(engine, jobs_dir, workdir=workdir)
-    runner.start()  # first marks jobs a previous app left "running" as failed
+    # the local runner, or Ray jobs when RATIONALE_AUDIT_RAY_ADDRESS is set
+    runner = runner_for(engine, jobs_dir, workdir)
+    runner.start()  # first recovers jobs a previous app left "running"
     demo = build_app(engine, str(runner.workdir))
     demo.job_runner = runner
     guard = LoginGuard(engine, policy)

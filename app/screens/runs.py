@@ -181,7 +181,9 @@ def list_jobs(engine, request: gr.Request):
         user_of(s, request, RESEARCH_ROLES)
         rows = [[j.id, j.kind, j.status, j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                  j.training_run_id or "", (j.error or "").splitlines()[-1:][0]
-                 if j.error else "", j.command] for j in job_crud.list_jobs(s)]
+                 if j.error else "", j.command,
+                 j.executor + (f" ({j.external_id})" if j.external_id else "")]
+                for j in job_crud.list_jobs(s)]
     return rows
 
 
@@ -195,6 +197,8 @@ def job_log(engine, job_id, request: gr.Request):
         except job_crud.JobError as exc:
             raise gr.Error(str(exc)) from None
         head = f"job {job.id}: {job.status}" + (f" — {job.error}" if job.error else "")
+        if job.external_id:
+            head += f"\n(Ray job {job.external_id})"
         return head + "\n\n" + log_tail(job)
 
 
@@ -293,7 +297,7 @@ def _launch_layout() -> SimpleNamespace:
 def _jobs_layout(c: SimpleNamespace) -> None:
     gr.Markdown("### Jobs")
     c.jobs_table = gr.Dataframe(headers=["job", "kind", "status", "created", "run", "error",
-                                         "command"], interactive=False)
+                                         "command", "runs on"], interactive=False)
     with gr.Row():
         c.job_id = gr.Number(label="Job", precision=0)
         c.log_btn = gr.Button("Show log")

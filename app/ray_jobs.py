@@ -1,0 +1,213 @@
+"""The Runs screen's jobs as Ray jobs, for a team with a cluster (``RATIONALE_AUDIT_RAY_ADDRESS``).
+
+:class:`RayJobRunner` has the local :class:`app.jobs.JobRunner`'s interface and
+contract: it polls the ``job`` table, claims queued jobs, and records how each ended.
+Each job is submitted through Ray's job API (``JobSubmissionClient``) as the same
+entry point the local runner starts, ``python -m app.jobs JOB_ID``. Several jobs run
+at once: each asks for ``cpus`` / ``gpus`` of the cluster, and Ray starts it when
+they are free. ``max_concurrent`` bounds how many are submitted at a time.
+
+- **Log tail**: the job's Ray log is copied into ``<jobs_dir>/job-<id>.log`` on
+  every poll, so the screen reads it as it reads a local job's.
+- **Cancel**: a job cancelled in the database is stopped with ``stop_job``. Ray
+  sends SIGTERM, which the job turns into a cancelled run with its last checkpoint
+  kept, then SIGKILL after a few seconds.
+- **Restart**: a Ray job outlives the app that submitted it. On start, jobs marked
+  running whose submission id the cluster still knows are adopted and followed to
+  their end, not failed. Local jobs left running are recovered as the local runner
+  recovers them.
+
+Every node must see the project's Python environment, the working directory and
+the database under the same paths and URL, as for the grid's Ray executor
+(``docs/scale.md``). The database URL reaches the job through Ray's runtime
+environment, so whoever can read the cluster's job details can read it.
+"""
+
+import logging
+import os
+import shlex
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from annotation_db import jobs as crud
+from annotation_db.models import Job, RunStatus
+from app.jobs import stop_orphan
+
+logger = logging.getLogger(__name__)
+
+ADDRESS_VARIABLE = "RATIONALE_AUDIT_RAY_ADDRESS"
+# what a job inherits from the app's environment, besides its database URL
+PASSED_ON = ("RATIONALE_AUDIT_", "HF_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_")
+
+
+class RayJobRunner:
+    executor = "ray"
+
+    def __init__(self, engine: Engine, address: str, jobs_dir: str | Path = "jobs", *,
+                 workdir: str | Path | None = None, poll_seconds: float = 1.0,
+                 cpus: float = 1.0, gpus: float = 0.0, max_concurrent: int | None = None,
+                 kill_grace_seconds: float = 10.0):
+        try:
+            from ray.job_submission import JobSubmissionClient
+        except ImportError:
+            raise ImportError(f"{ADDRESS_VARIABLE} is set, but Ray's job API is not "
+                              "installed: pip install 'rationale-audit[ray]'") from None
+        self.engine = engine
+        self.address = address
+        self.workdir = Path(workdir or os.getcwd()).resolve()
+        self.jobs_dir = Path(jobs_dir).resolve()
+        self.poll_seconds = poll_seconds
+        self.cpus, self.gpus = cpus, gpus
+        self.max_concurrent = max_concurrent
+        self.kill_grace_seconds = kill_grace_seconds
+        try:
+            self.client = JobSubmissionClient(address)
+        except Exception as exc:
+            raise ConnectionError(f"cannot reach the Ray cluster's job API at {address} "
+                                  f"({ADDRESS_VARIABLE}): {exc}") from None
+        self.tracked: dict[int, str] = {}  # job id → submission id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the runner's life -------------------------------------------------------------
+
+    def start(self) -> list[int]:
+        """Adopt Ray jobs still known to the cluster, recover the rest, start polling.
+
+        Returns the ids of the jobs marked failed (as the local runner does)."""
+        with Session(self.engine) as session:
+            for job in crud.running(session, self.executor):
+                if job.external_id and self._status(job.external_id) is not None:
+                    self.tracked[job.id] = job.external_id
+            recovered = crud.recover_interrupted(
+                session, lambda job: job.executor == "local"
+                and stop_orphan(job, self.kill_grace_seconds), keep=frozenset(self.tracked))
+        self._thread = threading.Thread(target=self._loop, name="ray-job-runner", daemon=True)
+        self._thread.start()
+        return recovered
+
+    def stop(self) -> None:
+        """Stop polling. The jobs go on running on the cluster; the next app adopts them."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # keep serving; the next tick retries
+                logger.exception("Ray job runner tick failed")
+            self._stop.wait(self.poll_seconds)
+
+    def tick(self) -> None:
+        with Session(self.engine) as session:
+            for job_id in list(self.tracked):
+                self._follow(session, job_id)
+            while self.max_concurrent is None or len(self.tracked) < self.max_concurrent:
+                job = crud.claim_next(session)
+                if job is None:
+                    return
+                self._submit(session, job)
+
+    # -- one job -----------------------------------------------------------------------
+
+    def _status(self, submission_id: str):
+        try:
+            return self.client.get_job_status(submission_id)
+        except Exception:  # unknown to the cluster (a new cluster, a purged job)
+            return None
+
+    def _submit(self, session: Session, job: Job) -> None:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.jobs_dir / f"job-{job.id}.log"
+        submission_id = f"rationale-audit-job-{job.id}-{uuid.uuid4().hex[:8]}"
+        env = {key: value for key, value in os.environ.items()
+               if key.startswith(PASSED_ON) and key != ADDRESS_VARIABLE}
+        env.update(DATABASE_URL=self.engine.url.render_as_string(hide_password=False),
+                   PYTHONUNBUFFERED="1")
+        entrypoint = (f"cd {shlex.quote(str(self.workdir))} && exec "
+                      f"{shlex.quote(sys.executable)} -m app.jobs {job.id}")
+        try:
+            self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                   runtime_env={"env_vars": env},
+                                   entrypoint_num_cpus=self.cpus,
+                                   entrypoint_num_gpus=self.gpus or None,
+                                   metadata={"rationale_audit_job": str(job.id)})
+        except Exception as exc:
+            crud.end(session, job, RunStatus.failed,
+                     error=f"the Ray cluster at {self.address} refused the job: {exc}")
+            return
+        crud.set_external(session, job, executor=self.executor, external_id=submission_id,
+                          log_path=str(log_path))
+        self.tracked[job.id] = submission_id
+
+    def _follow(self, session: Session, job_id: int) -> None:
+        from ray.job_submission import JobStatus
+
+        submission_id = self.tracked[job_id]
+        job = session.get(Job, job_id)
+        session.refresh(job)
+        status = self._status(submission_id)
+        self._copy_log(job, submission_id)
+        if status is None:
+            crud.end(session, job, RunStatus.failed,
+                     error=f"the Ray cluster no longer knows job {submission_id}")
+            del self.tracked[job_id]
+            return
+        if not status.is_terminal():
+            if job.status == RunStatus.cancelled:
+                self.client.stop_job(submission_id)
+            return
+        if status == JobStatus.SUCCEEDED:
+            crud.end(session, job, RunStatus.finished)
+        elif status == JobStatus.STOPPED:  # by a cancel here (the row stays cancelled)
+            crud.end(session, job, RunStatus.failed,  # or by someone on the cluster
+                     error=f"stopped on the Ray cluster (job {submission_id})")
+        else:
+            crud.end(session, job, RunStatus.failed, error=self._last_error(job, submission_id))
+        del self.tracked[job_id]
+
+    def _copy_log(self, job: Job, submission_id: str) -> None:
+        """The Ray job's log into the job's log file, where the screen reads it."""
+        if not job.log_path:
+            return
+        try:
+            text = self.client.get_job_logs(submission_id)
+        except Exception:
+            return
+        path = Path(job.log_path)
+        if not path.exists() or path.stat().st_size != len(text.encode()):
+            path.write_text(text)
+
+    def _last_error(self, job: Job, submission_id: str) -> str:
+        lines = Path(job.log_path).read_text(errors="replace").splitlines() if job.log_path \
+            and Path(job.log_path).exists() else []
+        meaningful = [line for line in lines if line.strip()]
+        if meaningful:
+            return "\n".join(meaningful[-5:])
+        try:
+            return self.client.get_job_info(submission_id).message or "the Ray job failed"
+        except Exception:
+            return "the Ray job failed without output"
+
+
+def runner_for(engine: Engine, jobs_dir: str | Path, workdir: str | Path | None):
+    """The Ray runner when ``RATIONALE_AUDIT_RAY_ADDRESS`` is set, else the local one.
+
+    ``RATIONALE_AUDIT_RAY_JOB_CPUS`` / ``_GPUS`` / ``_MAX_CONCURRENT`` size the Ray jobs."""
+    address = os.environ.get(ADDRESS_VARIABLE)
+    if not address:
+        from app.jobs import JobRunner
+
+        return JobRunner(engine, jobs_dir, workdir=workdir)
+    limit = os.environ.get("RATIONALE_AUDIT_RAY_MAX_CONCURRENT")
+    return RayJobRunner(engine, address, jobs_dir, workdir=workdir,
+                        cpus=float(os.environ.get("RATIONALE_AUDIT_RAY_JOB_CPUS", "1")),
+                        gpus=float(os.environ.get("RATIONALE_AUDIT_RAY_JOB_GPUS", "0")),
+                        max_concurrent=int(limit) if limit else None)

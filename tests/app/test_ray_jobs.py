@@ -1,0 +1,158 @@
+"""The Runs screen's jobs on a Ray cluster: a real local cluster with its job API, the app
+driven through gradio_client, as a researcher would use it."""
+
+import os
+import time
+
+import pytest
+from sqlmodel import Session
+
+from annotation_db import jobs
+from annotation_db.models import Job
+from tests.app.test_runs import sft_form, wait_for
+from tests.helpers import add_users, audited_version, client, free_port
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
+pytest.importorskip("ray.job_submission")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-CPU Ray cluster on loopback with its dashboard (the job API); yields its URL."""
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                       dashboard_port=free_port(), log_to_driver=False,
+                       _node_ip_address="127.0.0.1")
+    address = f"http://{context.dashboard_url}"
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + 60  # the job API answers a little after init returns
+    while True:
+        try:
+            JobSubmissionClient(address).list_jobs()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    yield address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_app(tmp_path_factory, model_cache, cluster):
+    root = tmp_path_factory.mktemp("ray-jobs")
+    engine = audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports")
+    add_users(engine, rita="researcher")
+    saved = {k: os.environ.get(k) for k in ("RATIONALE_AUDIT_CACHE_DIR",
+                                            "RATIONALE_AUDIT_RAY_ADDRESS")}
+    os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # passed on to the jobs
+    os.environ["RATIONALE_AUDIT_RAY_ADDRESS"] = cluster
+    from app.ui import launch
+
+    port = free_port()
+    demo = launch(engine, port=port, block=False, jobs_dir=str(root / "jobs"),
+                  workdir=str(root))
+    try:
+        yield engine, f"http://127.0.0.1:{port}/", root, cluster, demo
+    finally:
+        demo.job_runner.stop()
+        demo.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        engine.dispose()
+
+
+def _ray_status(address: str, submission_id: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return str(JobSubmissionClient(address).get_job_status(submission_id).value)
+
+
+def _wait_pid(engine, job_id: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            job = s.get(Job, job_id)
+            if job.pid:
+                return job.pid
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never reported its process")
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_job_launched_from_the_runs_screen_runs_as_a_ray_job(ray_app, tiny_model):
+    engine, url, root, address, demo = ray_app
+    assert type(demo.job_runner).__name__ == "RayJobRunner"
+    rita = client(url, "rita")
+    _, job_id = rita.predict(*sft_form(base_model=tiny_model), api_name="/runs_launch")
+    job = wait_for(engine, job_id, {"finished", "failed"})
+    assert job.status == "finished", job.error
+    assert job.executor == "ray" and job.external_id.startswith(f"rationale-audit-job-{job_id}-")
+    assert _ray_status(address, job.external_id) == "SUCCEEDED"
+    assert job.training_run_id is not None
+    # The log tail is the Ray job's own output, copied where the screen reads it.
+    log = rita.predict(job_id, api_name="/runs_log")
+    assert "test AUROC" in log and f"Ray job {job.external_id}" in log
+    listed = rita.predict(api_name="/runs_jobs")["data"]
+    assert [r[7] for r in listed if r[0] == job_id] == [f"ray ({job.external_id})"]
+
+
+def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray_app,
+                                                                            tiny_model):
+    """Two long jobs run at once (one CPU each of two). Cancelling one stops its process
+    within 30 s. The other outlives its app: a new runner adopts it instead of failing
+    it, and stops it when it is cancelled."""
+    from app.ray_jobs import RayJobRunner
+
+    engine, url, root, address, demo = ray_app
+    rita = client(url, "rita")
+    _, first = rita.predict(*sft_form(base_model=tiny_model, max_steps=5000, seed=11),
+                            api_name="/runs_launch")
+    _, second = rita.predict(*sft_form(base_model=tiny_model, max_steps=5000, seed=12),
+                             api_name="/runs_launch")
+    pids = {job_id: _wait_pid(engine, job_id) for job_id in (first, second)}
+    with Session(engine) as s:
+        assert {s.get(Job, j).status for j in (first, second)} == {"running"}
+    for pid in pids.values():
+        os.kill(pid, 0)  # both alive at the same time
+
+    assert "cancelled" in rita.predict(first, api_name="/runs_cancel")
+    assert _gone_within(pids[first], 30), "the cancelled job still runs 30 s later"
+    with Session(engine) as s:
+        cancelled = s.get(Job, first)
+        assert cancelled.status == "cancelled"
+    deadline = time.monotonic() + 30
+    while _ray_status(address, cancelled.external_id) != "STOPPED":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    # The app's runner stops (as when the app does); the second job goes on running.
+    demo.job_runner.stop()
+    os.kill(pids[second], 0)
+    fresh = RayJobRunner(engine, address, root / "jobs", workdir=root)
+    assert fresh.start() == []  # nothing failed: the running Ray job is adopted
+    try:
+        assert second in fresh.tracked
+        with Session(engine) as s:
+            assert s.get(Job, second).status == "running"
+            jobs.cancel(s, second)
+        assert _gone_within(pids[second], 30), "the adopted job still runs 30 s after cancel"
+        wait_for(engine, second, {"cancelled"})
+    finally:
+        fresh.stop()
+
