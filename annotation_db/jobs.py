@@ -88,10 +88,19 @@ def set_external(session: Session, job: Job, *, executor: str, external_id: str,
     session.commit()
 
 
-def running(session: Session, executor: str) -> list[Job]:
-    """Jobs marked running that ``executor`` dispatched (to adopt after a restart)."""
-    return list(session.execute(select(Job).where(Job.status == RunStatus.running,
-                                                  Job.executor == executor)
+def dispatched(session: Session, executor: str, recent: int = 200) -> list[Job]:
+    """Jobs ``executor`` dispatched that are marked running, or cancelled (among the
+    ``recent`` latest): what an app restarting finds again on the cluster."""
+    rows = session.execute(
+        select(Job).where(Job.executor == executor, Job.external_id.is_not(None),
+                          Job.status.in_([RunStatus.running, RunStatus.cancelled]))
+        .order_by(Job.id.desc()).limit(recent)).scalars()
+    return sorted(rows, key=lambda job: job.id)
+
+
+def queued(session: Session) -> list[Job]:
+    """Queued jobs, oldest first."""
+    return list(session.execute(select(Job).where(Job.status == RunStatus.queued)
                                 .order_by(Job.id)).scalars())
 
 

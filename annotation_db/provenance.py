@@ -229,13 +229,24 @@ def portable_path(value: str) -> str:
     return os.path.relpath(value, here) if inside else os.path.basename(value.rstrip("/"))
 
 
+SECRET_OPTIONS = frozenset({"--api-key"})  # their values are never written anywhere
+
+
 def portable_argv() -> list[str]:
-    """The command line with every absolute path made portable (:func:`portable_path`)."""
+    """The command line with every absolute path made portable (:func:`portable_path`)
+    and the values of :data:`SECRET_OPTIONS` replaced by ``***``."""
     out = []
+    hide_next = False
     for arg in sys.argv[1:]:
         key, sep, value = arg.partition("=")
-        out.append(f"{key}={portable_path(value)}" if sep and key.startswith("--")
-                   else portable_path(arg))
+        if hide_next:
+            out.append("***")
+        elif sep and key in SECRET_OPTIONS:
+            out.append(f"{key}=***")
+        else:
+            out.append(f"{key}={portable_path(value)}" if sep and key.startswith("--")
+                       else portable_path(arg))
+        hide_next = not hide_next and not sep and arg in SECRET_OPTIONS
     return out
 
 

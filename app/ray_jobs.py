@@ -14,8 +14,12 @@ they are free. ``max_concurrent`` bounds how many are submitted at a time.
   kept, then SIGKILL after a few seconds.
 - **Restart**: a Ray job outlives the app that submitted it. On start, jobs marked
   running whose submission id the cluster still knows are adopted and followed to
-  their end, not failed. Local jobs left running are recovered as the local runner
-  recovers them.
+  their end, not failed (and cancelled ones it still runs are stopped). The
+  submission id is stored before the job is submitted, so none is lost in between.
+  Local jobs left running are recovered as the local runner recovers them.
+- **One run folder, one job**: a queued job whose configuration is that of a job
+  still running on the cluster waits for it (a resume right after a cancel).
+- A cluster that does not answer fails nothing: the poll is retried.
 
 Every node must see the project's Python environment, the working directory and
 the database under the same paths and URL, as for the grid's Ray executor
@@ -41,8 +45,14 @@ from app.jobs import stop_orphan
 logger = logging.getLogger(__name__)
 
 ADDRESS_VARIABLE = "RATIONALE_AUDIT_RAY_ADDRESS"
-# what a job inherits from the app's environment, besides its database URL
+# what a job inherits from the app's environment, besides its database URL; tokens stay
+# behind (the runtime environment is readable by whoever can read the cluster's jobs)
 PASSED_ON = ("RATIONALE_AUDIT_", "HF_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_")
+NOT_PASSED_ON = frozenset({ADDRESS_VARIABLE, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+
+class ClusterUnreachable(ConnectionError):
+    """The job API did not answer (a network blip, a restarting dashboard): retry later."""
 
 
 class RayJobRunner:
@@ -81,8 +91,16 @@ class RayJobRunner:
 
         Returns the ids of the jobs marked failed (as the local runner does)."""
         with Session(self.engine) as session:
-            for job in crud.running(session, self.executor):
-                if job.external_id and self._status(job.external_id) is not None:
+            # running jobs the cluster knows, and cancelled ones it still runs (a cancel
+            # the previous app had no time to pass on)
+            for job in crud.dispatched(session, self.executor):
+                try:
+                    status = self._status(job.external_id)
+                except ClusterUnreachable:  # follow it anyway; the polls retry
+                    self.tracked[job.id] = job.external_id
+                    continue
+                if status is not None and (job.status == RunStatus.running
+                                           or not status.is_terminal()):
                     self.tracked[job.id] = job.external_id
             recovered = crud.recover_interrupted(
                 session, lambda job: job.executor == "local"
@@ -108,31 +126,59 @@ class RayJobRunner:
     def tick(self) -> None:
         with Session(self.engine) as session:
             for job_id in list(self.tracked):
-                self._follow(session, job_id)
-            while self.max_concurrent is None or len(self.tracked) < self.max_concurrent:
-                job = crud.claim_next(session)
-                if job is None:
-                    return
-                self._submit(session, job)
+                try:
+                    self._follow(session, job_id)
+                except Exception:  # this job is retried next tick; the others go on
+                    session.rollback()
+                    logger.exception("following job %s failed", job_id)
+            self._submit_queued(session)
+
+    def _submit_queued(self, session: Session) -> None:
+        """Submit queued jobs, oldest first, up to ``max_concurrent``.
+
+        A job whose configuration is that of a job still running on the cluster waits:
+        the two would train in the same run folder (a resume right after a cancel, or
+        the same launch twice). Its turn comes once the other has ended."""
+        for job in crud.queued(session):
+            if self.max_concurrent is not None and len(self.tracked) >= self.max_concurrent:
+                return
+            busy = [session.get(Job, other) for other in self.tracked]
+            if any(o is not None and o.kind == job.kind and o.config == job.config
+                   for o in busy):
+                continue
+            claimed = crud.claim(session, job.id)
+            if claimed is not None:
+                self._submit(session, claimed)
 
     # -- one job -----------------------------------------------------------------------
 
     def _status(self, submission_id: str):
+        """The Ray job's status; None if the cluster does not know it (a new cluster, a
+        purged job). A cluster that does not answer raises :class:`ClusterUnreachable`."""
         try:
             return self.client.get_job_status(submission_id)
-        except Exception:  # unknown to the cluster (a new cluster, a purged job)
-            return None
+        except Exception as exc:
+            if "status code 404" in str(exc):
+                return None
+            raise ClusterUnreachable(f"the Ray job API at {self.address} did not answer "
+                                     f"for {submission_id}: {exc}") from exc
 
     def _submit(self, session: Session, job: Job) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.jobs_dir / f"job-{job.id}.log"
         submission_id = f"rationale-audit-job-{job.id}-{uuid.uuid4().hex[:8]}"
         env = {key: value for key, value in os.environ.items()
-               if key.startswith(PASSED_ON) and key != ADDRESS_VARIABLE}
+               if key.startswith(PASSED_ON) and key not in NOT_PASSED_ON}
         env.update(DATABASE_URL=self.engine.url.render_as_string(hide_password=False),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1",
+                   # the grace between SIGTERM and SIGKILL, as the local runner gives
+                   RAY_JOB_STOP_WAIT_TIME_S=str(int(self.kill_grace_seconds)))
         entrypoint = (f"cd {shlex.quote(str(self.workdir))} && exec "
                       f"{shlex.quote(sys.executable)} -m app.jobs {job.id}")
+        # recorded before submitting: an app that dies in between finds the job again
+        crud.set_external(session, job, executor=self.executor, external_id=submission_id,
+                          log_path=str(log_path))
+        self.tracked[job.id] = submission_id
         try:
             self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                    runtime_env={"env_vars": env},
@@ -140,18 +186,19 @@ class RayJobRunner:
                                    entrypoint_num_gpus=self.gpus or None,
                                    metadata={"rationale_audit_job": str(job.id)})
         except Exception as exc:
-            crud.end(session, job, RunStatus.failed,
-                     error=f"the Ray cluster at {self.address} refused the job: {exc}")
-            return
-        crud.set_external(session, job, executor=self.executor, external_id=submission_id,
-                          log_path=str(log_path))
-        self.tracked[job.id] = submission_id
+            if self._status(submission_id) is None:  # not accepted after all
+                del self.tracked[job.id]
+                crud.end(session, job, RunStatus.failed,
+                         error=f"the Ray cluster at {self.address} refused the job: {exc}")
 
     def _follow(self, session: Session, job_id: int) -> None:
         from ray.job_submission import JobStatus
 
         submission_id = self.tracked[job_id]
         job = session.get(Job, job_id)
+        if job is None:  # deleted from the database: stop following it
+            del self.tracked[job_id]
+            return
         session.refresh(job)
         status = self._status(submission_id)
         self._copy_log(job, submission_id)

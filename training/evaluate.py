@@ -80,9 +80,10 @@ class EvaluateConfig(CommandConfig):
     def _no_credentials_in_url(cls, value: str | None) -> str | None:
         from urllib.parse import urlsplit
 
-        if value and (urlsplit(value).username or urlsplit(value).password):
-            raise ValueError("put no credentials in --server-url (it is echoed into the run "
-                             "folder); give the key with --api-key or OPENAI_API_KEY")
+        parts = urlsplit(value or "")
+        if value and (parts.username or parts.password or parts.query):
+            raise ValueError("put no credentials or query in --server-url (it is echoed into "
+                             "the run folder); give the key with --api-key or OPENAI_API_KEY")
         return value
     ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
 

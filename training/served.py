@@ -12,10 +12,11 @@ P(yes) is read from the two label tokens' log-probabilities at the next position
 (``logprob_token_ids``, vLLM's extension of the completions API), prompts travel as
 token ids tokenized here, so the server sees exactly what a local engine would.
 
-An adapter is found on the server by its folder (the ``root`` vLLM lists for each LoRA
-module); one that is not served is loaded at run time when the server allows it
-(``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), else the error names the flag to add.
-The folder must be readable by the server under the same path.
+An adapter is served under its run folder's name and a hash of its weights
+(:func:`adapter_name`); one that is not served is loaded at run time when the server
+allows it (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), else the error names the flag to
+add. The server must serve the run's own base model, and the adapter on it. The folder
+must be readable by the server under the same path.
 """
 
 from pathlib import Path
@@ -29,19 +30,35 @@ from generation.models import ModelSpecError
 from training.scoring import Continuation, label_token_ids, two_way
 
 CHUNK = 64  # prompts per request; the server batches them itself
+# Every sampling setting the local engine leaves at its neutral value, sent explicitly:
+# a server fills what a request omits from the model's generation_config.json.
+NEUTRAL = {"top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
+           "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 def adapter_name(adapter_path: str | Path) -> str:
-    """The name an adapter is served under: its run folder's name (``sft-label-…``)."""
+    """The name an adapter is served under: its run folder's name and the first 8 hex
+    digits of its weights' sha256 (``sft-label-…-1a2b3c4d``), so a retrained adapter in
+    the same folder is never scored with the weights a server loaded before."""
+    import hashlib
+
     path = Path(adapter_path)
-    return (path.parent if path.name == "adapter" else path).name
+    weights = sorted(path.glob("adapter_model.*"))
+    digest = hashlib.sha256()
+    for file in weights:
+        digest.update(file.read_bytes())
+    run = (path.parent if path.name == "adapter" else path).name
+    return f"{run}-{digest.hexdigest()[:8]}" if weights else run
 
 
 def serve_command(base_model: str, adapters: list[str | Path], lora_rank: int) -> list[str]:
-    """``vllm serve`` arguments that serve ``base_model`` with ``adapters`` (argv form)."""
+    """``vllm serve`` arguments that serve ``base_model`` with ``adapters`` (argv form).
+
+    ``--generation-config vllm``: the server's defaults are vLLM's, not the model's
+    ``generation_config.json`` (the scorer sends every sampling setting anyway)."""
     argv = ["vllm", "serve", base_model, "--enable-lora",
             "--max-lora-rank", str(vllm_lora_rank(lora_rank)),
-            "--max-loras", str(max(1, min(len(adapters), 8)))]
+            "--max-loras", str(max(1, min(len(adapters), 8))), "--generation-config", "vllm"]
     if adapters:
         argv.append("--lora-modules")
         argv += [f"{adapter_name(p)}={Path(p).resolve()}" for p in adapters]
@@ -85,16 +102,18 @@ class ServerClient:
     def completions(self, body: dict) -> dict:
         return self._post("/completions", body)
 
-    def load_adapter(self, name: str, path: str) -> bool:
-        """Ask the server to load an adapter now; False where it does not allow that."""
+    def load_adapter(self, name: str, path: str) -> str | None:
+        """Ask the server to load an adapter now; None if it did, else the reason."""
         import httpx
 
         try:
             response = self.http.post(f"{self.url}/load_lora_adapter",
                                       json={"lora_name": name, "lora_path": path})
-        except httpx.HTTPError:
-            return False
-        return response.status_code < 400
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        if response.status_code < 400:
+            return None
+        return f"HTTP {response.status_code}: {response.text[:300]}"
 
 
 def _same_path(a: str | None, b: str | Path) -> bool:
@@ -106,33 +125,42 @@ def _same_path(a: str | None, b: str | Path) -> bool:
         return False
 
 
+def _base_card(cards: list[dict], base_path: str, base_spec: str) -> dict | None:
+    return next((c for c in cards if not c.get("parent") and (
+        _same_path(c.get("root"), base_path) or c.get("root") == base_spec
+        or c["id"] == base_spec)), None)
+
+
 def served_name(client: ServerClient, base_path: str, base_spec: str,
                 adapter_path: str | None) -> str:
-    """The model name to send for the base model (``adapter_path`` None) or an adapter."""
+    """The model name to send for the base model (``adapter_path`` None) or an adapter.
+
+    The server must serve the run's own base model (by folder or spec), and an adapter
+    only on top of it; a score on another base is refused, never stored."""
     cards = client.models()
+    base = _base_card(cards, base_path, base_spec)
+    if base is None:
+        bases = ", ".join(c["id"] for c in cards if not c.get("parent")) or "no base model"
+        raise ModelSpecError(f"the server at {public_url(client.url)} serves {bases}; none is "
+                             f"the run's base model {base_spec} ({base_path})")
     if adapter_path is None:
-        bases = [c for c in cards if not c.get("parent")]
-        matching = [c for c in bases if _same_path(c.get("root"), base_path)
-                    or c.get("root") == base_spec or c["id"] == base_spec]
-        chosen = matching or (bases if len(bases) == 1 else [])
-        if not chosen:
-            raise ModelSpecError(
-                f"the server at {public_url(client.url)} serves "
-                f"{', '.join(c['id'] for c in bases) or 'no base model'}; none is the run's "
-                f"base model {base_spec}")
-        return chosen[0]["id"]
-    for card in cards:
-        if card.get("parent") and _same_path(card.get("root"), adapter_path):
-            return card["id"]
+        return base["id"]
     name = adapter_name(adapter_path)
-    if client.load_adapter(name, str(Path(adapter_path).resolve())):
-        return name
-    raise ModelSpecError(
-        f"the server at {public_url(client.url)} does not serve the adapter in "
-        f"{adapter_path} and did not load it (runtime loading needs "
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); start it with --enable-lora --lora-modules "
-        f"{name}={Path(adapter_path).resolve()} (`rationale-audit evaluate serve-command` "
-        "prints the whole line)")
+    card = next((c for c in cards if c["id"] == name), None)
+    if card is None:
+        reason = client.load_adapter(name, str(Path(adapter_path).resolve()))
+        if reason is not None:
+            raise ModelSpecError(
+                f"the server at {public_url(client.url)} does not serve the adapter in "
+                f"{adapter_path} and did not load it ({reason}; runtime loading needs "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); start it with --enable-lora "
+                f"--lora-modules {name}={Path(adapter_path).resolve()} "
+                "(`rationale-audit evaluate serve-command` prints the whole line)")
+        card = next((c for c in client.models() if c["id"] == name), {"parent": base["id"]})
+    if card.get("parent") != base["id"]:
+        raise ModelSpecError(f"the server serves adapter {name} on {card.get('parent')}, not "
+                             f"on the run's base model {base['id']}")
+    return name
 
 
 class ServerScorer:
@@ -182,12 +210,12 @@ class ServerScorer:
 
     def continue_until_answer(self, prompts: list[str], max_tokens: int) -> list[Continuation]:
         groups = self._choices(prompts, max_tokens=max_tokens, temperature=0.0,
-                               stop=[ANSWER_PREFIX], return_token_ids=True)
+                               stop=[ANSWER_PREFIX], return_token_ids=True, **NEUTRAL)
         return [self._continuation(choice) for (choice,) in groups]
 
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
                             temperature: float, seed: int) -> list[list[Continuation]]:
         groups = self._choices(prompts, n=n, max_tokens=max_tokens, temperature=temperature,
-                               top_p=1.0, top_k=0, seed=seed, stop=[ANSWER_PREFIX],
-                               return_token_ids=True)
+                               seed=seed, stop=[ANSWER_PREFIX], return_token_ids=True,
+                               **NEUTRAL)
         return [[self._continuation(c) for c in group] for group in groups]

@@ -5,10 +5,10 @@ import os
 import time
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from annotation_db import jobs
-from annotation_db.models import Job
+from annotation_db.models import Job, TrainingRun
 from tests.app.test_runs import sft_form, wait_for
 from tests.helpers import add_users, audited_version, client, free_port
 
@@ -84,6 +84,11 @@ def _wait_pid(engine, job_id: int, timeout: float = 120) -> int:
     raise AssertionError(f"job {job_id} never reported its process")
 
 
+def _external(engine, job_id: int) -> str:
+    with Session(engine) as s:
+        return s.get(Job, job_id).external_id
+
+
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -130,12 +135,22 @@ def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray
         assert {s.get(Job, j).status for j in (first, second)} == {"running"}
     for pid in pids.values():
         os.kill(pid, 0)  # both alive at the same time
+    # The same launch again would train in the second job's run folder: it waits.
+    _, twin = rita.predict(*sft_form(base_model=tiny_model, max_steps=5000, seed=12),
+                           api_name="/runs_launch")
+    time.sleep(5)
+    with Session(engine) as s:
+        assert s.get(Job, twin).status == "queued"
+        jobs.cancel(s, twin)
 
     assert "cancelled" in rita.predict(first, api_name="/runs_cancel")
     assert _gone_within(pids[first], 30), "the cancelled job still runs 30 s later"
     with Session(engine) as s:
         cancelled = s.get(Job, first)
         assert cancelled.status == "cancelled"
+        # SIGTERM reached the run's own bookkeeping: it is resumable from its checkpoint
+        runs = s.exec(select(TrainingRun).where(TrainingRun.status == "cancelled")).all()
+        assert [(r.error, r.config.get("seed")) for r in runs] == [("interrupted", 11)]
     deadline = time.monotonic() + 30
     while _ray_status(address, cancelled.external_id) != "STOPPED":
         assert time.monotonic() < deadline
@@ -152,7 +167,10 @@ def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray
             assert s.get(Job, second).status == "running"
             jobs.cancel(s, second)
         assert _gone_within(pids[second], 30), "the adopted job still runs 30 s after cancel"
-        wait_for(engine, second, {"cancelled"})
+        deadline = time.monotonic() + 30
+        while _ray_status(address, _external(engine, second)) != "STOPPED":
+            assert time.monotonic() < deadline, "Ray never reported the adopted job stopped"
+            time.sleep(0.5)
     finally:
         fresh.stop()
 

