@@ -115,10 +115,14 @@ class JobRunner:
 
     @staticmethod
     def _last_error(job: Job) -> str:
-        lines = Path(job.log_path).read_text(errors="replace").splitlines() if job.log_path \
-            and Path(job.log_path).exists() else []
-        meaningful = [line for line in lines if line.strip()]
-        return "\n".join(meaningful[-5:]) or "the job's process failed without output"
+        return last_lines(job) or "the job's process failed without output"
+
+
+def last_lines(job: Job, n: int = 5) -> str:
+    """The last ``n`` non-blank lines of a job's log ('' if it has none)."""
+    lines = Path(job.log_path).read_text(errors="replace").splitlines() if job.log_path \
+        and Path(job.log_path).exists() else []
+    return "\n".join([line for line in lines if line.strip()][-n:])
 
 
 def _is_job_process(pid: int, job_id: int) -> bool:

@@ -40,7 +40,7 @@ from sqlmodel import Session
 
 from annotation_db import jobs as crud
 from annotation_db.models import Job, RunStatus
-from app.jobs import stop_orphan
+from app.jobs import last_lines, stop_orphan
 
 logger = logging.getLogger(__name__)
 
@@ -233,11 +233,8 @@ class RayJobRunner:
             path.write_text(text)
 
     def _last_error(self, job: Job, submission_id: str) -> str:
-        lines = Path(job.log_path).read_text(errors="replace").splitlines() if job.log_path \
-            and Path(job.log_path).exists() else []
-        meaningful = [line for line in lines if line.strip()]
-        if meaningful:
-            return "\n".join(meaningful[-5:])
+        if lines := last_lines(job):
+            return lines
         try:
             return self.client.get_job_info(submission_id).message or "the Ray job failed"
         except Exception:

@@ -1,6 +1,10 @@
 """Small builders shared by test modules (fixtures stay in conftest.py)."""
 
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -104,3 +108,43 @@ def audited_version(url: str, exports_dir, *, n: int = 60, seed: int = 7, name: 
                                          dataset=name, audit=AuditSettings(campaign="a")),
                     exports_dir=exports_dir)
     return engine
+
+
+@contextmanager
+def vllm_server(model_path: str, *flags: str, api_key: str | None = None,
+                env: dict | None = None, timeout: float = 300) -> Iterator[str]:
+    """``python -m vllm.entrypoints.openai.api_server --model MODEL FLAGS`` on a free
+    loopback port, CPU-sized (fp32, eager, 1 GiB of KV cache); yields its ``/v1`` URL."""
+    import httpx
+    import pytest
+
+    port = free_port()
+    environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
+    environment.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+         *flags, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+         "--max-model-len", "2048", "--enforce-eager",
+         *(["--api-key", api_key] if api_key else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM server exited: {process.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2, headers=headers).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"vLLM server did not start within {timeout:.0f} s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -2,12 +2,7 @@
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session, create_engine
@@ -15,7 +10,8 @@ from sqlmodel import Session, create_engine
 from annotation_db.models import GenerationRun, Rationale
 from generation.backends import ServerBackend, VLLMBackend
 from generation.rationales import GenerateConfig, generate_rationales
-from tests.helpers import engine_with_cohort, free_port
+from tests.helpers import engine_with_cohort
+from tests.helpers import vllm_server as serving_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -56,39 +52,11 @@ API_KEY = "test-key-not-stored"
 @pytest.fixture(scope="module")
 def vllm_server(bundled_model):
     """The bundled weights served under two names no local model spec knows, behind a key."""
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-         bundled_model.path, "--served-model-name", "smol", "smol-b", "--host", "127.0.0.1",
-         "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
-         "--enforce-eager", "--generation-config", "vllm", "--api-key", API_KEY,
-         "--structured-outputs-config",
-         '{"backend": "xgrammar", "disable_any_whitespace": true}'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM server exited: {process.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2,
-                             headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("vLLM server did not start within 300 s")
+    with serving_vllm(bundled_model.path, "--served-model-name", "smol", "smol-b",
+                      "--generation-config", "vllm", "--structured-outputs-config",
+                      '{"backend": "xgrammar", "disable_any_whitespace": true}',
+                      api_key=API_KEY) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_a_served_model_is_recorded_as_the_server_serves_it(tmp_path, bundled_model,

