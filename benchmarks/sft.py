@@ -14,6 +14,9 @@ a temporary database: template-teacher rationales, simulated ratings), the same 
   runs as Python tiles without Triton), against TRL's in the same run;
 - the share of padding tokens in one epoch's batches, grouped by length (the
   project's default) against random order, as the trainer builds them;
+- the project's trainer at ``SFTRunConfig``'s default ``lora_dropout`` against
+  ``--lora-dropout`` (default 0, which every other figure uses): on CPU the dropout
+  masks cost as much as the LoRA step itself (mechanism grid, docs/reproduction.md);
 - a lean hand-written PyTorch loop (``--lean``), the reference TRL was chosen against.
 
 Tokens/s counts real (non-padding) tokens over the timed optimizer steps, after one
@@ -57,11 +60,11 @@ def data(tmp: Path, n: int, max_length: int, view: str):
     return model, tokenizer, tokenized
 
 
-def lora_config(rank: int):
+def lora_config(rank: int, dropout: float = 0.0):
     from peft import LoraConfig
 
-    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def collate(batch: list[dict], pad_id: int) -> dict:
@@ -110,7 +113,7 @@ def lean(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device) -> 
 
 
 def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
-        autocast: bool = False, logits_loss: bool = False) -> float:
+        autocast: bool = False, logits_loss: bool = False, dropout: float = 0.0) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -134,7 +137,8 @@ def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
 
     trainer_cls = logits_loss_trainer() if logits_loss else SFTTrainer
     trainer = trainer_cls(model=AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
-                          args=args, processing_class=tokenizer, peft_config=lora_config(rank),
+                          args=args, processing_class=tokenizer,
+                          peft_config=lora_config(rank, dropout),
                           train_dataset=Dataset.from_list(rows), callbacks=[Clock()])
     trainer.train()
     # The trainer shuffles; on equal-length-ish rows the mean tokens per step is the same.
@@ -177,6 +181,8 @@ def main() -> None:
     parser.add_argument("--bf16", choices=["native", "always", "never"], default="native",
                         help="when to time bf16 autocast on CPU (native: only if the CPU "
                              "computes bf16 natively)")
+    parser.add_argument("--lora-dropout", type=float, default=0.0,
+                        help="LoRA dropout of every timed run but the default-dropout one")
     parser.add_argument("--lean", action="store_true", help="also time a lean PyTorch loop")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -190,33 +196,50 @@ def main() -> None:
         result["examples"] = len(rows)
         result["mean_tokens_per_example"] = sum(len(r["input_ids"]) for r in rows) / len(rows)
         common = (model.path, tokenizer, rows, args.steps, args.batch, args.rank, 2e-4)
+        dropout = {"dropout": args.lora_dropout}
         result["padding_share"] = padding_shares(model.path, tokenizer, rows, args.batch,
                                                  Path(tmp) / "pad")
         if device == "cuda":
             result["trl_bf16_tokens_per_second"] = round(
-                trl(*common, torch.bfloat16, device, Path(tmp) / "bf16"), 1)
+                trl(*common, torch.bfloat16, device, Path(tmp) / "bf16", **dropout), 1)
         result["trl_fp32_tokens_per_second"] = round(
-            trl(*common, torch.float32, device, Path(tmp) / "fp32"), 1)
+            trl(*common, torch.float32, device, Path(tmp) / "fp32", **dropout), 1)
         if device == "cpu":  # what training.sft trains with on CPU
             result["project_fp32_tokens_per_second"] = round(
-                trl(*common, torch.float32, device, Path(tmp) / "logits", logits_loss=True), 1)
+                trl(*common, torch.float32, device, Path(tmp) / "logits", logits_loss=True,
+                    **dropout), 1)
             result["project_over_trl_fp32"] = round(
                 result["project_fp32_tokens_per_second"] / result["trl_fp32_tokens_per_second"],
                 3)
         if device == "cpu" and (args.bf16 == "always" or (args.bf16 == "native" and native)):
             result["trl_bf16_autocast_tokens_per_second"] = round(
-                trl(*common, torch.float32, device, Path(tmp) / "bf16", autocast=True), 1)
+                trl(*common, torch.float32, device, Path(tmp) / "bf16", autocast=True,
+                    **dropout), 1)
             result["bf16_autocast_over_fp32"] = round(
                 result["trl_bf16_autocast_tokens_per_second"]
                 / result["trl_fp32_tokens_per_second"], 3)
             # what `precision: auto` trains with on this CPU
             result["project_bf16_autocast_tokens_per_second"] = round(
                 trl(*common, torch.float32, device, Path(tmp) / "logits-bf16", autocast=True,
-                    logits_loss=True), 1)
+                    logits_loss=True, **dropout), 1)
             result["project_bf16_autocast_over_project_fp32"] = round(
                 result["project_bf16_autocast_tokens_per_second"]
                 / result["project_fp32_tokens_per_second"], 3)
-        elif device == "cpu":
+        if device == "cpu":  # the same trainer and precision at the product's default dropout
+            from training.sft import SFTRunConfig
+
+            default = SFTRunConfig.model_fields["lora_dropout"].default
+            autocast = "project_bf16_autocast_tokens_per_second" in result
+            own = "project_bf16_autocast" if autocast else "project_fp32"
+            result["lora_dropout"] = args.lora_dropout
+            result["default_lora_dropout"] = default
+            result[f"{own}_default_dropout_tokens_per_second"] = round(
+                trl(*common, torch.float32, device, Path(tmp) / "dropout", autocast=autocast,
+                    logits_loss=True, dropout=default), 1)
+            result[f"{own}_over_default_dropout"] = round(
+                result[f"{own}_tokens_per_second"]
+                / result[f"{own}_default_dropout_tokens_per_second"], 3)
+        if device == "cpu" and not (args.bf16 == "always" or (args.bf16 == "native" and native)):
             result["trl_bf16_autocast_tokens_per_second"] = None
             result["bf16_note"] = ("not timed: this CPU has no native bf16 (AVX512-BF16/AMX); "
                                    "training keeps fp32 (--bf16 always times the emulation)")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -91,6 +91,8 @@ class RunResources(BaseModel):
 class ExperimentGrid(CommandConfig):
     """`rationale-audit experiment run GRID.yaml`."""
 
+    ADDED_LATER = {"extra_scoring_targets": {}}
+
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="names the report folder <runs_dir>/experiments/<name>")
     dataset: str = Field(description="dataset version every run trains and tests on")
@@ -104,6 +106,10 @@ class ExperimentGrid(CommandConfig):
         default_factory=list, description="scoring variants added on test for every selected "
         "model that writes a rationale before its answer (the cell's own scoring always "
         "runs and is the one compared in the main tables)")
+    extra_scoring_targets: dict[Literal["direct", "sampled"], list[Target]] = Field(
+        default_factory=dict, description="a variant of extra_scorings given only to the "
+        "models trained on these targets (e.g. the costly sampled variant for the one model "
+        "a contrast reads); a variant not named here goes to every rationale-writing model")
     baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
                                              "records as a non-LLM reference")
     runs_dir: str = "runs"
@@ -168,7 +174,23 @@ class ExperimentGrid(CommandConfig):
         if TARGETS[target].scoring != "generate":
             return []
         own = {"auto": "generate"}.get(self.evaluation.scoring, self.evaluation.scoring)
-        return [v for v in self.extra_scorings if v != own]
+        return [v for v in self.extra_scorings if v != own
+                and target in self.extra_scoring_targets.get(v, [target])]
+
+    @model_validator(mode="after")
+    def _extra_scoring_targets(self):
+        from training.data import TARGETS
+
+        for variant, targets in self.extra_scoring_targets.items():
+            if variant not in self.extra_scorings:
+                raise ValueError(f"extra_scoring_targets names {variant!r}, which is not in "
+                                 f"extra_scorings {self.extra_scorings}")
+            wrong = [t for t in targets if TARGETS[t].scoring != "generate"]
+            if wrong:
+                raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(wrong)} "
+                                 "answer without writing a rationale first, so no scoring "
+                                 "variant applies to them")
+        return self
 
     def size(self) -> dict[str, int]:
         cells = self.sft_cells()

@@ -85,3 +85,30 @@ def test_shared_demonstrations_are_read_once_and_a_finished_fewshot_run_costs_no
     finished = {"version_hash": "h", "runs": {cfg.identity("h"): {("test", "auto", None)}}}
     reused = _stage(estimate(data, grid, SPEED, TOKENS, finished), "few-shot")
     assert (reused["runs"], reused["reused"], reused["seconds"]) == (1, 1, 0)
+
+
+def test_a_variant_restricted_to_some_targets_is_scored_and_costed_only_for_them():
+    grid = ExperimentGrid(dataset="v", fewshot=None, extra_scorings=["direct", "sampled"],
+                          extra_scoring_targets={"sampled": ["rationale-free"]},
+                          sft={"targets": ["label", "rationale-free", "rationale-shuffled"]})
+    assert grid.scorings_for("rationale-free") == ["direct", "sampled"]
+    assert grid.scorings_for("rationale-shuffled") == ["direct"]
+    assert grid.scorings_for("label") == []
+    data = DataSettings(n=100, dataset="v")
+    tokens = {"targets": {**TOKENS["targets"],
+                          "rationale-shuffled": TOKENS["targets"]["rationale-free"]}}
+    restricted = _stage(estimate(data, grid, SPEED, tokens), "SFT scoring")
+    everywhere = _stage(estimate(data, grid.model_copy(update={"extra_scoring_targets": {}}),
+                                 SPEED, tokens), "SFT scoring")
+    assert everywhere["runs"] - restricted["runs"] == 1
+    assert everywhere["generations"] - restricted["generations"] == 20 * 5
+
+
+@pytest.mark.parametrize("restriction, message", [
+    ({"sampled": ["rationale-free"]}, "not in extra_scorings"),
+    ({"direct": ["label"]}, "label answer without writing a rationale"),
+])
+def test_a_restriction_that_cannot_apply_is_refused(restriction, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentGrid(dataset="v", extra_scorings=["direct"],
+                       extra_scoring_targets=restriction)
