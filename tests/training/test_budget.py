@@ -112,3 +112,13 @@ def test_a_restriction_that_cannot_apply_is_refused(restriction, message):
     with pytest.raises(ValueError, match=message):
         ExperimentGrid(dataset="v", extra_scorings=["direct"],
                        extra_scoring_targets=restriction)
+
+
+def test_the_per_epoch_validation_pass_is_costed_as_forward_only_training_work():
+    data = DataSettings(n=100, dataset="v")  # 10 validation patients
+    with_validation = _grid(targets=["label"])
+    with_validation.sft.settings["validate_each_epoch"] = True
+    without = _stage(estimate(data, _grid(targets=["label"]), SPEED, TOKENS), "SFT training")
+    added = _stage(estimate(data, with_validation, SPEED, TOKENS), "SFT training")
+    # one epoch, 10 validation prompts of 100 tokens, at 3 × the 100 training tokens/s
+    assert added["seconds"] - without["seconds"] == pytest.approx(1 * 10 * 100 / 300)
