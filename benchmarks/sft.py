@@ -225,10 +225,11 @@ def main() -> None:
             result["project_bf16_autocast_over_project_fp32"] = round(
                 result["project_bf16_autocast_tokens_per_second"]
                 / result["project_fp32_tokens_per_second"], 3)
-        if device == "cpu":  # the same trainer and precision at the product's default dropout
-            from training.sft import SFTRunConfig
+        from training.sft import SFTRunConfig
 
-            default = SFTRunConfig.model_fields["lora_dropout"].default
+        default = SFTRunConfig.model_fields["lora_dropout"].default
+        if device == "cpu" and default != args.lora_dropout:
+            # the same trainer and precision at the product's default dropout
             autocast = "project_bf16_autocast_tokens_per_second" in result
             own = "project_bf16_autocast" if autocast else "project_fp32"
             result["lora_dropout"] = args.lora_dropout

@@ -28,9 +28,6 @@ from training.data import (
 SAMPLE_PATIENTS = 80
 
 
-FORWARD_OVER_TRAINING = 3  # tokens/s of a forward-only pass over those of a training step
-
-
 class Throughput(BaseModel):
     """Speeds a scale's budget is computed from (tokens per second, seconds)."""
 
@@ -42,6 +39,10 @@ class Throughput(BaseModel):
                                                               "batched")
     engine_start_seconds: float = Field(ge=0, description="per scored run (merge + start)")
     data_seconds_per_patient: float = Field(ge=0, description="cohort → export, per patient")
+    forward_over_training: float = Field(
+        3, gt=0, description="tokens/s of the trainer's forward-only validation pass over "
+        "those of a training step (CPU, 2026-12-02: 3.6; a forward is about a third of a "
+        "step's work)")
     source: str = Field(description="where the figures come from: machine and command, or "
                                     "'stated, not measured'")
 
@@ -191,13 +192,13 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
             sft["seconds"] += n_tokens / t.train_tokens_per_second
             # diagnostics: a direct validation pass per epoch and the gradient probe
             # (one forward and two backward passes ≈ three token passes of its rows).
-            # The validation pass is the trainer's own model, forward only: about a third
-            # of a training step's work per token (measured 2026-12-02, 2-core Xeon: 100
-            # validation prompts, 30k tokens, in 20 s beside 417 training tokens/s).
+            # The validation pass is the trainer's own model, forward only (2026-12-02,
+            # 2-core Xeon: 100 validation prompts, 30k tokens, in 20 s beside 417
+            # training tokens/s).
             if cfg.validate_each_epoch:
                 sft["seconds"] += (math.ceil(cfg.num_train_epochs) * n_val
                                    * label["prompt_tokens"]
-                                   / (FORWARD_OVER_TRAINING * t.train_tokens_per_second))
+                                   / (t.forward_over_training * t.train_tokens_per_second))
             probes = steps // cfg.probe_steps + 1
             sft["seconds"] += (probes * cfg.probe_rows * target["example_tokens"]
                                / target.get("rows_per_patient", 1)

@@ -185,11 +185,18 @@ class ExperimentGrid(CommandConfig):
             if variant not in self.extra_scorings:
                 raise ValueError(f"extra_scoring_targets names {variant!r}, which is not in "
                                  f"extra_scorings {self.extra_scorings}")
+            if not targets:
+                raise ValueError(f"extra_scoring_targets[{variant!r}] is empty; to run no "
+                                 f"{variant} scoring, leave it out of extra_scorings")
             wrong = [t for t in targets if TARGETS[t].scoring != "generate"]
             if wrong:
                 raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(wrong)} "
                                  "answer without writing a rationale first, so no scoring "
                                  "variant applies to them")
+            absent = [t for t in targets if self.sft is None or t not in self.sft.targets]
+            if absent:
+                raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(absent)} "
+                                 "not among sft.targets")
         return self
 
     def size(self) -> dict[str, int]:

@@ -107,10 +107,13 @@ def test_a_variant_restricted_to_some_targets_is_scored_and_costed_only_for_them
 @pytest.mark.parametrize("restriction, message", [
     ({"sampled": ["rationale-free"]}, "not in extra_scorings"),
     ({"direct": ["label"]}, "label answer without writing a rationale"),
+    ({"direct": []}, "is empty"),
+    ({"direct": ["rationale-shuffled"]}, "rationale-shuffled not among sft.targets"),
 ])
 def test_a_restriction_that_cannot_apply_is_refused(restriction, message):
     with pytest.raises(ValueError, match=message):
         ExperimentGrid(dataset="v", extra_scorings=["direct"],
+                       sft={"targets": ["label", "rationale-free"]},
                        extra_scoring_targets=restriction)
 
 

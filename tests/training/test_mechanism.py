@@ -279,9 +279,10 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
              "train_sizes": [8], "seeds": [0], "learning_rates": [1e-3], "lora_ranks": [4],
              "settings": {"max_steps": 2, "per_device_train_batch_size": 4,
                           "max_length": 768, "probe_steps": 1, "logging_steps": 1}},
-        fewshot=None, baseline=False, extra_scorings=["direct"],
+        fewshot=None, baseline=False, extra_scorings=["direct", "sampled"],
+        extra_scoring_targets={"sampled": ["rationale-free"]},
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
-                    "min_reached_answer": 0.0})
+                    "min_reached_answer": 0.0, "n_samples": 2})
     messages = []
     with Session(engine) as session:
         test = read_view(get_version(session, "t"), "label_only", "test")[:8]
@@ -292,10 +293,12 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
     assert "## Mechanism" in text and (folder / "mechanism_loss_share.png").exists()
     settings = {(s["target"], s["scoring"]) for s in report["mechanism"]["settings"]}
     generating = [t for t in targets if TARGETS[t].scoring == "generate"]
+    # direct for every model that writes first; sampled only where it was asked for
     assert settings == ({(t, TARGETS[t].scoring) for t in targets}
-                        | {(t, "direct") for t in generating})
+                        | {(t, "direct") for t in generating} | {("rationale-free", "sampled")})
     assert {c["contrast"] for c in report["mechanism"]["contrasts"]} >= {
-        "length", "weighting", "narrative", "answer first", "direct scoring", "multitask"}
+        "length", "weighting", "narrative", "answer first", "direct scoring",
+        "sampled scoring", "multitask"}
     diags = {d["target"]: d for d in report["mechanism"]["diagnostics"]}
     assert diags["rationale-weighted"]["answer_weight_share"] == pytest.approx(1 / 6, abs=1e-6)
     assert diags["rationale-free"]["answer_weight_share"] < 0.05
