@@ -78,6 +78,9 @@ def engine_dtype(dtype: str = "auto") -> str:
     return "bfloat16" if not on_cpu() or cpu_has_native_bf16() else "float32"
 
 
+CPU_BATCHED_TOKENS = 4096  # vLLM's default per-step token budget
+
+
 def load_vllm(model: ResolvedModel, options: EngineOptions | None = None) -> Any:
     """Create a ``vllm.LLM`` for a resolved model with CPU-safe defaults."""
     options = options or EngineOptions()
@@ -104,7 +107,14 @@ def load_vllm(model: ResolvedModel, options: EngineOptions | None = None) -> Any
     if options.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(options.max_lora_rank),
                       max_loras=1)
-    if not on_cpu():
+    if on_cpu():
+        # vLLM 0.32 on CPU: a seeded request (sampled scoring) whose prompt is split by
+        # chunked prefill crashes the engine ("CPU Generator does not use offset": it
+        # rewinds the request's generator, which only CUDA generators allow). Whole
+        # prompts only, so a batch never splits one.
+        kwargs.update(enable_chunked_prefill=False,
+                      max_num_batched_tokens=max(CPU_BATCHED_TOKENS, options.max_model_len))
+    else:
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
     return LLM(**kwargs)
 
