@@ -264,6 +264,31 @@ def test_vllm_samples_are_scored_like_transformers_scores_them(vllm_engine, bund
     assert again.tolist() == p.tolist()  # seeded
 
 
+def test_vllm_samples_a_batch_larger_than_one_engine_step_the_same_as_one_prompt(
+        vllm_engine):
+    """A batch of seeded samples whose prompts exceed one step's token budget (vLLM 0.32
+    on CPU crashed when chunked prefill split such a prompt) gives each prompt the
+    samples it gets on its own."""
+    from annotation_db.student_task import prompt_messages
+    from training.data import prompt_text
+    from training.scoring import VLLMScorer
+
+    scorer = VLLMScorer(vllm_engine)
+    def history(patient: int) -> str:  # each patient its own lines: no shared prefix
+        return "\n".join(f"20{10 + i}-0{1 + (i + patient) % 9} E{patient * 12 + i} memory "
+                          f"complaint, MMSE {20 + (i * patient) % 9}" for i in range(12))
+
+    heads = [prompt_text(scorer.tokenizer, prompt_messages(history(p))) for p in range(32)]
+    ids = [scorer.tokenizer(h)["input_ids"] for h in heads]
+    shared = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1], strict=False))
+                  if a != b)
+    budget = vllm_engine.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(len(i) - shared for i in ids) > budget  # more than one step, even cached
+    batch = scorer.sample_until_answer(heads, 6, 3, 1.0, 7)
+    alone = scorer.sample_until_answer(heads[-1:], 6, 3, 1.0, 7)
+    assert [c.text for c in batch[-1]] == [c.text for c in alone[0]]
+
+
 @pytest.mark.slow
 def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
         study, tiny_model, tmp_path):
