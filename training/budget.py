@@ -191,10 +191,8 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
             sft["tokens"] += n_tokens
             sft["seconds"] += n_tokens / t.train_tokens_per_second
             # diagnostics: a direct validation pass per epoch and the gradient probe
-            # (one forward and two backward passes ≈ three token passes of its rows).
-            # The validation pass is the trainer's own model, forward only (2026-12-02,
-            # 2-core Xeon: 100 validation prompts, 30k tokens, in 20 s beside 417
-            # training tokens/s).
+            # (one forward and two backward passes ≈ three token passes of its rows); the
+            # validation pass is the trainer's own model, forward only
             if cfg.validate_each_epoch:
                 sft["seconds"] += (math.ceil(cfg.num_train_epochs) * n_val
                                    * label["prompt_tokens"]

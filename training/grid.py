@@ -31,7 +31,7 @@ from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
 from generation.models import DEFAULT_MODEL
 from training import archive, runs
-from training.data import Target, read_view
+from training.data import TARGETS, Target, read_view
 from training.evaluate import (
     EvaluateConfig,
     ScorerPool,
@@ -169,8 +169,6 @@ class ExperimentGrid(CommandConfig):
 
     def scorings_for(self, target: str) -> list[str]:
         """The extra scoring variants that apply to a model trained on ``target``."""
-        from training.data import TARGETS
-
         if TARGETS[target].scoring != "generate":
             return []
         own = {"auto": "generate"}.get(self.evaluation.scoring, self.evaluation.scoring)
@@ -179,8 +177,6 @@ class ExperimentGrid(CommandConfig):
 
     @model_validator(mode="after")
     def _extra_scoring_targets(self):
-        from training.data import TARGETS
-
         for variant, targets in self.extra_scoring_targets.items():
             if variant not in self.extra_scorings:
                 raise ValueError(f"extra_scoring_targets names {variant!r}, which is not in "
@@ -402,8 +398,6 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[dict]
 
 def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: TrainingRun,
                  variant: str | None) -> dict:
-    from training.data import TARGETS
-
     evaluation = grid.evaluate_config("test", variant)
     result = _result(session, run.id, "test",
                      evaluation.settings_hash() if run.kind == "sft" else None,
