@@ -5,9 +5,11 @@ create databases (``.ci/run`` starts one on loopback). Without it they are skipp
 unless ``RATIONALE_AUDIT_REQUIRE_POSTGRES=1`` makes that an error, as in CI.
 """
 
+import gc
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -76,14 +78,42 @@ def bundled_model(model_cache) -> ResolvedModel:
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(bundled_model):
-    """One in-process vLLM engine on the bundled model for the whole session."""
+def _shared_vllm(bundled_model):
+    """The holder of the session's one vLLM engine on the bundled model (see vllm_engine)."""
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
+    holder: dict = {}
+    yield holder
+    holder.clear()
+
+
+@pytest.fixture
+def current_vllm_engine(_shared_vllm, bundled_model) -> Callable[[], Any]:
+    """The session's shared vLLM engine as a test gets it at the moment of the call.
+
+    vLLM keeps its parallel groups in process globals, and an engine that shuts down in
+    process tears them down for every engine (EngineCore.shutdown calls
+    cleanup_dist_env_and_memory). A test that starts and drops an engine of its own (a
+    scorer pool, say) therefore leaves the shared one unable to step: it is restarted
+    when those groups are gone."""
+    from vllm.distributed.parallel_state import model_parallel_is_initialized
+
     from generation.engine import EngineOptions, load_vllm
 
-    llm = load_vllm(bundled_model, EngineOptions(max_model_len=2048, dtype="float32"))
-    yield llm
-    del llm
+    def current():
+        if "llm" not in _shared_vllm or not model_parallel_is_initialized():
+            _shared_vllm.pop("llm", None)
+            gc.collect()  # the old engine's shutdown runs before the new one starts
+            _shared_vllm["llm"] = load_vllm(
+                bundled_model, EngineOptions(max_model_len=2048, dtype="float32"))
+        return _shared_vllm["llm"]
+
+    return current
+
+
+@pytest.fixture
+def vllm_engine(current_vllm_engine):
+    """One in-process vLLM engine on the bundled model, shared by the session's tests."""
+    return current_vllm_engine()
 
 
 @pytest.fixture(scope="session")
