@@ -15,6 +15,20 @@ each explanation predicts:
 - **format** (writing first biases the answer): answering first, or scoring the
   same model directly, beats generate-then-score.
 
+Two targets teach a completion with nothing to finish: ``label-padded`` (filler as
+long as the patient's rationale) and ``rationale-shuffled`` (the rationale's words in
+no order). Whether their model writes ``Final answer:`` on its own within the cap
+measures whether it learned to *stop* a content-free sequence at a patient-specific
+length, not whether a rationale is complete, so the reached-answer gate of the main
+comparison says little about them. Their contrasts read them **forced**: the
+generate-then-score predictions as stored (the cue appended at the cap where the
+model did not write it; the cap is at least the 99th percentile of the target's own
+completions, so the forced position is at or past where 99% of its training answers
+sat), for both sides of the contrast (free-form's forced reading is its generate
+score). A forced reading has its own gate: at least 95% of patients put half or more
+of the next-token probability on yes/no at the forced position
+(``MAX_LOW_MASS_SHARE``). The main comparison never reads a forced score.
+
 An explanation is *supported* when every contrast it predicts is shown in its
 direction (95% CI excludes 0), *partly supported* when some are and none goes the
 other way, *contradicted* when one goes the other way, *open* otherwise. The
@@ -30,9 +44,11 @@ from training.targets import TARGETS
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
 LABEL = ("label", "direct")
+FORCED = "forced"  # generate-then-score, read whether or not the model wrote the cue
+MAX_LOW_MASS_SHARE = 0.05  # a forced reading: patients with label mass < 0.5, at most
 CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AUROC(b)
-    "length": (LABEL, ("label-padded", "generate"),
-               "label-only vs the same answer after length-matched filler"),
+    "length": (LABEL, ("label-padded", FORCED),
+               "label-only vs the same answer after length-matched filler (forced)"),
     "weighting": (("rationale-weighted", "generate"), ("rationale-free", "generate"),
                   "answer token up-weighted to label-only's share vs plain rationale SFT"),
     "answer-only loss": (("rationale-answer-only", "generate"), ("rationale-free", "generate"),
@@ -41,8 +57,8 @@ CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AURO
                                  ("rationale-free", "direct"),
                                  "the same, both scored right after the prompt (the "
                                  "answer-only model never learns to write a rationale)"),
-    "narrative": (("rationale-shuffled", "generate"), ("rationale-free", "generate"),
-                  "rationale words shuffled vs in order"),
+    "narrative": (("rationale-shuffled", FORCED), ("rationale-free", FORCED),
+                  "rationale words shuffled vs in order (both forced)"),
     "answer first": (("answer-first", "direct"), ("rationale-free", "generate"),
                      "answer then rationale vs rationale then answer"),
     "direct scoring": (("rationale-free", "direct"), ("rationale-free", "generate"),
@@ -68,6 +84,28 @@ def applies(grid) -> bool:
 
 def _key(row: dict) -> tuple[str, str]:
     return row["target"], row["scoring"]
+
+
+def forced_rows(rows: list[dict]) -> list[dict]:
+    """A *forced* row for each generate-scored SFT row whose target a contrast reads
+    forced: the same stored predictions, judged by the label mass at the forced
+    position instead of by the share that reached the answer on its own."""
+    wanted = {key[0] for a, b, _ in CONTRASTS.values() for key in (a, b) if key[1] == FORCED}
+    out = []
+    for r in rows:
+        if not (r["kind"] == "sft" and r["scoring"] == "generate" and r["target"] in wanted
+                and r["predictions"]):
+            continue
+        low, reached = r.get("low_label_mass_share"), r.get("reached_answer_share")
+        valid = low is not None and low <= MAX_LOW_MASS_SHARE
+        reason = None if valid else (
+            "no label mass was recorded for its generate result" if low is None else
+            f"{low:.0%} of patients put under half of the next-token probability on yes/no "
+            f"at the forced answer position (at most {MAX_LOW_MASS_SHARE:.0%} allowed)")
+        out.append({**r, "scoring": FORCED, "extra_scoring": True, "valid": valid,
+                    "invalid_reason": reason,
+                    "forced_share": None if reached is None else 1 - reached})
+    return out
 
 
 def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
@@ -128,8 +166,9 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                                          "auroc", n_resamples=n_resamples, seed=seed)
         sign = 1 if result["low"] > 0 else -1 if result["high"] < 0 else 0
         out.append({"contrast": name, "a": "/".join(a_key), "b": "/".join(b_key),
-                    "what": what, **{k: result[k] for k in ("difference", "low", "high",
-                                                            "p_value", "pairs", "n")},
+                    "what": what, "forced": FORCED in (a_key[1], b_key[1]),
+                    **{k: result[k] for k in ("difference", "low", "high", "p_value",
+                                              "pairs", "n")},
                     "shown": sign})
     return out
 
@@ -151,7 +190,8 @@ def readings(found: list[dict]) -> list[dict]:
         else:
             verdict = "open (no predicted difference shown)"
         out.append({"explanation": explanation, "predicts": predicted,
-                    "tested": [c["contrast"] for c in tested], "reading": verdict})
+                    "tested": [c["contrast"] for c in tested], "reading": verdict,
+                    "forced": [c["contrast"] for c in tested if c["forced"]]})
     return out
 
 
@@ -223,8 +263,30 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
 
 
+def _forced_table(forced: list[dict]) -> list[str]:
+    from training.tables import number, table
+
+    if not forced:
+        return []
+    lines = ["", "### Forced readings", "",
+             "Targets with nothing to finish (filler, shuffled words) are read *forced* in "
+             "their contrasts: the generate-then-score predictions, with `Final answer:` "
+             "appended at the cap where the model did not write it. The gate is the label "
+             f"mass there: at most {MAX_LOW_MASS_SHARE:.0%} of patients under 0.5. A forced "
+             "score reads a model after its own continuation; where that continuation is "
+             "unlike its training completions, it reads a model off its training "
+             "distribution. The main comparison never reads a forced score.", ""]
+    lines += table(["target", "wrote the cue itself", "answer forced", "cap (tokens)",
+                    "mean label mass", "label mass < 0.5", "valid"], (
+        [r["target"], number(r["reached_answer_share"], 2), number(r["forced_share"], 2),
+         r["rationale_token_cap"] or "–", number(r["mean_label_mass"], 3),
+         number(r["low_label_mass_share"], 3),
+         "yes" if r["valid"] else f"no: {r['invalid_reason']}"] for r in forced))
+    return lines
+
+
 def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: list[dict],
-             has_figure: bool) -> list[str]:
+             has_figure: bool, forced: list[dict] | None = None) -> list[str]:
     from training.tables import format_metric, number, table
 
     lines = ["", "## Mechanism", "",
@@ -239,6 +301,7 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
              else f"{t['mean_auroc']:.3f}"),
          _ci(t["vs_label"]), f"{t['vs_label']['p_value']:.3g}" if t["vs_label"] else "–"]
         for t in entries))
+    lines += _forced_table(forced or [])
     lines += ["", "### Contrasts (AUROC of the first minus the second)", ""]
     lines += table(["contrast", "what differs", "difference [95% CI]", "p", "cells"], (
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
@@ -246,7 +309,9 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
         if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
     lines += ["", "### What the contrasts say about each explanation", ""]
     lines += [f"- **{r['explanation']}** (predicts a positive "
-              f"{', '.join(r['predicts'])}): {r['reading']}." for r in reads]
+              f"{', '.join(r['predicts'])}): {r['reading']}"
+              + (f" ({', '.join(r['forced'])} read from forced answers)" if r["forced"] else "")
+              + "." for r in reads]
     lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
               "seeds, a CI that includes 0 cannot tell a small effect from none, and a shown "
               "difference is for this cohort, teacher and model.", "",
@@ -263,17 +328,21 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
     return lines
 
 
-
-
 def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[list[str], dict]:
     """The section's Markdown lines and its data (for ``summary.json``)."""
+    forced = forced_rows(rows)
+    rows = rows + forced
     entries = settings(rows, n_resamples, seed)
     found = contrasts(rows, n_resamples, seed)
     reads = readings(found)
     diags = diagnostics(rows)
     has_figure = figure(diags, out / "mechanism_loss_share.png")
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
+            "forced": [{k: r.get(k) for k in ("run_id", "target", "reached_answer_share",
+                                              "forced_share", "rationale_token_cap",
+                                              "mean_label_mass", "low_label_mass_share",
+                                              "valid", "invalid_reason")} for r in forced],
             "contrasts": found, "readings": reads,
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}
-    return markdown(entries, found, reads, diags, has_figure), data
+    return markdown(entries, found, reads, diags, has_figure, forced), data

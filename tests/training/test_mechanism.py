@@ -319,7 +319,8 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
     settings = {(s["target"], s["scoring"]) for s in report["mechanism"]["settings"]}
     generating = [t for t in targets if TARGETS[t].scoring == "generate"]
     # direct for every model that writes first; sampled only where it was asked for
-    assert settings == ({(t, TARGETS[t].scoring) for t in targets}
+    forced = {(t, "forced") for t in ("label-padded", "rationale-shuffled", "rationale-free")}
+    assert settings == ({(t, TARGETS[t].scoring) for t in targets} | forced
                         | {(t, "direct") for t in generating} | {("rationale-free", "sampled")})
     assert {c["contrast"] for c in report["mechanism"]["contrasts"]} >= {
         "length", "weighting", "narrative", "answer first", "direct scoring",
@@ -362,3 +363,58 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
     assert not set(evaluation.identity_data()) & {"scoring", "n_samples",
                                                   "sample_temperature"}
     assert EvaluateConfig(scoring="sampled").settings_hash() != evaluation.settings_hash()
+
+
+def _scored(folder: Path, name: str, labels: np.ndarray, scores: np.ndarray, **row) -> dict:
+    path = folder / f"{name}.csv"
+    lines = ["id,label,p_yes"] + [f"P{i:04d},{y},{float(p)!r}" for i, (y, p) in
+                                  enumerate(zip(labels, scores, strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+    return {"kind": "sft", "base_model": "m", "train_size": 40, "seed": 0, "lora_r": 4,
+            "run_id": name, "run_dir": str(folder / name), "predictions": str(path),
+            "valid": True, "invalid_reason": None, "reached_answer_share": None,
+            "mean_label_mass": 0.99, "low_label_mass_share": 0.0,
+            "rationale_token_cap": 150, "auroc": {"value": 0.5}, **row}
+
+
+def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(tmp_path):
+    """Filler and shuffled words have nothing to finish: a model that never writes the
+    cue on its own is still read, with the cue appended at the cap, in the length and
+    narrative contrasts; a forced reading whose label mass is low is refused; the
+    generate row stays invalid in the settings table."""
+    from training import mechanism
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    strong, weak = y + rng.normal(0, 0.5, y.size), y + rng.normal(0, 3.0, y.size)
+    not_reached = {"valid": False, "invalid_reason": "only 0% reached 'Final answer:'"}
+    rows = [_scored(tmp_path, "label", y, strong, target="label", scoring="direct"),
+            _scored(tmp_path, "free", y, weak, target="rationale-free", scoring="generate",
+                    reached_answer_share=1.0),
+            _scored(tmp_path, "padded", y, weak, target="label-padded", scoring="generate",
+                    reached_answer_share=0.0, **not_reached),
+            _scored(tmp_path, "shuffled", y, strong, target="rationale-shuffled",
+                    scoring="generate", reached_answer_share=0.2, low_label_mass_share=0.3,
+                    **not_reached)]
+    lines, data = mechanism.section(rows, tmp_path, n_resamples=200, seed=0)
+
+    forced = {f["target"]: f for f in data["forced"]}
+    assert set(forced) == {"label-padded", "rationale-shuffled", "rationale-free"}
+    assert forced["label-padded"]["valid"] and forced["label-padded"]["forced_share"] == 1.0
+    assert not forced["rationale-shuffled"]["valid"]
+    assert "30% of patients" in forced["rationale-shuffled"]["invalid_reason"]
+    assert forced["rationale-free"]["valid"] and forced["rationale-free"]["forced_share"] == 0
+
+    contrasts = {c["contrast"]: c for c in data["contrasts"]}
+    assert contrasts["length"]["b"] == "label-padded/forced" and contrasts["length"]["forced"]
+    assert contrasts["length"]["shown"] == 1  # label-only's strong scores beat the filler's
+    assert "narrative" not in contrasts  # its forced reading failed the label-mass gate
+    reading = {r["explanation"]: r for r in data["readings"]}
+    dilution = reading["dilution of the answer's gradient by length"]
+    assert dilution["forced"] == ["length"]
+    assert any("length read from forced answers" in line for line in lines)
+
+    settings = {(s["target"], s["scoring"]): s for s in data["settings"]}
+    assert settings[("label-padded", "generate")].get("invalid")  # the gate still holds
+    assert settings[("label-padded", "forced")]["mean_auroc"] is not None
+    assert "### Forced readings" in lines
