@@ -310,7 +310,7 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
     lines += ["", "### What the contrasts say about each explanation", ""]
     lines += [f"- **{r['explanation']}** (predicts a positive "
               f"{', '.join(r['predicts'])}): {r['reading']}"
-              + (f" ({', '.join(r['forced'])} read from forced answers)" if r["forced"] else "")
+              + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
               + "." for r in reads]
     lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
               "seeds, a CI that includes 0 cannot tell a small effect from none, and a shown "

@@ -412,7 +412,7 @@ def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(
     reading = {r["explanation"]: r for r in data["readings"]}
     dilution = reading["dilution of the answer's gradient by length"]
     assert dilution["forced"] == ["length"]
-    assert any("length read from forced answers" in line for line in lines)
+    assert any("; length read from forced answers." in line for line in lines)
 
     settings = {(s["target"], s["scoring"]): s for s in data["settings"]}
     assert settings[("label-padded", "generate")].get("invalid")  # the gate still holds
