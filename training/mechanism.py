@@ -104,8 +104,27 @@ def forced_rows(rows: list[dict]) -> list[dict]:
             f"at the forced answer position (at most {MAX_LOW_MASS_SHARE:.0%} allowed)")
         out.append({**r, "scoring": FORCED, "extra_scoring": True, "valid": valid,
                     "invalid_reason": reason,
-                    "forced_share": None if reached is None else 1 - reached})
+                    "forced_share": None if reached is None else 1 - reached,
+                    "repetitive_share": repetitive_share(
+                        Path(r["predictions"]).with_name("predictions.jsonl"))})
     return out
+
+
+def repetitive_share(path: Path) -> float | None:
+    """The share of a model's generations in which one word is over half the words: a
+    sign that what was read forced came after a loop, not after text like its training
+    completions. ``None`` where the generations were not kept."""
+    from collections import Counter
+
+    try:
+        texts = [json.loads(line)["rationale"] for line in path.read_text().splitlines()
+                 if line.strip()]
+    except (OSError, ValueError, KeyError):
+        return None
+    words = [t.split() for t in texts if isinstance(t, str) and t.split()]
+    if not words:
+        return None
+    return sum(Counter(w).most_common(1)[0][1] > len(w) / 2 for w in words) / len(words)
 
 
 def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
@@ -274,13 +293,15 @@ def _forced_table(forced: list[dict]) -> list[str]:
              "appended at the cap where the model did not write it. The gate is the label "
              f"mass there: at most {MAX_LOW_MASS_SHARE:.0%} of patients under 0.5. A forced "
              "score reads a model after its own continuation; where that continuation is "
-             "unlike its training completions, it reads a model off its training "
+             "unlike its training completions (the column of generations where one word is "
+             "over half the words flags a loop), it reads a model off its training "
              "distribution. The main comparison never reads a forced score.", ""]
     lines += table(["target", "wrote the cue itself", "answer forced", "cap (tokens)",
-                    "mean label mass", "label mass < 0.5", "valid"], (
+                    "one word > half the words", "mean label mass", "label mass < 0.5",
+                    "valid"], (
         [r["target"], number(r["reached_answer_share"], 2), number(r["forced_share"], 2),
-         r["rationale_token_cap"] or "–", number(r["mean_label_mass"], 3),
-         number(r["low_label_mass_share"], 3),
+         r["rationale_token_cap"] or "–", number(r["repetitive_share"], 2),
+         number(r["mean_label_mass"], 3), number(r["low_label_mass_share"], 3),
          "yes" if r["valid"] else f"no: {r['invalid_reason']}"] for r in forced))
     return lines
 
@@ -340,8 +361,9 @@ def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[l
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
             "forced": [{k: r.get(k) for k in ("run_id", "target", "reached_answer_share",
                                               "forced_share", "rationale_token_cap",
-                                              "mean_label_mass", "low_label_mass_share",
-                                              "valid", "invalid_reason")} for r in forced],
+                                              "repetitive_share", "mean_label_mass",
+                                              "low_label_mass_share", "valid",
+                                              "invalid_reason")} for r in forced],
             "contrasts": found, "readings": reads,
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}

@@ -396,6 +396,9 @@ def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(
             _scored(tmp_path, "shuffled", y, strong, target="rationale-shuffled",
                     scoring="generate", reached_answer_share=0.2, low_label_mass_share=0.3,
                     **not_reached)]
+    (tmp_path / "predictions.jsonl").write_text("".join(
+        json.dumps({"id": f"P{i:04d}", "rationale": text}) + "\n" for i, text in enumerate(
+            ["[E1]; [E1]; [E1]; age [E2]", ". . . .", "Age 71 [E1]; APOE e4 [E2]; [E1]."])))
     lines, data = mechanism.section(rows, tmp_path, n_resamples=200, seed=0)
 
     forced = {f["target"]: f for f in data["forced"]}
@@ -404,6 +407,8 @@ def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(
     assert not forced["rationale-shuffled"]["valid"]
     assert "30% of patients" in forced["rationale-shuffled"]["invalid_reason"]
     assert forced["rationale-free"]["valid"] and forced["rationale-free"]["forced_share"] == 0
+    # two of the three kept generations loop on one word (all runs share the file here)
+    assert forced["label-padded"]["repetitive_share"] == pytest.approx(2 / 3)
 
     contrasts = {c["contrast"]: c for c in data["contrasts"]}
     assert contrasts["length"]["b"] == "label-padded/forced" and contrasts["length"]["forced"]
