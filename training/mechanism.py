@@ -293,9 +293,10 @@ def _forced_table(forced: list[dict]) -> list[str]:
              "appended at the cap where the model did not write it. The gate is the label "
              f"mass there: at most {MAX_LOW_MASS_SHARE:.0%} of patients under 0.5. A forced "
              "score reads a model after its own continuation; where that continuation is "
-             "unlike its training completions (the column of generations where one word is "
-             "over half the words flags a loop), it reads a model off its training "
-             "distribution. The main comparison never reads a forced score.", ""]
+             "unlike its training completions, it reads a model off its training "
+             "distribution: the column of generations where one word is over half the words "
+             "flags a loop (filler is one word by design; a shuffled rationale has the word "
+             "mix of a free-form one). The main comparison never reads a forced score.", ""]
     lines += table(["target", "wrote the cue itself", "answer forced", "cap (tokens)",
                     "one word > half the words", "mean label mass", "label mass < 0.5",
                     "valid"], (
