@@ -167,10 +167,14 @@ def rationale_cap(tokenizer, completions: list[str], requested: int | None) -> d
             "source": "requested" if requested else "p99 of training completions + answer"}
 
 
+ANSWER_NOT_REACHED = "answer_not_reached"  # ``invalid_code`` of the gate below
+
+
 def judge_validity(metrics: dict, minimum: float) -> dict:
     """Mark a rationale run invalid when too few rationales reached the answer line."""
     share = metrics.get("reached_answer_share")
     metrics["valid"] = share is None or share >= minimum
+    metrics["invalid_code"] = None if metrics["valid"] else ANSWER_NOT_REACHED
     metrics["invalid_reason"] = None if metrics["valid"] else (
         f"only {share:.0%} of rationales reached 'Final answer:' within the "
         f"{metrics.get('rationale_token_cap', {}).get('cap')}-token cap (needs {minimum:.0%}); "

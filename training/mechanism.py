@@ -15,19 +15,11 @@ each explanation predicts:
 - **format** (writing first biases the answer): answering first, or scoring the
   same model directly, beats generate-then-score.
 
-Two targets teach a completion with nothing to finish: ``label-padded`` (filler as
-long as the patient's rationale) and ``rationale-shuffled`` (the rationale's words in
-no order). Whether their model writes ``Final answer:`` on its own within the cap
-measures whether it learned to *stop* a content-free sequence at a patient-specific
-length, not whether a rationale is complete, so the reached-answer gate of the main
-comparison says little about them. Their contrasts read them **forced**: the
-generate-then-score predictions as stored (the cue appended at the cap where the
-model did not write it; the cap is at least the 99th percentile of the target's own
-completions, so the forced position is at or past where 99% of its training answers
-sat), for both sides of the contrast (free-form's forced reading is its generate
-score). A forced reading has its own gate: at least 95% of patients put half or more
-of the next-token probability on yes/no at the forced position
-(``MAX_LOW_MASS_SHARE``). The main comparison never reads a forced score.
+Two targets teach a completion with nothing to finish, filler (``label-padded``) and
+shuffled words (``rationale-shuffled``); their contrasts read them *forced*
+(:mod:`training.forced_reading`; docs/reproduction.md gives the rule and why). The
+same contrasts read direct instead (``ALTERNATIVES``) are reported beside them, and
+each explanation's reading says when they would change it.
 
 An explanation is *supported* when every contrast it predicts is shown in its
 direction (95% CI excludes 0), *partly supported* when some are and none goes the
@@ -40,15 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from training import forced_reading
+from training.forced_reading import FORCED
 from training.targets import TARGETS
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
 LABEL = ("label", "direct")
-FORCED = "forced"  # generate-then-score, read whether or not the model wrote the cue
-MAX_LOW_MASS_SHARE = 0.05  # a forced reading: patients with label mass < 0.5, at most
 CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AUROC(b)
     "length": (LABEL, ("label-padded", FORCED),
                "label-only vs the same answer after length-matched filler (forced)"),
+    "length, direct": (LABEL, ("label-padded", "direct"),
+                       "the same, the filler model scored right after the prompt"),
     "weighting": (("rationale-weighted", "generate"), ("rationale-free", "generate"),
                   "answer token up-weighted to label-only's share vs plain rationale SFT"),
     "answer-only loss": (("rationale-answer-only", "generate"), ("rationale-free", "generate"),
@@ -59,6 +53,8 @@ CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AURO
                                  "answer-only model never learns to write a rationale)"),
     "narrative": (("rationale-shuffled", FORCED), ("rationale-free", FORCED),
                   "rationale words shuffled vs in order (both forced)"),
+    "narrative, direct": (("rationale-shuffled", "direct"), ("rationale-free", "direct"),
+                          "the same, both scored right after the prompt"),
     "answer first": (("answer-first", "direct"), ("rationale-free", "generate"),
                      "answer then rationale vs rationale then answer"),
     "direct scoring": (("rationale-free", "direct"), ("rationale-free", "generate"),
@@ -68,6 +64,11 @@ CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AURO
     "multitask": (("multitask", "direct"), LABEL,
                   "predict/explain multitask vs label-only"),
 }
+FORCED_TARGETS = frozenset(key[0] for a, b, _ in CONTRASTS.values() for key in (a, b)
+                           if key[1] == FORCED)
+# the same contrast with every side scored direct; a reading says when these change it
+ALTERNATIVES = {"length": "length, direct", "narrative": "narrative, direct",
+                "answer-only loss": "answer-only loss, direct"}
 EXPLANATIONS = {  # name: the contrasts it predicts to be positive
     "dilution of the answer's gradient by length": ["length", "weighting"],
     "next-token loss shifted onto rationale tokens": ["answer-only loss", "weighting"],
@@ -84,47 +85,6 @@ def applies(grid) -> bool:
 
 def _key(row: dict) -> tuple[str, str]:
     return row["target"], row["scoring"]
-
-
-def forced_rows(rows: list[dict]) -> list[dict]:
-    """A *forced* row for each generate-scored SFT row whose target a contrast reads
-    forced: the same stored predictions, judged by the label mass at the forced
-    position instead of by the share that reached the answer on its own."""
-    wanted = {key[0] for a, b, _ in CONTRASTS.values() for key in (a, b) if key[1] == FORCED}
-    out = []
-    for r in rows:
-        if not (r["kind"] == "sft" and r["scoring"] == "generate" and r["target"] in wanted
-                and r["predictions"]):
-            continue
-        low, reached = r.get("low_label_mass_share"), r.get("reached_answer_share")
-        valid = low is not None and low <= MAX_LOW_MASS_SHARE
-        reason = None if valid else (
-            "no label mass was recorded for its generate result" if low is None else
-            f"{low:.0%} of patients put under half of the next-token probability on yes/no "
-            f"at the forced answer position (at most {MAX_LOW_MASS_SHARE:.0%} allowed)")
-        out.append({**r, "scoring": FORCED, "extra_scoring": True, "valid": valid,
-                    "invalid_reason": reason,
-                    "forced_share": None if reached is None else 1 - reached,
-                    "repetitive_share": repetitive_share(
-                        Path(r["predictions"]).with_name("predictions.jsonl"))})
-    return out
-
-
-def repetitive_share(path: Path) -> float | None:
-    """The share of a model's generations in which one word is over half the words: a
-    sign that what was read forced came after a loop, not after text like its training
-    completions. ``None`` where the generations were not kept."""
-    from collections import Counter
-
-    try:
-        texts = [json.loads(line)["rationale"] for line in path.read_text().splitlines()
-                 if line.strip()]
-    except (OSError, ValueError, KeyError):
-        return None
-    words = [t.split() for t in texts if isinstance(t, str) and t.split()]
-    if not words:
-        return None
-    return sum(Counter(w).most_common(1)[0][1] > len(w) / 2 for w in words) / len(words)
 
 
 def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
@@ -192,25 +152,50 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
     return out
 
 
+def unread(rows: list[dict], found: list[dict]) -> list[dict]:
+    """Each contrast whose two settings were both run but not both valid, and why."""
+    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"]]
+    done = {c["contrast"] for c in found}
+    out = []
+    for name, (a_key, b_key, _) in CONTRASTS.items():
+        sides = {key: [r for r in sft if _key(r) == key] for key in (a_key, b_key)}
+        if name in done or not all(sides.values()):
+            continue
+        reasons = [f"{'/'.join(key)}: {members[0]['invalid_reason']}"
+                   for key, members in sides.items() if not any(m["valid"] for m in members)]
+        out.append({"contrast": name, "reason": "; ".join(reasons) or
+                    "no cell has both settings valid"})
+    return out
+
+
+def _verdict(tested: list[dict], predicted: list[str]) -> str:
+    if not tested:
+        return "not tested (its contrasts were not run, or a setting they compare was invalid)"
+    if any(c["shown"] < 0 for c in tested):
+        return "contradicted"
+    if all(c["shown"] > 0 for c in tested) and len(tested) == len(predicted):
+        return "supported"
+    if any(c["shown"] > 0 for c in tested):
+        return "partly supported"
+    return "open (no predicted difference shown)"
+
+
 def readings(found: list[dict]) -> list[dict]:
-    """Each explanation: supported, partly supported, contradicted, open or not tested."""
+    """Each explanation: supported, partly supported, contradicted, open or not tested;
+    and, where reading its contrasts direct (``ALTERNATIVES``) would say otherwise, that."""
     by_name = {c["contrast"]: c for c in found}
     out = []
     for explanation, predicted in EXPLANATIONS.items():
         tested = [by_name[p] for p in predicted if p in by_name]
-        if not tested:
-            verdict = "not tested (its contrasts were not run)"
-        elif any(c["shown"] < 0 for c in tested):
-            verdict = "contradicted"
-        elif all(c["shown"] > 0 for c in tested) and len(tested) == len(predicted):
-            verdict = "supported"
-        elif any(c["shown"] > 0 for c in tested):
-            verdict = "partly supported"
-        else:
-            verdict = "open (no predicted difference shown)"
+        verdict = _verdict(tested, predicted)
+        swapped = [ALTERNATIVES.get(p, p) for p in predicted]
+        other = _verdict([by_name[p] for p in swapped if p in by_name], swapped)
+        used = [p for p in swapped if p in by_name and p not in predicted]
         out.append({"explanation": explanation, "predicts": predicted,
                     "tested": [c["contrast"] for c in tested], "reading": verdict,
-                    "forced": [c["contrast"] for c in tested if c["forced"]]})
+                    "forced": [c["contrast"] for c in tested if c["forced"]],
+                    "direct_reading": {"contrasts": used, "reading": other}
+                    if used and other != verdict else None})
     return out
 
 
@@ -282,33 +267,8 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
 
 
-def _forced_table(forced: list[dict]) -> list[str]:
-    from training.tables import number, table
-
-    if not forced:
-        return []
-    lines = ["", "### Forced readings", "",
-             "Targets with nothing to finish (filler, shuffled words) are read *forced* in "
-             "their contrasts: the generate-then-score predictions, with `Final answer:` "
-             "appended at the cap where the model did not write it. The gate is the label "
-             f"mass there: at most {MAX_LOW_MASS_SHARE:.0%} of patients under 0.5. A forced "
-             "score reads a model after its own continuation; where that continuation is "
-             "unlike its training completions, it reads a model off its training "
-             "distribution: the column of generations where one word is over half the words "
-             "flags a loop (filler is one word by design; a shuffled rationale has the word "
-             "mix of a free-form one). The main comparison never reads a forced score.", ""]
-    lines += table(["target", "wrote the cue itself", "answer forced", "cap (tokens)",
-                    "one word > half the words", "mean label mass", "label mass < 0.5",
-                    "valid"], (
-        [r["target"], number(r["reached_answer_share"], 2), number(r["forced_share"], 2),
-         r["rationale_token_cap"] or "–", number(r["repetitive_share"], 2),
-         number(r["mean_label_mass"], 3), number(r["low_label_mass_share"], 3),
-         "yes" if r["valid"] else f"no: {r['invalid_reason']}"] for r in forced))
-    return lines
-
-
-def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: list[dict],
-             has_figure: bool, forced: list[dict] | None = None) -> list[str]:
+def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads: list[dict],
+             diags: list[dict], has_figure: bool, forced: list[dict]) -> list[str]:
     from training.tables import format_metric, number, table
 
     lines = ["", "## Mechanism", "",
@@ -323,17 +283,20 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
              else f"{t['mean_auroc']:.3f}"),
          _ci(t["vs_label"]), f"{t['vs_label']['p_value']:.3g}" if t["vs_label"] else "–"]
         for t in entries))
-    lines += _forced_table(forced or [])
+    lines += forced_reading.table(forced)
     lines += ["", "### Contrasts (AUROC of the first minus the second)", ""]
     lines += table(["contrast", "what differs", "difference [95% CI]", "p", "cells"], (
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
          f"{c['high']:+.3f}]", f"{c['p_value']:.3g}", c["pairs"]] for c in found)
         if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
+    lines += [f"- not read: **{c['contrast']}** ({c['reason']})" for c in missing]
     lines += ["", "### What the contrasts say about each explanation", ""]
     lines += [f"- **{r['explanation']}** (predicts a positive "
               f"{', '.join(r['predicts'])}): {r['reading']}"
               + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
-              + "." for r in reads]
+              + "." + (f" Read direct instead ({', '.join(r['direct_reading']['contrasts'])}):"
+                       f" {r['direct_reading']['reading']}." if r["direct_reading"] else "")
+              for r in reads]
     lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
               "seeds, a CI that includes 0 cannot tell a small effect from none, and a shown "
               "difference is for this cohort, teacher and model.", "",
@@ -352,20 +315,17 @@ def markdown(entries: list[dict], found: list[dict], reads: list[dict], diags: l
 
 def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[list[str], dict]:
     """The section's Markdown lines and its data (for ``summary.json``)."""
-    forced = forced_rows(rows)
-    rows = rows + forced
-    entries = settings(rows, n_resamples, seed)
-    found = contrasts(rows, n_resamples, seed)
+    forced = forced_reading.forced_rows(rows, FORCED_TARGETS)
+    every = rows + forced
+    entries = settings(every, n_resamples, seed)
+    found = contrasts(every, n_resamples, seed)
+    missing = unread(every, found)
     reads = readings(found)
     diags = diagnostics(rows)
     has_figure = figure(diags, out / "mechanism_loss_share.png")
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
-            "forced": [{k: r.get(k) for k in ("run_id", "target", "reached_answer_share",
-                                              "forced_share", "rationale_token_cap",
-                                              "repetitive_share", "mean_label_mass",
-                                              "low_label_mass_share", "valid",
-                                              "invalid_reason")} for r in forced],
-            "contrasts": found, "readings": reads,
+            "forced": [{k: r.get(k) for k in forced_reading.SUMMARY_KEYS} for r in forced],
+            "contrasts": found, "unread_contrasts": missing, "readings": reads,
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}
-    return markdown(entries, found, reads, diags, has_figure, forced), data
+    return markdown(entries, found, missing, reads, diags, has_figure, forced), data

@@ -319,12 +319,22 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
     settings = {(s["target"], s["scoring"]) for s in report["mechanism"]["settings"]}
     generating = [t for t in targets if TARGETS[t].scoring == "generate"]
     # direct for every model that writes first; sampled only where it was asked for
-    forced = {(t, "forced") for t in ("label-padded", "rationale-shuffled", "rationale-free")}
-    assert settings == ({(t, TARGETS[t].scoring) for t in targets} | forced
+    from training.mechanism import FORCED_TARGETS
+
+    assert settings == ({(t, TARGETS[t].scoring) for t in targets}
+                        | {(t, "forced") for t in FORCED_TARGETS}
                         | {(t, "direct") for t in generating} | {("rationale-free", "sampled")})
-    assert {c["contrast"] for c in report["mechanism"]["contrasts"]} >= {
-        "length", "weighting", "narrative", "answer first", "direct scoring",
-        "sampled scoring", "multitask"}
+    found = {c["contrast"] for c in report["mechanism"]["contrasts"]}
+    assert found >= {"weighting", "answer first", "direct scoring", "sampled scoring",
+                     "multitask", "length, direct", "narrative, direct"}
+    # an untrained tiny model may not answer yes/no where its cue is forced: the forced
+    # contrasts are read exactly when their forced rows pass the gate, else listed unread
+    valid = {f["target"]: f["valid"] for f in report["mechanism"]["forced"]}
+    unread = {c["contrast"] for c in report["mechanism"]["unread_contrasts"]}
+    assert ("length" in found) == valid["label-padded"] == ("length" not in unread)
+    both = valid["rationale-shuffled"] and valid["rationale-free"]
+    assert ("narrative" in found) == both == ("narrative" not in unread)
+    assert not any(r["scoring"] == "forced" for r in report["rows"])
     diags = {d["target"]: d for d in report["mechanism"]["diagnostics"]}
     assert diags["rationale-weighted"]["answer_weight_share"] == pytest.approx(1 / 6, abs=1e-6)
     assert diags["rationale-free"]["answer_weight_share"] < 0.05
@@ -365,61 +375,125 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
     assert EvaluateConfig(scoring="sampled").settings_hash() != evaluation.settings_hash()
 
 
-def _scored(folder: Path, name: str, labels: np.ndarray, scores: np.ndarray, **row) -> dict:
-    path = folder / f"{name}.csv"
-    lines = ["id,label,p_yes"] + [f"P{i:04d},{y},{float(p)!r}" for i, (y, p) in
-                                  enumerate(zip(labels, scores, strict=True))]
-    path.write_text("\n".join(lines) + "\n")
+
+def _scored(root: Path, name: str, labels, scores, *, reached=None, mass=None,
+            texts=None, **row) -> dict:
+    """A run folder as evaluation leaves it: predictions.csv (+ .jsonl when it wrote
+    rationales) and the report row that points at it."""
+    folder = root / name / "eval" / "test"
+    folder.mkdir(parents=True)
+    ids = [f"P{i:04d}" for i in range(len(labels))]
+    mass = [0.99] * len(ids) if mass is None else mass
+    lines = ["id,label,p_yes,label_mass,reached_answer"] + [
+        f"{pid},{y},{float(p)!r},{float(m)!r},{'' if reached is None else int(reached[i])}"
+        for i, (pid, y, p, m) in enumerate(zip(ids, labels, scores, mass, strict=True))]
+    (folder / "predictions.csv").write_text("\n".join(lines) + "\n")
+    if texts is not None:
+        (folder / "predictions.jsonl").write_text("".join(
+            json.dumps({"id": pid, "rationale": t}) + "\n" for pid, t in zip(ids, texts,
+                                                                              strict=True)))
     return {"kind": "sft", "base_model": "m", "train_size": 40, "seed": 0, "lora_r": 4,
-            "run_id": name, "run_dir": str(folder / name), "predictions": str(path),
-            "valid": True, "invalid_reason": None, "reached_answer_share": None,
-            "mean_label_mass": 0.99, "low_label_mass_share": 0.0,
-            "rationale_token_cap": 150, "auroc": {"value": 0.5}, **row}
+            "run_id": name, "run_dir": str(root / name),
+            "predictions": str(folder / "predictions.csv"), "valid": True,
+            "invalid_reason": None, "invalid_code": None,
+            "reached_answer_share": None if reached is None else float(np.mean(reached)),
+            "mean_label_mass": float(np.mean(mass)), "rationale_token_cap": 150,
+            "completion_max": 148, "auroc": {"value": 0.5}, **row}
+
+
+NOT_REACHED = {"valid": False, "invalid_reason": "only a few reached 'Final answer:'",
+               "invalid_code": "answer_not_reached"}
 
 
 def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(tmp_path):
     """Filler and shuffled words have nothing to finish: a model that never writes the
-    cue on its own is still read, with the cue appended at the cap, in the length and
-    narrative contrasts; a forced reading whose label mass is low is refused; the
-    generate row stays invalid in the settings table."""
+    cue on its own is read with the cue appended where it stopped, in the length and
+    narrative contrasts only; a forced reading whose forced patients do not answer yes/no
+    is refused and its contrast listed as not read; the direct alternatives are beside
+    them and a reading says when they would change it; the generate rows stay invalid."""
+    import copy
+
     from training import mechanism
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 60)
-    strong, weak = y + rng.normal(0, 0.5, y.size), y + rng.normal(0, 3.0, y.size)
-    not_reached = {"valid": False, "invalid_reason": "only 0% reached 'Final answer:'"}
+    n = y.size
+    strong, weak = y + rng.normal(0, 0.5, n), y + rng.normal(0, 3.0, n)
+    none, every = np.zeros(n, bool), np.ones(n, bool)
+    some = np.arange(n) % 5 == 0  # 20% reached the cue on their own
+    low_mass = np.where(np.arange(n) % 4 == 1, 0.2, 0.99)  # 25% of all and of the forced
     rows = [_scored(tmp_path, "label", y, strong, target="label", scoring="direct"),
             _scored(tmp_path, "free", y, weak, target="rationale-free", scoring="generate",
-                    reached_answer_share=1.0),
+                    reached=every, texts=["Age 71 [E1]; APOE e4 [E2]."] * n),
+            _scored(tmp_path, "free-direct", y, weak, target="rationale-free",
+                    scoring="direct"),
             _scored(tmp_path, "padded", y, weak, target="label-padded", scoring="generate",
-                    reached_answer_share=0.0, **not_reached),
+                    reached=none, texts=[". . . ."] * n, **NOT_REACHED),
+            _scored(tmp_path, "padded-direct", y, weak, target="label-padded",
+                    scoring="direct"),
             _scored(tmp_path, "shuffled", y, strong, target="rationale-shuffled",
-                    scoring="generate", reached_answer_share=0.2, low_label_mass_share=0.3,
-                    **not_reached)]
-    (tmp_path / "predictions.jsonl").write_text("".join(
-        json.dumps({"id": f"P{i:04d}", "rationale": text}) + "\n" for i, text in enumerate(
-            ["[E1]; [E1]; [E1]; age [E2]", ". . . .", "Age 71 [E1]; APOE e4 [E2]; [E1]."])))
+                    scoring="generate", reached=some, mass=list(low_mass),
+                    texts=["[E1]; [E1]; [E1]; age"] * n, **NOT_REACHED),
+            _scored(tmp_path, "shuffled-direct", y, strong, target="rationale-shuffled",
+                    scoring="direct"),
+            _scored(tmp_path, "answer-only", y, weak, target="rationale-answer-only",
+                    scoring="generate", reached=some, texts=["x"] * n, **NOT_REACHED)]
+    before = copy.deepcopy(rows)
     lines, data = mechanism.section(rows, tmp_path, n_resamples=200, seed=0)
+    assert rows == before  # the caller's rows (the main tables') get no forced row
 
     forced = {f["target"]: f for f in data["forced"]}
     assert set(forced) == {"label-padded", "rationale-shuffled", "rationale-free"}
-    assert forced["label-padded"]["valid"] and forced["label-padded"]["forced_share"] == 1.0
-    assert not forced["rationale-shuffled"]["valid"]
-    assert "30% of patients" in forced["rationale-shuffled"]["invalid_reason"]
-    assert forced["rationale-free"]["valid"] and forced["rationale-free"]["forced_share"] == 0
-    # two of the three kept generations loop on one word (all runs share the file here)
-    assert forced["label-padded"]["repetitive_share"] == pytest.approx(2 / 3)
+    padded, shuffled, free = (forced[t] for t in ("label-padded", "rationale-shuffled",
+                                                  "rationale-free"))
+    assert padded["valid"] and padded["forced_share"] == 1.0
+    assert padded["forced_one_word_majority_share"] == 1.0  # filler is one word
+    assert free["valid"] and free["forced_share"] == 0 and free["forced_patients"] == 0
+    assert shuffled["forced_patients"] == 96 and not shuffled["valid"]
+    assert shuffled["forced_low_mass_share"] == pytest.approx(24 / 96)
+    assert "25% of the 96 patients whose cue was appended" in shuffled["invalid_reason"]
+    assert "| label-padded | 0.00 | 1.00 | 150 | 148 | 0.000 | 1.00 | yes |" in lines
 
     contrasts = {c["contrast"]: c for c in data["contrasts"]}
     assert contrasts["length"]["b"] == "label-padded/forced" and contrasts["length"]["forced"]
     assert contrasts["length"]["shown"] == 1  # label-only's strong scores beat the filler's
-    assert "narrative" not in contrasts  # its forced reading failed the label-mass gate
+    assert contrasts["length, direct"]["b"] == "label-padded/direct"
+    assert "narrative" not in contrasts and contrasts["narrative, direct"]["shown"] == 1
+    unread = {c["contrast"]: c["reason"] for c in data["unread_contrasts"]}
+    assert "rationale-shuffled/forced: 25% of the 96" in unread["narrative"]
+    assert unread["answer-only loss"].startswith("rationale-answer-only/generate: only")
+
     reading = {r["explanation"]: r for r in data["readings"]}
-    dilution = reading["dilution of the answer's gradient by length"]
-    assert dilution["forced"] == ["length"]
-    assert any("; length read from forced answers." in line for line in lines)
+    narrative = reading["narrative plausibility vs discrimination (the study's)"]
+    assert narrative["reading"].startswith("not tested")
+    assert narrative["direct_reading"] == {"contrasts": ["narrative, direct"],
+                                           "reading": "supported"}
+    assert reading["dilution of the answer's gradient by length"]["forced"] == ["length"]
+    assert any("Read direct instead (narrative, direct): supported." in line for line in lines)
 
     settings = {(s["target"], s["scoring"]): s for s in data["settings"]}
-    assert settings[("label-padded", "generate")].get("invalid")  # the gate still holds
+    assert settings[("label-padded", "generate")].get("invalid")  # the main gate holds
     assert settings[("label-padded", "forced")]["mean_auroc"] is not None
-    assert "### Forced readings" in lines
+    assert ("rationale-answer-only", "forced") not in settings
+
+
+def test_a_forced_reading_needs_to_know_who_was_forced_and_allows_five_percent_low_mass(
+        tmp_path):
+    from training.forced_reading import forced_rows
+
+    y = np.repeat([0, 1], 10)
+    one_low = [0.3] + [0.9] * 19  # 1 of 20 forced patients: exactly 5%
+    rows = [_scored(tmp_path, "at-the-limit", y, y * 0.5, target="label-padded",
+                    scoring="generate", reached=np.zeros(20, bool), mass=one_low,
+                    **NOT_REACHED),
+            _scored(tmp_path, "no-reached-column", y, y * 0.5, target="label-padded",
+                    scoring="generate", **NOT_REACHED),
+            _scored(tmp_path, "invalid-otherwise", y, y * 0.5, target="label-padded",
+                    scoring="generate", reached=np.zeros(20, bool), valid=False,
+                    invalid_reason="truncated prompts", invalid_code="truncated")]
+    out = {r["run_id"]: r for r in forced_rows(rows, {"label-padded"})}
+    assert out["at-the-limit"]["valid"]
+    assert out["at-the-limit"]["forced_one_word_majority_share"] is None  # no generations
+    assert not out["no-reached-column"]["valid"]
+    assert "do not say which patients" in out["no-reached-column"]["invalid_reason"]
+    assert "invalid-otherwise" not in out  # only the reached-answer gate is lifted
