@@ -289,7 +289,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
          f"{c['high']:+.3f}]", f"{c['p_value']:.3g}", c["pairs"]] for c in found)
         if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
-    lines += [f"- not read: **{c['contrast']}** ({c['reason']})" for c in missing]
+    lines += [""] * bool(missing) + [f"- not read: **{c['contrast']}** ({c['reason']})"
+                                     for c in missing]
     lines += ["", "### What the contrasts say about each explanation", ""]
     lines += [f"- **{r['explanation']}** (predicts a positive "
               f"{', '.join(r['predicts'])}): {r['reading']}"
