@@ -16,9 +16,9 @@ patients whose cue was appended:
 - ``forced_low_mass_share``: of those, the share that put under half of the
   next-token probability on yes/no there. The gate (``MAX_LOW_MASS_SHARE``) checks
   only that the model answers in the expected format at the forced position;
-- ``forced_one_word_majority_share``: of those, the share of generations in which one
-  word is over half the words (a loop, unless the target's own completion is one word
-  repeated, as filler is).
+- ``forced_one_word_majority_share``: of those whose generation was kept and is not
+  empty, the share in which one word is over half the words (a loop, unless the
+  target's own completion is one word repeated, as filler is).
 """
 
 import csv
@@ -36,19 +36,21 @@ SUMMARY_KEYS = ("run_id", "target", "reached_answer_share", "forced_share",
 
 
 def forced_rows(rows: list[dict], targets: set[str]) -> list[dict]:
-    """A forced row for each generate-scored SFT row of ``targets`` that is valid or
-    invalid only because too few patients reached the cue; ``rows`` are left as they are."""
+    """A forced row for each generate-scored SFT row of ``targets``; ``rows`` are left as
+    they are. Only the reached-answer gate is lifted: a generate result invalid for any
+    other reason gives an invalid forced row that says so."""
     out = []
     for r in rows:
-        eligible = r["valid"] or r.get("invalid_code") == ANSWER_NOT_REACHED
         if not (r["kind"] == "sft" and r["scoring"] == "generate" and r["target"] in targets
-                and r["predictions"] and eligible):
+                and r["predictions"]):
             continue
         stats = forced_patients(Path(r["predictions"]))
         low = stats["forced_low_mass_share"]
-        valid = stats["forced_patients"] is not None and (
+        other = not r["valid"] and r.get("invalid_code") != ANSWER_NOT_REACHED
+        valid = not other and stats["forced_patients"] is not None and (
             stats["forced_patients"] == 0 or low <= MAX_LOW_MASS_SHARE)
         reason = None if valid else (
+            f"its generate result is invalid: {r['invalid_reason']}" if other else
             "its predictions do not say which patients reached the cue"
             if stats["forced_patients"] is None else
             f"{low:.0%} of the {stats['forced_patients']} patients whose cue was appended put "
@@ -68,12 +70,12 @@ def forced_patients(predictions: Path) -> dict:
     try:
         with predictions.open(newline="") as handle:
             scored = [row for row in csv.DictReader(handle)]
-    except OSError:
+        if not scored or any(row.get("reached_answer") not in ("0", "1") for row in scored):
+            return none
+        forced = {row["id"]: float(row["label_mass"]) for row in scored
+                  if row["reached_answer"] == "0"}
+    except (OSError, ValueError, TypeError):  # unreadable, or a label mass that is no number
         return none
-    if not scored or any(row.get("reached_answer") not in ("0", "1") for row in scored):
-        return none
-    forced = {row["id"]: float(row["label_mass"]) for row in scored
-              if row["reached_answer"] == "0"}
     texts = _generations(predictions.with_name("predictions.jsonl"))
     words = [texts[pid].split() for pid in forced if texts.get(pid, "").split()]
     return {"forced_share": len(forced) / len(scored), "forced_patients": len(forced),

@@ -161,7 +161,8 @@ def unread(rows: list[dict], found: list[dict]) -> list[dict]:
         sides = {key: [r for r in sft if _key(r) == key] for key in (a_key, b_key)}
         if name in done or not all(sides.values()):
             continue
-        reasons = [f"{'/'.join(key)}: {members[0]['invalid_reason']}"
+        reasons = [f"{'/'.join(key)}: "
+                   + "; ".join(dict.fromkeys(str(m["invalid_reason"]) for m in members))
                    for key, members in sides.items() if not any(m["valid"] for m in members)]
         out.append({"contrast": name, "reason": "; ".join(reasons) or
                     "no cell has both settings valid"})
@@ -193,9 +194,10 @@ def readings(found: list[dict]) -> list[dict]:
         used = [p for p in swapped if p in by_name and p not in predicted]
         out.append({"explanation": explanation, "predicts": predicted,
                     "tested": [c["contrast"] for c in tested], "reading": verdict,
+                    "untested": [p for p in predicted if p not in by_name],
                     "forced": [c["contrast"] for c in tested if c["forced"]],
-                    "direct_reading": {"contrasts": used, "reading": other}
-                    if used and other != verdict else None})
+                    "direct_reading": {"contrasts": used, "reading": other,
+                                       "same": other == verdict} if used else None})
     return out
 
 
@@ -267,6 +269,13 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
 
 
+def _direct_note(alternative: dict | None) -> str:
+    if not alternative:
+        return ""
+    said = "the same" if alternative["same"] else alternative["reading"]
+    return f" Read direct instead ({', '.join(alternative['contrasts'])}): {said}."
+
+
 def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads: list[dict],
              diags: list[dict], has_figure: bool, forced: list[dict]) -> list[str]:
     from training.tables import format_metric, number, table
@@ -295,9 +304,9 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
     lines += [f"- **{r['explanation']}** (predicts a positive "
               f"{', '.join(r['predicts'])}): {r['reading']}"
               + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
-              + "." + (f" Read direct instead ({', '.join(r['direct_reading']['contrasts'])}):"
-                       f" {r['direct_reading']['reading']}." if r["direct_reading"] else "")
-              for r in reads]
+              + (f"; {', '.join(r['untested'])} not read" if r["untested"] and r["tested"]
+                 else "")
+              + "." + _direct_note(r["direct_reading"]) for r in reads]
     lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
               "seeds, a CI that includes 0 cannot tell a small effect from none, and a shown "
               "difference is for this cohort, teacher and model.", "",

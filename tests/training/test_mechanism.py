@@ -467,7 +467,9 @@ def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(
     narrative = reading["narrative plausibility vs discrimination (the study's)"]
     assert narrative["reading"].startswith("not tested")
     assert narrative["direct_reading"] == {"contrasts": ["narrative, direct"],
-                                           "reading": "supported"}
+                                           "reading": "supported", "same": False}
+    loss_shift = reading["next-token loss shifted onto rationale tokens"]
+    assert loss_shift["untested"] == ["answer-only loss", "weighting"] and not loss_shift["tested"]
     assert reading["dilution of the answer's gradient by length"]["forced"] == ["length"]
     assert any("Read direct instead (narrative, direct): supported." in line for line in lines)
 
@@ -496,4 +498,7 @@ def test_a_forced_reading_needs_to_know_who_was_forced_and_allows_five_percent_l
     assert out["at-the-limit"]["forced_one_word_majority_share"] is None  # no generations
     assert not out["no-reached-column"]["valid"]
     assert "do not say which patients" in out["no-reached-column"]["invalid_reason"]
-    assert "invalid-otherwise" not in out  # only the reached-answer gate is lifted
+    # only the reached-answer gate is lifted: any other reason stays, and says so
+    assert not out["invalid-otherwise"]["valid"]
+    assert out["invalid-otherwise"]["invalid_reason"] == \
+        "its generate result is invalid: truncated prompts"
