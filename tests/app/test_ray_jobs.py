@@ -84,6 +84,20 @@ def _wait_pid(engine, job_id: int, timeout: float = 120) -> int:
     raise AssertionError(f"job {job_id} never reported its process")
 
 
+def _wait_training(engine, seed: int, timeout: float = 120) -> None:
+    """Until the training run of ``seed`` has its row, so a cancel meets its bookkeeping
+    (a job cancelled while it is still importing torch has no run to mark)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            running = s.exec(select(TrainingRun).where(
+                TrainingRun.status == "running")).all()
+        if any(r.config.get("seed") == seed for r in running):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the run with seed {seed} did not start within {timeout} s")
+
+
 def _external(engine, job_id: int) -> str:
     with Session(engine) as s:
         return s.get(Job, job_id).external_id
@@ -143,6 +157,7 @@ def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray
         assert s.get(Job, twin).status == "queued"
         jobs.cancel(s, twin)
 
+    _wait_training(engine, seed=11)
     assert "cancelled" in rita.predict(first, api_name="/runs_cancel")
     assert _gone_within(pids[first], 30), "the cancelled job still runs 30 s later"
     with Session(engine) as s:
