@@ -56,7 +56,7 @@ def forced_rows(rows: list[dict], targets: set[str]) -> list[dict]:
             f"{low:.0%} of the {stats['forced_patients']} patients whose cue was appended put "
             "under half of the next-token probability on yes/no there (at most "
             f"{MAX_LOW_MASS_SHARE:.0%} allowed)")
-        out.append({**r, "scoring": FORCED, "reading_of": "generate", "valid": valid,
+        out.append({**r, "scoring": FORCED, "valid": valid,
                     "invalid_reason": reason, "invalid_code": None if valid else "forced_gate",
                     **stats})
     return out

@@ -423,7 +423,6 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
             "balanced_accuracy": metrics.get("balanced_accuracy"),
             "reached_answer_share": metrics.get("reached_answer_share"),
             "mean_label_mass": metrics.get("mean_label_mass"),
-            "low_label_mass_share": metrics.get("low_label_mass_share"),
             "valid": metrics.get("valid", True),
             "invalid_reason": metrics.get("invalid_reason"),
             "invalid_code": metrics.get("invalid_code"),

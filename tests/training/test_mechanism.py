@@ -375,7 +375,6 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
     assert EvaluateConfig(scoring="sampled").settings_hash() != evaluation.settings_hash()
 
 
-
 def _scored(root: Path, name: str, labels, scores, *, reached=None, mass=None,
             texts=None, **row) -> dict:
     """A run folder as evaluation leaves it: predictions.csv (+ .jsonl when it wrote
