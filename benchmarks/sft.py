@@ -15,8 +15,13 @@ a temporary database: template-teacher rationales, simulated ratings), the same 
 - the share of padding tokens in one epoch's batches, grouped by length (the
   project's default) against random order, as the trainer builds them;
 - the project's trainer at ``SFTRunConfig``'s default ``lora_dropout`` against
-  ``--lora-dropout`` (default 0, which every other figure uses): on CPU the dropout
-  masks cost as much as the LoRA step itself (mechanism grid, docs/reproduction.md);
+  ``--lora-dropout`` (default 0, which every other figure uses): the project's trainer
+  draws its dropout masks as gaps between drops (``training.lora_dropout``); with
+  ``--peft-dropout`` also at the default rate with peft's own ``nn.Dropout``, whose
+  Bernoulli masks made a CPU step 1.5–3.3× slower (docs/training.md);
+- with ``--interleave N``, the dropout's cost as steps of one model that alternate
+  between no dropout, the project's and peft's, N rounds (on a busy machine the load
+  changes between the trainer runs above, not within a round);
 - a lean hand-written PyTorch loop (``--lean``), the reference TRL was chosen against.
 
 Tokens/s counts real (non-padding) tokens over the timed optimizer steps, after one
@@ -113,7 +118,8 @@ def lean(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device) -> 
 
 
 def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
-        autocast: bool = False, logits_loss: bool = False, dropout: float = 0.0) -> float:
+        autocast: bool = False, logits_loss: bool = False, dropout: float = 0.0,
+        peft_dropout: bool = False) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -140,10 +146,109 @@ def trl(model_path, tokenizer, rows, steps, batch, rank, lr, dtype, device, out,
                           args=args, processing_class=tokenizer,
                           peft_config=lora_config(rank, dropout),
                           train_dataset=Dataset.from_list(rows), callbacks=[Clock()])
+    if peft_dropout:
+        restore_peft_dropout(trainer.model)
     trainer.train()
     # The trainer shuffles; on equal-length-ish rows the mean tokens per step is the same.
     mean_tokens = sum(len(r["input_ids"]) for r in rows) / len(rows) * batch
     return mean_tokens * steps / (marks[steps + 1] - marks[1])
+
+
+def restore_peft_dropout(model) -> None:
+    """Put peft's own ``nn.Dropout`` back where the project's trainer swapped in
+    ``training.lora_dropout.LoraDropout``."""
+    from training.lora_dropout import LoraDropout
+
+    for module in model.modules():
+        for name, dropout in getattr(module, "lora_dropout", {}).items():
+            if isinstance(dropout, LoraDropout):
+                module.lora_dropout[name] = torch.nn.Dropout(dropout.p)
+
+
+def dropout_figures(common: tuple, device: str, tmp: Path, autocast: bool, args,
+                    timed: float | None = None) -> dict:
+    """The project's trainer at ``--lora-dropout`` (``timed``: already timed) and at
+    ``SFTRunConfig``'s default rate, with its own dropout and, with ``--peft-dropout``,
+    with peft's ``nn.Dropout``; nothing where the two rates are the same (CPU only)."""
+    from training.sft import SFTRunConfig
+
+    default = SFTRunConfig.model_fields["lora_dropout"].default
+    if device != "cpu" or default == args.lora_dropout:
+        return {}
+    own = "project_bf16_autocast" if autocast else "project_fp32"
+
+    def tokens_per_second(name: str, dropout: float, peft_dropout: bool = False) -> float:
+        return round(trl(*common, torch.float32, device, tmp / name, autocast=autocast,
+                         logits_loss=True, dropout=dropout, peft_dropout=peft_dropout), 1)
+
+    base = timed if timed is not None else tokens_per_second("own", args.lora_dropout)
+    result = {"lora_dropout": args.lora_dropout, "default_lora_dropout": default,
+              f"{own}_tokens_per_second": base}
+    result[f"{own}_default_dropout_tokens_per_second"] = tokens_per_second("dropout", default)
+    result[f"{own}_over_default_dropout"] = round(
+        base / result[f"{own}_default_dropout_tokens_per_second"], 3)
+    if args.peft_dropout:
+        result[f"{own}_default_peft_dropout_tokens_per_second"] = tokens_per_second(
+            "peft-dropout", default, peft_dropout=True)
+        result[f"{own}_over_default_peft_dropout"] = round(
+            base / result[f"{own}_default_peft_dropout_tokens_per_second"], 3)
+    return result
+
+
+def interleaved_dropout(model_path, tokenizer, rows, batch, rank, lr, rounds: int,
+                        autocast: bool) -> dict:
+    """Training steps (forward, backward, AdamW; the project's loss) of one LoRA model
+    whose dropout modules are switched between steps: none, the project's at
+    ``SFTRunConfig``'s default rate, peft's ``nn.Dropout`` at that rate. Every round
+    takes one step of each (in rotated order), so a busy machine's load falls on the
+    three alike; the figures are medians over the rounds, the ratios medians of each
+    round's ratio."""
+    import statistics
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.lora_dropout import LoraDropout
+    from training.sft import SFTRunConfig, completion_loss
+
+    p = SFTRunConfig.model_fields["lora_dropout"].default
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path),
+                           lora_config(rank, p))
+    model.train()
+    optimizer = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=lr)
+    inputs = collate(rows[:batch], tokenizer.pad_token_id)
+    dropouts = [m.lora_dropout for m in model.modules()
+                if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)]
+    kinds = {"none": torch.nn.Identity, "project": lambda: LoraDropout(p),
+             "peft": lambda: torch.nn.Dropout(p)}
+
+    def step(kind: str) -> float:
+        for modules in dropouts:
+            for name in modules:
+                modules[name] = kinds[kind]()
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss, _ = completion_loss(model, inputs)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    step("none")  # warm-up
+    seconds = {kind: [] for kind in kinds}
+    for r in range(rounds):
+        order = list(kinds)[r % 3:] + list(kinds)[:r % 3]
+        for kind in order:
+            seconds[kind].append(step(kind))
+    tokens = int(inputs["attention_mask"].sum())
+    return {"interleaved": {
+        "rounds": rounds, "dropout": p, "tokens_per_step": tokens,
+        **{f"{kind}_tokens_per_second": round(tokens / statistics.median(s), 1)
+           for kind, s in seconds.items()},
+        **{f"{kind}_over_none": round(statistics.median(
+            a / b for a, b in zip(seconds[kind], seconds["none"], strict=True)), 3)
+           for kind in ("project", "peft")}}}
 
 
 def padding_shares(model_path, tokenizer, rows, batch, out) -> dict[str, float]:
@@ -183,6 +288,16 @@ def main() -> None:
                              "computes bf16 natively)")
     parser.add_argument("--lora-dropout", type=float, default=0.0,
                         help="LoRA dropout of every timed run but the default-dropout one")
+    parser.add_argument("--peft-dropout", action="store_true",
+                        help="also time the project's trainer at the default dropout with "
+                             "peft's nn.Dropout (the masks training.lora_dropout replaces)")
+    parser.add_argument("--dropout-only", action="store_true",
+                        help="time only the project's trainer at --lora-dropout and at the "
+                             "default dropout (for a busy machine)")
+    parser.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                        help="also time steps without dropout, with the project's and with "
+                             "peft's, alternating, this many rounds (CPU; steadier on a busy "
+                             "machine)")
     parser.add_argument("--lean", action="store_true", help="also time a lean PyTorch loop")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -191,12 +306,20 @@ def main() -> None:
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "native_bf16": native, "threads": torch.get_num_threads(), "view": args.view,
               "steps_timed": args.steps, "batch": args.batch, "lora_r": args.rank}
+    autocast_here = device == "cpu" and (args.bf16 == "always"
+                                         or (args.bf16 == "native" and native))
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, rows = data(Path(tmp), args.examples, args.max_length, args.view)
         result["examples"] = len(rows)
         result["mean_tokens_per_example"] = sum(len(r["input_ids"]) for r in rows) / len(rows)
         common = (model.path, tokenizer, rows, args.steps, args.batch, args.rank, 2e-4)
         dropout = {"dropout": args.lora_dropout}
+        if args.interleave and device == "cpu":
+            result.update(interleaved_dropout(model.path, tokenizer, rows, args.batch,
+                                              args.rank, 2e-4, args.interleave, autocast_here))
+        if args.dropout_only:
+            result.update(dropout_figures(common, device, Path(tmp), autocast_here, args))
+            return write(result)
         result["padding_share"] = padding_shares(model.path, tokenizer, rows, args.batch,
                                                  Path(tmp) / "pad")
         if device == "cuda":
@@ -211,7 +334,7 @@ def main() -> None:
             result["project_over_trl_fp32"] = round(
                 result["project_fp32_tokens_per_second"] / result["trl_fp32_tokens_per_second"],
                 3)
-        if device == "cpu" and (args.bf16 == "always" or (args.bf16 == "native" and native)):
+        if autocast_here:
             result["trl_bf16_autocast_tokens_per_second"] = round(
                 trl(*common, torch.float32, device, Path(tmp) / "bf16", autocast=True,
                     **dropout), 1)
@@ -225,28 +348,23 @@ def main() -> None:
             result["project_bf16_autocast_over_project_fp32"] = round(
                 result["project_bf16_autocast_tokens_per_second"]
                 / result["project_fp32_tokens_per_second"], 3)
-        from training.sft import SFTRunConfig
-
-        default = SFTRunConfig.model_fields["lora_dropout"].default
-        if device == "cpu" and default != args.lora_dropout:
+        if device == "cpu":
             # the same trainer and precision at the product's default dropout
             autocast = "project_bf16_autocast_tokens_per_second" in result
             own = "project_bf16_autocast" if autocast else "project_fp32"
-            result["lora_dropout"] = args.lora_dropout
-            result["default_lora_dropout"] = default
-            result[f"{own}_default_dropout_tokens_per_second"] = round(
-                trl(*common, torch.float32, device, Path(tmp) / "dropout", autocast=autocast,
-                    logits_loss=True, dropout=default), 1)
-            result[f"{own}_over_default_dropout"] = round(
-                result[f"{own}_tokens_per_second"]
-                / result[f"{own}_default_dropout_tokens_per_second"], 3)
-        if device == "cpu" and not (args.bf16 == "always" or (args.bf16 == "native" and native)):
+            result.update(dropout_figures(common, device, Path(tmp), autocast, args,
+                                          result[f"{own}_tokens_per_second"]))
+        if device == "cpu" and not autocast_here:
             result["trl_bf16_autocast_tokens_per_second"] = None
             result["bf16_note"] = ("not timed: this CPU has no native bf16 (AVX512-BF16/AMX); "
                                    "training keeps fp32 (--bf16 always times the emulation)")
         if args.lean:
             dtype = torch.bfloat16 if device == "cuda" else torch.float32
             result["lean_tokens_per_second"] = round(lean(*common, dtype, device), 1)
+    write(result)
+
+
+def write(result: dict) -> None:
     print(json.dumps(result, indent=2))
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
