@@ -12,7 +12,15 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from annotation_db import audit
-from annotation_db.models import Adjudication, Annotation, Assignment, Campaign, User
+from annotation_db.models import (
+    ADJUDICATION_REASON_MAX_CHARS,
+    Adjudication,
+    Annotation,
+    Assignment,
+    Campaign,
+    User,
+    text_problem,
+)
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 
@@ -69,6 +77,9 @@ def decide(session: Session, *, campaign: Campaign, rationale_id: int, adjudicat
         raise ValueError("decision must be approve or reject")
     if not reason.strip():
         raise ValueError("give the reason for the decision")
+    problem = text_problem("reason", reason.strip(), ADJUDICATION_REASON_MAX_CHARS)
+    if problem:
+        raise ValueError(problem)
     revision = (session.execute(select(func.max(Adjudication.revision)).where(
         Adjudication.campaign_id == campaign.id, Adjudication.rationale_id == rationale_id)
     ).scalar() or 0) + 1

@@ -3,11 +3,13 @@
     rationale-audit audit list --user dr.rao --since 2026-12-01
 
 Every login (success, failure, throttled), sign-out, account change, campaign
-creation, adjudication, export (create, delete) and job launch or cancel appends
-one :class:`~annotation_db.models.AuditEvent`. The table is append-only: database
-triggers refuse UPDATE and DELETE. Nothing secret is recorded: no password, hash,
-token or cookie is ever a field or part of ``detail`` (:func:`record` refuses
-keys that look like one).
+creation, rating, revision of a rating, skip, adjudication, export (create, delete) and
+job launch or cancel appends one :class:`~annotation_db.models.AuditEvent`. The table is
+append-only: database triggers refuse UPDATE and DELETE, but the table's owner can
+disable them, so on PostgreSQL the app runs as a role that may only SELECT and INSERT
+the table (:mod:`annotation_db.privileges`). Nothing secret is
+recorded: no password, hash, token or cookie is ever a field or part of ``detail``
+(:func:`record` refuses keys that look like one), nor the free text of a comment.
 """
 
 import re
@@ -22,7 +24,8 @@ from annotation_db.models import AuditEvent
 ACTIONS = frozenset({
     "login", "login_failed", "login_throttled", "logout", "session_expired",
     "user_created", "user_disabled", "user_enabled", "password_reset", "user_unlocked",
-    "campaign_created", "adjudicated", "export_created", "export_deleted",
+    "campaign_created", "rating_submitted", "rating_revised", "item_skipped",
+    "adjudicated", "export_created", "export_deleted",
     "job_launched", "job_cancelled", "job_resumed",
 })
 CLI = "cli"  # the address of an action taken on the command line

@@ -32,6 +32,8 @@ from sqlmodel import Session
 
 from annotation_db import audit
 from annotation_db.models import (
+    COMMENT_MAX_CHARS,
+    SKIP_REASON_MAX_CHARS,
     Annotation,
     Assignment,
     Campaign,
@@ -39,6 +41,7 @@ from annotation_db.models import (
     JudgeRun,
     Rationale,
     User,
+    text_problem,
     utcnow,
 )
 from annotation_db.revisions import newest_only
@@ -247,14 +250,20 @@ def own_assignment(session: Session, assignment_id: int, user: User) -> Assignme
 
 def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
            faithfulness: int, flags: list[str], comment: str = "",
-           seconds_on_task: float | None = None, simulated: bool = False) -> Annotation:
-    """Record a rating (or a revision of one's own rating) in its own transaction."""
+           seconds_on_task: float | None = None, simulated: bool = False,
+           address: str | None = None) -> Annotation:
+    """Record a rating (or a revision of one's own rating) in its own transaction, with
+    its audit event (``rating_submitted``, or ``rating_revised`` from the second revision
+    on; the comment's text stays out of the trail)."""
     for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
         if value not in (1, 2, 3, 4, 5):
             raise CampaignError(f"{name} must be a whole number from 1 to 5")
     unknown = sorted(set(flags) - set(FLAGS))
     if unknown:
         raise CampaignError(f"unknown flags: {', '.join(unknown)}")
+    problem = text_problem("comment", comment, COMMENT_MAX_CHARS)
+    if problem:
+        raise CampaignError(problem)
     for attempt in range(3):
         assignment = own_assignment(session, assignment_id, user)
         if assignment.status not in ("assigned", "submitted"):
@@ -263,7 +272,7 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
             Annotation.assignment_id == assignment_id)).scalar() or 0) + 1
         annotation = Annotation(assignment_id=assignment_id, revision=revision,
                                 accuracy=accuracy, faithfulness=faithfulness,
-                                flags=sorted(set(flags)), comment=comment[:5000],
+                                flags=sorted(set(flags)), comment=comment,
                                 seconds_on_task=seconds_on_task, simulated=simulated)
         # Guarded: an item reclaimed from this rater meanwhile is not submitted after all.
         marked = session.execute(
@@ -276,6 +285,11 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
                                 "your queue has the next one")
         session.add(annotation)
         try:
+            audit.record(session, "rating_submitted" if revision == 1 else "rating_revised",
+                         actor=user.username, address=address,
+                         target=f"assignment {assignment_id}", commit=False,
+                         campaign=assignment.campaign_id, item=assignment.rationale_id,
+                         revision=revision, **({"simulated": True} if simulated else {}))
             session.commit()
             session.refresh(annotation)
             return annotation
@@ -286,18 +300,27 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
     raise AssertionError("unreachable")
 
 
-def skip(session: Session, *, assignment_id: int, user: User, reason: str) -> Assignment:
+def skip(session: Session, *, assignment_id: int, user: User, reason: str,
+         address: str | None = None) -> Assignment:
+    """Skip an open item (it is handed on) with its audit event, in one transaction; the
+    reason's text stays out of the trail."""
     if not reason.strip():
         raise CampaignError("say why you skip this item")
+    problem = text_problem("skip reason", reason.strip(), SKIP_REASON_MAX_CHARS)
+    if problem:
+        raise CampaignError(problem)
     assignment = own_assignment(session, assignment_id, user)
     if assignment.status != "assigned":
         raise CampaignError(f"this item is {assignment.status} and cannot be skipped")
     assignment.status = "skipped"
     assignment.slot = None
-    assignment.skip_reason = reason.strip()[:500]
+    assignment.skip_reason = reason.strip()
     assignment.completed_at = utcnow()
     session.add(assignment)
     _hand_on(session, session.get(Campaign, assignment.campaign_id), assignment.rationale_id)
+    audit.record(session, "item_skipped", actor=user.username, address=address,
+                 target=f"assignment {assignment_id}", commit=False,
+                 campaign=assignment.campaign_id, item=assignment.rationale_id)
     session.commit()
     return assignment
 

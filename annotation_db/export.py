@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -74,8 +75,8 @@ class ApprovalPolicy(BaseModel):
                                             "fewer gold items are left out (null: keep all)")
     include_simulated: bool = Field(False, description="count simulated ratings (dry runs "
                                                        "only: never for data you train on)")
-    history_budget: int = Field(1500, description="tokens of history in each prompt, counted "
-                                                  "with history_tokenizer")
+    history_budget: int = Field(1500, ge=40, description="tokens of history in each prompt, "
+                                                         "counted with history_tokenizer")
     history_tokenizer: str = Field("bundled:smollm2-135m-instruct",
                                    description="model whose tokenizer counts history_budget")
 
@@ -224,7 +225,7 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
     ``counter_for(policy.history_tokenizer)``. Tokenizers live a floor above this
     package, so the caller hands the counter down.
     """
-    from annotation_db.render import render_compact
+    from annotation_db.render import HistoryBudgetError, render_compact
 
     count = counter_for(policy.history_tokenizer)
     decisions = evaluate(session, policy)
@@ -251,8 +252,14 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
             records[pid] = patient_record(session, patients[pid])
         return records[pid]
 
+    def history(pid: int) -> str:
+        try:
+            return render_compact(record(pid), policy.history_budget, count).text
+        except HistoryBudgetError as exc:
+            raise ExportError(f"the policy's history_budget is too small: {exc}") from None
+
     def prompt(pid: int) -> list[dict]:
-        return prompt_messages(render_compact(record(pid), policy.history_budget, count).text)
+        return prompt_messages(history(pid))
 
     views: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in SPLITS} for v in VIEWS}
     approved_patients = sorted(patient_ids)
@@ -278,7 +285,7 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
         if split == "train":
             views["fewshot_pool"]["train"].append({
                 "id": row["id"], "label": int(patients[pid].label), "format": rationale.format,
-                "history": render_compact(record(pid), policy.history_budget, count).text,
+                "history": history(pid),
                 "rationale": rationale.text.strip(),
                 "evidence": rationale.cited_evidence_ids})
     for view in ("rationale_free", "rationale_stepwise"):
@@ -377,6 +384,27 @@ def _agreement(session: Session, policy: ApprovalPolicy) -> dict:
     return out
 
 
+VERSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def check_version_name(name: str) -> None:
+    """Refuse a version name that is not 1–64 letters, digits, '-', '_' or '.' with no
+    leading dot: the name becomes a folder under the exports root, so nothing in it may
+    lead elsewhere (``..``, ``/``) or hide the folder."""
+    if not VERSION_NAME.fullmatch(name or ""):
+        raise ExportError(f"version name {name!r} must be 1–64 letters, digits, '-', '_' or "
+                          "'.', not starting with a dot")
+
+
+def _inside(root: Path, child: str) -> Path:
+    """``root / child``, refused unless it resolves to a folder directly inside ``root``
+    (a second line of defence behind :func:`check_version_name`, e.g. against a link)."""
+    path = (root / child).resolve()
+    if path.parent != root.resolve():
+        raise ExportError(f"version folder {child!r} would be outside {root}")
+    return path
+
+
 def create(session: Session, *, name: str, policy_path: str | Path | None = None,
            policy_text: str | None = None, root: str | Path = "exports",
            created_by: int | None = None, counter_for: CounterFor, actor: str | None = None,
@@ -386,6 +414,7 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
     from ``address``) in the same transaction."""
     from annotation_db.provenance import code_version, library_versions
 
+    check_version_name(name)
     if policy_path is not None:
         policy, policy_text = ApprovalPolicy.from_file(policy_path)
     else:
@@ -414,7 +443,7 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
     }
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{name}-{digest[:12]}"
+    final = _inside(root, f"{name}-{digest[:12]}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         for path, blob in files.items():

@@ -8,7 +8,10 @@ were running when the app stopped as failed, with the reason, so none stays
 "running" forever. A failed or cancelled job can be resumed: the new job has the
 same configuration, so it reuses the same run folder and continues from its last
 checkpoint. Jobs dispatched to a Ray cluster (:mod:`app.ray_jobs`) keep their submission
-id, so an app that restarts finds them again instead of failing them.
+id, so an app that restarts finds them again instead of failing them. Each launch writes
+a random token into the row (:func:`set_token`) that its process or Ray job carries: an
+app recognises a job left running by its row (executor, submission id, token) and its
+database, never by a pid alone (:mod:`app.jobs` says how).
 """
 
 from datetime import UTC, datetime
@@ -76,15 +79,25 @@ def claim_next(session: Session) -> Job | None:
             return job
 
 
+def set_token(session: Session, job: Job, token: str) -> str:
+    """Record the launch token of ``job`` (committed before its process starts, which
+    checks it) and return it."""
+    job.token = token
+    session.commit()
+    return token
+
+
 def set_process(session: Session, job: Job, pid: int, log_path: str) -> None:
     job.pid, job.log_path = pid, log_path
     session.commit()
 
 
 def set_external(session: Session, job: Job, *, executor: str, external_id: str,
-                 log_path: str) -> None:
-    """Record where a job was dispatched (a Ray job's submission id) and its log file."""
+                 log_path: str, token: str | None = None) -> None:
+    """Record where a job was dispatched (a Ray job's submission id), its launch token and
+    its log file."""
     job.executor, job.external_id, job.log_path = executor, external_id, log_path
+    job.token = token
     session.commit()
 
 
@@ -149,15 +162,17 @@ def recover_interrupted(session: Session, stop_process=None,
 
     A job's process runs in its own session and can outlive the app that started
     it; ``stop_process(job)`` (see :func:`app.jobs.stop_orphan`) is called first, so
-    a resumed job never trains beside its orphan in the same run folder. Jobs in
-    ``keep`` are left alone (Ray jobs the new app has found still running, and adopts)."""
+    a resumed job never trains beside its orphan in the same run folder. It returns
+    what it found, added to the job's error ("still running then and stopped now"), or
+    nothing if no process of the job was found. Jobs in ``keep`` are left alone (Ray
+    jobs the new app has found still running, and adopts)."""
     stale = [job for job in session.execute(
         select(Job).where(Job.status == RunStatus.running)).scalars() if job.id not in keep]
     for job in stale:
-        stopped = stop_process(job) if stop_process is not None else False
+        found = stop_process(job) if stop_process is not None else None
         job.status = RunStatus.failed
         job.error = (f"interrupted: the app stopped while this job ran (pid {job.pid}"
-                     f"{', still running then and stopped now' if stopped else ''}); "
+                     f"{', ' + found if found else ''}); "
                      "resume it to continue from its last checkpoint")
         job.finished_at = datetime.now(UTC)
     session.commit()

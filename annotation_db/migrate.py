@@ -15,6 +15,11 @@ from sqlalchemy.engine import Engine
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+class MigrationRefused(ValueError):
+    """A migration that would lose or corrupt data as the database stands; the message
+    (one line) names the rows and what to do, and nothing was changed."""
+
+
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

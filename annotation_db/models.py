@@ -54,6 +54,31 @@ def _between(column: str, low: int, high: int) -> CheckConstraint:
     )
 
 
+# The longest text a person may write, one limit per kind, in characters. The domain
+# functions refuse longer text (never cut it), the screens pass the limit to their text
+# boxes and say it, and the columns are VARCHARs of that length; the two comment columns
+# also carry a CHECK, since SQLite does not enforce VARCHAR lengths (`assignment` keeps
+# none: rebuilding it on SQLite would cascade into its annotations).
+COMMENT_MAX_CHARS = 5_000  # an annotation's comment
+ADJUDICATION_REASON_MAX_CHARS = 5_000  # the reason an adjudicator gives for a decision
+SKIP_REASON_MAX_CHARS = 500  # why a rater skipped an item
+
+
+def text_problem(what: str, text: str, limit: int) -> str | None:
+    """Why ``text`` cannot be stored as ``what``, or None: longer than ``limit``
+    characters, or holding a NUL character (PostgreSQL cannot store one in text)."""
+    if "\x00" in text:
+        return f"the {what} contains a NUL character (\\x00), which cannot be stored; remove it"
+    if len(text) > limit:
+        return (f"the {what} is {len(text):,} characters long; the limit is {limit:,} "
+                "characters")
+    return None
+
+
+def _max_chars(column: str, limit: int) -> CheckConstraint:
+    return CheckConstraint(f"length({column}) <= {limit}", name=f"{column}_length")
+
+
 class Split(StrEnum):
     train = "train"
     validation = "validation"
@@ -372,7 +397,7 @@ class Assignment(SQLModel, table=True):
     user_id: int = Field(foreign_key="app_user.id", index=True)
     position: int = Field(description="the rater's randomized order")
     status: str = Field(default=AssignmentStatus.assigned, max_length=16)
-    skip_reason: str | None = Field(default=None, max_length=500)
+    skip_reason: str | None = Field(default=None, max_length=SKIP_REASON_MAX_CHARS)
     assigned_at: datetime = _timestamp()
     opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -390,6 +415,7 @@ class Annotation(SQLModel, table=True):
         CheckConstraint("revision >= 1", name="revision_positive"),
         _between("accuracy", 1, 5),
         _between("faithfulness", 1, 5),
+        _max_chars("comment", COMMENT_MAX_CHARS),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -398,7 +424,7 @@ class Annotation(SQLModel, table=True):
     accuracy: int
     faithfulness: int
     flags: list = _json()
-    comment: str = Field(default="", sa_type=Text)
+    comment: str = Field(default="", max_length=COMMENT_MAX_CHARS)
     seconds_on_task: float | None = None
     simulated: bool = False
     created_at: datetime = _timestamp()
@@ -417,6 +443,7 @@ class Adjudication(SQLModel, table=True):
         _one_of("decision", Decision),
         _between("accuracy", 1, 5),
         _between("faithfulness", 1, 5),
+        _max_chars("comment", ADJUDICATION_REASON_MAX_CHARS),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -428,7 +455,8 @@ class Adjudication(SQLModel, table=True):
     accuracy: int | None = None
     faithfulness: int | None = None
     flags: list = _json()
-    comment: str = Field(default="", sa_type=Text)
+    comment: str = Field(default="", max_length=ADJUDICATION_REASON_MAX_CHARS,
+                         description="the adjudicator's reason")
     created_at: datetime = _timestamp()
 
 
@@ -563,6 +591,9 @@ class Job(SQLModel, table=True):
                           description="local (a process on this host) or ray (a Ray job)")
     external_id: str | None = Field(default=None, max_length=200,
                                     description="the Ray job's submission id")
+    token: str | None = Field(default=None, max_length=64,
+                              description="random token given to the job's process at launch; "
+                                          "a leftover process is adopted only if it carries it")
     resumed_from: int | None = Field(default=None, foreign_key="job.id")
     training_run_id: int | None = Field(default=None, foreign_key="training_run.id")
 

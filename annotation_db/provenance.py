@@ -40,6 +40,15 @@ TRACKED_LIBRARIES = (
 )
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def stable_hash(data: Any) -> str:
     """The project's one identity hash: SHA-256 of ``data`` as JSON with sorted keys.
 

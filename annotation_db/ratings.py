@@ -4,13 +4,13 @@ CSV: a header ``rater,item,dimension,score`` and one row per rating; a rater's m
 is simply absent. A bad file is rejected whole, with every bad line's number and reason.
 """
 
-import csv
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db.agreement import DimensionSpec, Rating
+from annotation_db.csv_files import CsvFileError, read_csv
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
 from annotation_db.revisions import newest_only
 from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
@@ -39,32 +39,34 @@ def load_ratings_csv(path: str | Path) -> list[Rating]:
     ratings: list[Rating] = []
     seen: dict[tuple[str, str, str], int] = {}
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        header, rows = read_csv(path)
     except OSError as exc:
         raise RatingsError(f"cannot read {path}: {exc.strerror}") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RatingsError(f"{path}: the header lacks {', '.join(missing)} "
-                               f"(expected {','.join(CSV_COLUMNS)})")
-        for line, row in enumerate(reader, start=2):
-            values = [(row.get(c) or "").strip() for c in CSV_COLUMNS]
-            if not all(values[:3]):
-                problems.append(f"line {line}: rater, item and dimension must not be empty")
-                continue
-            try:
-                score = float(values[3])
-            except ValueError:
-                problems.append(f"line {line}: score {values[3]!r} is not a number")
-                continue
-            key = tuple(values[:3])
-            if key in seen:
-                problems.append(f"line {line}: {values[0]} rated {values[1]} on {values[2]} "
-                                f"already on line {seen[key]}")
-                continue
-            seen[key] = line
-            ratings.append(Rating(*values[:3], score))
+    except CsvFileError as exc:
+        raise RatingsError(f"{path}: {exc}; nothing was read") from None
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise RatingsError(f"{path}: the header lacks {', '.join(missing)} "
+                           f"(expected {','.join(CSV_COLUMNS)})")
+    for line, row in rows:
+        values = [(row.get(c) or "").strip() for c in CSV_COLUMNS]
+        if not all(values[:3]):
+            problems.append(f"line {line}: rater, item and dimension must not be empty")
+            continue
+        try:
+            score = float(values[3])
+        except ValueError:
+            problems.append(f"line {line}: score {values[3]!r} is not a number")
+            continue
+        key = tuple(values[:3])
+        if key in seen:
+            problems.append(f"line {line}: {values[0]} rated {values[1]} on {values[2]} "
+                            f"already on line {seen[key]}")
+            continue
+        seen[key] = line
+        ratings.append(Rating(*values[:3], score))
+    if len(problems) == 1:
+        raise RatingsError(f"{path}: {problems[0]}; nothing was read")
     if problems:
         raise RatingsError(f"{path}: {len(problems)} problem(s); nothing was read\n  "
                            + "\n  ".join(problems[:200]))

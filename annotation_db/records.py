@@ -56,7 +56,7 @@ class Outcome(BaseModel):
     adrd_date: dt.date | None = None
     adrd_code: str | None = None
     death_date: dt.date | None = None
-    expected_risk: float | None = Field(default=None, ge=0, le=1)
+    expected_risk: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
 class PatientRecord(BaseModel):
@@ -68,9 +68,12 @@ class PatientRecord(BaseModel):
     sex: Literal["F", "M"]
     birth_date: dt.date
     index_date: dt.date
-    label: bool = Field(description="ADRD diagnosed within the horizon after the index date")
+    # Strict: a JSON true or false only ("yes", 1 or "false" would be guessed at).
+    label: bool = Field(strict=True,
+                        description="ADRD diagnosed within the horizon after the index date")
     split: Literal["train", "validation", "test"] | None = None
-    weight: float = Field(default=1.0, gt=0, description="inverse sampling fraction")
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False,
+                          description="inverse sampling fraction (finite)")
     items: list[HistoryItem]
     outcome: Outcome | None = None
 

@@ -13,7 +13,7 @@ import random
 from sqlalchemy import select
 from sqlmodel import Session
 
-from annotation_db import campaigns, users
+from annotation_db import audit, campaigns, users
 from annotation_db.models import Assignment, Campaign, Rationale
 
 
@@ -62,7 +62,7 @@ def simulate(session: Session, campaign: Campaign, *, noise: float = 0.6,
             campaigns.submit(session, assignment_id=assignment.id, user=user,
                              accuracy=accuracy, faithfulness=faithfulness, flags=flags,
                              comment="simulated", seconds_on_task=round(rng.uniform(20, 90), 1),
-                             simulated=True)
+                             simulated=True, address=audit.CLI)
             added += 1
     return added
 

@@ -6,9 +6,11 @@ which re-reads the account (a disabled account is refused at once) and checks th
 role; an id a browser sends back is only a request, never a permission.
 """
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 from sqlalchemy import select
@@ -50,13 +52,24 @@ def campaign_of(session: Session, name: str | None) -> Campaign:
         raise gr.Error(str(exc)) from None
 
 
-def auth_checker(engine) -> Callable[[str, str], bool]:
-    """Gradio's login callback: the password checked against the database."""
+# Password hashing (argon2, about half a second of CPU each by design) runs on this one
+# worker thread, never on the server's event loop: a burst of sign-ins waits its turn
+# here while signed-in users' requests go on being answered.
+_HASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
+
+
+def auth_checker(engine) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's login callback: the password checked against the database, on the
+    hashing worker (Gradio awaits a coroutine callback)."""
     def check(username: str, password: str) -> bool:
         with Session(engine) as s:
             return authenticate(s, username, password) is not None
 
-    return check
+    async def check_off_loop(username: str, password: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(_HASHING, check, username,
+                                                                password)
+
+    return check_off_loop
 
 
 def bound(handler: Callable, *context) -> Callable:

@@ -8,12 +8,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from annotation_db.audit import AuditError
 from annotation_db.backup import BackupError
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
+from annotation_db.migrate import MigrationRefused
 from annotation_db.planner import PlanError
 from annotation_db.provenance import CommandConfig, ConfigError
 from annotation_db.ratings import RatingsError
@@ -33,7 +35,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
     FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
-    ArchiveError,
+    ArchiveError, MigrationRefused,
 )
 
 err_console = Console(stderr=True)
@@ -74,7 +76,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a path or a value in brackets is the user's text, not console markup
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper

@@ -7,6 +7,35 @@ a job in the database makes the runner stop its process group (SIGTERM, then
 SIGKILL). On start, jobs left "running" by a previous app process are marked
 failed with the reason.
 
+**Which process is a job's.** A job's row, not its pid, says which process is its own. At
+launch the runner writes a random token (``secrets.token_hex(16)``) into the row, then starts
+the process with that token (``RATIONALE_AUDIT_JOB_TOKEN``) and the database URL
+(``DATABASE_URL``) in its environment. A starting app treats the process at a row's pid as
+that job's (and stops it, so a resume never trains beside it) only if all of this holds:
+
+- the row's executor is ``local`` (a Ray job's pid is on the cluster's node);
+- it is alive and its command line ends ``app.jobs JOB_ID`` (``/proc/PID/cmdline``), so a
+  pid the system reused for something else is never touched;
+- it started with this row's token (``/proc/PID/environ``), so it was launched for this
+  row, not for job JOB_ID of another database;
+- the database URL it started with names the database this app uses: the same SQLite
+  file (resolved against each one's working folder) or the same PostgreSQL server,
+  user and database.
+
+The token alone cannot tell a copy of the database from the original: a copy carries the
+same rows, tokens and pids. The database check does: a second app on a copy (a backup
+restored elsewhere, a file copied for a test) finds the first app's job writing to the
+original, so it leaves that process running and marks the job failed in its copy, naming
+why. Rotating the token would not help, as both copies would have to learn the new one;
+nor can the process be asked over the database, since a training step does not poll its
+row. An app must therefore be started with the URL its jobs got: the same database spelt
+differently (``localhost`` for ``127.0.0.1``) is taken for another one, and its job is
+left running and marked failed rather than stopped (the safe side). The job process checks
+the handshake too: one started with a token that is not its row's refuses to run. A row
+written before tokens existed (token NULL) matches a process started without one, so a job
+from before the upgrade is still recognised, by its command line and database.
+Ray jobs (:mod:`app.ray_jobs`) carry the same token and database in their metadata.
+
 With ``RATIONALE_AUDIT_RAY_ADDRESS`` set, the app uses :class:`app.ray_jobs.RayJobRunner`
 instead: the same jobs, submitted to a Ray cluster, several at once.
 
@@ -16,14 +45,17 @@ Run as a module, this file executes one job: the same functions the CLI calls
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session
 
 from annotation_db import jobs as crud
@@ -31,8 +63,13 @@ from annotation_db.models import Job, RunStatus
 
 logger = logging.getLogger(__name__)
 
+TOKEN_VARIABLE = "RATIONALE_AUDIT_JOB_TOKEN"  # the launch token, in the job's environment
+
 
 class JobRunner:
+    # what is started, followed by the job's id: ``python -m app.jobs JOB_ID``
+    entry_point: tuple[str, ...] = ("-m", "app.jobs")
+
     def __init__(self, engine: Engine, jobs_dir: str | Path = "jobs", poll_seconds: float = 0.5,
                  kill_grace_seconds: float = 10.0, workdir: str | Path | None = None):
         self.engine = engine
@@ -49,7 +86,8 @@ class JobRunner:
         """Mark interrupted jobs failed, then start polling; returns the recovered ids."""
         with Session(self.engine) as session:
             recovered = crud.recover_interrupted(
-                session, lambda job: stop_orphan(job, self.kill_grace_seconds))
+                session, lambda job: stop_orphan(job, self._database_url(),
+                                                 self.kill_grace_seconds))
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         self._thread.start()
         return recovered
@@ -88,15 +126,18 @@ class JobRunner:
                 crud.end(session, job, RunStatus.failed, error=self._last_error(job))
             self.process, self.job_id = None, None
 
+    def _database_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
     def _launch(self, session: Session, job: Job) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.jobs_dir / f"job-{job.id}.log"
-        env = {**os.environ, "DATABASE_URL":
-               self.engine.url.render_as_string(hide_password=False),
-               "PYTHONUNBUFFERED": "1"}
+        token = crud.set_token(session, job, new_token())  # in the row before the process
+        env = {**os.environ, "DATABASE_URL": self._database_url(), "PYTHONUNBUFFERED": "1",
+               TOKEN_VARIABLE: token}
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.jobs", str(job.id)], stdout=log,
+                [sys.executable, *self.entry_point, str(job.id)], stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.workdir)
         self.job_id = job.id
         crud.set_process(session, job, self.process.pid, str(log_path))
@@ -125,33 +166,85 @@ def last_lines(job: Job, n: int = 5) -> str:
     return "\n".join([line for line in lines if line.strip()][-n:])
 
 
-def _is_job_process(pid: int, job_id: int) -> bool:
-    """Whether ``pid`` is alive and is ``python -m app.jobs JOB_ID`` (not a reused pid)."""
+def new_token() -> str:
+    """A job's launch token: random, so no other launch (here or in a copy) guesses it."""
+    return secrets.token_hex(16)
+
+
+def database_identity(url: str, cwd: str | Path) -> str | None:
+    """Which database ``url`` names, as text to compare: ``sqlite:`` and the file's absolute
+    path (a relative one resolved against ``cwd``, the folder of whoever opens it), or the
+    backend, user, host, port and database name (no driver, no password). None for an
+    in-memory SQLite database or a URL that does not parse: it names no shared database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return None
+        return f"sqlite:{(Path(cwd) / parsed.database).resolve()}"
+    return (f"{backend}://{parsed.username or ''}@{parsed.host or ''}:{parsed.port or ''}"
+            f"/{parsed.database or ''}")
+
+
+def _started_with(pid: int, job_id: int) -> tuple[dict[str, str], str] | None:
+    """The environment and working folder process ``pid`` started with, if it is alive and
+    is job ``job_id``'s runner (its command line ends ``app.jobs JOB_ID``); else None."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        if argv[-2:] != [b"app.jobs", str(job_id).encode()]:
+            return None
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
-        return False
-    return argv[-2:] == [b"app.jobs", str(job_id).encode()]
+        return None
+    environ = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+    return environ, cwd
 
 
-def stop_orphan(job: Job, grace_seconds: float = 10.0) -> bool:
-    """Stop a job process a previous app left behind; True if one was running.
+def process_of(job: Job, database_url: str) -> Literal["here", "elsewhere"] | None:
+    """Whether the process at ``job.pid`` is this job's (see the module's docstring).
 
-    Only a process whose command line is this job's is touched, on this host
+    "here": launched for this row (its token) into ``database_url``'s database.
+    "elsewhere": launched for this row's token, but into another database: this row is
+    in a copy of that one. None: no such process (ended, or the pid is another's), or the
+    job is not a local one (a Ray job's process is the cluster's to stop)."""
+    started = _started_with(job.pid, job.id) if job.pid and job.executor == "local" else None
+    if started is None:
+        return None
+    environ, cwd = started
+    if environ.get(TOKEN_VARIABLE) != job.token:
+        return None
+    ours = database_identity(database_url, os.getcwd())
+    theirs = database_identity(environ.get("DATABASE_URL", ""), cwd)
+    return "here" if ours is not None and theirs == ours else "elsewhere"
+
+
+def stop_orphan(job: Job, database_url: str, grace_seconds: float = 10.0) -> str | None:
+    """Stop the process a previous app left running for ``job`` in ``database_url``'s
+    database; returns what was found, for the job's error (None: no process of it).
+
+    Only a process that :func:`process_of` finds "here" is stopped, on this host
     (``/proc``); elsewhere nothing is found and the job is simply marked failed."""
-    if not job.pid or not _is_job_process(job.pid, job.id):
-        return False
+    found = process_of(job, database_url)
+    if found == "elsewhere":
+        return ("its process still runs, for another database (this one is a copy of it), "
+                "and was left alone")
+    if found is None:
+        return None
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(job.pid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline and _is_job_process(job.pid, job.id):
+        while time.monotonic() < deadline and process_of(job, database_url) == "here":
             time.sleep(0.1)
-        if not _is_job_process(job.pid, job.id):
+        if process_of(job, database_url) != "here":
             break
-    return True
+    return "still running then and stopped now"
 
 
 def _interrupt(signum, frame):
@@ -177,6 +270,10 @@ def run_job(job_id: int) -> None:
     with Session(engine) as session:
         job = crud.get_job(session, job_id)
         kind, config, command = job.kind, job.config, job.command
+        token = os.environ.get(TOKEN_VARIABLE)
+        if token is not None and token != job.token:  # the handshake, seen from this side
+            raise SystemExit(f"job {job_id}: this process was started with another launch "
+                             "token than the job's row holds; not running it")
         if job.executor != "local":  # a Ray job: its process is known only from here
             job.pid = os.getpid()
             session.commit()

@@ -10,11 +10,22 @@ throttle and no session lifetime. Two pieces add them without replacing it:
   account from one address (or :attr:`LoginPolicy.max_failures_per_address`, or
   :attr:`LoginPolicy.max_failures_per_account` from all addresses together) the next
   attempts are refused with HTTP 429 and a message saying when to retry. A success
-  clears the account's counts. An attacker guessing from one address therefore
-  locks only that address out: the clinician still signs in from her own, and a
-  guesser spread over many addresses meets the account-wide limit, which ends with
-  its window. Refused attempts count against their address. Unknown usernames are
-  counted and delayed exactly like real ones. An admin
+  clears the account's counts.
+
+  No limit locks a clinician out (OWASP's Authentication Cheat Sheet, "account
+  lockout": an attacker must not be able to deny a user her account). The limits
+  that refuse are per address: an attacker guessing from one address locks only
+  that address out. The account-wide limit holds the account *only for the addresses
+  that failed on it* in the window: past it, each address that has failed on the
+  account is refused, and each failure is answered after the longest delay. An
+  address with no failure on the account (the clinician's) is still checked, and her
+  correct password signs her in. A guesser spread over many addresses so gets the
+  account-wide number of guesses and then one more per address that has not yet
+  failed on the account, each address at most once per window.
+  Refused attempts count against their address. Unknown usernames are counted and
+  delayed exactly like real ones; the audit trail names only existing accounts (a
+  mistyped password in the username field is not stored), and records a refusal once
+  per throttled account or address and window, so guessing cannot flood it. An admin
   clears an account at once with ``rationale-audit users unlock NAME`` (another
   process: the unlock is an audit event this middleware reads), together with the
   counts of the addresses it failed from.
@@ -27,12 +38,13 @@ Every sign-in, failure, refusal, sign-out and expiry is an audit event.
 """
 
 import asyncio
+import ipaddress
 import time
 import weakref
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlmodel import Session
 
 from annotation_db import audit, users
@@ -51,8 +63,10 @@ class LoginPolicy(CommandConfig):
     max_failures_per_address: int = Field(default=20, ge=1, description="failed or refused "
                                           "sign-ins allowed per client address (several "
                                           "people may share one)")
-    max_failures_per_account: int = Field(default=50, ge=1, description="failed sign-ins "
-                                          "allowed for one account from all addresses")
+    max_failures_per_account: int = Field(default=10, ge=1, description="failed sign-ins "
+                                          "for one account from all addresses after which "
+                                          "the account is held for every address that "
+                                          "failed on it (others still sign in)")
     window_seconds: int = Field(default=900, ge=1, description="the window failures are "
                                 "counted in (moving), in seconds")
     first_delay_seconds: float = Field(default=0.5, ge=0, description="the answer to the "
@@ -62,6 +76,20 @@ class LoginPolicy(CommandConfig):
                                 "for this long ends (default 8 hours)")
     max_session_hours: float = Field(default=12, gt=0, description="a session ends this long "
                                      "after sign-in, busy or not (an open Runs tab polls)")
+    trusted_proxy: str = Field(default="", description="comma-separated addresses or "
+                               "networks of reverse proxies whose X-Forwarded-For names the "
+                               "client (default none: the connecting address is the client)")
+
+    @field_validator("trusted_proxy")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {part!r} is not an IP address or "
+                                 "network") from None
+        return ",".join(p.strip() for p in value.split(",") if p.strip())
 
 
 class LoginGuard:
@@ -85,6 +113,8 @@ class LoginGuard:
                       "account": RateLimitItemPerSecond(self.policy.max_failures_per_account,
                                                         window)}
         self.unlocks_seen: dict[str, datetime] = {}
+        # when each throttled (kind, key) was last written to the audit trail
+        self.refusals_noted: dict[tuple, float] = {}
         # where each name has failed from, and when (pruned to the window)
         self.addresses: dict[str, dict[str, float]] = {}
         self.cookie_names: tuple[str, ...] = ()  # set by install(), with the store
@@ -109,15 +139,24 @@ class LoginGuard:
         item = self.items[kind]
         return item.amount - self.limiter.get_window_stats(item, kind, *key).remaining
 
+    def held(self, username: str) -> bool:
+        """Whether the account is past its account-wide limit (held for the addresses
+        that failed on it)."""
+        return not self.limiter.test(self.items["account"], "account", username)
+
     def refusal(self, username: str, address: str) -> tuple[str, str] | None:
         """``(what is throttled, message)`` when this attempt is refused without
         checking the password, else None. A refused attempt counts against its address,
-        so a guesser who keeps going stays refused."""
+        so a guesser who keeps going stays refused. The account-wide limit refuses only
+        addresses that have failed on the account in the window."""
         self._apply_unlock(username)
+        failed_here = self.failures("pair", username, address) > 0
         for kind, key, what in (("address", (address,), "this address"),
                                 ("pair", (username, address), "this account from here"),
-                                ("account", (username,), "this account")):
+                                ("account", (username,), "this account from here")):
             item = self.items[kind]
+            if kind == "account" and not failed_here:
+                continue
             if not self.limiter.test(item, kind, *key):
                 self.limiter.hit(self.items["address"], "address", address)
                 reset = self.limiter.get_window_stats(item, kind, *key).reset_time
@@ -133,8 +172,23 @@ class LoginGuard:
         for kind, key in (("pair", (username, address)), ("address", (address,)),
                           ("account", (username,))):
             self.limiter.hit(self.items[kind], kind, *key)
+        if self.held(username):
+            return self.policy.max_delay_seconds
         n = self.failures("pair", username, address)
         return min(self.policy.first_delay_seconds * 2 ** (n - 1), self.policy.max_delay_seconds)
+
+    def note_refusal(self, kind: str, username: str, address: str) -> bool:
+        """Whether this refusal is the first of its (kind, key) in the window, and so
+        goes to the audit trail (later ones would only let a guesser fill it)."""
+        key = (kind, address) if kind == "address" else (kind, username, address)
+        now, window = time.monotonic(), self.policy.window_seconds
+        if now - self.refusals_noted.get(key, -window - 1) <= window:
+            return False
+        self.refusals_noted[key] = now
+        if len(self.refusals_noted) > 10_000:
+            self.refusals_noted = {k: t for k, t in self.refusals_noted.items()
+                                   if now - t <= window}
+        return True
 
     def _remember(self, username: str, address: str) -> None:
         now, window = time.monotonic(), self.policy.window_seconds
@@ -164,6 +218,16 @@ class LoginGuard:
     def audit(self, action: str, username: str | None, address: str | None, **detail) -> None:
         with Session(self.engine) as s:
             audit.record(s, action, actor=username, address=address, **detail)
+
+    def audit_attempt(self, action: str, username: str, address: str, **detail) -> None:
+        """An attempt's event, naming the account only when it exists: what was typed
+        as a username may be a password or a name of the guesser's choosing."""
+        with Session(self.engine) as s:
+            known = bool(username) and users.get_user(s, username) is not None
+            if not known:
+                detail["unknown_account"] = True
+            audit.record(s, action, actor=username if known else None, address=address,
+                         **detail)
 
 
 class LoginThrottle:
@@ -217,8 +281,9 @@ class LoginThrottle:
             refusal = await asyncio.to_thread(guard.refusal, username, address)
             if refusal:
                 what, message = refusal
-                await asyncio.to_thread(guard.audit, "login_throttled", username or None,
-                                        address, throttled=what)
+                if guard.note_refusal(what, username, address):
+                    await asyncio.to_thread(guard.audit_attempt, "login_throttled", username,
+                                            address, throttled=what)
                 return await _json(scope, receive, send, 429, {"detail": message})
             await self.app(scope, _replay(body, receive), hold)
             status = next((m["status"] for m in sent if m["type"] == "http.response.start"),
@@ -228,7 +293,7 @@ class LoginThrottle:
                 await asyncio.to_thread(guard.audit, "login", username, address)
             elif status == 400:
                 delay = guard.failed(username, address)
-                await asyncio.to_thread(guard.audit, "login_failed", username or None, address)
+                await asyncio.to_thread(guard.audit_attempt, "login_failed", username, address)
         await asyncio.sleep(delay)  # outside the locks: the next attempt is counted already
         for message in sent:
             await send(message)
@@ -314,8 +379,9 @@ def _session_user(guard: LoginGuard, scope) -> str | None:
 
 
 def _address(scope) -> str:
-    """The client's address. Behind a reverse proxy on this machine, uvicorn (Gradio's
-    server) has already taken it from the proxy's X-Forwarded-For."""
+    """The client's address. uvicorn (Gradio's server) has already taken it from
+    X-Forwarded-For when the connection came from a trusted proxy (:func:`forwarded_from`),
+    and only then."""
     client = scope.get("client")
     return client[0][:64] if client else "unknown"
 
@@ -324,3 +390,23 @@ async def _json(scope, receive, send, status: int, payload: dict) -> None:
     from starlette.responses import JSONResponse
 
     await JSONResponse(payload, status_code=status)(scope, receive, send)
+
+
+@contextmanager
+def forwarded_from(trusted_proxy: str):
+    """While an app is launched: uvicorn takes the client's address from
+    X-Forwarded-For only on connections from ``trusted_proxy`` (comma-separated
+    addresses or networks; empty: from none). uvicorn reads this setting from
+    ``FORWARDED_ALLOW_IPS`` when Gradio builds its server, and would otherwise trust
+    every process on this machine (127.0.0.1) to name any address."""
+    import os
+
+    before = os.environ.get("FORWARDED_ALLOW_IPS")
+    os.environ["FORWARDED_ALLOW_IPS"] = trusted_proxy  # "" matches no peer
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FORWARDED_ALLOW_IPS", None)
+        else:
+            os.environ["FORWARDED_ALLOW_IPS"] = before

@@ -17,6 +17,14 @@ they are free. ``max_concurrent`` bounds how many are submitted at a time.
   their end, not failed (and cancelled ones it still runs are stopped). The
   submission id is stored before the job is submitted, so none is lost in between.
   Local jobs left running are recovered as the local runner recovers them.
+- **Adopted by the row, not the id**: a job is adopted (or stopped) only if the Ray job's
+  metadata carries the row's launch token and names this app's database (as
+  :mod:`app.jobs` explains). A second app on a copy of the database, pointed at the same
+  cluster, finds the first app's jobs writing to the original: it leaves them running,
+  follows none, passes on no cancel, and marks them failed in its copy. A job found while
+  the cluster did not answer is checked at the first poll that gets an answer. A Ray job
+  submitted before tokens existed is checked against the ``DATABASE_URL`` of its runtime
+  environment, where the cluster shows it.
 - **One run folder, one job**: a queued job whose configuration is that of a job
   still running on the cluster waits for it (a resume right after a cancel).
 - A cluster that does not answer fails nothing: the poll is retried.
@@ -40,7 +48,7 @@ from sqlmodel import Session
 
 from annotation_db import jobs as crud
 from annotation_db.models import Job, RunStatus
-from app.jobs import last_lines, stop_orphan
+from app.jobs import TOKEN_VARIABLE, database_identity, last_lines, new_token, stop_orphan
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ ADDRESS_VARIABLE = "RATIONALE_AUDIT_RAY_ADDRESS"
 # behind (the runtime environment is readable by whoever can read the cluster's jobs)
 PASSED_ON = ("RATIONALE_AUDIT_", "HF_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_")
 NOT_PASSED_ON = frozenset({ADDRESS_VARIABLE, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+# the Ray job's metadata that ties it to its row: the launch token and the database
+TOKEN_KEY, DATABASE_KEY = "rationale_audit_token", "rationale_audit_database"
 
 
 class ClusterUnreachable(ConnectionError):
@@ -81,6 +91,7 @@ class RayJobRunner:
             raise ConnectionError(f"cannot reach the Ray cluster's job API at {address} "
                                   f"({ADDRESS_VARIABLE}): {exc}") from None
         self.tracked: dict[int, str] = {}  # job id → submission id
+        self.unverified: set[int] = set()  # tracked, but not yet found to be this app's
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,21 +101,31 @@ class RayJobRunner:
         """Adopt Ray jobs still known to the cluster, recover the rest, start polling.
 
         Returns the ids of the jobs marked failed (as the local runner does)."""
+        elsewhere: set[int] = set()  # Ray jobs of this row's token, for another database
         with Session(self.engine) as session:
             # running jobs the cluster knows, and cancelled ones it still runs (a cancel
-            # the previous app had no time to pass on)
+            # the previous app had no time to pass on), if they were launched from here
             for job in crud.dispatched(session, self.executor):
                 try:
                     status = self._status(job.external_id)
-                except ClusterUnreachable:  # follow it anyway; the polls retry
+                    ours = status is not None and self._launched_here(job)
+                except ClusterUnreachable:  # follow it anyway, checked when it answers
                     self.tracked[job.id] = job.external_id
+                    self.unverified.add(job.id)
                     continue
-                if status is not None and (job.status == RunStatus.running
-                                           or not status.is_terminal()):
+                if status is not None and not ours:
+                    elsewhere.add(job.id)
+                elif ours and (job.status == RunStatus.running or not status.is_terminal()):
                     self.tracked[job.id] = job.external_id
-            recovered = crud.recover_interrupted(
-                session, lambda job: job.executor == "local"
-                and stop_orphan(job, self.kill_grace_seconds), keep=frozenset(self.tracked))
+            url = self.engine.url.render_as_string(hide_password=False)
+
+            def stop_process(job: Job) -> str | None:
+                if job.executor == "local":
+                    return stop_orphan(job, url, self.kill_grace_seconds)
+                return self._left_alone(job) if job.id in elsewhere else None
+
+            recovered = crud.recover_interrupted(session, stop_process,
+                                                 keep=frozenset(self.tracked))
         self._thread = threading.Thread(target=self._loop, name="ray-job-runner", daemon=True)
         self._thread.start()
         return recovered
@@ -152,6 +173,43 @@ class RayJobRunner:
 
     # -- one job -----------------------------------------------------------------------
 
+    def _launched_here(self, job: Job) -> bool:
+        """Whether ``job``'s Ray job was submitted for this row into this app's database:
+        its metadata carries the row's token and names the database this app uses."""
+        try:
+            info = self.client.get_job_info(job.external_id)
+        except Exception as exc:
+            if "status code 404" in str(exc):
+                return False
+            raise ClusterUnreachable(f"the Ray job API at {self.address} did not answer "
+                                     f"for {job.external_id}: {exc}") from exc
+        metadata = info.metadata or {}
+        database = metadata.get(DATABASE_KEY)
+        if database is None:  # submitted before tokens: the URL its environment was given
+            url = ((info.runtime_env or {}).get("env_vars") or {}).get("DATABASE_URL")
+            database = database_identity(url, self.workdir) if url else None
+        ours = database_identity(self.engine.url.render_as_string(hide_password=False),
+                                 os.getcwd())
+        return (metadata.get(TOKEN_KEY) == job.token and ours is not None
+                and database == ours)
+
+    @staticmethod
+    def _left_alone(job: Job) -> str:
+        return (f"its Ray job {job.external_id} still runs, for another database (this one "
+                "is a copy of it), and was left alone")
+
+    def _check_adopted(self, session: Session, job: Job) -> bool:
+        """For a job adopted while the cluster did not answer: whether it is this app's.
+        One that is not is no longer followed, and failed if marked running."""
+        if self._launched_here(job):
+            return True
+        del self.tracked[job.id]
+        if job.status == RunStatus.running:
+            crud.end(session, job, RunStatus.failed,
+                     error=f"interrupted: the app stopped while this job ran; "
+                           f"{self._left_alone(job)}")
+        return False
+
     def _status(self, submission_id: str):
         """The Ray job's status; None if the cluster does not know it (a new cluster, a
         purged job). A cluster that does not answer raises :class:`ClusterUnreachable`."""
@@ -169,22 +227,27 @@ class RayJobRunner:
         submission_id = f"rationale-audit-job-{job.id}-{uuid.uuid4().hex[:8]}"
         env = {key: value for key, value in os.environ.items()
                if key.startswith(PASSED_ON) and key not in NOT_PASSED_ON}
-        env.update(DATABASE_URL=self.engine.url.render_as_string(hide_password=False),
-                   PYTHONUNBUFFERED="1",
+        url = self.engine.url.render_as_string(hide_password=False)
+        token = new_token()
+        env.update(DATABASE_URL=url, PYTHONUNBUFFERED="1", **{TOKEN_VARIABLE: token},
                    # the grace between SIGTERM and SIGKILL, as the local runner gives
                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.kill_grace_seconds)))
         entrypoint = (f"cd {shlex.quote(str(self.workdir))} && exec "
                       f"{shlex.quote(sys.executable)} -m app.jobs {job.id}")
         # recorded before submitting: an app that dies in between finds the job again
         crud.set_external(session, job, executor=self.executor, external_id=submission_id,
-                          log_path=str(log_path))
+                          log_path=str(log_path), token=token)
         self.tracked[job.id] = submission_id
         try:
             self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                    runtime_env={"env_vars": env},
                                    entrypoint_num_cpus=self.cpus,
                                    entrypoint_num_gpus=self.gpus or None,
-                                   metadata={"rationale_audit_job": str(job.id)})
+                                   metadata={"rationale_audit_job": str(job.id),
+                                             TOKEN_KEY: token,
+                                             # the job runs in workdir: its relative paths
+                                             DATABASE_KEY: database_identity(url, self.workdir)
+                                             or ""})
         except Exception as exc:
             if self._status(submission_id) is None:  # not accepted after all
                 del self.tracked[job.id]
@@ -201,6 +264,10 @@ class RayJobRunner:
             return
         session.refresh(job)
         status = self._status(submission_id)
+        if job_id in self.unverified:
+            if status is not None and not self._check_adopted(session, job):
+                return
+            self.unverified.discard(job_id)
         self._copy_log(job, submission_id)
         if status is None:
             crud.end(session, job, RunStatus.failed,

@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from annotation_db.models import Assignment, Campaign
 from app.auth import RESEARCH_ROLES, REVIEW_ROLES, auth_checker, bound, user_of
-from app.login_guard import LoginGuard, LoginPolicy, LoginThrottle, install
+from app.login_guard import LoginGuard, LoginPolicy, LoginThrottle, forwarded_from, install
 from app.screens.adjudicate import adjudicate_tab
 from app.screens.admin import admin_tab
 from app.screens.annotate import annotate_tab
@@ -97,11 +97,12 @@ def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     demo = build_app(engine, str(runner.workdir))
     demo.job_runner = runner
     guard = LoginGuard(engine, policy)
-    demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
-                auth_message="Rationale Audit — sign in with your account",
-                prevent_thread_lock=True, css=CSS, head=KEYBOARD_JS, quiet=not block,
-                footer_links=[], root_path=root_path,
-                app_kwargs={"middleware": [Middleware(LoginThrottle, guard=guard)]})
+    with forwarded_from(guard.policy.trusted_proxy):
+        demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
+                    auth_message="Rationale Audit — sign in with your account",
+                    prevent_thread_lock=True, css=CSS, head=KEYBOARD_JS, quiet=not block,
+                    footer_links=[], root_path=root_path,
+                    app_kwargs={"middleware": [Middleware(LoginThrottle, guard=guard)]})
     install(demo, guard)
     demo.login_guard = guard
     if block:

@@ -12,12 +12,14 @@ codes or anti-dementia drugs before the index date) and coding errors exactly as
 import csv
 import datetime as dt
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
 
+from annotation_db.csv_files import CsvFileError, read_csv
 from annotation_db.records import DAYS_PER_YEAR, PatientRecord, assign_evidence_ids
 from generation.cohort import CohortModel, stratified_split
 from generation.cohort_validate import record_problems
@@ -32,6 +34,11 @@ class ImportRejected(ValueError):
 
     def __init__(self, source: str, problems: list[tuple[int | str, str]]):
         self.source, self.problems = source, problems
+        if len(problems) == 1:  # one line: where, the rule, and that nothing was written
+            line, reason = problems[0]
+            where = (f"line {line}: " if isinstance(line, int) else f"{line}: ") if line else ""
+            super().__init__(f"{source}: {where}{reason}; nothing was imported")
+            return
         shown = "\n".join(f"  line {line}: {reason}" for line, reason in problems[:MAX_REPORTED])
         more = (f"\n  … and {len(problems) - MAX_REPORTED} more"
                 if len(problems) > MAX_REPORTED else "")
@@ -79,6 +86,10 @@ def read_jsonl(path: str | Path, *, seed: int = 0, model: CohortModel | None = N
         except json.JSONDecodeError as exc:
             problems.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
             continue
+        except RecursionError:
+            problems.append((number, "JSON nested too deeply to be a record (a record is an "
+                                     "object whose items are a list of flat objects)"))
+            continue
         try:
             record = PatientRecord.model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
@@ -122,6 +133,15 @@ SYNTHEA_OBSERVATIONS = {
     "4548-4": ("hba1c", lambda v: (v - 2.15) * 10.929),  # % (NGSP) -> mmol/mol (IFCC)
     "18262-6": ("ldl", lambda v: v / 38.67),  # mg/dL -> mmol/L
 }
+# LOINC -> the plausible values in Synthea's unit. A value outside them (or not a finite
+# number) is a data error: the import is refused rather than storing it (docs/cohort.md).
+SYNTHEA_PLAUSIBLE = {
+    "39156-5": (10, 150, "kg/m2"),
+    "8480-6": (50, 300, "mmHg"),
+    "8462-4": (20, 200, "mmHg"),
+    "4548-4": (2, 25, "%"),
+    "18262-6": (1, 1000, "mg/dL"),
+}
 
 
 def _synthea_date(text: str) -> dt.date:
@@ -133,13 +153,34 @@ def _read_csv(folder: Path, name: str, problems: list) -> list[tuple[int, dict]]
     if not path.is_file():
         problems.append((name, "file is missing"))
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in SYNTHEA_FILES[name] if c not in (reader.fieldnames or [])]
-        if missing:
-            problems.append((f"{name}:1", f"missing column(s) {', '.join(missing)}"))
-            return []
-        return [(number, row) for number, row in enumerate(reader, start=2)]
+    try:
+        header, rows = read_csv(path)
+    except CsvFileError as exc:
+        problems.append((f"{name}:{exc.line}" if exc.line else name, exc.reason))
+        return []
+    except OSError as exc:
+        problems.append((name, f"cannot read the file: {exc.strerror}"))
+        return []
+    missing = [c for c in SYNTHEA_FILES[name] if c not in header]
+    if missing:
+        problems.append((f"{name}:1", f"missing column(s) {', '.join(missing)}"))
+        return []
+    return rows
+
+
+def _measurement(code: str, text: str) -> tuple[float | None, str | None]:
+    """A Synthea observation's value in Synthea's unit, or why it cannot be imported."""
+    low, high, unit = SYNTHEA_PLAUSIBLE[code]
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"VALUE {text!r} of {code} is not a number"
+    if not math.isfinite(value):
+        return None, f"VALUE {text!r} of {code} is not a finite number"
+    if not low <= value <= high:
+        return None, (f"VALUE {text!r} of {code} is outside the plausible range "
+                      f"{low}–{high} {unit}")
+    return value, None
 
 
 def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: float = 5.0,
@@ -163,7 +204,13 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
     outcome_prefixes = tuple(model.codes["leakage"]["outcome_icd10_prefixes"])
     horizon_end = index_date + dt.timedelta(days=round(horizon_years * DAYS_PER_YEAR))
     people: dict[str, dict] = {}
+    first_seen: dict[str, int] = {}
     for number, row in tables["patients.csv"]:
+        if row["Id"] in first_seen:
+            problems.append((f"patients.csv:{number}", f"Id {row['Id']!r} already used on line "
+                                                       f"{first_seen[row['Id']]}"))
+            continue
+        first_seen[row["Id"]] = number
         try:
             birth = _synthea_date(row["BIRTHDATE"])
             death = _synthea_date(row["DEATHDATE"]) if row["DEATHDATE"] else None
@@ -189,13 +236,13 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
             except ValueError:
                 problems.append((f"{name}:{number}", f"bad {date_column} {row[date_column]!r}"))
                 continue
-            events.append((name, row["PATIENT"], row))
+            events.append((name, number, row["PATIENT"], row))
     if problems:
         raise ImportRejected(str(folder), problems)
 
     unmapped: Counter = Counter()
     measure_spec = model.codes["measurements"]
-    for name, pid, row in events:
+    for name, number, pid, row in events:
         person, when = people[pid], row["_date"]
         if name == "conditions.csv":
             icd = mapping.get(row["CODE"])
@@ -225,10 +272,11 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
             if row["CODE"] not in SYNTHEA_OBSERVATIONS or when > index_date:
                 continue
             key, convert = SYNTHEA_OBSERVATIONS[row["CODE"]]
-            try:
-                value = convert(float(row["VALUE"]))
-            except ValueError:
+            raw, problem = _measurement(row["CODE"], row["VALUE"])
+            if problem:
+                problems.append((f"{name}:{number}", problem))
                 continue
+            value = convert(raw)
             spec = measure_spec[key]
             text = f"{value:.{spec['decimals']}f}"
             item = {"kind": "measurement", "code": row["CODE"], "code_system": "LOINC",
@@ -236,6 +284,8 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
                     "unit": spec["unit"]}
         person["items"].append({"id": None, "date": when.isoformat(), "value": None,
                                 "unit": None, "role": "context", **item})
+    if problems:
+        raise ImportRejected(str(folder), problems)
 
     kept, excluded = [], Counter()
     for pid, person in people.items():

@@ -13,7 +13,6 @@ Weights (``adapter/``, checkpoints) stay out unless ``weights=True``: a run rest
 without them can be reported but not scored again (``evaluate`` says so).
 """
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from annotation_db.models import DatasetVersion, EvaluationResult, RunStatus, TrainingRun
+from annotation_db.provenance import file_sha256
 from training import runs
 
 FORMAT = 1
@@ -36,14 +36,6 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 
 class ArchiveError(ValueError):
     """An archive that cannot be written or read back as asked; the message says why."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(run_dir: Path, weights: bool) -> tuple[list[Path], list[str]]:
@@ -135,7 +127,7 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
                 left = sorted(x for x in {*left, *before["left_out"]}
                               if x.split(" (")[0] not in sources)
                 weights = weights or before["weights"]
-            files = {rel: _sha256(path) for rel, path in sorted(sources.items())}
+            files = {rel: file_sha256(path) for rel, path in sorted(sources.items())}
             record = _record(run, version, results, files, left, weights)
             if before is not None and before == json.loads(json.dumps(record, default=str)):
                 unchanged.append(folder.name)
@@ -173,7 +165,7 @@ def _read(folder: Path) -> dict:
         path = folder / rel
         if not path.is_file():
             raise ArchiveError(f"{folder.name}: {rel} is listed in {RECORD} but missing")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise ArchiveError(f"{folder.name}: {rel} does not match its sha256 in {RECORD} "
                                "(edited or truncated)")
     return record

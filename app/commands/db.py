@@ -40,15 +40,28 @@ def open_engine(db: str | None, require_schema: bool = True):
 def upgrade(
     db: DbOption = None,
     revision: str = typer.Option("head", help="Target Alembic revision."),
+    app_role: str | None = typer.Option(
+        None, "--app-role", envvar="RATIONALE_AUDIT_APP_ROLE",
+        help="PostgreSQL: the role the app connects as; run as the tables' owner, it gets "
+             "the usual DML and only SELECT, INSERT on audit_event."),
 ) -> None:
     """Create the database if needed and apply every pending migration.
+
+    With --app-role (PostgreSQL), the app's role is then granted least privilege: it
+    can append to the audit trail but not change it (see `db audit-check`).
 
     Example:
 
         rationale-audit db upgrade
         DATABASE_URL=postgresql+psycopg://audit:pw@127.0.0.1/audit rationale-audit db upgrade
+        DATABASE_URL=postgresql+psycopg://audit_owner:pw@127.0.0.1/audit \\
+            rationale-audit db upgrade --app-role audit_app
     """
+    from annotation_db import privileges
+
     engine = open_engine(db, require_schema=False)
+    if app_role:
+        privileges.check_app_role(engine, app_role)  # before anything changes
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     after = migrate.current_revision(engine)
@@ -57,6 +70,40 @@ def upgrade(
         console.print(f"{where} is already at revision {after}.", highlight=False)
     else:
         console.print(f"{where}: upgraded {before or '(empty)'} → {after}.", highlight=False)
+    if app_role:
+        console.print(privileges.grant_app_role(engine, app_role), highlight=False)
+
+
+@app.command("audit-check")
+@user_errors
+def audit_check(db: DbOption = None) -> None:
+    """Say whether the role this command runs as could alter or delete audit rows or
+    switch the append-only triggers off; exit 1 if it could, 0 if not.
+
+    Run it with the app's own database URL. On SQLite it always exits 1: whoever can
+    write the file can change it, so the file's permissions are the protection.
+
+    Example:
+
+        DATABASE_URL=postgresql+psycopg://audit_app:pw@db/audit rationale-audit db audit-check
+    """
+    from annotation_db import privileges
+
+    engine = open_engine(db)
+    protection = privileges.audit_protection(engine)
+    where = redact(str(engine.url))
+    if protection.protected:
+        console.print(f"{where}: the audit trail is protected from role {protection.role}: "
+                      "it may only SELECT and INSERT audit_event, and owns neither the table "
+                      "nor its triggers.", highlight=False)
+        return
+    console.print(f"{where}: the audit trail is NOT protected from role {protection.role}:",
+                  highlight=False)
+    for problem in protection.problems:
+        console.print(f"- {problem}", highlight=False)
+    console.print("How to fix: docs/annotation.md, \"The audit trail on PostgreSQL: least "
+                  "privilege\".", highlight=False)
+    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -90,8 +137,9 @@ def backup(path: Path = typer.Argument(..., help="The backup file to write."),
            db: DbOption = None) -> None:
     """Copy the database to a file while the app keeps running (SQLite online backup).
 
-    The copy is checked and appears only when whole. For PostgreSQL this prints the
-    `pg_dump` command to use instead.
+    The copy is checked and appears only when whole; beside it goes FILE.manifest.json
+    (schema revision, the file's SHA-256, every table's row count and SHA-256), which
+    `db restore` checks. For PostgreSQL this prints the `pg_dump` command to use instead.
 
     Example:
 
@@ -101,8 +149,8 @@ def backup(path: Path = typer.Argument(..., help="The backup file to write."),
 
     done = crud.backup(open_engine(db), path, force=force)
     rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
-    console.print(f"backed up to {done['path']} ({done['bytes']:,} bytes; {rows})",
-                  highlight=False)
+    console.print(f"backed up to {done['path']} ({done['bytes']:,} bytes; {rows}); "
+                  f"manifest {done['manifest']}", highlight=False)
 
 
 @app.command()
@@ -110,11 +158,20 @@ def backup(path: Path = typer.Argument(..., help="The backup file to write."),
 def restore(path: Path = typer.Argument(..., help="A file written by `db backup`."),
             force: bool = typer.Option(False, "--force", help="Overwrite a database that "
                                        "already holds data."),
+            no_manifest: bool = typer.Option(False, "--no-manifest", help="Restore a backup "
+                                             "that has no FILE.manifest.json beside it (its "
+                                             "rows then cannot be checked; a manifest that is "
+                                             "there is still checked)."),
             db: DbOption = None) -> None:
-    """Replace the database with a backup (stop the app first).
+    """Replace the database with a checked backup (stop the app first).
 
-    A database that already holds data is refused unless --force is given. For
-    PostgreSQL this prints the `pg_restore` command to use instead.
+    Before the database is touched the backup must pass SQLite's integrity check, be
+    at a schema revision this version knows with exactly that revision's tables and
+    columns, and match its manifest (file and per-table hashes). The backup is copied
+    beside the database, checked and renamed over it, so a refused or failed restore
+    leaves the database as it was. A database that already holds data is refused
+    unless --force is given. For PostgreSQL this prints the `pg_restore` command to
+    use instead.
 
     Example:
 
@@ -122,6 +179,14 @@ def restore(path: Path = typer.Argument(..., help="A file written by `db backup`
     """
     from annotation_db import backup as crud
 
-    done = crud.restore(open_engine(db, require_schema=False), path, force=force)
+    # No connection before the backup is checked: opening a missing SQLite file creates it.
+    engine = make_engine(database_url(db))
+    done = crud.restore(engine, path, force=force, no_manifest=no_manifest)
     rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
-    console.print(f"restored {done['path']} ({rows})", highlight=False)
+    checked = (f"matches its manifest {done['manifest']}" if done["manifest"]
+               else "no manifest: restored without checking its rows against one")
+    console.print(f"restored {done['path']} at revision {done['revision']} ({rows}; {checked})",
+                  highlight=False)
+    if done["revision"] != migrate.head_revision(engine):
+        console.print("run `rationale-audit db upgrade` to bring it to the newest schema.",
+                      highlight=False)

@@ -6,7 +6,7 @@ from sqlmodel import Session
 
 from annotation_db import adjudication
 from annotation_db.cohorts import patient_record
-from annotation_db.models import Patient, Rationale
+from annotation_db.models import ADJUDICATION_REASON_MAX_CHARS, Patient, Rationale
 from annotation_db.rubric import FLAGS
 from app.auth import REVIEW_ROLES, address_of, bound, campaign_of, user_of
 from app.views import history_html, rationale_html
@@ -71,7 +71,9 @@ def adjudicate_tab(engine, campaign_dd) -> gr.Tab:
         final_accuracy = gr.Radio([1, 2, 3, 4, 5], label="Final medical accuracy")
         final_faithfulness = gr.Radio([1, 2, 3, 4, 5], label="Final faithfulness")
         final_flags = gr.CheckboxGroup(list(FLAGS), label="Final flags")
-        decision_reason = gr.Textbox(label="Reason (required)")
+        decision_reason = gr.Textbox(
+            label=f"Reason (required, up to {ADJUDICATION_REASON_MAX_CHARS:,} characters)",
+            max_length=ADJUDICATION_REASON_MAX_CHARS)
         decide_btn = gr.Button("Record decision", variant="primary")
     queue_btn.click(bound(adjudication_queue, engine), campaign_dd, queue_table,
                     api_name="adjudication_queue")

@@ -145,7 +145,9 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
         plan_md = gr.Markdown()
         gr.Markdown("### Export a verified dataset version (same code as `export create`)")
         policy_box = gr.Code(POLICY_TEMPLATE, language="yaml", label="Approval policy")
-        version_name = gr.Textbox(label="Version name")
+        version_name = gr.Textbox(label="Version name", max_length=64,
+                                  info="1–64 letters, digits, '-', '_' or '.', not starting "
+                                       "with a dot; never reused")
         with gr.Row():
             preview_btn = gr.Button("Preview")
             export_btn = gr.Button("Create version", variant="primary")

@@ -15,9 +15,17 @@ from sqlmodel import Session
 
 from annotation_db import campaigns
 from annotation_db.cohorts import patient_record
-from annotation_db.models import Assignment, Campaign, Patient, Rationale, User
+from annotation_db.models import (
+    COMMENT_MAX_CHARS,
+    SKIP_REASON_MAX_CHARS,
+    Assignment,
+    Campaign,
+    Patient,
+    Rationale,
+    User,
+)
 from annotation_db.rubric import FLAGS
-from app.auth import bound, campaign_of, user_of
+from app.auth import address_of, bound, campaign_of, user_of
 from app.views import evidence_line, grounding_summary, history_html, rationale_html, rubric_choices
 
 
@@ -82,7 +90,7 @@ def submit_scores(engine, campaign_name: str, assignment_id, accuracy, faithfuln
             campaigns.submit(s, assignment_id=int(assignment_id), user=user,
                              accuracy=int(accuracy), faithfulness=int(faithfulness),
                              flags=list(flags or []), comment=comment or "",
-                             seconds_on_task=seconds)
+                             seconds_on_task=seconds, address=address_of(request))
         except (campaigns.NotYours, campaigns.CampaignError) as exc:
             raise gr.Error(str(exc)) from None
         return item_view(s, campaign, user, campaigns.next_assignment(s, campaign, user),
@@ -97,7 +105,7 @@ def skip_item(engine, campaign_name: str, assignment_id, reason: str, request: g
         campaign = campaign_of(s, campaign_name)
         try:
             campaigns.skip(s, assignment_id=int(assignment_id), user=user,
-                           reason=reason or "")
+                           reason=reason or "", address=address_of(request))
         except (campaigns.NotYours, campaigns.CampaignError) as exc:
             raise gr.Error(str(exc)) from None
         return item_view(s, campaign, user, campaigns.next_assignment(s, campaign, user),
@@ -172,10 +180,13 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
                                       elem_id="faithfulness_radio")
             c.flags = gr.CheckboxGroup([(guidelines["flags"][k], k) for k in FLAGS],
                                        label="Flags", elem_id="flags_box")
-            c.comment = gr.Textbox(label="Comment", lines=2, elem_id="comment_box")
+            c.comment = gr.Textbox(label=f"Comment (up to {COMMENT_MAX_CHARS:,} characters)",
+                                   lines=2, max_length=COMMENT_MAX_CHARS, elem_id="comment_box")
             with gr.Row():
                 c.submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit_btn")
-                c.skip_reason = gr.Textbox(label="Skip reason", elem_id="skip_reason", scale=2)
+                c.skip_reason = gr.Textbox(
+                    label=f"Skip reason (up to {SKIP_REASON_MAX_CHARS:,} characters)",
+                    max_length=SKIP_REASON_MAX_CHARS, elem_id="skip_reason", scale=2)
                 c.skip_btn = gr.Button("Skip (s)", elem_id="skip_btn")
             gr.Markdown("Keys: **1–5** score the highlighted dimension, **↑/↓** switch dimension, "
                         "**Enter** submits, **s** skips. Keys are ignored while you type.")

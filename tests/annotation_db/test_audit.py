@@ -52,6 +52,78 @@ def test_every_audited_action_writes_exactly_one_event(engine):
         assert audit.list_events(s, user="ops", limit=10)[0].target == "ann"
 
 
+def _annotator_in_a_campaign(engine, s):
+    run_id = seed_rationales(engine, n=4, gold=0)
+    users.create_user(s, username="ann", password=PASSWORD, role="annotator")
+    campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"],
+                                         k=1)
+    return campaign, users.get_user(s, "ann")
+
+
+def test_a_rating_its_revision_and_a_skip_each_write_one_event(engine):
+    with Session(engine) as s:
+        campaign, ann = _annotator_in_a_campaign(engine, s)
+        rated = campaigns.next_assignment(s, campaign, ann)
+        rated_id, rated_item = rated.id, rated.rationale_id
+        for accuracy, comment in ((4, "looks fine to me"), (2, "missed the A1c value")):
+            campaigns.submit(s, assignment_id=rated_id, user=ann, accuracy=accuracy,
+                             faithfulness=5, flags=[], comment=comment, address="10.0.0.5")
+        skipped = campaigns.next_assignment(s, campaign, ann)
+        skipped_id, skipped_item = skipped.id, skipped.rationale_id
+        campaigns.skip(s, assignment_id=skipped_id, user=ann, reason="record is unreadable",
+                       address="10.0.0.6")
+        assert actions(s)[2:] == [
+            ("rating_submitted", "ann", "10.0.0.5", f"assignment {rated_id}"),
+            ("rating_revised", "ann", "10.0.0.5", f"assignment {rated_id}"),
+            ("item_skipped", "ann", "10.0.0.6", f"assignment {skipped_id}")]
+        details = [e.detail for e in reversed(audit.list_events(s, limit=3))]
+        assert details == [{"campaign": campaign.id, "item": rated_item, "revision": 1},
+                           {"campaign": campaign.id, "item": rated_item, "revision": 2},
+                           {"campaign": campaign.id, "item": skipped_item}]
+        assert "A1c" not in str(details) and "unreadable" not in str(details), "no free text"
+
+
+def test_a_rating_or_skip_that_fails_leaves_no_event(engine):
+    from sqlalchemy import event, func, select
+
+    from annotation_db.models import Annotation
+
+    written: set[str] = set()  # what the transaction about to commit has written
+
+    def note_writes(session, _context):
+        written.update(type(row).__name__ for row in session.new | session.dirty)
+
+    def broken_commit(_session):  # the commit of a rating or a skip fails, any other succeeds
+        failing = written & {"Annotation", "Assignment"}
+        written.clear()
+        if failing:
+            raise RuntimeError("the database went away at commit")
+
+    with Session(engine) as s:
+        campaign, ann = _annotator_in_a_campaign(engine, s)
+        first = campaigns.next_assignment(s, campaign, ann).id
+        campaigns.submit(s, assignment_id=first, user=ann, accuracy=4, faithfulness=4, flags=[])
+        with pytest.raises(campaigns.CampaignError, match="whole number from 1 to 5"):
+            campaigns.submit(s, assignment_id=first, user=ann, accuracy=7, faithfulness=4,
+                             flags=[])
+        with pytest.raises(campaigns.CampaignError, match="submitted and cannot be skipped"):
+            campaigns.skip(s, assignment_id=first, user=ann, reason="changed my mind")
+        second = campaigns.next_assignment(s, campaign, ann).id
+        event.listen(s, "after_flush", note_writes)
+        event.listen(s, "before_commit", broken_commit)  # the write fails after the event
+        for write in (lambda: campaigns.submit(s, assignment_id=second, user=ann, accuracy=3,
+                                               faithfulness=3, flags=[]),
+                      lambda: campaigns.skip(s, assignment_id=second, user=ann, reason="x")):
+            with pytest.raises(RuntimeError, match="went away"):
+                write()
+            s.rollback()
+        event.remove(s, "before_commit", broken_commit)
+        event.remove(s, "after_flush", note_writes)
+        assert [a[0] for a in actions(s)] == ["user_created", "campaign_created",
+                                              "rating_submitted"]
+        assert s.execute(select(func.count()).select_from(Annotation)).scalar() == 1
+
+
 def test_an_export_and_its_deletion_are_audited(tmp_path):
     from tests.helpers import audited_version
 

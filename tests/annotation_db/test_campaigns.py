@@ -10,7 +10,12 @@ from sqlmodel import Session
 
 from annotation_db import campaigns as camp
 from annotation_db import users
-from annotation_db.models import Annotation, Assignment
+from annotation_db.models import (
+    COMMENT_MAX_CHARS,
+    SKIP_REASON_MAX_CHARS,
+    Annotation,
+    Assignment,
+)
 from tests.helpers import PASSWORD, seed_rationales
 
 
@@ -142,3 +147,62 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(engine):
         statuses = Counter(s.execute(select(Assignment.status)).scalars())
     assert statuses == {"submitted": expected}
     assert len(annotations) == 2 * expected == len(set(annotations))
+
+
+def _opened_item(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann"], k=1)
+        return camp.next_assignment(s, campaign, users.require_user(s, "ann")).id
+
+
+def _annotations(engine) -> int:
+    with Session(engine) as s:
+        return s.execute(select(func.count()).select_from(Annotation)).scalar()
+
+
+@pytest.mark.parametrize("comment, message", [
+    ("x" * (COMMENT_MAX_CHARS + 1),
+     "the comment is 5,001 characters long; the limit is 5,000 characters"),
+    ("fine\x00, apart from a NUL",
+     "the comment contains a NUL character (\\x00), which cannot be stored; remove it"),
+], ids=["over-long", "nul-byte"])
+def test_a_comment_that_cannot_be_stored_whole_is_refused_and_nothing_is_saved(world, comment,
+                                                                               message):
+    engine, _ = world
+    item = _opened_item(world)
+    with Session(engine) as s:
+        with pytest.raises(camp.CampaignError) as caught:
+            camp.submit(s, assignment_id=item, user=users.require_user(s, "ann"), accuracy=4,
+                        faithfulness=4, flags=[], comment=comment)
+        assert str(caught.value) == message
+        assert s.get(Assignment, item).status == "assigned"
+    assert _annotations(engine) == 0
+
+
+def test_a_comment_at_the_limit_is_stored_whole(world):
+    engine, _ = world
+    item = _opened_item(world)
+    with Session(engine) as s:
+        camp.submit(s, assignment_id=item, user=users.require_user(s, "ann"), accuracy=4,
+                    faithfulness=4, flags=[], comment="é" * COMMENT_MAX_CHARS)
+        stored = s.execute(select(Annotation.comment)).scalar()
+    assert stored == "é" * COMMENT_MAX_CHARS
+
+
+@pytest.mark.parametrize("reason, message", [
+    ("y" * (SKIP_REASON_MAX_CHARS + 1),
+     "the skip reason is 501 characters long; the limit is 500 characters"),
+    ("not\x00mine",
+     "the skip reason contains a NUL character (\\x00), which cannot be stored; remove it"),
+], ids=["over-long", "nul-byte"])
+def test_a_skip_reason_that_cannot_be_stored_whole_is_refused(world, reason, message):
+    engine, _ = world
+    item = _opened_item(world)
+    with Session(engine) as s:
+        with pytest.raises(camp.CampaignError) as caught:
+            camp.skip(s, assignment_id=item, user=users.require_user(s, "ann"), reason=reason)
+        assert str(caught.value) == message
+    with Session(engine) as s:
+        assert (s.get(Assignment, item).status, s.get(Assignment, item).skip_reason) == (
+            "assigned", None)

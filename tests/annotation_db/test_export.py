@@ -1,15 +1,16 @@
 """Verified export: policy, determinism, splits, immutability, tamper detection, TRL."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from annotation_db import adjudication, export, users
 from annotation_db import campaigns as camp
-from annotation_db.models import Assignment, Patient, Rationale
+from annotation_db.models import Assignment, DatasetVersion, Patient, Rationale
 from generation.models import history_counter
 from tests.helpers import PASSWORD, seed_rationales
 
@@ -161,3 +162,62 @@ def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, tiny_model
                            logging_steps=1, save_strategy="no", max_length=1024))
         result = trainer.train()
         assert result.global_step == 2 and result.training_loss > 0
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", ".hidden", "", "x" * 65,
+                                  "v1 final", "v1\n"])
+def test_a_version_name_that_could_leave_the_exports_folder_is_refused(rated, tmp_path, name):
+    with Session(rated) as s, pytest.raises(export.ExportError, match="must be 1–64 letters"):
+        export.create(s, policy_path=_policy(tmp_path), name=name, root=tmp_path / "exports",
+                      counter_for=history_counter)
+    assert not (tmp_path / "exports").exists(), "nothing is written"
+    assert not list(tmp_path.parent.rglob("escaped*"))
+
+
+def test_a_version_folder_that_resolves_outside_the_root_is_refused(rated, tmp_path):
+    """A link planted under the exports root cannot carry a version elsewhere."""
+    root, outside = tmp_path / "exports", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    with Session(rated) as s:
+        files, _ = export.build(s, export.ApprovalPolicy.from_file(_policy(tmp_path))[0],
+                                counter_for=history_counter)
+        (root / f"v1-{export.content_hash(files)[:12]}").symlink_to(outside)
+        with pytest.raises(export.ExportError, match="would be outside"):
+            export.create(s, policy_path=_policy(tmp_path), name="v1", root=root,
+                          counter_for=history_counter)
+    assert list(outside.iterdir()) == []
+
+
+def _nothing_exported(rated, tmp_path) -> bool:
+    with Session(rated) as s:
+        versions = s.execute(select(func.count()).select_from(DatasetVersion)).scalar()
+    return versions == 0 and not (tmp_path / "exports").exists()
+
+
+def test_a_negative_history_budget_is_refused_by_preview_and_create_alike(rated, tmp_path):
+    policy = _policy(tmp_path, history_budget=-5)
+    message = (f"invalid policy {policy}: 1 validation error for ApprovalPolicy history_budget"
+               "   Input should be greater than or equal to 40 [type=greater_than_equal, "
+               "input_value=-5, input_type=int]")
+    with pytest.raises(export.ExportError) as caught:
+        export.ApprovalPolicy.from_file(policy)  # what `export preview` reads
+    assert str(caught.value) == message
+    with Session(rated) as s, pytest.raises(export.ExportError) as caught:
+        export.create(s, policy_path=policy, name="v1", root=tmp_path / "exports",
+                      counter_for=history_counter)
+    assert str(caught.value) == message
+    assert _nothing_exported(rated, tmp_path)
+
+
+def test_a_history_budget_below_the_renderings_floor_is_one_error_and_writes_nothing(rated,
+                                                                                     tmp_path):
+    with Session(rated) as s, pytest.raises(export.ExportError) as caught:
+        export.create(s, policy_path=_policy(tmp_path, history_budget=40), name="v1",
+                      root=tmp_path / "exports", counter_for=history_counter)
+    assert re.fullmatch(
+        r"the policy's history_budget is too small: history budget 40 is below the "
+        r"rendering's floor of \d+ tokens for patient P\d+ \(header, demographics, genotype "
+        r"and family history are always shown\); raise the budget to at least that",
+        str(caught.value))
+    assert _nothing_exported(rated, tmp_path)

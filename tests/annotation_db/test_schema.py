@@ -8,12 +8,14 @@ import datetime as dt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, inspect, text
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, SQLModel, select
 
 from annotation_db import migrate
 from annotation_db.models import (
+    ADJUDICATION_REASON_MAX_CHARS,
+    COMMENT_MAX_CHARS,
     Adjudication,
     Annotation,
     Assignment,
@@ -206,3 +208,49 @@ def test_invalid_values_are_rejected_by_the_database(engine, make_row):
     with Session(engine) as session:
         ids = _loop(session)
     _violates(engine, lambda: make_row(ids))
+
+
+@pytest.mark.parametrize(
+    "make_row",
+    [
+        lambda ids: Annotation(assignment_id=ids["assignment"], revision=3, accuracy=3,
+                               faithfulness=3, flags=[], comment="c" * (COMMENT_MAX_CHARS + 1)),
+        lambda ids: Adjudication(campaign_id=ids["campaign"], rationale_id=ids["rationale"],
+                                 adjudicator_id=ids["user"], revision=2, decision="reject",
+                                 flags=[], comment="r" * (ADJUDICATION_REASON_MAX_CHARS + 1)),
+    ],
+    ids=["annotation-comment", "adjudication-reason"],
+)
+def test_text_over_its_limit_is_rejected_by_the_database(engine, make_row):
+    with Session(engine) as session:
+        ids = _loop(session)
+    table = type(make_row(ids))
+    before = _count(engine, table)
+    with Session(engine) as session:
+        session.add(make_row(ids))
+        # SQLite: the CHECK on length; PostgreSQL: the VARCHAR's length first
+        with pytest.raises((IntegrityError, DataError)):
+            session.commit()
+    assert _count(engine, table) == before
+
+
+def test_an_upgrade_that_would_have_to_cut_text_is_refused_and_changes_nothing(engine):
+    with Session(engine) as session:
+        _loop(session)
+    migrate.downgrade(engine, "0010_job_token")
+    with engine.begin() as conn:  # as a 10 MB reason was stored before text had a limit
+        conn.execute(text("UPDATE adjudication SET comment = :long"), {"long": "r" * 10_000_000})
+    with pytest.raises(migrate.MigrationRefused) as caught:
+        migrate.upgrade(engine)
+    assert str(caught.value) == (
+        "cannot upgrade to 0011_text_limits: 1 row(s) hold text over the new limits "
+        "(annotation.comment 5,000, adjudication.comment 5,000 characters): adjudication 1 "
+        "(10,000,000 characters); text is never cut, so shorten these rows, then run "
+        "`rationale-audit db upgrade` again")
+    assert migrate.current_revision(engine) == "0010_job_token"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT length(comment) FROM adjudication")).scalar() == 10**7
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE adjudication SET comment = 'shortened'"))
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision(engine)

@@ -58,11 +58,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0009_job_executor" in first.output
+    assert "upgraded (empty) → 0011_text_limits" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0009_job_executor" in again.output
+    assert "already at revision 0011_text_limits" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0009_job_executor (head)" in current.output
+    assert "revision 0011_text_limits (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -147,7 +147,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert exported["version"] == "demo-simulated-v1", exported
     assert Path(exported["path"], "manifest.json").is_file()
     assert summary["stages"]["cohort"]["created"] is True
-    assert summary["stages"]["database"]["revision"] == "0009_job_executor"
+    assert summary["stages"]["database"]["revision"] == "0011_text_limits"
     assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
@@ -198,6 +198,91 @@ def test_cohort_import_of_a_bad_file_lists_lines_and_writes_nothing(tmp_path, mo
     assert "line 1:" in result.stderr and "line 2: not valid JSON" in result.stderr
     listed = runner.invoke(app, ["cohort", "show", "x", "--cohort", "b", "--db", db])
     assert "no cohort named 'b'; none exist yet" in listed.stderr
+
+
+def _exact_error(result, message: str) -> None:
+    _one_line_error(result, message)
+    assert result.stderr.strip() == f"Error: {message}"
+
+
+def _record_line(**changes) -> str:
+    from generation.cohort import CohortConfig, generate
+
+    return json.dumps(dict(generate(CohortConfig(n=2, seed=1))[0][0], **changes))
+
+
+SYNTHEA_HEADERS = {"patients": b"Id,BIRTHDATE,DEATHDATE,GENDER",
+                   "conditions": b"START,PATIENT,CODE,DESCRIPTION",
+                   "medications": b"START,PATIENT,CODE,DESCRIPTION",
+                   "observations": b"DATE,PATIENT,CODE,DESCRIPTION,VALUE,UNITS"}
+
+
+def _synthea_folder(folder: Path, **rows: bytes) -> Path:
+    folder.mkdir()
+    for name, header in SYNTHEA_HEADERS.items():
+        body = rows.get(name, b"a,1945-02-01,,F\n" if name == "patients" else b"")
+        (folder / f"{name}.csv").write_bytes(header + b"\n" + body)
+    return folder
+
+
+def _jsonl(folder: Path, line: str) -> Path:
+    path = folder / "bad.jsonl"
+    path.write_text(line + "\n")
+    return path
+
+
+BAD_IMPORTS = {
+    "deeply-nested-json": (
+        "jsonl", lambda d: _jsonl(d, "[" * 100_000 + "]" * 100_000),
+        "line 1: JSON nested too deeply to be a record (a record is an object whose items are "
+        "a list of flat objects)"),
+    "infinite-weight": ("jsonl", lambda d: _jsonl(d, _record_line(weight=float("inf"))),
+                        "line 1: weight: Input should be a finite number"),
+    "label-yes": ("jsonl", lambda d: _jsonl(d, _record_line(label="yes")),
+                  "line 1: label: Input should be a valid boolean"),
+    "synthea-not-utf8": (
+        "synthea", lambda d: _synthea_folder(
+            d / "s", patients=b"a,1945-02-01,,F\nb,1950-01-01,,\xd6\n"),
+        "patients.csv:3: not UTF-8 text (byte 0xd6 at position 15); save the file as UTF-8"),
+    "synthea-field-over-the-csv-limit": (
+        "synthea", lambda d: _synthea_folder(
+            d / "s", conditions=b"2001-03-02,a,59621000," + b"x" * 131_073 + b"\n"),
+        "conditions.csv:2: a field is longer than 131,072 characters, the most a CSV field "
+        "may hold"),
+    "synthea-patient-twice": (
+        "synthea", lambda d: _synthea_folder(
+            d / "s", patients=b"a,1945-02-01,,F\na,1946-01-01,,M\n"),
+        "patients.csv:3: Id 'a' already used on line 2"),
+    "synthea-nan": (
+        "synthea", lambda d: _synthea_folder(
+            d / "s", observations=b"2009-06-01,a,8480-6,Systolic Blood Pressure,nan,mm[Hg]\n"),
+        "observations.csv:2: VALUE 'nan' of 8480-6 is not a finite number"),
+    "synthea-1e308": (
+        "synthea", lambda d: _synthea_folder(
+            d / "s", observations=b"2009-06-01,a,8480-6,Systolic Blood Pressure,1e308,mm[Hg]\n"),
+        "observations.csv:2: VALUE '1e308' of 8480-6 is outside the plausible range 50–300 mmHg"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMPORTS))
+def test_cohort_import_of_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, case):
+    from sqlalchemy import func, select
+    from sqlmodel import Session
+
+    from annotation_db.models import Cohort, Patient
+    from annotation_db.session import make_engine
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "c.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    fmt, make, reason = BAD_IMPORTS[case]
+    path = make(tmp_path)
+    result = runner.invoke(app, ["cohort", "import", "--format", fmt, str(path), "--name", "b",
+                                 "--db", db])
+    _exact_error(result, f"{path}: {reason}; nothing was imported")
+    with Session(make_engine(f"sqlite:///{db}")) as s:
+        assert [s.execute(select(func.count()).select_from(t)).scalar()
+                for t in (Cohort, Patient)] == [0, 0]
 
 
 def test_data_commands_on_an_unmigrated_database_say_what_to_run(tmp_path, monkeypatch):
@@ -255,6 +340,20 @@ def test_agreement_report_rejects_a_bad_csv_with_line_numbers(tmp_path):
     assert result.exit_code == 1
     assert "line 3: a rated i1 on accuracy already on line 2" in result.stderr
     assert "line 4: score 'high' is not a number" in result.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.parametrize("second_row, reason", [
+    (b"b\xe9,i1,accuracy,4", "not UTF-8 text (byte 0xe9 at position 2); save the file as UTF-8"),
+    (b"b," + b"x" * 131_073 + b",accuracy,4",
+     "a field is longer than 131,072 characters, the most a CSV field may hold"),
+], ids=["not-utf8", "field-over-the-csv-limit"])
+def test_agreement_report_refuses_an_unreadable_csv_in_one_line(tmp_path, second_row, reason):
+    csv_path = tmp_path / "r.csv"
+    csv_path.write_bytes(b"rater,item,dimension,score\na,i1,accuracy,3\n" + second_row + b"\n")
+    result = runner.invoke(app, ["agreement", "report", "--ratings-csv", str(csv_path),
+                                 "--out", str(tmp_path / "x.html")])
+    _exact_error(result, f"{csv_path}: line 3: {reason}; nothing was read")
     assert not (tmp_path / "x.html").exists()
 
 
@@ -399,10 +498,32 @@ def test_export_commands_create_list_show_verify(tmp_path, monkeypatch):
     assert manifest["policy"]["campaigns"] == ["pilot"] and "policy_text" in manifest
     ok = runner.invoke(app, ["export", "verify", "v1", "--db", db])
     assert ok.exit_code == 0 and "every file matches" in ok.output
+    escaped = runner.invoke(app, ["export", "create", "--policy", str(policy), "--name",
+                                  "../../escaped", "--root", str(tmp_path / "exports"),
+                                  "--db", db])
+    _one_line_error(escaped, "version name '../../escaped' must be 1–64 letters")
+    assert not list(tmp_path.parent.glob("escaped*")) and not list(tmp_path.glob("escaped*"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("campaigns: []\n")
     _one_line_error(runner.invoke(app, ["export", "preview", "--policy", str(bad), "--db", db]),
                     "invalid policy")
+
+
+def test_export_preview_and_create_refuse_a_negative_history_budget_in_one_line(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "e.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("campaigns: [pilot]\nhistory_budget: -5\n")
+    message = (f"invalid policy {policy}: 1 validation error for ApprovalPolicy history_budget"
+               "   Input should be greater than or equal to 40 [type=greater_than_equal, "
+               "input_value=-5, input_type=int]")  # brackets and all: not read as markup
+    _exact_error(runner.invoke(app, ["export", "preview", "--policy", str(policy), "--db", db]),
+                 message)
+    _exact_error(runner.invoke(app, ["export", "create", "--policy", str(policy), "--name", "v1",
+                                     "--root", str(tmp_path / "exports"), "--db", db]), message)
+    assert not (tmp_path / "exports").exists()
 
 
 def test_command_options_come_from_the_config_class(tmp_path):

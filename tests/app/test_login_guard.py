@@ -48,7 +48,7 @@ def test_six_wrong_passwords_throttle_the_account_until_the_window_ends(guarded)
     time.sleep(WINDOW + 0.5)
     assert login(url, "ann", PASSWORD).status_code == 200
     assert len(events(engine, "login_failed", "ann")) == 5
-    assert len(events(engine, "login_throttled", "ann")) == 2
+    assert len(events(engine, "login_throttled", "ann")) == 1  # once per key and window
     assert len(events(engine, "login", "ann")) == 1 and events(engine, "login", "bob")
 
 
@@ -110,14 +110,17 @@ def test_an_attacker_at_one_address_cannot_lock_a_clinician_out(tmp_path):
     assert guard.refusal("ann", "10.1.1.1") is None  # the clinician, from her own address
 
 
-def test_guesses_from_many_addresses_meet_the_account_wide_limit_until_its_window_ends(
-        tmp_path):
-    _, guard = _guard(tmp_path, max_failures_per_account=12, window_seconds=2)
+def test_past_the_account_wide_limit_only_the_addresses_that_failed_are_held(tmp_path):
+    _, guard = _guard(tmp_path, max_failures_per_account=12, window_seconds=2,
+                      max_delay_seconds=8)
     for i in range(12):
         guard.failed("ann", f"7.7.7.{i % 3}")  # 4 each: under the per-address-pair limit
-    assert guard.refusal("ann", "10.1.1.1")[0] == "account"
+    assert guard.refusal("ann", "7.7.7.1")[0] == "account"  # the guessers' addresses
+    assert guard.refusal("ann", "10.1.1.1") is None  # the clinician's: still checked
+    assert guard.failed("ann", "8.8.8.8") == 8  # a new guesser: one slow guess, then held
+    assert guard.refusal("ann", "8.8.8.8")[0] == "account"
     time.sleep(2.2)
-    assert guard.refusal("ann", "10.1.1.1") is None
+    assert guard.refusal("ann", "7.7.7.1") is None
 
 
 def test_an_admin_unlock_clears_the_throttle_from_another_process(tmp_path):
@@ -181,3 +184,112 @@ def test_audit_events_hold_no_secrets(tmp_path):
             audit.record(s, "login", actor="ann", password="hunter2")
         with pytest.raises(audit.AuditError, match="unknown audit action"):
             audit.record(s, "rename_everything")
+
+
+def _forwarded(url: str, username: str, password: str, address: str) -> httpx.Response:
+    return httpx.post(url + "login", data={"username": username, "password": password},
+                      headers={"X-Forwarded-For": address}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(tmp_path_factory):
+    """The app behind a reverse proxy on loopback: X-Forwarded-For names the client."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('proxy') / 'p.sqlite'}")
+    migrate.upgrade(engine)
+    add_users(engine, eve="annotator", fay="annotator")
+    policy = POLICY.model_copy(update={"window_seconds": 600, "trusted_proxy": "127.0.0.1"})
+    with serving(engine, policy=policy) as url:
+        yield engine, url
+    engine.dispose()
+
+
+def test_sixty_parallel_guesses_from_many_addresses_do_not_lock_the_clinician_out(
+        behind_proxy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine, url = behind_proxy
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda i: _forwarded(url, "eve", "wrong password!",
+                                                   f"203.0.113.{i}").status_code, range(60)))
+    assert codes.count(400) == 60  # each new address is heard once...
+    again = [_forwarded(url, "eve", "wrong password!", f"203.0.113.{i}").status_code
+             for i in range(5)]
+    assert again == [429] * 5  # ...and then held: the account is over its limit
+    assert _forwarded(url, "eve", PASSWORD, "198.51.100.7").status_code == 200
+    five_each = [_forwarded(url, "fay", "wrong password!", f"192.0.2.{i}").status_code
+                 for i in range(11) for _ in range(5)]
+    assert five_each.count(400) == POLICY.max_failures_per_account + 11 - 2
+    assert _forwarded(url, "fay", PASSWORD, "198.51.100.8").status_code == 200
+    addresses = {e.address for e in events(engine, "login_failed", "eve")}
+    assert len(addresses) == 60 and "127.0.0.1" not in addresses
+
+
+def test_the_audit_trail_cannot_be_flooded_or_named_by_a_guesser(behind_proxy):
+    engine, url = behind_proxy
+    before = len(events(engine, "login_throttled"))
+    codes = [_forwarded(url, "mallory-was-here", "wrong password!", "233.252.0.1").status_code
+             for _ in range(40)]
+    assert codes == [400] * 5 + [429] * 35
+    throttled = events(engine, "login_throttled")[:len(events(engine, "login_throttled"))
+                                                  - before]
+    # once per throttled key and window (the pair, then the address), not per attempt
+    assert sorted(e.detail["throttled"] for e in throttled) == ["address", "pair"]
+    failed = [e for e in events(engine, "login_failed") if e.address == "233.252.0.1"]
+    assert len(failed) == 5 and {e.actor for e in failed} == {None}
+    assert all(e.detail["unknown_account"] for e in failed + throttled)
+
+
+def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(guarded):
+    """With no --trusted-proxy any local process could otherwise name its own address,
+    lift the per-address limit and forge the audit trail."""
+    engine, url = guarded
+    time.sleep(WINDOW)  # a fresh window for the loopback address
+    codes = [_forwarded(url, "dan", "wrong password!", f"10.9.9.{i}").status_code
+             for i in range(6)]
+    assert codes == [400] * 5 + [429]  # all counted against the real address
+    assert {e.address for e in events(engine, "login_failed", "dan")} == {"127.0.0.1"}
+    time.sleep(WINDOW + 0.5)
+
+
+def test_a_trusted_proxy_must_be_an_address_or_network():
+    assert LoginPolicy(trusted_proxy=" 127.0.0.1, 10.0.0.0/8 ").trusted_proxy == (
+        "127.0.0.1,10.0.0.0/8")
+    with pytest.raises(ValueError, match="trusted proxy 'proxy.local' is not an IP"):
+        LoginPolicy(trusted_proxy="proxy.local")
+
+
+def test_password_checks_never_hold_up_signed_in_users(tmp_path, monkeypatch):
+    """A password check (argon2, slow by design) runs off the server's event loop: while
+    one is stuck, a signed-in annotator's requests are still answered."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app import auth
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    migrate.upgrade(engine)
+    add_users(engine, gil="annotator")
+    entered, release = threading.Event(), threading.Event()
+    real = auth.authenticate
+
+    def stuck(session, username, password):
+        if username == "guesser":
+            entered.set()
+            release.wait(30)
+            return None
+        return real(session, username, password)
+
+    monkeypatch.setattr(auth, "authenticate", stuck)
+    with serving(engine, policy=POLICY) as url, httpx.Client(base_url=url) as browser, \
+            ThreadPoolExecutor(1) as pool:
+        assert browser.post("login", data={"username": "gil", "password": PASSWORD}
+                            ).status_code == 200
+        guess = pool.submit(login, url, "guesser", "wrong password!")
+        assert entered.wait(10)
+        try:
+            started = time.monotonic()
+            assert browser.get("config", timeout=5).status_code == 200
+            assert time.monotonic() - started < 2
+        finally:
+            release.set()
+        assert guess.result().status_code == 400

@@ -2,6 +2,7 @@
 driven through gradio_client, as a researcher would use it."""
 
 import os
+import sqlite3
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from sqlmodel import Session, select
 
 from annotation_db import jobs
 from annotation_db.models import Job, TrainingRun
+from annotation_db.session import make_engine
 from tests.app.test_runs import sft_form, wait_for
 from tests.helpers import add_users, audited_version, client, free_port
 
@@ -134,8 +136,9 @@ def test_a_job_launched_from_the_runs_screen_runs_as_a_ray_job(ray_app, tiny_mod
 def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray_app,
                                                                             tiny_model):
     """Two long jobs run at once (one CPU each of two). Cancelling one stops its process
-    within 30 s. The other outlives its app: a new runner adopts it instead of failing
-    it, and stops it when it is cancelled."""
+    within 30 s. The other outlives its app: a runner on a copy of the database leaves it
+    alone, a new runner on the database adopts it instead of failing it, and stops it
+    when it is cancelled."""
     from app.ray_jobs import RayJobRunner
 
     engine, url, root, address, demo = ray_app
@@ -173,6 +176,24 @@ def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray
 
     # The app's runner stops (as when the app does); the second job goes on running.
     demo.job_runner.stop()
+    os.kill(pids[second], 0)
+    # A second app on a copy of the database, on the same cluster: it adopts nothing
+    # (its copy's row carries the same token, but the job writes to the original).
+    source, target = sqlite3.connect(root / "db.sqlite"), sqlite3.connect(root / "copy.sqlite")
+    source.backup(target)
+    source.close()
+    target.close()
+    copy = make_engine(f"sqlite:///{root / 'copy.sqlite'}")
+    other = RayJobRunner(copy, address, root / "jobs-copy", workdir=root)
+    try:
+        assert other.start() == [second] and other.tracked == {}
+    finally:
+        other.stop()
+    with Session(copy) as s:
+        assert f"its Ray job {_external(engine, second)} still runs, for another database" \
+            in s.get(Job, second).error
+    copy.dispose()
+    assert _ray_status(address, _external(engine, second)) == "RUNNING"
     os.kill(pids[second], 0)
     fresh = RayJobRunner(engine, address, root / "jobs", workdir=root)
     assert fresh.start() == []  # nothing failed: the running Ray job is adopted

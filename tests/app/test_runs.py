@@ -14,7 +14,7 @@ from sqlmodel import Session
 from annotation_db import jobs, users
 from annotation_db.models import Job, TrainingRun, User
 from annotation_db.provenance import ConfigError
-from app.jobs import JobRunner, stop_orphan
+from app.jobs import TOKEN_VARIABLE, JobRunner, stop_orphan
 from app.screens.runs import build_config, launch_forms
 from tests.helpers import PASSWORD, add_users, audited_version, client, serving
 
@@ -196,10 +196,12 @@ def _running_runs(engine) -> list[int]:
                     .scalars())
 
 
-def _fake_job_process(job_id: int) -> subprocess.Popen:
-    """A sleeping process whose command line ends like a job's: ``app.jobs JOB_ID``."""
+def _fake_job_process(job_id: int, env: dict[str, str]) -> subprocess.Popen:
+    """A sleeping process whose command line ends like a job's: ``app.jobs JOB_ID``, with
+    what a launch puts in its environment (``env``: the database URL and launch token)."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
-                             "app.jobs", str(job_id)], start_new_session=True)
+                             "app.jobs", str(job_id)], start_new_session=True,
+                            env={**os.environ, **env})
 
 
 def test_a_restart_stops_a_job_process_the_old_app_left_behind(engine, tmp_path):
@@ -207,13 +209,17 @@ def test_a_restart_stops_a_job_process_the_old_app_left_behind(engine, tmp_path)
         admin = users.create_user(s, username="root", password=PASSWORD, role="admin")
         job = jobs.enqueue(s, kind="sft", config={}, command="c", user=admin)
         claimed = jobs.claim_next(s)
-        orphan, stranger = _fake_job_process(job.id), _fake_job_process(job.id + 1)
+        url = engine.url.render_as_string(hide_password=False)
+        launch = {"DATABASE_URL": url, TOKEN_VARIABLE: jobs.set_token(s, claimed, "t" * 32)}
+        orphan, stranger = _fake_job_process(job.id, launch), _fake_job_process(job.id + 1,
+                                                                                launch)
         try:
             jobs.set_process(s, claimed, orphan.pid, str(tmp_path / "job.log"))
-            unrelated = Job(id=job.id + 2, pid=stranger.pid)  # live, but running another job
-            assert stop_orphan(unrelated, grace_seconds=1) is False
+            # live, but running another job
+            unrelated = Job(id=job.id + 2, pid=stranger.pid, token="t" * 32)
+            assert stop_orphan(unrelated, url, grace_seconds=1) is None
             assert stranger.poll() is None
-            assert jobs.recover_interrupted(s, lambda j: stop_orphan(j, 5)) == [job.id]
+            assert jobs.recover_interrupted(s, lambda j: stop_orphan(j, url, 5)) == [job.id]
             assert orphan.wait(timeout=10) == -signal.SIGTERM
             assert "still running then and stopped now" in s.get(Job, job.id).error
         finally:

@@ -6,9 +6,9 @@ from gradio_client.exceptions import AuthenticationError
 from sqlalchemy import select
 from sqlmodel import Session
 
+from annotation_db import audit, migrate, users
 from annotation_db import campaigns as camp
-from annotation_db import migrate, users
-from annotation_db.models import Annotation, Assignment
+from annotation_db.models import Annotation, Assignment, GenerationRun
 from annotation_db.session import make_engine
 from app.ui import build_app
 from tests.helpers import add_users, client, seed_rationales, serving
@@ -93,6 +93,26 @@ def test_an_annotator_cannot_read_or_overwrite_anothers_item(annotation_server):
         ann.predict("pilot", api_name="/adjudication_queue")
 
 
+def test_ratings_revisions_and_skips_in_the_app_are_audited_with_the_clients_address(
+        annotation_server):
+    engine, url = annotation_server
+    with Session(engine) as s:
+        run_id = s.execute(select(GenerationRun.id)).scalars().first()
+        camp.create_campaign(s, name="audited", run_ids=[run_id], annotators=["eve"], k=1)
+    eve = client(url, "eve")
+    rated = eve.predict("audited", api_name="/load_next")[0]
+    skipped = eve.predict("audited", rated, 4, 4, [], "fine", api_name="/submit_scores")[0]
+    eve.predict("audited", rated, api_name="/open_for_revision")
+    eve.predict("audited", rated, 2, 4, [], "on reflection", api_name="/submit_scores")
+    eve.predict("audited", skipped, "cannot read it", api_name="/skip_item")
+    with Session(engine) as s:
+        events = [(e.action, e.address, e.target) for e in reversed(audit.list_events(s))
+                  if e.actor == "eve" and e.action not in ("login", "logout")]
+    assert events == [("rating_submitted", "127.0.0.1", f"assignment {rated}"),
+                      ("rating_revised", "127.0.0.1", f"assignment {rated}"),
+                      ("item_skipped", "127.0.0.1", f"assignment {skipped}")]
+
+
 def test_missing_scores_are_refused_and_markup_in_comments_stays_text(annotation_server):
     engine, url = annotation_server
     ann = client(url, "ann")
@@ -152,3 +172,40 @@ def test_only_admins_reach_the_export_action(annotation_server):
         client(url, "judy").predict(policy, api_name="/export_preview")
     preview = client(url, "root").predict(policy, api_name="/export_preview")
     assert "rationales pass" in preview
+
+
+def test_text_boxes_state_their_limit_and_text_over_it_is_refused_unsaved(annotation_server):
+    from annotation_db.models import (
+        ADJUDICATION_REASON_MAX_CHARS,
+        COMMENT_MAX_CHARS,
+        SKIP_REASON_MAX_CHARS,
+        Adjudication,
+    )
+
+    engine, url = annotation_server
+    boxes = {(c["props"].get("label"), c["props"].get("max_length"))
+             for c in build_app(engine).get_config_file()["components"]
+             if c.get("type") == "textbox"}
+    assert {("Comment (up to 5,000 characters)", COMMENT_MAX_CHARS),
+            ("Skip reason (up to 500 characters)", SKIP_REASON_MAX_CHARS),
+            ("Reason (required, up to 5,000 characters)", ADJUDICATION_REASON_MAX_CHARS)} <= boxes
+    ann = client(url, "ann")
+    item = ann.predict("pilot", api_name="/load_next")[0]
+    with pytest.raises(Exception, match="the comment is 5,001 characters long; the limit is "
+                                        "5,000 characters"):
+        ann.predict("pilot", item, 3, 3, [], "x" * 5_001, api_name="/submit_scores")
+    with pytest.raises(Exception, match=r"the comment contains a NUL character \(\\x00\), which "
+                                        "cannot be stored; remove it"):
+        ann.predict("pilot", item, 3, 3, [], "fine\x00", api_name="/submit_scores")
+    with pytest.raises(Exception, match="the skip reason is 501 characters long"):
+        ann.predict("pilot", item, "y" * 501, api_name="/skip_item")
+    with Session(engine) as s:
+        assignment = s.get(Assignment, item)
+        assert assignment.status == "assigned" and assignment.skip_reason is None
+        assert s.execute(select(Annotation).where(Annotation.assignment_id == item)).first() is None
+        before = len(s.execute(select(Adjudication.id)).all())
+    with pytest.raises(Exception, match="the reason is 5,001 characters long"):
+        client(url, "judy").predict("pilot", assignment.rationale_id, "reject", 2, 2, [],
+                                    "z" * 5_001, api_name="/adjudicate")
+    with Session(engine) as s:
+        assert len(s.execute(select(Adjudication.id)).all()) == before

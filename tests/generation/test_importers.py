@@ -123,3 +123,85 @@ def test_synthea_missing_column_or_bad_rows_are_rejected_with_locations(tmp_path
     (tmp_path / "observations.csv").write_text("DATE,PATIENT\n")
     with pytest.raises(ImportRejected, match=r"observations.csv:1: missing column\(s\) CODE"):
         read_synthea(tmp_path, index_date=dt.date(2010, 1, 1))
+
+
+# --- bad input: one line naming the line and the rule, never a traceback ---------------
+
+def _one_bad_line(path, line: str) -> str:
+    """The message of importing a file whose only line is ``line``."""
+    path.write_text(line + "\n")
+    with pytest.raises(ImportRejected) as caught:
+        read_jsonl(path)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_deeply_nested_json_is_a_bad_line_not_a_crash(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    assert _one_bad_line(path, "[" * 100_000 + "]" * 100_000) == (
+        f"{path}: line 1: JSON nested too deeply to be a record (a record is an object whose "
+        "items are a list of flat objects); nothing was imported")
+
+
+@pytest.mark.parametrize("weight", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_a_weight_that_is_not_a_finite_number_is_refused(tmp_path, records, weight):
+    line = json.dumps(dict(records[0], weight=2.5)).replace('"weight": 2.5', f'"weight": {weight}')
+    path = tmp_path / "w.jsonl"
+    assert _one_bad_line(path, line) == (
+        f"{path}: line 1: weight: Input should be a finite number; nothing was imported")
+
+
+@pytest.mark.parametrize("label", ['"yes"', '"true"', "1", '"0"', "null"])
+def test_a_label_that_is_not_a_json_boolean_is_refused(tmp_path, records, label):
+    line = json.dumps(dict(records[0], label=True)).replace('"label": true', f'"label": {label}')
+    path = tmp_path / "l.jsonl"
+    assert _one_bad_line(path, line) == (
+        f"{path}: line 1: label: Input should be a valid boolean; nothing was imported")
+
+
+def _bad_synthea(folder, **tables) -> str:
+    """The message of importing a small Synthea export with ``tables`` replaced."""
+    _synthea(folder, patients=[["a", "1945-02-01", "", "F", "Ann"]])
+    for name, content in tables.items():
+        (folder / f"{name}.csv").write_bytes(content)
+    with pytest.raises(ImportRejected) as caught:
+        read_synthea(folder, index_date=dt.date(2010, 1, 1))
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_synthea_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    patients = (b"Id,BIRTHDATE,DEATHDATE,GENDER,FIRST\na,1945-02-01,,F,Ann\n"
+                b"b,1950-01-01,,M,J\xf6rg\n")
+    assert _bad_synthea(tmp_path, patients=patients) == (
+        f"{tmp_path}: patients.csv:3: not UTF-8 text (byte 0xf6 at position 18); save the "
+        "file as UTF-8; nothing was imported")
+
+
+def test_synthea_field_over_the_csv_limit_is_refused_naming_the_line(tmp_path):
+    conditions = ("START,PATIENT,CODE,DESCRIPTION\n2001-03-02,a,59621000,HT\n"
+                  f"2002-03-02,a,59621000,{'x' * 131_073}\n").encode()
+    assert _bad_synthea(tmp_path, conditions=conditions) == (
+        f"{tmp_path}: conditions.csv:3: a field is longer than 131,072 characters, the most a "
+        "CSV field may hold; nothing was imported")
+
+
+def test_synthea_patient_id_used_twice_is_refused_naming_both_lines(tmp_path):
+    patients = b"Id,BIRTHDATE,DEATHDATE,GENDER\na,1945-02-01,,F\nb,1950-01-01,,M\na,1946-01-01,,M\n"
+    assert _bad_synthea(tmp_path, patients=patients) == (
+        f"{tmp_path}: patients.csv:4: Id 'a' already used on line 2; nothing was imported")
+
+
+@pytest.mark.parametrize("value, rule", [
+    ("nan", "is not a finite number"), ("inf", "is not a finite number"),
+    ("1e308", "is outside the plausible range 50–300 mmHg"),
+    ("-120", "is outside the plausible range 50–300 mmHg"),
+    ("high", "is not a number")])
+def test_synthea_measurement_that_is_not_plausible_is_refused(tmp_path, value, rule):
+    observations = ("DATE,PATIENT,CODE,DESCRIPTION,VALUE,UNITS\n"
+                    "2009-06-01T10:00:00Z,a,8480-6,Systolic Blood Pressure,128,mm[Hg]\n"
+                    f"2009-07-01T10:00:00Z,a,8480-6,Systolic Blood Pressure,{value},mm[Hg]\n"
+                    ).encode()
+    assert _bad_synthea(tmp_path, observations=observations) == (
+        f"{tmp_path}: observations.csv:3: VALUE {value!r} of 8480-6 {rule}; nothing was "
+        "imported")
