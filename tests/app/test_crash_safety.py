@@ -46,14 +46,17 @@ def _serve(url: str, port: int, log: Path) -> subprocess.Popen:
     raise AssertionError("the server did not start within 120 s")
 
 
-def _rater(base: str, name: str, acknowledged: list, stop: threading.Event) -> None:
-    """Log in, then submit item after item until the server goes away."""
+def _rater(base: str, name: str, acknowledged: list, stop: threading.Event,
+           all_in: threading.Barrier) -> None:
+    """Log in, wait for the others (sign-ins from one address are checked one at a
+    time), then submit item after item until the server goes away."""
     body = {"session_hash": f"crash-{name}"}
     try:
         with httpx.Client(base_url=base, timeout=30) as http:
             http.post("/login", data={"username": name, "password": PASSWORD}).raise_for_status()
             item = http.post("/gradio_api/run/load_next",
                              json={"data": ["crash"], **body}).json()["data"][0]
+            all_in.wait()
             while item is not None and not stop.is_set():
                 response = http.post("/gradio_api/run/submit_scores", json={
                     "data": ["crash", item, 4, 3, [], "", None], **body})
@@ -79,11 +82,14 @@ def test_sigkill_mid_run_loses_and_doubles_nothing(database_url, tmp_path):
     server = _serve(database_url, port, log)
     acknowledged: list[int] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=_rater, args=(base, n, acknowledged, stop))
+    # All 20 submit at once when the server dies; none has emptied its queue (20 items)
+    # while the others were still signing in.
+    all_in = threading.Barrier(len(ANNOTATORS), timeout=240)
+    threads = [threading.Thread(target=_rater, args=(base, n, acknowledged, stop, all_in))
                for n in ANNOTATORS]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 420
     while len(acknowledged) < KILL_AFTER and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(server.pid, signal.SIGKILL)  # mid-run: requests are in flight
