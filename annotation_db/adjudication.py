@@ -25,7 +25,8 @@ from annotation_db.rubric import SCALE_DIMENSIONS
 
 
 def latest_ratings(session: Session, campaign_id: int) -> dict[int, list[dict]]:
-    """Latest submitted revision of every rater, grouped by rationale."""
+    """Latest submitted revision of every rater, grouped by rationale; ``item`` is the
+    rater's assignment id, the item number that rater sees."""
     latest = (select(Annotation.assignment_id, func.max(Annotation.revision).label("rev"))
               .group_by(Annotation.assignment_id).subquery())
     rows = session.execute(
@@ -37,7 +38,8 @@ def latest_ratings(session: Session, campaign_id: int) -> dict[int, list[dict]]:
         .where(Assignment.campaign_id == campaign_id, Assignment.status == "submitted")).all()
     out: dict[int, list[dict]] = defaultdict(list)
     for rationale_id, username, a in rows:
-        out[rationale_id].append({"rater": username, "accuracy": a.accuracy,
+        out[rationale_id].append({"rater": username, "item": a.assignment_id,
+                                  "accuracy": a.accuracy,
                                   "faithfulness": a.faithfulness, "flags": a.flags,
                                   "comment": a.comment, "simulated": a.simulated})
     return dict(out)

@@ -3,7 +3,8 @@
     rationale-audit audit list --user dr.rao --since 2026-12-01
 
 Every login (success, failure, throttled), sign-out, account change, campaign
-creation, rating, revision of a rating, skip, adjudication, export (create, delete) and
+creation, rating, revision of a rating, skip (taken back, or returned to its rater when
+nobody else could rate the item), adjudication, export (create, delete) and
 job launch or cancel appends one :class:`~annotation_db.models.AuditEvent`. The table is
 append-only: database triggers refuse UPDATE and DELETE, but the table's owner can
 disable them, so on PostgreSQL the app runs as a role that may only SELECT and INSERT
@@ -25,6 +26,7 @@ ACTIONS = frozenset({
     "login", "login_failed", "login_throttled", "logout", "session_expired",
     "user_created", "user_disabled", "user_enabled", "password_reset", "user_unlocked",
     "campaign_created", "rating_submitted", "rating_revised", "item_skipped",
+    "skip_undone", "item_returned",
     "adjudicated", "export_created", "export_deleted",
     "job_launched", "job_cancelled", "job_resumed",
 })

@@ -13,8 +13,12 @@ Assignment rule (decided once, at creation, seeded):
 
 An assignment opened and left unfinished for ``reclaim_after_minutes`` is reclaimed: it is
 marked ``reclaimed`` and the item goes to the least-loaded annotator who has not had it.
-A skipped item is handed on the same way. Every submission is committed at once, as a new
-append-only annotation revision.
+A skipped item is handed on the same way. A skip is not "done": when nobody is left who has
+not had the item, so that it would never reach ``k`` ratings, it goes back to the pool and
+comes back, once, at the end of the queue of an annotator who skipped it (:func:`skip`,
+:func:`next_assignment`); a skip can be taken back (:func:`unskip`). Every submission is
+committed at once, as a new append-only annotation revision, and clears the rater's draft
+of it (:mod:`annotation_db.drafts`).
 
 ``assignment="adaptive"`` (``campaign create --assignment adaptive``) replaces the fixed
 queues after the calibration batch with disagreement-driven picking: every item still
@@ -26,7 +30,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -38,6 +42,7 @@ from annotation_db.models import (
     Assignment,
     Campaign,
     CampaignItem,
+    Draft,
     JudgeRun,
     Rationale,
     User,
@@ -204,8 +209,12 @@ def _hand_on(session: Session, campaign: Campaign, rationale_id: int) -> Assignm
 
 @dataclass
 class Progress:
+    """A rater's items: ``done`` (rated) of ``assigned`` (rated or open); skipped items are
+    neither, and counted apart."""
+
     done: int
     assigned: int
+    skipped: int = 0
 
 
 def progress(session: Session, campaign_id: int, user_id: int) -> Progress:
@@ -213,12 +222,14 @@ def progress(session: Session, campaign_id: int, user_id: int) -> Progress:
         select(Assignment.status, func.count()).where(Assignment.campaign_id == campaign_id,
                                                       Assignment.user_id == user_id)
         .group_by(Assignment.status)).all())
-    done = rows.get("submitted", 0) + rows.get("skipped", 0)
-    return Progress(done=done, assigned=done + rows.get("assigned", 0))
+    done = rows.get("submitted", 0)
+    return Progress(done=done, assigned=done + rows.get("assigned", 0),
+                    skipped=rows.get("skipped", 0))
 
 
 def next_assignment(session: Session, campaign: Campaign, user: User) -> Assignment | None:
-    """The user's next open assignment in their order (opened now if it was not)."""
+    """The user's next open assignment in their order (opened now if it was not); when the
+    queue is empty, an item they skipped that would otherwise never reach ``k``."""
     reclaim_abandoned(session, campaign)
     assignment = session.execute(
         select(Assignment).where(Assignment.campaign_id == campaign.id,
@@ -229,16 +240,85 @@ def next_assignment(session: Session, campaign: Campaign, user: User) -> Assignm
 
         if is_adaptive(campaign):
             try:
-                return next_adaptive(session, campaign, user)
+                assignment = next_adaptive(session, campaign, user)
             except SlotsBusy as exc:
                 raise CampaignError(str(exc)) from None
-    if assignment is not None and assignment.opened_at is None:
+        return assignment or _return_skipped(session, campaign, user)
+    if assignment.opened_at is None:
         session.execute(update(Assignment).where(Assignment.id == assignment.id,
                                                  Assignment.opened_at.is_(None))
                         .values(opened_at=utcnow()))
         session.commit()
         session.refresh(assignment)
     return assignment
+
+
+def _never_had(session: Session, campaign: Campaign, rationale_id: int) -> bool:
+    """Whether an active annotator of the campaign has never had this item."""
+    had = select(Assignment.user_id).where(Assignment.campaign_id == campaign.id,
+                                           Assignment.rationale_id == rationale_id)
+    names = (campaign.settings or {}).get("annotators", [])
+    return session.execute(select(User.id).where(User.username.in_(names), User.active,
+                                                 User.id.not_in(had)).limit(1)).first() is not None
+
+
+def _reopen(session: Session, campaign: Campaign, assignment: Assignment, **values) -> bool:
+    """Open a skipped assignment again (only if it is still skipped); in an adaptive
+    campaign it takes a free slot of the item. False when it cannot (changed meanwhile, or
+    the item's slots are all taken)."""
+    from annotation_db.adaptive import Settings, is_adaptive
+
+    slot = None
+    if is_adaptive(campaign):
+        held = set(session.execute(select(Assignment.slot).where(
+            Assignment.campaign_id == campaign.id,
+            Assignment.rationale_id == assignment.rationale_id,
+            Assignment.slot.is_not(None))).scalars())
+        free = [n for n in range(1, Settings.of(campaign).max_ratings + 1) if n not in held]
+        if not free:
+            return False
+        slot = free[0]
+    reopened = session.execute(
+        update(Assignment).where(Assignment.id == assignment.id, Assignment.status == "skipped")
+        .values(status="assigned", slot=slot, completed_at=None, **values))
+    return reopened.rowcount == 1
+
+
+def _return_skipped(session: Session, campaign: Campaign, user: User) -> Assignment | None:
+    """An item this user skipped that is short of ``k`` ratings (given or open) with nobody
+    left who has not had it: back at the end of their queue, once (a second skip is final),
+    with its audit event (``item_returned``)."""
+    live = (select(Assignment.rationale_id, func.count().label("n"))
+            .where(Assignment.campaign_id == campaign.id,
+                   Assignment.status.in_(("assigned", "submitted")))
+            .group_by(Assignment.rationale_id).subquery())
+    short = session.execute(
+        select(Assignment).outerjoin(live, live.c.rationale_id == Assignment.rationale_id)
+        .where(Assignment.campaign_id == campaign.id, Assignment.user_id == user.id,
+               Assignment.status == "skipped", Assignment.returned_at.is_(None),
+               func.coalesce(live.c.n, 0) < campaign.ratings_per_item)
+        .order_by(Assignment.completed_at, Assignment.id)).scalars().all()
+    for assignment in short:
+        if _never_had(session, campaign, assignment.rationale_id):
+            continue  # someone else can still take it
+        now = utcnow()
+        last = session.execute(select(func.max(Assignment.position)).where(
+            Assignment.campaign_id == campaign.id, Assignment.user_id == user.id)).scalar()
+        try:
+            if not _reopen(session, campaign, assignment, returned_at=now, opened_at=now,
+                           position=(last or 0) + 1):
+                session.rollback()
+                continue
+            audit.record(session, "item_returned", actor=user.username,
+                         target=f"assignment {assignment.id}", commit=False,
+                         campaign=campaign.id, item=assignment.rationale_id)
+            session.commit()
+        except IntegrityError:  # another rater took the adaptive slot at the same moment
+            session.rollback()
+            continue
+        session.refresh(assignment)
+        return assignment
+    return None
 
 
 def own_assignment(session: Session, assignment_id: int, user: User) -> Assignment:
@@ -284,6 +364,7 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
             raise CampaignError("this item was handed to someone else while it was open; "
                                 "your queue has the next one")
         session.add(annotation)
+        session.execute(delete(Draft).where(Draft.assignment_id == assignment_id))
         try:
             audit.record(session, "rating_submitted" if revision == 1 else "rating_revised",
                          actor=user.username, address=address,
@@ -325,6 +406,61 @@ def skip(session: Session, *, assignment_id: int, user: User, reason: str,
     return assignment
 
 
+def unskip(session: Session, *, assignment_id: int, user: User,
+           address: str | None = None) -> Assignment:
+    """Take back one's skip: the item is open again at its place in the queue, and the copy
+    handed on to someone else because of it is withdrawn if they have not opened it (one
+    they opened stays theirs: the item gets a rating more). With its audit event
+    (``skip_undone``), in one transaction."""
+    assignment = own_assignment(session, assignment_id, user)
+    if assignment.status != "skipped":
+        raise CampaignError(f"this item is {assignment.status}; only a skip can be taken back")
+    campaign = session.get(Campaign, assignment.campaign_id)
+    handed_on = session.execute(select(Assignment.id).where(
+        Assignment.campaign_id == campaign.id,
+        Assignment.rationale_id == assignment.rationale_id, Assignment.user_id != user.id,
+        Assignment.status == "assigned", Assignment.opened_at.is_(None),
+        Assignment.assigned_at >= assignment.completed_at)).scalars().all()
+    try:
+        if not _reopen(session, campaign, assignment, skip_reason=None):
+            session.rollback()
+            raise CampaignError("every rating this item may have is taken meanwhile; "
+                                "the skip stands")
+        if handed_on:
+            session.execute(delete(Assignment).where(Assignment.id.in_(handed_on)))
+        audit.record(session, "skip_undone", actor=user.username, address=address,
+                     target=f"assignment {assignment_id}", commit=False,
+                     campaign=campaign.id, item=assignment.rationale_id,
+                     withdrawn=len(handed_on))
+        session.commit()
+    except IntegrityError:  # another rater took the adaptive slot at the same moment
+        session.rollback()
+        raise CampaignError("every rating this item may have is taken meanwhile; "
+                            "the skip stands") from None
+    session.refresh(assignment)
+    return assignment
+
+
+def latest_annotation(session: Session, assignment_id: int) -> Annotation | None:
+    """The newest revision of an assignment's rating (what a revision starts from)."""
+    return session.execute(select(Annotation).where(Annotation.assignment_id == assignment_id)
+                           .order_by(Annotation.revision.desc()).limit(1)).scalars().first()
+
+
+def previous_submitted(session: Session, campaign: Campaign, user: User,
+                       before: int | None = None) -> Assignment | None:
+    """The user's submitted item rated just before ``before`` (one of their submitted
+    items), or their last rated item when ``before`` is open or None; in the order they
+    first rated them (revising an item does not move it)."""
+    order = session.execute(
+        select(Assignment.id).join(Annotation, Annotation.assignment_id == Assignment.id)
+        .where(Assignment.campaign_id == campaign.id, Assignment.user_id == user.id,
+               Assignment.status == "submitted")
+        .group_by(Assignment.id).order_by(func.min(Annotation.id).desc())).scalars().all()
+    at = order.index(before) + 1 if before in order else 0
+    return session.get(Assignment, order[at]) if at < len(order) else None
+
+
 def my_history(session: Session, campaign: Campaign, user: User) -> list[dict]:
     """The user's own submitted items with their latest revision (for revising)."""
     rows = session.execute(
@@ -354,8 +490,8 @@ def status(session: Session, campaign: Campaign) -> dict:
     items = session.execute(select(func.count()).select_from(CampaignItem).where(
         CampaignItem.campaign_id == campaign.id)).scalar()
     return {"campaign": campaign.name, "items": items, "k": campaign.ratings_per_item,
-            "annotators": {u: {"done": s.get("submitted", 0) + s.get("skipped", 0),
-                               "assigned": sum(v for k, v in s.items() if k != "reclaimed"),
+            "annotators": {u: {"done": s.get("submitted", 0),
+                               "assigned": s.get("submitted", 0) + s.get("assigned", 0),
                                "skipped": s.get("skipped", 0), "reclaimed": s.get("reclaimed", 0),
                                "mean_seconds": round(seconds[u], 1) if seconds.get(u) else None}
                            for u, s in sorted(per_user.items())}}

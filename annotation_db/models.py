@@ -403,6 +403,9 @@ class Assignment(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     slot: int | None = Field(default=None, description="the item's n-th assignment "
                                                        "(adaptive campaigns only)")
+    # A skipped item that nobody else could rate comes back to its rater once, at the end
+    # of their queue; this marks that it did, so a second skip is final.
+    returned_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
     def __repr__(self) -> str:
         return f"Assignment(id={self.id}, user_id={self.user_id}, status={self.status})"
@@ -434,6 +437,30 @@ class Annotation(SQLModel, table=True):
             f"Annotation(assignment_id={self.assignment_id}, rev={self.revision}, "
             f"acc={self.accuracy}, faith={self.faithfulness})"
         )
+
+
+# A rater's unsent form for one assignment (scores, flags, comment as they stand), saved as
+# they change and deleted when the rating is submitted. Only the Annotate screen reads it:
+# agreement, exports, adjudication and the judge read annotations, never drafts.
+class Draft(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("assignment_id"),
+        _between("accuracy", 1, 5),
+        _between("faithfulness", 1, 5),
+        _max_chars("comment", COMMENT_MAX_CHARS),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    assignment_id: int = Field(foreign_key="assignment.id", ondelete="CASCADE")
+    accuracy: int | None = None
+    faithfulness: int | None = None
+    flags: list = _json()
+    comment: str = Field(default="", max_length=COMMENT_MAX_CHARS)
+    updated_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return (f"Draft(assignment_id={self.assignment_id}, acc={self.accuracy}, "
+                f"faith={self.faithfulness})")
 
 
 # An adjudicator's final word on a disputed rationale; it overrides the ratings.

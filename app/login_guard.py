@@ -28,7 +28,10 @@ throttle and no session lifetime. Two pieces add them without replacing it:
   per throttled account or address and window, so guessing cannot flood it. An admin
   clears an account at once with ``rationale-audit users unlock NAME`` (another
   process: the unlock is an audit event this middleware reads), together with the
-  counts of the addresses it failed from.
+  counts of the addresses it failed from. Gradio's login page shows its own "Incorrect
+  Credentials" for a 400 and nothing at all for other answers, so the middleware adds
+  :data:`LOGIN_PAGE_SCRIPT` to that page: it shows a refusal's message (the time to
+  wait) where the page shows its errors.
 - :class:`SessionStore`, which replaces Gradio's token table: a session ends after
   :attr:`LoginPolicy.idle_minutes` without a request, and at once when its account is
   disabled or its password reset. Signing out (``/logout``) ends every session of
@@ -51,6 +54,43 @@ from annotation_db import audit, users
 from annotation_db.provenance import CommandConfig
 
 MAX_LOGIN_BODY = 16 * 1024  # bytes: a username and a password, with room to spare
+
+# Added to Gradio's login page (before </head>): when a sign-in is answered with
+# anything but 200 or 400 (Gradio's page handles those two), show the answer's "detail"
+# as an alert below the page's heading, in place of an earlier "Incorrect Credentials".
+LOGIN_PAGE_SCRIPT = b"""<script>
+(() => {
+  const send = window.fetch.bind(window);
+  function show(text) {
+    let box = document.getElementById("login_refusal");
+    document.querySelectorAll("p.creds").forEach((p) => { p.style.display = text ? "none" : ""; });
+    if (!text) { if (box) box.remove(); return; }
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "login_refusal";
+      box.setAttribute("role", "alert");
+      box.style.cssText = "color:#b42318;font-weight:600;margin:0.5em 0";
+      const heading = document.querySelector("h2");
+      if (heading) heading.after(box); else document.body.prepend(box);
+    }
+    box.textContent = text;
+  }
+  window.fetch = async (input, init) => {
+    const response = await send(input, init);
+    const url = new URL(typeof input === "string" ? input : input.url, location.href);
+    const method = ((init && init.method) || (input && input.method) || "GET").toUpperCase();
+    if (method === "POST" && /\/login\/?$/.test(url.pathname)) {
+      let text = "";
+      if (response.status !== 200 && response.status !== 400) {
+        try { text = (await response.clone().json()).detail; } catch (e) { text = ""; }
+        if (typeof text !== "string" || !text) text = "Sign-in failed; try again in a few minutes.";
+      }
+      show(text);
+    }
+    return response;
+  };
+})();
+</script>"""
 
 
 class LoginPolicy(CommandConfig):
@@ -247,6 +287,8 @@ class LoginThrottle:
             username = _session_user(self.guard, scope)
             if username:
                 await asyncio.to_thread(self.guard.audit, "logout", username, _address(scope))
+        if scope["method"] == "GET":
+            return await self.app(scope, receive, _login_page_script(send))
         return await self.app(scope, receive, send)
 
     async def _login(self, scope, receive, send):
@@ -297,6 +339,36 @@ class LoginThrottle:
         await asyncio.sleep(delay)  # outside the locks: the next attempt is counted already
         for message in sent:
             await send(message)
+
+
+def _login_page_script(send):
+    """An ASGI ``send`` that adds :data:`LOGIN_PAGE_SCRIPT` to Gradio's login page (an
+    HTML page whose config says ``auth_required``); every other answer passes as it is."""
+    start, chunks = None, []
+
+    async def wrapped(message):
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers") or [])
+            if (not headers.get(b"content-type", b"").startswith(b"text/html")
+                    or b"content-encoding" in headers):
+                return await send(message)
+            start = message
+            return None
+        if start is None or message["type"] != "http.response.body":
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return None
+        body = b"".join(chunks)
+        if b"auth_required" in body and b"</head>" in body:
+            body = body.replace(b"</head>", LOGIN_PAGE_SCRIPT + b"</head>", 1)
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        await send({**start, "headers": [*headers,
+                                         (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return wrapped
 
 
 def _replay(body: bytes, receive):

@@ -9,6 +9,9 @@
 | Admin | admins | :mod:`app.screens.admin` |
 | Runs | admins, researchers | :mod:`app.screens.runs` |
 
+Each role lands on its own work (:data:`LANDING`): annotators on Annotate, adjudicators
+on Adjudicate, admins on Admin, researchers on Runs.
+
 Login checks the database (argon2 hashes). Every handler takes the user from
 ``gr.Request.username`` and re-checks ownership and role on the server
 (:func:`app.auth.user_of`): an assignment id sent by a browser is only a request,
@@ -27,19 +30,25 @@ from app.auth import RESEARCH_ROLES, REVIEW_ROLES, auth_checker, bound, user_of
 from app.login_guard import LoginGuard, LoginPolicy, LoginThrottle, forwarded_from, install
 from app.screens.adjudicate import adjudicate_tab
 from app.screens.admin import admin_tab
-from app.screens.annotate import annotate_tab
+from app.screens.annotate import ANNOTATE_JS, annotate_tab
 from app.screens.runs import runs_tab
 from app.views import CSS, KEYBOARD_JS, load_guidelines
 
+# The tab each role opens on (the ids of the screens' tabs).
+LANDING = {"annotator": "annotate", "adjudicator": "adjudicate", "admin": "admin",
+           "researcher": "runs"}
+
 
 class SignedIn(NamedTuple):
-    """What the app shows a user on load: their campaigns and the tabs their role opens."""
+    """What the app shows a user on load: their campaigns, the tabs their role opens and
+    the one it lands on."""
 
     campaigns: Any
     who: str
     adjudicate_tab: Any
     admin_tab: Any
     runs_tab: Any
+    tabs: Any
 
 
 def list_my_campaigns(engine, request: gr.Request) -> SignedIn:
@@ -56,7 +65,8 @@ def list_my_campaigns(engine, request: gr.Request) -> SignedIn:
     return SignedIn(gr.update(choices=names, value=names[0] if names else None),
                     f"Signed in as **{request.username}** ({role})",
                     gr.update(visible=role in REVIEW_ROLES), gr.update(visible=role == "admin"),
-                    gr.update(visible=role in RESEARCH_ROLES))
+                    gr.update(visible=role in RESEARCH_ROLES),
+                    gr.Tabs(selected=LANDING.get(role, "annotate")))
 
 
 def build_app(engine, workdir: str | None = None) -> gr.Blocks:
@@ -71,9 +81,10 @@ def build_app(engine, workdir: str | None = None) -> gr.Blocks:
             campaign_dd = gr.Dropdown(label="Campaign", choices=[], elem_id="campaign_dd",
                                       allow_custom_value=True)  # checked on the server
         started = gr.State(None)
-        annotate_tab(engine, guidelines, campaign_dd, started)
-        tabs = SignedIn(campaign_dd, who_md, adjudicate_tab(engine, campaign_dd),
-                        admin_tab(engine, campaign_dd), runs_tab(engine, workdir))
+        with gr.Tabs(elem_id="screens") as screens:
+            annotate_tab(engine, guidelines, campaign_dd, started)
+            tabs = SignedIn(campaign_dd, who_md, adjudicate_tab(engine, campaign_dd, guidelines),
+                            admin_tab(engine, campaign_dd), runs_tab(engine, workdir), screens)
         demo.load(bound(list_my_campaigns, engine), None, list(tabs),
                   api_name="list_my_campaigns")
     demo.queue(default_concurrency_limit=16)
@@ -100,7 +111,8 @@ def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     with forwarded_from(guard.policy.trusted_proxy):
         demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
                     auth_message="Rationale Audit — sign in with your account",
-                    prevent_thread_lock=True, css=CSS, head=KEYBOARD_JS, quiet=not block,
+                    prevent_thread_lock=True, css=CSS, head=KEYBOARD_JS + ANNOTATE_JS,
+                    quiet=not block,
                     footer_links=[], root_path=root_path,
                     app_kwargs={"middleware": [Middleware(LoginThrottle, guard=guard)]})
     install(demo, guard)

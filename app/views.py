@@ -30,18 +30,24 @@ def rubric_choices(guidelines: dict, dimension: str) -> list[tuple[str, int]]:
 
 
 def history_html(record: dict, cited: list[str]) -> str:
-    """The chronological record; cited items are highlighted and anchored by their id."""
+    """The chronological record; cited items are highlighted and anchored by their id.
+
+    The list is one Tab stop (its first line); ↑/↓ move along the lines and Enter shows one
+    (``KEYBOARD_JS``), so the record is readable without a mouse."""
     cited_set = set(cited)
     sex = {"F": "Female", "M": "Male"}[record["sex"]]
     lines = [f"<div class='ra-history'><p class='ra-head'>{sex} · index date "
-             f"{html.escape(str(record['index_date']))}</p><ol class='ra-items'>"]
-    for item in record["items"]:
+             f"{html.escape(str(record['index_date']))}</p>"
+             "<ol class='ra-items' aria-label='Patient record'>"]
+    for number, item in enumerate(record["items"]):
         css = "ra-item ra-cited" if item["id"] in cited_set else "ra-item"
+        tabindex = 0 if number == 0 else -1  # roving: the list is one Tab stop
         date = html.escape(str(item["date"])) + " · " if item.get("date") else ""
         code = (f" <span class='ra-code'>({html.escape(item['code'])})</span>"
                 if item.get("code") and item.get("code_system") in ("ICD-10", "ATC") else "")
         lines.append(
-            f"<li id='ev-{html.escape(item['id'])}' class='{css}' data-evidence="
+            f"<li id='ev-{html.escape(item['id'])}' class='{css}' tabindex='{tabindex}' "
+            f"data-evidence="
             f"'{html.escape(item['id'])}'><b>[{html.escape(item['id'])}]</b> {date}"
             f"{KIND_LABEL[item['kind']]} · {html.escape(item['description'])}{code}</li>")
     lines.append("</ol></div>")
@@ -87,64 +93,283 @@ def grounding_summary(grounding: dict | None) -> str:
         html.escape(f"{c['kind']} {c['claim']} ({c['detail']})") for c in failed[:6])
 
 
+# Contrast (WCAG 1.4.3, ≥ 4.5:1). Gradio's defaults are too faint: info text such as the
+# dimension questions #bbbbc2 on white (1.9:1), labels #71717a (4.4:1 on the highlighted
+# dimension), the orange of the selected tab (2.8:1), white on the orange primary buttons
+# (2.8:1) and on the red stop buttons (3.8:1). These reach 7.7:1, 7.2:1, 5.2:1, 5.2:1 and
+# 6.5:1. CodeMirror's syntax colours (down to
+# 2:1) give way to the text colour.
+# Focus (2.4.7, 1.4.11): a 3 px ring (7.7:1 on white) on whatever holds keyboard focus.
 CSS = """
+.gradio-container{--color-accent:#c2410c;
+  --body-text-color-subdued:#52525b;--block-info-text-color:#52525b;
+  --block-title-text-color:#52525b;--block-label-text-color:#52525b;
+  --button-primary-background-fill:#c2410c;--button-primary-background-fill-hover:#9a3412;
+  --button-primary-border-color:#c2410c;--button-primary-border-color-hover:#9a3412;
+  --button-primary-text-color:#fff;--button-primary-text-color-hover:#fff;
+  --button-cancel-background-fill:#b91c1c;--button-cancel-background-fill-hover:#991b1b;
+  --button-cancel-border-color:#b91c1c;--button-cancel-text-color:#fff}
+.dark .gradio-container,.gradio-container.dark{--body-text-color-subdued:#d4d4d8;
+  --block-info-text-color:#d4d4d8;--block-title-text-color:#e4e4e7;
+  --block-label-text-color:#e4e4e7}
+.gradio-container .cm-editor .cm-content span{color:var(--body-text-color) !important}
+.gradio-container :is(a,button,input,textarea,select,summary,[tabindex]):focus-visible,
+.ra-help :focus-visible{outline:3px solid #1864ab !important;outline-offset:2px !important}
+.gradio-container label:has(> input[type=radio]:focus-visible){box-shadow:0 0 0 3px #1864ab}
+#accuracy_radio .info-text,#faithfulness_radio .info-text{color:var(--body-text-color);
+  font-size:.95rem}
 .ra-items{list-style:none;padding-left:0;max-height:32em;overflow-y:auto;font-size:.92em}
 .ra-item{padding:2px 6px;border-radius:4px}
-.ra-cited{background:#fff3bf;border-left:4px solid #f08c00}
-.ra-item.ra-focus{outline:2px solid #1c7ed6}
-.ra-ref{font-weight:600;color:#1c7ed6;cursor:pointer}
+.ra-cited{background:#fff3bf;color:#1f2937;border-left:4px solid #f08c00}
+.ra-item.ra-focus{outline:2px solid #1864ab}
+.ra-ref{font-weight:600;color:#1864ab;cursor:pointer}
+.dark .ra-ref{color:#74c0fc}
 .ra-missing{color:#c92a2a;text-decoration:line-through}
-.ra-dim-focus{outline:3px solid #1c7ed6;border-radius:6px}
+.ra-dim-focus{outline:3px solid #1864ab !important;outline-offset:-3px !important;
+  background:#eef5fc !important}
+.dark .ra-dim-focus{background:#132a40 !important}
+.ra-help{position:fixed;inset:0;z-index:1000;background:rgba(0,0,0,.45);display:flex;
+  align-items:center;justify-content:center}
+.ra-help[hidden]{display:none}
+.ra-help-box{background:#fff;color:#1f2937;border-radius:8px;padding:1.2em 1.6em;
+  max-width:40em;max-height:90vh;overflow:auto;font-size:15px;line-height:1.45}
+.ra-help-box h2{margin:0 0 .6em;font-size:1.25em}
+.ra-help-box dl{display:grid;grid-template-columns:max-content 1fr;gap:.35em 1.2em;margin:0}
+.ra-help-box dt{font-weight:600;white-space:nowrap}
+.ra-help-box dd{margin:0}
+.ra-help-box kbd{border:1px solid #868e96;border-radius:3px;padding:0 .3em;background:#f1f3f5;
+  font-family:inherit}
+.ra-help-box button{margin-top:1em;padding:.4em 1em;border:1px solid #495057;border-radius:4px;
+  background:#fff;color:#1f2937;cursor:pointer}
 """
 
-# Keyboard: 1–5 score the focused dimension (then focus moves on), ↑/↓ or j/k move between
-# dimensions, Enter submits, s skips (it first asks for a reason). Ignored while typing.
+# The ``elem_classes`` of the parts of the item under review where keyboard shortcuts act.
+KEYS = ["ra-keys"]
+
+# Keyboard-first annotation that cannot misfire. Shortcuts act only when focus is on nothing
+# or in the item under review (the record, the rationale and the rating area, marked with the
+# class ``ra-keys``) and never while typing:
+#   1–5  score the dimension holding focus (else the highlighted one); focus and highlight
+#        then move to the next dimension, scrolled into view
+#   ↑/↓, j/k  previous / next dimension (Tab too: each scale is one radio group, one Tab stop;
+#        ←/→ change the score within it)
+#   Enter  submits only when focus is on nothing, a score or a flag; on a button, link or
+#        record line Enter activates that element only
+#   s  skip (asks for a reason first; Enter in the reason box skips)   p  previous item
+#   u  undo the last submit or skip (while its notice shows)   ?  this list   Esc  leave a
+#        text box / close the list
+# In the record, ↑/↓ (Home/End) move along the lines and Enter shows one; a citation in the
+# rationale moves focus to its line. Gradio's radios are made one labelled radio group each
+# (role radiogroup, named by the scale, described by its question).
 KEYBOARD_JS = """
 <script>
 (() => {
-  const dims = ["accuracy_radio", "faithfulness_radio"];
-  let focused = 0;
+  const DIMS = ["accuracy_radio", "faithfulness_radio"];
+  const HELP = [
+    ["1 – 5", "score the highlighted dimension; the next one is highlighted"],
+    ["↑ ↓ or j k", "previous / next dimension (Tab also moves between them)"],
+    ["← →", "change the score within the dimension that has focus"],
+    ["Enter", "submit the item (on a button, link or record line: press that one only)"],
+    ["s", "skip the item: type a reason, then Enter"],
+    ["p", "previous item: reopen your last submitted item to revise it"],
+    ["u", "undo the last submit or skip (while its notice shows)"],
+    ["↑ ↓ in the record", "move along the record lines; Enter shows one"],
+    ["Esc", "leave a text box; close this list"],
+    ["?", "show this list"]];
+  let active = 0, lastItem = null, helpFrom = null, scheduled = false, groups = 0;
   const el = (id) => document.getElementById(id);
-  function mark() {
-    dims.forEach((d, i) => el(d) && el(d).classList.toggle("ra-dim-focus", i === focused));
-  }
+  const shown = (e) => !!e && e.getClientRects().length > 0;
+  const dimOf = (t) => DIMS.findIndex((d) => !!(t && t.closest && t.closest("#" + d)));
+  const radio = (g, value) => g && g.querySelector(
+    value ? `input[type=radio][value="${value}"]` : "input[type=radio]:checked");
   function typing(t) {
     if (!t) return false;
-    if (t.tagName === "TEXTAREA" || t.isContentEditable) return true;
+    if (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable) return true;
     return t.tagName === "INPUT" && !["radio", "checkbox"].includes(t.type);
+  }
+  // Focus on nothing, or in the item under review: the only places shortcuts act.
+  function inItem(t) {
+    return !t || t === document.body || t === document.documentElement ||
+      !!(t.closest && t.closest(".ra-keys"));
+  }
+  function mark() {
+    DIMS.forEach((d, i) => el(d) && el(d).classList.toggle("ra-dim-focus", i === active));
+  }
+  function focusDim(i) {
+    active = Math.max(0, Math.min(i, DIMS.length - 1));
+    mark();
+    const g = el(DIMS[active]);
+    if (!g) return;
+    const r = radio(g) || g.querySelector("input[type=radio]");
+    if (r) r.focus({preventScroll: true});
+    g.scrollIntoView({block: "nearest"});
+  }
+  function score(value, t) {
+    const i = dimOf(t) >= 0 ? dimOf(t) : active;
+    const input = radio(el(DIMS[i]), value);
+    if (!input) return;
+    input.click();
+    focusDim(i + 1);
+    const submit = el("submit_btn");
+    if (i === DIMS.length - 1 && submit) submit.scrollIntoView({block: "nearest"});
+  }
+  function press(id) {
+    const b = el(id);
+    if (b && shown(b) && !b.disabled) b.click();
+  }
+  function rove(line) {
+    const list = line.closest("ol");
+    if (list) list.querySelectorAll("li[tabindex='0']")
+      .forEach((n) => n.setAttribute("tabindex", "-1"));
+    line.setAttribute("tabindex", "0");
+  }
+  function showEvidence(id, from) {
+    const scope = (from.closest && from.closest(".tabitem, [role=tabpanel]")) || document;
+    scope.querySelectorAll(".ra-item.ra-focus").forEach((n) => n.classList.remove("ra-focus"));
+    const line = scope.querySelector("#ev-" + CSS.escape(id));
+    if (line) {
+      line.classList.add("ra-focus");
+      rove(line);
+      line.focus({preventScroll: true});
+      line.scrollIntoView({block: "nearest"});
+    }
+    const box = scope.querySelector("#evidence_box textarea, #evidence_box input");
+    if (!box) return;
+    box.value = id;
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    press("show_evidence_btn");
+  }
+  function help() {
+    let d = el("ra_help");
+    if (d) return d;
+    d = document.createElement("div");
+    d.id = "ra_help"; d.className = "ra-help"; d.hidden = true;
+    d.setAttribute("role", "dialog"); d.setAttribute("aria-modal", "true");
+    d.setAttribute("aria-labelledby", "ra_help_title");
+    d.innerHTML = "<div class='ra-help-box'><h2 id='ra_help_title'>Keyboard shortcuts</h2><dl>" +
+      HELP.map(([k, v]) => `<dt><kbd>${k}</kbd></dt><dd>${v}</dd>`).join("") +
+      "</dl><p>Keys act when nothing has focus or focus is in the item (record, rationale, " +
+      "scores); never while you type.</p><button type='button' id='ra_help_close'>Close (Esc)" +
+      "</button></div>";
+    d.addEventListener("click", (e) => {
+      if (e.target === d || e.target.id === "ra_help_close") closeHelp();
+    });
+    document.body.appendChild(d);
+    return d;
+  }
+  const helpOpen = () => !!el("ra_help") && !el("ra_help").hidden;
+  function openHelp() {
+    helpFrom = document.activeElement;
+    help().hidden = false;
+    el("ra_help_close").focus();
+  }
+  function closeHelp() {
+    if (!helpOpen()) return;
+    el("ra_help").hidden = true;
+    if (helpFrom && helpFrom !== document.body && document.contains(helpFrom)) helpFrom.focus();
+    else document.activeElement.blur();
+    helpFrom = null;
+  }
+  // Gradio gives every radio its own name (so each is a Tab stop) and the scale no group
+  // role or name: make each Radio one radio group, labelled by its title, described by its
+  // question. Gradio's empty-value placeholders carry an aria-label without a role.
+  function enhance() {
+    document.querySelectorAll("fieldset").forEach((f) => {
+      const radios = f.querySelectorAll("input[type=radio]");
+      if (!radios.length) return;
+      if (!f.dataset.raGroup) f.dataset.raGroup = f.id || "ra-group-" + ++groups;
+      const name = f.dataset.raGroup;
+      radios.forEach((r) => { if (r.name !== name) r.name = name; });
+      f.setAttribute("role", "radiogroup");
+      const label = f.querySelector("[data-testid=block-info]");
+      if (label) {
+        label.id = label.id || name + "-label";
+        f.setAttribute("aria-labelledby", label.id);
+      }
+      const info = f.querySelector(".info-text");
+      if (info) {
+        info.id = info.id || name + "-question";
+        f.setAttribute("aria-describedby", info.id);
+      }
+    });
+    document.querySelectorAll("div.empty[aria-label]:not([role])")
+      .forEach((d) => d.setAttribute("role", "img"));
+  }
+  function refresh() {
+    scheduled = false;
+    enhance();
+    const number = document.querySelector("#item_number input");
+    const item = number ? number.value : null;
+    if (item !== lastItem) {  // a new item: its first dimension is the active one
+      const first = lastItem === null;
+      lastItem = item;
+      active = 0;
+      const f = document.activeElement;
+      if (!first && f && f !== document.body && inItem(f) &&
+          !f.closest("#history_view, #rationale_view")) focusDim(0);
+    }
+    mark();
   }
   document.addEventListener("click", (e) => {
     const ref = e.target.closest && e.target.closest("[data-evidence]");
     if (!ref) return;
-    const id = ref.getAttribute("data-evidence");
-    document.querySelectorAll(".ra-item.ra-focus").forEach((n) => n.classList.remove("ra-focus"));
-    const item = document.getElementById("ev-" + id);
-    if (item) { item.classList.add("ra-focus"); item.scrollIntoView({block: "nearest"}); }
-    const box = document.querySelector("#evidence_box textarea, #evidence_box input");
-    if (box) { box.value = id; box.dispatchEvent(new Event("input", {bubbles: true})); }
-    const btn = el("show_evidence_btn"); if (btn) btn.click();
+    if (ref.tagName === "A") e.preventDefault();
+    showEvidence(ref.getAttribute("data-evidence"), ref);
+  });
+  document.addEventListener("focusin", (e) => {
+    const i = dimOf(e.target);
+    if (i < 0) return;
+    if (i !== active) { active = i; mark(); }
+    // scrolled only under keyboard focus: moving the page under a mouse click loses the click
+    if (e.target.matches(":focus-visible")) el(DIMS[i]).scrollIntoView({block: "nearest"});
   });
   document.addEventListener("keydown", (e) => {
-    if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key >= "1" && e.key <= "5") {
-      const radio = el(dims[focused]);
-      const input = radio && radio.querySelector(`input[type=radio][value="${e.key}"]`);
-      if (input) { input.click(); focused = Math.min(focused + 1, dims.length - 1); mark(); }
-      e.preventDefault();
-    } else if (e.key === "ArrowDown" || e.key === "j") {
-      focused = Math.min(focused + 1, dims.length - 1); mark(); e.preventDefault();
-    } else if (e.key === "ArrowUp" || e.key === "k") {
-      focused = Math.max(focused - 1, 0); mark(); e.preventDefault();
-    } else if (e.key === "Enter") {
-      const b = el("submit_btn"); if (b) { b.click(); focused = 0; mark(); } e.preventDefault();
+    const t = e.target;
+    if (helpOpen()) {  // modal: Esc closes, Tab stays on Close, nothing reaches the item
+      if (e.key === "Escape") { closeHelp(); e.preventDefault(); }
+      else if (e.key === "Tab") { el("ra_help_close").focus(); e.preventDefault(); }
+      else if (!(t.id === "ra_help_close" && ["Enter", " "].includes(e.key))) e.preventDefault();
+      return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey || !inItem(t)) return;
+    if (typing(t)) {
+      if (e.key === "Enter" && !e.shiftKey && t.closest("#skip_reason")) {
+        e.preventDefault(); press("skip_btn");
+      } else if (e.key === "Escape") { e.preventDefault(); focusDim(active); }
+      return;
+    }
+    if (t.matches && t.matches("li.ra-item")) {  // moving along the record
+      const lines = [...t.parentElement.querySelectorAll("li.ra-item")];
+      const at = lines.indexOf(t);
+      const to = {ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: lines.length - 1}[e.key];
+      if (to !== undefined) {
+        const line = lines[Math.max(0, Math.min(to, lines.length - 1))];
+        rove(line); line.focus(); e.preventDefault(); return;
+      }
+      if (e.key === "Enter" || e.key === " ") {
+        showEvidence(t.getAttribute("data-evidence"), t); e.preventDefault(); return;
+      }
+    }
+    if (e.key >= "1" && e.key <= "5") { score(e.key, t); e.preventDefault(); }
+    else if (e.key === "ArrowDown" || e.key === "j") { focusDim(active + 1); e.preventDefault(); }
+    else if (e.key === "ArrowUp" || e.key === "k") { focusDim(active - 1); e.preventDefault(); }
+    else if (e.key === "Enter") {
+      const onNothing = t === document.body || t === document.documentElement;
+      if (onNothing || (t.matches && t.matches("input[type=radio], input[type=checkbox]"))) {
+        press("submit_btn"); e.preventDefault();
+      }  // anywhere else Enter is the focused element's own
     } else if (e.key === "s") {
       const reason = document.querySelector("#skip_reason textarea, #skip_reason input");
-      if (reason && !reason.value.trim()) { reason.focus(); }
-      else { const b = el("skip_btn"); if (b) b.click(); }
+      if (reason && !reason.value.trim()) reason.focus();
+      else press("skip_btn");
       e.preventDefault();
-    }
+    } else if (e.key === "p") { press("previous_btn"); e.preventDefault(); }
+    else if (e.key === "u") { press("undo_btn"); e.preventDefault(); }
+    else if (e.key === "?") { openHelp(); e.preventDefault(); }
   });
-  new MutationObserver(mark).observe(document.documentElement, {childList: true, subtree: true});
+  new MutationObserver(() => {
+    if (!scheduled) { scheduled = true; requestAnimationFrame(refresh); }
+  }).observe(document.documentElement, {childList: true, subtree: true});
 })();
 </script>
 """

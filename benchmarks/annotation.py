@@ -7,6 +7,9 @@ Builds a SQLite database with 100,000 patients and one rationale each, a campaig
 `/submit_scores` (which stores the rating and returns the next item) two ways: plain HTTP
 clients posting to the event's endpoint, as the browser page does, and gradio_client (which
 adds its own protocol overhead). Baseline measured in the same run: one client alone.
+Drafts included: before each submission a client saves the form as a draft twice
+(`/save_draft`, as the page does a moment after each score), so the submissions compete
+with the draft writes of all the others; the drafts' own latency is reported beside.
 Target: p95 < 150 ms with 20 clients.
 Writes benchmarks/results/annotation.json.
 """
@@ -39,12 +42,18 @@ from annotation_db.cohorts import store_cohort
 from annotation_db.models import GenerationRun, PromptTemplate, Rationale
 from annotation_db.render import render_text
 from annotation_db.session import make_engine
+from app.screens.annotate import ItemView
 from generation.cohort import CohortConfig, CohortSimulator
 
 RATIONALES = 100_000
 CLIENTS = 20
 SUBMITS = 25  # per client
 PASSWORD = "benchmark-password"
+# where the form's token is among a queue event's outputs: every output over HTTP; over
+# gradio_client, those it shows (it leaves out states, buttons and rows)
+TOKEN = ItemView._fields.index("form_token")
+CLIENT_TOKEN = [f for f in ItemView._fields
+                if f not in ("started", "back_btn", "undo_toast", "undo")].index("form_token")
 
 
 def build(folder: Path, n: int, clients: int):
@@ -80,8 +89,10 @@ def build(folder: Path, n: int, clients: int):
     return engine, names
 
 
-def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[str]):
-    """What a logged-in browser does: one POST per submit (the event skips the queue)."""
+def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[str],
+              drafts: list[float]):
+    """What a logged-in browser does: one POST per draft save and per submit (the events
+    skip the queue)."""
     import httpx
 
     session = {"session_hash": f"bench-{name}"}  # a browser tab keeps one session
@@ -90,25 +101,37 @@ def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[
             client.post("/login", data={"username": name, "password": PASSWORD}).raise_for_status()
             response = client.post("/gradio_api/run/load_next",
                                    json={"data": ["bench"], **session})
-            item = response.json()["data"][0]
+            shown = response.json()["data"]
             for _ in range(submits):
+                item, token = shown[0], shown[TOKEN]
+                for scores in ((4, None), (4, 4)):  # a draft after each score
+                    start = time.perf_counter()
+                    client.post("/gradio_api/run/save_draft", json={
+                        "data": [item, token, *scores, [], ""], **session}).raise_for_status()
+                    drafts.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 response = client.post("/gradio_api/run/submit_scores", json={
                     "data": ["bench", item, 4, 4, [], "", None], **session})
                 response.raise_for_status()
-                item = response.json()["data"][0]
+                shown = response.json()["data"]
                 out.append(time.perf_counter() - start)
     except Exception as exc:  # reported, never silently dropped
         errors.append(f"{name}: {exc!r}")
 
 
-def rater_loop(url: str, name: str, submits: int, out: list[float], errors: list[str]):
+def rater_loop(url: str, name: str, submits: int, out: list[float], errors: list[str],
+               drafts: list[float]):
     try:
         client = Client(url, auth=(name, PASSWORD), verbose=False)
-        item = client.predict("bench", api_name="/load_next")[0]
+        shown = client.predict("bench", api_name="/load_next")
         for _ in range(submits):
+            item, token = shown[0], shown[CLIENT_TOKEN]
+            for scores in ((4, None), (4, 4)):
+                start = time.perf_counter()
+                client.predict(item, token, *scores, [], "", api_name="/save_draft")
+                drafts.append(time.perf_counter() - start)
             start = time.perf_counter()
-            item = client.predict("bench", item, 4, 4, [], "", api_name="/submit_scores")[0]
+            shown = client.predict("bench", item, 4, 4, [], "", api_name="/submit_scores")
             out.append(time.perf_counter() - start)
     except Exception as exc:  # reported, never silently dropped
         errors.append(f"{name}: {exc!r}")
@@ -163,16 +186,18 @@ def main() -> None:
         try:
             for kind, loop in (("http", http_loop), ("gradio_client", rater_loop)):
                 alone: list[float] = []
-                loop(url, names[0], args.submits, alone, errors)
+                loop(url, names[0], args.submits, alone, errors, [])
                 loaded: list[float] = []
+                drafts: list[float] = []
                 threads = [threading.Thread(target=loop, args=(url, n, args.submits, loaded,
-                                                                errors)) for n in names]
+                                                                errors, drafts)) for n in names]
                 for t in threads:
                     t.start()
                 for t in threads:
                     t.join()
                 results[kind] = {"single_client": percentiles(alone),
-                                 "concurrent": percentiles(loaded)}
+                                 "concurrent": percentiles(loaded),
+                                 "concurrent_draft_saves": percentiles(drafts)}
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -186,6 +211,9 @@ def main() -> None:
               f"{many['p95_ms']} ms ({many['n']} submits) · p95 ratio to one client "
               f"{many['p95_ms'] / one['p95_ms']:.1f}x · target p95 < 150 ms: "
               f"{'met' if many['p95_ms'] < 150 else 'NOT met'}")
+        saves = result["concurrent_draft_saves"]
+        print(f"{kind:13s} {args.clients} clients: draft saves p50 {saves['p50_ms']} ms, p95 "
+              f"{saves['p95_ms']} ms ({saves['n']} saves)")
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
     (out / "annotation.json").write_text(json.dumps({

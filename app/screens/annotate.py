@@ -4,8 +4,26 @@ dimensions with flags, skipped or revised.
 Every rating is committed the moment it is submitted. Model and prompt identities,
 other raters' scores and (by campaign setting) the automatic grounding results are
 never shown to annotators.
+
+Nothing is lost, and nothing fails unseen:
+
+- **Drafts.** A moment after each change the form (scores, flags, comment) is saved on
+  the server as the assignment's draft (:mod:`annotation_db.drafts`); it comes back
+  whenever the item is shown again (a reload, signing in after a session ended, another
+  campaign and back) and is deleted when the rating is submitted.
+- **Refusals where the user looks.** A missing score is reported under the scales, a
+  missing skip reason under the skip box, anything else the server refuses above the
+  buttons; the form stays as it was. What never reaches a handler (a session that ended,
+  a busy or failing server, a lost connection) is a banner that stays until it is
+  resolved (:data:`ANNOTATE_JS`), the form kept.
+- **Undo and revise.** "Previous" reopens the rater's last rated item with every value
+  filled in (and the one before it, on each press); an undo toast after each submission
+  or skip reopens that item, or takes the skip back. A resubmission appends a revision;
+  nothing is overwritten.
 """
 
+import datetime as dt
+import html
 import time
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -13,7 +31,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 from sqlmodel import Session
 
-from annotation_db import campaigns
+from annotation_db import campaigns, drafts
 from annotation_db.cohorts import patient_record
 from annotation_db.models import (
     COMMENT_MAX_CHARS,
@@ -26,7 +44,14 @@ from annotation_db.models import (
 )
 from annotation_db.rubric import FLAGS
 from app.auth import address_of, bound, campaign_of, user_of
-from app.views import evidence_line, grounding_summary, history_html, rationale_html, rubric_choices
+from app.views import (
+    KEYS,
+    evidence_line,
+    grounding_summary,
+    history_html,
+    rationale_html,
+    rubric_choices,
+)
 
 
 class ItemView(NamedTuple):
@@ -46,70 +71,248 @@ class ItemView(NamedTuple):
     skip_reason: str
     evidence_id: str
     evidence_item: str
+    form_token: str  # "assignment:time shown": a draft save names the form it comes from
+    draft_status: str
+    score_error: str
+    skip_error: str
+    form_error: str
+    back_btn: Any
+    undo_toast: Any
+    undo_note: str
+    undo: dict | None
+
+
+ERRORS = ("score_error", "skip_error", "form_error")
+
+
+def alert(message: str) -> str:
+    """A refusal as the one-line alert shown beside the control it concerns."""
+    message = message[:1].upper() + message[1:]
+    return (f"<p class='ra-error' role='alert'>{html.escape(message)}"
+            f"{'' if message.endswith('.') else '.'}</p>")
+
+
+def refused(**errors: str) -> ItemView:
+    """Every output left as it is (the form kept), with the refusal beside its control."""
+    unchanged = {name: gr.update() for name in ItemView._fields}
+    return ItemView(**unchanged | {name: alert(errors[name]) if name in errors else ""
+                                   for name in ERRORS})
+
+
+def _clock(moment: dt.datetime) -> str:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(
+        ).strftime("%H:%M:%S")
+
+
+def _form(s: Session, assignment: Assignment) -> tuple[dict, str]:
+    """The form of an item: its draft, else (revising) its newest rating, else empty; and
+    what the draft line says."""
+    draft = drafts.draft_of(s, assignment.id)
+    if draft is not None:
+        return (dict(accuracy=draft.accuracy, faithfulness=draft.faithfulness,
+                     flags=list(draft.flags), comment=draft.comment),
+                f"Draft restored (saved at {_clock(draft.updated_at)}).")
+    rated = (campaigns.latest_annotation(s, assignment.id)
+             if assignment.status == "submitted" else None)
+    if rated is not None:
+        return (dict(accuracy=rated.accuracy, faithfulness=rated.faithfulness,
+                     flags=list(rated.flags), comment=rated.comment), "")
+    return dict(accuracy=None, faithfulness=None, flags=[], comment=""), ""
+
+
+def _note(s: Session, campaign: Campaign, assignment: Assignment) -> str:
+    """What is special about the item shown: a revision, or a skip that came back."""
+    if assignment.status == "submitted":
+        revision = campaigns.latest_annotation(s, assignment.id).revision
+        return (f"revising item {assignment.id}: your rating (revision {revision}) is filled "
+                f"in; Submit adds revision {revision + 1}")
+    if assignment.returned_at is not None:
+        why = f" (“{assignment.skip_reason}”)" if assignment.skip_reason else ""
+        return (f"item {assignment.id} came back: you skipped it{why}, and nobody else in "
+                f"the campaign can give it the {campaign.ratings_per_item} ratings it needs; "
+                "rate it, or skip it again to leave it")
+    return ""
 
 
 def item_view(s: Session, campaign: Campaign, user: User, assignment: Assignment | None,
-              note: str = "") -> ItemView:
-    """The item to show (the form cleared), or the empty-queue message."""
+              note: str = "", undo: dict | None = None, error: str = "") -> ItemView:
+    """The item to show, its form filled from its draft or (revising) its newest rating,
+    or the empty-queue message; ``undo`` is what the toast offers to take back."""
     done = campaigns.progress(s, campaign.id, user.id)
-    progress = f"**{done.done} / {done.assigned}** done" + (f" · {note}" if note else "")
-    cleared = dict(accuracy=gr.update(value=None), faithfulness=gr.update(value=None),
-                   flags=[], comment="", skip_reason="", evidence_id="", evidence_item="")
+    notes = [n for n in (note, assignment and _note(s, campaign, assignment)) if n]
+    progress = (f"**{done.done} / {done.assigned}** done"
+                + (f" · {done.skipped} skipped" if done.skipped else "")
+                + "".join(f" · {html.escape(n)}" for n in notes))
+    chrome = dict(skip_reason="", evidence_id="", evidence_item="", score_error="",
+                  skip_error="", form_error=alert(error) if error else "",
+                  back_btn=gr.update(visible=assignment is not None
+                                     and assignment.status == "submitted"),
+                  undo_toast=gr.update(visible=undo is not None),
+                  undo_note=undo["note"] if undo else "", undo=undo)
     if assignment is None:
-        return ItemView(None, None, "<p>Your queue is empty. Thank you!</p>", "", "", progress,
-                        "", **cleared)
+        return ItemView(None, None, "<p>Your queue is empty. Thank you!</p>", "", "",
+                        progress, "", gr.update(value=None), gr.update(value=None), [], "",
+                        form_token="", draft_status="", **chrome)
+    values, draft_status = _form(s, assignment)
     rationale = s.get(Rationale, assignment.rationale_id)
     record = patient_record(s, s.get(Patient, rationale.patient_id))
     ids = {item["id"] for item in record["items"]}
     label = "will" if rationale.predicted_label else "will not"
     grounding = "" if campaign.blind_grounding else grounding_summary(rationale.grounding)
-    return ItemView(assignment.id, time.time(), history_html(record, rationale.cited_evidence_ids),
+    started = time.time()
+    return ItemView(assignment.id, started, history_html(record, rationale.cited_evidence_ids),
                     rationale_html(rationale.text, rationale.steps, ids),
                     f"**Predicted:** the patient {label} be diagnosed with ADRD within five "
-                    "years.", progress, grounding, **cleared)
+                    "years.", progress, grounding,
+                    accuracy=gr.update(value=values["accuracy"]),
+                    faithfulness=gr.update(value=values["faithfulness"]),
+                    flags=values["flags"], comment=values["comment"],
+                    form_token=f"{assignment.id}:{started:.6f}", draft_status=draft_status,
+                    **chrome)
+
+
+def _next(s: Session, campaign: Campaign, user: User) -> Assignment | None:
+    try:
+        return campaigns.next_assignment(s, campaign, user)
+    except campaigns.CampaignError as exc:  # many raters asking at once (adaptive)
+        raise gr.Error(str(exc)) from None
+
+
+def _own(s: Session, assignment_id, user: User) -> Assignment:
+    try:
+        return campaigns.own_assignment(s, int(assignment_id), user)
+    except (campaigns.NotYours, TypeError, ValueError):
+        raise gr.Error("That item is not in your queue.") from None
 
 
 def load_next(engine, campaign_name: str, request: gr.Request):
     with Session(engine) as s:
         user = user_of(s, request)
         campaign = campaign_of(s, campaign_name)
-        return item_view(s, campaign, user, campaigns.next_assignment(s, campaign, user))
+        return item_view(s, campaign, user, _next(s, campaign, user))
 
 
 def submit_scores(engine, campaign_name: str, assignment_id, accuracy, faithfulness, flags,
                   comment: str, started, request: gr.Request):
     if assignment_id is None:
-        raise gr.Error("There is no item to submit.")
-    if accuracy is None or faithfulness is None:
-        raise gr.Error("Score both medical accuracy and faithfulness (keys 1–5).")
+        return refused(form_error="there is no item to submit")
+    missing = [name for name, value in (("medical accuracy", accuracy),
+                                        ("faithfulness", faithfulness)) if value is None]
+    if missing:
+        return refused(score_error=f"Not submitted: score {' and '.join(missing)} first "
+                                   "(keys 1–5)")
     with Session(engine) as s:
         user = user_of(s, request)
         campaign = campaign_of(s, campaign_name)
         seconds = max(0.0, time.time() - float(started)) if started else None
         try:
-            campaigns.submit(s, assignment_id=int(assignment_id), user=user,
-                             accuracy=int(accuracy), faithfulness=int(faithfulness),
-                             flags=list(flags or []), comment=comment or "",
-                             seconds_on_task=seconds, address=address_of(request))
-        except (campaigns.NotYours, campaigns.CampaignError) as exc:
+            saved = campaigns.submit(s, assignment_id=int(assignment_id), user=user,
+                                     accuracy=int(accuracy), faithfulness=int(faithfulness),
+                                     flags=list(flags or []), comment=comment or "",
+                                     seconds_on_task=seconds, address=address_of(request))
+        except campaigns.NotYours as exc:
             raise gr.Error(str(exc)) from None
-        return item_view(s, campaign, user, campaigns.next_assignment(s, campaign, user),
-                             note="saved")
+        except campaigns.CampaignError as exc:
+            if s.get(Assignment, int(assignment_id)).status == "reclaimed":  # move on
+                return item_view(s, campaign, user, _next(s, campaign, user),
+                                 error=f"Not submitted: {exc}")
+            return refused(form_error=f"Not submitted: {exc}")
+        what = f"item {saved.assignment_id}" + (f" (revision {saved.revision})"
+                                                if saved.revision > 1 else "")
+        return item_view(s, campaign, user, _next(s, campaign, user),
+                         undo={"kind": "submitted", "assignment_id": saved.assignment_id,
+                               "note": f"Saved {what}."})
 
 
 def skip_item(engine, campaign_name: str, assignment_id, reason: str, request: gr.Request):
     if assignment_id is None:
-        raise gr.Error("There is no item to skip.")
+        return refused(skip_error="there is no item to skip")
     with Session(engine) as s:
         user = user_of(s, request)
         campaign = campaign_of(s, campaign_name)
         try:
             campaigns.skip(s, assignment_id=int(assignment_id), user=user,
                            reason=reason or "", address=address_of(request))
-        except (campaigns.NotYours, campaigns.CampaignError) as exc:
+        except campaigns.NotYours as exc:
             raise gr.Error(str(exc)) from None
-        return item_view(s, campaign, user, campaigns.next_assignment(s, campaign, user),
-                             note="skipped")
+        except campaigns.CampaignError as exc:
+            return refused(skip_error=f"Not skipped: {exc}")
+        return item_view(s, campaign, user, _next(s, campaign, user),
+                         undo={"kind": "skipped", "assignment_id": int(assignment_id),
+                               "note": f"Skipped item {int(assignment_id)}."})
+
+
+def undo_last(engine, campaign_name: str, undo: dict | None, request: gr.Request):
+    """Take back the last skip (the item is open again), or reopen the item just rated
+    with its values filled in (a resubmission appends a revision)."""
+    if not undo:
+        return refused(form_error="there is nothing to undo")
+    with Session(engine) as s:
+        user = user_of(s, request)
+        campaign = campaign_of(s, campaign_name)
+        if undo["kind"] != "skipped":
+            return item_view(s, campaign, user, _own(s, undo["assignment_id"], user))
+        try:
+            assignment = campaigns.unskip(s, assignment_id=int(undo["assignment_id"]),
+                                          user=user, address=address_of(request))
+        except campaigns.NotYours as exc:
+            raise gr.Error(str(exc)) from None
+        except campaigns.CampaignError as exc:
+            return refused(form_error=f"Not undone: {exc}")
+        return item_view(s, campaign, user, assignment, note="skip taken back")
+
+
+def previous_item(engine, campaign_name: str, assignment_id, request: gr.Request):
+    """The rater's item rated before the one shown (their last rated one from an open
+    item), with every value filled in."""
+    with Session(engine) as s:
+        user = user_of(s, request)
+        campaign = campaign_of(s, campaign_name)
+        shown = int(assignment_id) if assignment_id is not None else None
+        previous = campaigns.previous_submitted(s, campaign, user, before=shown)
+        if previous is None:
+            first = shown is not None and campaigns.previous_submitted(s, campaign, user)
+            return refused(form_error="this is the first item you rated in this campaign"
+                           if first else "you have not rated an item in this campaign yet")
+        return item_view(s, campaign, user, previous)
+
+
+def dismiss_undo():
+    """The undo toast put away (what it offered stays in Previous and My ratings)."""
+    return gr.update(visible=False)
+
+
+def save_draft(engine, assignment_id, form_token: str, accuracy, faithfulness, flags,
+               comment: str, request: gr.Request):
+    """Keep the form as it stands as the item's draft; what the draft line says."""
+    if assignment_id is None:
+        return ""
+    with Session(engine) as s:
+        user = user_of(s, request)
+        try:
+            draft = drafts.save_draft(
+                s, assignment_id=int(assignment_id), user=user,
+                accuracy=None if accuracy is None else int(accuracy),
+                faithfulness=None if faithfulness is None else int(faithfulness),
+                flags=list(flags or []), comment=comment or "",
+                form_opened_at=_shown_at(form_token, int(assignment_id)))
+        except drafts.StaleDraft:  # the item was submitted meanwhile: nothing to keep
+            return gr.update()
+        except drafts.DraftError as exc:
+            return alert(f"Draft not saved: {exc}")
+        except campaigns.NotYours as exc:
+            raise gr.Error(str(exc)) from None
+        return f"Draft saved at {_clock(draft.updated_at)}." if draft else ""
+
+
+def _shown_at(form_token: str | None, assignment_id: int) -> dt.datetime | None:
+    """When the form a draft comes from was shown (None if its token is not this item's)."""
+    item, _, shown = (form_token or "").partition(":")
+    try:
+        return (dt.datetime.fromtimestamp(float(shown), dt.UTC)
+                if item == str(assignment_id) else None)
+    except ValueError:
+        return None
 
 
 def show_evidence(engine, assignment_id, evidence_id: str, request: gr.Request):
@@ -117,10 +320,7 @@ def show_evidence(engine, assignment_id, evidence_id: str, request: gr.Request):
         return ""
     with Session(engine) as s:
         user = user_of(s, request)
-        try:
-            assignment = campaigns.own_assignment(s, int(assignment_id), user)
-        except campaigns.NotYours as exc:
-            raise gr.Error(str(exc)) from None
+        assignment = _own(s, assignment_id, user)
         rationale = s.get(Rationale, assignment.rationale_id)
         return evidence_line(patient_record(s, s.get(Patient, rationale.patient_id)),
                              evidence_id)
@@ -135,16 +335,15 @@ def my_ratings(engine, campaign_name: str, request: gr.Request):
 
 
 def open_for_revision(engine, campaign_name: str, assignment_id, request: gr.Request):
+    """One's own rated item, every value filled in from its newest revision (or from the
+    draft of a revision begun earlier)."""
     with Session(engine) as s:
         user = user_of(s, request)
         campaign = campaign_of(s, campaign_name)
-        try:
-            assignment = campaigns.own_assignment(s, int(assignment_id), user)
-        except (campaigns.NotYours, TypeError, ValueError):
-            raise gr.Error("That item is not in your queue.") from None
+        assignment = _own(s, assignment_id, user)
         if assignment.status != "submitted":
             raise gr.Error("Only submitted items can be revised.")
-        return item_view(s, campaign, user, assignment, note="revising")
+        return item_view(s, campaign, user, assignment)
 
 
 def _item_layout(guidelines: dict) -> SimpleNamespace:
@@ -159,10 +358,10 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("### Patient record (cited items highlighted)")
-            c.history = gr.HTML(elem_id="history_view")
+            c.history = gr.HTML(elem_id="history_view", elem_classes=KEYS)
         with gr.Column(scale=2):
             gr.Markdown("### Rationale")
-            c.rationale = gr.HTML(elem_id="rationale_view")
+            c.rationale = gr.HTML(elem_id="rationale_view", elem_classes=KEYS)
             c.label = gr.Markdown(elem_id="label_md")
             c.grounding = gr.Markdown()
             with gr.Row():
@@ -173,23 +372,38 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
             c.evidence_item = gr.Textbox(label="Record item", interactive=False)
             c.accuracy = gr.Radio(rubric_choices(guidelines, "accuracy"), label="Medical accuracy",
                                   info=guidelines["dimensions"]["accuracy"]["question"],
-                                  elem_id="accuracy_radio")
+                                  elem_id="accuracy_radio", elem_classes=KEYS)
             c.faithfulness = gr.Radio(rubric_choices(guidelines, "faithfulness"),
                                       label="Faithfulness to this patient's record",
                                       info=guidelines["dimensions"]["faithfulness"]["question"],
-                                      elem_id="faithfulness_radio")
+                                      elem_id="faithfulness_radio", elem_classes=KEYS)
+            c.score_error = gr.HTML(elem_id="score_error")  # a missing score, said here
             c.flags = gr.CheckboxGroup([(guidelines["flags"][k], k) for k in FLAGS],
-                                       label="Flags", elem_id="flags_box")
+                                       label="Flags", elem_id="flags_box", elem_classes=KEYS)
             c.comment = gr.Textbox(label=f"Comment (up to {COMMENT_MAX_CHARS:,} characters)",
-                                   lines=2, max_length=COMMENT_MAX_CHARS, elem_id="comment_box")
-            with gr.Row():
+                                   lines=2, max_length=COMMENT_MAX_CHARS, elem_id="comment_box",
+                                   elem_classes=KEYS)
+            c.form_error = gr.HTML(elem_id="form_error")  # other refusals, above the buttons
+            with gr.Row(elem_classes=KEYS):
                 c.submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit_btn")
                 c.skip_reason = gr.Textbox(
                     label=f"Skip reason (up to {SKIP_REASON_MAX_CHARS:,} characters)",
                     max_length=SKIP_REASON_MAX_CHARS, elem_id="skip_reason", scale=2)
                 c.skip_btn = gr.Button("Skip (s)", elem_id="skip_btn")
+            c.skip_error = gr.HTML(elem_id="skip_error")  # a skip without a reason, said here
+            with gr.Row(elem_classes=KEYS):
+                c.previous_btn = gr.Button("Previous (p)", elem_id="previous_btn", size="sm")
+                c.back_btn = gr.Button("Back to my queue", elem_id="back_btn", size="sm",
+                                       visible=False)
+                c.draft_status = gr.Markdown(elem_id="draft_status")
+            _undo_layout(c)  # shown in a corner, next in the Tab order after the buttons
+            # The draft machinery: the form's token (which item, shown when) and the button
+            # ANNOTATE_JS presses a moment after the last change.
+            c.form_token = gr.Textbox(visible=False, elem_id="form_token")
+            c.draft_save_btn = gr.Button("Save draft", visible="hidden", elem_id="draft_save_btn")
             gr.Markdown("Keys: **1–5** score the highlighted dimension, **↑/↓** switch dimension, "
-                        "**Enter** submits, **s** skips. Keys are ignored while you type.")
+                        "**Enter** submits, **s** skips, **p** reopens the previous item, "
+                        "**?** lists every key. Keys are ignored while you type.")
     return c
 
 
@@ -208,9 +422,20 @@ def _history_layout(guidelines: dict, c: SimpleNamespace) -> None:
         c.revise_btn = gr.Button("Open for revision")
 
 
+def _undo_layout(c: SimpleNamespace) -> None:
+    """The toast after a submission or a skip, with the button that takes it back; it
+    stays in the page's corner until the next one or until dismissed (no timeout to
+    race)."""
+    with gr.Row(visible=False, elem_id="undo_toast", elem_classes=KEYS) as c.undo_toast:
+        c.undo_note = gr.Markdown(elem_id="undo_note")
+        c.undo_btn = gr.Button("Undo (u)", elem_id="undo_btn", scale=0)
+        c.undo_close = gr.Button("Dismiss", elem_id="undo_close", scale=0)
+    c.undo = gr.State(None)
+
+
 def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
     """Build the tab inside the current Blocks and wire its events."""
-    with gr.Tab("Annotate") as tab:
+    with gr.Tab("Annotate", id="annotate") as tab:
         c = _item_layout(guidelines)
         _history_layout(guidelines, c)
     c.started = started
@@ -225,9 +450,210 @@ def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
                         c.comment, started], view, api_name="submit_scores", **fast)
     c.skip_btn.click(bound(skip_item, engine), [campaign_dd, c.assignment_id, c.skip_reason],
                      view, api_name="skip_item", **fast)
+    c.undo_btn.click(bound(undo_last, engine), [campaign_dd, c.undo], view, api_name="undo_last",
+                     **fast)
+    c.undo_close.click(dismiss_undo, None, c.undo_toast, api_name="dismiss_undo", **fast)
+    c.previous_btn.click(bound(previous_item, engine), [campaign_dd, c.assignment_id], view,
+                         api_name="previous_item", **fast)
+    c.back_btn.click(bound(load_next, engine), campaign_dd, view, api_name="back_to_queue",
+                     **fast)
+    # always_last: a save pressed while one is on its way runs after it, never dropped
+    c.draft_save_btn.click(bound(save_draft, engine),
+                           [c.assignment_id, c.form_token, c.accuracy, c.faithfulness, c.flags,
+                            c.comment], c.draft_status, api_name="save_draft",
+                           trigger_mode="always_last", **fast)
     c.show_evidence_btn.click(bound(show_evidence, engine), [c.assignment_id, c.evidence_id],
                               c.evidence_item, api_name="show_evidence", **fast)
-    c.mine_btn.click(bound(my_ratings, engine), campaign_dd, c.mine_table, api_name="my_ratings")
+    c.mine_btn.click(bound(my_ratings, engine), campaign_dd, c.mine_table, api_name="my_ratings",
+                     **fast)
     c.revise_btn.click(bound(open_for_revision, engine), [campaign_dd, c.revise_id], view,
-                       api_name="open_for_revision")
+                       api_name="open_for_revision", **fast)
     return tab
+
+
+# What keeps work from being lost in the browser, beside the server's drafts:
+# - every answer of the app's API is watched: a session that ended (401/403), a busy server
+#   (429), a failure (5xx, with the server's message when it sent one) or a lost connection
+#   shows a banner that stays (role=alert) until the next request succeeds, or, for an ended
+#   session, until the page is reloaded; nothing on the page is touched, so the form is kept;
+# - a moment (DRAFT_DELAY_MS) after the last change in the rating form it presses the hidden
+#   #draft_save_btn, and at once when a button is pressed before then (a save that arrives
+#   after the item's submission is dropped by the server, see annotation_db.drafts);
+# - when a session has ended, the form as it stands is kept in this browser (localStorage)
+#   and put back once the same item is shown after signing in again (then saved as its draft).
+ANNOTATE_JS = """
+<style>
+#error_banner{position:fixed;top:.5rem;left:50%;transform:translateX(-50%);z-index:1000;
+  width:max-content;max-width:min(60rem,94vw);padding:.6rem 1rem;background:#fff5f5;
+  color:#7d1414;border:2px solid #c92a2a;border-radius:6px;box-shadow:0 2px 10px #0004;
+  font:1rem/1.4 "Source Sans Pro",ui-sans-serif,system-ui,sans-serif;display:flex;gap:.75rem;
+  align-items:center}
+#error_banner[hidden]{display:none}
+#error_banner button{font:inherit;padding:.2rem .7rem;border-radius:4px;cursor:pointer;
+  border:1px solid #7d1414;background:#fff;color:#7d1414}
+#error_banner button.ra-signin{background:#7d1414;color:#fff}
+.gradio-container .ra-error{color:#b00020!important;font-weight:600;margin:0}
+:is(#score_error,#skip_error,#form_error){padding:0!important;border:0!important;min-height:0}
+:is(#score_error,#skip_error,#form_error):not(:has(.ra-error)){display:none!important}
+#undo_toast{position:fixed;left:1rem;bottom:1rem;z-index:999;width:auto!important;
+  max-width:32rem;height:auto!important;padding:.4rem .5rem .4rem 1rem;gap:.6rem;
+  align-items:center;flex-wrap:nowrap;background:#fff;border:2px solid #1c5fa8;
+  border-radius:6px;box-shadow:0 2px 10px #0004}
+#undo_toast>*{flex:0 0 auto!important;min-width:0!important;width:auto!important}
+#undo_toast p{margin:0;font-weight:600}
+html:has(#undo_toast){scroll-padding-bottom:5rem}
+</style>
+<script>
+(() => {
+  if (window.raAnnotate) return;
+  window.raAnnotate = true;
+  const DRAFT_DELAY_MS = 700, STASH = "ra-unsaved-form";
+  const FORM = ["accuracy_radio", "faithfulness_radio", "flags_box", "comment_box"];
+  const $ = (sel) => document.querySelector(sel);
+  let banner = null, sessionEnded = false, timer = null;
+
+  function show(message, ended) {
+    if (!banner) {
+      banner = document.createElement("div");
+      banner.id = "error_banner";
+      banner.setAttribute("role", "alert");
+      banner.innerHTML = "<span class='ra-banner-text'></span>"
+        + "<button type='button' class='ra-signin'>Sign in again</button>"
+        + "<button type='button' class='ra-dismiss' aria-label='Dismiss'>Dismiss</button>";
+      banner.querySelector(".ra-signin").onclick = () => location.reload();
+      banner.querySelector(".ra-dismiss").onclick = hide;
+      document.body.appendChild(banner);
+    }
+    sessionEnded = sessionEnded || ended;
+    banner.querySelector(".ra-banner-text").textContent = message;
+    banner.querySelector(".ra-signin").hidden = !ended;
+    banner.querySelector(".ra-dismiss").hidden = ended;
+    banner.hidden = false;
+    // what takes focus is scrolled clear of the banner, never under it
+    document.documentElement.style.scrollPaddingTop = `${banner.offsetHeight + 16}px`;
+  }
+  function hide() {
+    if (!banner || sessionEnded) return;
+    banner.hidden = true;
+    document.documentElement.style.scrollPaddingTop = "";
+  }
+
+  function form() {
+    const checked = (id) => { const i = $(`#${id} input[type=radio]:checked`);
+                              return i ? i.value : null; };
+    const item = $("#item_number input");
+    const comment = $("#comment_box textarea");
+    return {item: item ? item.value : "", accuracy: checked("accuracy_radio"),
+            faithfulness: checked("faithfulness_radio"),
+            flags: [...document.querySelectorAll("#flags_box input:checked")].map((i) => i.name),
+            comment: comment ? comment.value : "", at: Date.now()};
+  }
+
+  function ended() {
+    const kept = form();
+    if (kept.item) localStorage.setItem(STASH, JSON.stringify(kept));
+    const status = $("#draft_status");
+    const at = status && status.innerText.match(/saved at (\\d\\d:\\d\\d:\\d\\d)/);
+    show("Your session has ended (signed out, timed out, or your account changed). Nothing "
+         + "you submitted is lost" + (at ? `, the server has your draft as of ${at[1]}` : "")
+         + ", and this form is kept in this browser. Sign in again to go on with this item "
+         + "where you left it.", true);
+  }
+
+  async function watch(response) {
+    if (response.ok) return hide();
+    if (response.status === 401 || response.status === 403) return ended();
+    let detail = "";
+    try {
+      const body = await response.clone().json();
+      detail = body.error || (typeof body.detail === "string" ? body.detail : "");
+    } catch (e) { /* not JSON */ }
+    if (sessionEnded) return;
+    if (response.status === 429) {
+      show("The server is busy (too many requests): wait a minute, then try again. Your form "
+           + "is kept." + (detail ? ` (${detail})` : ""), false);
+    } else if (detail) {
+      show(`${detail} Your form is kept.`, false);
+    } else {
+      show(`The server could not do that (error ${response.status}). Your form is kept: try `
+           + "again, and tell your admin if it happens again.", false);
+    }
+  }
+
+  const fetchFirst = window.fetch;
+  window.fetch = async (...args) => {
+    const url = String(args[0] && args[0].url ? args[0].url : args[0]);
+    const api = /\\/gradio_api\\/(run|queue\\/join|call|api)\\//.test(url);
+    try {
+      const response = await fetchFirst(...args);
+      if (api) watch(response);
+      return response;
+    } catch (error) {
+      if (api && !sessionEnded) show("The server cannot be reached: check your connection, "
+                                     + "then try again. Your form is kept.", false);
+      throw error;
+    }
+  };
+
+  function saveNow() {
+    clearTimeout(timer);
+    timer = null;
+    const button = document.getElementById("draft_save_btn");
+    if (button) button.click();
+  }
+  function changed(e) {
+    if (!e.target.closest || !FORM.some((id) => e.target.closest(`#${id}`))) return;
+    clearTimeout(timer);
+    timer = setTimeout(saveNow, DRAFT_DELAY_MS);
+  }
+  document.addEventListener("input", changed, true);
+  document.addEventListener("change", changed, true);
+  document.addEventListener("click", (e) => {
+    const button = e.target.closest && e.target.closest("button");
+    if (button && timer !== null && button.id !== "draft_save_btn") saveNow();
+  }, true);
+  document.addEventListener("focusin", (e) => {
+    if (timer !== null && e.target.closest && e.target.closest("#campaign_dd")) saveNow();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden" && timer !== null) saveNow();
+  });
+
+  // After signing in again: the form kept in this browser goes back on its item, once the
+  // item has been shown for a moment (its own values are in by then).
+  let shownAt = null;
+  function restore() {
+    let kept;
+    try { kept = JSON.parse(localStorage.getItem(STASH) || "null"); } catch (e) { kept = null; }
+    if (!kept || Date.now() - kept.at > 24 * 3600 * 1000) {
+      localStorage.removeItem(STASH);
+      return true;
+    }
+    const item = $("#item_number input");
+    if (!item || item.value !== kept.item) return false;
+    if (shownAt === null) { shownAt = Date.now(); return false; }
+    for (const id of ["accuracy", "faithfulness"]) {
+      const radio = kept[id] && $(`#${id}_radio input[type=radio][value="${kept[id]}"]`);
+      if (radio && !radio.checked) radio.click();
+    }
+    document.querySelectorAll("#flags_box input[type=checkbox]").forEach((box) => {
+      if (box.checked !== kept.flags.includes(box.name)) box.click();
+    });
+    const comment = $("#comment_box textarea");
+    if (comment && comment.value !== kept.comment) {
+      Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set
+        .call(comment, kept.comment);
+      comment.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    localStorage.removeItem(STASH);
+    saveNow();
+    return true;
+  }
+  let tries = 0;
+  const restoring = setInterval(() => {
+    if (++tries > 120 || (localStorage.getItem(STASH) === null) || restore())
+      clearInterval(restoring);
+  }, 500);
+})();
+</script>
+"""

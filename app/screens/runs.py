@@ -289,7 +289,7 @@ def _launch_layout() -> SimpleNamespace:
         c.forms.fewshot.render()
     with gr.Row():
         c.check_btn = gr.Button("Check")
-        c.launch_btn = gr.Button("Launch", variant="primary")
+        c.launch_btn = gr.Button("Launch", variant="primary", elem_id="runs_launch_btn")
     c.launch_md = gr.Markdown()
     return c
 
@@ -359,7 +359,7 @@ def runs_tab(engine, workdir: str | Path | None = None) -> gr.Tab:
 
     ``workdir`` is where the job runner starts jobs (relative run folders live there)."""
     workdir = Path(workdir or Path.cwd()).resolve()
-    with gr.Tab("Runs", visible=False) as tab:
+    with gr.Tab("Runs", visible=False, id="runs") as tab:
         c = _launch_layout()
         _jobs_layout(c)
         _results_layout(c)

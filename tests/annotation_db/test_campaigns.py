@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from annotation_db import audit, users
 from annotation_db import campaigns as camp
-from annotation_db import users
 from annotation_db.models import (
     COMMENT_MAX_CHARS,
     SKIP_REASON_MAX_CHARS,
     Annotation,
     Assignment,
+    User,
 )
 from tests.helpers import PASSWORD, seed_rationales
 
@@ -206,3 +207,178 @@ def test_a_skip_reason_that_cannot_be_stored_whole_is_refused(world, reason, mes
     with Session(engine) as s:
         assert (s.get(Assignment, item).status, s.get(Assignment, item).skip_reason) == (
             "assigned", None)
+
+
+def _statuses(s, campaign, rationale_id) -> dict[str, str]:
+    return {s.get(User, user_id).username: status for user_id, status in s.execute(
+        select(Assignment.user_id, Assignment.status).where(
+            Assignment.campaign_id == campaign.id, Assignment.rationale_id == rationale_id))}
+
+
+def _rate_the_rest(s, campaign, user) -> list[int]:
+    """Rate every item left in ``user``'s queue; the items, in order."""
+    rated = []
+    while (item := camp.next_assignment(s, campaign, user)) is not None:
+        camp.submit(s, assignment_id=item.id, user=user, accuracy=4, faithfulness=4, flags=[])
+        rated.append(item.id)
+    return rated
+
+
+def test_a_skip_is_not_done(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=2)
+        ann = users.require_user(s, "ann")
+        before = camp.progress(s, campaign.id, ann.id)
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="outside my expertise")
+        after = camp.progress(s, campaign.id, ann.id)
+        assert (after.done, after.assigned, after.skipped) == (0, before.assigned - 1, 1)
+        row = camp.status(s, campaign)["annotators"]["ann"]
+        assert (row["done"], row["assigned"], row["skipped"]) == (0, before.assigned - 1, 1)
+
+
+def test_a_skipped_item_nobody_else_can_rate_comes_back_once_and_reaches_k(world):
+    """k = 2 with two annotators: only the one who skipped can give the second rating."""
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=2)
+        ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
+        first = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=first.id, user=ann, reason="need the full notes")
+        second = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=second.id, user=ann, reason="not now")
+        _rate_the_rest(s, campaign, bob)
+        rated = _rate_the_rest(s, campaign, ann)
+        # both skipped items came back at the end of ann's queue, oldest skip first
+        assert rated[-2:] == [first.id, second.id]
+        assert _statuses(s, campaign, first.rationale_id) == {"ann": "submitted",
+                                                             "bob": "submitted"}
+        s.refresh(first)
+        assert first.returned_at is not None and first.skip_reason == "need the full notes"
+        assert camp.progress(s, campaign.id, ann.id).skipped == 0
+        returned = audit.list_events(s, action="item_returned")
+        assert [e.target for e in reversed(returned)] == [f"assignment {first.id}",
+                                                          f"assignment {second.id}"]
+
+
+def test_a_second_skip_of_a_returned_item_is_final(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=2)
+        ann = users.require_user(s, "ann")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="not my field")
+        while (nxt := camp.next_assignment(s, campaign, ann)) is not None and nxt.id != item.id:
+            camp.submit(s, assignment_id=nxt.id, user=ann, accuracy=3, faithfulness=3, flags=[])
+        assert nxt is not None and nxt.id == item.id, "it came back"
+        camp.skip(s, assignment_id=item.id, user=ann, reason="still not my field")
+        assert camp.next_assignment(s, campaign, ann) is None
+        assert s.get(Assignment, item.id).status == "skipped"
+
+
+def test_a_skipped_item_someone_else_can_take_goes_to_them_not_back(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
+                                        annotators=["ann", "bob", "cat"], k=2, seed=3)
+        ann = users.require_user(s, "ann")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="conflict of interest")
+        assert _rate_the_rest(s, campaign, ann)[-1:] != [item.id]
+        statuses = _statuses(s, campaign, item.rationale_id)
+        assert statuses["ann"] == "skipped" and sorted(statuses.values()).count("assigned") == 2
+
+
+def test_a_skip_taken_back_reopens_the_item_and_withdraws_the_unopened_copy(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
+                                        annotators=["ann", "bob", "cat"], k=1, seed=1)
+        ann = users.require_user(s, "ann")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="oops")
+        assert sorted(_statuses(s, campaign, item.rationale_id).values()) == ["assigned",
+                                                                              "skipped"]
+        camp.unskip(s, assignment_id=item.id, user=ann, address="10.0.0.7")
+        assert _statuses(s, campaign, item.rationale_id) == {"ann": "assigned"}
+        s.refresh(item)
+        assert (item.skip_reason, item.completed_at) == (None, None)
+        assert camp.next_assignment(s, campaign, ann).id == item.id, "back at its place"
+        event = audit.list_events(s, action="skip_undone")[0]
+        assert (event.actor, event.address, event.target, event.detail["withdrawn"]) == (
+            "ann", "10.0.0.7", f"assignment {item.id}", 1)
+        with pytest.raises(camp.CampaignError) as refused:
+            camp.unskip(s, assignment_id=item.id, user=ann)
+        assert str(refused.value) == "this item is assigned; only a skip can be taken back"
+        with pytest.raises(camp.NotYours):
+            camp.unskip(s, assignment_id=item.id, user=users.require_user(s, "bob"))
+
+
+def test_a_skip_taken_back_leaves_a_copy_someone_opened_with_them(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=1, seed=1)
+        ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="oops")
+        copy = s.execute(select(Assignment).where(Assignment.user_id == bob.id,
+                                                  Assignment.rationale_id == item.rationale_id)
+                         ).scalars().one()
+        copy.opened_at = dt.datetime.now(dt.UTC)
+        s.add(copy)
+        s.commit()
+        camp.unskip(s, assignment_id=item.id, user=ann)
+        assert _statuses(s, campaign, item.rationale_id) == {"ann": "assigned",
+                                                             "bob": "assigned"}
+
+
+def test_previous_walks_back_in_rating_order_and_a_revision_is_appended(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=2)
+        ann = users.require_user(s, "ann")
+        assert camp.previous_submitted(s, campaign, ann) is None
+        first = camp.next_assignment(s, campaign, ann)
+        camp.submit(s, assignment_id=first.id, user=ann, accuracy=4, faithfulness=5,
+                    flags=["missed_key_risk_factor"], comment="misses the statin")
+        second = camp.next_assignment(s, campaign, ann)
+        camp.submit(s, assignment_id=second.id, user=ann, accuracy=3, faithfulness=3, flags=[])
+        open_item = camp.next_assignment(s, campaign, ann)
+        assert camp.previous_submitted(s, campaign, ann, before=open_item.id).id == second.id
+        assert camp.previous_submitted(s, campaign, ann, before=second.id).id == first.id
+        assert camp.previous_submitted(s, campaign, ann, before=first.id) is None
+        # revising the first item appends revision 2 and does not move it in the order
+        camp.submit(s, assignment_id=first.id, user=ann, accuracy=2, faithfulness=5,
+                    flags=["missed_key_risk_factor"], comment="misses the statin; wrong dose")
+        assert camp.previous_submitted(s, campaign, ann).id == second.id
+        latest = camp.latest_annotation(s, first.id)
+        assert (latest.revision, latest.accuracy, latest.flags, latest.comment) == (
+            2, 2, ["missed_key_risk_factor"], "misses the statin; wrong dose")
+        revisions = s.execute(select(Annotation.revision, Annotation.accuracy,
+                                     Annotation.comment).where(
+            Annotation.assignment_id == first.id).order_by(Annotation.revision)).all()
+        assert [tuple(r) for r in revisions] == [(1, 4, "misses the statin"),
+                                                 (2, 2, "misses the statin; wrong dose")]
+        assert camp.next_assignment(s, campaign, ann).id == open_item.id
+
+
+def test_in_an_adaptive_campaign_a_returned_item_takes_a_free_slot(world):
+    engine, run_id = world
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
+                                        k=2, assignment="adaptive", max_ratings=2)
+        ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
+        item = camp.next_assignment(s, campaign, ann)
+        camp.skip(s, assignment_id=item.id, user=ann, reason="not my field")
+        _rate_the_rest(s, campaign, bob)
+        assert _rate_the_rest(s, campaign, ann)[-1] == item.id
+        slots = s.execute(select(Assignment.slot).where(
+            Assignment.rationale_id == item.rationale_id, Assignment.campaign_id == campaign.id)
+        ).scalars().all()
+        assert sorted(slots) == [1, 2]

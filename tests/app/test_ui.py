@@ -10,8 +10,17 @@ from annotation_db import audit, migrate, users
 from annotation_db import campaigns as camp
 from annotation_db.models import Annotation, Assignment, GenerationRun
 from annotation_db.session import make_engine
+from app.screens.annotate import ItemView
 from app.ui import build_app
 from tests.helpers import add_users, client, seed_rationales, serving
+
+# the Annotate screen's outputs a client sees (gradio_client leaves out states, buttons, rows)
+SHOWN = [f for f in ItemView._fields if f not in ("started", "back_btn", "undo_toast", "undo")]
+
+
+def shown(outputs) -> dict:
+    """A queue event's outputs, by name."""
+    return dict(zip(SHOWN, outputs, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,8 @@ def test_every_event_has_an_api_name(annotation_server):
                   if fn.api_visibility == "public"}
     assert registered == names and not any("lambda" in name for name in names)
     for expected in ("/list_my_campaigns", "/load_next", "/submit_scores", "/skip_item",
-                     "/show_evidence", "/my_ratings", "/open_for_revision",
+                     "/show_evidence", "/my_ratings", "/open_for_revision", "/save_draft",
+                     "/previous_item", "/undo_last", "/back_to_queue",
                      "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary",
                      "/export_preview", "/export_create", "/admin_figures", "/budget_plan"):
         assert expected in names
@@ -117,8 +127,12 @@ def test_missing_scores_are_refused_and_markup_in_comments_stays_text(annotation
     engine, url = annotation_server
     ann = client(url, "ann")
     item = ann.predict("pilot", api_name="/load_next")[0]
-    with pytest.raises(Exception, match="Score both"):
-        ann.predict("pilot", item, None, 3, [], "", api_name="/submit_scores")
+    # refused beside the scales, every other output left as it was (the form kept)
+    refused = shown(ann.predict("pilot", item, None, 3, [], "", api_name="/submit_scores"))
+    assert refused["score_error"] == ("<p class='ra-error' role='alert'>Not submitted: score "
+                                      "medical accuracy first (keys 1–5).</p>")
+    assert all(value["__type__"] == "update" and "value" not in value
+               for name, value in refused.items() if not name.endswith("_error"))
     ann.predict("pilot", item, 2, 2, [], "<script>alert(1)</script>", api_name="/submit_scores")
     with Session(engine) as s:
         saved = s.execute(select(Annotation).where(Annotation.assignment_id == item)
@@ -147,12 +161,19 @@ def test_adjudicator_sees_disputed_items_and_decides(annotation_server):
     bob.predict("pilot", b_item, 1, 2, ["hallucinated_fact"], "", api_name="/submit_scores")
     judy = client(url, "judy")
     queue = judy.predict("pilot", api_name="/adjudication_queue")
-    assert rationale_id in [row[0] for row in queue["data"]]
-    loaded = judy.predict("pilot", rationale_id, api_name="/load_disputed")
-    assert len(loaded[2]["data"]) == 2, "the adjudicator sees every rating"
-    after = judy.predict("pilot", rationale_id, "reject", 2, 2, ["hallucinated_fact"],
-                         "invented HbA1c", api_name="/adjudicate")
-    assert rationale_id not in [row[0] for row in after["data"]]
+    numbers = ", ".join(map(str, sorted((a_item, b_item))))  # as ann and bob see the item
+    assert numbers in [row[0] for row in queue["data"]]
+    loaded = judy.predict("pilot", b_item, api_name="/load_disputed")  # either number opens it
+    from annotation_db.models import Rationale
+
+    with Session(engine) as s:
+        text = s.get(Rationale, rationale_id).text  # "rationale N [E1]"
+    assert loaded[0] == b_item and f">{text.split(' [')[0]} [" in loaded[2]
+    assert len(loaded[4]["data"]) == 2, "the adjudicator sees every rating"
+    after, status, *_ = judy.predict("pilot", a_item, "reject", 2, 2, ["hallucinated_fact"],
+                                     "invented HbA1c", api_name="/adjudicate")
+    assert numbers not in [row[0] for row in after["data"]]
+    assert status.startswith(f"**✓ Recorded reject for item {a_item}.**")
 
 
 def test_the_admin_figures_are_for_admins_and_say_what_they_hold(annotation_server):
@@ -191,21 +212,21 @@ def test_text_boxes_state_their_limit_and_text_over_it_is_refused_unsaved(annota
             ("Reason (required, up to 5,000 characters)", ADJUDICATION_REASON_MAX_CHARS)} <= boxes
     ann = client(url, "ann")
     item = ann.predict("pilot", api_name="/load_next")[0]
-    with pytest.raises(Exception, match="the comment is 5,001 characters long; the limit is "
-                                        "5,000 characters"):
-        ann.predict("pilot", item, 3, 3, [], "x" * 5_001, api_name="/submit_scores")
-    with pytest.raises(Exception, match=r"the comment contains a NUL character \(\\x00\), which "
-                                        "cannot be stored; remove it"):
-        ann.predict("pilot", item, 3, 3, [], "fine\x00", api_name="/submit_scores")
-    with pytest.raises(Exception, match="the skip reason is 501 characters long"):
-        ann.predict("pilot", item, "y" * 501, api_name="/skip_item")
+    too_long = shown(ann.predict("pilot", item, 3, 3, [], "x" * 5_001, api_name="/submit_scores"))
+    assert ("Not submitted: the comment is 5,001 characters long; the limit is 5,000 "
+            "characters.") in too_long["form_error"]
+    nul = shown(ann.predict("pilot", item, 3, 3, [], "fine\x00", api_name="/submit_scores"))
+    assert ("Not submitted: the comment contains a NUL character (\\x00), which cannot be "
+            "stored; remove it.") in nul["form_error"]
+    skip = shown(ann.predict("pilot", item, "y" * 501, api_name="/skip_item"))
+    assert "Not skipped: the skip reason is 501 characters long" in skip["skip_error"]
     with Session(engine) as s:
         assignment = s.get(Assignment, item)
         assert assignment.status == "assigned" and assignment.skip_reason is None
         assert s.execute(select(Annotation).where(Annotation.assignment_id == item)).first() is None
         before = len(s.execute(select(Adjudication.id)).all())
     with pytest.raises(Exception, match="the reason is 5,001 characters long"):
-        client(url, "judy").predict("pilot", assignment.rationale_id, "reject", 2, 2, [],
-                                    "z" * 5_001, api_name="/adjudicate")
+        client(url, "judy").predict("pilot", item, "reject", 2, 2, [], "z" * 5_001,
+                                    api_name="/adjudicate")
     with Session(engine) as s:
         assert len(s.execute(select(Adjudication.id)).all()) == before

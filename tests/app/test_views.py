@@ -17,6 +17,13 @@ def test_history_highlights_only_cited_items_and_escapes_text():
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
 
 
+def test_the_record_is_one_tab_stop_whose_lines_arrow_keys_can_reach():
+    page = history_html(RECORD, ["E2"])
+    assert "id='ev-E1' class='ra-item' tabindex='0'" in page  # the list's one Tab stop
+    assert "id='ev-E2' class='ra-item ra-cited' tabindex='-1'" in page  # focusable by script
+    assert "<ol class='ra-items' aria-label='Patient record'>" in page
+
+
 def test_rationale_links_known_ids_marks_unknown_ones_and_escapes_script():
     page = rationale_html("Memory loss [E2] and [E9] <script>alert(1)</script>", None,
                           {"E1", "E2"})

@@ -1,0 +1,116 @@
+"""Drafts: a rater's unsent form, kept on the server so that no score or comment is lost.
+
+The Annotate screen saves the form (scores, flags, comment) as it changes, a moment after
+the last change, one draft per assignment; it comes back whenever the item is shown again
+(a reload, a session that expired, another campaign and back, "Previous" while revising).
+Submitting the rating deletes the draft in the same transaction
+(:func:`annotation_db.campaigns.submit`).
+
+A draft is never a rating: agreement, exports, adjudication and the judge read the
+``annotation`` table, and nothing but the Annotate screen reads ``draft``.
+
+A save that arrives after the item was submitted from a form opened earlier (a save still
+on its way when Submit was pressed) is stale and is not kept (:class:`StaleDraft`): the
+rating is what counts.
+"""
+
+import datetime as dt
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from annotation_db.campaigns import latest_annotation, own_assignment
+from annotation_db.models import COMMENT_MAX_CHARS, Draft, User, text_problem, utcnow
+from annotation_db.rubric import FLAGS
+
+
+class DraftError(ValueError):
+    """A draft that cannot be kept; the message is one line."""
+
+
+class StaleDraft(DraftError):
+    """A save from a form opened before the item's latest submission (the rating stands)."""
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """``moment`` with its time zone (SQLite gives timestamps back without one: UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _check(accuracy: int | None, faithfulness: int | None, flags: list[str],
+           comment: str) -> None:
+    for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
+        if value is not None and value not in (1, 2, 3, 4, 5):
+            raise DraftError(f"{name} must be a whole number from 1 to 5, or not yet given")
+    unknown = sorted(set(flags) - set(FLAGS))
+    if unknown:
+        raise DraftError(f"unknown flags: {', '.join(unknown)}")
+    problem = text_problem("comment", comment, COMMENT_MAX_CHARS)
+    if problem:
+        raise DraftError(problem)
+
+
+def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: int | None,
+               faithfulness: int | None, flags: list[str], comment: str = "",
+               form_opened_at: dt.datetime | None = None) -> Draft | None:
+    """Keep the form of one's own assignment as it stands (replacing the draft before it);
+    an empty form deletes the draft. Returns the draft, or None when there is none now.
+
+    ``form_opened_at`` is when the form was shown: a submitted item (being revised) takes
+    a draft only from a form opened after its latest revision (:class:`StaleDraft`
+    otherwise). Raises :class:`~annotation_db.campaigns.NotYours` for another's item."""
+    _check(accuracy, faithfulness, flags, comment)
+    assignment = own_assignment(session, assignment_id, user)
+    if assignment.status == "reclaimed":
+        raise DraftError("this item was handed to someone else while it was open; "
+                         "your queue has the next one")
+    if assignment.status == "submitted":
+        rated = latest_annotation(session, assignment_id)
+        if rated is not None and (form_opened_at is None
+                                  or _aware(rated.created_at) >= _aware(form_opened_at)):
+            raise StaleDraft("this item was submitted after the form was opened; "
+                             "the submitted rating stands")
+    if accuracy is None and faithfulness is None and not flags and not comment:
+        discard(session, assignment_id)
+        return None
+    values = dict(accuracy=accuracy, faithfulness=faithfulness, flags=sorted(set(flags)),
+                  comment=comment, updated_at=utcnow())
+    for attempt in range(2):
+        draft = draft_of(session, assignment_id)
+        if draft is None:
+            draft = Draft(assignment_id=assignment_id, **values)
+        else:
+            for name, value in values.items():
+                setattr(draft, name, value)
+        session.add(draft)
+        try:
+            session.commit()
+        except IntegrityError:  # a save of the same item made the row first: update it
+            session.rollback()
+            if attempt == 1:
+                raise
+            continue
+        session.refresh(draft)
+        return draft
+    raise AssertionError("unreachable")
+
+
+def draft_of(session: Session, assignment_id: int) -> Draft | None:
+    """The draft of an assignment, if there is one (the caller checks whose it is)."""
+    return session.execute(select(Draft).where(Draft.assignment_id == assignment_id)
+                           ).scalars().first()
+
+
+def own_draft(session: Session, assignment_id: int, user: User) -> Draft | None:
+    """The draft of one's own assignment (:class:`~annotation_db.campaigns.NotYours`
+    for another's)."""
+    own_assignment(session, assignment_id, user)
+    return draft_of(session, assignment_id)
+
+
+def discard(session: Session, assignment_id: int) -> None:
+    """Delete an assignment's draft, if any (committed)."""
+    session.execute(delete(Draft).where(Draft.assignment_id == assignment_id))
+    session.commit()
+
