@@ -122,7 +122,10 @@ def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[
 def rater_loop(url: str, name: str, submits: int, out: list[float], errors: list[str],
                drafts: list[float]):
     try:
-        client = Client(url, auth=(name, PASSWORD), verbose=False)
+        # 20 sign-ins at once from one address are checked one after another (argon2, off
+        # the event loop): the last waits longer than gradio_client's 5 s default
+        client = Client(url, auth=(name, PASSWORD), verbose=False,
+                        httpx_kwargs={"timeout": 60})
         shown = client.predict("bench", api_name="/load_next")
         for _ in range(submits):
             item, token = shown[0], shown[CLIENT_TOKEN]
