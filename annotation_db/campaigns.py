@@ -328,6 +328,19 @@ def own_assignment(session: Session, assignment_id: int, user: User) -> Assignme
     return assignment
 
 
+def rating_problem(accuracy: int | None, faithfulness: int | None, flags: list[str],
+                   comment: str, *, draft: bool = False) -> str | None:
+    """What is wrong with a rating's form, or None. A draft may leave a score out."""
+    for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
+        if not (value is None and draft) and value not in (1, 2, 3, 4, 5):
+            return (f"{name} must be a whole number from 1 to 5"
+                    + (", or not yet given" if draft else ""))
+    unknown = sorted(set(flags) - set(FLAGS))
+    if unknown:
+        return f"unknown flags: {', '.join(unknown)}"
+    return text_problem("comment", comment, COMMENT_MAX_CHARS)
+
+
 def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
            faithfulness: int, flags: list[str], comment: str = "",
            seconds_on_task: float | None = None, simulated: bool = False,
@@ -335,13 +348,7 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
     """Record a rating (or a revision of one's own rating) in its own transaction, with
     its audit event (``rating_submitted``, or ``rating_revised`` from the second revision
     on; the comment's text stays out of the trail)."""
-    for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
-        if value not in (1, 2, 3, 4, 5):
-            raise CampaignError(f"{name} must be a whole number from 1 to 5")
-    unknown = sorted(set(flags) - set(FLAGS))
-    if unknown:
-        raise CampaignError(f"unknown flags: {', '.join(unknown)}")
-    problem = text_problem("comment", comment, COMMENT_MAX_CHARS)
+    problem = rating_problem(accuracy, faithfulness, flags, comment)
     if problem:
         raise CampaignError(problem)
     for attempt in range(3):

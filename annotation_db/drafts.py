@@ -20,9 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from annotation_db.campaigns import latest_annotation, own_assignment
-from annotation_db.models import COMMENT_MAX_CHARS, Draft, User, text_problem, utcnow
-from annotation_db.rubric import FLAGS
+from annotation_db.campaigns import latest_annotation, own_assignment, rating_problem
+from annotation_db.models import Draft, User, utcnow
 
 
 class DraftError(ValueError):
@@ -40,13 +39,7 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 def _check(accuracy: int | None, faithfulness: int | None, flags: list[str],
            comment: str) -> None:
-    for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
-        if value is not None and value not in (1, 2, 3, 4, 5):
-            raise DraftError(f"{name} must be a whole number from 1 to 5, or not yet given")
-    unknown = sorted(set(flags) - set(FLAGS))
-    if unknown:
-        raise DraftError(f"unknown flags: {', '.join(unknown)}")
-    problem = text_problem("comment", comment, COMMENT_MAX_CHARS)
+    problem = rating_problem(accuracy, faithfulness, flags, comment, draft=True)
     if problem:
         raise DraftError(problem)
 
