@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from annotation_db import audit
 from annotation_db.campaigns import latest_annotation, own_assignment, rating_problem
 from annotation_db.models import Draft, User, utcnow
 
@@ -46,9 +47,11 @@ def _check(accuracy: int | None, faithfulness: int | None, flags: list[str],
 
 def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: int | None,
                faithfulness: int | None, flags: list[str], comment: str = "",
-               form_opened_at: dt.datetime | None = None) -> Draft | None:
+               form_opened_at: dt.datetime | None = None,
+               address: str | None = None) -> Draft | None:
     """Keep the form of one's own assignment as it stands (replacing the draft before it);
-    an empty form deletes the draft. Returns the draft, or None when there is none now.
+    an empty form deletes the draft (the audit event ``draft_discarded`` when there was
+    one). Returns the draft, or None when there is none now.
 
     ``form_opened_at`` is when the form was shown: a submitted item (being revised) takes
     a draft only from a form opened after its latest revision (:class:`StaleDraft`
@@ -65,6 +68,10 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
             raise StaleDraft("this item was submitted after the form was opened; "
                              "the submitted rating stands")
     if accuracy is None and faithfulness is None and not flags and not comment:
+        if draft_of(session, assignment_id) is not None:  # the rater cleared her draft
+            audit.record(session, "draft_discarded", actor=user.username, address=address,
+                         target=f"assignment {assignment_id}", commit=False,
+                         campaign=assignment.campaign_id, item=assignment.rationale_id)
         discard(session, assignment_id)
         return None
     values = dict(accuracy=accuracy, faithfulness=faithfulness, flags=sorted(set(flags)),

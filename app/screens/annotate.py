@@ -295,7 +295,8 @@ def save_draft(engine, assignment_id, form_token: str, accuracy, faithfulness, f
                 accuracy=None if accuracy is None else int(accuracy),
                 faithfulness=None if faithfulness is None else int(faithfulness),
                 flags=list(flags or []), comment=comment or "",
-                form_opened_at=_shown_at(form_token, int(assignment_id)))
+                form_opened_at=_shown_at(form_token, int(assignment_id)),
+                address=address_of(request))
         except drafts.StaleDraft:  # the item was submitted meanwhile: nothing to keep
             return gr.update()
         except drafts.DraftError as exc:

@@ -9,7 +9,14 @@ from sqlmodel import Session
 
 from annotation_db import adjudication, drafts, export, users
 from annotation_db import campaigns as camp
-from annotation_db.models import COMMENT_MAX_CHARS, Annotation, Assignment, Draft, User
+from annotation_db.models import (
+    COMMENT_MAX_CHARS,
+    Annotation,
+    Assignment,
+    AuditEvent,
+    Draft,
+    User,
+)
 from annotation_db.ratings import load_campaign_ratings
 from tests.helpers import PASSWORD, seed_rationales
 
@@ -56,15 +63,21 @@ def test_a_draft_is_kept_replaced_and_read_back_by_its_rater_only(opened):
     assert _drafts(engine) == [(item, 2, 5, ["hallucinated_fact"], "E3 is not in the record")]
 
 
-def test_an_emptied_form_deletes_the_draft(opened):
+def test_an_emptied_form_deletes_the_draft_with_an_audit_event(opened):
     engine, item, _ = opened
     with Session(engine) as s:
         ann = users.require_user(s, "ann")
+        empty = dict(assignment_id=item, user=ann, accuracy=None, faithfulness=None, flags=[],
+                     comment="")
+        assert drafts.save_draft(s, **empty) is None  # nothing saved, nothing discarded
         drafts.save_draft(s, assignment_id=item, user=ann, accuracy=3, faithfulness=None,
-                          flags=[], comment="")
-        assert drafts.save_draft(s, assignment_id=item, user=ann, accuracy=None,
-                                 faithfulness=None, flags=[], comment="") is None
+                          flags=[], comment="", address="10.0.0.7")
+        assert drafts.save_draft(s, **empty, address="10.0.0.7") is None
+        events = s.execute(select(AuditEvent).where(AuditEvent.action == "draft_discarded")
+                           ).scalars().all()
     assert _drafts(engine) == []
+    assert [(e.actor, e.address, e.target) for e in events] == [
+        ("ann", "10.0.0.7", f"assignment {item}")]
 
 
 def test_submitting_deletes_the_draft_and_a_refused_submit_keeps_it(opened):
