@@ -1,0 +1,116 @@
+"""Seed-level statistics: the hierarchical bootstrap's coverage in a simulation with known
+seed and patient variance, degenerate runs, and balanced accuracy at a matched yes-rate."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from training.metrics import paired_bootstrap_difference
+from training.seed_level import (
+    balanced_accuracy_at_rate,
+    degenerate,
+    hierarchical_difference,
+    yes_rate,
+)
+
+# The regime of the committed cpu reports: 200 test patients, a label-only arm whose AUROC
+# varies little between seeds (SD about 0.004) and a rationale arm that varies a lot
+# (about 0.06), three seeds each.
+N, NOISE_SHARED, NOISE_RUN = 200, 1.0, 0.7
+SIGNAL_A, SPREAD_A, SIGNAL_B, SPREAD_B = 1.2, 0.02, 0.9, 0.28
+
+
+def _expected_auroc(signal: float, spread: float) -> float:
+    """E over seeds of the AUROC of ``(signal + u) * y + noise``, u ~ N(0, spread²)."""
+    x, w = np.polynomial.hermite_e.hermegauss(80)
+    scale = np.sqrt(2 * (NOISE_SHARED ** 2 + NOISE_RUN ** 2))
+    return float((norm.cdf((signal + spread * x) / scale) * w).sum() / w.sum())
+
+
+def _runs(rng, y, shared, signal, spread, seeds):
+    effects = rng.normal(size=seeds) * spread
+    return [(signal + e) * y + shared + rng.normal(size=y.size) * NOISE_RUN for e in effects]
+
+
+def test_the_hierarchical_interval_covers_the_true_difference_95_percent_of_the_time():
+    truth = _expected_auroc(SIGNAL_A, SPREAD_A) - _expected_auroc(SIGNAL_B, SPREAD_B)
+    rng = np.random.default_rng(123)
+    simulations, covered = 400, 0
+    for i in range(simulations):
+        y = (rng.random(N) < 0.5).astype(int)
+        shared = rng.normal(size=N) * NOISE_SHARED  # the patient's own difficulty
+        a = _runs(rng, y, shared, SIGNAL_A, SPREAD_A, 3)
+        b = _runs(rng, y, shared, SIGNAL_B, SPREAD_B, 3)
+        result = hierarchical_difference(y, a, b, n_resamples=400, seed=i)
+        covered += result["low"] <= truth <= result["high"]
+    assert 0.93 <= covered / simulations <= 0.97
+
+
+def test_with_one_seed_it_is_the_paired_patient_bootstrap():
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 40)
+    a, b = rng.random(80) + y * 0.3, rng.random(80)
+    one_seed = hierarchical_difference(y, [a], [b], n_resamples=500, seed=4)
+    paired = paired_bootstrap_difference(y, a, b, metric="auroc", n_resamples=500, seed=4)
+    assert (one_seed["value"], one_seed["low"], one_seed["high"]) == pytest.approx(
+        (paired.value, paired.low, paired.high))
+
+
+def test_seed_spread_widens_the_interval_and_per_seed_metrics_are_reported():
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 0], 100)
+    shared = rng.normal(size=200)
+    steady = [y * 1.0 + shared + rng.normal(size=200) * 0.5 for _ in range(3)]
+    scattered = [y * s + shared + rng.normal(size=200) * 0.5 for s in (0.2, 1.0, 1.8)]
+    reference = [y * 1.0 + shared + rng.normal(size=200) * 0.5 for _ in range(3)]
+    calm = hierarchical_difference(y, reference, steady, n_resamples=800)
+    wild = hierarchical_difference(y, reference, scattered, n_resamples=800)
+    assert wild["high"] - wild["low"] > 2 * (calm["high"] - calm["low"])
+    assert len(wild["per_seed_b"]) == 3 and wild["seeds"] == [3, 3]
+    assert wild["per_seed_b"] == sorted(wild["per_seed_b"])  # more signal, higher AUROC
+
+
+def test_paired_seeds_need_as_many_seeds_in_each_arm():
+    y = np.repeat([1, 0], 5)
+    with pytest.raises(ValueError, match="as many seeds"):
+        hierarchical_difference(y, [np.linspace(0, 1, 10)] * 3, [np.linspace(0, 1, 10)] * 2)
+    unpaired = hierarchical_difference(y, [np.linspace(0, 1, 10)] * 3,
+                                       [np.linspace(1, 0, 10)] * 2, paired_seeds=False,
+                                       n_resamples=200)
+    assert unpaired["seeds"] == [3, 2]
+
+
+@pytest.mark.parametrize("scores, reason", [
+    ([0.99] * 97 + [0.01] * 3, "says yes for 97% of test patients (above 95%)"),
+    ([0.01] * 96 + [0.99] * 4, "says yes for 4% of test patients (below 5%)"),
+    ([0.99] * 95 + [0.01] * 5, None),  # exactly 95%: not above it
+    ([0.6] * 50 + [0.4] * 50, None),
+])
+def test_a_run_that_says_the_same_for_nearly_everyone_is_degenerate(scores, reason):
+    assert degenerate(scores) == reason
+
+
+def test_yes_rate_counts_scores_at_or_above_the_threshold():
+    assert yes_rate([0.5, 0.49, 0.9, 0.1]) == 0.5
+
+
+def test_balanced_accuracy_at_a_matched_rate_calls_the_top_scores_yes():
+    y = [1, 1, 0, 0]
+    assert balanced_accuracy_at_rate(y, [0.9, 0.8, 0.7, 0.1], rate=0.5) == 1.0
+    assert balanced_accuracy_at_rate(y, [0.9, 0.7, 0.8, 0.1]) == 0.5  # rate = prevalence
+    assert balanced_accuracy_at_rate(y, [0.9, 0.8, 0.7, 0.1], rate=0.75) == 0.75
+
+
+def test_ties_at_the_cut_are_split_in_expectation_whatever_the_order():
+    # three tied "yes" scores for two places: each tied patient is called yes 2/3 of a time
+    y, p = [1, 0, 1, 0], [1.0, 1.0, 1.0, 0.0]
+    expected = ((2 * 2 / 3) / 2 + (1 / 3 + 1) / 2) / 2
+    assert balanced_accuracy_at_rate(y, p, rate=0.5) == pytest.approx(expected)
+    assert balanced_accuracy_at_rate(y[::-1], p[::-1], rate=0.5) == pytest.approx(expected)
+
+
+def test_balanced_accuracy_at_rate_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="both classes"):
+        balanced_accuracy_at_rate([1, 1], [0.2, 0.3], rate=0.5)
+    with pytest.raises(ValueError, match="rate"):
+        balanced_accuracy_at_rate([1, 0], [0.2, 0.3], rate=1.5)
