@@ -5,16 +5,14 @@ rationale's citations are reachable by keyboard.
 """
 
 import re
+from contextlib import contextmanager
 
 import pytest
 from sqlmodel import Session
 
 from annotation_db import campaigns as camp
-from annotation_db import migrate, users
-from annotation_db.session import make_engine
-from app.ui import launch
-from tests.app.test_browser import _chromium, _log_in
-from tests.helpers import PASSWORD, free_port, seed_rationales
+from annotation_db import users
+from tests.app.browser_kit import LAPTOP, serve_app, signed_in, tab_until
 
 AA_TEXT = 4.5  # WCAG 1.4.3, normal-size text
 AA_NON_TEXT = 3.0  # WCAG 1.4.11, focus indicators and other graphics
@@ -24,14 +22,8 @@ AA_NON_TEXT = 3.0  # WCAG 1.4.11, focus indicators and other graphics
 def app_url(tmp_path_factory):
     """An admin (who sees all four tabs and rates too) and two annotators who disagree on
     every item, so Adjudicate has a queue and Admin has figures."""
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('a11y') / 'a.sqlite'}")
-    migrate.upgrade(engine)
-    with Session(engine) as s:
-        for name in ("ann", "bob"):
-            users.create_user(s, username=name, password=PASSWORD, role="annotator")
-        users.create_user(s, username="root", password=PASSWORD, role="admin")
-    run_id = seed_rationales(engine, n=5, gold=0)
-    with Session(engine) as s:
+
+    def disagreeing(s: Session, run_id: int) -> None:
         campaign = camp.create_campaign(s, name="pilot", run_ids=[run_id],
                                         annotators=["ann", "bob", "root"], k=3)
         for name, score in (("ann", 1), ("bob", 5)):
@@ -39,12 +31,11 @@ def app_url(tmp_path_factory):
             while item := camp.next_assignment(s, campaign, user):
                 camp.submit(s, assignment_id=item.id, user=user, accuracy=score,
                             faithfulness=score, flags=[])
-    port = free_port()
-    demo = launch(engine, port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
-    demo.job_runner.stop()
-    demo.close()
-    engine.dispose()
+
+    with serve_app(tmp_path_factory.mktemp("a11y"),
+                   {"ann": "annotator", "bob": "annotator", "root": "admin"},
+                   setup=disagreeing) as app:
+        yield app.url
 
 
 def _luminance(rgb: tuple[float, float, float]) -> float:
@@ -81,23 +72,16 @@ def _contrast_of(locator, prop: str = "color") -> float:
     return contrast(tuple(colours["fore"]), tuple(colours["back"]))
 
 
-def _annotate_page(browser, url, username="root"):
+@contextmanager
+def _annotate_page(url, username="root"):
+    """``username`` signed in (1440×900) and on the Annotate tab, with an item shown."""
     from playwright.sync_api import expect
 
-    page = _log_in(browser, url, username)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    expect(page.get_by_text(f"Signed in as {username}")).to_be_visible(timeout=30_000)
-    page.get_by_role("tab", name="Annotate").click()  # an admin may land on another tab
-    expect(page.locator("#history_view .ra-item").first).to_be_visible(timeout=30_000)
-    return page
-
-
-def _tab_until(page, predicate_js: str, limit: int = 80) -> None:
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        if page.evaluate(f"({predicate_js})(document.activeElement)"):
-            return
-    raise AssertionError(f"Tab never reached an element where {predicate_js}")
+    with signed_in(url, username, viewport=LAPTOP) as page:
+        expect(page.get_by_text(f"Signed in as {username}")).to_be_visible(timeout=30_000)
+        page.get_by_role("tab", name="Annotate").click()  # an admin may land on another tab
+        expect(page.locator("#history_view .ra-item").first).to_be_visible(timeout=30_000)
+        yield page
 
 
 def _serious(results) -> list[str]:
@@ -122,11 +106,8 @@ def _show(page, tab: str) -> None:
 @pytest.mark.parametrize("tab", ["Annotate", "Adjudicate", "Admin", "Runs"])
 def test_axe_core_finds_no_serious_or_critical_violation(app_url, tab):
     from axe_playwright_python.sync_playwright import Axe
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _annotate_page(browser, app_url)
+    with _annotate_page(app_url) as page:
         _show(page, tab)
         found = _serious(Axe().run(page))
         if tab == "Annotate":  # the keyboard help too
@@ -134,32 +115,24 @@ def test_axe_core_finds_no_serious_or_critical_violation(app_url, tab):
             page.keyboard.press("?")
             page.get_by_role("dialog", name="Keyboard shortcuts").wait_for()
             found += _serious(Axe().run(page))
-        browser.close()
     assert found == []
 
 
 def test_the_questions_and_the_submit_button_reach_aa_contrast(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _annotate_page(browser, app_url)
+    with _annotate_page(app_url) as page:
         measured = {
             "accuracy question": _contrast_of(page.locator("#accuracy_radio .info-text")),
             "faithfulness question": _contrast_of(page.locator("#faithfulness_radio .info-text")),
             "Submit": _contrast_of(page.locator("#submit_btn")),
         }
-        browser.close()
     print({name: round(ratio, 2) for name, ratio in measured.items()})
     assert {name: ratio for name, ratio in measured.items() if ratio < AA_TEXT} == {}
 
 
 def test_each_rating_scale_is_one_labelled_radio_group_and_one_tab_stop(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _annotate_page(browser, app_url)
+    with _annotate_page(app_url) as page:
         accuracy = page.get_by_role("radiogroup", name="Medical accuracy")
         expect(accuracy).to_have_count(1)
         expect(accuracy).to_have_accessible_description(
@@ -170,41 +143,33 @@ def test_each_rating_scale_is_one_labelled_radio_group_and_one_tab_stop(app_url)
             exact=True)).to_have_count(1)
         expect(page.get_by_role("radiogroup", name="Faithfulness to this patient's record")
                ).to_have_count(1)
-        _tab_until(page, "e => e.type === 'radio' && !!e.closest('#accuracy_radio')")
+        tab_until(page, "e => e.type === 'radio' && !!e.closest('#accuracy_radio')")
         page.keyboard.press("Tab")
         expect(page.locator("#faithfulness_radio input:focus")).to_have_count(1)
         page.keyboard.press("Tab")
         expect(page.locator("#flags_box input:focus")).to_have_count(1)
-        browser.close()
 
 
 def test_focus_is_visible_on_a_rating_and_on_submit(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _annotate_page(browser, app_url)
+    with _annotate_page(app_url) as page:
         rings = {}
         for name, where in (("rating", "e => e.type === 'radio'"),
                             ("Submit", "e => e.id === 'submit_btn'")):
-            _tab_until(page, where)
+            tab_until(page, where)
             page.wait_for_timeout(500)  # Gradio's buttons fade their outline in
             focused = page.locator(":focus")
             style = focused.evaluate("e => [getComputedStyle(e).outlineStyle, "
                                      "parseFloat(getComputedStyle(e).outlineWidth)]")
             rings[name] = (style[0] != "none", style[1] >= 2,
                            _contrast_of(focused, "outlineColor") >= AA_NON_TEXT)
-        browser.close()
     assert rings == {"rating": (True, True, True), "Submit": (True, True, True)}
 
 
 def test_record_lines_and_citations_are_reachable_by_keyboard(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _annotate_page(browser, app_url)
-        _tab_until(page, "e => e.classList.contains('ra-ref')")  # a citation in the rationale
+    with _annotate_page(app_url) as page:
+        tab_until(page, "e => e.classList.contains('ra-ref')")  # a citation in the rationale
         page.keyboard.press("Enter")
         expect(page.locator("#history_view #ev-E1")).to_be_focused()
         expect(page.get_by_label("Record item")).to_have_value(re.compile(r"^\[E1\] "),
@@ -214,4 +179,3 @@ def test_record_lines_and_citations_are_reachable_by_keyboard(app_url):
         page.keyboard.press("Enter")
         expect(page.get_by_label("Record item")).to_have_value(re.compile(r"^\[E2\] "),
                                                               timeout=10_000)
-        browser.close()

@@ -4,20 +4,16 @@ ended session or a failing server with the form kept, drafts on the server, Prev
 undo, skips that are not done and come back when nobody else can rate the item."""
 
 import re
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import campaigns as camp
-from annotation_db import migrate, users
+from annotation_db import users
 from annotation_db.models import Annotation, Assignment, Draft
-from annotation_db.session import make_engine
-from app.ui import launch
-from tests.app.test_browser import CHROMIUM, SCREENSHOTS, _chromium, _log_in
-from tests.helpers import PASSWORD, free_port, seed_rationales
-
-assert CHROMIUM  # test_browser skips the module (or fails it) when there is no Chromium
+from tests.app.browser_kit import screenshot, serve_app, sign_in, signed_in
 
 NAMES = ("ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ida")
 
@@ -25,32 +21,28 @@ NAMES = ("ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ida")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The app on a SQLite file; each test has its own annotators and campaign."""
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('annotate') / 'a.sqlite'}")
-    migrate.upgrade(engine)
-    with Session(engine) as s:
-        for name in NAMES:
-            users.create_user(s, username=name, password=PASSWORD, role="annotator")
-    run_id = seed_rationales(engine, n=5, gold=0)
-    port = free_port()
-    demo = launch(engine, port=port, block=False)
-    yield engine, f"http://127.0.0.1:{port}/", demo, run_id
-    demo.job_runner.stop()
-    demo.close()
-    engine.dispose()
+    with serve_app(tmp_path_factory.mktemp("annotate"),
+                   dict.fromkeys(NAMES, "annotator")) as served:
+        yield served
 
 
 def _campaign(app, name: str, annotators: list[str], k: int = 2) -> None:
-    engine, _, _, run_id = app
-    with Session(engine) as s:
-        camp.create_campaign(s, name=name, run_ids=[run_id], annotators=annotators, k=k)
+    with Session(app.engine) as s:
+        camp.create_campaign(s, name=name, run_ids=[app.run_id], annotators=annotators, k=k)
 
 
-def _open(browser, url: str, username: str):
-    """Signed in, with the first item shown."""
-    page = _log_in(browser, url, username)
+def _an_item_is_shown(page) -> None:
+    """Waits until the progress line counts items (an item is on screen)."""
     page.locator("#progress_md").filter(has_text=re.compile(r"\d+ / \d+")).wait_for(
         timeout=30_000)
-    return page
+
+
+@contextmanager
+def _at_an_item(app, username: str):
+    """A page signed in as ``username`` (the Login button), once an item is shown."""
+    with signed_in(app.url, username) as page:
+        _an_item_is_shown(page)
+        yield page
 
 
 def _switch(page, campaign: str) -> None:
@@ -93,19 +85,12 @@ def _holders(engine, assignment_id: int) -> list[str]:
             Assignment.rationale_id == mine.rationale_id)).scalars())
 
 
-def _screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-
-
 def test_a_refused_submit_or_skip_says_why_beside_the_control_and_keeps_the_form(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "refusals", ["ann", "bob"])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "ann")
+    with _at_an_item(app, "ann") as page:
         item = _item(page)
         page.locator("#accuracy_radio input[value='4']").check()
         page.locator("#comment_box textarea").fill("E2 is misread")
@@ -124,20 +109,17 @@ def test_a_refused_submit_or_skip_says_why_beside_the_control_and_keeps_the_form
         expect(skip_error).to_have_text("Not skipped: say why you skip this item.",
                                         timeout=15_000)
         expect(page.locator("#score_error [role=alert]")).to_have_count(0)
-        _screenshot(page, "annotate-refused.png")
+        screenshot(page, "annotate-refused.png")
         with Session(engine) as s:
             assert s.get(Assignment, item).status == "assigned"
-        browser.close()
 
 
 def test_an_ended_session_is_a_banner_the_form_is_kept_and_after_signing_in_it_comes_back(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, demo, _ = app
+    engine = app.engine
     _campaign(app, "expiry", ["bob", "cat"])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "bob")
+    with _at_an_item(app, "bob") as page:
         item = _item(page)
         page.locator("#accuracy_radio input[value='2']").check()
         page.locator("#flags_box input[name='hallucinated_fact']").check()
@@ -146,7 +128,7 @@ def test_an_ended_session_is_a_banner_the_form_is_kept_and_after_signing_in_it_c
                                                               timeout=15_000)
         assert _draft(engine, item) == (2, None, ["hallucinated_fact"], "HbA1c is invented")
         # The session ends (as when it idles out or the account's password is reset).
-        store = demo.login_guard.store
+        store = app.demo.login_guard.store
         for token, name in list(dict.items(store)):
             if name == "bob":
                 del store[token]
@@ -164,13 +146,11 @@ def test_an_ended_session_is_a_banner_the_form_is_kept_and_after_signing_in_it_c
             "HbA1c is invented; E4 misdated")
         page.wait_for_timeout(1_500)
         expect(banner).to_be_visible()
-        _screenshot(page, "annotate-session-ended.png")
+        screenshot(page, "annotate-session-ended.png")
         assert _annotations(engine, item) == []
 
         banner.get_by_role("button", name="Sign in again").click()
-        page.get_by_label("username").fill("bob")
-        page.get_by_label("password").fill(PASSWORD)
-        page.get_by_role("button", name="Login").click()
+        sign_in(page, "bob")
         expect(page.locator("#item_number input")).to_have_value(str(item), timeout=30_000)
         expect(page.locator("#accuracy_radio input[value='2']")).to_be_checked()
         expect(page.locator("#flags_box input[name='hallucinated_fact']")).to_be_checked()
@@ -183,23 +163,20 @@ def test_an_ended_session_is_a_banner_the_form_is_kept_and_after_signing_in_it_c
                                                               timeout=15_000)
         assert _draft(engine, item) == (2, 3, ["hallucinated_fact"],
                                         "HbA1c is invented; E4 misdated")
-        _screenshot(page, "annotate-signed-in-again.png")
+        screenshot(page, "annotate-signed-in-again.png")
         page.locator("#submit_btn").click()
         expect(page.locator("#item_number input")).not_to_have_value(str(item), timeout=15_000)
-        browser.close()
     assert _annotations(engine, item) == [(1, 2, 3, ["hallucinated_fact"],
                                            "HbA1c is invented; E4 misdated")]
     assert _draft(engine, item) is None, "submitting clears the draft"
 
 
 def test_a_busy_or_failing_server_is_a_banner_until_a_request_succeeds(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "busy", ["cat", "dan"])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "cat")
+    with _at_an_item(app, "cat") as page:
         item = _item(page)
         page.locator("#accuracy_radio input[value='5']").check()
         page.locator("#faithfulness_radio input[value='5']").check()
@@ -224,19 +201,16 @@ def test_a_busy_or_failing_server_is_a_banner_until_a_request_succeeds(app):
         page.locator("#submit_btn").click()  # the next request that works clears it
         expect(page.locator("#item_number input")).not_to_have_value(str(item), timeout=15_000)
         expect(banner).to_be_hidden()
-        browser.close()
     assert [r[:3] for r in _annotations(engine, item)] == [(1, 5, 5)]
 
 
 def test_drafts_come_back_on_reload_and_after_switching_campaigns_and_go_on_submit(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "drafts-a", ["dan", "eve"])
     _campaign(app, "drafts-b", ["dan", "eve"])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "dan")
+    with _at_an_item(app, "dan") as page:
         _switch(page, "drafts-a")
         expect(page.locator("#progress_md")).to_contain_text("0 / 5", timeout=15_000)
         item = _item(page)
@@ -255,8 +229,7 @@ def test_drafts_come_back_on_reload_and_after_switching_campaigns_and_go_on_subm
         expect(page.locator("#draft_status")).to_contain_text("Draft restored")
 
         page.reload()
-        page.locator("#progress_md").filter(has_text=re.compile(r"\d+ / \d+")).wait_for(
-            timeout=30_000)
+        _an_item_is_shown(page)
         _switch(page, "drafts-a")
         expect(page.locator("#item_number input")).to_have_value(str(item), timeout=30_000)
         expect(page.locator("#faithfulness_radio input[value='4']")).to_be_checked()
@@ -267,20 +240,17 @@ def test_drafts_come_back_on_reload_and_after_switching_campaigns_and_go_on_subm
         page.locator("#submit_btn").click()
         expect(page.locator("#progress_md")).to_contain_text("1 / 5", timeout=15_000)
         expect(page.locator("#comment_box textarea")).to_have_value("")
-        browser.close()
     assert _draft(engine, item) is None
     assert _annotations(engine, item) == [(1, 3, 4, ["missed_key_risk_factor"],
                                            "misses the statin")]
 
 
 def test_previous_and_open_for_revision_fill_in_every_value_and_revisions_are_appended(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "revise", ["eve", "fay"])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "eve")
+    with _at_an_item(app, "eve") as page:
         _switch(page, "revise")
         expect(page.locator("#progress_md")).to_contain_text("0 / 5", timeout=15_000)
         first = _item(page)
@@ -300,7 +270,7 @@ def test_previous_and_open_for_revision_fill_in_every_value_and_revisions_are_ap
         expect(page.locator("#faithfulness_radio input[value='5']")).to_be_checked()
         expect(page.locator("#flags_box input[name='unsafe_or_misleading']")).to_be_checked()
         expect(page.locator("#comment_box textarea")).to_have_value("dose advice is unsafe")
-        _screenshot(page, "annotate-previous.png")
+        screenshot(page, "annotate-previous.png")
         page.locator("#accuracy_radio input[value='2']").check()
         page.locator("#submit_btn").click()
         # back to the open item, where the rater was
@@ -318,20 +288,17 @@ def test_previous_and_open_for_revision_fill_in_every_value_and_revisions_are_ap
         expect(page.locator("#comment_box textarea")).to_have_value("dose advice is unsafe")
         page.locator("#back_btn").click()
         expect(page.locator("#item_number input")).to_have_value(str(second), timeout=15_000)
-        browser.close()
     assert _annotations(engine, first) == [
         (1, 4, 5, ["unsafe_or_misleading"], "dose advice is unsafe"),
         (2, 2, 5, ["unsafe_or_misleading"], "dose advice is unsafe")]
 
 
 def test_the_undo_toast_takes_a_skip_back_and_reopens_a_submission(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "undo", ["fay", "gus", "hal"], k=1)
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "fay")
+    with _at_an_item(app, "fay") as page:
         _switch(page, "undo")
         expect(page.locator("#progress_md")).to_contain_text("0 /", timeout=15_000)
         skipped = _item(page)
@@ -341,7 +308,7 @@ def test_the_undo_toast_takes_a_skip_back_and_reopens_a_submission(app):
         expect(toast).to_contain_text(f"Skipped item {skipped}.", timeout=15_000)
         expect(toast).to_be_in_viewport()
         expect(page.locator("#progress_md")).to_contain_text("1 skipped")
-        _screenshot(page, "annotate-undo-toast.png")
+        screenshot(page, "annotate-undo-toast.png")
         page.locator("#undo_btn").click()
         expect(page.locator("#item_number input")).to_have_value(str(skipped), timeout=15_000)
         expect(page.locator("#progress_md")).to_contain_text("skip taken back")
@@ -357,23 +324,20 @@ def test_the_undo_toast_takes_a_skip_back_and_reopens_a_submission(app):
         expect(page.locator("#item_number input")).to_have_value(str(skipped), timeout=15_000)
         expect(page.locator("#accuracy_radio input[value='3']")).to_be_checked()
         expect(page.locator("#progress_md")).to_contain_text("revising")
-        browser.close()
 
 
 def test_a_skip_is_not_done_and_the_item_comes_back_when_nobody_else_can_rate_it(app):
     """k = 2 with two annotators: the second rating can only be the skipper's."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    engine, url, _, _ = app
+    engine = app.engine
     _campaign(app, "pool", ["hal", "ida"])
     with Session(engine) as s:  # ida rates everything
         campaign, ida = camp.get_campaign(s, "pool"), users.require_user(s, "ida")
         while (item := camp.next_assignment(s, campaign, ida)) is not None:
             camp.submit(s, assignment_id=item.id, user=ida, accuracy=4, faithfulness=4,
                         flags=[])
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _open(browser, url, "hal")
+    with _at_an_item(app, "hal") as page:
         _switch(page, "pool")
         expect(page.locator("#progress_md")).to_contain_text("0 / 5", timeout=15_000)
         skipped = _item(page)
@@ -391,11 +355,10 @@ def test_a_skip_is_not_done_and_the_item_comes_back_when_nobody_else_can_rate_it
             f"item {skipped} came back: you skipped it (“need the full notes”), and nobody "
             "else in the campaign can give it the 2 ratings it needs; rate it, or skip it "
             "again to leave it")
-        _screenshot(page, "annotate-skip-came-back.png")
+        screenshot(page, "annotate-skip-came-back.png")
         page.locator("#accuracy_radio input[value='5']").check()
         page.locator("#faithfulness_radio input[value='4']").check()
         page.locator("#submit_btn").click()
         expect(page.locator("#progress_md")).to_contain_text("5 / 5 done", timeout=15_000)
         expect(page.get_by_text("Your queue is empty")).to_be_visible()
-        browser.close()
     assert _holders(engine, skipped) == ["submitted", "submitted"], "it reached k = 2"

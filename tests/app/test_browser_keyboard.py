@@ -6,18 +6,16 @@ focus; an annotator scores, revises the previous item and skips without the mous
 """
 
 import re
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import campaigns as camp
-from annotation_db import migrate, users
+from annotation_db import users
 from annotation_db.models import Annotation, Assignment
-from annotation_db.session import make_engine
-from app.ui import launch
-from tests.app.test_browser import _chromium
-from tests.helpers import PASSWORD, free_port, seed_rationales
+from tests.app.browser_kit import LAPTOP, serve_app, signed_in, tab_until
 
 ANNOTATORS = ("ann", "bob", "cat", "dan", "eve")
 
@@ -26,44 +24,26 @@ ANNOTATORS = ("ann", "bob", "cat", "dan", "eve")
 def app_url(tmp_path_factory):
     """Five annotators who each rate all five items of one campaign (k = 5); each test signs
     in as its own annotator."""
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('keys') / 'k.sqlite'}")
-    migrate.upgrade(engine)
-    with Session(engine) as s:
-        for name in ANNOTATORS:
-            users.create_user(s, username=name, password=PASSWORD, role="annotator")
-    run_id = seed_rationales(engine, n=5, gold=0)
-    with Session(engine) as s:
+
+    def pilot(s: Session, run_id: int) -> None:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=list(ANNOTATORS),
                              k=len(ANNOTATORS))
-    port = free_port()
-    demo = launch(engine, port=port, block=False)
-    yield engine, f"http://127.0.0.1:{port}/"
-    demo.job_runner.stop()
-    demo.close()
-    engine.dispose()
+
+    with serve_app(tmp_path_factory.mktemp("keys"), dict.fromkeys(ANNOTATORS, "annotator"),
+                   setup=pilot) as app:
+        yield app.engine, app.url
 
 
-def _signed_in(browser, url, username):
-    """Signs in with the keyboard (Enter in the password box); waits for the first item."""
+@contextmanager
+def _at_first_item(url, username):
+    """Signs in with the keyboard (Enter in the password box) at 1440×900; waits for the
+    first item."""
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.goto(url)
-    page.get_by_label("username").fill(username)
-    page.get_by_label("password").fill(PASSWORD)
-    page.get_by_label("password").press("Enter")
-    expect(page.locator("#progress_md")).to_contain_text("0 /", timeout=30_000)
-    expect(page.locator("#history_view .ra-item").first).to_be_visible()
-    return page
-
-
-def _tab_until(page, predicate_js: str, limit: int = 80) -> None:
-    """Presses Tab until the focused element satisfies ``predicate_js`` (a JS function of it)."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        if page.evaluate(f"({predicate_js})(document.activeElement)"):
-            return
-    raise AssertionError(f"Tab never reached an element where {predicate_js}")
+    with signed_in(url, username, viewport=LAPTOP, enter=True) as page:
+        expect(page.locator("#progress_md")).to_contain_text("0 /", timeout=30_000)
+        expect(page.locator("#history_view .ra-item").first).to_be_visible()
+        yield page
 
 
 def _annotations(engine, username: str) -> list[Annotation]:
@@ -79,33 +59,28 @@ def _item(page) -> str:
 
 
 def test_enter_on_the_guidelines_opens_them_and_no_key_there_scores_or_submits(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     engine, url = app_url
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _signed_in(browser, url, "ann")
+    with _at_first_item(url, "ann") as page:
         page.locator("#accuracy_radio input[value='4']").check()  # a complete item: a
         page.locator("#faithfulness_radio input[value='4']").check()  # misfire would save it
-        _tab_until(page, "e => e.innerText && e.innerText.startsWith('Guidelines')")
+        tab_until(page, "e => e.innerText && e.innerText.startsWith('Guidelines')")
         page.keyboard.press("3")  # focus is outside the item: not a score
         page.keyboard.press("Enter")
         expect(page.get_by_text("1: Dangerous or plainly wrong medicine")).to_be_visible()
         page.wait_for_timeout(1_000)  # a submit would have come back by now
         expect(page.locator("#progress_md")).to_contain_text("0 /")
         expect(page.locator("#accuracy_radio input[value='4']")).to_be_checked()
-        browser.close()
     assert _annotations(engine, "ann") == []
 
 
 def test_a_number_key_scores_the_dimension_that_holds_focus_and_it_is_highlighted(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     engine, url = app_url
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _signed_in(browser, url, "bob")
-        _tab_until(page, "e => e.type === 'radio' && !!e.closest('#faithfulness_radio')")
+    with _at_first_item(url, "bob") as page:
+        tab_until(page, "e => e.type === 'radio' && !!e.closest('#faithfulness_radio')")
         expect(page.locator("#faithfulness_radio")).to_have_class(
             re.compile(r"\bra-dim-focus\b"))
         expect(page.locator("#accuracy_radio")).not_to_have_class(
@@ -113,31 +88,25 @@ def test_a_number_key_scores_the_dimension_that_holds_focus_and_it_is_highlighte
         page.keyboard.press("2")
         expect(page.locator("#faithfulness_radio input[value='2']")).to_be_checked()
         expect(page.locator("#accuracy_radio input:checked")).to_have_count(0)
-        browser.close()
     assert _annotations(engine, "bob") == []
 
 
 def test_after_scoring_a_dimension_the_next_one_holds_focus_and_is_scrolled_into_view(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url = app_url
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _signed_in(browser, url, "dan")  # 1440×900: faithfulness starts below the fold
+    with _at_first_item(url, "dan") as page:  # 1440×900: faithfulness starts below the fold
         page.keyboard.press("4")
         expect(page.locator("#accuracy_radio input[value='4']")).to_be_checked()
         expect(page.locator("#faithfulness_radio input:focus")).to_have_count(1)
         expect(page.locator("#faithfulness_radio")).to_be_in_viewport()
-        browser.close()
 
 
 def test_an_annotator_scores_revises_the_previous_item_and_skips_without_the_mouse(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     engine, url = app_url
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _signed_in(browser, url, "cat")
+    with _at_first_item(url, "cat") as page:
         progress = page.locator("#progress_md")
         first = _item(page)
         page.keyboard.press("4")  # accuracy, then faithfulness holds focus
@@ -170,7 +139,6 @@ def test_an_annotator_scores_revises_the_previous_item_and_skips_without_the_mou
         expect(page.locator("#undo_btn")).to_be_visible()  # the undo notice
         page.keyboard.press("u")
         expect(page.locator("#item_number input")).to_have_value(taken_back, timeout=15_000)
-        browser.close()
     ratings = _annotations(engine, "cat")
     assert [(a.revision, a.accuracy, a.faithfulness) for a in ratings] == [(1, 4, 5), (2, 3, 5)]
     with Session(engine) as s:
@@ -179,12 +147,10 @@ def test_an_annotator_scores_revises_the_previous_item_and_skips_without_the_mou
 
 
 def test_question_mark_opens_the_keyboard_help_and_escape_closes_it(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url = app_url
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _signed_in(browser, url, "eve")
+    with _at_first_item(url, "eve") as page:
         page.locator("#history_view").click()
         page.keyboard.press("?")
         help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
@@ -196,4 +162,3 @@ def test_question_mark_opens_the_keyboard_help_and_escape_closes_it(app_url):
         expect(help_dialog).to_be_hidden()
         page.keyboard.press("4")
         expect(page.locator("#accuracy_radio input[value='4']")).to_be_checked()
-        browser.close()

@@ -9,14 +9,21 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from annotation_db import audit, migrate
+from annotation_db import audit
 from annotation_db import campaigns as camp
 from annotation_db import users as accounts
 from annotation_db.models import Adjudication, Assignment, Rationale
-from annotation_db.session import make_engine
 from app.login_guard import LoginPolicy
-from tests.app.test_browser import SCREENSHOTS, _chromium, _log_in
-from tests.helpers import PASSWORD, add_users, seed_rationales, serving
+from tests.app.browser_kit import (
+    chromium,
+    log_in,
+    open_page,
+    screenshot,
+    serve_app,
+    sign_in,
+    signed_in,
+)
+from tests.helpers import PASSWORD
 
 # Two wrong passwords for one account from one address, then refusals; the window is
 # the default 15 minutes, so a refusal says "about 15 minutes".
@@ -40,12 +47,8 @@ def _rate(s: Session, campaign, name: str, rationale_id: int, accuracy: int, fai
 def review_app(tmp_path_factory):
     """pilot: two annotators on every item; two items disputed (the first predicts ADRD),
     one agreed. second: one rating per item, two given."""
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('review') / 'r.sqlite'}")
-    migrate.upgrade(engine)
-    add_users(engine, ann="annotator", bob="annotator", judy="adjudicator", root="admin",
-              rita="researcher", locked="annotator")
-    run_id = seed_rationales(engine, n=6, gold=0)
-    with Session(engine) as s:
+
+    def disputes(s: Session, run_id: int) -> dict:
         pilot = camp.create_campaign(s, name="pilot", run_ids=[run_id],
                                      annotators=["ann", "bob"], k=2)
         second = camp.create_campaign(s, name="second", run_ids=[run_id],
@@ -66,9 +69,13 @@ def review_app(tmp_path_factory):
             item = camp.next_assignment(s, second, user)
             camp.submit(s, assignment_id=item.id, user=user, accuracy=3, faithfulness=3,
                         flags=[])
-    with serving(engine, policy=POLICY) as url:
-        yield engine, url, {"first": first, "disputed": disputed, "text": text}
-    engine.dispose()
+        return {"first": first, "disputed": disputed, "text": text}
+
+    with serve_app(tmp_path_factory.mktemp("review"),
+                   {"ann": "annotator", "bob": "annotator", "judy": "adjudicator",
+                    "root": "admin", "rita": "researcher", "locked": "annotator"},
+                   rationales=6, setup=disputes, policy=POLICY) as app:
+        yield app.engine, app.url, app.seeded
 
 
 def _selected_tab(page):
@@ -81,34 +88,30 @@ def _choose_campaign(page, name: str) -> None:
 
 
 def test_each_role_lands_on_its_own_work(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url, _ = review_app
-    with sync_playwright() as p:
-        browser = _chromium(p)
+    with chromium() as browser:
         for name, role, tab, work in (
                 ("judy", "adjudicator", "Adjudicate", "#adjudication_queue [role=gridcell]"),
                 ("root", "admin", "Admin", "#admin_figures_note"),
                 ("rita", "researcher", "Runs", "#runs_launch_btn"),
                 ("ann", "annotator", "Annotate", "#progress_md")):
-            page = _log_in(browser, url, name)
+            page = log_in(browser, url, name)
             expect(page.get_by_text(f"({role})")).to_be_visible(timeout=30_000)
             expect(_selected_tab(page)).to_have_text(tab, timeout=30_000)
             expect(page.locator(work).first).to_be_visible(timeout=30_000)
             page.close()
-        browser.close()
 
 
 def test_an_adjudicator_opens_a_queue_row_and_records_a_decision(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     engine, url, seeded = review_app
     first = seeded["first"]
     numbers = sorted(seeded["disputed"][first])  # as ann and bob see the item
     cell = ", ".join(map(str, numbers))
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _log_in(browser, url, "judy")
+    with signed_in(url, "judy") as page:
         expect(_selected_tab(page)).to_have_text("Adjudicate", timeout=30_000)
         queue = page.locator("#adjudication_queue")
         row = queue.get_by_role("row").filter(has_text=cell)
@@ -153,9 +156,7 @@ def test_an_adjudicator_opens_a_queue_row_and_records_a_decision(review_app):
         expect(status).to_contain_text(f"Recorded reject for item {numbers[0]}",
                                        timeout=15_000)
         expect(queue).not_to_contain_text(cell)
-        SCREENSHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "adjudicate.png"), full_page=True)
-        browser.close()
+        screenshot(page, "adjudicate.png")
     with Session(engine) as s:
         decided = s.execute(select(Adjudication).where(Adjudication.rationale_id == first)
                             ).scalars().one()
@@ -164,12 +165,10 @@ def test_an_adjudicator_opens_a_queue_row_and_records_a_decision(review_app):
 
 
 def test_the_admin_screen_follows_the_chosen_campaign(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url, _ = review_app
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _log_in(browser, url, "root")
+    with signed_in(url, "root") as page:
         note = page.locator("#admin_figures_note")
         expect(note).to_contain_text("6 ratings so far", timeout=30_000)
         policy = page.locator("#export_policy")
@@ -189,16 +188,13 @@ def test_the_admin_screen_follows_the_chosen_campaign(review_app):
         page.wait_for_timeout(2_000)
         expect(note).to_contain_text("2 ratings so far")
         expect(page.locator("#admin_summary")).to_contain_text("k = 1")
-        browser.close()
 
 
 def test_the_admin_downloads_the_agreement_report_from_the_tab(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url, _ = review_app
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _log_in(browser, url, "root")
+    with signed_in(url, "root") as page:
         expect(page.locator("#admin_figures_note")).to_contain_text("ratings so far",
                                                                    timeout=30_000)
         page.get_by_role("button", name="Agreement report (HTML)").click()
@@ -207,13 +203,12 @@ def test_the_admin_downloads_the_agreement_report_from_the_tab(review_app):
         with page.expect_download() as download:
             link.click()
         html = open(download.value.path(), encoding="utf-8").read()
-        browser.close()
     assert "<html" in html and "Agreement report: campaign pilot" in html
     assert "Krippendorff" in html
 
 
 def test_the_admin_adds_resets_disables_and_unlocks_accounts(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     engine, url, _ = review_app
 
@@ -221,9 +216,7 @@ def test_the_admin_adds_resets_disables_and_unlocks_accounts(review_app):
         return httpx.post(url + "login", data={"username": name, "password": password},
                           timeout=30).status_code
 
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = _log_in(browser, url, "root")
+    with signed_in(url, "root") as page:
         table, status = page.locator("#users_table"), page.locator("#users_status")
         expect(table).to_contain_text("judy", timeout=30_000)
 
@@ -265,9 +258,7 @@ def test_the_admin_adds_resets_disables_and_unlocks_accounts(review_app):
         page.get_by_role("button", name="Disable").click()
         expect(page.get_by_text("You cannot disable your own account").first).to_be_visible(
             timeout=15_000)
-        SCREENSHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "admin-users.png"), full_page=True)
-        browser.close()
+        screenshot(page, "admin-users.png")
     with Session(engine) as s:
         changes = [(e.action, e.actor, e.address) for e in reversed(audit.list_events(s))
                    if e.target == "dr.new"]
@@ -279,21 +270,17 @@ def test_the_admin_adds_resets_disables_and_unlocks_accounts(review_app):
 
 
 def test_a_throttled_or_unknown_account_is_told_to_try_again_in_minutes(review_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, url, _ = review_app
     told = {}
-    with sync_playwright() as p:
-        browser = _chromium(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
+    with chromium() as browser:
+        page = open_page(browser, url)
         wrong = page.get_by_text("Incorrect Credentials")
         refusal = page.get_by_role("alert")
         for name in ("locked", "nobody-here"):
             for password in ("wrong password!", "wrong password!", PASSWORD):
-                page.get_by_label("username").fill(name)
-                page.get_by_label("password").fill(password)
-                page.get_by_label("password").press("Enter")  # the keyboard signs in
+                sign_in(page, name, password, enter=True)  # the keyboard signs in
                 if password != PASSWORD:
                     expect(wrong).to_be_visible(timeout=15_000)
                     expect(refusal).to_have_count(0)
@@ -301,9 +288,7 @@ def test_a_throttled_or_unknown_account_is_told_to_try_again_in_minutes(review_a
             expect(wrong).to_be_hidden()
             told[name] = refusal.inner_text()
             if name == "locked":
-                SCREENSHOTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOTS / "sign-in-refused.png"))
-        browser.close()
+                screenshot(page, "sign-in-refused.png", full_page=False)
     # the same words whether the account exists or not
     assert told["locked"] == told["nobody-here"]
     assert told["locked"].startswith("Too many failed sign-ins")
