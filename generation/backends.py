@@ -273,4 +273,9 @@ def make_backend(kind: str, model: ResolvedModel | None, *, server_url: str | No
         from generation.teacher import TemplateBackend
 
         return TemplateBackend()
-    raise ValueError(f"unknown backend {kind!r}; use vllm, transformers, template or --server-url")
+    if kind == "template-balanced":
+        from generation.teacher_balanced import BalancedTemplateBackend
+
+        return BalancedTemplateBackend()
+    raise ValueError(f"unknown backend {kind!r}; use vllm, transformers, template, "
+                     "template-balanced or --server-url")

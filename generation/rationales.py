@@ -58,8 +58,9 @@ class GenerateConfig(CommandConfig):
         "hf:ORG/NAME (default: the bundled model); with --server-url, the name the server "
         "serves the model under (default: its only model)")
     cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-    backend: Literal["vllm", "transformers", "template"] = Field(
-        "vllm", description="template: the deterministic label-conditioned template teacher")
+    backend: Literal["vllm", "transformers", "template", "template-balanced"] = Field(
+        "vllm", description="template: the deterministic label-conditioned template teacher; "
+        "template-balanced: its variant that gives the evidence first and the conclusion last")
     server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -123,12 +124,13 @@ def register_prompt(session: Session, template: PromptTemplate) -> PromptRow:
     return row
 
 
-def teacher_model() -> ResolvedModel:
-    """The template teacher as a "model": its name and the hash of its source."""
-    from generation import teacher
+def teacher_model(backend: str = "template") -> ResolvedModel:
+    """A template teacher as a "model": its name and the hash of its source."""
+    from generation import teacher, teacher_balanced
 
-    digest = hashlib.sha256(Path(teacher.__file__).read_bytes()).hexdigest()
-    return ResolvedModel(spec=teacher.NAME, source="template", path="", checksum=digest)
+    module = teacher_balanced if backend == "template-balanced" else teacher
+    digest = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    return ResolvedModel(spec=module.NAME, source="template", path="", checksum=digest)
 
 
 def select_patients(session: Session, cohort_id: int, split: str, n: int | None) -> list[Patient]:
@@ -220,8 +222,8 @@ def generate_rationales(
     served: ServedModel | None = getattr(backend, "served", None)
     if served is not None:
         model = ResolvedModel(spec=served.id, source="server", path=served.root or "")
-    elif cfg.backend == "template":
-        model = teacher_model()
+    elif cfg.backend in ("template", "template-balanced"):
+        model = teacher_model(cfg.backend)
     else:
         model = resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
     params = cfg.sampling()

@@ -54,6 +54,10 @@ class EvaluateConfig(CommandConfig):
     min_reached_answer: float = Field(
         default=0.95, ge=0, le=1, description="a rationale run whose share of rationales that "
         "reach 'Final answer:' is below this is reported invalid")
+    max_one_answer_share: float = Field(
+        default=0.95, gt=0.5, le=1, description="a run that says yes (P(yes) at or above "
+        "0.5), or no, for more than this share of the patients is reported degenerate and "
+        "left out of comparisons; 1 turns the rule off")
     threshold: float = Field(default=0.5, gt=0, lt=1,
                              description="P(yes) at or above which balanced accuracy says yes")
     scoring: Literal["auto", "generate", "direct", "sampled"] = Field(
@@ -85,7 +89,8 @@ class EvaluateConfig(CommandConfig):
             raise ValueError("put no credentials or query in --server-url (it is echoed into "
                              "the run folder); give the key with --api-key or OPENAI_API_KEY")
         return value
-    ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0}
+    ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0,
+                   "max_one_answer_share": 0.95}
 
     def settings_hash(self) -> str:
         """Hash of the settings that change the numbers.

@@ -30,7 +30,7 @@ from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
 from annotation_db.provenance import CommandConfig
 from generation.models import DEFAULT_MODEL
-from training import archive, runs
+from training import archive, runs, seed_report
 from training.data import TARGETS, Target, read_view
 from training.evaluate import (
     EvaluateConfig,
@@ -73,7 +73,11 @@ class FewShotFactors(BaseModel):
 
     ks: list[int] = [0, 4, 8]
     with_rationales: list[bool] = [True, False]
-    seeds: list[int] = [0]
+    seeds: list[int] = Field([0], description="demonstration draws (random selection); the "
+                             "report gives mean ± SD over them")
+    selections: list[Literal["random", "nearest"]] = Field(
+        ["random"], description="random: one seeded set per draw; nearest: each query's most "
+        "similar training records (TF-IDF), one run (it draws nothing)")
     settings: dict[str, Any] = Field(default_factory=dict,
                                      description="any other FewShotConfig field")
 
@@ -110,8 +114,9 @@ class ExperimentGrid(CommandConfig):
         default_factory=dict, description="a variant of extra_scorings given only to the "
         "models trained on these targets (e.g. the costly sampled variant for the one model "
         "a contrast reads); a variant not named here goes to every rationale-writing model")
-    baseline: bool = Field(True, description="add a TF-IDF logistic regression on the same "
-                                             "records as a non-LLM reference")
+    baseline: bool = Field(True, description="add the non-LLM reference models "
+                                             "(structured features, TF-IDF, age alone), "
+                                             "fitted on each cell's training patients")
     runs_dir: str = "runs"
     resources: RunResources = Field(default_factory=RunResources,
                                     description="per run, when the runs are Ray tasks")
@@ -153,14 +158,24 @@ class ExperimentGrid(CommandConfig):
         # seed draws the demonstrations and the split is its own)
         evaluation = {k: v for k, v in self.evaluation.model_dump().items()
                       if k in FewShotConfig.model_fields and k not in ("split", "seed")}
-        out = []
-        for model, k, with_r, seed in itertools.product(
+        out, seen = [], set()
+        for model, k, with_r, seed, selection in itertools.product(
                 self.base_models, self.fewshot.ks, self.fewshot.with_rationales,
-                self.fewshot.seeds):
+                self.fewshot.seeds, self.fewshot.selections):
+            if k == 0:  # no demonstrations: nothing to draw, select or show rationales of
+                with_r, seed, selection = False, self.fewshot.seeds[0], "random"
+            elif selection == "nearest":
+                seed = self.fewshot.seeds[0]
+            settings = {**evaluation, **self.fewshot.settings}
+            if len(self.fewshot.selections) > 1 or selection != "random":
+                settings["selection"] = selection
+            key = (model, k, with_r, seed, settings.get("selection"))
+            if key in seen:
+                continue
+            seen.add(key)
             out.append(FewShotConfig(dataset=self.dataset, base_model=model, k=k,
                                      with_rationales=with_r, seed=seed, runs_dir=self.runs_dir,
-                                     cache_dir=self.cache_dir,
-                                     **{**evaluation, **self.fewshot.settings}))
+                                     cache_dir=self.cache_dir, **settings))
         return out
 
     def evaluate_config(self, split: str, scoring: str | None = None) -> EvaluateConfig:
@@ -290,7 +305,8 @@ def selection_entry(grid: ExperimentGrid, factors: dict, scores: list, tuned_on:
 
 def fewshot_entry(cfg: FewShotConfig, run_id: int) -> dict:
     return {"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
-            "with_rationales": cfg.with_rationales, "seed": cfg.seed, "run_id": run_id}
+            "with_rationales": cfg.with_rationales, "seed": cfg.seed,
+            "selection": cfg.selection, "run_id": run_id}
 
 
 def run_grid(engine: Engine, grid: ExperimentGrid, *,
@@ -415,7 +431,7 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
     own = grid.evaluation.scoring
     scoring = variant or ((TARGETS[target].scoring if own == "auto" else own)
                           if run.kind == "sft" and target in TARGETS else None)
-    return {**{k: v for k, v in cell.items() if k not in ("candidates", "extra_scorings")},
+    row = {**{k: v for k, v in cell.items() if k not in ("candidates", "extra_scorings")},
             "target": target, "scoring": scoring, "extra_scoring": variant is not None,
             "n_test": result.n if result else None,
             "auroc": metrics.get("auroc"), "auprc": metrics.get("auprc"),
@@ -440,6 +456,13 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
             "dataset_sha256": version.content_hash,
             "run_dir": run.run_dir,
             "predictions": result.predictions_path if result else None}
+    if row["predictions"]:
+        figures = seed_report.run_figures(row, evaluation.max_one_answer_share)
+        row.update(figures)
+        if row["valid"] and figures["degenerate"]:  # left out like a run with no answer
+            row.update(valid=False, invalid_reason=figures["degenerate"],
+                       invalid_code="degenerate")
+    return row
 
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
@@ -629,6 +652,8 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
     cells = cell_summary(rows, refs)
     text = markdown(grid, rows, tests, joint, cells, refs, figure)
     mechanism_data = None
+    seed_lines, seed_data = seed_report.section(every_row, n_resamples, evaluation.seed)
+    text += "\n".join(seed_lines) + "\n"
     if mechanism.applies(grid):
         lines, mechanism_data = mechanism.section(every_row, out, n_resamples, evaluation.seed)
         text += "\n".join(lines) + "\n"
@@ -645,9 +670,11 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
                "excluded": [{"run_id": r["run_id"], "scoring": r["scoring"],
                              "reason": r["invalid_reason"]}
                             for r in excluded(every_row)], "mechanism": mechanism_data,
+               "seeds": seed_data,
                "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return {"folder": str(out), "rows": rows, "comparisons": tests, "joint": joint,
+            "seeds": seed_data,
             "references": refs_brief, "cells": cells, "selection": selection,
             "mechanism": mechanism_data}
 
@@ -775,7 +802,8 @@ def markdown(grid: ExperimentGrid, rows: list[dict], tests: list[dict], joint: l
         lines += ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
                       "education, family history and indicators of every coded risk factor "
                       "and possible prodrome in the full record (the ceiling). `tfidf`: "
-                      "logistic regression on the prompt's history text."]
+                      "logistic regression on the prompt's history text. `age`: logistic "
+                      "regression on age alone (the floor)."]
     if figure:
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
     lines += ["", "## SFT runs (test split; 95% bootstrap CIs)", ""]

@@ -7,6 +7,9 @@
   about the best a model can do with them.
 - **TF-IDF logistic regression** on the prompt's history text, the same text the
   LLM sees.
+- **Age alone** (logistic regression on the age at the index date): the floor any model
+  of the record must beat. The cohort's hazard rises steeply with age, so age alone
+  already ranks patients well.
 
 Each is fitted on a cell's training patients (the same draw as the SFT runs of
 that size and seed; :func:`training.data.training_rows`) and scored on the same
@@ -63,7 +66,7 @@ def _scored(model, x_train, y_train, x_test, y_test, evaluation) -> dict:
 
 def fit_references(features: dict[str, dict], train_rows: list[dict], test_rows: list[dict],
                    evaluation) -> dict[str, dict]:
-    """Both reference models fitted on ``train_rows``' patients, scored on ``test_rows``."""
+    """The reference models fitted on ``train_rows``' patients, scored on ``test_rows``."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -84,6 +87,10 @@ def fit_references(features: dict[str, dict], train_rows: list[dict], test_rows:
     tfidf = make_pipeline(TfidfVectorizer(token_pattern=r"[A-Za-z0-9.]+", sublinear_tf=True,
                                           ngram_range=(1, 2), min_df=1),
                           LogisticRegression(max_iter=2000, C=1.0))
+    age = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    out["age"] = _scored(age, [[features[patient_of(r)]["age"]] for r in train_rows], y_train,
+                         [[features[patient_of(r)]["age"]] for r in test_rows], y_test,
+                         evaluation)
     out["tfidf"] = _scored(tfidf, [r["prompt"][-1]["content"] for r in train_rows], y_train,
                            [r["prompt"][-1]["content"] for r in test_rows], y_test, evaluation)
     return out

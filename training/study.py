@@ -40,6 +40,9 @@ class AuditSettings(BaseModel):
     noise: float = Field(0.6, ge=0)
 
 
+TEMPLATE_TEACHERS = ("template", "template-balanced")
+
+
 class DataSettings(BaseModel):
     """What the training data of a study are made from."""
 
@@ -49,7 +52,9 @@ class DataSettings(BaseModel):
     n: int = Field(600, ge=20, description="patients in the cohort")
     mode: Literal["population", "case-enriched"] = "case-enriched"
     seed: int = 7
-    teacher: str = Field("template", description="'template' or a model spec for vLLM")
+    teacher: str = Field("template", description="'template' (the template teacher), "
+                         "'template-balanced' (its variant with the evidence first and the "
+                         "conclusion last) or a model spec for vLLM")
     formats: list[Literal["free", "stepwise"]] = ["free", "stepwise"]
     history_budget: int = Field(600, ge=40, description="tokens of history in each prompt "
                                                         "(generation and exported views)")
@@ -82,7 +87,7 @@ def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) 
     from generation.rationales import GenerateConfig, generate_rationales
 
     run_ids = []
-    backend = "template" if data.teacher == "template" else "vllm"
+    backend = data.teacher if data.teacher in TEMPLATE_TEACHERS else "vllm"
     for fmt in data.formats:
         for split in ("train", "validation"):
             cfg = GenerateConfig(cohort=data.cohort, split=split, n=None, format=fmt,
@@ -135,7 +140,8 @@ def prepare_dataset(engine: Engine, data: DataSettings, *, exports_dir: str | Pa
             say(f"dataset version {data.dataset!r} exists; reusing it")
             return version, {"reused": True, **describe_version(version)}
     cohort_id = _cohort(engine, data, say)
-    run_ids = _rationales(engine, data, None if data.teacher == "template" else cache_dir, say)
+    run_ids = _rationales(engine, data, None if data.teacher in TEMPLATE_TEACHERS else cache_dir,
+                          say)
     audit = _audit(engine, data, run_ids, say)
     policy = {"history_budget": data.history_budget,
               "history_tokenizer": data.history_tokenizer or DEFAULT_MODEL, **data.policy,

@@ -31,7 +31,8 @@ def _grid(tiny_model, root: Path, archive_dir: Path):
                  "settings": {"engine": "transformers", "limit": 8, "n_bootstrap": 100}},
         baseline=False,
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
-                    "min_reached_answer": 0.0})
+                    "min_reached_answer": 0.0,
+                    "max_one_answer_share": 1.0})
 
 
 def _results(folder: Path) -> list[dict]:

@@ -83,7 +83,8 @@ fewshot:
   ks: [0, 2]
   with_rationales: [true, false]
   settings: {limit: 8, n_bootstrap: 200, min_reached_answer: 0.0}
-evaluation: {limit: 8, n_bootstrap: 200, engine: vllm, min_reached_answer: 0.0}
+evaluation: {limit: 8, n_bootstrap: 200, engine: vllm, min_reached_answer: 0.0,
+  max_one_answer_share: 1.0}
 """
 
 
@@ -110,12 +111,11 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
         rows = session.query(TrainingRun).order_by(TrainingRun.id).all()
         assert [(r.kind, r.target, r.status) for r in rows] == [
             ("sft", "label", "finished"), ("sft", "rationale-free", "finished"),
-            ("fewshot", "fewshot-k0-rationale", "finished"),
-            ("fewshot", "fewshot-k0-label", "finished"),
+            ("fewshot", "fewshot-k0-label", "finished"),  # k = 0: one run, nothing to show
             ("fewshot", "fewshot-k2-rationale", "finished"),
             ("fewshot", "fewshot-k2-label", "finished")]
         results = session.query(EvaluationResult).all()
-        assert len(results) == 6 and all(r.n == 8 for r in results)
+        assert len(results) == 5 and all(r.n == 8 for r in results)
         for r in results:
             m = r.metrics
             assert m["dataset"]["content_sha256"] == version.content_hash
@@ -145,7 +145,7 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     assert (folder / "auroc_by_size.png").stat().st_size > 5000
     with open(folder / "results.csv") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 6 and all(row["dataset_sha256"] == version.content_hash
+    assert len(table) == 5 and all(row["dataset_sha256"] == version.content_hash
                                    and not Path(row["run_dir"]).is_absolute()
                                    and (folder / row["run_dir"]).is_dir() for row in table)
     caps = [int(row["rationale_token_cap"]) for row in table if row["rationale_token_cap"]]
@@ -153,7 +153,7 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     comparisons = list(csv.DictReader(open(folder / "comparisons.csv")))
     assert len(comparisons) == 1 and 0 <= float(comparisons[0]["p_holm"]) <= 1
     refs = json.loads((folder / "summary.json").read_text())["references"]
-    assert {r["model"] for r in refs} == {"structured", "tfidf"} and all(r["n"] == 8
+    assert {r["model"] for r in refs} == {"structured", "tfidf", "age"} and all(r["n"] == 8
                                                                          for r in refs)
     stored = list(csv.DictReader(open(folder / "predictions.csv")))
     assert {p["kind"] for p in stored} == {"sft", "fewshot", "reference"}

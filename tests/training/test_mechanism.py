@@ -307,7 +307,8 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
         fewshot=None, baseline=False, extra_scorings=["direct", "sampled"],
         extra_scoring_targets={"sampled": ["rationale-free"]},
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
-                    "min_reached_answer": 0.0, "n_samples": 2})
+                    "min_reached_answer": 0.0,
+                    "max_one_answer_share": 1.0, "n_samples": 2})
     messages = []
     with Session(engine) as session:
         test = read_view(get_version(session, "t"), "label_only", "test")[:8]

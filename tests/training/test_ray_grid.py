@@ -34,7 +34,8 @@ def _grid(tiny_model, root: Path):
                           "max_length": 768, "precision": "fp32"}},
         fewshot=None, baseline=False,
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
-                    "min_reached_answer": 0.0})
+                    "min_reached_answer": 0.0,
+                    "max_one_answer_share": 1.0})
 
 
 def _table(folder: Path) -> list[dict]:

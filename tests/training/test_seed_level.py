@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from training import seed_report
 from training.metrics import paired_bootstrap_difference
 from training.seed_level import (
     balanced_accuracy_at_rate,
@@ -114,3 +115,50 @@ def test_balanced_accuracy_at_rate_refuses_what_it_cannot_compute():
         balanced_accuracy_at_rate([1, 1], [0.2, 0.3], rate=0.5)
     with pytest.raises(ValueError, match="rate"):
         balanced_accuracy_at_rate([1, 0], [0.2, 0.3], rate=1.5)
+
+
+def _row(folder, target, seed, y, p, scoring="generate", run_id=None):
+    """A report row as the grid collects it, with its predictions file."""
+    path = folder / f"{target}-{scoring}-{seed}.csv"
+    path.write_text("id,label,p_yes\n" + "".join(
+        f"P{i:04d},{label},{float(score)!r}\n"
+        for i, (label, score) in enumerate(zip(y, p, strict=True))))
+    row = {"kind": "sft", "target": target, "scoring": scoring, "seed": seed,
+           "train_size": 400, "run_id": run_id or f"{target}-{seed}", "valid": True,
+           "invalid_reason": None, "predictions": str(path)}
+    figures = seed_report.run_figures(row)
+    if figures["degenerate"]:
+        row.update(valid=False, invalid_reason=figures["degenerate"])
+    from sklearn.metrics import roc_auc_score
+
+    return {**row, **figures, "auroc": {"value": roc_auc_score(y, p)}}
+
+
+def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was_left_out(
+        tmp_path):
+    rng = np.random.default_rng(5)
+    y = np.repeat([1, 0], 50)
+    rows = [_row(tmp_path, "label", s, y, 1 / (1 + np.exp(-(y + rng.normal(size=100)))),
+                 scoring="direct") for s in (0, 1, 2)]
+    rows += [_row(tmp_path, "rationale-free", s, y,
+                  np.where(rng.random(100) < 0.5 + 0.2 * (y - 0.5), 0.97, 0.03))
+             for s in (0, 1)]
+    rows.append(_row(tmp_path, "rationale-free", 2, y, np.full(100, 0.99)))  # always yes
+    lines, data = seed_report.section(rows, n_resamples=300, seed=0)
+    text = "\n".join(lines)
+    (head,) = data["headline"]
+    assert head["comparison"] == "label vs rationale-free" and head["paired_seeds"]
+    assert head["label_seeds"] == head["rationale_seeds"] == [0, 1]
+    assert head["value"] == pytest.approx(
+        np.mean([r["auroc"]["value"] for r in rows[:2]])
+        - np.mean([r["auroc"]["value"] for r in rows[3:5]]))
+    assert "says yes for 100% of test patients (above 95%)" in text
+    label = next(t for t in data["targets"] if t["target"] == "label")
+    assert label["seeds"] == [0, 1, 2] and label["sd_auroc"] is not None
+
+
+def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_path):
+    y = [1, 1, 0, 0]
+    row = _row(tmp_path, "label", 0, y, [0.9, 0.6, 0.7, 0.2], scoring="direct")
+    assert row["yes_rate"] == 0.75 and row["degenerate"] is None
+    assert row["balanced_accuracy_matched"] == 0.5  # top two: 0.9 (yes) and 0.7 (no)

@@ -109,6 +109,17 @@ def test_the_report_says_what_kind_of_ratings_the_version_holds():
     assert "mixed with **simulated ratings (25%)**" in text and "share one score" not in text
 
 
+def test_few_shot_draws_demonstrations_per_seed_and_nearest_draws_none():
+    from training.grid import ExperimentGrid
+
+    grid = ExperimentGrid(dataset="v", fewshot={"ks": [0, 4], "with_rationales": [True],
+                                                "seeds": [0, 1, 2],
+                                                "selections": ["random", "nearest"]})
+    runs = [(c.k, c.with_rationales, c.seed, c.selection) for c in grid.fewshot_runs()]
+    assert runs == [(0, False, 0, "random"), (4, True, 0, "random"), (4, True, 0, "nearest"),
+                    (4, True, 1, "random"), (4, True, 2, "random")]
+
+
 def test_a_grid_survives_the_round_trip_through_a_jobs_stored_config():
     """The Runs screen stores a grid as JSON and the job runner rebuilds it: the same
     runs, few-shot included (its seed is its own, not the evaluation's)."""
@@ -118,6 +129,8 @@ def test_a_grid_survives_the_round_trip_through_a_jobs_stored_config():
                           fewshot={"ks": [0, 4], "seeds": [1]})
     again = ExperimentGrid.model_validate(grid.model_dump(mode="json"))
     assert again.fewshot_runs() == grid.fewshot_runs()
-    assert [c.seed for c in grid.fewshot_runs()] == [1] * 4
+    # k = 0 is one run (no demonstrations to draw or show); k = 4 with and without
+    assert [(c.k, c.with_rationales, c.seed) for c in grid.fewshot_runs()] == [
+        (0, False, 1), (4, True, 1), (4, False, 1)]
     assert {c.limit for c in grid.fewshot_runs()} == {8}
     assert again.evaluate_config("test") == grid.evaluate_config("test")

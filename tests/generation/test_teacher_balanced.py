@@ -1,0 +1,65 @@
+"""The balanced template teacher: grounded like the first one, but its opening does not
+predict the label and only its last sentence depends on it."""
+
+import re
+
+import numpy as np
+import pytest
+
+from generation.cohort import CohortConfig, generate
+from generation.teacher_balanced import OPENINGS, write
+
+
+@pytest.fixture(scope="module")
+def records():
+    records, _ = generate(CohortConfig(n=200, seed=11, mode="case-enriched"))
+    assert 60 <= sum(r["label"] for r in records) <= 140  # both classes, well represented
+    return records
+
+
+def _text(out: dict) -> str:
+    return out["rationale"] if isinstance(out["rationale"], str) else " ".join(
+        s["step"] for s in out["rationale"])
+
+
+def _first_tokens(text: str, n: int = 10) -> str:
+    return " ".join(re.findall(r"[A-Za-z0-9.]+|[^\sA-Za-z0-9]", text)[:n])
+
+
+@pytest.mark.parametrize("fmt", ["free", "stepwise"])
+def test_it_follows_the_label_and_cites_only_the_record(records, fmt):
+    for record in records[:40]:
+        out = write(record, fmt)
+        ids = {item["id"] for item in record["items"]}
+        assert out["prediction"] == ("yes" if record["label"] else "no")
+        assert out["evidence"] and set(out["evidence"]) <= ids
+        cited = set(re.findall(r"\[(E\d+)\]", _text(out)))
+        assert cited <= ids
+        last = _text(out).rstrip().rsplit(". ", 1)[-1]
+        assert last.endswith("is likely." if record["label"] else "is unlikely.")
+
+
+@pytest.mark.parametrize("fmt", ["free", "stepwise"])
+def test_only_the_conclusion_depends_on_the_label(records, fmt):
+    for record in records[:40]:
+        yes = _text(write({**record, "label": 1}, fmt))
+        no = _text(write({**record, "label": 0}, fmt))
+        assert yes.removesuffix("likely.") == no.removesuffix("unlikely.")
+
+
+def test_the_opening_does_not_predict_the_label(records):
+    """A logistic regression on the first 10 tokens of 200 rationales, cross-validated."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    openings = [_first_tokens(_text(write(r, "free"))) for r in records]
+    y = np.asarray([int(r["label"]) for r in records])
+    model = make_pipeline(CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 2)),
+                          LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    p = cross_val_predict(model, openings, y, cv=folds, method="predict_proba")[:, 1]
+    assert roc_auc_score(y, p) < 0.6
+    assert {o.split(" ")[0] for o in openings} == {o.split(" ")[0] for o in OPENINGS}

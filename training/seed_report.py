@@ -1,0 +1,143 @@
+"""The report's seed-level section: each target's result as mean ± SD over seeds, and
+label-only minus each rationale target from the seeds-then-patients bootstrap
+(:func:`training.seed_level.hierarchical_difference`) as the headline, with the per-seed
+table beside it.
+
+Rows are the grid report's rows (:func:`training.grid.collect`): one per selected run and
+scoring. A run marked invalid (no answer line, or degenerate: "yes" for more than 95% or
+fewer than 5% of test patients) is left out with its reason; the comparison then uses the
+seeds both arms still have (paired), or each arm's own seeds when none are shared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.evaluate import read_predictions
+from training.seed_level import balanced_accuracy_at_rate, degenerate, hierarchical_difference
+from training.tables import number, table
+
+
+def _scores(row: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    predictions = read_predictions(row["predictions"])
+    ids = sorted(predictions)
+    return (ids, np.asarray([predictions[i][0] for i in ids]),
+            np.asarray([predictions[i][1] for i in ids]))
+
+
+def run_figures(row: dict, max_one_answer_share: float = 0.95) -> dict:
+    """What every LLM run adds to its row: the share it says yes for, why that makes it
+    degenerate (or None), and balanced accuracy when it says yes for as many patients as
+    there are positives (None with one class)."""
+    _, y, p = _scores(row)
+    both = 0 < y.sum() < y.size
+    share = max_one_answer_share
+    return {"yes_rate": float((p >= 0.5).mean()),
+            "degenerate": degenerate(p, low=1 - share, high=share),
+            "balanced_accuracy_matched": balanced_accuracy_at_rate(y, p) if both else None}
+
+
+def _setting(row: dict) -> tuple:
+    """(size, target, scoring): what a run's seeds are seeds of. Few-shot runs are the
+    base model's, their seed the demonstration draw, their "scoring" the selection."""
+    if row["kind"] == "fewshot":
+        return (None, row["target"], f"few-shot, {row.get('selection') or 'random'}")
+    return (row["train_size"], row["target"], row["scoring"])
+
+
+def _arms(rows: list[dict], kinds: tuple[str, ...] = ("sft",)) -> dict[tuple, dict[int, dict]]:
+    """Valid rows of ``kinds`` by setting, then by seed."""
+    out: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r["kind"] in kinds and r["valid"] and r["predictions"]:
+            out.setdefault(_setting(r), {})[r["seed"]] = r
+    return out
+
+
+def by_target(rows: list[dict]) -> list[dict]:
+    """Mean ± SD over seeds of test AUROC and matched-rate balanced accuracy, per size,
+    target and scoring, and per few-shot setting over its demonstration draws (valid runs
+    only)."""
+    out = []
+    for (size, target, scoring), seeds in sorted(_arms(rows, ("sft", "fewshot")).items(),
+                                                  key=lambda kv: (kv[0][0] or 0, kv[0][1:])):
+        aurocs = [r["auroc"]["value"] for r in seeds.values()]
+        matched = [r.get("balanced_accuracy_matched") for r in seeds.values()]
+        out.append({"train_size": size, "target": target, "scoring": scoring,
+                    "seeds": sorted(seeds), "mean_auroc": float(np.mean(aurocs)),
+                    "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
+                    "mean_balanced_accuracy_matched": (float(np.mean(matched))
+                                                       if None not in matched else None)})
+    return out
+
+
+def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+    """Label-only (its own scoring) minus each rationale target, per size and scoring."""
+    arms = _arms(rows)
+    out = []
+    for (size, target, scoring), rationale in sorted(arms.items(),
+                                                      key=lambda kv: (kv[0][0] or 0, kv[0][1:])):
+        if target == "label":
+            continue
+        label = next((s for (sz, t, _), s in arms.items() if sz == size and t == "label"), None)
+        if not label:
+            continue
+        shared = sorted(set(label) & set(rationale))
+        paired = bool(shared)
+        label_seeds = shared if paired else sorted(label)
+        rationale_seeds = shared if paired else sorted(rationale)
+        ids, y, _ = _scores(label[label_seeds[0]])
+        vectors = []
+        for arm, seeds in ((label, label_seeds), (rationale, rationale_seeds)):
+            vectors.append([])
+            for s in seeds:
+                other_ids, _, p = _scores(arm[s])
+                if other_ids != ids:
+                    raise ValueError(f"run {arm[s]['run_id']} was scored on other patients "
+                                     "than the label-only run; seeds are compared on one "
+                                     "test set")
+                vectors[-1].append(p)
+        result = hierarchical_difference(y, vectors[0], vectors[1], "auroc",
+                                         n_resamples=n_resamples, seed=seed,
+                                         paired_seeds=paired)
+        out.append({"train_size": size, "comparison": f"label vs {target}",
+                    "scoring": scoring, "label_seeds": label_seeds,
+                    "rationale_seeds": rationale_seeds, **result})
+    return out
+
+
+def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], dict]:
+    """Markdown lines and data of the seed-level section."""
+    targets, heads = by_target(rows), headline(rows, n_resamples, seed)
+    lines = ["", "## Seeds as the unit", "",
+             "Label-only minus each rationale target: the mean over seeds of each arm's test "
+             "AUROC, with a 95% interval from a bootstrap that draws the seeds (the same seed "
+             "numbers for both arms: a seed is one training-patient draw and one "
+             "initialisation), then the test patients. This is the headline; the tables after "
+             "it give each seed.", ""]
+    lines += table(["training patients", "comparison", "rationale scored by", "seeds",
+                    "difference (label − rationale) [95% CI]", "p"], (
+        [h["train_size"] or "all", h["comparison"], h["scoring"],
+         ", ".join(map(str, h["rationale_seeds"])) + ("" if h["paired_seeds"] else
+                                                      " (unpaired)"),
+         f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]", f"{h['p']:.3g}"]
+        for h in heads) if heads else [["–", "–", "–", "–", "no valid pair of arms", "–"]])
+    lines += ["", "Per target, over seeds (valid runs only; balanced accuracy when each run "
+              "says yes for as many patients as there are positives):", ""]
+    lines += table(["training patients", "target", "scoring", "seeds", "mean AUROC", "SD",
+                    "balanced accuracy, matched yes-rate"], (
+        [t["train_size"] or ("–" if t["scoring"].startswith("few-shot") else "all"),
+         t["target"], t["scoring"], len(t["seeds"]),
+         number(t["mean_auroc"]), number(t["sd_auroc"]),
+         number(t["mean_balanced_accuracy_matched"])] for t in targets))
+    per_seed = sorted((r for r in rows if r["kind"] in ("sft", "fewshot")),
+                      key=lambda r: (r["kind"] == "fewshot", *map(str, _setting(r)),
+                                     r["seed"]))
+    lines += ["", "Per seed (few-shot: per demonstration draw):", ""]
+    lines += table(["training patients", "target", "scoring", "seed", "test AUROC",
+                    "says yes for", "balanced accuracy, matched", "left out because"], (
+        [size or ("–" if r["kind"] == "fewshot" else "all"), target, scoring, r["seed"],
+         number((r["auroc"] or {}).get("value")), number(r.get("yes_rate"), 2),
+         number(r.get("balanced_accuracy_matched")), r["invalid_reason"] or ""]
+        for r in per_seed for size, target, scoring in [_setting(r)]))
+    return lines, {"headline": heads, "targets": targets}
