@@ -19,6 +19,12 @@ Every target's loss is ``Σ e_t · nll_t`` over the labelled tokens of a batch, 
     epoch (one row of each per patient) the objective is ``α·L_predict + (1 −
     α)·L_explain`` whatever rows a batch happens to hold.
 
+``align`` (``rationale-align``)
+    Separately normalised and weighted label and rationale losses (the "Align" design
+    of Shi et al. 2025, arXiv 2510.16686): in each row, the mean NLL of its answer
+    tokens times α plus the mean NLL of its other tokens times 1 − α, averaged over
+    rows; the answer keeps the share α of every row's loss however long the rationale.
+
 The *answer part* of the loss (``Σ e_t · nll_t`` over answer tokens) is what the
 diagnostics report as the answer tokens' share.
 """
@@ -32,7 +38,7 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class LossWeighting:
-    kind: str = "none"  # none | answer-share | multitask
+    kind: str = "none"  # none | answer-share | multitask | align
     answer_share: float | None = None
     alpha: float = 0.5
     prefix_ids: tuple[int, ...] = ()
@@ -46,14 +52,14 @@ class LossWeighting:
         if kind == "answer-share" and not answer_share:
             raise ValueError("answer-share weighting needs the share to match")
         return cls(kind=kind, answer_share=answer_share if kind == "answer-share" else None,
-                   alpha=alpha if kind == "multitask" else 0.5,
+                   alpha=alpha if kind in ("multitask", "align") else 0.5,
                    prefix_ids=tuple(tokenizer(ANSWER_PREFIX,
                                               add_special_tokens=False)["input_ids"]),
                    label_ids=tuple(label_token_ids(tokenizer)))
 
     def describe(self) -> dict:
         return {"kind": self.kind, "answer_share": self.answer_share,
-                **({"alpha": self.alpha} if self.kind == "multitask" else {})}
+                **({"alpha": self.alpha} if self.kind in ("multitask", "align") else {})}
 
     def answer_mask(self, input_ids, targets):
         """True where the token predicted (``targets[:, t]`` = ``input_ids[:, t+1]``) is
@@ -80,6 +86,13 @@ class LossWeighting:
             factor = torch.where(answer.any(1, keepdim=True), 2 * self.alpha,
                                  2 * (1 - self.alpha))
             weights = on.float() * factor / (per_row * targets.shape[0])
+        elif self.kind == "align":
+            a = answer.sum(1, keepdim=True).float()
+            o = (on & ~answer).sum(1, keepdim=True).float()
+            split = torch.where(answer, self.alpha / a.clamp(min=1),
+                                (1 - self.alpha) / o.clamp(min=1)) * on
+            plain = on.float() / on.sum(1, keepdim=True).clamp(min=1)  # a row lacking a part
+            weights = torch.where((a > 0) & (o > 0), split, plain) / targets.shape[0]
         else:
             weights = on.float()
             if self.kind == "answer-share":

@@ -79,7 +79,8 @@ EXPLANATIONS = {  # name: the contrasts it predicts to be positive
 
 def applies(grid) -> bool:
     """Whether a grid has anything for this section: a mechanism target or variant."""
-    return bool(grid.sft) and (any(TARGETS[t].derived for t in grid.sft.targets)
+    return bool(grid.sft) and (any(TARGETS[t].ablation and TARGETS[t].derived
+                                   for t in grid.sft.targets)
                                or bool(grid.extra_scorings))
 
 

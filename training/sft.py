@@ -96,6 +96,9 @@ class SFTRunConfig(CommandConfig):
     gradient_checkpointing: bool = False
     multitask_alpha: float = Field(default=0.5, gt=0, lt=1, description="multitask: weight "
                                    "of the predict task's loss (explain gets 1 − α)")
+    align_alpha: float = Field(default=0.5, gt=0, lt=1, description="rationale-align: "
+                               "weight of the answer's length-normalised loss (the "
+                               "rationale's gets 1 − α)")
     answer_loss_share: float | None = Field(
         default=None, gt=0, lt=1, description="rationale-weighted: the answer token's share "
         "of the loss weight; unset: label-only's share on the same patients")
@@ -111,14 +114,15 @@ class SFTRunConfig(CommandConfig):
                                   "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
-    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None}
+    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5}
 
     @model_validator(mode="after")
     def _alpha(self):
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_r
-        if self.target == "multitask" and self.gradient_accumulation_steps > 1:
-            raise ValueError("multitask weights rows, not tokens, and is exact only without "
+        if (TARGETS[self.target].weighting in ("multitask", "align")
+                and self.gradient_accumulation_steps > 1):
+            raise ValueError(f"{self.target} weights rows, not tokens, and is exact only without "
                              "gradient accumulation; raise per_device_train_batch_size "
                              "instead of gradient_accumulation_steps")
         return self
@@ -132,6 +136,8 @@ class SFTRunConfig(CommandConfig):
         weighting = TARGETS[self.target].weighting
         if weighting != "multitask":
             data.pop("multitask_alpha", None)
+        if weighting != "align":
+            data.pop("align_alpha", None)
         if weighting != "answer-share":
             data.pop("answer_loss_share", None)
         return data
@@ -203,7 +209,8 @@ def _checked_counts(weighting: LossWeighting, tokenized: list[dict], target: str
     weighting needs it (a tokenizer that splits ``Final answer:`` differently in context
     would otherwise fall back to weight 1 without a word)."""
     counts = answer_counts(weighting, tokenized)
-    expected = {"answer-share": 0, "multitask": len(tokenized) // 2}.get(weighting.kind)
+    expected = {"answer-share": 0, "align": 0,
+                "multitask": len(tokenized) // 2}.get(weighting.kind)
     if expected is not None and counts["rows_without_answer"] != expected:
         raise DataError(f"target {target!r}: the answer token after 'Final answer:' was not "
                         f"found in {counts['rows_without_answer'] - expected} row(s) that "
@@ -325,7 +332,8 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     spec = TARGETS[config.target]
     tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length, spec.loss_on)
     weighting = LossWeighting.for_target(
-        tokenizer, spec.weighting, alpha=config.multitask_alpha,
+        tokenizer, spec.weighting,
+        alpha=config.align_alpha if spec.weighting == "align" else config.multitask_alpha,
         answer_share=config.answer_loss_share if spec.weighting != "answer-share"
         or config.answer_loss_share is not None else label_only_answer_share(
             tokenizer, version, config, rows))

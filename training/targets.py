@@ -27,6 +27,11 @@ new export and no new audit is involved:
 ``rationale-shuffled``
     The free-form rationale with its words shuffled (seeded by patient): the same
     content and length, no narrative.
+``rationale-align``
+    The free-form rows, the answer's and the rationale's losses each normalised by its
+    own length and weighted α and 1 − α (``align_alpha``; :mod:`training.loss`). Not
+    an ablation: a rationale target that aims not to lose to label-only, trained in
+    the main grid beside the study's three.
 
 Each target also says how a model trained on it is scored by default: *direct*
 (P(yes) right after the prompt and ``Final answer:``) or *generate* (write until
@@ -46,7 +51,7 @@ from annotation_db.student_task import (
 
 Target = Literal["label", "rationale-free", "rationale-stepwise", "label-padded",
                  "rationale-weighted", "rationale-answer-only", "answer-first", "multitask",
-                 "rationale-shuffled"]
+                 "rationale-shuffled", "rationale-align"]
 Scoring = Literal["direct", "generate"]
 FILLER_UNIT = "."
 
@@ -59,9 +64,10 @@ class TargetSpec:
     sources: tuple[str, ...]  # every view a patient needs a row in
     scoring: Scoring
     loss_on: Literal["completion", "answer"] = "completion"
-    weighting: Literal["none", "answer-share", "multitask"] = "none"
+    weighting: Literal["none", "answer-share", "multitask", "align"] = "none"
     needs_tokenizer: bool = False
     derived: bool = True
+    ablation: bool = True  # a mechanism ablation (its grid gets the Mechanism section)
 
 
 TARGETS: dict[str, TargetSpec] = {
@@ -80,6 +86,8 @@ TARGETS: dict[str, TargetSpec] = {
     "multitask": TargetSpec("rationale_free", ("rationale_free",), "direct",
                             weighting="multitask"),
     "rationale-shuffled": TargetSpec("rationale_free", ("rationale_free",), "generate"),
+    "rationale-align": TargetSpec("rationale_free", ("rationale_free",), "generate",
+                                  weighting="align", ablation=False),
 }
 MAIN_TARGETS = tuple(t for t, spec in TARGETS.items() if not spec.derived)
 # The target views of the three main targets (the name each has in an export).
@@ -135,7 +143,7 @@ def derive(target: str, row: dict, label_row: dict | None = None,
         base = label_row or row
         return [{**base, "completion": completion_messages(label, filler(tokenizer, n)),
                  "filler_tokens": n}]
-    if target in ("rationale-weighted", "rationale-answer-only"):
+    if target in ("rationale-weighted", "rationale-answer-only", "rationale-align"):
         return [row]
     if target == "answer-first":
         return [{**row, "completion": [{"role": "assistant", "content":

@@ -200,6 +200,27 @@ def test_multitask_weights_each_task_by_alpha_whatever_the_batch(study, tiny_mod
         assert e.sum(1).tolist() == pytest.approx(expected)
 
 
+def test_align_gives_the_answer_the_share_alpha_of_every_rows_loss(study, tiny_model):
+    """rationale-align: each row's answer tokens hold α of its loss weight and its
+    rationale tokens 1 − α, whatever their lengths; rows count equally in a batch."""
+    engine, _ = study
+    tokenizer = load_tokenizer(tiny_model)
+    rows = [r for rows in list(target_rows_by_patient(_version(engine), "rationale-align")
+                               .values())[:3] for r in rows]
+    weighting = LossWeighting.for_target(tokenizer, "align", alpha=0.3)
+    batch, _ = _batch(tokenizer, rows)
+    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE)[:, 1:]
+    answer = weighting.answer_mask(batch["input_ids"], targets)
+    assert answer.sum(1).tolist() == [1, 1, 1]
+    e = weighting.effective_weights(targets, answer)
+    assert (e * answer).sum(1).tolist() == pytest.approx([0.1] * 3)  # 0.3 of each row's 1/3
+    assert e.sum(1).tolist() == pytest.approx([1 / 3] * 3)
+    lengths = (targets != IGNORE).sum(1)
+    assert len(set(lengths.tolist())) > 1  # rows of different lengths, same shares
+    plain = LossWeighting.for_target(tokenizer, "none").effective_weights(targets, answer)
+    assert ((plain * answer).sum() / plain.sum()).item() < 0.05  # what align undoes
+
+
 def _hand_p_yes(model, tokenizer, text: str) -> float:
     from training.scoring import label_token_ids
 
@@ -360,8 +381,8 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
     label = SFTRunConfig(dataset="v", target="label")
     before = set(label.identity_data())
     assert not before & {"multitask_alpha", "answer_loss_share", "probe_steps",
-                         "probe_rows", "validate_each_epoch"}
-    for other in ({"multitask_alpha": 0.7}, {"answer_loss_share": 0.3},
+                         "probe_rows", "validate_each_epoch", "align_alpha"}
+    for other in ({"multitask_alpha": 0.7}, {"answer_loss_share": 0.3}, {"align_alpha": 0.8},
                   {"probe_steps": 3, "validate_each_epoch": False}):
         assert SFTRunConfig(dataset="v", target="label", **other).identity("h") == \
             label.identity("h")
@@ -370,9 +391,15 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
         != multitask.identity("h")
     with pytest.raises(ValueError, match="gradient accumulation"):
         SFTRunConfig(dataset="v", target="multitask", gradient_accumulation_steps=2)
+    align = SFTRunConfig(dataset="v", target="rationale-align")
+    assert SFTRunConfig(dataset="v", target="rationale-align", align_alpha=0.8).identity("h") \
+        != align.identity("h")
+    with pytest.raises(ValueError, match="gradient accumulation"):
+        SFTRunConfig(dataset="v", target="rationale-align", gradient_accumulation_steps=2)
     evaluation = EvaluateConfig()
     assert not set(evaluation.identity_data()) & {"scoring", "n_samples",
-                                                  "sample_temperature"}
+                                                  "sample_temperature",
+                                                  "max_one_answer_share"}
     assert EvaluateConfig(scoring="sampled").settings_hash() != evaluation.settings_hash()
 
 
