@@ -106,6 +106,11 @@ class RationaleFormat(StrEnum):
     stepwise = "stepwise"
 
 
+class ClaimSource(StrEnum):
+    step = "step"  # one step of a step-by-step rationale
+    sentence = "sentence"  # one sentence of a free-form rationale
+
+
 class RunStatus(StrEnum):
     queued = "queued"
     running = "running"
@@ -301,6 +306,30 @@ class Rationale(SQLModel, table=True):
 
     def __repr__(self) -> str:
         return f"Rationale(id={self.id}, patient_id={self.patient_id}, variant={self.variant})"
+
+
+# One statement of a rationale, judged on its own in claim review: a step of a
+# step-by-step rationale, or a sentence of a free-form one, with the record items it
+# cites. Written when the rationale is stored (annotation_db/claims.py) and never changed
+# (database triggers refuse updates); a corrected rationale is a new rationale.
+class Claim(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("rationale_id", "position"),
+        _one_of("source", ClaimSource),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rationale_id: int = Field(foreign_key="rationale.id", index=True, ondelete="CASCADE")
+    position: int  # 1, 2, … in reading order
+    source: str = Field(max_length=10)
+    text: str = Field(sa_type=Text)
+    cited_ids: list = _json()  # evidence ids the claim itself cites, in order
+    char_start: int | None = None  # where a sentence lies in the rationale's text
+    char_end: int | None = None
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return f"Claim(rationale_id={self.rationale_id}, position={self.position})"
 
 
 # --- People and annotation -------------------------------------------------------

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import create_engine, text
 
+from annotation_db import claims as _claims  # noqa: F401  (stores claims with rationales)
+
 DEFAULT_SQLITE_PATH = "rationale_audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
