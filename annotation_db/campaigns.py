@@ -70,10 +70,12 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                     address: str | None = None,
                     reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES,
                     assignment: str = "balanced", max_ratings: int | None = None,
-                    judge_run: int | None = None, min_uncertainty: float = 0.05) -> Campaign:
+                    judge_run: int | None = None, min_uncertainty: float = 0.05,
+                    claim_review: bool = False) -> Campaign:
     """Create a campaign and its assignments (see the module doc; ``assignment="adaptive"``
     assigns only the calibration batch now and the rest as raters ask, see
-    :mod:`annotation_db.adaptive`)."""
+    :mod:`annotation_db.adaptive`). ``claim_review``: every rating gives a verdict on
+    every claim of the rationale (:mod:`annotation_db.claim_review`)."""
     if assignment not in ("balanced", "adaptive"):
         raise CampaignError(f"assignment must be balanced or adaptive, not {assignment!r}")
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
@@ -116,7 +118,7 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                         settings={"runs": run_ids, "seed": seed, "calibration": calibration,
                                   "reclaim_after_minutes": reclaim_after_minutes,
                                   "annotators": [u.username for u in users],
-                                  "assignment": assignment,
+                                  "assignment": assignment, "claim_review": claim_review,
                                   **({"max_ratings": max_ratings, "judge_run": judge_run,
                                       "min_uncertainty": min_uncertainty} if adaptive else {})})
     session.add(campaign)
@@ -344,10 +346,14 @@ def rating_problem(accuracy: int | None, faithfulness: int | None, flags: list[s
 def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
            faithfulness: int, flags: list[str], comment: str = "",
            seconds_on_task: float | None = None, simulated: bool = False,
-           address: str | None = None) -> Annotation:
+           address: str | None = None, claim_verdicts: dict | None = None) -> Annotation:
     """Record a rating (or a revision of one's own rating) in its own transaction, with
     its audit event (``rating_submitted``, or ``rating_revised`` from the second revision
-    on; the comment's text stays out of the trail)."""
+    on; the comment's text stays out of the trail) and its claim verdicts
+    (``{claim id: {"verdict": …, "should_cite": [ids]}}``; every claim needs one when the
+    campaign has claim review on)."""
+    from annotation_db import claim_review
+
     problem = rating_problem(accuracy, faithfulness, flags, comment)
     if problem:
         raise CampaignError(problem)
@@ -355,6 +361,11 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
         assignment = own_assignment(session, assignment_id, user)
         if assignment.status not in ("assigned", "submitted"):
             raise CampaignError(f"this item is {assignment.status} and cannot be rated")
+        problem = claim_review.verdicts_problem(
+            session, assignment, claim_verdicts,
+            claim_review.is_on(session.get(Campaign, assignment.campaign_id)))
+        if problem:
+            raise CampaignError(problem)
         revision = (session.execute(select(func.max(Annotation.revision)).where(
             Annotation.assignment_id == assignment_id)).scalar() or 0) + 1
         annotation = Annotation(assignment_id=assignment_id, revision=revision,
@@ -373,11 +384,14 @@ def submit(session: Session, *, assignment_id: int, user: User, accuracy: int,
         session.add(annotation)
         session.execute(delete(Draft).where(Draft.assignment_id == assignment_id))
         try:
+            session.flush()  # the revision's id, for its claim verdicts
+            judged = claim_review.add_verdicts(session, annotation, claim_verdicts)
             audit.record(session, "rating_submitted" if revision == 1 else "rating_revised",
                          actor=user.username, address=address,
                          target=f"assignment {assignment_id}", commit=False,
                          campaign=assignment.campaign_id, item=assignment.rationale_id,
-                         revision=revision, **({"simulated": True} if simulated else {}))
+                         revision=revision, **({"claims_judged": judged} if judged else {}),
+                         **({"simulated": True} if simulated else {}))
             session.commit()
             session.refresh(annotation)
             return annotation

@@ -33,10 +33,12 @@ from sqlmodel import Session
 
 from annotation_db import audit
 from annotation_db.adjudication import latest_ratings
+from annotation_db.claim_review import campaign_verdicts, policy_reasons
 from annotation_db.models import (
     Adjudication,
     Campaign,
     CampaignItem,
+    Claim,
     DatasetVersion,
     GenerationRun,
     Patient,
@@ -75,6 +77,12 @@ class ApprovalPolicy(BaseModel):
                                             "fewer gold items are left out (null: keep all)")
     include_simulated: bool = Field(False, description="count simulated ratings (dry runs "
                                                        "only: never for data you train on)")
+    max_unsupported_claims: int | None = Field(
+        None, ge=0, description="most claims the raters judge not in the record or "
+        "contradicted (half or more of them; needs claim review; null: not checked)")
+    min_supported_share: float | None = Field(
+        None, ge=0, le=1, description="least share of a rationale's claims that half or more "
+        "of the raters judge supported (needs claim review; null: not checked)")
     history_budget: int = Field(1500, ge=40, description="tokens of history in each prompt, "
                                                          "counted with history_tokenizer")
     history_tokenizer: str = Field("bundled:smollm2-135m-instruct",
@@ -150,6 +158,16 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
             CampaignItem.campaign_id == campaign.id, Rationale.variant == "original",
             Rationale.is_gold.is_(False))).scalars())
         ratings_by_item = latest_ratings(session, campaign.id)
+        verdicts_by_item: dict[int, list[dict]] = defaultdict(list)
+        claim_counts: dict[int, int] = {}
+        if policy.max_unsupported_claims is not None or policy.min_supported_share is not None:
+            for row in campaign_verdicts(session, campaign,
+                                         include_simulated=policy.include_simulated):
+                if row["rater"] not in excluded:
+                    verdicts_by_item[row["rationale_id"]].append(row)
+            claim_counts = dict(session.execute(
+                select(Claim.rationale_id, func.count()).where(
+                    Claim.rationale_id.in_(originals)).group_by(Claim.rationale_id)).all())
         for rationale_id in sorted(originals):
             if policy.adjudication_overrides and rationale_id in adjudicated:
                 row = adjudicated[rationale_id]
@@ -174,6 +192,10 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
                         reasons.append(f"{dim} below {minimum:g}")
                 if any(set(r["flags"]) & set(policy.blocking_flags) for r in ratings):
                     reasons.append("blocking flag")
+                reasons += policy_reasons(verdicts_by_item[rationale_id],
+                                          claim_counts.get(rationale_id, 0),
+                                          policy.max_unsupported_claims,
+                                          policy.min_supported_share)
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
                 decisions[rationale_id] = Decision(rationale_id, not reasons, reasons)
     return [decisions[k] for k in sorted(decisions)]

@@ -492,6 +492,27 @@ class Draft(SQLModel, table=True):
                 f"faith={self.faithfulness})")
 
 
+# A rater's verdict on one claim, part of one annotation revision (a revision carries its
+# own verdicts, all of them); "should cite" are record lines the rater marked as bearing on
+# the claim (supporting or refuting it) that it does not cite.
+class ClaimVerdict(SQLModel, table=True):
+    __tablename__ = "claim_verdict"
+    __table_args__ = (
+        UniqueConstraint("annotation_id", "claim_id"),
+        CheckConstraint("verdict IN ('supported', 'partly_supported', 'not_in_record', "
+                        "'contradicted', 'general_knowledge')", name="verdict_valid"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    annotation_id: int = Field(foreign_key="annotation.id", index=True, ondelete="CASCADE")
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    verdict: str = Field(max_length=20)
+    should_cite: list = _json()
+
+    def __repr__(self) -> str:
+        return f"ClaimVerdict(claim_id={self.claim_id}, verdict={self.verdict})"
+
+
 # An adjudicator's final word on a disputed rationale; it overrides the ratings.
 class Adjudication(SQLModel, table=True):
     __table_args__ = (

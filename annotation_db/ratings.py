@@ -13,7 +13,7 @@ from annotation_db.agreement import DimensionSpec, Rating
 from annotation_db.csv_files import CsvFileError, read_csv
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
 from annotation_db.revisions import newest_only
-from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_DIMENSION, CLAIM_VERDICTS, FLAGS, SCALE_DIMENSIONS
 
 CSV_COLUMNS = ("rater", "item", "dimension", "score")
 
@@ -23,10 +23,14 @@ class RatingsError(ValueError):
 
 
 def default_dimensions(names: set[str]) -> list[DimensionSpec]:
-    """Ordinal 1–5 for the rubric scales, nominal 0/1 for flags, ordinal otherwise."""
+    """Ordinal 1–5 for the rubric scales, nominal 0/1 for flags, nominal over the five
+    claim verdicts, ordinal otherwise."""
     specs = []
     for name in sorted(names, key=lambda n: (n not in SCALE_DIMENSIONS, n)):
-        if name in FLAGS or name.startswith("flag_"):
+        if name == CLAIM_DIMENSION:
+            specs.append(DimensionSpec(name, "nominal",
+                                       tuple(float(c) for c in range(len(CLAIM_VERDICTS)))))
+        elif name in FLAGS or name.startswith("flag_"):
             specs.append(DimensionSpec(name, "nominal", (0, 1)))
         else:
             specs.append(DimensionSpec(name, "ordinal", (1, 2, 3, 4, 5)))
@@ -100,6 +104,10 @@ def load_campaign_ratings(session: Session, campaign_name: str, *,
         ratings.append(Rating(username, item, "faithfulness", float(annotation.faithfulness)))
         for flag in FLAGS:
             ratings.append(Rating(username, item, flag, float(flag in annotation.flags)))
+    from annotation_db.claim_review import campaign_verdicts, claim_summary, verdict_ratings
+
+    verdicts = campaign_verdicts(session, campaign, include_simulated=include_simulated)
+    ratings += verdict_ratings(verdicts)
     gold = {str(r) for r in session.execute(
         select(CampaignItem.rationale_id).join(Rationale, Rationale.id == CampaignItem.rationale_id)
         .where(CampaignItem.campaign_id == campaign.id,
@@ -109,4 +117,17 @@ def load_campaign_ratings(session: Session, campaign_name: str, *,
               "blinding": "raters see no model, prompt or other raters' scores"
                           + ("; grounding results hidden" if campaign.blind_grounding else ""),
               "simulated_ratings": "included" if include_simulated else "excluded"}
+    if verdicts:
+        design["claim_review"] = _claims_line(claim_summary(verdicts))
     return ratings, gold, design
+
+
+def _claims_line(summary: dict) -> str:
+    """The claim-level figures that α does not give, in one line."""
+    if not summary["claims_with_two_or_more"]:
+        return f"{summary['claims']} claims judged, none by two raters yet"
+    return (f"{summary['claims']} claims judged, {summary['claims_with_two_or_more']} by two "
+            f"or more raters: unanimous verdict on {summary['unanimous_share']:.0%}; "
+            "lines marked as should-have-cited agree at a mean pairwise Jaccard of "
+            f"{summary['should_cite_jaccard']:.2f} (marked on "
+            f"{summary['should_cite_marked_share']:.0%} of those claims)")

@@ -1,6 +1,7 @@
 """claims: each rationale's statements (steps, or sentences of free text) with the record
 items each cites, judged one by one in claim review; written once, never updated (triggers
-refuse UPDATE on SQLite and PostgreSQL). Existing rationales get their claims here.
+refuse UPDATE on SQLite and PostgreSQL). Existing rationales get their claims here. And
+claim_verdict: a rater's verdict on each claim, part of an annotation revision.
 
 Revision ID: 0013_claims
 Revises: 0012_drafts
@@ -50,6 +51,29 @@ def upgrade() -> None:
         op.execute("CREATE TRIGGER claim_immutable BEFORE UPDATE ON claim "
                    "FOR EACH ROW EXECUTE FUNCTION claim_refuse_update()")
     _claims_for_existing_rationales(claim)
+    op.create_table(
+        "claim_verdict",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("annotation_id", sa.Integer(), nullable=False),
+        sa.Column("claim_id", sa.Integer(), nullable=False),
+        sa.Column("verdict", sa.String(length=20), nullable=False),
+        sa.Column("should_cite", sa.JSON(), nullable=False),
+        sa.CheckConstraint("verdict IN ('supported', 'partly_supported', 'not_in_record', "
+                           "'contradicted', 'general_knowledge')",
+                           name=op.f("ck_claim_verdict_verdict_valid")),
+        sa.ForeignKeyConstraint(["annotation_id"], ["annotation.id"],
+                                name=op.f("fk_claim_verdict_annotation_id_annotation"),
+                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["claim_id"], ["claim.id"],
+                                name=op.f("fk_claim_verdict_claim_id_claim")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_claim_verdict")),
+        sa.UniqueConstraint("annotation_id", "claim_id",
+                            name=op.f("uq_claim_verdict_annotation_id_claim_id")),
+    )
+    op.create_index(op.f("ix_claim_verdict_annotation_id"), "claim_verdict",
+                    ["annotation_id"], unique=False)
+    op.create_index(op.f("ix_claim_verdict_claim_id"), "claim_verdict", ["claim_id"],
+                    unique=False)
 
 
 def _claims_for_existing_rationales(claim: sa.Table) -> None:
@@ -73,6 +97,9 @@ def _claims_for_existing_rationales(claim: sa.Table) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_claim_verdict_claim_id"), table_name="claim_verdict")
+    op.drop_index(op.f("ix_claim_verdict_annotation_id"), table_name="claim_verdict")
+    op.drop_table("claim_verdict")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TRIGGER claim_no_update")
     else:
