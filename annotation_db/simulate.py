@@ -6,6 +6,12 @@ A simulated rater's faithfulness score starts from the rationale's grounding sco
 (1 + 4 × score), accuracy from faithfulness, then adds the rater's own leniency and Gaussian
 noise; failed grounding checks raise the matching flags with high probability. Simulated
 ratings are stored with ``simulated = True``; reports and exports leave them out unless asked.
+
+In a campaign with claim review each claim also gets a verdict: *supported* when every id
+it cites is in the record, *not in the record* when one is not, *general medical knowledge*
+when it cites nothing; with probability ``claim_error`` the rater gives another verdict
+instead (uniformly). A campaign without claim review draws nothing for claims, so its
+simulated ratings are those of before.
 """
 
 import random
@@ -13,8 +19,9 @@ import random
 from sqlalchemy import select
 from sqlmodel import Session
 
-from annotation_db import audit, campaigns, users
-from annotation_db.models import Assignment, Campaign, Rationale
+from annotation_db import audit, campaigns, claim_review, claims, users
+from annotation_db.models import Assignment, Campaign, EvidenceItem, Rationale
+from annotation_db.rubric import CLAIM_VERDICTS
 
 
 def simulated_raters(session: Session, count: int, prefix: str = "sim-rater") -> list[str]:
@@ -32,9 +39,12 @@ def simulated_raters(session: Session, count: int, prefix: str = "sim-rater") ->
 
 
 def simulate(session: Session, campaign: Campaign, *, noise: float = 0.6,
-             leniency_spread: float = 0.4, seed: int = 0) -> int:
+             leniency_spread: float = 0.4, seed: int = 0, claim_error: float = 0.15) -> int:
     """Fill every open assignment of the campaign's simulated raters; return ratings added."""
+    if not 0 <= claim_error <= 1:
+        raise ValueError(f"claim_error must lie in [0, 1], got {claim_error}")
     rng = random.Random(seed)
+    review = claim_review.is_on(campaign)
     names = [n for n in (campaign.settings or {}).get("annotators", [])
              if n.startswith("sim-rater")]
     added = 0
@@ -62,9 +72,25 @@ def simulate(session: Session, campaign: Campaign, *, noise: float = 0.6,
             campaigns.submit(session, assignment_id=assignment.id, user=user,
                              accuracy=accuracy, faithfulness=faithfulness, flags=flags,
                              comment="simulated", seconds_on_task=round(rng.uniform(20, 90), 1),
-                             simulated=True, address=audit.CLI)
+                             simulated=True, address=audit.CLI,
+                             claim_verdicts=_verdicts(session, rationale, rng, claim_error)
+                             if review else None)
             added += 1
     return added
+
+
+def _verdicts(session: Session, rationale: Rationale, rng: random.Random,
+              error: float) -> dict:
+    record = set(session.execute(select(EvidenceItem.evidence_id).where(
+        EvidenceItem.patient_id == rationale.patient_id)).scalars())
+    out = {}
+    for claim in claims.claims_of(session, rationale.id):
+        truth = ("general_knowledge" if not claim.cited_ids else
+                 "supported" if set(claim.cited_ids) <= record else "not_in_record")
+        if rng.random() < error:
+            truth = rng.choice([v for v in CLAIM_VERDICTS if v != truth])
+        out[claim.id] = {"verdict": truth, "should_cite": []}
+    return out
 
 
 def _clip(value: float) -> int:

@@ -162,3 +162,26 @@ def test_the_policy_rejects_rationales_with_unsupported_claims(reviewed, tmp_pat
         ["1 claim not in the record or contradicted (at most 0)"]]
     assert sorted(d.reasons for d in share if not d.approved) == [
         ["supported claims 67% below 70%"], ["supported claims 67% below 70%"]]
+
+
+def test_simulated_raters_give_claim_verdicts_with_the_error_rate_asked(reviewed):
+    from annotation_db.simulate import simulate, simulated_raters
+
+    engine, _, ids = reviewed
+    with Session(engine) as s:
+        names = simulated_raters(s, 3)
+        run_id = s.get(Rationale, next(iter(ids))).run_id
+        exact = camp.create_campaign(s, name="sim-exact", run_ids=[run_id], annotators=names,
+                                     k=3, claim_review=True)
+        assert simulate(s, exact, seed=4, claim_error=0.0) == 6
+        rows = claim_review.campaign_verdicts(s, exact, include_simulated=True)
+        # "[E1]" and "[E2]" are in every record; the last sentence cites nothing
+        assert {(r["position"], r["verdict"]) for r in rows} == {
+            (1, "supported"), (2, "supported"), (3, "general_knowledge")}
+        noisy = camp.create_campaign(s, name="sim-noisy", run_ids=[run_id],
+                                     annotators=names, k=3, claim_review=True)
+        simulate(s, noisy, seed=4, claim_error=1.0)
+        rows = claim_review.campaign_verdicts(s, noisy, include_simulated=True)
+        assert len(rows) == 18 and not any(
+            r["verdict"] == ("general_knowledge" if r["position"] == 3 else "supported")
+            for r in rows)
