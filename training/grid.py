@@ -42,6 +42,7 @@ from training.evaluate import (
 )
 from training.fewshot import FewShotConfig, run_fewshot
 from training.metrics import delong_test, holm, joint_paired_difference
+from training.reading_rule import ReadingRule
 from training.sft import SFTRunConfig, train
 from training.tables import align, format_metric, number, table
 
@@ -95,7 +96,7 @@ class RunResources(BaseModel):
 class ExperimentGrid(CommandConfig):
     """`rationale-audit experiment run GRID.yaml`."""
 
-    ADDED_LATER = {"extra_scoring_targets": {}}
+    ADDED_LATER = {"extra_scoring_targets": {}, "reading": None}
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="names the report folder <runs_dir>/experiments/<name>")
@@ -114,6 +115,10 @@ class ExperimentGrid(CommandConfig):
         default_factory=dict, description="a variant of extra_scorings given only to the "
         "models trained on these targets (e.g. the costly sampled variant for the one model "
         "a contrast reads); a variant not named here goes to every rationale-writing model")
+    reading: ReadingRule | None = Field(
+        None, description="the mechanism section's reading rule, stated before the runs: "
+        "its hash is in every SFT run's identity and the report refuses runs made under "
+        "another (training/reading_rule.py); unset: the first report's post-hoc rule")
     baseline: bool = Field(True, description="add the non-LLM reference models "
                                              "(structured features, TF-IDF, age alone), "
                                              "fitted on each cell's training patients")
@@ -138,6 +143,7 @@ class ExperimentGrid(CommandConfig):
                 dataset=self.dataset, target=target, base_model=model, train_size=size,
                 seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
                 paired_targets=self.paired_targets(),
+                reading_rule=self.reading.digest() if self.reading else None,
                 runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
                 for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
             cells.append(({"kind": "sft", "base_model": model, "target": target,
@@ -655,7 +661,8 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
     seed_lines, seed_data = seed_report.section(every_row, n_resamples, evaluation.seed)
     text += "\n".join(seed_lines) + "\n"
     if mechanism.applies(grid):
-        lines, mechanism_data = mechanism.section(every_row, out, n_resamples, evaluation.seed)
+        lines, mechanism_data = mechanism.section(every_row, out, n_resamples, evaluation.seed,
+                                                  grid.reading)
         text += "\n".join(lines) + "\n"
     if selection.get("failed"):
         text += "\n## Failed cells\n\nLeft out of every table above; re-run the grid once "\

@@ -34,47 +34,18 @@ import numpy as np
 
 from training import forced_reading
 from training.forced_reading import FORCED
+from training.reading_rule import POST_HOC, ReadingRule
 from training.targets import TARGETS
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
 LABEL = ("label", "direct")
-CONTRASTS = {  # name: (a, b, what differs); the difference is AUROC(a) − AUROC(b)
-    "length": (LABEL, ("label-padded", FORCED),
-               "label-only vs the same answer after length-matched filler (forced)"),
-    "length, direct": (LABEL, ("label-padded", "direct"),
-                       "the same, the filler model scored right after the prompt"),
-    "weighting": (("rationale-weighted", "generate"), ("rationale-free", "generate"),
-                  "answer token up-weighted to label-only's share vs plain rationale SFT"),
-    "answer-only loss": (("rationale-answer-only", "generate"), ("rationale-free", "generate"),
-                         "loss on the answer only vs on rationale and answer"),
-    "answer-only loss, direct": (("rationale-answer-only", "direct"),
-                                 ("rationale-free", "direct"),
-                                 "the same, both scored right after the prompt (the "
-                                 "answer-only model never learns to write a rationale)"),
-    "narrative": (("rationale-shuffled", FORCED), ("rationale-free", FORCED),
-                  "rationale words shuffled vs in order (both forced)"),
-    "narrative, direct": (("rationale-shuffled", "direct"), ("rationale-free", "direct"),
-                          "the same, both scored right after the prompt"),
-    "answer first": (("answer-first", "direct"), ("rationale-free", "generate"),
-                     "answer then rationale vs rationale then answer"),
-    "direct scoring": (("rationale-free", "direct"), ("rationale-free", "generate"),
-                       "the same rationale model scored directly vs after its rationale"),
-    "sampled scoring": (("rationale-free", "sampled"), ("rationale-free", "generate"),
-                        "mean over sampled rationales vs the greedy one"),
-    "multitask": (("multitask", "direct"), LABEL,
-                  "predict/explain multitask vs label-only"),
-}
+# The rule of the first mechanism report (set after its grid ran): what a grid without a
+# pre-registered ``reading:`` is read with (training/reading_rule.py).
+CONTRASTS = {name: (tuple(c.a), tuple(c.b), c.what) for name, c in POST_HOC.contrasts.items()}
 FORCED_TARGETS = frozenset(key[0] for a, b, _ in CONTRASTS.values() for key in (a, b)
                            if key[1] == FORCED)
-# the same contrast with every side scored direct; a reading says when these change it
-ALTERNATIVES = {"length": "length, direct", "narrative": "narrative, direct",
-                "answer-only loss": "answer-only loss, direct"}
-EXPLANATIONS = {  # name: the contrasts it predicts to be positive
-    "dilution of the answer's gradient by length": ["length", "weighting"],
-    "next-token loss shifted onto rationale tokens": ["answer-only loss", "weighting"],
-    "narrative plausibility vs discrimination (the study's)": ["narrative"],
-    "output format biases the answer": ["answer first", "direct scoring"],
-}
+ALTERNATIVES = POST_HOC.alternatives
+EXPLANATIONS = POST_HOC.explanations
 
 
 def applies(grid) -> bool:
@@ -128,14 +99,16 @@ def _same_patients(aligned: list[tuple], what: str) -> list[tuple]:
     return aligned
 
 
-def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+def contrasts(rows: list[dict], n_resamples: int, seed: int,
+              rule: ReadingRule = POST_HOC) -> list[dict]:
     """Each contrast whose two settings were both run (valid), jointly over cells."""
     from training.metrics import joint_paired_difference
     from training.tables import align
 
     sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
     out = []
-    for name, (a_key, b_key, what) in CONTRASTS.items():
+    for name, contrast in rule.contrasts.items():
+        a_key, b_key, what = tuple(contrast.a), tuple(contrast.b), contrast.what
         a = {tuple(r[k] for k in CELL): r for r in sft if _key(r) == a_key}
         b = {tuple(r[k] for k in CELL): r for r in sft if _key(r) == b_key}
         cells = sorted(set(a) & set(b), key=str)
@@ -153,12 +126,13 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
     return out
 
 
-def unread(rows: list[dict], found: list[dict]) -> list[dict]:
+def unread(rows: list[dict], found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
     """Each contrast whose two settings were both run but not both valid, and why."""
     sft = [r for r in rows if r["kind"] == "sft" and r["predictions"]]
     done = {c["contrast"] for c in found}
     out = []
-    for name, (a_key, b_key, _) in CONTRASTS.items():
+    for name, contrast in rule.contrasts.items():
+        a_key, b_key = tuple(contrast.a), tuple(contrast.b)
         sides = {key: [r for r in sft if _key(r) == key] for key in (a_key, b_key)}
         if name in done or not all(sides.values()):
             continue
@@ -182,15 +156,15 @@ def _verdict(tested: list[dict], predicted: list[str]) -> str:
     return "open (no predicted difference shown)"
 
 
-def readings(found: list[dict]) -> list[dict]:
+def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
     """Each explanation: supported, partly supported, contradicted, open or not tested;
     and, where reading its contrasts direct (``ALTERNATIVES``) would say otherwise, that."""
     by_name = {c["contrast"]: c for c in found}
     out = []
-    for explanation, predicted in EXPLANATIONS.items():
+    for explanation, predicted in rule.explanations.items():
         tested = [by_name[p] for p in predicted if p in by_name]
         verdict = _verdict(tested, predicted)
-        swapped = [ALTERNATIVES.get(p, p) for p in predicted]
+        swapped = [rule.alternatives.get(p, p) for p in predicted]
         other = _verdict([by_name[p] for p in swapped if p in by_name], swapped)
         used = [p for p in swapped if p in by_name and p not in predicted]
         out.append({"explanation": explanation, "predicts": predicted,
@@ -324,19 +298,35 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
     return lines
 
 
-def section(rows: list[dict], out: Path, n_resamples: int, seed: int) -> tuple[list[str], dict]:
-    """The section's Markdown lines and its data (for ``summary.json``)."""
-    forced = forced_reading.forced_rows(rows, FORCED_TARGETS)
+def section(rows: list[dict], out: Path, n_resamples: int, seed: int,
+            rule: ReadingRule | None = None) -> tuple[list[str], dict]:
+    """The section's Markdown lines and its data (for ``summary.json``). ``rule``: the
+    grid's pre-registered reading rule (every run checked to be made under it); None:
+    the post-hoc rule of the first report."""
+    from training.reading_rule import check_runs
+
+    if rule is not None:
+        check_runs(rows, rule)
+    used = rule or POST_HOC
+    forced_targets = frozenset(side[0] for c in used.contrasts.values()
+                               for side in (c.a, c.b) if side[1] == FORCED)
+    forced = forced_reading.forced_rows(rows, forced_targets)
     every = rows + forced
     entries = settings(every, n_resamples, seed)
-    found = contrasts(every, n_resamples, seed)
-    missing = unread(every, found)
-    reads = readings(found)
+    found = contrasts(every, n_resamples, seed, used)
+    missing = unread(every, found, used)
+    reads = readings(found, used)
     diags = diagnostics(rows)
     has_figure = figure(diags, out / "mechanism_loss_share.png")
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
             "forced": [{k: r.get(k) for k in forced_reading.SUMMARY_KEYS} for r in forced],
             "contrasts": found, "unread_contrasts": missing, "readings": reads,
+            "reading_rule": {"hash": used.digest(), "pre_registered": rule is not None},
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}
-    return markdown(entries, found, missing, reads, diags, has_figure, forced), data
+    lines = markdown(entries, found, missing, reads, diags, has_figure, forced)
+    lines += ["", f"Reading rule `{used.digest()[:12]}`: " + (
+        "stated in the grid's config before its runs, and in each run's identity."
+        if rule is not None else "the first report's, set after its grid ran (not "
+        "pre-registered); a grid states its own under `reading:`.")]
+    return lines, data

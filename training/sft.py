@@ -96,6 +96,9 @@ class SFTRunConfig(CommandConfig):
     gradient_checkpointing: bool = False
     multitask_alpha: float = Field(default=0.5, gt=0, lt=1, description="multitask: weight "
                                    "of the predict task's loss (explain gets 1 − α)")
+    reading_rule: str | None = Field(
+        default=None, description="hash of the mechanism grid's pre-registered reading rule "
+        "(set by the grid; part of the run's identity)")
     align_alpha: float = Field(default=0.5, gt=0, lt=1, description="rationale-align: "
                                "weight of the answer's length-normalised loss (the "
                                "rationale's gets 1 − α)")
@@ -114,7 +117,8 @@ class SFTRunConfig(CommandConfig):
                                   "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
-    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5}
+    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5,
+                   "reading_rule": None}
 
     @model_validator(mode="after")
     def _alpha(self):
