@@ -52,18 +52,25 @@ def _rater(base: str, name: str, acknowledged: list, stop: threading.Event,
     time), then submit item after item until the server goes away."""
     body = {"session_hash": f"crash-{name}"}
     try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            http.post("/login", data={"username": name, "password": PASSWORD}).raise_for_status()
-            item = http.post("/gradio_api/run/load_next",
-                             json={"data": ["crash"], **body}).json()["data"][0]
-            all_in.wait()
+        # a slow start (20 sign-ins and first items at once, on a busy machine) is no fault:
+        # the timeout is generous, and a rater that could not start still arrives at the
+        # barrier, so the others start together whatever happened to it
+        with httpx.Client(base_url=base, timeout=120) as http:
+            item = None
+            try:
+                http.post("/login", data={"username": name, "password": PASSWORD}
+                          ).raise_for_status()
+                item = http.post("/gradio_api/run/load_next",
+                                 json={"data": ["crash"], **body}).json()["data"][0]
+            finally:
+                all_in.wait()
             while item is not None and not stop.is_set():
                 response = http.post("/gradio_api/run/submit_scores", json={
                     "data": ["crash", item, 4, 3, [], "", None], **body})
                 response.raise_for_status()
                 acknowledged.append(item)  # the client saw this one stored
                 item = response.json()["data"][0]
-    except (httpx.HTTPError, json.JSONDecodeError, KeyError):
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError, threading.BrokenBarrierError):
         return  # the server was killed: what was acknowledged is recorded
 
 
