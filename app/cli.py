@@ -49,7 +49,7 @@ app.add_typer(experiment.app, name="experiment")
 app.add_typer(audit.app, name="audit")
 app.add_typer(judge.app, name="judge")
 app.command("serve")(serve.serve)
-app.command("generate")(generate.generate)
+app.add_typer(generate.app, name="generate")
 app.command("demo")(demo.demo)
 
 

@@ -21,6 +21,7 @@ from annotation_db.provenance import CommandConfig, ConfigError
 from annotation_db.ratings import RatingsError
 from annotation_db.session import DatabaseUnavailable
 from annotation_db.users import UserError
+from generation.import_rationales import RationaleImportError
 from generation.importers import ImportRejected
 from generation.judge import JudgeError
 from generation.models import ModelSpecError
@@ -35,7 +36,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
     FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
-    ArchiveError, MigrationRefused,
+    ArchiveError, MigrationRefused, RationaleImportError,
 )
 
 err_console = Console(stderr=True)

@@ -1,4 +1,7 @@
-"""`rationale-audit generate`: write grounded rationales with vLLM, a server or transformers."""
+"""`rationale-audit generate`: write grounded rationales with vLLM, a server or transformers;
+`rationale-audit generate import FILE`: bring in rationales written elsewhere."""
+
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -7,15 +10,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app.commands.db import open_engine
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
+from generation.import_rationales import ImportConfig, import_rationales
 from generation.rationales import GenerateConfig, generate_rationales
 
 console = Console(soft_wrap=True)
+app = typer.Typer(no_args_is_help=False, rich_markup_mode="rich")
 
 
+@app.callback(invoke_without_command=True)
 @user_errors
 @config_options(GenerateConfig)
 def generate(
     cfg: GenerateConfig,
+    ctx: typer.Context,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Give the patients stored as failed in this run another "
         "full set of attempts (same run; their failed rows are replaced)."),
@@ -36,7 +43,12 @@ def generate(
         rationale-audit generate --split train --n 500 --mode label-conditioned --format free
         rationale-audit generate --n 64 --server-url http://127.0.0.1:8000/v1 --model smol
         rationale-audit generate --split train --n 500 --retry-failed
+        rationale-audit generate import outputs.jsonl --model org/model-7b
+
+    Rationales written by another system: `rationale-audit generate import --help`.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     engine = open_engine(db)
     progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
@@ -72,3 +84,40 @@ def generate(
            f"({summary.tokens_per_second:.0f} tok/s)" if summary.tokens else ""),
         highlight=False,
     )
+
+
+@app.command("import")
+@user_errors
+@config_options(ImportConfig)
+def import_file(
+    cfg: ImportConfig,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of rationales, "
+                                "one per line (or an OpenAI Batch API output file)"),
+    db: DbOption = None,
+) -> None:
+    """Import rationales another system wrote, checked like generated ones.
+
+    Each line: the output schema's JSON with the patient's id, e.g.
+    {"patient_id": "P0000012", "prediction": "yes", "evidence": ["E3"], "rationale": "…"};
+    or, with --file-format openai-batch, a Batch API output line whose custom_id is the
+    patient id and whose message content is that JSON. A bad line (not JSON, wrong schema,
+    unknown patient, a patient twice, an id the patient does not have) refuses the whole
+    file, each bad line named, nothing written; --skip-invalid imports the rest and writes
+    the refused lines to FILE.refused.jsonl. The run records the model name you give and
+    the file's SHA-256; importing the same file again adds nothing.
+
+    Example:
+
+        rationale-audit generate import outputs.jsonl --model org/model-7b --format free
+        rationale-audit generate import batch_output.jsonl --file-format openai-batch --model gpt
+    """
+    summary = import_rationales(open_engine(db), file, cfg)
+    if summary.already:
+        console.print(f"run {summary.run_id}: this file was imported before "
+                      f"({summary.already} rationales); nothing added", highlight=False)
+        return
+    console.print(f"run {summary.run_id}: {summary.imported} rationales imported from "
+                  f"{file.name} (sha256 {summary.file_sha256[:12]}), model {cfg.model}"
+                  + (f"; {len(summary.refused)} line(s) refused, listed in "
+                     f"{Path(summary.refused_file).name}" if summary.refused else ""),
+                  highlight=False)
