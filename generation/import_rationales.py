@@ -212,11 +212,12 @@ def _import_prompt(session: Session, cfg: ImportConfig) -> PromptRow:
     body = ("The prompt that produced these rationales was not given: they were written "
             f"outside Rationale Audit ({cfg.mode}, {cfg.format}) and imported.")
     content_hash = hashlib.sha256(body.encode()).hexdigest()
+    version = f"{'lc' if cfg.mode == 'label-conditioned' else 'lb'}-{cfg.format}"  # ≤ 20
     row = session.execute(select(PromptRow).where(PromptRow.name == "imported",
-                                                  PromptRow.version == f"{cfg.mode}-{cfg.format}")
+                                                  PromptRow.version == version)
                           ).scalars().first()
     if row is None:
-        row = PromptRow(name="imported", version=f"{cfg.mode}-{cfg.format}", mode=cfg.mode,
+        row = PromptRow(name="imported", version=version, mode=cfg.mode,
                         format=cfg.format, body=body, content_hash=content_hash)
         session.add(row)
         session.flush()

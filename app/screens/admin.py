@@ -288,8 +288,9 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
             plan_btn = gr.Button("Plan")
         plan_md = gr.Markdown()
         gr.Markdown("### Export a verified dataset version (same code as `export create`)")
+        # wrapped: a scrolling editor would be a region the keyboard cannot scroll (axe)
         policy_box = gr.Code("", language="yaml", label="Approval policy",
-                             elem_id="export_policy")
+                             elem_id="export_policy", wrap_lines=True)
         version_name = gr.Textbox(label="Version name", max_length=64,
                                   info="1–64 letters, digits, '-', '_' or '.', not starting "
                                        "with a dot; never reused")
