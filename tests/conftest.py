@@ -122,6 +122,7 @@ def tiny_model(tmp_path_factory, bundled_model) -> str:
     template: for tests of data plumbing through a trainer, where what the model has
     learned does not matter and a 135M-parameter step would only cost time. Its head size
     (32) and context (8,192) are ones vLLM's CPU engine serves."""
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-model")
@@ -131,6 +132,7 @@ def tiny_model(tmp_path_factory, bundled_model) -> str:
                          max_position_embeddings=8192,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)  # the same weights in every session: no test depends on a draw
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

@@ -89,7 +89,9 @@ def test_a_served_adapter_scores_as_the_same_adapter_merged_locally(served, tiny
         local, local_mass = TransformersScorer(model.path, adapter).label_probabilities(heads)
         assert np.abs(on_server - local).max() < 1e-3
         assert np.allclose(mass, local_mass, atol=1e-3)
-        assert np.abs(on_server - base_local).max() > 0.02  # the adapter is not a no-op
+        # the adapter is not a no-op: it moves P(yes) ten times the tolerance above or more
+        # (random adapters on random tiny models moved it 0.014-0.13 in six draws)
+        assert np.abs(on_server - base_local).max() > 10 * 1e-3
 
 
 def test_a_served_adapter_writes_the_same_greedy_rationale(served, tiny_model):
