@@ -1,9 +1,11 @@
 """Adjudication: the queue of disputed items and the adjudicator's final word.
 
-An item is disputed when its latest ratings span two or more points on a dimension, or when
-raters split on a flag. The queue is ordered lowest agreement first. A decision (approve or
-reject, final scores, reason) is stored as an append-only Adjudication revision; items with
-no dispute are "unanimous" (or "agreed" within one point), adjudicated ones "adjudicated".
+An item is disputed when its latest ratings span two or more points on a dimension, when
+raters split on a flag, or (claim review) when raters split on whether a claim is in the
+record: one judged it not in the record or contradicted, another did not. The queue is
+ordered lowest agreement first. A decision (approve or reject, final scores, reason) is
+stored as an append-only Adjudication revision; items with no dispute are "unanimous" (or
+"agreed" within one point), adjudicated ones "adjudicated".
 """
 
 from collections import defaultdict
@@ -18,10 +20,12 @@ from annotation_db.models import (
     Annotation,
     Assignment,
     Campaign,
+    Claim,
+    ClaimVerdict,
     User,
     text_problem,
 )
-from annotation_db.rubric import SCALE_DIMENSIONS
+from annotation_db.rubric import SCALE_DIMENSIONS, UNSUPPORTED_VERDICTS
 
 
 def latest_ratings(session: Session, campaign_id: int) -> dict[int, list[dict]]:
@@ -36,12 +40,21 @@ def latest_ratings(session: Session, campaign_id: int) -> dict[int, list[dict]]:
         .join(latest, (latest.c.assignment_id == Annotation.assignment_id)
               & (latest.c.rev == Annotation.revision))
         .where(Assignment.campaign_id == campaign_id, Assignment.status == "submitted")).all()
+    verdicts: dict[int, dict[int, str]] = defaultdict(dict)
+    annotation_ids = [a.id for _, _, a in rows]
+    for start in range(0, len(annotation_ids), 900):  # the database's bound-parameter limit
+        for annotation_id, position, verdict in session.execute(
+                select(ClaimVerdict.annotation_id, Claim.position, ClaimVerdict.verdict)
+                .join(Claim, Claim.id == ClaimVerdict.claim_id)
+                .where(ClaimVerdict.annotation_id.in_(annotation_ids[start:start + 900]))):
+            verdicts[annotation_id][position] = verdict
     out: dict[int, list[dict]] = defaultdict(list)
     for rationale_id, username, a in rows:
         out[rationale_id].append({"rater": username, "item": a.assignment_id,
                                   "accuracy": a.accuracy,
                                   "faithfulness": a.faithfulness, "flags": a.flags,
-                                  "comment": a.comment, "simulated": a.simulated})
+                                  "comment": a.comment, "simulated": a.simulated,
+                                  "verdicts": verdicts.get(a.id, {})})
     return dict(out)
 
 
@@ -53,9 +66,14 @@ def dispute(ratings: list[dict]) -> dict | None:
              for dim in SCALE_DIMENSIONS}
     flags = {f for r in ratings for f in r["flags"]}
     split = sorted(f for f in flags if not all(f in r["flags"] for r in ratings))
-    if max(spans.values()) < 2 and not split:
+    claims = sorted({p for r in ratings for p in r.get("verdicts", {})})
+    split_claims = [p for p in claims if len({r.get("verdicts", {}).get(p) in UNSUPPORTED_VERDICTS
+                                               for r in ratings
+                                               if p in r.get("verdicts", {})}) > 1]
+    if max(spans.values()) < 2 and not split and not split_claims:
         return None
-    return {"max_range": max(spans.values()), "ranges": spans, "split_flags": split}
+    return {"max_range": max(spans.values()), "ranges": spans, "split_flags": split,
+            "split_claims": split_claims}
 
 
 def queue(session: Session, campaign: Campaign) -> list[dict]:
@@ -66,7 +84,8 @@ def queue(session: Session, campaign: Campaign) -> list[dict]:
         found = dispute(ratings)
         if found and rationale_id not in decided:
             items.append({"rationale_id": rationale_id, **found, "ratings": ratings})
-    items.sort(key=lambda i: (-i["max_range"], -len(i["split_flags"]), i["rationale_id"]))
+    items.sort(key=lambda i: (-i["max_range"], -len(i["split_flags"]) - len(i["split_claims"]),
+                              i["rationale_id"]))
     return items
 
 

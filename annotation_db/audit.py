@@ -26,7 +26,7 @@ ACTIONS = frozenset({
     "login", "login_failed", "login_throttled", "logout", "session_expired",
     "user_created", "user_disabled", "user_enabled", "password_reset", "user_unlocked",
     "campaign_created", "rating_submitted", "rating_revised", "item_skipped",
-    "draft_discarded",
+    "draft_discarded", "correction_proposed", "correction_accepted", "correction_rejected",
     "skip_undone", "item_returned",
     "adjudicated", "export_created", "export_deleted",
     "job_launched", "job_cancelled", "job_resumed",

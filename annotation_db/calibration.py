@@ -20,6 +20,10 @@ Per scored dimension, the judge's integer scores are set beside the clinicians':
   winning rate is the share of clinicians it wins against; ρ, the average advantage
   probability, is the mean share of items on which the judge aligns at least as well.
 
+Claim verdicts (claim review) are nominal: κ is unweighted (Cohen's), the consensus is the
+most frequent verdict (ties: the first in the rubric's order), alignment in the alt-test is
+the share of the other clinicians who gave the same verdict, and there is no Spearman ρ.
+
 A judge is labelled **may pre-screen** on a dimension only when its winning rate is at
 least 0.5 and every compared clinician has at least ``min_items`` items (the t-test's
 normality needs about 30, as the alt-test's authors say); otherwise the report says why not.
@@ -90,12 +94,18 @@ def weighted_kappa(x, y, domain: list[float], *, weights: str | None = QUADRATIC
     return out
 
 
-def consensus(matrix: np.ndarray) -> np.ndarray:
-    """Each item's median rating, halves rounded up (NaN for an unrated item)."""
+def consensus(matrix: np.ndarray, nominal: bool = False) -> np.ndarray:
+    """Each item's median rating, halves rounded up, or (``nominal``) its most frequent
+    code, ties to the smallest (NaN for an unrated item)."""
     out = np.full(matrix.shape[1], np.nan)
     for item in range(matrix.shape[1]):
         values = matrix[:, item][~np.isnan(matrix[:, item])]
-        if values.size:
+        if not values.size:
+            continue
+        if nominal:
+            codes, counts = np.unique(values, return_counts=True)
+            out[item] = codes[np.argmax(counts)]
+        else:
             out[item] = np.floor(np.median(values) + 0.5)
     return out
 
@@ -119,7 +129,9 @@ def benjamini_yekutieli(p_values: list[float], q: float = 0.05) -> list[bool]:
     return rejected.tolist()
 
 
-def _alignment(score: float, others: np.ndarray) -> float:
+def _alignment(score: float, others: np.ndarray, nominal: bool = False) -> float:
+    if nominal:
+        return float(np.mean(others == score))
     return -float(np.sqrt(np.mean((others - score) ** 2)))
 
 
@@ -133,7 +145,8 @@ def _one_sided_p(differences: np.ndarray, epsilon: float) -> tuple[float, float 
 
 
 def alt_test(matrix: np.ndarray, raters: list[str], judge: np.ndarray, *,
-             epsilon: float = 0.2, q: float = 0.05, min_items: int = 30) -> dict:
+             epsilon: float = 0.2, q: float = 0.05, min_items: int = 30,
+             nominal: bool = False) -> dict:
     """The alt-test of a judge (one score per item, NaN where it did not score) against
     the clinicians of ``matrix`` (raters × items, NaN = not rated)."""
     if len(raters) < 2:
@@ -147,7 +160,8 @@ def alt_test(matrix: np.ndarray, raters: list[str], judge: np.ndarray, *,
             others = others[~np.isnan(others)]
             if np.isnan(own) or np.isnan(judge[item]) or not others.size:
                 continue
-            s_judge, s_human = _alignment(judge[item], others), _alignment(own, others)
+            s_judge = _alignment(judge[item], others, nominal)
+            s_human = _alignment(own, others, nominal)
             wins_judge.append(float(s_judge >= s_human))
             wins_human.append(float(s_human >= s_judge))
         row = {"rater": name, "items": len(wins_judge)}
@@ -193,21 +207,27 @@ def judge_calibration(matrix: np.ndarray, raters: list[str], judge: np.ndarray, 
                       q: float = 0.05, min_items: int = 30, replicates: int = 1000,
                       seed: int = 0) -> dict:
     """One dimension's calibration: κ per clinician and vs consensus, α with and without the
-    judge, the alt-test, and Spearman's ρ against the panel's mean."""
+    judge, the alt-test, and Spearman's ρ against the panel's mean (``level`` "nominal":
+    unweighted κ, modal consensus, no ρ)."""
+    nominal = level == "nominal"
+    weights = None if nominal else QUADRATIC
     scored = ~np.isnan(judge)
     per_rater = []
     for j, name in enumerate(raters):
         both = scored & ~np.isnan(matrix[j])
         per_rater.append({"rater": name, **weighted_kappa(
-            matrix[j, both], judge[both], domain, replicates=replicates, seed=seed),
+            matrix[j, both], judge[both], domain, weights=weights, replicates=replicates,
+            seed=seed),
             "alpha": krippendorff_alpha(np.vstack([matrix[j], judge]), level, domain,
                                         replicates=replicates, seed=seed)})
-    panel = consensus(matrix)
+    panel = consensus(matrix, nominal)
     rated = scored & ~np.isnan(panel)
     counts = (~np.isnan(matrix)).sum(axis=0)
     with np.errstate(all="ignore"):
         panel_mean = np.where(counts > 0, np.nansum(matrix, axis=0) / counts, np.nan)
-    if rated.sum() >= 3 and np.unique(judge[rated]).size > 1 \
+    if nominal:
+        spearman = not_computable("verdicts are nominal: no rank correlation")
+    elif rated.sum() >= 3 and np.unique(judge[rated]).size > 1 \
             and np.unique(panel_mean[rated]).size > 1:
         rho = stats.spearmanr(judge[rated], panel_mean[rated])
         spearman = {"computable": True, "rho": float(rho.statistic), "p_value": float(rho.pvalue),
@@ -218,7 +238,8 @@ def judge_calibration(matrix: np.ndarray, raters: list[str], judge: np.ndarray, 
         "judge_items": int(scored.sum()),
         "kappa_vs_raters": per_rater,
         "kappa_vs_consensus": weighted_kappa(panel[rated], judge[rated], domain,
-                                             replicates=replicates, seed=seed),
+                                             weights=weights, replicates=replicates,
+                                             seed=seed),
         "alpha_vs_consensus": krippendorff_alpha(np.vstack([panel, judge]), level, domain,
                                                  replicates=replicates, seed=seed),
         "alpha_panel": krippendorff_alpha(matrix, level, domain, replicates=replicates,
@@ -226,5 +247,6 @@ def judge_calibration(matrix: np.ndarray, raters: list[str], judge: np.ndarray, 
         "alpha_with_judge": krippendorff_alpha(np.vstack([matrix, judge]), level, domain,
                                                replicates=replicates, seed=seed),
         "spearman_vs_panel_mean": spearman,
-        "alt_test": alt_test(matrix, raters, judge, epsilon=epsilon, q=q, min_items=min_items),
+        "alt_test": alt_test(matrix, raters, judge, epsilon=epsilon, q=q, min_items=min_items,
+                             nominal=nominal),
     }

@@ -71,7 +71,7 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                     reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES,
                     assignment: str = "balanced", max_ratings: int | None = None,
                     judge_run: int | None = None, min_uncertainty: float = 0.05,
-                    claim_review: bool = False) -> Campaign:
+                    claim_review: bool = True) -> Campaign:
     """Create a campaign and its assignments (see the module doc; ``assignment="adaptive"``
     assigns only the calibration batch now and the rest as raters ask, see
     :mod:`annotation_db.adaptive`). ``claim_review``: every rating gives a verdict on

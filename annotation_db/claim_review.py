@@ -44,33 +44,40 @@ def is_on(campaign: Campaign) -> bool:
 
 
 def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | None,
-                     required: bool) -> str | None:
+                     required: bool, draft: bool = False) -> str | None:
     """What is wrong with a rating's claim verdicts (``{claim id: {"verdict": …,
-    "should_cite": [ids]}}``), or None."""
-    verdicts = verdicts or {}
+    "should_cite": [ids]}}``), or None. A ``draft`` may leave a claim's verdict empty
+    (None) while marking its lines."""
+    try:
+        given = {int(claim_id): value or {} for claim_id, value in (verdicts or {}).items()}
+    except (TypeError, ValueError):
+        return "claim verdicts must be keyed by claim id"
     claims = {c.id: c for c in session.execute(select(Claim).where(
         Claim.rationale_id == assignment.rationale_id)).scalars()}
-    foreign = sorted(set(map(int, verdicts)) - set(claims))
+    foreign = sorted(set(given) - set(claims))
     if foreign:
         return f"claim(s) {', '.join(map(str, foreign))} are not claims of this rationale"
-    missing = [c.position for c in claims.values() if c.id not in set(map(int, verdicts))]
+    missing = [c.position for c in claims.values() if c.id not in given]
     if required and missing:
         return ("give every claim a verdict (claim review is on for this campaign); "
                 f"claim{'s' if len(missing) > 1 else ''} {', '.join(map(str, sorted(missing)))} "
                 f"{'have' if len(missing) > 1 else 'has'} none")
-    if not verdicts:
+    if not given:
         return None
     rationale = session.get(Rationale, assignment.rationale_id)
     record_ids = set(session.execute(select(EvidenceItem.evidence_id).where(
         EvidenceItem.patient_id == rationale.patient_id)).scalars())
-    for claim_id, given in verdicts.items():
-        verdict = (given or {}).get("verdict")
-        if verdict not in CLAIM_VERDICTS:
-            return (f"claim {claims[int(claim_id)].position}: verdict must be one of "
+    for claim_id, value in sorted(given.items(), key=lambda kv: claims[kv[0]].position):
+        position, verdict = claims[claim_id].position, value.get("verdict")
+        if verdict not in CLAIM_VERDICTS and not (draft and verdict is None):
+            return (f"claim {position}: verdict must be one of "
                     f"{', '.join(CLAIM_VERDICTS)}, not {verdict!r}")
-        unknown = sorted(set(given.get("should_cite") or []) - record_ids)
+        marked = value.get("should_cite") or []
+        if not isinstance(marked, list):
+            return f"claim {position}: should-cite lines must be a list of evidence ids"
+        unknown = sorted(set(map(str, marked)) - record_ids)
         if unknown:
-            return (f"claim {claims[int(claim_id)].position}: {', '.join(unknown)} "
+            return (f"claim {position}: {', '.join(unknown)} "
                     f"{'are' if len(unknown) > 1 else 'is'} not in this patient's record")
     return None
 

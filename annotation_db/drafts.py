@@ -1,6 +1,7 @@
 """Drafts: a rater's unsent form, kept on the server so that no score or comment is lost.
 
-The Annotate screen saves the form (scores, flags, comment) as it changes, a moment after
+The Annotate screen saves the form (scores, flags, comment and, with claim review, the
+verdicts and marked lines given so far) as it changes, a moment after
 the last change, one draft per assignment; it comes back whenever the item is shown again
 (a reload, a session that expired, another campaign and back, "Previous" while revising).
 Submitting the rating deletes the draft in the same transaction
@@ -20,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from annotation_db import audit
+from annotation_db import audit, claim_review
 from annotation_db.campaigns import latest_annotation, own_assignment, rating_problem
 from annotation_db.models import Draft, User, utcnow
 
@@ -48,7 +49,8 @@ def _check(accuracy: int | None, faithfulness: int | None, flags: list[str],
 def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: int | None,
                faithfulness: int | None, flags: list[str], comment: str = "",
                form_opened_at: dt.datetime | None = None,
-               address: str | None = None) -> Draft | None:
+               address: str | None = None,
+               claim_verdicts: dict | None = None) -> Draft | None:
     """Keep the form of one's own assignment as it stands (replacing the draft before it);
     an empty form deletes the draft (the audit event ``draft_discarded`` when there was
     one). Returns the draft, or None when there is none now.
@@ -58,6 +60,12 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
     otherwise). Raises :class:`~annotation_db.campaigns.NotYours` for another's item."""
     _check(accuracy, faithfulness, flags, comment)
     assignment = own_assignment(session, assignment_id, user)
+    claim_verdicts = {str(claim): value for claim, value in (claim_verdicts or {}).items()
+                      if value and (value.get("verdict") or value.get("should_cite"))}
+    problem = claim_review.verdicts_problem(session, assignment, claim_verdicts,
+                                            required=False, draft=True)
+    if problem:
+        raise DraftError(problem)
     if assignment.status == "reclaimed":
         raise DraftError("this item was handed to someone else while it was open; "
                          "your queue has the next one")
@@ -67,7 +75,8 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
                                   or _aware(rated.created_at) >= _aware(form_opened_at)):
             raise StaleDraft("this item was submitted after the form was opened; "
                              "the submitted rating stands")
-    if accuracy is None and faithfulness is None and not flags and not comment:
+    if (accuracy is None and faithfulness is None and not flags and not comment
+            and not claim_verdicts):
         if draft_of(session, assignment_id) is not None:  # the rater cleared her draft
             audit.record(session, "draft_discarded", actor=user.username, address=address,
                          target=f"assignment {assignment_id}", commit=False,
@@ -75,7 +84,11 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
         discard(session, assignment_id)
         return None
     values = dict(accuracy=accuracy, faithfulness=faithfulness, flags=sorted(set(flags)),
-                  comment=comment, updated_at=utcnow())
+                  comment=comment, updated_at=utcnow(),
+                  claim_verdicts={claim: {"verdict": value.get("verdict"),
+                                          "should_cite": sorted(set(value.get("should_cite")
+                                                                    or []))}
+                                  for claim, value in claim_verdicts.items()} or None)
     for attempt in range(2):
         draft = draft_of(session, assignment_id)
         if draft is None:

@@ -50,7 +50,12 @@ from annotation_db.models import (
 from annotation_db.rubric import SCALE_DIMENSIONS
 from annotation_db.student_task import completion_messages, prompt_messages
 
-VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long")
+VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long",
+         "rationale_corrected", "preference")
+# Views with no test split: the few-shot pool, the ratings, and the preference pairs (a
+# model is evaluated on labels, through label_only's test split).
+TRAIN_ONLY = {"fewshot_pool": ("train",), "ratings_long": ("train",),
+              "preference": ("train", "validation")}
 SPLITS = ("train", "validation", "test")
 
 
@@ -310,7 +315,8 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
                 "history": history(pid),
                 "rationale": rationale.text.strip(),
                 "evidence": rationale.cited_evidence_ids})
-    for view in ("rationale_free", "rationale_stepwise"):
+    _corrections(session, policy, patients, prompt, views)
+    for view in ("rationale_free", "rationale_stepwise", "rationale_corrected"):
         views[view]["test"] = [dict(r, completion=completion_messages(r["label"]))
                                for r in views["label_only"]["test"]]
     for name in policy.campaigns:
@@ -334,7 +340,7 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
     for view, splits in views.items():
         counts[view] = {}
         for split, rows in splits.items():
-            if view in ("fewshot_pool", "ratings_long") and split != "train":
+            if split not in TRAIN_ONLY.get(view, SPLITS):
                 continue
             name = "all" if view == "ratings_long" else split
             files[f"{view}/{name}.jsonl"] = _jsonl(rows)
@@ -348,6 +354,33 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
     return files, data
 
 
+def _corrections(session: Session, policy: ApprovalPolicy, patients: dict[int, Patient],
+                 prompt: Callable[[int], list[dict]], views: dict) -> None:
+    """Accepted corrections of the policy's campaigns (never proposed or rejected ones),
+    for patients outside the test split: as SFT targets (``rationale_corrected``, same
+    prompt and completion form as the other rationale views) and as preference pairs
+    (``preference``: chosen the correction, rejected the rationale it corrects; TRL's
+    conversational DPO format)."""
+    from annotation_db.corrections import accepted
+
+    for name in policy.campaigns:
+        campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().one()
+        for row in accepted(session, campaign):
+            corrected, source = row["corrected"], row["source"]
+            patient = patients.get(corrected.patient_id)
+            if patient is None or patient.split == "test":
+                continue
+            label, key = patient.label, f"{patient.external_id}-r{corrected.id}"
+            views["rationale_corrected"][patient.split].append({
+                "id": key, "label": int(label), "prompt": prompt(patient.id),
+                "completion": completion_messages(label, corrected.text),
+                "corrects": source.id})
+            views["preference"][patient.split].append({
+                "id": key, "label": int(label), "prompt": prompt(patient.id),
+                "chosen": completion_messages(label, corrected.text),
+                "rejected": completion_messages(label, source.text)})
+
+
 def preview_from(decisions: list[Decision]) -> dict:
     return {"approved": sum(d.approved for d in decisions),
             "rejected": sum(not d.approved for d in decisions),
@@ -357,7 +390,8 @@ def preview_from(decisions: list[Decision]) -> dict:
 def _split_leaks(views: dict, patients: dict[int, Patient]) -> set[str]:
     by_id = {p.external_id: p.split for p in patients.values()}
     seen: dict[str, set[str]] = defaultdict(set)
-    for view in ("label_only", "rationale_free", "rationale_stepwise"):
+    for view in ("label_only", "rationale_free", "rationale_stepwise", "rationale_corrected",
+                 "preference"):
         for split, rows in views[view].items():
             for row in rows:
                 seen[row["id"].split("-r")[0]].add(split)

@@ -14,9 +14,10 @@ from sqlmodel import Session
 from annotation_db.agreement import Rating, reliability_matrix
 from annotation_db.calibration import judge_calibration
 from annotation_db.campaigns import CampaignError, get_campaign
+from annotation_db.claim_review import VERDICT_CODES
 from annotation_db.models import JudgeRating, JudgeRun
 from annotation_db.ratings import load_campaign_ratings
-from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_DIMENSION, FLAGS, SCALE_DIMENSIONS
 
 
 def judge_run(session: Session, campaign_name: str, run_id: int | None = None) -> JudgeRun:
@@ -43,6 +44,8 @@ def judge_ratings(session: Session, run: JudgeRun, *, rater: str | None = None) 
         out.append(Rating(name, item, "accuracy", float(row.accuracy)))
         out.append(Rating(name, item, "faithfulness", float(row.faithfulness)))
         out.extend(Rating(name, item, flag, float(flag in row.flags)) for flag in FLAGS)
+        out.extend(Rating(name, f"{item}#{position}", CLAIM_DIMENSION, VERDICT_CODES[verdict])
+                   for position, verdict in (row.claim_verdicts or {}).items())
     return out
 
 
@@ -56,16 +59,20 @@ def calibration_report(session: Session, campaign_name: str, *, run_id: int | No
                                              include_simulated=include_simulated)
     judged = {(r.item, r.dimension): r.score for r in judge_ratings(session, run)}
     dimensions = []
-    for name in SCALE_DIMENSIONS:
+    claims_judged = any(dimension == CLAIM_DIMENSION for _, dimension in judged)
+    for name in (*SCALE_DIMENSIONS, *([CLAIM_DIMENSION] if claims_judged else [])):
         matrix, raters, items = reliability_matrix(panel, name)
         judge = np.array([judged.get((item, name), np.nan) for item in items])
         section = {"dimension": name, "raters": raters, "items": len(items)}
+        nominal = name == CLAIM_DIMENSION
         if len(raters) == 0:
             section.update(computable=False, reason="no clinician ratings yet")
         else:
-            section.update(judge_calibration(matrix, raters, judge, domain=[1, 2, 3, 4, 5],
-                                             epsilon=epsilon, q=q, min_items=min_items,
-                                             replicates=replicates, seed=seed))
+            section.update(judge_calibration(
+                matrix, raters, judge,
+                domain=sorted(VERDICT_CODES.values()) if nominal else [1, 2, 3, 4, 5],
+                level="nominal" if nominal else "ordinal", epsilon=epsilon, q=q,
+                min_items=min_items, replicates=replicates, seed=seed))
         dimensions.append(section)
     tests = [d.get("alt_test", {}) for d in dimensions]
     may_prescreen = all(t.get("passed") for t in tests)
@@ -73,7 +80,8 @@ def calibration_report(session: Session, campaign_name: str, *, run_id: int | No
         "campaign": campaign_name, "design": design,
         "judge": {"run_id": run.id, "model": run.model, "backend": run.backend,
                   "served_by": run.served_by, "status": run.status,
-                  "scored": len({item for item, _ in judged}), "settings": run.settings},
+                  "scored": len({item for item, dim in judged if dim != CLAIM_DIMENSION}),
+        "settings": run.settings},
         "epsilon": epsilon, "q": q, "min_items": min_items,
         "dimensions": dimensions,
         "may_prescreen": may_prescreen,
@@ -128,8 +136,8 @@ def to_markdown(report: dict) -> str:
             continue
         lines += [f"- α of the clinicians (the ceiling): {_alpha(d['alpha_panel'])}",
                   f"- α with the judge as one more coder: {_alpha(d['alpha_with_judge'])}",
-                  f"- weighted κ, judge vs the panel's consensus: "
-                  f"{_kappa(d['kappa_vs_consensus'])}",
+                  f"- κ ({d['kappa_vs_consensus'].get('weights', 'quadratic')} weights), "
+                  f"judge vs the panel's consensus: {_kappa(d['kappa_vs_consensus'])}",
                   f"- α, judge vs the panel's consensus: {_alpha(d['alpha_vs_consensus'])}"]
         sp = d["spearman_vs_panel_mean"]
         lines.append("- Spearman ρ, judge vs the panel's mean: "

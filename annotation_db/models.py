@@ -149,6 +149,12 @@ class Decision(StrEnum):
     reject = "reject"
 
 
+class CorrectionStatus(StrEnum):
+    proposed = "proposed"  # waiting in the adjudicators' queue
+    accepted = "accepted"  # a training target (exports' rationale_corrected and preference)
+    rejected = "rejected"
+
+
 # --- Cohort and patients -------------------------------------------------------
 
 
@@ -485,6 +491,8 @@ class Draft(SQLModel, table=True):
     faithfulness: int | None = None
     flags: list = _json()
     comment: str = Field(default="", max_length=COMMENT_MAX_CHARS)
+    # {claim id: {"verdict": … or None, "should_cite": [ids]}}: claim review's unsent part
+    claim_verdicts: dict | None = _json(nullable=True)
     updated_at: datetime = _timestamp()
 
     def __repr__(self) -> str:
@@ -511,6 +519,35 @@ class ClaimVerdict(SQLModel, table=True):
 
     def __repr__(self) -> str:
         return f"ClaimVerdict(claim_id={self.claim_id}, verdict={self.verdict})"
+
+
+# A clinician's corrected rationale for one item of a campaign: the corrected text is a new
+# rationale (variant "correction-…", parent the original, its own claims), proposed by a
+# rater and accepted or rejected by an adjudicator. Only accepted corrections reach exports.
+class Correction(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("rationale_id"),
+        _one_of("status", CorrectionStatus),
+        _max_chars("note", COMMENT_MAX_CHARS),
+        _max_chars("reason", ADJUDICATION_REASON_MAX_CHARS),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
+    source_rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    rationale_id: int = Field(foreign_key="rationale.id")  # the corrected text
+    proposed_by: int = Field(foreign_key="app_user.id", index=True)
+    note: str = Field(default="", max_length=COMMENT_MAX_CHARS)  # what the rater changed, why
+    status: str = Field(default=CorrectionStatus.proposed, max_length=10)
+    decided_by: int | None = Field(default=None, foreign_key="app_user.id")
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True),
+                                        nullable=True)
+    reason: str = Field(default="", max_length=ADJUDICATION_REASON_MAX_CHARS)
+    created_at: datetime = _timestamp()
+
+    def __repr__(self) -> str:
+        return (f"Correction(id={self.id}, of={self.source_rationale_id}, "
+                f"status={self.status})")
 
 
 # An adjudicator's final word on a disputed rationale; it overrides the ratings.
@@ -578,6 +615,8 @@ class JudgeRating(SQLModel, table=True):
     expected_faithfulness: float | None = None
     probabilities: dict | None = _json(nullable=True)
     flags: list = _json()
+    # claim review: {claim position: verdict}, one per claim of the rationale
+    claim_verdicts: dict | None = _json(nullable=True)
     reason: str = Field(default="", sa_type=Text)
     raw_output: str = Field(default="", sa_type=Text)
     created_at: datetime = _timestamp()

@@ -74,6 +74,61 @@ def rationale_html(text: str, steps: list[dict] | None, known_ids: set[str]) -> 
     return f"<div class='ra-rationale'>{body}</div>"
 
 
+def _linked(text: str, known_ids: set[str]) -> str:
+    """``text`` escaped, each evidence id in it a link to its record line."""
+    def link(match: re.Match) -> str:
+        evidence_id = match.group(1)
+        if evidence_id not in known_ids:
+            return f"<span class='ra-missing' title='not in the record'>{evidence_id}</span>"
+        return (f"<a href='#ev-{evidence_id}' class='ra-ref' data-evidence='{evidence_id}'>"
+                f"{evidence_id}</a>")
+    return EVIDENCE.sub(link, html.escape(text))
+
+
+def claims_html(claims: list, known_ids: set[str], verdicts: dict, verdict_names: dict,
+                unattributed: list[str]) -> str:
+    """Claim review: each claim in order as a group of five verdicts (keys 1–5 on the
+    highlighted claim) with the lines it cites and a box for the lines it should have
+    cited; ``verdicts`` (claim id → {"verdict", "should_cite"}) fills them in."""
+    if not claims:
+        return ("<div class='ra-claims'><p>This rationale has no statements to judge one "
+                "by one: give the two scores below.</p></div>")
+    parts = ["<div class='ra-claims'><p id='claims_help' class='ra-claims-help'>Give each "
+             "claim a verdict: keys <kbd>1</kbd>–<kbd>5</kbd> answer the highlighted claim. "
+             "Its cited lines are outlined in the record. To mark a line it should have "
+             "cited, press <kbd>m</kbd> on that line in the record, or type its id.</p>"]
+    for claim in claims:
+        given = verdicts.get(claim.id) or verdicts.get(str(claim.id)) or {}
+        cid = claim.id
+        cites = [e for e in claim.cited_ids if e in known_ids]
+        options = "".join(
+            f"<label class='ra-verdict'><input type='radio' name='verdict-{cid}' "
+            f"value='{name}' data-key='{key}'{' checked' if given.get('verdict') == name else ''}"
+            f"> <kbd aria-hidden='true'>{key}</kbd> {html.escape(words)}</label>"
+            for key, (name, words) in enumerate(verdict_names.items(), start=1))
+        cited_line = (", ".join(_linked(e, known_ids) for e in claim.cited_ids)
+                      if claim.cited_ids else "nothing")
+        marked = " ".join(given.get("should_cite") or [])
+        parts.append(
+            f"<div class='ra-claim' id='claim-{cid}' data-claim='{cid}' "
+            f"data-cites='{html.escape(' '.join(cites))}' role='radiogroup' "
+            f"aria-labelledby='claim-{cid}-text' aria-describedby='claims_help'>"
+            f"<p id='claim-{cid}-text' class='ra-claim-text'><b>Claim {claim.position} of "
+            f"{len(claims)}:</b> {_linked(claim.text, known_ids)}</p>"
+            f"<div class='ra-verdicts'>{options}</div>"
+            f"<p class='ra-claim-citing'>Cites: {cited_line}</p>"
+            f"<label class='ra-should'>Should have cited (ids) "
+            f"<input type='text' class='ra-should-input' data-claim='{cid}' "
+            f"value='{html.escape(marked)}' autocomplete='off' spellcheck='false'></label>"
+            "</div>")
+    if unattributed:
+        parts.append("<p class='ra-claims-rest'>Listed as evidence for the rationale as a "
+                     "whole (no claim cites it): "
+                     + ", ".join(_linked(e, known_ids) for e in unattributed) + "</p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def evidence_line(record: dict, evidence_id: str) -> str:
     evidence_id = evidence_id.strip().strip("[]")
     for item in record["items"]:
@@ -125,6 +180,24 @@ CSS = """
 .ra-ref{font-weight:600;color:#1864ab;cursor:pointer}
 .dark .ra-ref{color:#74c0fc}
 .ra-missing{color:#c92a2a;text-decoration:line-through}
+.ra-claims{display:flex;flex-direction:column;gap:.5rem}
+.ra-claims-help,.ra-claims-rest{margin:0;font-size:.92em}
+.ra-claim{border:1px solid #868e96;border-radius:6px;padding:.45rem .6rem}
+.ra-claim-text{margin:0 0 .3rem}
+.ra-verdicts{display:flex;flex-wrap:wrap;gap:.15rem .9rem}
+.ra-verdict{display:inline-flex;gap:.3rem;align-items:center;cursor:pointer}
+.ra-claims kbd{border:1px solid #868e96;border-radius:3px;padding:0 .3em;font-family:inherit;
+  font-size:.85em}
+.ra-claim-citing{margin:.25rem 0 0;font-size:.9em}
+.ra-should{display:flex;gap:.4rem;align-items:center;font-size:.9em;margin-top:.25rem}
+.ra-should-input{flex:1;min-width:6rem;border:1px solid #868e96;border-radius:4px;
+  padding:.1rem .35rem;background:transparent;color:inherit}
+.ra-item.ra-claim-cites{box-shadow:inset 4px 0 0 #1864ab;background:#e7f0fa;color:#1f2937}
+.ra-item.ra-claim-marked{outline:2px dashed #7048e8;outline-offset:-2px}
+.ra-item.ra-claim-marked::after{content:" · marked: should have cited";font-weight:600;
+  color:#5f3dc4}
+.ra-sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);
+  white-space:nowrap}
 .ra-dim-focus{outline:3px solid #1864ab !important;outline-offset:-3px !important;
   background:#eef5fc !important}
 .dark .ra-dim-focus{background:#132a40 !important}
@@ -148,11 +221,16 @@ KEYS = ["ra-keys"]
 
 # Keyboard-first annotation that cannot misfire. Shortcuts act only when focus is on nothing
 # or in the item under review (the record, the rationale and the rating area, marked with the
-# class ``ra-keys``) and never while typing:
-#   1–5  score the dimension holding focus (else the highlighted one); focus and highlight
-#        then move to the next dimension, scrolled into view
-#   ↑/↓, j/k  previous / next dimension (Tab too: each scale is one radio group, one Tab stop;
-#        ←/→ change the score within it)
+# class ``ra-keys``) and never while typing. The questions are, in order, each claim (claim
+# review) and then the two scales:
+#   1–5  answer the question holding focus (else the highlighted one): a claim's verdict or
+#        a score; focus and highlight then move to the next question, scrolled into view
+#   ↑/↓, j/k  previous / next question (Tab too: each is one radio group, one Tab stop;
+#        ←/→ change the answer within it)
+#   r  go to the record (the highlighted claim's first cited line); Esc comes back
+#   m  on a record line: mark it as a line the highlighted claim should have cited (again:
+#        unmark); the claim's cited lines are outlined in the record while it is highlighted
+#        or hovered, and the first is scrolled into view in the record
 #   Enter  submits only when focus is on nothing, a score or a flag; on a button, link or
 #        record line Enter activates that element only
 #   s  skip (asks for a reason first; Enter in the reason box skips)   p  previous item
@@ -164,11 +242,15 @@ KEYS = ["ra-keys"]
 KEYBOARD_JS = """
 <script>
 (() => {
-  const DIMS = ["accuracy_radio", "faithfulness_radio"];
+  const SCALES = ["accuracy_radio", "faithfulness_radio"];
   const HELP = [
-    ["1 – 5", "score the highlighted dimension; the next one is highlighted"],
-    ["↑ ↓ or j k", "previous / next dimension (Tab also moves between them)"],
-    ["← →", "change the score within the dimension that has focus"],
+    ["1 – 5", "answer the highlighted question (a claim's verdict, or a score); the next " +
+     "one is highlighted"],
+    ["↑ ↓ or j k", "previous / next question (Tab also moves between them)"],
+    ["← →", "change the answer within the question that has focus"],
+    ["r", "go to the record: the highlighted claim's first cited line (Esc comes back)"],
+    ["m in the record", "mark the line as one the highlighted claim should have cited " +
+     "(again: unmark)"],
     ["Enter", "submit the item (on a button, link or record line: press that one only)"],
     ["s", "skip the item: type a reason, then Enter"],
     ["p", "previous item: reopen your last submitted item to revise it"],
@@ -179,9 +261,13 @@ KEYBOARD_JS = """
   let active = 0, lastItem = null, helpFrom = null, scheduled = false, groups = 0;
   const el = (id) => document.getElementById(id);
   const shown = (e) => !!e && e.getClientRects().length > 0;
-  const dimOf = (t) => DIMS.findIndex((d) => !!(t && t.closest && t.closest("#" + d)));
-  const radio = (g, value) => g && g.querySelector(
-    value ? `input[type=radio][value="${value}"]` : "input[type=radio]:checked");
+  // the questions in order: each claim under review, then the two scales
+  const dims = () => [...document.querySelectorAll("#claims_view .ra-claim"),
+                      ...SCALES.map(el)].filter(shown);
+  const dimOf = (t) => dims().findIndex((d) => !!(t && d.contains(t)));
+  const radio = (g, key) => g && g.querySelector(!key ? "input[type=radio]:checked"
+    : g.dataset.claim ? `input[type=radio][data-key="${key}"]`
+    : `input[type=radio][value="${key}"]`);
   function typing(t) {
     if (!t) return false;
     if (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable) return true;
@@ -193,25 +279,101 @@ KEYBOARD_JS = """
       !!(t.closest && t.closest(".ra-keys"));
   }
   function mark() {
-    DIMS.forEach((d, i) => el(d) && el(d).classList.toggle("ra-dim-focus", i === active));
+    const all = dims();
+    all.forEach((d, i) => d.classList.toggle("ra-dim-focus", i === active));
+    outline(all[active] && all[active].dataset.claim ? all[active] : null, false);
   }
   function focusDim(i) {
-    active = Math.max(0, Math.min(i, DIMS.length - 1));
+    const all = dims();
+    active = Math.max(0, Math.min(i, all.length - 1));
     mark();
-    const g = el(DIMS[active]);
+    const g = all[active];
     if (!g) return;
     const r = radio(g) || g.querySelector("input[type=radio]");
     if (r) r.focus({preventScroll: true});
     g.scrollIntoView({block: "nearest"});
   }
   function score(value, t) {
+    const all = dims();
     const i = dimOf(t) >= 0 ? dimOf(t) : active;
-    const input = radio(el(DIMS[i]), value);
+    const input = radio(all[i], value);
     if (!input) return;
     input.click();
     focusDim(i + 1);
     const submit = el("submit_btn");
-    if (i === DIMS.length - 1 && submit) submit.scrollIntoView({block: "nearest"});
+    if (i === all.length - 1 && submit) submit.scrollIntoView({block: "nearest"});
+  }
+  // Claim review. The claim whose lines the record shows: the hovered one, else the
+  // highlighted one; its cited lines are outlined, its marked ones dashed.
+  let hovered = null;
+  function outline(claim, scroll) {
+    const shownClaim = hovered || claim;
+    const cites = new Set((shownClaim ? shownClaim.dataset.cites : "").split(" ").filter(Boolean));
+    const marked = new Set(shownClaim ? should(shownClaim) : []);
+    document.querySelectorAll("#history_view li.ra-item").forEach((line) => {
+      const id = line.dataset.evidence;
+      line.classList.toggle("ra-claim-cites", cites.has(id));
+      line.classList.toggle("ra-claim-marked", marked.has(id));
+    });
+    if (!scroll || !shownClaim) return;
+    const first = [...document.querySelectorAll("#history_view li.ra-item")]
+      .find((line) => cites.has(line.dataset.evidence));
+    const list = first && first.closest("ol");
+    if (!first || !list) return;
+    const top = first.offsetTop - list.offsetTop;  // scroll the record only, not the page
+    if (top < list.scrollTop || top + first.offsetHeight > list.scrollTop + list.clientHeight)
+      list.scrollTop = Math.max(0, top - 8);
+  }
+  function should(claim) {
+    const box = claim.querySelector(".ra-should-input");
+    return box ? box.value.toUpperCase().match(/E[1-9][0-9]*/g) || [] : [];
+  }
+  // the panel's answers, as the hidden box the server reads (a change there saves a draft)
+  function syncClaims() {
+    const box = document.querySelector("#claim_verdicts_box textarea, #claim_verdicts_box input");
+    if (!box) return;
+    const given = {};
+    document.querySelectorAll("#claims_view .ra-claim").forEach((claim) => {
+      const r = claim.querySelector("input[type=radio]:checked");
+      const marks = [...new Set(should(claim))];
+      if (r || marks.length) given[claim.dataset.claim] = {verdict: r ? r.value : null,
+                                                           should_cite: marks};
+    });
+    const value = JSON.stringify(given);
+    if (box.value === value) return;
+    const proto = box.tagName === "TEXTAREA" ? HTMLTextAreaElement : HTMLInputElement;
+    Object.getOwnPropertyDescriptor(proto.prototype, "value").set.call(box, value);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  function say(words) {
+    const live = el("ra_live");
+    if (live) live.textContent = words;
+  }
+  function toRecord() {
+    const claim = dims()[active];
+    const cites = claim && claim.dataset.claim ? claim.dataset.cites.split(" ") : [];
+    const lines = [...document.querySelectorAll("#history_view li.ra-item")];
+    const line = lines.find((l) => cites.includes(l.dataset.evidence))
+      || lines.find((l) => l.getAttribute("tabindex") === "0") || lines[0];
+    if (!line) return;
+    rove(line);
+    line.focus();
+  }
+  function toggleMark(line) {
+    const claim = dims()[active];
+    if (!claim || !claim.dataset.claim) {
+      say("No claim is highlighted: highlight one (↑/↓, or Esc then ↑), then press m " +
+          "on a line");
+      return;
+    }
+    const box = claim.querySelector(".ra-should-input");
+    const id = line.dataset.evidence;
+    const marks = should(claim);
+    box.value = (marks.includes(id) ? marks.filter((m) => m !== id) : [...marks, id]).join(" ");
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    const state = marks.includes(id) ? "unmarked" : "marked";
+    say(`${id} ${state} for claim ` +
+        `${[...document.querySelectorAll("#claims_view .ra-claim")].indexOf(claim) + 1}`);
   }
   function press(id) {
     const b = el(id);
@@ -294,6 +456,12 @@ KEYBOARD_JS = """
     });
     document.querySelectorAll("div.empty[aria-label]:not([role])")
       .forEach((d) => d.setAttribute("role", "img"));
+    if (!el("ra_live")) {  // what a key did that shows nowhere else, for screen readers
+      const live = document.createElement("div");
+      live.id = "ra_live"; live.className = "ra-sr";
+      live.setAttribute("role", "status");
+      document.body.appendChild(live);
+    }
   }
   function refresh() {
     scheduled = false;
@@ -319,10 +487,27 @@ KEYBOARD_JS = """
   document.addEventListener("focusin", (e) => {
     const i = dimOf(e.target);
     if (i < 0) return;
-    if (i !== active) { active = i; mark(); }
+    const all = dims();
+    if (i !== active) {
+      active = i; mark();
+      if (all[i].dataset.claim) outline(all[i], true);
+    }
     // scrolled only under keyboard focus: moving the page under a mouse click loses the click
-    if (e.target.matches(":focus-visible")) el(DIMS[i]).scrollIntoView({block: "nearest"});
+    if (e.target.matches(":focus-visible")) all[i].scrollIntoView({block: "nearest"});
   });
+  document.addEventListener("mouseover", (e) => {
+    const claim = e.target.closest && e.target.closest("#claims_view .ra-claim");
+    if (claim === hovered) return;
+    hovered = claim;
+    const all = dims();
+    outline(all[active] && all[active].dataset.claim ? all[active] : null, !!claim);
+  });
+  document.addEventListener("change", (e) => {
+    if (e.target.closest && e.target.closest("#claims_view")) syncClaims();
+  }, true);
+  document.addEventListener("input", (e) => {
+    if (e.target.closest && e.target.closest("#claims_view")) { syncClaims(); mark(); }
+  }, true);
   document.addEventListener("keydown", (e) => {
     const t = e.target;
     if (helpOpen()) {  // modal: Esc closes, Tab stays on Close, nothing reaches the item
@@ -349,6 +534,8 @@ KEYBOARD_JS = """
       if (e.key === "Enter" || e.key === " ") {
         showEvidence(t.getAttribute("data-evidence"), t); e.preventDefault(); return;
       }
+      if (e.key === "m") { toggleMark(t); e.preventDefault(); return; }
+      if (e.key === "Escape") { focusDim(active); e.preventDefault(); return; }
     }
     if (e.key >= "1" && e.key <= "5") { score(e.key, t); e.preventDefault(); }
     else if (e.key === "ArrowDown" || e.key === "j") { focusDim(active + 1); e.preventDefault(); }
@@ -365,6 +552,7 @@ KEYBOARD_JS = """
       e.preventDefault();
     } else if (e.key === "p") { press("previous_btn"); e.preventDefault(); }
     else if (e.key === "u") { press("undo_btn"); e.preventDefault(); }
+    else if (e.key === "r") { toRecord(); e.preventDefault(); }
     else if (e.key === "?") { openHelp(); e.preventDefault(); }
   });
   new MutationObserver(() => {

@@ -16,6 +16,10 @@ still about ten times faster than a clinician who reads the record, and the load
 target is judged at: p95 < 150 ms with 20 clients; and *flat out*, no pause at all, which
 saturates the server and measures its throughput (ratings/s) and queueing, not a
 clinician's wait.
+Claim review is on (``--no-claim-review`` turns it off): each rationale has three claims
+(sentences citing the record), and every draft save and submission carries the verdicts
+given so far (the form's hidden JSON, as the page sends it), so each submission also
+checks and stores three claim verdicts.
 Writes benchmarks/results/annotation.json.
 """
 
@@ -31,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -43,7 +48,7 @@ from gradio_client import Client
 from sqlalchemy import insert
 from sqlmodel import Session
 
-from annotation_db import campaigns, migrate, users
+from annotation_db import campaigns, claims, migrate, users
 from annotation_db.cohorts import store_cohort
 from annotation_db.models import GenerationRun, PromptTemplate, Rationale
 from annotation_db.render import render_text
@@ -57,12 +62,22 @@ SUBMITS = 25  # per client
 PASSWORD = "benchmark-password"
 # where the form's token is among a queue event's outputs: every output over HTTP; over
 # gradio_client, those it shows (it leaves out states, buttons and rows)
-TOKEN = ItemView._fields.index("form_token")
-CLIENT_TOKEN = [f for f in ItemView._fields
-                if f not in ("started", "back_btn", "undo_toast", "undo")].index("form_token")
+SHOWN = [f for f in ItemView._fields if f not in ("started", "back_btn", "undo_toast", "undo")]
+TOKEN, CLAIMS = ItemView._fields.index("form_token"), ItemView._fields.index("claims")
+CLIENT_TOKEN, CLIENT_CLAIMS = SHOWN.index("form_token"), SHOWN.index("claims")
+CLAIM_ID = re.compile(r"data-claim='(\d+)'")
 
 
-def build(folder: Path, n: int, clients: int):
+def verdicts(panel, upto: int | None = None) -> str:
+    """The claim panel's JSON for the claims of the item shown (its first ``upto`` judged
+    supported), as the page keeps it."""
+    html = panel.get("value", "") if isinstance(panel, dict) else str(panel or "")
+    ids = list(dict.fromkeys(CLAIM_ID.findall(html)))
+    return json.dumps({cid: {"verdict": "supported", "should_cite": []}
+                       for cid in ids[:upto]})
+
+
+def build(folder: Path, n: int, clients: int, claim_review: bool = True):
     engine = make_engine(f"sqlite:///{folder / 'bench.sqlite'}")
     migrate.upgrade(engine)
     plan = CohortSimulator(CohortConfig(n=n, mode="population", seed=3)).plan()
@@ -82,16 +97,20 @@ def build(folder: Path, n: int, clients: int):
         s.execute(insert(Rationale), [
             {"run_id": run.id, "patient_id": pid, "variant": "original", "is_gold": False,
              "format": "free", "status": "ok", "predicted_label": pid % 2 == 0,
-             "cited_evidence_ids": ["E1", "E2"], "text": f"Risk factors in [E1] and [E2] ({pid}).",
+             "cited_evidence_ids": ["E1", "E2"],
+             "text": f"Risk factors are recorded in [E1]. Blood pressure is high [E2]. Age "
+                     f"adds to the risk ({pid}).",
              "raw_output": "", "attempts": 1, "created_at": now}
             for pid in range(1, n + 1)])
         s.commit()
         run_id = run.id
+        claims.backfill(s)  # a bulk insert skips the ORM hook that writes claims
     names = [f"rater{i:02d}" for i in range(clients)]
     with Session(engine) as s:
         for name in names:
             users.create_user(s, username=name, password=PASSWORD, role="annotator")
-        campaigns.create_campaign(s, name="bench", run_ids=[run_id], annotators=names, k=2)
+        campaigns.create_campaign(s, name="bench", run_ids=[run_id], annotators=names, k=2,
+                                  claim_review=claim_review)
     return engine, names
 
 
@@ -117,17 +136,18 @@ def http_loop(url: str, name: str, submits: int, out: list[float], errors: list[
                                    json={"data": ["bench"], **session})
             shown = response.json()["data"]
             for _ in range(submits):
-                item, token = shown[0], shown[TOKEN]
-                for scores in ((4, None), (4, 4)):  # a draft after each score
+                item, token, panel = shown[0], shown[TOKEN], shown[CLAIMS]
+                for scores, judged in (((4, None), 2), ((4, 4), None)):  # a draft each time
                     pause()
                     start = time.perf_counter()
                     client.post("/gradio_api/run/save_draft", json={
-                        "data": [item, token, *scores, [], ""], **session}).raise_for_status()
+                        "data": [item, token, *scores, [], "", verdicts(panel, judged)],
+                        **session}).raise_for_status()
                     drafts.append(time.perf_counter() - start)
                 pause()
                 start = time.perf_counter()
                 response = client.post("/gradio_api/run/submit_scores", json={
-                    "data": ["bench", item, 4, 4, [], "", None], **session})
+                    "data": ["bench", item, 4, 4, [], "", None, verdicts(panel)], **session})
                 response.raise_for_status()
                 shown = response.json()["data"]
                 out.append(time.perf_counter() - start)
@@ -145,15 +165,17 @@ def rater_loop(url: str, name: str, submits: int, out: list[float], errors: list
                         httpx_kwargs={"timeout": 60})
         shown = client.predict("bench", api_name="/load_next")
         for _ in range(submits):
-            item, token = shown[0], shown[CLIENT_TOKEN]
-            for scores in ((4, None), (4, 4)):
+            item, token, panel = shown[0], shown[CLIENT_TOKEN], shown[CLIENT_CLAIMS]
+            for scores, judged in (((4, None), 2), ((4, 4), None)):
                 pause()
                 start = time.perf_counter()
-                client.predict(item, token, *scores, [], "", api_name="/save_draft")
+                client.predict(item, token, *scores, [], "", verdicts(panel, judged),
+                               api_name="/save_draft")
                 drafts.append(time.perf_counter() - start)
             pause()
             start = time.perf_counter()
-            shown = client.predict("bench", item, 4, 4, [], "", api_name="/submit_scores")
+            shown = client.predict("bench", item, 4, 4, [], "", verdicts(panel),
+                                   api_name="/submit_scores")
             out.append(time.perf_counter() - start)
     except Exception as exc:  # reported, never silently dropped
         errors.append(f"{name}: {exc!r}")
@@ -188,11 +210,14 @@ def main() -> None:
     parser.add_argument("--submits", type=int, default=SUBMITS)
     parser.add_argument("--think-seconds", type=float, default=1.0,
                         help="mean pause before each action in the paced load")
+    parser.add_argument("--claim-review", action=argparse.BooleanOptionalAction, default=True,
+                        help="a verdict on each of the three claims with every rating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ra-bench-ui-") as tmp:
         started = time.perf_counter()
-        engine, names = build(Path(tmp), args.rationales, args.clients)
-        print(f"setup: {args.rationales} rationales, {args.clients} annotators, k = 2 in "
+        engine, names = build(Path(tmp), args.rationales, args.clients, args.claim_review)
+        print(f"setup: {args.rationales} rationales, {args.clients} annotators, k = 2, claim "
+              f"review {'on' if args.claim_review else 'off'} in "
               f"{time.perf_counter() - started:.1f} s")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -253,7 +278,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "annotation.json").write_text(json.dumps({
         "rationales": args.rationales, "clients": args.clients, "submits_per_client":
-        args.submits, **results, "cpu_count": os.cpu_count(),
+        args.submits, "claim_review": args.claim_review, **results, "cpu_count": os.cpu_count(),
         "machine": platform.machine()}, indent=2) + "\n")
 
 

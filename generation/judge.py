@@ -5,7 +5,9 @@
 
 The judge sees what a clinician sees — the patient's record, the rationale and its
 predicted label — never the grounding checks, the generating model or anyone's ratings.
-It answers in a JSON schema: a short reason, then a 1–5 score per dimension, then flags.
+It answers in a JSON schema: a short reason, then a 1–5 score per dimension, then flags,
+and, when the campaign has claim review, one verdict per claim of the rationale (the
+clinicians' five, in order; the schema fixes how many).
 Where the backend returns log-probabilities (vLLM offline and OpenAI-compatible servers),
 each score also gets its G-Eval expected value, Σ p(s)·s over the score tokens' probabilities
 renormalised over 1–5 (Liu et al. 2023); the transformers backend gives the sampled
@@ -29,11 +31,13 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import campaigns as campaign_crud
+from annotation_db.claim_review import is_on as claim_review_on
+from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
 from annotation_db.provenance import CommandConfig, stable_hash
 from annotation_db.render import render_compact
-from annotation_db.rubric import FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE_DIMENSIONS
 from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
 from generation.engine import EngineOptions
@@ -45,6 +49,7 @@ PROMPT_VERSION = "1"
 # reason gets the rest at one character per token (its worst case), so the document
 # always closes within max_tokens.
 FIXED_TOKENS = 80
+CLAIM_TOKENS = 8  # one quoted verdict name and its comma, in the longest tokenisation
 SCORES = (1, 2, 3, 4, 5)
 
 
@@ -73,22 +78,29 @@ class JudgeConfig(CommandConfig):
     max_model_len: int = Field(4096, ge=512)
 
 
-def json_schema(max_tokens: int) -> dict:
+def json_schema(max_tokens: int, claims: int = 0) -> dict:
+    """The judge's answer; with ``claims`` > 0 also a verdict per claim, in order. Each
+    verdict takes at most CLAIM_TOKENS tokens, taken from the reason's share."""
     score = {"type": "integer", "enum": list(SCORES)}
+    verdicts = ({"claims": {"type": "array", "minItems": claims, "maxItems": claims,
+                            "items": {"type": "string", "enum": list(CLAIM_VERDICTS)}}}
+                if claims else {})
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string", "maxLength": max_tokens - FIXED_TOKENS},
+            "reason": {"type": "string",
+                       "maxLength": max(16, max_tokens - FIXED_TOKENS - CLAIM_TOKENS * claims)},
             **{name: score for name in SCALE_DIMENSIONS},
             "flags": {"type": "array", "items": {"type": "string", "enum": list(FLAGS)},
                       "maxItems": len(FLAGS)},
+            **verdicts,
         },
-        "required": ["reason", *SCALE_DIMENSIONS, "flags"],
+        "required": ["reason", *SCALE_DIMENSIONS, "flags", *verdicts],
         "additionalProperties": False,
     }
 
 
-def system_prompt(guidelines: dict) -> str:
+def system_prompt(guidelines: dict, claims: bool = False) -> str:
     lines = ["You audit rationales written by a model that predicts whether a patient will be "
              "diagnosed with Alzheimer's disease or a related dementia within five years. "
              "Score the rationale as a careful clinician would, using only the patient's "
@@ -100,11 +112,15 @@ def system_prompt(guidelines: dict) -> str:
         lines.extend(f"  {score}: {spec['anchors'][score]}" for score in SCORES)
     lines.append("\nflags (list every one that applies, or none):")
     lines.extend(f"  {name}: {guidelines['flags'][name]}" for name in FLAGS)
+    if claims:
+        lines.append("\nclaims (when the rationale's claims are listed): one verdict per "
+                     "claim, in order:")
+        lines.extend(f"  {name}: {words}" for name, words in CLAIM_VERDICTS.items())
     return "\n".join(lines)
 
 
 def user_prompt(record: dict, rationale: Rationale, history_budget: int,
-                count_tokens: Callable[[str], int]) -> str:
+                count_tokens: Callable[[str], int], claims: list[str] | None = None) -> str:
     history = render_compact(record, history_budget, count_tokens).text
     text = rationale.text or ""
     if rationale.steps:
@@ -112,9 +128,12 @@ def user_prompt(record: dict, rationale: Rationale, history_budget: int,
                          for i, step in enumerate(rationale.steps, 1))
     label = "will" if rationale.predicted_label else "will not"
     cited = ", ".join(rationale.cited_evidence_ids or []) or "none"
+    listed = ("\nClaims to judge one by one:\n" + "\n".join(
+        f"{k}. {claim}" for k, claim in enumerate(claims, start=1)) if claims else "")
     return (f"Patient record (each line starts with its evidence id):\n{history}\n\n"
             f"Rationale:\n{text}\nCited evidence: {cited}\n"
-            f"Predicted: the patient {label} be diagnosed with ADRD within five years.")
+            f"Predicted: the patient {label} be diagnosed with ADRD within five years."
+            + listed)
 
 
 # --- Reading the answer ----------------------------------------------------------------
@@ -160,9 +179,12 @@ class JudgeAnswer:
     flags: list[str]
     reason: str
     distributions: dict[str, dict[str, float] | None]
+    claims: list[str] | None = None
 
 
-def parse_answer(completion: Completion) -> JudgeAnswer | None:
+def parse_answer(completion: Completion, claims: int = 0) -> JudgeAnswer | None:
+    """The answer, or None when it is outside the rubric (or, with ``claims``, does not
+    give exactly one known verdict per claim)."""
     try:
         data = json.loads(completion.text)
     except json.JSONDecodeError:
@@ -175,9 +197,13 @@ def parse_answer(completion: Completion) -> JudgeAnswer | None:
     flags = data.get("flags", [])
     if not isinstance(flags, list) or any(f not in FLAGS for f in flags):
         return None
+    verdicts = data.get("claims") if claims else None
+    if claims and (not isinstance(verdicts, list) or len(verdicts) != claims
+                   or any(v not in CLAIM_VERDICTS for v in verdicts)):
+        return None
     return JudgeAnswer(scores, sorted(set(flags)), str(data.get("reason", "")),
                        {name: score_distribution(completion.logprobs, completion.text, name)
-                        for name in SCALE_DIMENSIONS})
+                        for name in SCALE_DIMENSIONS}, verdicts)
 
 
 # --- The run ------------------------------------------------------------------------------
@@ -208,17 +234,19 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
     served: ServedModel | None = getattr(backend, "served", None)
     model = (ResolvedModel(spec=served.id, source="server", path=served.root or "")
              if served else resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir))
-    system = system_prompt(guidelines)
-    schema = json_schema(cfg.max_tokens)
     with Session(engine) as session:
         campaign = campaign_crud.get_campaign(session, cfg.campaign)
+        review = claim_review_on(campaign)
+        system = system_prompt(guidelines, claims=review)
+        schema = json_schema(cfg.max_tokens)
         if guidelines.get("version") != campaign.guidelines_version:
             raise JudgeError(f"campaign {campaign.name!r} uses guidelines "
                              f"{campaign.guidelines_version}; the judge was given "
                              f"{guidelines.get('version')}")
         settings = {"prompt_version": PROMPT_VERSION, "system_sha256": stable_hash(system),
                     "schema": schema, **cfg.model_dump(include={
-                        "max_tokens", "top_logprobs", "temperature", "seed", "history_budget"})}
+                        "max_tokens", "top_logprobs", "temperature", "seed", "history_budget"}),
+                    **({"claim_review": True} if review else {})}
         key = stable_hash({"campaign": campaign.id, "model": model.spec,
                            "served_by": served.as_dict() if served else None, **settings})
         run = session.execute(select(JudgeRun).where(JudgeRun.content_hash == key)
@@ -236,6 +264,8 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
         rationales = [r for r in _campaign_rationales(session, campaign.id) if r.id not in done]
         records = {r.id: patient_record(session, session.get(Patient, r.patient_id))
                    for r in rationales}
+        claim_texts = {r.id: [c.text for c in claims_of(session, r.id)] if review else []
+                       for r in rationales}
     summary = JudgeSummary(run_id, 0, len(done), 0, 0, 0.0)
     if rationales and backend is None:
         backend = make_backend(cfg.backend, model, options=EngineOptions(
@@ -248,16 +278,17 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
         requests = [ChatRequest(
             messages=[{"role": "system", "content": system},
                       {"role": "user", "content": user_prompt(records[r.id], r,
-                                                              cfg.history_budget, count)}],
-            schema=schema, seed=cfg.seed + r.id, temperature=cfg.temperature,
-            logprobs=cfg.top_logprobs) for r in batch]
+                                                              cfg.history_budget, count,
+                                                              claim_texts[r.id])}],
+            schema=json_schema(cfg.max_tokens, len(claim_texts[r.id])), seed=cfg.seed + r.id,
+            temperature=cfg.temperature, logprobs=cfg.top_logprobs) for r in batch]
         started = time.perf_counter()
         completions = backend.complete(requests, params)
         seconds = time.perf_counter() - started
         summary.seconds += seconds
         rows = []
         for rationale, completion in zip(batch, completions, strict=True):
-            answer = parse_answer(completion)
+            answer = parse_answer(completion, len(claim_texts[rationale.id]))
             if answer is None:
                 summary.failed += 1
                 continue
@@ -272,6 +303,8 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
                 probabilities=({k: v for k, v in answer.distributions.items() if v}
                                or None),
                 flags=answer.flags, reason=answer.reason[:2000],
+                claim_verdicts=({str(k): v for k, v in enumerate(answer.claims, start=1)}
+                                if answer.claims else None),
                 raw_output=completion.text[:20000]))
         with Session(engine) as session:
             session.add_all(rows)

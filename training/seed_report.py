@@ -11,6 +11,8 @@ seeds both arms still have (paired), or each arm's own seeds when none are share
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from training.evaluate import read_predictions
@@ -19,10 +21,19 @@ from training.tables import number, table
 
 
 def _scores(row: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
-    predictions = read_predictions(row["predictions"])
+    """A run's test patients (sorted), labels and P(yes); each file is read once per
+    report (a label-only run is compared with every rationale target)."""
+    return _read(str(row["predictions"]))
+
+
+@functools.lru_cache(maxsize=512)
+def _read(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    predictions = read_predictions(path)
     ids = sorted(predictions)
-    return (ids, np.asarray([predictions[i][0] for i in ids]),
-            np.asarray([predictions[i][1] for i in ids]))
+    labels = np.asarray([predictions[i][0] for i in ids])
+    scores = np.asarray([predictions[i][1] for i in ids])
+    labels.flags.writeable = scores.flags.writeable = False  # shared between callers
+    return ids, labels, scores
 
 
 def run_figures(row: dict, max_one_answer_share: float = 0.95) -> dict:

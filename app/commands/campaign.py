@@ -39,6 +39,10 @@ def create(
         None, help="adaptive: cap on ratings per item (default k + 2, at most the annotators)."),
     judge_run: int | None = typer.Option(
         None, help="adaptive: a judge run whose scores are the prior of each item's belief."),
+    claim_review: bool = typer.Option(
+        True, help="Raters give a verdict on every claim of each rationale (supported, partly "
+        "supported, not in the record, contradicted, general knowledge) and mark lines it "
+        "should have cited, beside the two scores."),
     db: DbOption = None,
 ) -> None:
     """Create a campaign and assign its items (balanced, randomized per annotator, or
@@ -55,7 +59,7 @@ def create(
             k=k, calibration=calibration, gold_share=gold_share,
             guidelines_version=guidelines_version, blind_grounding=not show_grounding,
             actor=cli_actor(), address="cli", seed=seed, assignment=assignment,
-            max_ratings=max_ratings, judge_run=judge_run)
+            max_ratings=max_ratings, judge_run=judge_run, claim_review=claim_review)
         state = crud.status(session, campaign)
     console.print(f"campaign {name}: {state['items']} items, k = {k}, "
                   f"{len(state['annotators'])} annotators", highlight=False)

@@ -43,7 +43,7 @@ DEMO_POLICY = ApprovalPolicy(campaigns=[SIMULATED_CAMPAIGN], min_accuracy=3, min
                              include_simulated=True).to_yaml()
 
 
-def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
+def _demo_campaigns(engine, run_ids: list[int], out: Path) -> dict:
     """Demo accounts, a campaign for them, and a simulated campaign with its agreement report."""
     from annotation_db import campaigns, users
     from annotation_db.agreement import agreement_report
@@ -57,13 +57,13 @@ def _demo_campaigns(engine, run_id: int, out: Path) -> dict:
                 users.create_user(session, username=name, password=DEMO_PASSWORD, role=role)
         existing = set(session.execute(select(Campaign.name)).scalars())
         if DEMO_CAMPAIGN not in existing:
-            campaigns.create_campaign(session, name=DEMO_CAMPAIGN, run_ids=[run_id],
+            campaigns.create_campaign(session, name=DEMO_CAMPAIGN, run_ids=run_ids,
                                       annotators=["clinician1", "clinician2"], k=2,
                                       calibration=2, gold_share=0.25)
         if SIMULATED_CAMPAIGN not in existing:
             names = simulated_raters(session, 4)
             campaign = campaigns.create_campaign(session, name=SIMULATED_CAMPAIGN,
-                                                 run_ids=[run_id], annotators=names, k=3,
+                                                 run_ids=run_ids[:1], annotators=names, k=3,
                                                  gold_share=0.5, seed=1)
             simulate(session, campaign, seed=1)
         ratings, gold, design = load_campaign_ratings(session, SIMULATED_CAMPAIGN,
@@ -184,7 +184,10 @@ def _cohort_stage(engine, cfg: DemoConfig, summary: dict) -> None:
     )
 
 
-def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> int:
+def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> list[int]:
+    """The bundled model's rationales (vLLM) and, for the same patients, the template
+    teacher's step-by-step ones (several claims each, every step citing the record inline),
+    so that claim review has realistic text beside a 135M model's sentence or two."""
     from generation.rationales import GenerateConfig, generate_rationales
 
     gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
@@ -192,6 +195,11 @@ def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> int:
                              batch_size=cfg.generate_n)
     with StageStatus(console, f"writing {cfg.generate_n} rationales with vLLM"):
         result = generate_rationales(engine, gen_cfg)
+    template = generate_rationales(engine, gen_cfg.model_copy(update={
+        "backend": "template", "format": "stepwise", "gold_share": 0.0}))
+    summary["stages"]["template_rationales"] = {
+        "run_id": template.run_id, "generated": template.generated,
+        "already_done": template.skipped, "source": "template teacher (generation/teacher.py)"}
     summary["stages"]["rationales"] = {
         "run_id": result.run_id, "generated": result.generated, "failed": result.failed,
         "already_done": result.skipped, "gold_copies": result.gold,
@@ -199,16 +207,18 @@ def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> int:
     console.print(
         f"[green]✓[/] rationales: run {result.run_id}, {result.generated} new "
         f"({result.failed} failed), {result.skipped} already done, {result.gold} gold copies"
-        + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else ""),
+        + (f", {result.tokens_per_second:.0f} tok/s" if result.tokens else "")
+        + f"; template teacher: run {template.run_id} ({template.generated} new, step by step)",
         highlight=False)
-    return result.run_id
+    return [result.run_id, template.run_id]
 
 
-def _campaigns_stage(engine, run_id: int, out: Path, summary: dict) -> dict:
-    summary["stages"]["campaigns"] = _demo_campaigns(engine, run_id, out)
+def _campaigns_stage(engine, run_ids: list[int], out: Path, summary: dict) -> dict:
+    summary["stages"]["campaigns"] = _demo_campaigns(engine, run_ids, out)
     exported = summary["stages"]["campaigns"]["export"]
     console.print(
-        f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} for the demo accounts; simulated campaign "
+        f"[green]✓[/] campaign {DEMO_CAMPAIGN!r} (claim review on; the model's and the "
+        f"template teacher's rationales, runs {run_ids}) for the demo accounts; simulated campaign "
         f"{SIMULATED_CAMPAIGN!r} with its agreement report in {out / 'agreement.html'}; "
         + (f"dataset version {exported['version']} in {exported['path']}"
            if exported.get("version") else f"no dataset exported ({exported['reason']})"),
@@ -243,8 +253,8 @@ def demo(cfg: DemoConfig) -> None:
         engine = _database_stage(cfg, summary)
         _cohort_stage(engine, cfg, summary)
         if cfg.generate_n:
-            run_id = _rationales_stage(engine, cfg, summary)
-            exported = _campaigns_stage(engine, run_id, out, summary)
+            run_ids = _rationales_stage(engine, cfg, summary)
+            exported = _campaigns_stage(engine, run_ids, out, summary)
             if cfg.train and exported.get("version"):
                 _training_stage(engine, exported["version"], cfg, out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -27,9 +27,11 @@ from annotation_db.models import (
 )
 from annotation_db.rubric import FLAGS
 from app.auth import REVIEW_ROLES, address_of, bound, campaign_of, user_of
+from app.screens.corrections_review import corrections_panel
 from app.views import history_html, rationale_html, rubric_choices
 
-QUEUE_HEADERS = ["items", "rationale", "prediction", "largest range", "split flags", "ratings"]
+QUEUE_HEADERS = ["items", "rationale", "prediction", "largest range", "split flags",
+                 "split claims", "ratings"]
 RATING_HEADERS = ["rater", "item", "accuracy", "faithfulness", "flags", "comment"]
 SNIPPET_CHARS = 90
 CHOOSE_FIRST = "Choose an item from the queue first."
@@ -80,6 +82,7 @@ def adjudication_queue(engine, guidelines: dict, campaign_name: str, request: gr
         return [[_items(i["ratings"]), _snippet(rationales[i["rationale_id"]]),
                  _prediction(rationales[i["rationale_id"]]), i["max_range"],
                  ", ".join(flag_name(guidelines, f) for f in i["split_flags"]),
+                 ", ".join(f"claim {p}" for p in i["split_claims"]),
                  "; ".join(f"{r['rater']} #{r['item']}: A{r['accuracy']} F{r['faithfulness']}"
                            + (f" [{', '.join(flag_name(guidelines, f) for f in r['flags'])}]"
                               if r["flags"] else "") for r in i["ratings"])]
@@ -184,7 +187,7 @@ def adjudicate_tab(engine, campaign_dd, guidelines: dict) -> gr.Tab:
         gr.Markdown("Disputed items, largest disagreement first. **Click a row** to open "
                     "it; items go by the numbers the annotators see.")
         queue_btn = gr.Button("Refresh queue", size="sm")
-        queue_table = gr.Dataframe(headers=QUEUE_HEADERS, datatype=["str"] * 6,
+        queue_table = gr.Dataframe(headers=QUEUE_HEADERS, datatype=["str"] * len(QUEUE_HEADERS),
                                    interactive=False, elem_id="adjudication_queue", wrap=True)
         with gr.Row():
             item_box = gr.Number(label="Item (any annotator's number)", precision=0,
@@ -214,6 +217,7 @@ def adjudicate_tab(engine, campaign_dd, guidelines: dict) -> gr.Tab:
             max_length=ADJUDICATION_REASON_MAX_CHARS, elem_id="adjudicate_reason")
         decide_btn = gr.Button("Record decision", variant="primary", elem_id="decide_btn")
         status = gr.Markdown(elem_id="adjudicate_status")
+        corrections_panel(engine, campaign_dd)
     view = [item_box, history, rationale, label, ratings, decision, final_accuracy,
             final_faithfulness, final_flags, reason]
     quiet = {"show_progress": "hidden"}  # an error is a message, never a form covered over

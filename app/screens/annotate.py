@@ -24,6 +24,7 @@ Nothing is lost, and nothing fails unseen:
 
 import datetime as dt
 import html
+import json
 import time
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -31,7 +32,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 from sqlmodel import Session
 
-from annotation_db import campaigns, drafts
+from annotation_db import campaigns, claim_review, claims, corrections, drafts
 from annotation_db.cohorts import patient_record
 from annotation_db.models import (
     COMMENT_MAX_CHARS,
@@ -42,16 +43,18 @@ from annotation_db.models import (
     Rationale,
     User,
 )
-from annotation_db.rubric import FLAGS
+from annotation_db.rubric import CLAIM_VERDICTS, FLAGS
 from app.auth import address_of, bound, campaign_of, user_of
 from app.views import (
     KEYS,
+    claims_html,
     evidence_line,
     grounding_summary,
     history_html,
     rationale_html,
     rubric_choices,
 )
+from generation.corrections import editable, propose
 
 
 class ItemView(NamedTuple):
@@ -64,6 +67,8 @@ class ItemView(NamedTuple):
     label: str
     progress: str
     grounding: str
+    claims: Any  # claim review: the claims with their verdicts (hidden when it is off)
+    claim_verdicts: str  # the verdicts as JSON, kept in step by KEYBOARD_JS
     accuracy: Any
     faithfulness: Any
     flags: list
@@ -76,13 +81,16 @@ class ItemView(NamedTuple):
     score_error: str
     skip_error: str
     form_error: str
+    claim_error: str
+    correction_text: str  # the corrected-rationale editor, started from the rationale
+    correction_result: str
     back_btn: Any
     undo_toast: Any
     undo_note: str
     undo: dict | None
 
 
-ERRORS = ("score_error", "skip_error", "form_error")
+ERRORS = ("score_error", "skip_error", "form_error", "claim_error")
 
 
 def alert(message: str) -> str:
@@ -110,14 +118,30 @@ def _form(s: Session, assignment: Assignment) -> tuple[dict, str]:
     draft = drafts.draft_of(s, assignment.id)
     if draft is not None:
         return (dict(accuracy=draft.accuracy, faithfulness=draft.faithfulness,
-                     flags=list(draft.flags), comment=draft.comment),
+                     flags=list(draft.flags), comment=draft.comment,
+                     claims=dict(draft.claim_verdicts or {})),
                 f"Draft restored (saved at {_clock(draft.updated_at)}).")
     rated = (campaigns.latest_annotation(s, assignment.id)
              if assignment.status == "submitted" else None)
     if rated is not None:
         return (dict(accuracy=rated.accuracy, faithfulness=rated.faithfulness,
-                     flags=list(rated.flags), comment=rated.comment), "")
-    return dict(accuracy=None, faithfulness=None, flags=[], comment=""), ""
+                     flags=list(rated.flags), comment=rated.comment,
+                     claims={str(k): v for k, v in
+                             claim_review.verdicts_of(s, rated.id).items()}), "")
+    return dict(accuracy=None, faithfulness=None, flags=[], comment="", claims={}), ""
+
+
+def _claims_view(s: Session, campaign: Campaign, rationale: Rationale, known: set[str],
+                 given: dict) -> tuple[Any, str]:
+    """The claim review panel and its verdicts as JSON (hidden when the campaign has no
+    claim review)."""
+    if not claim_review.is_on(campaign):
+        return gr.update(value="", visible=False), "{}"
+    listed = claims.claims_of(s, rationale.id)
+    return (gr.update(value=claims_html(listed, known, given, CLAIM_VERDICTS,
+                                        claims.rationale_level_ids(rationale, listed)),
+                      visible=True),
+            json.dumps(given, sort_keys=True))
 
 
 def _note(s: Session, campaign: Campaign, assignment: Assignment) -> str:
@@ -144,31 +168,34 @@ def item_view(s: Session, campaign: Campaign, user: User, assignment: Assignment
                 + (f" · {done.skipped} skipped" if done.skipped else "")
                 + "".join(f" · {html.escape(n)}" for n in notes))
     chrome = dict(skip_reason="", evidence_id="", evidence_item="", score_error="",
-                  skip_error="", form_error=alert(error) if error else "",
+                  skip_error="", form_error=alert(error) if error else "", claim_error="",
+                  correction_result="",
                   back_btn=gr.update(visible=assignment is not None
                                      and assignment.status == "submitted"),
                   undo_toast=gr.update(visible=undo is not None),
                   undo_note=undo["note"] if undo else "", undo=undo)
     if assignment is None:
         return ItemView(None, None, "<p>Your queue is empty. Thank you!</p>", "", "",
-                        progress, "", gr.update(value=None), gr.update(value=None), [], "",
-                        form_token="", draft_status="", **chrome)
+                        progress, "", gr.update(value="", visible=False), "{}",
+                        gr.update(value=None), gr.update(value=None), [], "",
+                        form_token="", draft_status="", correction_text="", **chrome)
     values, draft_status = _form(s, assignment)
     rationale = s.get(Rationale, assignment.rationale_id)
     record = patient_record(s, s.get(Patient, rationale.patient_id))
     ids = {item["id"] for item in record["items"]}
     label = "will" if rationale.predicted_label else "will not"
     grounding = "" if campaign.blind_grounding else grounding_summary(rationale.grounding)
+    claim_panel, claim_json = _claims_view(s, campaign, rationale, ids, values["claims"])
     started = time.time()
     return ItemView(assignment.id, started, history_html(record, rationale.cited_evidence_ids),
                     rationale_html(rationale.text, rationale.steps, ids),
                     f"**Predicted:** the patient {label} be diagnosed with ADRD within five "
-                    "years.", progress, grounding,
+                    "years.", progress, grounding, claim_panel, claim_json,
                     accuracy=gr.update(value=values["accuracy"]),
                     faithfulness=gr.update(value=values["faithfulness"]),
                     flags=values["flags"], comment=values["comment"],
                     form_token=f"{assignment.id}:{started:.6f}", draft_status=draft_status,
-                    **chrome)
+                    correction_text=editable(rationale), **chrome)
 
 
 def _next(s: Session, campaign: Campaign, user: User) -> Assignment | None:
@@ -192,8 +219,17 @@ def load_next(engine, campaign_name: str, request: gr.Request):
         return item_view(s, campaign, user, _next(s, campaign, user))
 
 
+def _verdicts(claim_json: str | None) -> dict:
+    """The claim panel's JSON as submit and drafts take it (malformed: none)."""
+    try:
+        given = json.loads(claim_json or "{}")
+    except ValueError:
+        return {}
+    return given if isinstance(given, dict) else {}
+
+
 def submit_scores(engine, campaign_name: str, assignment_id, accuracy, faithfulness, flags,
-                  comment: str, started, request: gr.Request):
+                  comment: str, started, claim_json: str, request: gr.Request):
     if assignment_id is None:
         return refused(form_error="there is no item to submit")
     missing = [name for name, value in (("medical accuracy", accuracy),
@@ -205,17 +241,22 @@ def submit_scores(engine, campaign_name: str, assignment_id, accuracy, faithfuln
         user = user_of(s, request)
         campaign = campaign_of(s, campaign_name)
         seconds = max(0.0, time.time() - float(started)) if started else None
+        given = {claim: value for claim, value in _verdicts(claim_json).items()
+                 if isinstance(value, dict) and value.get("verdict")}
         try:
             saved = campaigns.submit(s, assignment_id=int(assignment_id), user=user,
                                      accuracy=int(accuracy), faithfulness=int(faithfulness),
                                      flags=list(flags or []), comment=comment or "",
-                                     seconds_on_task=seconds, address=address_of(request))
+                                     seconds_on_task=seconds, address=address_of(request),
+                                     claim_verdicts=given)
         except campaigns.NotYours as exc:
             raise gr.Error(str(exc)) from None
         except campaigns.CampaignError as exc:
             if s.get(Assignment, int(assignment_id)).status == "reclaimed":  # move on
                 return item_view(s, campaign, user, _next(s, campaign, user),
                                  error=f"Not submitted: {exc}")
+            if str(exc).startswith(("give every claim", "claim")):
+                return refused(claim_error=f"Not submitted: {exc}")
             return refused(form_error=f"Not submitted: {exc}")
         what = f"item {saved.assignment_id}" + (f" (revision {saved.revision})"
                                                 if saved.revision > 1 else "")
@@ -283,7 +324,7 @@ def dismiss_undo():
 
 
 def save_draft(engine, assignment_id, form_token: str, accuracy, faithfulness, flags,
-               comment: str, request: gr.Request):
+               comment: str, claim_json: str, request: gr.Request):
     """Keep the form as it stands as the item's draft; what the draft line says."""
     if assignment_id is None:
         return ""
@@ -296,7 +337,7 @@ def save_draft(engine, assignment_id, form_token: str, accuracy, faithfulness, f
                 faithfulness=None if faithfulness is None else int(faithfulness),
                 flags=list(flags or []), comment=comment or "",
                 form_opened_at=_shown_at(form_token, int(assignment_id)),
-                address=address_of(request))
+                address=address_of(request), claim_verdicts=_verdicts(claim_json))
         except drafts.StaleDraft:  # the item was submitted meanwhile: nothing to keep
             return gr.update()
         except drafts.DraftError as exc:
@@ -314,6 +355,31 @@ def _shown_at(form_token: str | None, assignment_id: int) -> dt.datetime | None:
                 if item == str(assignment_id) else None)
     except ValueError:
         return None
+
+
+def propose_correction(engine, assignment_id, edited: str, note: str, request: gr.Request):
+    """Check the corrected rationale as generation checks its own and, when it passes the
+    schema and record checks, propose it to the adjudicators; what the checks found."""
+    if assignment_id is None:
+        return alert("There is no item to correct")
+    with Session(engine) as s:
+        user = user_of(s, request)
+        try:
+            correction, checked = propose(s, assignment_id=int(assignment_id), user=user,
+                                          edited=edited or "", note=note or "",
+                                          address=address_of(request))
+        except campaigns.NotYours as exc:
+            raise gr.Error(str(exc)) from None
+        except corrections.CorrectionError as exc:
+            return alert(f"Not proposed: {exc}")
+    if correction is None:
+        return alert(f"Not proposed: {checked.problem}")
+    failed = [c for c in checked.grounding["checks"] if not c["ok"]]
+    found = ("all automatic checks passed" if not failed else
+             "automatic checks failed: " + "; ".join(
+                 f"{c['kind']} {c['claim']} ({c['detail']})" for c in failed[:6]))
+    return (f"<p role='status'>Correction {correction.id} proposed: {html.escape(found)}. "
+            "An adjudicator accepts or rejects it.</p>")
 
 
 def show_evidence(engine, assignment_id, evidence_id: str, request: gr.Request):
@@ -371,6 +437,10 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
                 c.show_evidence_btn = gr.Button("Show item", elem_id="show_evidence_btn",
                                                 scale=0)
             c.evidence_item = gr.Textbox(label="Record item", interactive=False)
+            c.claims = gr.HTML(elem_id="claims_view", elem_classes=KEYS, visible=False,
+                               label="Claims")
+            c.claim_verdicts = gr.Textbox(visible="hidden", elem_id="claim_verdicts_box")
+            c.claim_error = gr.HTML(elem_id="claim_error")  # a claim without a verdict, here
             c.accuracy = gr.Radio(rubric_choices(guidelines, "accuracy"), label="Medical accuracy",
                                   info=guidelines["dimensions"]["accuracy"]["question"],
                                   elem_id="accuracy_radio", elem_classes=KEYS)
@@ -398,6 +468,7 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
                                        visible=False)
                 c.draft_status = gr.Markdown(elem_id="draft_status")
             _undo_layout(c)  # shown in a corner, next in the Tab order after the buttons
+            _correction_layout(c)
             # The draft machinery: the form's token (which item, shown when) and the button
             # ANNOTATE_JS presses a moment after the last change.
             c.form_token = gr.Textbox(visible=False, elem_id="form_token")
@@ -421,6 +492,18 @@ def _history_layout(guidelines: dict, c: SimpleNamespace) -> None:
                                              "flags", "comment"], interactive=False)
         c.revise_id = gr.Number(label="Item to revise", precision=0)
         c.revise_btn = gr.Button("Open for revision")
+
+
+def _correction_layout(c: SimpleNamespace) -> None:
+    """The corrected-rationale editor: checked like generated text, then proposed."""
+    with gr.Accordion("Propose a corrected rationale", open=False, elem_id="correction_panel"):
+        c.correction_text = gr.Textbox(
+            label="Corrected rationale: cite record lines inline as [E12]; for a step-by-step "
+                  "rationale, one step per line", lines=5, elem_id="correction_box")
+        c.correction_note = gr.Textbox(label="What you changed and why (optional)",
+                                       max_length=COMMENT_MAX_CHARS, elem_id="correction_note")
+        c.correction_btn = gr.Button("Check and propose", elem_id="correction_btn")
+        c.correction_result = gr.HTML(elem_id="correction_result")
 
 
 def _undo_layout(c: SimpleNamespace) -> None:
@@ -448,7 +531,8 @@ def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
     campaign_dd.change(bound(load_next, engine), campaign_dd, view, api_name="load_next", **fast)
     c.submit_btn.click(bound(submit_scores, engine),
                        [campaign_dd, c.assignment_id, c.accuracy, c.faithfulness, c.flags,
-                        c.comment, started], view, api_name="submit_scores", **fast)
+                        c.comment, started, c.claim_verdicts], view, api_name="submit_scores",
+                       **fast)
     c.skip_btn.click(bound(skip_item, engine), [campaign_dd, c.assignment_id, c.skip_reason],
                      view, api_name="skip_item", **fast)
     c.undo_btn.click(bound(undo_last, engine), [campaign_dd, c.undo], view, api_name="undo_last",
@@ -461,8 +545,11 @@ def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
     # always_last: a save pressed while one is on its way runs after it, never dropped
     c.draft_save_btn.click(bound(save_draft, engine),
                            [c.assignment_id, c.form_token, c.accuracy, c.faithfulness, c.flags,
-                            c.comment], c.draft_status, api_name="save_draft",
+                            c.comment, c.claim_verdicts], c.draft_status, api_name="save_draft",
                            trigger_mode="always_last", **fast)
+    c.correction_btn.click(bound(propose_correction, engine),
+                           [c.assignment_id, c.correction_text, c.correction_note],
+                           c.correction_result, api_name="propose_correction", **fast)
     c.show_evidence_btn.click(bound(show_evidence, engine), [c.assignment_id, c.evidence_id],
                               c.evidence_item, api_name="show_evidence", **fast)
     c.mine_btn.click(bound(my_ratings, engine), campaign_dd, c.mine_table, api_name="my_ratings",
@@ -494,8 +581,8 @@ ANNOTATE_JS = """
   border:1px solid #7d1414;background:#fff;color:#7d1414}
 #error_banner button.ra-signin{background:#7d1414;color:#fff}
 .gradio-container .ra-error{color:#b00020!important;font-weight:600;margin:0}
-:is(#score_error,#skip_error,#form_error){padding:0!important;border:0!important;min-height:0}
-:is(#score_error,#skip_error,#form_error):not(:has(.ra-error)){display:none!important}
+:is(#score_error,#skip_error,#form_error,#claim_error){padding:0!important;border:0!important;min-height:0}
+:is(#score_error,#skip_error,#form_error,#claim_error):not(:has(.ra-error)){display:none!important}
 #undo_toast{position:fixed;left:1rem;bottom:1rem;z-index:999;width:auto!important;
   max-width:32rem;height:auto!important;padding:.4rem .5rem .4rem 1rem;gap:.6rem;
   align-items:center;flex-wrap:nowrap;background:#fff;border:2px solid #1c5fa8;
@@ -509,7 +596,8 @@ html:has(#undo_toast){scroll-padding-bottom:5rem}
   if (window.raAnnotate) return;
   window.raAnnotate = true;
   const DRAFT_DELAY_MS = 700, STASH = "ra-unsaved-form";
-  const FORM = ["accuracy_radio", "faithfulness_radio", "flags_box", "comment_box"];
+  const FORM = ["claims_view", "accuracy_radio", "faithfulness_radio", "flags_box",
+                "comment_box"];
   const $ = (sel) => document.querySelector(sel);
   let banner = null, sessionEnded = false, timer = null;
 
@@ -544,7 +632,9 @@ html:has(#undo_toast){scroll-padding-bottom:5rem}
                               return i ? i.value : null; };
     const item = $("#item_number input");
     const comment = $("#comment_box textarea");
+    const claims = $("#claim_verdicts_box textarea, #claim_verdicts_box input");
     return {item: item ? item.value : "", accuracy: checked("accuracy_radio"),
+            claims: claims ? claims.value : "{}",
             faithfulness: checked("faithfulness_radio"),
             flags: [...document.querySelectorAll("#flags_box input:checked")].map((i) => i.name),
             comment: comment ? comment.value : "", at: Date.now()};
@@ -640,6 +730,18 @@ html:has(#undo_toast){scroll-padding-bottom:5rem}
     document.querySelectorAll("#flags_box input[type=checkbox]").forEach((box) => {
       if (box.checked !== kept.flags.includes(box.name)) box.click();
     });
+    let claims = {};
+    try { claims = JSON.parse(kept.claims || "{}"); } catch (e) { claims = {}; }
+    for (const [claim, given] of Object.entries(claims)) {
+      const r = given.verdict &&
+        $(`#claim-${claim} input[type=radio][value="${given.verdict}"]`);
+      if (r && !r.checked) r.click();
+      const box = $(`#claim-${claim} .ra-should-input`);
+      if (box) {
+        box.value = (given.should_cite || []).join(" ");
+        box.dispatchEvent(new Event("input", {bubbles: true}));
+      }
+    }
     const comment = $("#comment_box textarea");
     if (comment && comment.value !== kept.comment) {
       Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set

@@ -57,7 +57,8 @@ def test_twenty_raters_at_once_keep_every_constraint(engine):
     run_id = seed_rationales(engine, n=30, gold=0)
     with Session(engine) as s:
         campaigns.create_campaign(s, name="adaptive", run_ids=[run_id], annotators=raters, k=2,
-                                  calibration=2, assignment="adaptive", max_ratings=4, seed=1)
+                                  calibration=2, assignment="adaptive", max_ratings=4, seed=1,
+                                  claim_review=False)
     errors: list[BaseException] = []
 
     def rate(name: str, seed: int) -> None:
@@ -104,7 +105,7 @@ def test_a_skipped_adaptive_item_goes_back_to_the_pool(engine):
     with Session(engine) as s:
         campaign = campaigns.create_campaign(s, name="p", run_ids=[run_id],
                                              annotators=["ann", "bob", "cat"], k=2,
-                                             assignment="adaptive")
+                                             assignment="adaptive", claim_review=False)
         a, b = require_user(s, "ann"), require_user(s, "bob")
         first = campaigns.next_assignment(s, campaign, a)
         campaigns.skip(s, assignment_id=first.id, user=a, reason="cannot judge")
@@ -120,4 +121,4 @@ def test_adaptive_needs_a_sensible_cap(engine):
     run_id = seed_rationales(engine, n=3, gold=0)
     with Session(engine) as s, pytest.raises(campaigns.CampaignError, match="max-ratings"):
         campaigns.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"], k=2,
-                                  assignment="adaptive", max_ratings=3)
+                                  assignment="adaptive", max_ratings=3, claim_review=False)

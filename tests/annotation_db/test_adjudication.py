@@ -18,7 +18,7 @@ def disputed(engine):
         users.create_user(s, username="root", password=PASSWORD, role="admin")
         users.create_user(s, username="ann", password=PASSWORD, role="annotator")
         campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id],
-                                             annotators=["ann"], k=1)
+                                             annotators=["ann"], k=1, claim_review=False)
         rationale_id = campaigns.next_assignment(s, campaign,
                                                 users.get_user(s, "ann")).rationale_id
     return engine, rationale_id

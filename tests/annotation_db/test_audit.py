@@ -28,7 +28,7 @@ def test_every_audited_action_writes_exactly_one_event(engine):
         users.unlock(s, "ann", actor="root")
         campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id],
                                              annotators=["ann"], k=1, actor="root",
-                                             address="10.0.0.2")
+                                             address="10.0.0.2", claim_review=False)
         rationale_id = campaigns.next_assignment(s, campaign,
                                                 users.get_user(s, "ann")).rationale_id
         adjudication.decide(s, campaign=campaign, rationale_id=rationale_id, adjudicator=admin,
@@ -56,7 +56,7 @@ def _annotator_in_a_campaign(engine, s):
     run_id = seed_rationales(engine, n=4, gold=0)
     users.create_user(s, username="ann", password=PASSWORD, role="annotator")
     campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"],
-                                         k=1)
+                                         k=1, claim_review=False)
     return campaign, users.get_user(s, "ann")
 
 
@@ -144,7 +144,8 @@ def test_a_failed_action_leaves_no_event(engine):
         with pytest.raises(users.UserError):
             users.create_user(s, username="ann", password=PASSWORD, role="annotator")
         with pytest.raises(campaigns.CampaignError):
-            campaigns.create_campaign(s, name="x", run_ids=[999], annotators=["ann"])
+            campaigns.create_campaign(s, name="x", run_ids=[999], annotators=["ann"],
+                                      claim_review=False)
         s.rollback()
         assert [a[0] for a in actions(s)] == ["user_created"]
 
@@ -165,7 +166,8 @@ def test_the_migration_goes_down_and_up_on_a_database_with_work_in_it(engine):
     run_id = seed_rationales(engine, n=3, gold=0)
     with Session(engine) as s:
         users.create_user(s, username="ann", password=PASSWORD, role="annotator")
-        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"], k=1)
+        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"], k=1,
+                                  claim_review=False)
     migrate.downgrade(engine, "0004_jobs_researcher")
     assert migrate.current_revision(engine) == "0004_jobs_researcher"
     migrate.upgrade(engine)

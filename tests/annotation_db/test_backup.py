@@ -25,7 +25,8 @@ def _campaign(url: str, n: int):
     run_id = seed_rationales(engine, n=n, gold=0)
     with Session(engine) as s:
         users.create_user(s, username="ann", password=PASSWORD, role="annotator")
-        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"], k=1)
+        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann"], k=1,
+                                  claim_review=False)
     return engine
 
 

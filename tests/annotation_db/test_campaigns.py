@@ -49,7 +49,7 @@ def test_assignment_is_balanced_calibrated_and_never_repeats(world):
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="pilot", run_ids=[run_id],
                                         annotators=["ann", "bob", "cat", "dan"], k=2,
-                                        calibration=3, gold_share=0.25, seed=4)
+                                        calibration=3, gold_share=0.25, seed=4, claim_review=False)
         rows = s.execute(select(Assignment.user_id, Assignment.rationale_id, Assignment.position)
                          .where(Assignment.campaign_id == campaign.id)).all()
     per_item = Counter(r for _, r, _ in rows)
@@ -69,7 +69,7 @@ def test_submit_revise_and_ownership(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
-                                        annotators=["ann", "bob"], k=2)
+                                        annotators=["ann", "bob"], k=2, claim_review=False)
         ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
         first = camp.next_assignment(s, campaign, ann)
         assert first.opened_at is not None
@@ -93,7 +93,8 @@ def test_skip_and_reclaim_hand_the_item_on(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
-                                        annotators=["ann", "bob", "cat"], k=1, seed=1)
+                                        annotators=["ann", "bob", "cat"], k=1, seed=1,
+                                        claim_review=False)
         ann = users.require_user(s, "ann")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="outside my expertise")
@@ -119,7 +120,8 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(engine):
             users.create_user(s, username=name, password=PASSWORD, role="annotator")
     run_id = seed_rationales(engine, n=30, gold=0)
     with Session(engine) as s:
-        campaign = camp.create_campaign(s, name="load", run_ids=[run_id], annotators=names, k=4)
+        campaign = camp.create_campaign(s, name="load", run_ids=[run_id], annotators=names, k=4,
+                                        claim_review=False)
         campaign_id = campaign.id
         expected = s.execute(select(func.count()).select_from(Assignment)).scalar()
     errors = []
@@ -153,7 +155,8 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(engine):
 def _opened_item(world):
     engine, run_id = world
     with Session(engine) as s:
-        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann"], k=1)
+        campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann"], k=1,
+                                        claim_review=False)
         return camp.next_assignment(s, campaign, users.require_user(s, "ann")).id
 
 
@@ -228,7 +231,7 @@ def test_a_skip_is_not_done(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=2)
+                                        k=2, claim_review=False)
         ann = users.require_user(s, "ann")
         before = camp.progress(s, campaign.id, ann.id)
         item = camp.next_assignment(s, campaign, ann)
@@ -244,7 +247,7 @@ def test_a_skipped_item_nobody_else_can_rate_comes_back_once_and_reaches_k(world
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=2)
+                                        k=2, claim_review=False)
         ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
         first = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=first.id, user=ann, reason="need the full notes")
@@ -268,7 +271,7 @@ def test_a_second_skip_of_a_returned_item_is_final(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=2)
+                                        k=2, claim_review=False)
         ann = users.require_user(s, "ann")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="not my field")
@@ -284,7 +287,8 @@ def test_a_skipped_item_someone_else_can_take_goes_to_them_not_back(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
-                                        annotators=["ann", "bob", "cat"], k=2, seed=3)
+                                        annotators=["ann", "bob", "cat"], k=2, seed=3,
+                                        claim_review=False)
         ann = users.require_user(s, "ann")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="conflict of interest")
@@ -297,7 +301,8 @@ def test_a_skip_taken_back_reopens_the_item_and_withdraws_the_unopened_copy(worl
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
-                                        annotators=["ann", "bob", "cat"], k=1, seed=1)
+                                        annotators=["ann", "bob", "cat"], k=1, seed=1,
+                                        claim_review=False)
         ann = users.require_user(s, "ann")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="oops")
@@ -322,7 +327,7 @@ def test_a_skip_taken_back_leaves_a_copy_someone_opened_with_them(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=1, seed=1)
+                                        k=1, seed=1, claim_review=False)
         ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="oops")
@@ -341,7 +346,7 @@ def test_previous_walks_back_in_rating_order_and_a_revision_is_appended(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=2)
+                                        k=2, claim_review=False)
         ann = users.require_user(s, "ann")
         assert camp.previous_submitted(s, campaign, ann) is None
         first = camp.next_assignment(s, campaign, ann)
@@ -372,7 +377,8 @@ def test_in_an_adaptive_campaign_a_returned_item_takes_a_free_slot(world):
     engine, run_id = world
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id], annotators=["ann", "bob"],
-                                        k=2, assignment="adaptive", max_ratings=2)
+                                        k=2, assignment="adaptive", max_ratings=2,
+                                        claim_review=False)
         ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
         item = camp.next_assignment(s, campaign, ann)
         camp.skip(s, assignment_id=item.id, user=ann, reason="not my field")

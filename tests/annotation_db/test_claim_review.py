@@ -185,3 +185,64 @@ def test_simulated_raters_give_claim_verdicts_with_the_error_rate_asked(reviewed
         assert len(rows) == 18 and not any(
             r["verdict"] == ("general_knowledge" if r["position"] == 3 else "supported")
             for r in rows)
+
+
+def test_raters_split_on_whether_a_claim_is_in_the_record_send_the_item_to_adjudication(
+        reviewed):
+    from annotation_db import adjudication
+
+    engine, name, _ = reviewed
+    with Session(engine) as s:
+        # same scores, no flags: only claim 2 divides them (partly vs general is no split)
+        _rate(s, "ann", ["supported", "supported", "partly_supported"])
+        _, item = _rate(s, "bob", ["supported", "not_in_record", "general_knowledge"])
+        rationale_id = item.rationale_id
+        queue = adjudication.queue(s, camp.get_campaign(s, name))
+    assert [(i["rationale_id"], i["split_claims"], i["split_flags"]) for i in queue] == [
+        (rationale_id, [2], [])]
+
+
+def test_the_judges_claim_verdicts_are_calibrated_against_the_panel_as_nominal(reviewed):
+    from annotation_db.judges import calibration_report
+    from annotation_db.models import JudgeRating, JudgeRun
+
+    engine, name, ids = reviewed
+    panel = {"ann": [["supported", "supported", "not_in_record"],
+                     ["supported", "contradicted", "general_knowledge"]],
+             "bob": [["supported", "partly_supported", "not_in_record"],
+                     ["supported", "contradicted", "supported"]]}
+    with Session(engine) as s:
+        rated = {}
+        for rater, both in panel.items():
+            for verdicts in both:
+                _, item = _rate(s, rater, verdicts)
+                rated.setdefault(rater, []).append(item.rationale_id)
+        campaign = camp.get_campaign(s, name)
+        run = JudgeRun(campaign_id=campaign.id, content_hash="j" * 64, model="m",
+                       backend="vllm", settings={}, status="finished")
+        s.add(run)
+        s.flush()
+        # the judge agrees with ann on every claim
+        for rationale_id, verdicts in zip(rated["ann"], panel["ann"], strict=True):
+            s.add(JudgeRating(judge_run_id=run.id, rationale_id=rationale_id, accuracy=4,
+                              faithfulness=4, flags=[],
+                              claim_verdicts={str(k): v for k, v in
+                                              enumerate(verdicts, start=1)}))
+        s.commit()
+        report = calibration_report(s, name, replicates=50, min_items=2)
+    (claims_section,) = [d for d in report["dimensions"] if d["dimension"] == CLAIM_DIMENSION]
+    by_rater = {k["rater"]: k for k in claims_section["kappa_vs_raters"]}
+    assert by_rater["ann"]["kappa"] == pytest.approx(1.0)
+    assert by_rater["ann"]["weights"] == "none" and claims_section["items"] == 6
+    codes = {"supported": 0, "partly_supported": 1, "not_in_record": 2, "contradicted": 3,
+             "general_knowledge": 4}
+    given = {r: {(rationale, k): codes[v]
+                 for rationale, both in zip(rated[r], panel[r], strict=True)
+                 for k, v in enumerate(both)} for r in panel}
+    units = sorted(given["ann"])
+    matrix = np.array([[given[r][u] for u in units] for r in ("ann", "bob")], dtype=float)
+    with_judge = np.vstack([matrix, matrix[0]])
+    assert claims_section["alpha_with_judge"]["alpha"] == pytest.approx(krippendorff.alpha(
+        reliability_data=with_judge, level_of_measurement="nominal",
+        value_domain=sorted(codes.values())))
+    assert claims_section["spearman_vs_panel_mean"]["computable"] is False

@@ -30,7 +30,7 @@ def opened(engine):
     run_id = seed_rationales(engine, n=4, gold=0)
     with Session(engine) as s:
         campaign = camp.create_campaign(s, name="p", run_ids=[run_id],
-                                        annotators=["ann", "bob"], k=2)
+                                        annotators=["ann", "bob"], k=2, claim_review=False)
         ann_item, bob_item = (camp.next_assignment(s, campaign, users.require_user(s, n)).id
                               for n in ("ann", "bob"))
     return engine, ann_item, bob_item

@@ -32,7 +32,7 @@ def rated(engine):
                   for n in ("ann", "bob")]
         users.create_user(s, username="root", password=PASSWORD, role="admin")
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2,
-                             gold_share=0.2)
+                             gold_share=0.2, claim_review=False)
         for user in raters:
             for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
                                ).scalars().all():
@@ -221,3 +221,75 @@ def test_a_history_budget_below_the_renderings_floor_is_one_error_and_writes_not
         r"and family history are always shown\); raise the budget to at least that",
         str(caught.value))
     assert _nothing_exported(rated, tmp_path)
+
+
+def _correct(s, rated_patient_split: str, text: str, decide: str | None) -> int:
+    """ann proposes ``text`` for one of her items whose patient is in the given split;
+    root then accepts or rejects it (``decide``) or leaves it proposed."""
+    from annotation_db import corrections
+
+    ann, root = users.require_user(s, "ann"), users.require_user(s, "root")
+    taken = {c.source_rationale_id for c in s.execute(select(corrections.Correction)).scalars()}
+    assignment = next(
+        a for a in s.execute(select(Assignment).where(Assignment.user_id == ann.id)
+                             .order_by(Assignment.id)).scalars()
+        if a.rationale_id not in taken
+        and s.get(Patient, s.get(Rationale, a.rationale_id).patient_id).split
+        == rated_patient_split and not s.get(Rationale, a.rationale_id).is_gold)
+    made = corrections.propose(s, assignment_id=assignment.id, user=ann, text=text, steps=None,
+                               cited_ids=["E1"], predicted_label=True,
+                               grounding={"score": 1.0, "passed": True, "checks": []},
+                               raw_output="{}")
+    if decide:
+        corrections.decide(s, correction_id=made.id, user=root, accept=decide == "accept",
+                           reason="" if decide == "accept" else "not better")
+    return made.id
+
+
+def test_only_accepted_corrections_become_sft_targets_and_preference_pairs(rated, tmp_path):
+    with Session(rated) as s:
+        _correct(s, "train", "The corrected reading [E1].", "accept")
+        _correct(s, "train", "A proposal nobody decided [E1].", None)
+        _correct(s, "train", "A rejected proposal [E1].", "reject")
+        _correct(s, "test", "A test patient's correction [E1].", "accept")
+        version = export.create(s, policy_path=_policy(tmp_path), name="corrected",
+                                root=tmp_path / "exports", counter_for=history_counter)
+    folder = Path(version.path)
+    corrected = [json.loads(line) for line in
+                 (folder / "rationale_corrected/train.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in
+             (folder / "preference/train.jsonl").read_text().splitlines()]
+    assert len(corrected) == len(pairs) == 1
+    assert "The corrected reading [E1]." in corrected[0]["completion"][0]["content"]
+    pair = pairs[0]
+    assert "The corrected reading [E1]." in pair["chosen"][0]["content"]
+    assert pair["rejected"][0]["content"].startswith("rationale ")  # the seeded original
+    assert pair["prompt"] == corrected[0]["prompt"]
+    assert not (folder / "preference/test.jsonl").exists()
+    everything = "".join(p.read_text() for p in folder.rglob("*.jsonl"))
+    assert "nobody decided" not in everything and "rejected proposal" not in everything
+    assert "test patient's correction" not in everything
+
+
+def test_trl_dpo_trainer_trains_two_steps_on_the_preference_view(rated, tmp_path, tiny_model):
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    if rated.dialect.name != "sqlite":
+        pytest.skip("the trainer reads the exported files; the SQLite variant covers them")
+    with Session(rated) as s:
+        for text in ("The APOE genotype is recorded [E1].", "The record shows [E1].",
+                     "Age and genotype [E1]."):
+            _correct(s, "train", text, "accept")
+        version = export.create(s, policy_path=_policy(tmp_path), name="dpo",
+                                root=tmp_path / "exports", counter_for=history_counter)
+    data = load_dataset("json",
+                        data_files=str(Path(version.path) / "preference/train.jsonl"))["train"]
+    assert len(data) == 3
+    trainer = DPOTrainer(
+        model=tiny_model, train_dataset=data,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2,
+                       per_device_train_batch_size=2, report_to="none", use_cpu=True,
+                       logging_steps=1, save_strategy="no", max_length=1024))
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0

@@ -92,7 +92,7 @@ def test_campaign_plan_from_a_pilot_of_ratings(engine, monkeypatch):
     run_id = seed_rationales(engine, n=16, gold=0)
     with Session(engine) as session:
         campaigns.create_campaign(session, name="pilot", run_ids=[run_id],
-                                  annotators=simulated_raters(session, 3), k=3)
+                                  annotators=simulated_raters(session, 3), k=3, claim_review=False)
     monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
     runner = CliRunner()
     empty = runner.invoke(app, ["campaign", "plan", "pilot"])

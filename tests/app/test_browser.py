@@ -16,7 +16,8 @@ from tests.helpers import add_users, serving
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     def pilot(s, run_id):
-        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
+        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2,
+                             claim_review=False)
 
     with serve_app(tmp_path_factory.mktemp("browser"),
                    {"ann": "annotator", "bob": "annotator", "root": "admin"},

@@ -25,7 +25,7 @@ def app_url(tmp_path_factory):
 
     def disagreeing(s: Session, run_id: int) -> None:
         campaign = camp.create_campaign(s, name="pilot", run_ids=[run_id],
-                                        annotators=["ann", "bob", "root"], k=3)
+                                        annotators=["ann", "bob", "root"], k=3, claim_review=False)
         for name, score in (("ann", 1), ("bob", 5)):
             user = users.require_user(s, name)
             while item := camp.next_assignment(s, campaign, user):

@@ -28,7 +28,8 @@ def app(tmp_path_factory):
 
 def _campaign(app, name: str, annotators: list[str], k: int = 2) -> None:
     with Session(app.engine) as s:
-        camp.create_campaign(s, name=name, run_ids=[app.run_id], annotators=annotators, k=k)
+        camp.create_campaign(s, name=name, run_ids=[app.run_id], annotators=annotators, k=k,
+                             claim_review=False)
 
 
 def _an_item_is_shown(page) -> None:

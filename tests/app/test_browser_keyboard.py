@@ -27,7 +27,7 @@ def app_url(tmp_path_factory):
 
     def pilot(s: Session, run_id: int) -> None:
         camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=list(ANNOTATORS),
-                             k=len(ANNOTATORS))
+                             k=len(ANNOTATORS), claim_review=False)
 
     with serve_app(tmp_path_factory.mktemp("keys"), dict.fromkeys(ANNOTATORS, "annotator"),
                    setup=pilot) as app:

@@ -50,9 +50,9 @@ def review_app(tmp_path_factory):
 
     def disputes(s: Session, run_id: int) -> dict:
         pilot = camp.create_campaign(s, name="pilot", run_ids=[run_id],
-                                     annotators=["ann", "bob"], k=2)
+                                     annotators=["ann", "bob"], k=2, claim_review=False)
         second = camp.create_campaign(s, name="second", run_ids=[run_id],
-                                      annotators=["ann", "bob"], k=1)
+                                      annotators=["ann", "bob"], k=1, claim_review=False)
         first, other, agreed = s.execute(select(Rationale.id).order_by(Rationale.id)
                                          ).scalars().all()[:3]
         s.get(Rationale, first).predicted_label = True

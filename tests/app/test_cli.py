@@ -58,11 +58,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0013_claims" in first.output
+    assert "upgraded (empty) → 0014_corrections" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0013_claims" in again.output
+    assert "already at revision 0014_corrections" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0013_claims (head)" in current.output
+    assert "revision 0014_corrections (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -147,7 +147,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert exported["version"] == "demo-simulated-v1", exported
     assert Path(exported["path"], "manifest.json").is_file()
     assert summary["stages"]["cohort"]["created"] is True
-    assert summary["stages"]["database"]["revision"] == "0013_claims"
+    assert summary["stages"]["database"]["revision"] == "0014_corrections"
     assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
@@ -375,7 +375,7 @@ def test_agreement_report_reads_a_campaign_from_the_database(tmp_path, monkeypat
         raters = [users.create_user(s, username=n, password=PASSWORD, role="annotator")
                   for n in ("ann", "bob")]
         campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"],
-                                  k=2, gold_share=0.2)
+                                  k=2, gold_share=0.2, claim_review=False)
         for user in raters:
             for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
                                ).scalars().all():
@@ -479,7 +479,8 @@ def test_export_commands_create_list_show_verify(tmp_path, monkeypatch):
     with Session(engine) as s:
         raters = [users.create_user(s, username=n, password=PASSWORD, role="annotator")
                   for n in ("ann", "bob")]
-        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"])
+        campaigns.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"],
+                                  claim_review=False)
         for user in raters:
             for a in s.execute(select(Assignment).where(Assignment.user_id == user.id)
                                ).scalars().all():

@@ -82,7 +82,7 @@ def test_sigkill_mid_run_loses_and_doubles_nothing(database_url, tmp_path):
         for name in ANNOTATORS:
             users.create_user(s, username=name, password=PASSWORD, role="annotator")
         campaigns.create_campaign(s, name="crash", run_ids=[run_id], annotators=ANNOTATORS,
-                                  k=1)
+                                  k=1, claim_review=False)
     engine.dispose()
     port, log = free_port(), tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}/"

@@ -106,7 +106,8 @@ def test_the_apps_own_work_runs_as_the_app_role(least_privilege):
         with Session(engine) as s:
             users.create_user(s, username="ann", password=PASSWORD, role="annotator")
             campaign = campaigns.create_campaign(s, name="pilot", run_ids=[run_id],
-                                                 annotators=["ann"], k=1, actor="root")
+                                                 annotators=["ann"], k=1, actor="root",
+                                                 claim_review=False)
             ann = users.get_user(s, "ann")
             item = campaigns.next_assignment(s, campaign, ann).id
             for accuracy in (4, 3):

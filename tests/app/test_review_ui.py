@@ -26,8 +26,9 @@ def review_server(database_url):
     run_id = seed_rationales(engine, n=4, gold=0)
     with Session(engine) as s:
         pilot = camp.create_campaign(s, name="pilot", run_ids=[run_id],
-                                     annotators=["ann", "bob"], k=2)
-        camp.create_campaign(s, name="empty", run_ids=[run_id], annotators=["ann"], k=1)
+                                     annotators=["ann", "bob"], k=2, claim_review=False)
+        camp.create_campaign(s, name="empty", run_ids=[run_id], annotators=["ann"], k=1,
+                             claim_review=False)
         ann_item = camp.next_assignment(s, pilot, users.require_user(s, "ann"))
         bob_item = s.execute(select(Assignment).where(
             Assignment.campaign_id == pilot.id, Assignment.rationale_id == ann_item.rationale_id,

@@ -32,7 +32,8 @@ def annotation_server(tmp_path_factory):
               root="admin")
     run_id = seed_rationales(engine, n=6, gold=1)
     with Session(engine) as s:
-        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2)
+        camp.create_campaign(s, name="pilot", run_ids=[run_id], annotators=["ann", "bob"], k=2,
+                             claim_review=False)
     with serving(engine) as url:
         yield engine, url
     engine.dispose()
@@ -108,7 +109,8 @@ def test_ratings_revisions_and_skips_in_the_app_are_audited_with_the_clients_add
     engine, url = annotation_server
     with Session(engine) as s:
         run_id = s.execute(select(GenerationRun.id)).scalars().first()
-        camp.create_campaign(s, name="audited", run_ids=[run_id], annotators=["eve"], k=1)
+        camp.create_campaign(s, name="audited", run_ids=[run_id], annotators=["eve"], k=1,
+                             claim_review=False)
     eve = client(url, "eve")
     rated = eve.predict("audited", api_name="/load_next")[0]
     skipped = eve.predict("audited", rated, 4, 4, [], "fine", api_name="/submit_scores")[0]

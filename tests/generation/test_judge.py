@@ -6,6 +6,7 @@ import math
 import jsonschema
 import pytest
 
+from annotation_db.rubric import CLAIM_VERDICTS
 from generation.chat import Completion, TokenLogprobs
 from generation.judge import (
     FIXED_TOKENS,
@@ -93,3 +94,32 @@ def test_a_character_split_across_tokens_does_not_shift_the_score_token():
     answer = parse_answer(Completion(text, len(pieces), "stop", logprobs))
     assert answer.distributions["accuracy"] == pytest.approx({"2": 0.9, "3": 0.1})
     assert answer.distributions["faithfulness"] == {"5": 1.0}
+
+
+def test_with_claim_review_the_judge_gives_exactly_one_known_verdict_per_claim():
+    base = '{"reason":"x","accuracy":4,"faithfulness":3,"flags":[]'
+    good = parse_answer(Completion(base + ',"claims":["supported","not_in_record"]}', 9,
+                                   "stop"), claims=2)
+    assert good.claims == ["supported", "not_in_record"]
+    for claims in ('["supported"]', '["supported","nope"]', '"supported"'):
+        assert parse_answer(Completion(base + f',"claims":{claims}}}', 9, "stop"),
+                            claims=2) is None
+    assert parse_answer(Completion(base + "}", 9, "stop"), claims=2) is None
+    schema = json_schema(256, claims=2)
+    assert schema["properties"]["claims"]["minItems"] == schema["properties"]["claims"][
+        "maxItems"] == 2
+    assert "claims" in schema["required"] and "claims" not in json_schema(256)["properties"]
+
+
+def test_the_largest_answer_with_claim_verdicts_fits_the_budget(bundled_model):
+    tokenizer = load_tokenizer(bundled_model.path)
+    longest = max(CLAIM_VERDICTS, key=lambda v: len(tokenizer(f'"{v}", ')["input_ids"]))
+    for max_tokens, claims in ((256, 6), (512, 12), (256, 1)):
+        schema = json_schema(max_tokens, claims)
+        largest = {"reason": "0" * schema["properties"]["reason"]["maxLength"],
+                   "accuracy": 5, "faithfulness": 5,
+                   "flags": schema["properties"]["flags"]["items"]["enum"],
+                   "claims": [longest] * claims}
+        jsonschema.validate(largest, schema)
+        text = json.dumps(largest, separators=(", ", ": "))
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens

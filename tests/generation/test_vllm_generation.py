@@ -128,7 +128,8 @@ def _simulated_campaign(engine, n: int) -> str:
     summary = generate_rationales(engine, GenerateConfig(split="all", n=n, backend="template"))
     with Session(engine) as session:
         campaign = campaigns.create_campaign(session, name="judged", run_ids=[summary.run_id],
-                                             annotators=simulated_raters(session, 3), k=3)
+                                             annotators=simulated_raters(session, 3), k=3,
+                                             claim_review=True)
         simulate(session, campaign, seed=1)
     return "judged"
 
