@@ -71,11 +71,13 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                     reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES,
                     assignment: str = "balanced", max_ratings: int | None = None,
                     judge_run: int | None = None, min_uncertainty: float = 0.05,
-                    claim_review: bool = True) -> Campaign:
+                    claim_review: bool = True, rate_corrections: bool = False) -> Campaign:
     """Create a campaign and its assignments (see the module doc; ``assignment="adaptive"``
     assigns only the calibration batch now and the rest as raters ask, see
     :mod:`annotation_db.adaptive`). ``claim_review``: every rating gives a verdict on
-    every claim of the rationale (:mod:`annotation_db.claim_review`)."""
+    every claim of the rationale (:mod:`annotation_db.claim_review`); ``rate_corrections``:
+    an accepted correction joins the campaign and is rated like any rationale
+    (:mod:`annotation_db.corrections`)."""
     if assignment not in ("balanced", "adaptive"):
         raise CampaignError(f"assignment must be balanced or adaptive, not {assignment!r}")
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
@@ -119,6 +121,7 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
                                   "reclaim_after_minutes": reclaim_after_minutes,
                                   "annotators": [u.username for u in users],
                                   "assignment": assignment, "claim_review": claim_review,
+                                  "rate_corrections": rate_corrections,
                                   **({"max_ratings": max_ratings, "judge_run": judge_run,
                                       "min_uncertainty": min_uncertainty} if adaptive else {})})
     session.add(campaign)

@@ -10,14 +10,17 @@ schema and grounding checks run before :func:`propose` (in
 rationale. Every step is in the audit trail (``correction_proposed``,
 ``correction_accepted``, ``correction_rejected``).
 
-Only accepted corrections reach an export (:func:`accepted`).
+Only accepted corrections reach an export (:func:`accepted`). In a campaign created with
+``rate_corrections``, an accepted correction also joins the campaign as an item and is
+rated like any rationale: k raters (the proposer last, only if too few others) find it at
+the end of their queues (an adaptive campaign hands it out as it does its other items).
 """
 
 from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from annotation_db import audit
@@ -25,7 +28,9 @@ from annotation_db.campaigns import CampaignError, own_assignment
 from annotation_db.models import (
     ADJUDICATION_REASON_MAX_CHARS,
     COMMENT_MAX_CHARS,
+    Assignment,
     Campaign,
+    CampaignItem,
     Correction,
     Rationale,
     Role,
@@ -101,13 +106,41 @@ def decide(session: Session, *, correction_id: int, user: User, accept: bool,
         session.rollback()
         raise CorrectionError(f"correction {correction_id} was already "
                               f"{session.get(Correction, correction_id).status}")
+    queued = _to_be_rated(session, correction) if accept else 0
     audit.record(session, f"correction_{status}", actor=user.username, address=address,
                  target=f"correction {correction_id}", commit=False,
                  campaign=correction.campaign_id, item=correction.source_rationale_id,
-                 rationale=correction.rationale_id)
+                 rationale=correction.rationale_id, **({"assigned": queued} if queued else {}))
     session.commit()
     session.refresh(correction)
     return correction
+
+
+def _to_be_rated(session: Session, correction: Correction) -> int:
+    """An accepted correction as an item of its campaign when the campaign rates
+    corrections (staged, the caller commits); how many raters it was assigned to."""
+    campaign = session.get(Campaign, correction.campaign_id)
+    settings = campaign.settings or {}
+    if not settings.get("rate_corrections"):
+        return 0
+    session.add(CampaignItem(campaign_id=campaign.id, rationale_id=correction.rationale_id))
+    if settings.get("assignment") == "adaptive":
+        return 0
+    raters = list(session.execute(select(User).where(
+        User.username.in_(settings.get("annotators", [])), User.active)).scalars())
+    open_items = dict(session.execute(
+        select(Assignment.user_id, func.count()).where(
+            Assignment.campaign_id == campaign.id, Assignment.status == "assigned")
+        .group_by(Assignment.user_id)).all())
+    raters.sort(key=lambda u: (u.id == correction.proposed_by, open_items.get(u.id, 0), u.id))
+    chosen = raters[:campaign.ratings_per_item]
+    for rater in chosen:
+        last = session.execute(select(func.max(Assignment.position)).where(
+            Assignment.campaign_id == campaign.id, Assignment.user_id == rater.id)).scalar()
+        session.add(Assignment(campaign_id=campaign.id, rationale_id=correction.rationale_id,
+                               user_id=rater.id, position=(last or 0) + 1, status="assigned",
+                               assigned_at=utcnow()))
+    return len(chosen)
 
 
 def _rows(session: Session, campaign: Campaign, status: str | None) -> list[dict]:

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from annotation_db import audit
-from annotation_db.models import Job, JobKind, RunStatus, User
+from annotation_db.models import Job, JobKind, RunStatus, TrainingRun, User
 
 ACTIVE = (RunStatus.queued, RunStatus.running)
 
@@ -128,6 +128,20 @@ def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
                     .values(**values))
     session.commit()
     session.refresh(job)
+    if status == RunStatus.failed:
+        fail_linked_run(session, job, error or "its job failed")
+
+
+def fail_linked_run(session: Session, job: Job, reason: str) -> None:
+    """A job that died takes its training run with it: a run still marked running is
+    marked failed with the job's reason (committed), so nothing stays "running"."""
+    if job.training_run_id is None:
+        return
+    session.execute(update(TrainingRun).where(
+        TrainingRun.id == job.training_run_id, TrainingRun.status == RunStatus.running)
+        .values(status=RunStatus.failed, error=f"job {job.id}: {reason}",
+                finished_at=datetime.now(UTC)))
+    session.commit()
 
 
 def cancel(session: Session, job_id: int, user: User | None = None,
@@ -176,4 +190,6 @@ def recover_interrupted(session: Session, stop_process=None,
                      "resume it to continue from its last checkpoint")
         job.finished_at = datetime.now(UTC)
     session.commit()
+    for job in stale:
+        fail_linked_run(session, job, job.error)
     return [job.id for job in stale]

@@ -77,9 +77,11 @@ class CommandConfig(BaseModel):
     COMMAND: ClassVar[str] = ""
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> Self:
-        """Defaults ← YAML file ← ``overrides`` (``None`` values mean "not given")."""
-        data: dict[str, Any] = {}
+    def load(cls, path: str | Path | None = None, *, base: dict | None = None,
+             **overrides: Any) -> Self:
+        """Defaults ← ``base`` (a preset) ← YAML file ← ``overrides`` (``None`` values
+        mean "not given")."""
+        data: dict[str, Any] = dict(base or {})
         if path is not None:
             path = Path(path)
             try:

@@ -123,12 +123,25 @@ def config_options(config_cls: type[CommandConfig]) -> Callable:
                                   show_default=False)
             params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
                                             annotation=kind | None, default=option))
+        presets = getattr(config_cls, "PRESETS", None)
+        if presets:
+            params.insert(1, inspect.Parameter(
+                "preset", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                default=typer.Option(None, "--preset", help="start from a named recipe "
+                                     "(the file and options given here override it): "
+                                     + "; ".join(f"{name}: {p.summary}"
+                                                 for name, p in presets.items()),
+                                     show_default=False)))
         params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             overrides = {name: kwargs.pop(name) for name in fields}
-            cfg = config_cls.load(kwargs.pop("config"), **overrides)
+            preset = kwargs.pop("preset", None)
+            if preset is not None and preset not in presets:
+                raise ConfigError(f"no preset {preset!r}; known: {', '.join(presets)}")
+            base = dict(presets[preset].settings) if preset else None
+            cfg = config_cls.load(kwargs.pop("config"), base=base, **overrides)
             return command(cfg, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)  # what typer reads

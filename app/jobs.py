@@ -79,6 +79,7 @@ class JobRunner:
         self.kill_grace_seconds = kill_grace_seconds
         self.process: subprocess.Popen | None = None
         self.job_id: int | None = None
+        self.oom_kills_at_launch: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -123,7 +124,8 @@ class JobRunner:
             if returncode == 0:
                 crud.end(session, job, RunStatus.finished)
             else:
-                crud.end(session, job, RunStatus.failed, error=self._last_error(job))
+                crud.end(session, job, RunStatus.failed,
+                         error=exit_reason(returncode, job, self.oom_kills_at_launch))
             self.process, self.job_id = None, None
 
     def _database_url(self) -> str:
@@ -140,6 +142,7 @@ class JobRunner:
                 [sys.executable, *self.entry_point, str(job.id)], stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.workdir)
         self.job_id = job.id
+        self.oom_kills_at_launch = oom_kills()
         crud.set_process(session, job, self.process.pid, str(log_path))
 
     def _kill(self) -> None:
@@ -154,9 +157,48 @@ class JobRunner:
         except ProcessLookupError:
             pass
 
-    @staticmethod
-    def _last_error(job: Job) -> str:
-        return last_lines(job) or "the job's process failed without output"
+
+
+# This container's out-of-memory kill counter: cgroup v2, then v1 (both "oom_kill N").
+CGROUP_EVENTS = (Path("/sys/fs/cgroup/memory.events"),
+                 Path("/sys/fs/cgroup/memory/memory.oom_control"))
+
+
+def oom_kills(events: tuple[Path, ...] = CGROUP_EVENTS) -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed in this cgroup
+    (None where no counter can be read)."""
+    for path in events:
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def exit_reason(returncode: int, job: Job, oom_before: int | None = None,
+                events: tuple[Path, ...] = CGROUP_EVENTS) -> str:
+    """Why a job's process ended badly, in words a researcher can act on. A SIGKILL is
+    named out of memory when the cgroup's OOM-kill counter moved while the job ran, and
+    as its most likely cause otherwise; the log's last lines follow."""
+    tail = last_lines(job)
+    after = oom_kills(events)
+    if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        if oom_before is not None and after is not None and after > oom_before:
+            why = ("out of memory: the kernel's out-of-memory killer stopped the job (it "
+                   "needed more memory than the machine had free)")
+        else:
+            why = ("killed (SIGKILL) with no stop asked for: most likely out of memory (the "
+                   "kernel's out-of-memory killer)")
+        why += ("; lower the batch size or max length, or use a preset, and see Check's "
+                "memory estimate")
+    elif returncode < 0:
+        why = f"stopped by signal {signal.Signals(-returncode).name}"
+    else:
+        return tail or f"the job's process exited with status {returncode} without output"
+    return why + (f"\nlast output:\n{tail}" if tail else "")
 
 
 def last_lines(job: Job, n: int = 5) -> str:
@@ -285,7 +327,8 @@ def run_job(job_id: int) -> None:
     if kind == "sft":
         from training.sft import SFTRunConfig, train
 
-        run = train(engine, SFTRunConfig.model_validate(config["config"]), on_stage=say)
+        run = train(engine, SFTRunConfig.model_validate(config["config"]), on_stage=say,
+                    on_run=lambda started: _link(engine, job_id, started.id))
         _link(engine, job_id, run.id)
         result = evaluate_run(engine, str(run.id),
                               EvaluateConfig.model_validate(config.get("evaluate", {})),

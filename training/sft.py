@@ -8,6 +8,8 @@ folder ``<runs_dir>/sft-<target>-<hash12>/`` holds:
 - ``config.yaml`` and ``provenance.json`` — the resolved config, library versions;
 - ``dataset.json`` — the version's name and hash, the view, example and loss-token counts;
 - ``metrics.jsonl`` — one line per logged step (loss, learning rate, tokens/s);
+- ``progress.json`` — step of steps, tokens/s and the time left, rewritten as it trains
+  (the Runs screen and the CLI's progress bar read it);
 - ``checkpoints/checkpoint-*`` — resumable state (optimizer, scheduler, RNG);
 - ``adapter/`` — the final LoRA adapter; ``train_summary.json``; ``DONE`` last.
 
@@ -24,7 +26,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 from sqlalchemy.engine import Engine
@@ -45,6 +47,7 @@ from training.data import (
 )
 from training.diagnostics import diagnostics_callbacks, label_only_answer_share
 from training.loss import LossWeighting, answer_counts, weighted_loss
+from training.presets import PRESETS, Preset
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
 # Bookkeeping that does not change the trained weights: left out of a run's identity.
@@ -117,6 +120,7 @@ class SFTRunConfig(CommandConfig):
                                   "~/.cache/rationale-audit)")
 
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
+    PRESETS: ClassVar[dict[str, Preset]] = PRESETS  # `train sft --preset NAME`, the Runs form
     ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5,
                    "reading_rule": None}
 
@@ -204,7 +208,7 @@ def _clear_outputs(run_dir: Path) -> None:
 
     for name in ("checkpoints", "adapter", "eval"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "train_summary.json", "error.log", runs.DONE):
+    for name in ("metrics.jsonl", "progress.json", "train_summary.json", "error.log", runs.DONE):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -234,7 +238,8 @@ def _validation_rows(version, config: SFTRunConfig) -> list[dict] | None:
     return rows if len({int(r["label"]) for r in rows}) == 2 else None
 
 
-def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = None):
+def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = None,
+                      on_progress: Callable[[dict], None] | None = None):
     from transformers import TrainerCallback
 
     class JsonlMetrics(TrainerCallback):
@@ -243,6 +248,34 @@ def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = N
         def __init__(self):
             self.started = time.perf_counter()
             self.first_step: int | None = None
+            self.first_seen: tuple[int, float] | None = None  # (step, time) before step 1
+            self.written = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.first_seen = (state.global_step, time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            """``progress.json`` beside the metrics: step of steps, tokens/s and the time
+            left, as the Runs screen and the CLI's bar show them (at most once a second)."""
+            now = time.perf_counter()
+            if self.first_seen is None:  # no on_train_begin seen (a resumed trainer)
+                self.first_seen = (state.global_step - 1, self.started)
+            last = state.global_step >= state.max_steps
+            if now - self.written < 1.0 and not last:
+                return
+            self.written = now
+            done, since = state.global_step - self.first_seen[0], now - self.first_seen[1]
+            per_step = since / done if done > 0 else None
+            progress = {
+                "step": state.global_step, "max_steps": state.max_steps,
+                "epoch": round(state.epoch or 0, 3),
+                "tokens_per_second": round(done * tokens_per_step / since, 1)
+                if since > 0 else None,
+                "eta_seconds": round(per_step * (state.max_steps - state.global_step))
+                if per_step else None}
+            (path.parent / "progress.json").write_text(json.dumps(progress) + "\n")
+            if on_progress is not None:
+                on_progress(progress)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
@@ -263,9 +296,13 @@ def _metrics_callback(path: Path, tokens_per_step: float, stats: dict | None = N
 
 
 def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None,
-          on_stage: Callable[[str], None] | None = None, force: bool = False
-          ) -> TrainingRun | None:
+          on_stage: Callable[[str], None] | None = None, force: bool = False,
+          on_run: Callable[[TrainingRun], None] | None = None,
+          on_progress: Callable[[dict], None] | None = None) -> TrainingRun | None:
     """Train (or resume, or reuse) the run ``config`` describes; return its row.
+    ``on_run(row)`` hears of the row as soon as it is running (a job links it then, so a
+    process killed mid-run leaves a run the job can mark failed); ``on_progress(p)`` gets
+    what ``progress.json`` says each time it is rewritten (the CLI's progress bar).
 
     Under ``accelerate launch --num_processes N`` (or ``torchrun``) every process trains
     its shard of each batch, data parallel; rank 0 alone keeps the books (the run's row,
@@ -305,9 +342,11 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
         run = runs.begin(session, kind="sft", target=config.target, base_model=config.base_model,
                          config=config.model_dump(mode="json"), config_hash=config_hash,
                          run_dir=run_dir, dataset_version_id=version.id)
+        if on_run is not None:
+            on_run(run)
         try:
             _train(run, config, version, rows, run_dir, callbacks or [], say,
-                   processes=processes)
+                   processes=processes, on_progress=on_progress)
         except BaseException as exc:
             runs.fail(session, run, exc)
             raise
@@ -317,7 +356,7 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
 
 def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[dict],
            run_dir: Path, callbacks: list, say: Callable[[str], None], *, rank: int = 0,
-           processes: int = 1) -> None:
+           processes: int = 1, on_progress: Callable[[dict], None] | None = None) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -386,7 +425,7 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     metrics_path = run_dir / "metrics.jsonl"
     books = []  # rank 0's: metrics.jsonl and the diagnostics (its shard's loss split)
     if writer:
-        books = [_metrics_callback(metrics_path, tokens_per_step, stats),
+        books = [_metrics_callback(metrics_path, tokens_per_step, stats, on_progress),
                  *diagnostics_callbacks(metrics_path, tokenizer, weighting, stats, tokenized,
                                         config, validation=_validation_rows(version, config)
                                         if config.validate_each_epoch else None)]

@@ -43,6 +43,9 @@ def create(
         True, help="Raters give a verdict on every claim of each rationale (supported, partly "
         "supported, not in the record, contradicted, general knowledge) and mark lines it "
         "should have cited, beside the two scores."),
+    rate_corrections: bool = typer.Option(
+        False, help="A correction an adjudicator accepts joins the campaign and is rated by k "
+        "raters like any rationale."),
     db: DbOption = None,
 ) -> None:
     """Create a campaign and assign its items (balanced, randomized per annotator, or
@@ -59,7 +62,8 @@ def create(
             k=k, calibration=calibration, gold_share=gold_share,
             guidelines_version=guidelines_version, blind_grounding=not show_grounding,
             actor=cli_actor(), address="cli", seed=seed, assignment=assignment,
-            max_ratings=max_ratings, judge_run=judge_run, claim_review=claim_review)
+            max_ratings=max_ratings, judge_run=judge_run, claim_review=claim_review,
+            rate_corrections=rate_corrections)
         state = crud.status(session, campaign)
     console.print(f"campaign {name}: {state['items']} items, k = {k}, "
                   f"{len(state['annotators'])} annotators", highlight=False)
@@ -102,6 +106,10 @@ def simulate(
     calibration: int = typer.Option(0, help="Items every simulated rater rates."),
     gold_share: float = typer.Option(0.0, help="Gold items per original item."),
     seed: int = typer.Option(0, help="Seed."),
+    claim_review: bool = typer.Option(True, help="Each rating gives a verdict per claim."),
+    claim_error: float = typer.Option(
+        0.15, min=0.0, max=1.0, help="Chance that a simulated rater's verdict on a claim is "
+        "another one than its cited lines imply."),
     db: DbOption = None,
 ) -> None:
     """Create a campaign rated entirely by simulated raters (marked simulated everywhere).
@@ -114,9 +122,10 @@ def simulate(
         names = simulated_raters(session, raters)
         campaign = crud.create_campaign(session, name=name, run_ids=run, annotators=names, k=k,
                                         calibration=calibration, gold_share=gold_share,
-                                        seed=seed, actor=cli_actor(), address="cli")
+                                        seed=seed, actor=cli_actor(), address="cli",
+                                        claim_review=claim_review)
         added = run_simulation(session, campaign, noise=noise, leniency_spread=leniency,
-                               seed=seed)
+                               seed=seed, claim_error=claim_error)
     console.print(f"campaign {name}: {added} simulated ratings by {raters} raters", highlight=False)
 
 

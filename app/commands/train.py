@@ -1,6 +1,8 @@
 """`rationale-audit train`: LoRA SFT and few-shot runs from a verified dataset version."""
 
 
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
 
@@ -36,6 +38,30 @@ def print_result(result) -> None:
     console.print(f"predictions: {result.predictions_path}", highlight=False)
 
 
+@contextmanager
+def training_bar():
+    """A rich progress bar fed by the trainer's progress (step of steps, tokens/s, the
+    time left); it appears with the first step and stays when training ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[speed]}"), TextColumn("{task.fields[left]}"),
+                  console=console) as bar:
+        task = None
+
+        def show(p: dict) -> None:
+            nonlocal task
+            speed = f"{p['tokens_per_second']:.0f} tok/s" if p.get("tokens_per_second") else ""
+            eta = p.get("eta_seconds")
+            left = "" if eta is None else f"about {eta // 60} min {eta % 60} s left"
+            if task is None:
+                task = bar.add_task("train", total=p["max_steps"], speed=speed, left=left)
+            bar.update(task, completed=p["step"], total=p["max_steps"], speed=speed,
+                       left=left)
+
+        yield show
+
+
 @app.command()
 @user_errors
 @config_options(SFTRunConfig)
@@ -68,8 +94,9 @@ def sft(
         train(engine, cfg, force=force)
         return
     console.print(f"equivalent command: {cfg.cli()}", highlight=False)
-    with quiet_libraries(console, command_log(cfg.runs_dir, "train-sft"), verbose):
-        run = train(engine, cfg, on_stage=say, force=force)
+    with quiet_libraries(console, command_log(cfg.runs_dir, "train-sft"), verbose), \
+            training_bar() as show:
+        run = train(engine, cfg, on_stage=say, force=force, on_progress=show)
         console.print(f"run {run.id} ({run.status}): {run.run_dir}", highlight=False)
         if evaluate and processes > 1:
             console.print(f"trained by {processes} processes; score it in one: "

@@ -439,7 +439,8 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
             c.evidence_item = gr.Textbox(label="Record item", interactive=False)
             c.claims = gr.HTML(elem_id="claims_view", elem_classes=KEYS, visible=False,
                                label="Claims")
-            c.claim_verdicts = gr.Textbox(visible="hidden", elem_id="claim_verdicts_box")
+            # an initial value: API clients that predate claim review may leave it out
+            c.claim_verdicts = gr.Textbox("{}", visible="hidden", elem_id="claim_verdicts_box")
             c.claim_error = gr.HTML(elem_id="claim_error")  # a claim without a verdict, here
             c.accuracy = gr.Radio(rubric_choices(guidelines, "accuracy"), label="Medical accuracy",
                                   info=guidelines["dimensions"]["accuracy"]["question"],

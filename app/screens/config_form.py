@@ -51,6 +51,24 @@ class ConfigForm:
         return gr.Textbox(label=label, info=info, value="" if default is None else str(default),
                           placeholder="blank: the default" if kind in (int, float) else None)
 
+    def shown(self, settings: dict[str, Any]) -> list[Any]:
+        """The inputs' values that show ``settings`` (a preset), every other field at its
+        default, as the form first shows it."""
+        values = []
+        for name in self.fields:
+            kind, choices = self.options[name]
+            field = self.config_cls.model_fields[name]
+            default = None if field.is_required() else field.get_default(
+                call_default_factory=True)
+            value = settings.get(name, default)
+            if kind is bool:
+                values.append(bool(value))
+            elif choices:
+                values.append(value)
+            else:
+                values.append("" if value is None else str(value))
+        return values
+
     def positional(self, **given: Any) -> list[Any]:
         """Values in field order, as an API caller passes them: ``given`` where named,
         blank (the config's default) elsewhere."""

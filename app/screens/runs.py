@@ -23,6 +23,8 @@ from annotation_db.provenance import ConfigError
 from app.auth import RESEARCH_ROLES, address_of, bound, user_of
 from app.jobs import log_tail
 from app.screens.config_form import ConfigForm
+from training.memory import available_gib, fitting, for_config
+from training.presets import PRESETS, described, preset_settings
 from training.tables import format_metric
 
 GRID_FOLDER = "experiments"
@@ -117,6 +119,14 @@ def build_config(kind: str, dataset: str, grid_path: str = "", sft: dict | None 
     raise ConfigError(f"kind must be sft, fewshot or grid, not {kind!r}")
 
 
+NO_PRESET = "none (the defaults)"
+
+
+def fill_preset(forms: LaunchForms, name: str) -> list:
+    """The SFT form's values for a preset (its fields set, the rest at their defaults)."""
+    return forms.sft.shown(preset_settings(None if name in (None, NO_PRESET) else name))
+
+
 def list_versions(engine, request: gr.Request):
     with Session(engine) as s:
         user_of(s, request, RESEARCH_ROLES)
@@ -155,35 +165,120 @@ def _validated(forms: LaunchForms, workdir: Path, kind, dataset, grid_path,
         raise gr.Error(str(exc)) from None
 
 
+def job_memory_gib(engine) -> float | None:
+    """What a job may use when it starts: the memory free now plus what the running local
+    job holds (it ends before the next one starts; jobs run one at a time)."""
+    free = available_gib()
+    with Session(engine) as s:
+        running = [j for j in job_crud.list_jobs(s)
+                   if j.status == "running" and j.executor == "local" and j.pid]
+    for job in running:
+        try:
+            status = Path(f"/proc/{job.pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:") and free is not None:
+                free += int(line.split()[1]) * 1024 / 1024 ** 3
+    return free
+
+
+def memory_check(engine, kind: str, config: dict) -> tuple[str, str | None]:
+    """An SFT job's memory estimate against what it may use, and (over it) why the launch
+    is refused, with settings that fit."""
+    if kind != "sft":
+        return "", None
+    from generation.models import resolve_model
+    from training.sft import SFTRunConfig, resolve_precision
+
+    cfg = SFTRunConfig.model_validate(config["config"])
+    try:
+        path = resolve_model(cfg.base_model, cache_dir=cfg.cache_dir).path
+    except Exception as exc:  # the launch itself names a model it cannot find
+        return f"Memory: not estimated ({exc}).", None
+    precision = resolve_precision(cfg.precision, strict=False)
+    budget = job_memory_gib(engine)
+    estimated = for_config(cfg, path, precision, available=budget)
+    said = f"Memory: {estimated.describe()}."
+    if estimated.fits:
+        return said, None
+    fit = fitting(cfg, path, precision, budget)
+    return said, (f"Not launched: the run needs {estimated.total:.1f} GiB and "
+                  f"{budget:.1f} GiB is free for it; "
+                  + ("settings that fit with the same effective batch: " + ", ".join(
+                      f"{name} {value}" for name, value in fit.items()) if fit else
+                     "nothing fits on this machine: free memory or run it on a GPU")
+                  + ".")
+
+
 def check(engine, workdir: Path, forms: LaunchForms, request: gr.Request, kind, dataset,
           grid_path, *values):
-    """Validate the form; show the equivalent command."""
+    """Validate the form; show the equivalent command and the memory estimate."""
     with Session(engine) as s:
         user_of(s, request, RESEARCH_ROLES)
-    _, command = _validated(forms, workdir, kind, dataset, grid_path, values)
-    return f"Valid. Equivalent command:\n\n```\n{command}\n```"
+    config, command = _validated(forms, workdir, kind, dataset, grid_path, values)
+    said, refused = memory_check(engine, kind, config)
+    return (f"Valid. Equivalent command:\n\n```\n{command}\n```"
+            + (f"\n\n{refused or said}" if said else ""))
 
 
 def launch(engine, workdir: Path, forms: LaunchForms, request: gr.Request, kind, dataset,
            grid_path, *values):
-    """Validate the form and queue the job."""
+    """Validate the form and queue the job (an SFT job whose memory estimate exceeds what
+    it may use is refused, with settings that fit)."""
     with Session(engine) as s:
         user = user_of(s, request, RESEARCH_ROLES)
         config, command = _validated(forms, workdir, kind, dataset, grid_path, values)
+        _, refused = memory_check(engine, kind, config)
+        if refused:
+            raise gr.Error(refused)
         job = job_crud.enqueue(s, kind=kind, config=config, command=command, user=user,
                                address=address_of(request))
         return (f"Queued job {job.id}. Equivalent command:\n\n```\n{command}\n```",
                 job.id)
 
 
+def progress_text(run_dir: str | Path | None) -> str:
+    """A training run's progress as its ``progress.json`` says: step of steps, tokens/s
+    and the time left ('' before its first step)."""
+    try:
+        p = json.loads((Path(run_dir) / "progress.json").read_text()) if run_dir else None
+    except (OSError, ValueError):
+        return ""
+    if not p:
+        return ""
+    parts = [f"step {p['step']} / {p['max_steps']}"]
+    if p.get("tokens_per_second"):
+        parts.append(f"{p['tokens_per_second']:.0f} tok/s")
+    eta = p.get("eta_seconds")
+    if eta is not None and p["step"] < p["max_steps"]:
+        parts.append(f"about {eta // 60} min {eta % 60} s left" if eta >= 60
+                     else f"about {eta} s left")
+    return " · ".join(parts)
+
+
+def _error_line(error: str | None) -> str:
+    """The line of a job's error the table shows: the reason, when one precedes the log's
+    last output (a kill), else the log's last line (an exception's message)."""
+    if not error:
+        return ""
+    lines = error.split("\nlast output:")[0].splitlines()
+    return lines[-1] if lines else ""
+
+
 def list_jobs(engine, request: gr.Request):
     with Session(engine) as s:
         user_of(s, request, RESEARCH_ROLES)
-        rows = [[j.id, j.kind, j.status, j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                 j.training_run_id or "", (j.error or "").splitlines()[-1:][0]
-                 if j.error else "", j.command,
+        jobs = job_crud.list_jobs(s)
+        run_dirs = dict(s.execute(select(TrainingRun.id, TrainingRun.run_dir).where(
+            TrainingRun.id.in_([j.training_run_id for j in jobs if j.training_run_id]))).all())
+        rows = [[j.id, j.kind, j.status,
+                 progress_text(run_dirs.get(j.training_run_id))
+                 if j.status == "running" else "",
+                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                 j.training_run_id or "", _error_line(j.error), j.command,
                  j.executor + (f" ({j.external_id})" if j.external_id else "")]
-                for j in job_crud.list_jobs(s)]
+                for j in jobs]
     return rows
 
 
@@ -280,8 +375,12 @@ def _launch_layout() -> SimpleNamespace:
     with gr.Row():
         c.kind = gr.Radio(["sft", "fewshot", "grid"], value="sft", label="Kind")
         c.grid_path = gr.Textbox(label="Grid YAML (file in the server's experiments/ folder)")
+    c.preset = gr.Dropdown([NO_PRESET, *PRESETS], value=NO_PRESET, label="Preset",
+                           info="fills the SFT form below: " + described(),
+                           elem_id="runs_preset")
     # Every option of the CLI's configs; a blank field takes the config's default.
-    with gr.Accordion("SFT run (rationale-audit train sft)", open=True):
+    with gr.Accordion("Advanced: every setting of the SFT run (rationale-audit train sft)",
+                      open=False):
         c.forms.sft.render()
     with gr.Accordion("Scoring of the SFT run (rationale-audit evaluate run)", open=False):
         c.forms.evaluate.render()
@@ -296,8 +395,8 @@ def _launch_layout() -> SimpleNamespace:
 
 def _jobs_layout(c: SimpleNamespace) -> None:
     gr.Markdown("### Jobs")
-    c.jobs_table = gr.Dataframe(headers=["job", "kind", "status", "created", "run", "error",
-                                         "command", "runs on"], interactive=False)
+    c.jobs_table = gr.Dataframe(headers=["job", "kind", "status", "progress", "created", "run",
+                                         "error", "command", "runs on"], interactive=False)
     with gr.Row():
         c.job_id = gr.Number(label="Job", precision=0)
         c.log_btn = gr.Button("Show log")
@@ -334,6 +433,8 @@ def _wire(tab: gr.Tab, c: SimpleNamespace, engine, workdir: Path) -> None:
     c.versions_btn.click(versions, None, c.version, api_name="runs_versions_refresh")
     c.version.change(bound(show_manifest, engine), c.version, c.manifest,
                      api_name="runs_manifest")
+    c.preset.change(bound(fill_preset, c.forms), c.preset, c.forms.sft.components,
+                    api_name="runs_preset")
     c.check_btn.click(bound(check, engine, workdir, c.forms), form, c.launch_md,
                       api_name="runs_check")
     c.launch_btn.click(bound(launch, engine, workdir, c.forms), form, [c.launch_md, c.job_id],

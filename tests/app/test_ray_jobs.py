@@ -130,7 +130,7 @@ def test_a_job_launched_from_the_runs_screen_runs_as_a_ray_job(ray_app, tiny_mod
     log = rita.predict(job_id, api_name="/runs_log")
     assert "test AUROC" in log and f"Ray job {job.external_id}" in log
     listed = rita.predict(api_name="/runs_jobs")["data"]
-    assert [r[7] for r in listed if r[0] == job_id] == [f"ray ({job.external_id})"]
+    assert [r[8] for r in listed if r[0] == job_id] == [f"ray ({job.external_id})"]
 
 
 def test_jobs_run_side_by_side_cancel_within_30_s_and_survive_an_app_restart(ray_app,

@@ -91,6 +91,24 @@ def test_an_invalid_form_is_refused_with_the_reason(runs_server):
         client(url, "rita").predict(*sft_form(learning_rate=-1), api_name="/runs_check")
 
 
+def test_check_shows_the_memory_estimate_and_a_launch_over_it_is_refused_with_a_fit(
+        runs_server):
+    engine, url, _ = runs_server
+    rita = client(url, "rita")
+    checked = rita.predict(*sft_form(), api_name="/runs_check")
+    assert re.search(r"Memory: about \d+\.\d GiB peak of \d+\.\d GiB free \(runtime", checked)
+    huge = sft_form(per_device_train_batch_size=2048, max_length=1024)
+    with pytest.raises(Exception, match=r"Not launched: the run needs \d+\.\d GiB and "
+                                        r"\d+\.\d GiB is free for it; settings that fit with "
+                                        r"the same effective batch: "
+                                        r"per_device_train_batch_size \d+, "
+                                        r"gradient_accumulation_steps \d+, max_length 1024"):
+        rita.predict(*huge, api_name="/runs_launch")
+    with Session(engine) as s:
+        assert not [j for j in s.execute(select(Job)).scalars()
+                    if j.config["config"].get("per_device_train_batch_size") == 2048]
+
+
 def test_an_annotator_has_no_access_to_runs(runs_server):
     _, url, _ = runs_server
     ann = client(url, "ann")
@@ -139,6 +157,49 @@ def test_cancelling_a_running_job_stops_its_process(runs_server):
     assert f"resuming job {job_id}" in message
     with Session(engine) as s:
         assert jobs.cancel(s, new_id).status == "cancelled"  # keep the queue empty
+
+
+def test_a_job_killed_by_the_kernel_shows_progress_first_and_leaves_nothing_running(
+        runs_server):
+    """What the out-of-memory killer does to a job, done by hand: SIGKILL to its process
+    group mid-run. The Runs screen showed its step, tokens/s and time left while it ran;
+    afterwards the job and its training run are failed, with a reason that names memory."""
+    engine, url, _ = runs_server
+    rita = client(url, "rita")
+    _, job_id = rita.predict(*sft_form(max_steps=500, seed=11), api_name="/runs_launch")
+    deadline, shown = time.monotonic() + 180, ""
+    while not shown.startswith("step ") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        row = [r for r in rita.predict(api_name="/runs_jobs")["data"] if r[0] == job_id]
+        shown = row[0][3] if row else ""
+    assert re.fullmatch(r"step \d+ / 500 · \d+ tok/s · about .+ left", shown), shown
+    with Session(engine) as s:
+        job = s.get(Job, job_id)
+        run_id = job.training_run_id  # linked as soon as the run began, not at its end
+        assert run_id is not None and s.get(TrainingRun, run_id).status == "running"
+    os.killpg(job.pid, signal.SIGKILL)
+    job = wait_for(engine, job_id, {"failed"}, timeout=60)
+    assert job.error.startswith(("killed (SIGKILL) with no stop asked for: most likely out "
+                                 "of memory", "out of memory: the kernel's"))
+    with Session(engine) as s:
+        run = s.get(TrainingRun, run_id)
+        assert run.status == "failed" and run.error.startswith(f"job {job_id}: ")
+    listed = rita.predict(api_name="/runs_jobs")["data"]
+    assert [r[6] for r in listed if r[0] == job_id][0].startswith(("killed", "out of memory"))
+
+
+def test_a_kill_is_named_out_of_memory_when_the_cgroups_counter_moved(tmp_path):
+    from app.jobs import exit_reason
+
+    counter = tmp_path / "memory.events"
+    counter.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+    job = Job(kind="sft", config={}, command="c", created_by=1, log_path=None)
+    assert exit_reason(-signal.SIGKILL, job, 1, (counter,)).startswith(
+        "out of memory: the kernel's out-of-memory killer stopped the job")
+    assert exit_reason(-signal.SIGKILL, job, 2, (counter,)).startswith(
+        "killed (SIGKILL) with no stop asked for: most likely out of memory")
+    assert exit_reason(-signal.SIGSEGV, job, None, (counter,)) == "stopped by signal SIGSEGV"
+    assert exit_reason(3, job) == "the job's process exited with status 3 without output"
 
 
 def test_a_grid_is_read_only_from_the_servers_experiments_folder(tmp_path):

@@ -115,3 +115,32 @@ def test_the_editor_starts_from_the_rationale_with_each_steps_citations_inline()
     payload = correct._payload(rationale, "1. MCI is recorded. [E2]\n\n2) Complaints [E3].")
     assert payload["rationale"] == [{"step": "MCI is recorded. [E2]", "evidence": ["E2"]},
                                     {"step": "Complaints [E3].", "evidence": ["E3"]}]
+
+
+def test_in_a_campaign_that_rates_corrections_an_accepted_one_is_queued_for_another_rater(
+        engine):
+    with Session(engine) as s:
+        for name, role in (("ann", "annotator"), ("bob", "annotator"), ("adj", "adjudicator")):
+            users.create_user(s, username=name, password=PASSWORD, role=role)
+    run_id = seed_rationales(engine, n=2, gold=0)
+    with Session(engine) as s:
+        campaign = camp.create_campaign(s, name="rated", run_ids=[run_id],
+                                        annotators=["ann", "bob"], k=1, claim_review=False,
+                                        rate_corrections=True)
+        ann, bob = users.require_user(s, "ann"), users.require_user(s, "bob")
+        mine = camp.next_assignment(s, campaign, ann)
+        correction, _ = correct.propose(s, assignment_id=mine.id, user=ann,
+                                        edited="The genotype is recorded [E1].")
+        corrected_id = correction.rationale_id
+        assert not any(a.rationale_id == corrected_id for a in s.execute(
+            select(camp.Assignment)).scalars())  # proposed: nobody rates it yet
+        corrections.decide(s, correction_id=correction.id, user=users.require_user(s, "adj"),
+                           accept=True)
+        queued = s.execute(select(camp.Assignment).where(
+            camp.Assignment.rationale_id == corrected_id)).scalars().all()
+        assert [a.user_id for a in queued] == [bob.id]  # the proposer is not asked
+        while (item := camp.next_assignment(s, campaign, bob)) is not None \
+                and item.rationale_id != corrected_id:
+            camp.submit(s, assignment_id=item.id, user=bob, accuracy=4, faithfulness=4,
+                        flags=[])
+        assert item is not None and item.rationale_id == corrected_id

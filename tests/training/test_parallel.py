@@ -4,6 +4,7 @@ single-process run's with the same effective batch."""
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -74,6 +75,11 @@ def test_two_processes_make_one_run_with_one_folder_and_one_adapter(runs):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in lines if "loss" in row] == list(range(1, STEPS + 1))
     assert runs["output"].count("equivalent command") == 1
+    # the CLI's progress bar, fed by the progress file rank 0 rewrites as it trains
+    assert re.search(rf"training .* {STEPS}/{STEPS} .*tok/s", runs["output"]), runs["output"]
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert (progress["step"], progress["max_steps"], progress["eta_seconds"]) == (
+        STEPS, STEPS, 0)
 
 
 def test_the_loss_curve_matches_one_process_with_the_same_effective_batch(runs):
