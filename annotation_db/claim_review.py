@@ -43,15 +43,42 @@ def is_on(campaign: Campaign) -> bool:
     return bool((campaign.settings or {}).get("claim_review"))
 
 
+def normalize(verdicts: dict | None) -> tuple[dict[int, dict], str | None]:
+    """Claim verdicts as sent (a browser's JSON: string keys) keyed by claim id, each an
+    object; and what is wrong with their form (then the dict is empty)."""
+    given: dict[int, dict] = {}
+    if verdicts is None:
+        return given, None
+    if not isinstance(verdicts, dict):
+        return {}, "claim verdicts must be an object keyed by claim id"
+    for key, value in verdicts.items():
+        try:
+            claim_id = int(str(key).strip())
+        except ValueError:
+            return {}, f"claim verdicts must be keyed by claim id, not {key!r}"
+        if claim_id in given:
+            return {}, f"claim {claim_id} is given twice"
+        if value is not None and not isinstance(value, dict):
+            return {}, f"claim {claim_id}: a verdict must be an object"
+        given[claim_id] = dict(value or {})
+    return given, None
+
+
+def record_ids(session: Session, assignment: Assignment) -> set[str]:
+    """The evidence ids of the record behind an assignment's rationale."""
+    rationale = session.get(Rationale, assignment.rationale_id)
+    return set(session.execute(select(EvidenceItem.evidence_id).where(
+        EvidenceItem.patient_id == rationale.patient_id)).scalars())
+
+
 def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | None,
                      required: bool, draft: bool = False) -> str | None:
     """What is wrong with a rating's claim verdicts (``{claim id: {"verdict": …,
     "should_cite": [ids]}}``), or None. A ``draft`` may leave a claim's verdict empty
     (None) while marking its lines."""
-    try:
-        given = {int(claim_id): value or {} for claim_id, value in (verdicts or {}).items()}
-    except (TypeError, ValueError):
-        return "claim verdicts must be keyed by claim id"
+    given, problem = normalize(verdicts)
+    if problem:
+        return problem
     claims = {c.id: c for c in session.execute(select(Claim).where(
         Claim.rationale_id == assignment.rationale_id)).scalars()}
     foreign = sorted(set(given) - set(claims))
@@ -64,9 +91,7 @@ def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | 
                 f"{'have' if len(missing) > 1 else 'has'} none")
     if not given:
         return None
-    rationale = session.get(Rationale, assignment.rationale_id)
-    record_ids = set(session.execute(select(EvidenceItem.evidence_id).where(
-        EvidenceItem.patient_id == rationale.patient_id)).scalars())
+    known = record_ids(session, assignment)
     for claim_id, value in sorted(given.items(), key=lambda kv: claims[kv[0]].position):
         position, verdict = claims[claim_id].position, value.get("verdict")
         if verdict not in CLAIM_VERDICTS and not (draft and verdict is None):
@@ -75,7 +100,7 @@ def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | 
         marked = value.get("should_cite") or []
         if not isinstance(marked, list):
             return f"claim {position}: should-cite lines must be a list of evidence ids"
-        unknown = sorted(set(map(str, marked)) - record_ids)
+        unknown = sorted(set(map(str, marked)) - known)
         if unknown:
             return (f"claim {position}: {', '.join(unknown)} "
                     f"{'are' if len(unknown) > 1 else 'is'} not in this patient's record")
@@ -83,8 +108,10 @@ def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | 
 
 
 def add_verdicts(session: Session, annotation: Annotation, verdicts: dict | None) -> int:
-    """Stage the verdicts of an annotation revision (the caller commits); how many."""
-    for claim_id, given in (verdicts or {}).items():
+    """Stage the verdicts of an annotation revision, checked by :func:`verdicts_problem`
+    (the caller commits); how many."""
+    verdicts, _ = normalize(verdicts)
+    for claim_id, given in verdicts.items():
         session.add(ClaimVerdict(annotation_id=annotation.id, claim_id=int(claim_id),
                                  verdict=given["verdict"],
                                  should_cite=sorted(set(given.get("should_cite") or []))))

@@ -97,6 +97,8 @@ def decide(session: Session, *, correction_id: int, user: User, accept: bool,
     if correction is None or (campaign is not None and correction.campaign_id != campaign.id):
         raise CorrectionError(f"no correction {correction_id}"
                               + (f" in campaign {campaign.name}" if campaign else ""))
+    if correction.proposed_by == user.id:
+        raise CorrectionError("a correction is decided by someone other than who proposed it")
     status = "accepted" if accept else "rejected"
     # Guarded: two adjudicators deciding at once, the second is told, not overwritten.
     done = session.execute(update(Correction).where(

@@ -60,8 +60,19 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
     otherwise). Raises :class:`~annotation_db.campaigns.NotYours` for another's item."""
     _check(accuracy, faithfulness, flags, comment)
     assignment = own_assignment(session, assignment_id, user)
-    claim_verdicts = {str(claim): value for claim, value in (claim_verdicts or {}).items()
-                      if value and (value.get("verdict") or value.get("should_cite"))}
+    given, problem = claim_review.normalize(claim_verdicts)
+    if problem:
+        raise DraftError(problem)
+    # A draft keeps what it can: a mistyped line id is left out (the submission names it),
+    # so the scores and comment beside it are still saved.
+    known = claim_review.record_ids(session, assignment) if given else set()
+    claim_verdicts = {}
+    for claim, value in given.items():
+        marks = value.get("should_cite") or []
+        value = {**value, "should_cite": [m for m in marks if str(m) in known]
+                 if isinstance(marks, list) else []}
+        if value.get("verdict") or value["should_cite"]:
+            claim_verdicts[str(claim)] = value
     problem = claim_review.verdicts_problem(session, assignment, claim_verdicts,
                                             required=False, draft=True)
     if problem:

@@ -184,26 +184,47 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
             ratings = [r for r in ratings_by_item.get(rationale_id, [])
                        if (policy.include_simulated or not r["simulated"])
                        and r["rater"] not in excluded]
-            reasons = []
-            if len(ratings) < policy.min_ratings:
-                reasons.append("too few ratings")
-            if ratings:
-                for dim, minimum in zip(SCALE_DIMENSIONS, (policy.min_accuracy,
-                                                           policy.min_faithfulness), strict=True):
-                    values = [r[dim] for r in ratings]
-                    low = (sum(values) / len(values) < minimum if policy.aggregate == "mean"
-                           else min(values) < minimum)
-                    if low:
-                        reasons.append(f"{dim} below {minimum:g}")
-                if any(set(r["flags"]) & set(policy.blocking_flags) for r in ratings):
-                    reasons.append("blocking flag")
-                reasons += policy_reasons(verdicts_by_item[rationale_id],
-                                          claim_counts.get(rationale_id, 0),
-                                          policy.max_unsupported_claims,
-                                          policy.min_supported_share)
+            reasons = _reasons(policy, ratings, verdicts_by_item[rationale_id],
+                               claim_counts.get(rationale_id, 0))
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
                 decisions[rationale_id] = Decision(rationale_id, not reasons, reasons)
     return [decisions[k] for k in sorted(decisions)]
+
+
+def _reasons(policy: ApprovalPolicy, ratings: list[dict], verdicts: list[dict],
+             claims: int) -> list[str]:
+    """Why the policy rejects one rationale given its counted ratings and claim verdicts
+    (none: approved)."""
+    reasons = []
+    if len(ratings) < policy.min_ratings:
+        reasons.append("too few ratings")
+    if ratings:
+        for dim, minimum in zip(SCALE_DIMENSIONS, (policy.min_accuracy,
+                                                   policy.min_faithfulness), strict=True):
+            values = [r[dim] for r in ratings]
+            low = (sum(values) / len(values) < minimum if policy.aggregate == "mean"
+                   else min(values) < minimum)
+            if low:
+                reasons.append(f"{dim} below {minimum:g}")
+        if any(set(r["flags"]) & set(policy.blocking_flags) for r in ratings):
+            reasons.append("blocking flag")
+        reasons += policy_reasons(verdicts, claims, policy.max_unsupported_claims,
+                                  policy.min_supported_share)
+    return reasons
+
+
+def _rated_correction_passes(session: Session, policy: ApprovalPolicy, campaign: Campaign,
+                             rationale_id: int, ratings_by_item: dict) -> bool:
+    """In a campaign that rates its accepted corrections, whether one's own ratings pass
+    the policy (as an original's would)."""
+    ratings = [r for r in ratings_by_item.get(rationale_id, [])
+               if policy.include_simulated or not r["simulated"]]
+    verdicts = [v for v in campaign_verdicts(session, campaign,
+                                             include_simulated=policy.include_simulated)
+                if v["rationale_id"] == rationale_id]
+    claims = session.execute(select(func.count()).where(
+        Claim.rationale_id == rationale_id)).scalar()
+    return not _reasons(policy, ratings, verdicts, claims)
 
 
 def preview(session: Session, policy: ApprovalPolicy) -> dict:
@@ -360,16 +381,22 @@ def _corrections(session: Session, policy: ApprovalPolicy, patients: dict[int, P
     for patients outside the test split: as SFT targets (``rationale_corrected``, same
     prompt and completion form as the other rationale views) and as preference pairs
     (``preference``: chosen the correction, rejected the rationale it corrects; TRL's
-    conversational DPO format)."""
+    conversational DPO format). In a campaign that rates its corrections, a correction
+    must also pass the policy on its own ratings."""
     from annotation_db.corrections import accepted
 
     for name in policy.campaigns:
         campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().one()
+        rated = (campaign.settings or {}).get("rate_corrections")
+        ratings_by_item = latest_ratings(session, campaign.id) if rated else {}
         for row in accepted(session, campaign):
             corrected, source = row["corrected"], row["source"]
             patient = patients.get(corrected.patient_id)
             if patient is None or patient.split == "test":
                 continue
+            if rated and not _rated_correction_passes(session, policy, campaign, corrected.id,
+                                                      ratings_by_item):
+                continue  # its raters' verdict, under the same policy as the originals
             label, key = patient.label, f"{patient.external_id}-r{corrected.id}"
             views["rationale_corrected"][patient.split].append({
                 "id": key, "label": int(label), "prompt": prompt(patient.id),

@@ -124,11 +124,12 @@ def end(session: Session, job: Job, status: RunStatus, error: str | None = None,
     values: dict = {"status": status, "error": error, "finished_at": datetime.now(UTC)}
     if training_run_id is not None:
         values["training_run_id"] = training_run_id
-    session.execute(update(Job).where(Job.id == job.id, Job.status == RunStatus.running)
-                    .values(**values))
+    ended = session.execute(update(Job).where(Job.id == job.id,
+                                              Job.status == RunStatus.running)
+                            .values(**values)).rowcount == 1
     session.commit()
     session.refresh(job)
-    if status == RunStatus.failed:
+    if ended and status == RunStatus.failed:  # a job cancelled meanwhile failed nothing
         fail_linked_run(session, job, error or "its job failed")
 
 

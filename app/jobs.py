@@ -195,7 +195,10 @@ def exit_reason(returncode: int, job: Job, oom_before: int | None = None,
         why += ("; lower the batch size or max length, or use a preset, and see Check's "
                 "memory estimate")
     elif returncode < 0:
-        why = f"stopped by signal {signal.Signals(-returncode).name}"
+        try:
+            why = f"stopped by signal {signal.Signals(-returncode).name}"
+        except ValueError:  # a signal Python has no name for (real-time ones)
+            why = f"stopped by signal {-returncode}"
     else:
         return tail or f"the job's process exited with status {returncode} without output"
     return why + (f"\nlast output:\n{tail}" if tail else "")

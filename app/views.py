@@ -307,7 +307,11 @@ KEYBOARD_JS = """
   // highlighted one; its cited lines are outlined, its marked ones dashed.
   let hovered = null;
   function outline(claim, scroll) {
-    const shownClaim = hovered || claim;
+    // the hovered claim's lines, except while marking lines in the record (m acts on the
+    // highlighted claim, so the record shows that one)
+    const f = document.activeElement;
+    const marking = !!(f && f.closest && f.closest("#history_view"));
+    const shownClaim = hovered && hovered.isConnected && !marking ? hovered : claim;
     const cites = new Set((shownClaim ? shownClaim.dataset.cites : "").split(" ").filter(Boolean));
     const marked = new Set(shownClaim ? should(shownClaim) : []);
     document.querySelectorAll("#history_view li.ra-item").forEach((line) => {
@@ -472,6 +476,7 @@ KEYBOARD_JS = """
       const first = lastItem === null;
       lastItem = item;
       active = 0;
+      hovered = null;
       const f = document.activeElement;
       if (!first && f && f !== document.body && inItem(f) &&
           !f.closest("#history_view, #rationale_view")) focusDim(0);

@@ -51,6 +51,13 @@ def editable(rationale: Rationale) -> str:
     return "\n".join(lines)
 
 
+def _same(a: str, b: str) -> bool:
+    """Whether two texts differ only in spacing and line numbering."""
+    def words(text: str) -> list[str]:
+        return " ".join(NUMBERED.sub("", line) for line in text.splitlines()).split()
+    return words(a) == words(b)
+
+
 def _payload(rationale: Rationale, edited: str) -> dict:
     """The edited text as the generator's JSON output for the rationale's format."""
     prediction = "yes" if rationale.predicted_label else "no"
@@ -70,6 +77,9 @@ def check(session: Session, rationale: Rationale, edited: str) -> Checked:
     """Check an edited rationale against the schema, the patient's record and grounding."""
     record = patient_record(session, session.get(Patient, rationale.patient_id))
     ids = [item["id"] for item in record["items"]]
+    if _same(edited, editable(rationale)):
+        return Checked(None, "the text is the rationale as it was: change what is wrong first",
+                       None)
     payload = _payload(rationale, edited)
     if not payload["evidence"]:
         return Checked(None, "cite at least one record line inline, as [E12]", None)

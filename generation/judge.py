@@ -50,6 +50,7 @@ PROMPT_VERSION = "1"
 # always closes within max_tokens.
 FIXED_TOKENS = 80
 CLAIM_TOKENS = 8  # one quoted verdict name and its comma, in the longest tokenisation
+MIN_REASON = 16  # characters the reason keeps however many claims there are
 SCORES = (1, 2, 3, 4, 5)
 
 
@@ -88,8 +89,8 @@ def json_schema(max_tokens: int, claims: int = 0) -> dict:
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string",
-                       "maxLength": max(16, max_tokens - FIXED_TOKENS - CLAIM_TOKENS * claims)},
+            "reason": {"type": "string", "maxLength": max(
+                MIN_REASON, max_tokens - FIXED_TOKENS - CLAIM_TOKENS * claims)},
             **{name: score for name in SCALE_DIMENSIONS},
             "flags": {"type": "array", "items": {"type": "string", "enum": list(FLAGS)},
                       "maxItems": len(FLAGS)},
@@ -98,6 +99,12 @@ def json_schema(max_tokens: int, claims: int = 0) -> dict:
         "required": ["reason", *SCALE_DIMENSIONS, "flags", *verdicts],
         "additionalProperties": False,
     }
+
+
+def answer_budget(max_tokens: int, claims: int = 0) -> int:
+    """The tokens an answer may take: ``max_tokens``, raised where a rationale has so many
+    claims that their verdicts and the shortest reason would not close within it."""
+    return max(max_tokens, FIXED_TOKENS + MIN_REASON + CLAIM_TOKENS * claims)
 
 
 def system_prompt(guidelines: dict, claims: bool = False) -> str:
@@ -271,10 +278,11 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
         backend = make_backend(cfg.backend, model, options=EngineOptions(
             max_model_len=cfg.max_model_len, seed=cfg.seed))
     count = output_counter(backend, model)[0] if rationales else None
-    params = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                            repetition_penalty=1.0)
     for start in range(0, len(rationales), cfg.batch_size):
         batch = rationales[start:start + cfg.batch_size]
+        params = SamplingConfig(temperature=cfg.temperature, repetition_penalty=1.0,
+                                max_tokens=answer_budget(cfg.max_tokens, max(
+                                    len(claim_texts[r.id]) for r in batch)))
         requests = [ChatRequest(
             messages=[{"role": "system", "content": system},
                       {"role": "user", "content": user_prompt(records[r.id], r,

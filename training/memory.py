@@ -152,24 +152,26 @@ def for_config(config, model_path: str | Path, precision: str, *,
 
 def fitting(config, model_path: str | Path, precision: str, available: float,
             **options) -> dict | None:
-    """Settings that fit ``available`` GiB with the same effective batch: the per-step
-    batch halved (gradient accumulation doubled) until it fits; at one row, max_length
-    shortened. None when nothing fits."""
-    batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    """Settings that fit ``available`` GiB with the same effective batch (rows per
+    optimizer step): the largest per-step batch that divides it and fits, gradient
+    accumulation making up the rest; at one row per step, ``max_length`` halved until it
+    fits (down to 128). None when nothing fits."""
+    effective = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    batches = [b for b in range(config.per_device_train_batch_size, 0, -1)
+               if effective % b == 0]
     length = config.max_length
     while True:
-        trial = config.model_copy(update={"per_device_train_batch_size": batch,
-                                          "gradient_accumulation_steps": accumulation,
-                                          "max_length": length})
-        if for_config(trial, model_path, precision, available=available, **options).fits:
-            return {"per_device_train_batch_size": batch,
-                    "gradient_accumulation_steps": accumulation, "max_length": length}
-        if batch > 1:
-            batch, accumulation = (batch + 1) // 2, accumulation * 2
-        elif length > 128:
-            length //= 2
-        else:
+        for batch in batches:
+            trial = config.model_copy(update={
+                "per_device_train_batch_size": batch,
+                "gradient_accumulation_steps": effective // batch, "max_length": length})
+            if for_config(trial, model_path, precision, available=available, **options).fits:
+                return {"per_device_train_batch_size": batch,
+                        "gradient_accumulation_steps": effective // batch,
+                        "max_length": length}
+        if length <= 128:
             return None
+        batches, length = [1], max(128, length // 2)
 
 
 __all__ = ["MemoryEstimate", "available_gib", "estimate", "fitting", "for_config",

@@ -83,6 +83,7 @@ class ItemView(NamedTuple):
     form_error: str
     claim_error: str
     correction_text: str  # the corrected-rationale editor, started from the rationale
+    correction_note: str
     correction_result: str
     back_btn: Any
     undo_toast: Any
@@ -169,7 +170,7 @@ def item_view(s: Session, campaign: Campaign, user: User, assignment: Assignment
                 + "".join(f" · {html.escape(n)}" for n in notes))
     chrome = dict(skip_reason="", evidence_id="", evidence_item="", score_error="",
                   skip_error="", form_error=alert(error) if error else "", claim_error="",
-                  correction_result="",
+                  correction_result="", correction_note="",
                   back_btn=gr.update(visible=assignment is not None
                                      and assignment.status == "submitted"),
                   undo_toast=gr.update(visible=undo is not None),
@@ -365,6 +366,8 @@ def propose_correction(engine, assignment_id, edited: str, note: str, request: g
     with Session(engine) as s:
         user = user_of(s, request)
         try:
+            blind = s.get(Campaign, campaigns.own_assignment(
+                s, int(assignment_id), user).campaign_id).blind_grounding
             correction, checked = propose(s, assignment_id=int(assignment_id), user=user,
                                           edited=edited or "", note=note or "",
                                           address=address_of(request))
@@ -374,6 +377,9 @@ def propose_correction(engine, assignment_id, edited: str, note: str, request: g
             return alert(f"Not proposed: {exc}")
     if correction is None:
         return alert(f"Not proposed: {checked.problem}")
+    if blind:  # the campaign hides the automatic checks from raters: these too
+        return (f"<p role='status'>Correction {correction.id} proposed. An adjudicator "
+                "accepts or rejects it.</p>")
     failed = [c for c in checked.grounding["checks"] if not c["ok"]]
     found = ("all automatic checks passed" if not failed else
              "automatic checks failed: " + "; ".join(

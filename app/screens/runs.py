@@ -9,6 +9,7 @@ their state lives in the database, so a reload loses nothing.
 """
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from annotation_db.models import DatasetVersion, EvaluationResult, Job, Training
 from annotation_db.provenance import ConfigError
 from app.auth import RESEARCH_ROLES, address_of, bound, user_of
 from app.jobs import log_tail
+from app.ray_jobs import ADDRESS_VARIABLE
 from app.screens.config_form import ConfigForm
 from training.memory import available_gib, fitting, for_config
 from training.presets import PRESETS, described, preset_settings
@@ -188,6 +190,10 @@ def memory_check(engine, kind: str, config: dict) -> tuple[str, str | None]:
     is refused, with settings that fit."""
     if kind != "sft":
         return "", None
+    if os.environ.get(ADDRESS_VARIABLE):  # jobs run on the cluster's nodes, not on this host
+        return "Memory: not checked here (jobs run on the Ray cluster).", None
+    import torch
+
     from generation.models import resolve_model
     from training.sft import SFTRunConfig, resolve_precision
 
@@ -197,7 +203,8 @@ def memory_check(engine, kind: str, config: dict) -> tuple[str, str | None]:
     except Exception as exc:  # the launch itself names a model it cannot find
         return f"Memory: not estimated ({exc}).", None
     precision = resolve_precision(cfg.precision, strict=False)
-    budget = job_memory_gib(engine)
+    budget = (torch.cuda.mem_get_info()[0] / 1024 ** 3 if torch.cuda.is_available()
+              else job_memory_gib(engine))  # a GPU run's weights and activations are there
     estimated = for_config(cfg, path, precision, available=budget)
     said = f"Memory: {estimated.describe()}."
     if estimated.fits:

@@ -74,6 +74,9 @@ def test_every_claim_needs_a_verdict_when_claim_review_is_on(reviewed):
     (lambda v, other: {k: {"verdict": "maybe"} for k in v}, "verdict must be one of"),
     (lambda v, other: {k: {"verdict": "supported", "should_cite": ["E999"]} for k in v},
      "E999 is not in this patient's record"),
+    (lambda v, other: {**{str(k): x for k, x in v.items()},
+                       **{f" {k}": {"verdict": "maybe"} for k in v}}, "is given twice"),
+    (lambda v, other: {k: "supported" for k in v}, "a verdict must be an object"),
 ])
 def test_a_verdict_that_cannot_be_right_is_refused_and_nothing_is_stored(reviewed, change,
                                                                           message):
@@ -246,3 +249,22 @@ def test_the_judges_claim_verdicts_are_calibrated_against_the_panel_as_nominal(r
         reliability_data=with_judge, level_of_measurement="nominal",
         value_domain=sorted(codes.values())))
     assert claims_section["spearman_vs_panel_mean"]["computable"] is False
+
+
+def test_a_draft_keeps_the_scores_when_a_marked_line_is_mistyped(reviewed):
+    from annotation_db import drafts
+
+    engine, _, _ = reviewed
+    with Session(engine) as s:
+        user = users.require_user(s, "ann")
+        item = camp.next_assignment(s, camp.get_campaign(s, "claims"), user)
+        first, second = claims.claims_of(s, item.rationale_id)[:2]
+        draft = drafts.save_draft(s, assignment_id=item.id, user=user, accuracy=4,
+                                  faithfulness=None, flags=[], comment="",
+                                  claim_verdicts={str(first.id): {"verdict": "supported",
+                                                                  "should_cite": ["E999"]},
+                                                  str(second.id): {"verdict": None,
+                                                                   "should_cite": ["E99x"]}})
+        assert draft.accuracy == 4
+        assert draft.claim_verdicts == {str(first.id): {"verdict": "supported",
+                                                        "should_cite": []}}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +141,22 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert "Loading safetensors" in (out / "libraries.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns",
-                                      "training"}
+                                      "training", "template_rationales"}
+    template = summary["stages"]["template_rationales"]
+    assert template["generated"] == 8
+    with sqlite3.connect(tmp_path / "demo.sqlite") as db:
+        claims_per_template_rationale = [n for (n,) in db.execute(
+            "SELECT count(claim.id) FROM rationale LEFT JOIN claim ON claim.rationale_id = "
+            "rationale.id WHERE rationale.run_id = ? GROUP BY rationale.id",
+            (template["run_id"],))]
+        settings, = db.execute("SELECT settings FROM campaign WHERE name = 'demo'").fetchone()
+        rated_runs = {r for (r,) in db.execute(
+            "SELECT DISTINCT rationale.run_id FROM campaign_item JOIN rationale ON "
+            "rationale.id = campaign_item.rationale_id JOIN campaign ON campaign.id = "
+            "campaign_item.campaign_id WHERE campaign.name = 'demo'")}
+    assert len(claims_per_template_rationale) == 8 and min(claims_per_template_rationale) >= 3
+    assert json.loads(settings)["claim_review"] is True
+    assert rated_runs == {summary["stages"]["rationales"]["run_id"], template["run_id"]}
     assert summary["stages"]["campaigns"]["simulated_ratings"] > 0
     assert "Krippendorff" in (out / "agreement.html").read_text()
     exported = summary["stages"]["campaigns"]["export"]

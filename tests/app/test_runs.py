@@ -330,3 +330,30 @@ def test_the_researcher_role_exists_and_sees_no_campaigns(runs_server):
     _, url, _ = runs_server
     campaigns, who, *_ = client(url, "rita").predict(api_name="/list_my_campaigns")
     assert "(researcher)" in who
+
+
+def test_a_job_that_fails_fails_its_run_and_one_cancelled_leaves_its_run_to_its_process(
+        engine):
+    with Session(engine) as s:
+        admin = users.create_user(s, username="root", password=PASSWORD, role="admin")
+        made = {}
+        for name in ("failing", "cancelled"):
+            job = jobs.enqueue(s, kind="sft", config={}, command=name, user=admin)
+            jobs.claim_next(s)
+            run = TrainingRun(kind="sft", target="label", base_model="m", config={},
+                              config_hash=name.ljust(64, "0"), run_dir=f"/tmp/{name}",
+                              status="running")
+            s.add(run)
+            s.commit()
+            job.training_run_id = run.id
+            s.commit()
+            made[name] = (job.id, run.id)
+        jobs.end(s, s.get(Job, made["failing"][0]), "failed", error="out of memory: …")
+        jobs.cancel(s, made["cancelled"][0], admin)
+        jobs.end(s, s.get(Job, made["cancelled"][0]), "failed", error="killed (SIGKILL)")
+        failed_run = s.get(TrainingRun, made["failing"][1])
+        assert (failed_run.status, failed_run.error) == (
+            "failed", f"job {made['failing'][0]}: out of memory: …")
+        assert s.get(Job, made["cancelled"][0]).status == "cancelled"
+        assert s.get(TrainingRun, made["cancelled"][1]).status == "running"  # its own process
+        # records "cancelled" on SIGTERM (test_cancelling_a_running_job_stops_its_process)

@@ -144,3 +144,30 @@ def test_in_a_campaign_that_rates_corrections_an_accepted_one_is_queued_for_anot
             camp.submit(s, assignment_id=item.id, user=bob, accuracy=4, faithfulness=4,
                         flags=[])
         assert item is not None and item.rationale_id == corrected_id
+
+
+def test_the_rationale_unchanged_is_not_a_correction(item):
+    engine, assignment_id = item
+    with Session(engine) as s:
+        source = s.get(Rationale, s.get(camp.Assignment, assignment_id).rationale_id)
+        unchanged = "  " + correct.editable(source).replace(" ", "  ") + "\n"
+    correction_id, checked = _propose(engine, unchanged)
+    assert (correction_id, checked.problem) == (
+        None, "the text is the rationale as it was: change what is wrong first")
+
+
+def test_who_proposed_a_correction_cannot_decide_it(engine):
+    with Session(engine) as s:
+        users.create_user(s, username="adj", password=PASSWORD, role="adjudicator")
+    run_id = seed_rationales(engine, n=2, gold=0)
+    with Session(engine) as s:
+        adj = users.require_user(s, "adj")
+        campaign = camp.create_campaign(s, name="self", run_ids=[run_id], annotators=["adj"],
+                                        k=1, claim_review=False)
+        mine = camp.next_assignment(s, campaign, adj)
+        correction, _ = correct.propose(s, assignment_id=mine.id, user=adj,
+                                        edited="The genotype is recorded [E1].")
+        with pytest.raises(corrections.CorrectionError,
+                           match="decided by someone other than who proposed it"):
+            corrections.decide(s, correction_id=correction.id, user=adj, accept=True)
+        assert s.get(Correction, correction.id).status == "proposed"

@@ -10,6 +10,7 @@ from annotation_db.rubric import CLAIM_VERDICTS
 from generation.chat import Completion, TokenLogprobs
 from generation.judge import (
     FIXED_TOKENS,
+    answer_budget,
     expected_score,
     json_schema,
     parse_answer,
@@ -114,7 +115,7 @@ def test_with_claim_review_the_judge_gives_exactly_one_known_verdict_per_claim()
 def test_the_largest_answer_with_claim_verdicts_fits_the_budget(bundled_model):
     tokenizer = load_tokenizer(bundled_model.path)
     longest = max(CLAIM_VERDICTS, key=lambda v: len(tokenizer(f'"{v}", ')["input_ids"]))
-    for max_tokens, claims in ((256, 6), (512, 12), (256, 1)):
+    for max_tokens, claims in ((256, 6), (512, 12), (256, 1), (256, 40)):
         schema = json_schema(max_tokens, claims)
         largest = {"reason": "0" * schema["properties"]["reason"]["maxLength"],
                    "accuracy": 5, "faithfulness": 5,
@@ -122,4 +123,6 @@ def test_the_largest_answer_with_claim_verdicts_fits_the_budget(bundled_model):
                    "claims": [longest] * claims}
         jsonschema.validate(largest, schema)
         text = json.dumps(largest, separators=(", ", ": "))
-        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= answer_budget(
+            max_tokens, claims)
+    assert answer_budget(256, 6) == 256 and answer_budget(256, 40) > 256

@@ -35,3 +35,15 @@ def test_choosing_a_preset_on_the_runs_screen_fills_the_sft_form_and_none_resets
     reset = dict(zip(fields, fill_preset(forms, NO_PRESET), strict=True))
     assert (reset["max_steps"], reset["train_size"]) == ("-1", "")
     assert forms.sft.overrides(fill_preset(forms, "quick-check"))["max_steps"] == 4
+
+
+def test_settings_that_fit_keep_the_effective_batch_even_from_an_odd_split(bundled_model):
+    from training.memory import fitting, for_config
+
+    config = SFTRunConfig(dataset="v1", target="rationale-free", per_device_train_batch_size=6,
+                          gradient_accumulation_steps=1, max_length=768)
+    need = for_config(config, bundled_model.path, "bf16-autocast").total
+    fit = fitting(config, bundled_model.path, "bf16-autocast", available=need - 0.5)
+    assert fit["per_device_train_batch_size"] * fit["gradient_accumulation_steps"] == 6
+    assert fit["per_device_train_batch_size"] in (3, 2, 1) and fit["max_length"] == 768
+    assert fitting(config, bundled_model.path, "bf16-autocast", available=0.5) is None
