@@ -10,8 +10,10 @@ ratings are stored with ``simulated = True``; reports and exports leave them out
 In a campaign with claim review each claim also gets a verdict: *supported* when every id
 it cites is in the record, *not in the record* when one is not, *general medical knowledge*
 when it cites nothing; with probability ``claim_error`` the rater gives another verdict
-instead (uniformly). A campaign without claim review draws nothing for claims, so its
-simulated ratings are those of before.
+instead (uniformly). Claim verdicts are drawn from their own generator (seeded by the
+campaign's seed and the assignment), so a rater's scores and flags are the same with
+claim review on or off: a study's simulated audit, and the dataset version made from it,
+do not change with it.
 """
 
 import random
@@ -73,7 +75,9 @@ def simulate(session: Session, campaign: Campaign, *, noise: float = 0.6,
                              accuracy=accuracy, faithfulness=faithfulness, flags=flags,
                              comment="simulated", seconds_on_task=round(rng.uniform(20, 90), 1),
                              simulated=True, address=audit.CLI,
-                             claim_verdicts=_verdicts(session, rationale, rng, claim_error)
+                             claim_verdicts=_verdicts(
+                                 session, rationale,
+                                 random.Random(f"claims-{seed}-{assignment.id}"), claim_error)
                              if review else None)
             added += 1
     return added

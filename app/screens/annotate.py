@@ -67,10 +67,10 @@ class ItemView(NamedTuple):
     label: str
     progress: str
     grounding: str
-    claims: Any  # claim review: the claims with their verdicts (hidden when it is off)
+    claims: str  # claim review: the claims with their verdicts ('' when it is off)
     claim_verdicts: str  # the verdicts as JSON, kept in step by KEYBOARD_JS
-    accuracy: Any
-    faithfulness: Any
+    accuracy: int | None
+    faithfulness: int | None
     flags: list
     comment: str
     skip_reason: str
@@ -137,11 +137,10 @@ def _claims_view(s: Session, campaign: Campaign, rationale: Rationale, known: se
     """The claim review panel and its verdicts as JSON (hidden when the campaign has no
     claim review)."""
     if not claim_review.is_on(campaign):
-        return gr.update(value="", visible=False), "{}"
+        return "", "{}"
     listed = claims.claims_of(s, rationale.id)
-    return (gr.update(value=claims_html(listed, known, given, CLAIM_VERDICTS,
-                                        claims.rationale_level_ids(rationale, listed)),
-                      visible=True),
+    return (claims_html(listed, known, given, CLAIM_VERDICTS,
+                        claims.rationale_level_ids(rationale, listed)),
             json.dumps(given, sort_keys=True))
 
 
@@ -177,8 +176,7 @@ def item_view(s: Session, campaign: Campaign, user: User, assignment: Assignment
                   undo_note=undo["note"] if undo else "", undo=undo)
     if assignment is None:
         return ItemView(None, None, "<p>Your queue is empty. Thank you!</p>", "", "",
-                        progress, "", gr.update(value="", visible=False), "{}",
-                        gr.update(value=None), gr.update(value=None), [], "",
+                        progress, "", "", "{}", None, None, [], "",
                         form_token="", draft_status="", correction_text="", **chrome)
     values, draft_status = _form(s, assignment)
     rationale = s.get(Rationale, assignment.rationale_id)
@@ -192,8 +190,7 @@ def item_view(s: Session, campaign: Campaign, user: User, assignment: Assignment
                     rationale_html(rationale.text, rationale.steps, ids),
                     f"**Predicted:** the patient {label} be diagnosed with ADRD within five "
                     "years.", progress, grounding, claim_panel, claim_json,
-                    accuracy=gr.update(value=values["accuracy"]),
-                    faithfulness=gr.update(value=values["faithfulness"]),
+                    accuracy=values["accuracy"], faithfulness=values["faithfulness"],
                     flags=values["flags"], comment=values["comment"],
                     form_token=f"{assignment.id}:{started:.6f}", draft_status=draft_status,
                     correction_text=editable(rationale), **chrome)
@@ -443,8 +440,9 @@ def _item_layout(guidelines: dict) -> SimpleNamespace:
                 c.show_evidence_btn = gr.Button("Show item", elem_id="show_evidence_btn",
                                                 scale=0)
             c.evidence_item = gr.Textbox(label="Record item", interactive=False)
-            c.claims = gr.HTML(elem_id="claims_view", elem_classes=KEYS, visible=False,
-                               label="Claims")
+            # empty when the campaign has no claim review: a plain value per item is far
+            # cheaper for Gradio to send than a visibility update (benchmarks/annotation.py)
+            c.claims = gr.HTML(elem_id="claims_view", elem_classes=KEYS, label="Claims")
             # an initial value: API clients that predate claim review may leave it out
             c.claim_verdicts = gr.Textbox("{}", visible="hidden", elem_id="claim_verdicts_box")
             c.claim_error = gr.HTML(elem_id="claim_error")  # a claim without a verdict, here
@@ -533,8 +531,11 @@ def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
     view = [getattr(c, name) for name in ItemView._fields]
     # The annotator's hot path skips Gradio's queue (a direct request per event): each
     # handler is a few milliseconds of database work, and the queue's per-event overhead
-    # would dominate the submit → next-item latency.
-    fast = {"queue": False, "show_progress": "hidden"}
+    # would dominate the submit → next-item latency. Their outputs are text, numbers and
+    # lists already in the form the browser takes, so Gradio's per-output postprocess
+    # (one worker-thread hop per output, about 35 per item) is skipped; not for
+    # my_ratings, whose Dataframe needs it.
+    fast = {"queue": False, "show_progress": "hidden", "postprocess": False}
     campaign_dd.change(bound(load_next, engine), campaign_dd, view, api_name="load_next", **fast)
     c.submit_btn.click(bound(submit_scores, engine),
                        [campaign_dd, c.assignment_id, c.accuracy, c.faithfulness, c.flags,
@@ -560,7 +561,7 @@ def annotate_tab(engine, guidelines: dict, campaign_dd, started) -> gr.Tab:
     c.show_evidence_btn.click(bound(show_evidence, engine), [c.assignment_id, c.evidence_id],
                               c.evidence_item, api_name="show_evidence", **fast)
     c.mine_btn.click(bound(my_ratings, engine), campaign_dd, c.mine_table, api_name="my_ratings",
-                     **fast)
+                     **{**fast, "postprocess": True})
     c.revise_btn.click(bound(open_for_revision, engine), [campaign_dd, c.revise_id], view,
                        api_name="open_for_revision", **fast)
     return tab

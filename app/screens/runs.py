@@ -403,7 +403,8 @@ def _launch_layout() -> SimpleNamespace:
 def _jobs_layout(c: SimpleNamespace) -> None:
     gr.Markdown("### Jobs")
     c.jobs_table = gr.Dataframe(headers=["job", "kind", "status", "progress", "created", "run",
-                                         "error", "command", "runs on"], interactive=False)
+                                         "error", "command", "runs on"], interactive=False,
+                                elem_id="runs_jobs_table")
     with gr.Row():
         c.job_id = gr.Number(label="Job", precision=0)
         c.log_btn = gr.Button("Show log")

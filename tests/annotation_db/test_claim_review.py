@@ -190,6 +190,28 @@ def test_simulated_raters_give_claim_verdicts_with_the_error_rate_asked(reviewed
             for r in rows)
 
 
+def test_simulated_scores_are_the_same_with_claim_review_on_or_off(reviewed):
+    """A study's simulated audit (and the dataset made from it) does not change when its
+    campaign reviews claims: the verdicts come from their own generator."""
+    from annotation_db.adjudication import latest_ratings
+    from annotation_db.simulate import simulate, simulated_raters
+
+    engine, _, ids = reviewed
+    with Session(engine) as s:
+        names = simulated_raters(s, 3)
+        run_id = s.get(Rationale, next(iter(ids))).run_id
+        scores = {}
+        for review in (False, True):
+            campaign = camp.create_campaign(s, name=f"sim-{review}", run_ids=[run_id],
+                                            annotators=names, k=3, claim_review=review,
+                                            seed=2)
+            simulate(s, campaign, seed=2, claim_error=0.3)
+            scores[review] = sorted(
+                (item, r["rater"], r["accuracy"], r["faithfulness"], tuple(r["flags"]))
+                for item, rows in latest_ratings(s, campaign.id).items() for r in rows)
+    assert scores[True] == scores[False] and len(scores[True]) == 6
+
+
 def test_raters_split_on_whether_a_claim_is_in_the_record_send_the_item_to_adjudication(
         reviewed):
     from annotation_db import adjudication

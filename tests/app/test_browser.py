@@ -105,6 +105,7 @@ def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url)
         expect(page.get_by_text(re.compile(r"sha256 [0-9a-f]{64}"))).to_be_visible(
             timeout=30_000)
         # The form is generated from the CLI's config: a field set here is in the command.
+        page.get_by_text("Advanced: every setting of the SFT run").click()
         page.get_by_label("max steps").fill("3")
         page.get_by_role("button", name="Check", exact=True).click()
         expect(page.get_by_text("rationale-audit train sft --dataset t --max-steps 3")
@@ -114,3 +115,33 @@ def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url)
         annotator = log_in(browser, runs_url, "ann")
         expect(annotator.get_by_text("(annotator)")).to_be_visible(timeout=30_000)
         expect(annotator.get_by_role("tab", name="Runs")).to_have_count(0)
+
+
+def test_a_researcher_launches_the_quick_check_preset_and_watches_it_finish(runs_url):
+    """The preset fills the form; the job's step, tokens/s and time left show in the jobs
+    table while it trains (refreshed without a click), then it finishes."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = log_in(browser, runs_url, "rita")
+        expect(page.get_by_text("(researcher)")).to_be_visible(timeout=30_000)
+        page.get_by_role("tab", name="Runs").click()
+        expect(page.get_by_text(re.compile(r"sha256 [0-9a-f]{64}"))).to_be_visible(
+            timeout=30_000)
+        page.locator("#runs_preset input").click()
+        page.get_by_role("option", name="quick-check").click()
+        page.get_by_text("Advanced: every setting of the SFT run").click()
+        expect(page.get_by_label("max steps")).to_have_value("4")
+        page.get_by_text("Scoring of the SFT run").click()  # a short scoring, for the test
+        page.get_by_label("limit", exact=True).fill("8")
+        page.get_by_label("engine", exact=True).click()
+        page.get_by_role("option", name="transformers").click()
+        page.get_by_role("button", name="Check", exact=True).click()
+        expect(page.get_by_text(re.compile(r"Memory: about \d+\.\d GiB peak"))).to_be_visible(
+            timeout=60_000)
+        page.locator("#runs_launch_btn").click()
+        expect(page.get_by_text(re.compile(r"Queued job \d+"))).to_be_visible(timeout=30_000)
+        jobs = page.locator("#runs_jobs_table")
+        expect(jobs).to_contain_text(re.compile(r"step \d / 4 · \d+ tok/s"), timeout=300_000)
+        screenshot(page, "runs-progress.png")
+        expect(jobs).to_contain_text("finished", timeout=300_000)
