@@ -133,8 +133,8 @@ def test_a_researcher_launches_the_quick_check_preset_and_watches_it_finish(runs
         page.get_by_text("Advanced: every setting of the SFT run").click()
         expect(page.get_by_label("max steps")).to_have_value("4")
         page.get_by_text("Scoring of the SFT run").click()  # a short scoring, for the test
-        page.get_by_label("limit", exact=True).fill("8")
-        page.get_by_label("engine", exact=True).click()
+        page.get_by_role("textbox", name=re.compile(r"^limit")).fill("8")
+        page.get_by_role("combobox", name=re.compile(r"^engine")).click()
         page.get_by_role("option", name="transformers").click()
         page.get_by_role("button", name="Check", exact=True).click()
         expect(page.get_by_text(re.compile(r"Memory: about \d+\.\d GiB peak"))).to_be_visible(

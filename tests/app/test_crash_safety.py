@@ -66,7 +66,7 @@ def _rater(base: str, name: str, acknowledged: list, stop: threading.Event,
                 all_in.wait()
             while item is not None and not stop.is_set():
                 response = http.post("/gradio_api/run/submit_scores", json={
-                    "data": ["crash", item, 4, 3, [], "", None], **body})
+                    "data": ["crash", item, 4, 3, [], "", None, "{}"], **body})
                 response.raise_for_status()
                 acknowledged.append(item)  # the client saw this one stored
                 item = response.json()["data"][0]
@@ -142,5 +142,5 @@ def _rater_once(base: str, name: str, out: list) -> None:
         item = http.post("/gradio_api/run/load_next", json={"data": ["crash"], **body}
                          ).json()["data"][0]
         http.post("/gradio_api/run/submit_scores", json={
-            "data": ["crash", item, 5, 5, [], "", None], **body}).raise_for_status()
+            "data": ["crash", item, 5, 5, [], "", None, "{}"], **body}).raise_for_status()
         out.append(item)
