@@ -72,10 +72,12 @@ def record_ids(session: Session, assignment: Assignment) -> set[str]:
 
 
 def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | None,
-                     required: bool, draft: bool = False) -> str | None:
+                     required: bool, draft: bool = False,
+                     known: set[str] | None = None) -> str | None:
     """What is wrong with a rating's claim verdicts (``{claim id: {"verdict": …,
     "should_cite": [ids]}}``), or None. A ``draft`` may leave a claim's verdict empty
-    (None) while marking its lines."""
+    (None) while marking its lines. ``known``: the record's ids, when the caller has
+    them."""
     given, problem = normalize(verdicts)
     if problem:
         return problem
@@ -91,7 +93,7 @@ def verdicts_problem(session: Session, assignment: Assignment, verdicts: dict | 
                 f"{'have' if len(missing) > 1 else 'has'} none")
     if not given:
         return None
-    known = record_ids(session, assignment)
+    known = known if known is not None else record_ids(session, assignment)
     for claim_id, value in sorted(given.items(), key=lambda kv: claims[kv[0]].position):
         position, verdict = claims[claim_id].position, value.get("verdict")
         if verdict not in CLAIM_VERDICTS and not (draft and verdict is None):

@@ -74,7 +74,7 @@ def save_draft(session: Session, *, assignment_id: int, user: User, accuracy: in
         if value.get("verdict") or value["should_cite"]:
             claim_verdicts[str(claim)] = value
     problem = claim_review.verdicts_problem(session, assignment, claim_verdicts,
-                                            required=False, draft=True)
+                                            required=False, draft=True, known=known)
     if problem:
         raise DraftError(problem)
     if assignment.status == "reclaimed":

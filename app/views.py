@@ -56,21 +56,13 @@ def history_html(record: dict, cited: list[str]) -> str:
 
 def rationale_html(text: str, steps: list[dict] | None, known_ids: set[str]) -> str:
     """The rationale, escaped, with each evidence id turned into a link to its item."""
-
-    def link(match: re.Match) -> str:
-        evidence_id = match.group(1)
-        if evidence_id not in known_ids:
-            return f"<span class='ra-missing' title='not in the record'>{evidence_id}</span>"
-        return (f"<a href='#ev-{evidence_id}' class='ra-ref' data-evidence='{evidence_id}'>"
-                f"{evidence_id}</a>")
-
     if steps:
         body = "<ol>" + "".join(
-            f"<li>{EVIDENCE.sub(link, html.escape(s['step']))}"
-            + (f" <small>[{', '.join(EVIDENCE.sub(link, html.escape(e)) for e in s['evidence'])}]"
+            f"<li>{_linked(s['step'], known_ids)}"
+            + (f" <small>[{', '.join(_linked(e, known_ids) for e in s['evidence'])}]"
                "</small>" if s.get("evidence") else "") + "</li>" for s in steps) + "</ol>"
     else:
-        body = f"<p>{EVIDENCE.sub(link, html.escape(text)).replace(chr(10), '<br>')}</p>"
+        body = f"<p>{_linked(text, known_ids).replace(chr(10), '<br>')}</p>"
     return f"<div class='ra-rationale'>{body}</div>"
 
 
