@@ -114,6 +114,7 @@ class Settings:
     min_uncertainty: float
     approve_at: float
     judge_run: int | None
+    escalate: bool = False  # items the judge doubts most reach k first (escalation)
 
     @classmethod
     def of(cls, campaign: Campaign) -> "Settings":
@@ -121,24 +122,34 @@ class Settings:
         return cls(k=campaign.ratings_per_item, max_ratings=s.get("max_ratings",
                                                                   campaign.ratings_per_item + 2),
                    min_uncertainty=s.get("min_uncertainty", 0.05),
-                   approve_at=s.get("approve_at", APPROVE_AT), judge_run=s.get("judge_run"))
+                   approve_at=s.get("approve_at", APPROVE_AT), judge_run=s.get("judge_run"),
+                   escalate=s.get("assignment") == "escalation")
+
+
+PICKED_AS_RATERS_ASK = ("adaptive", "escalation")
 
 
 def is_adaptive(campaign: Campaign) -> bool:
-    return (campaign.settings or {}).get("assignment") == "adaptive"
+    """Whether items are handed out as raters ask (adaptive or escalation order)."""
+    return (campaign.settings or {}).get("assignment") in PICKED_AS_RATERS_ASK
 
 
 def choose(candidates: list[int], *, submitted: dict[int, list[tuple[int, int]]],
            pending: dict[int, int], settings: Settings, model: BeliefModel,
            priors: dict[int, float] | None = None, prior_sd: float | None = None,
-           rng: random.Random) -> int | None:
-    """The item whose next rating is most informative (see the module doc); None if none."""
+           doubts: dict[int, float] | None = None, rng: random.Random) -> int | None:
+    """The item whose next rating is most informative (see the module doc); None if none.
+
+    ``doubts`` (escalation): the judge's doubt per item; below k, the most doubted item
+    comes first (an item it has no doubt figure for counts as a coin flip, 0.5)."""
     priors = priors or {}
 
     def active(item: int) -> int:
         return len(submitted.get(item, [])) + pending.get(item, 0)
 
     below_k = [i for i in candidates if active(i) < settings.k]
+    if below_k and doubts is not None:
+        return max(below_k, key=lambda i: (doubts.get(i, 0.5), -active(i), rng.random()))
     if below_k:
         least = min(active(i) for i in below_k)
         tied = [i for i in below_k if active(i) == least]
@@ -181,6 +192,14 @@ def _judge_priors(session: Session, run_id: int, submitted) -> tuple[dict[int, f
     return priors, max(spread, 0.3)
 
 
+def _judge_doubts(session: Session, settings: Settings) -> dict[int, float]:
+    from annotation_db.escalation import doubt
+
+    rows = session.execute(select(JudgeRating).where(
+        JudgeRating.judge_run_id == settings.judge_run)).scalars()
+    return {row.rationale_id: doubt(row, round(settings.approve_at)) for row in rows}
+
+
 def next_adaptive(session: Session, campaign: Campaign, user: User) -> Assignment | None:
     """Hand the rater the most informative item they have not had (a new assignment)."""
     settings = Settings.of(campaign)
@@ -197,8 +216,9 @@ def next_adaptive(session: Session, campaign: Campaign, user: User) -> Assignmen
         priors, prior_sd = ({}, None)
         if settings.judge_run is not None:
             priors, prior_sd = _judge_priors(session, settings.judge_run, submitted)
+        doubts = _judge_doubts(session, settings) if settings.escalate else None
         item = choose(candidates, submitted=submitted, pending=pending, settings=settings,
-                      model=model, priors=priors, prior_sd=prior_sd, rng=rng)
+                      model=model, priors=priors, prior_sd=prior_sd, doubts=doubts, rng=rng)
         if item is None:
             return None
         held = set(session.execute(select(Assignment.slot).where(

@@ -78,8 +78,12 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
     every claim of the rationale (:mod:`annotation_db.claim_review`); ``rate_corrections``:
     an accepted correction joins the campaign and is rated like any rationale
     (:mod:`annotation_db.corrections`)."""
-    if assignment not in ("balanced", "adaptive"):
-        raise CampaignError(f"assignment must be balanced or adaptive, not {assignment!r}")
+    if assignment not in ("balanced", "adaptive", "escalation"):
+        raise CampaignError("assignment must be balanced, adaptive or escalation, not "
+                            f"{assignment!r}")
+    if assignment == "escalation" and judge_run is None:
+        raise CampaignError("escalation hands clinicians the items the judge is least sure "
+                            "of first, so it needs --judge-run (`rationale-audit judge run`)")
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
         raise CampaignError(f"a campaign named {name!r} already exists")
     users = [session.execute(select(User).where(User.username == u)).scalars().first()
@@ -91,7 +95,7 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
     if len(users) < k:
         raise CampaignError(f"k = {k} ratings per item needs at least {k} active annotators, "
                             f"got {len(users)}")
-    adaptive = assignment == "adaptive"
+    adaptive = assignment in ("adaptive", "escalation")
     if adaptive:
         max_ratings = max_ratings if max_ratings is not None else min(k + 2, len(users))
         if not k <= max_ratings <= len(users):

@@ -126,7 +126,9 @@ def _to_be_rated(session: Session, correction: Correction) -> int:
     if not settings.get("rate_corrections"):
         return 0
     session.add(CampaignItem(campaign_id=campaign.id, rationale_id=correction.rationale_id))
-    if settings.get("assignment") == "adaptive":
+    from annotation_db.adaptive import is_adaptive
+
+    if is_adaptive(campaign):  # picked from the pool as raters ask
         return 0
     raters = list(session.execute(select(User).where(
         User.username.in_(settings.get("annotators", [])), User.active)).scalars())

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from annotation_db import audit
+from annotation_db import audit, faithfulness
 from annotation_db.adjudication import latest_ratings
 from annotation_db.claim_review import campaign_verdicts, policy_reasons
 from annotation_db.models import (
@@ -88,6 +88,13 @@ class ApprovalPolicy(BaseModel):
     min_supported_share: float | None = Field(
         None, ge=0, le=1, description="least share of a rationale's claims that half or more "
         "of the raters judge supported (needs claim review; null: not checked)")
+    min_comprehensiveness_margin: float | None = Field(
+        None, ge=-1, le=1, description="least margin by which removing the cited evidence "
+        "moves the prediction more than removing as many random items (`faithfulness run`; "
+        "null: not checked)")
+    faithfulness_run: int | None = Field(
+        None, description="faithfulness run the margin is read from (null: the newest "
+        "finished run of each rationale's generation run)")
     history_budget: int = Field(1500, ge=40, description="tokens of history in each prompt, "
                                                          "counted with history_tokenizer")
     history_tokenizer: str = Field("bundled:smollm2-135m-instruct",
@@ -173,6 +180,8 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
             claim_counts = dict(session.execute(
                 select(Claim.rationale_id, func.count()).where(
                     Claim.rationale_id.in_(originals)).group_by(Claim.rationale_id)).all())
+        margin_of = (faithfulness.margins(session, originals, policy.faithfulness_run)
+                     if policy.min_comprehensiveness_margin is not None else {})
         for rationale_id in sorted(originals):
             if policy.adjudication_overrides and rationale_id in adjudicated:
                 row = adjudicated[rationale_id]
@@ -186,6 +195,11 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
                        and r["rater"] not in excluded]
             reasons = _reasons(policy, ratings, verdicts_by_item[rationale_id],
                                claim_counts.get(rationale_id, 0))
+            if policy.min_comprehensiveness_margin is not None:
+                why = faithfulness.margin_reason(margin_of.get(rationale_id),
+                                                 rationale_id in margin_of,
+                                                 policy.min_comprehensiveness_margin)
+                reasons += [why] if why else []
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
                 decisions[rationale_id] = Decision(rationale_id, not reasons, reasons)
     return [decisions[k] for k in sorted(decisions)]
@@ -442,10 +456,14 @@ def _provenance(session: Session, policy: ApprovalPolicy) -> dict:
         select(GenerationRun, PromptTemplate).join(
             PromptTemplate, PromptTemplate.id == GenerationRun.prompt_template_id)
         .where(GenerationRun.id.in_(run_ids)).order_by(GenerationRun.id)).all()
-    return {"runs": [{"run_id": run.id, "model": run.model, "backend": run.backend,
-                      "prompt": f"{prompt.name}@{prompt.version}",
-                      "prompt_sha256": prompt.content_hash, "sampling": run.sampling_params,
-                      "seed": run.seed} for run, prompt in runs]}
+    out = {"runs": [{"run_id": run.id, "model": run.model, "backend": run.backend,
+                     "prompt": f"{prompt.name}@{prompt.version}",
+                     "prompt_sha256": prompt.content_hash, "sampling": run.sampling_params,
+                     "seed": run.seed} for run, prompt in runs]}
+    if policy.min_comprehensiveness_margin is not None:  # the scorer the margins came from
+        out["faithfulness"] = [faithfulness.identity(r) for r in faithfulness.runs_for(
+            session, {run.id for run, _ in runs}, policy.faithfulness_run)]
+    return out
 
 
 def _agreement(session: Session, policy: ApprovalPolicy) -> dict:

@@ -622,6 +622,58 @@ class JudgeRating(SQLModel, table=True):
     created_at: datetime = _timestamp()
 
 
+# --- Measured faithfulness --------------------------------------------------------
+
+
+# One evidence-ablation run: a scorer (a model spec, or a trained run's adapter) reading
+# every rationale of a generation run with its cited evidence removed, kept alone, and
+# random uncited evidence removed. Keyed by (generation run, scorer, settings), so a
+# re-run resumes where it stopped.
+class FaithfulnessRun(SQLModel, table=True):
+    __tablename__ = "faithfulness_run"
+    __table_args__ = (UniqueConstraint("content_hash"), _one_of("status", RunStatus))
+
+    id: int | None = Field(default=None, primary_key=True)
+    generation_run_id: int = Field(foreign_key="generation_run.id", index=True)
+    content_hash: str = Field(max_length=64, description="generation run, scorer, settings")
+    # the scorer's identity: model spec and weights checksum, or training run and adapter hash
+    scorer: dict = _json()
+    settings: dict = _json()
+    status: str = Field(default=RunStatus.queued, max_length=16)
+    stats: dict | None = _json(nullable=True)
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    def __repr__(self) -> str:
+        return f"FaithfulnessRun(id={self.id}, generation_run_id={self.generation_run_id})"
+
+
+# One rationale's evidence ablation: P(yes) on the full history, without the cited items,
+# with only them, and with as many random uncited items removed (several draws); the
+# ERASER quantities in the direction of the rationale's conclusion; the same per claim.
+class FaithfulnessScore(SQLModel, table=True):
+    __tablename__ = "faithfulness_score"
+    __table_args__ = (UniqueConstraint("faithfulness_run_id", "rationale_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    faithfulness_run_id: int = Field(foreign_key="faithfulness_run.id", index=True,
+                                     ondelete="CASCADE")
+    rationale_id: int = Field(foreign_key="rationale.id", index=True)
+    direction: int  # 1: the conclusion is yes (the probability read is P(yes)); 0: no
+    shown_items: int  # evidence items in the budgeted history
+    cited_shown: int  # cited items that the budgeted history shows (the ones removed)
+    cited_missing: int  # cited ids the budgeted history does not show
+    p_full: float
+    p_without_cited: float | None = None
+    p_only_cited: float | None = None
+    p_random: list = _json()  # P(yes) with random uncited items removed, one per draw
+    comprehensiveness: float | None = None  # drop in the conclusion's probability, cited out
+    sufficiency: float | None = None  # drop with only the cited items kept (lower: sufficient)
+    baseline: float | None = None  # mean drop with as many random uncited items out
+    claims: list = _json()  # per claim citing shown items: position, cited, the same numbers
+    created_at: datetime = _timestamp()
+
+
 # --- Export and training ---------------------------------------------------------
 
 

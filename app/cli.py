@@ -19,6 +19,7 @@ from app.commands import (
     evaluate,
     experiment,
     export,
+    faithfulness,
     generate,
     judge,
     model,
@@ -48,6 +49,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(audit.app, name="audit")
 app.add_typer(judge.app, name="judge")
+app.add_typer(faithfulness.app, name="faithfulness")
 app.command("serve")(serve.serve)
 app.add_typer(generate.app, name="generate")
 app.command("demo")(demo.demo)

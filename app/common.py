@@ -15,6 +15,7 @@ from annotation_db.backup import BackupError
 from annotation_db.campaigns import CampaignError
 from annotation_db.cohorts import CohortError
 from annotation_db.export import ExportError
+from annotation_db.faithfulness import FaithfulnessError
 from annotation_db.migrate import MigrationRefused
 from annotation_db.planner import PlanError
 from annotation_db.provenance import CommandConfig, ConfigError
@@ -36,7 +37,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
     ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
     FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
-    ArchiveError, MigrationRefused, RationaleImportError,
+    ArchiveError, MigrationRefused, RationaleImportError, FaithfulnessError,
 )
 
 err_console = Console(stderr=True)

@@ -276,7 +276,8 @@ class ScorerPool:
 
     def __init__(self, engine: Literal["auto", "vllm", "transformers"] = "auto",
                  batch_size: int = 8, max_lora_rank: int = 64, max_model_len: int = 8192,
-                 *, server_url: str | None = None, api_key: str | None = None):
+                 *, server_url: str | None = None, api_key: str | None = None,
+                 prefix_caching: bool = True):
         from generation.engine import on_cpu
 
         self.kind = "server" if server_url else scorer_kind(engine)
@@ -290,6 +291,7 @@ class ScorerPool:
         self.batch_size = batch_size
         self.max_lora_rank = max_lora_rank
         self.max_model_len = max_model_len
+        self.prefix_caching = prefix_caching
         self.merge = on_cpu()
         self.engines_started = 0
         self._llm: tuple[tuple, object] | None = None
@@ -306,7 +308,7 @@ class ScorerPool:
         self.close()
         llm = load_vllm(model, EngineOptions(
             max_model_len=self.max_model_len, enable_lora=lora, max_lora_rank=self.max_lora_rank,
-            dtype="float32" if on_cpu() else "bfloat16"))
+            dtype="float32" if on_cpu() else "bfloat16", prefix_caching=self.prefix_caching))
         self.engines_started += 1
         self._llm = (key, llm)
         return llm

@@ -34,11 +34,13 @@ def create(
     assignment: str = typer.Option(
         "balanced", help="balanced: k raters per item, fixed at creation; adaptive: after the "
         "calibration batch each rater gets the item whose rating is most informative (every "
-        "item still reaches k; extras go to uncertain approval decisions)."),
+        "item still reaches k; extras go to uncertain approval decisions); escalation: as "
+        "adaptive, but the items the judge (--judge-run) is least sure of reach k first."),
     max_ratings: int | None = typer.Option(
         None, help="adaptive: cap on ratings per item (default k + 2, at most the annotators)."),
     judge_run: int | None = typer.Option(
-        None, help="adaptive: a judge run whose scores are the prior of each item's belief."),
+        None, help="adaptive: a judge run whose scores are the prior of each item's belief; "
+        "escalation (required): the judge whose doubt orders the items."),
     claim_review: bool = typer.Option(
         True, help="Raters give a verdict on every claim of each rationale (supported, partly "
         "supported, not in the record, contradicted, general knowledge) and mark lines it "

@@ -101,3 +101,52 @@ def report(
                       f"{alt.get('winning_rate', float('nan')):.2f}", highlight=False)
     console.print(result["verdict"], highlight=False)
     console.print(f"Report: {out}", highlight=False)
+
+
+@app.command()
+@user_errors
+def estimate(
+    campaign: str = typer.Option(..., help="Campaign name."),
+    run_id: int | None = typer.Option(None, "--run", help="Judge run id (default: the newest)."),
+    target_ci_width: float | None = typer.Option(
+        None, min=0.0001, help="Also plan: rated items each quantity needs for a CI this wide, "
+        "with the judge and without."),
+    target_agreement: float = typer.Option(
+        0.9, min=0.5, max=0.999, help="Trust or escalate: the agreement with the panel's "
+        "approval decision the judge must be certified to reach on the items it is trusted on."),
+    delta: float = typer.Option(0.05, min=0.001, max=0.5,
+                                help="Trust or escalate: the certificate's error level."),
+    include_simulated: bool = typer.Option(False, help="Count simulated raters too."),
+    format: str = typer.Option("md", "--format", help="md or json."),
+    out: Path | None = typer.Option(None, help="Output file (default judge-estimates.FORMAT)."),
+    db: DbOption = None,
+) -> None:
+    """Campaign quantities (mean accuracy and faithfulness, share approved, share of claims
+    not in the record) from clinicians alone and with the judge (prediction-powered
+    inference, PPI++), the ratings a target CI width needs either way, and the share of
+    items the judge can be trusted on (trust or escalate, with a held-out check).
+
+    Example:
+
+        rationale-audit judge estimate --campaign pilot --target-ci-width 0.2
+    """
+    from annotation_db.judge_estimates import estimates
+    from annotation_db.judge_estimates import to_markdown as estimates_markdown
+
+    if format not in ("md", "json"):
+        raise typer.BadParameter(f"--format must be md or json, not {format!r}")
+    with Session(open_engine(db)) as session:
+        result = estimates(session, campaign, run_id=run_id, include_simulated=include_simulated,
+                           target_width=target_ci_width, target_agreement=target_agreement,
+                           delta=delta)
+    text = json.dumps(result, indent=2) if format == "json" else estimates_markdown(result)
+    out = out or Path(f"judge-estimates.{format}")
+    out.write_text(text, encoding="utf-8")
+    for name, q in result["quantities"].items():
+        if q.get("computable") and q.get("prediction_powered"):
+            console.print(f"{name}: clinicians {q['clinicians_only']['estimate']:.3f}, with the "
+                          f"judge {q['prediction_powered']['estimate']:.3f} (CI width ratio "
+                          f"{q['width_ratio']:.2f})", highlight=False)
+    if not result["random_subset"]:
+        console.print(result["validity"], highlight=False)
+    console.print(f"Report: {out}", highlight=False)

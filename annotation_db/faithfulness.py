@@ -1,0 +1,160 @@
+"""Evidence-ablation scores: where they are stored and how they are read back.
+
+A faithfulness run (:class:`~annotation_db.models.FaithfulnessRun`) is one scorer reading
+every rationale of one generation run; it is identified by (generation run, scorer,
+settings), so the same command run again scores only the rationales still missing. The
+scoring itself lives in :mod:`training.evidence_ablation` (it needs a model); the report in
+:mod:`annotation_db.faithfulness_report`; the approval policy's
+``min_comprehensiveness_margin`` reads :func:`margins`.
+
+Annotators never see these numbers: no annotation screen reads this module.
+"""
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from annotation_db.models import FaithfulnessRun, FaithfulnessScore, RunStatus, utcnow
+from annotation_db.provenance import stable_hash
+
+
+class FaithfulnessError(ValueError):
+    """A faithfulness run or score that cannot be found or made; the message is one line."""
+
+
+def open_run(session: Session, *, generation_run_id: int, scorer: dict,
+             settings: dict) -> FaithfulnessRun:
+    """The run with this identity, created (queued) when there is none yet."""
+    digest = stable_hash({"generation_run": generation_run_id, "scorer": scorer,
+                          "settings": settings})
+    run = session.execute(select(FaithfulnessRun).where(
+        FaithfulnessRun.content_hash == digest)).scalars().first()
+    if run is None:
+        run = FaithfulnessRun(generation_run_id=generation_run_id, content_hash=digest,
+                              scorer=scorer, settings=settings)
+        session.add(run)
+        session.commit()
+        session.refresh(run)
+    return run
+
+
+def scored_ids(session: Session, run_id: int) -> set[int]:
+    """The rationales the run has already scored."""
+    return set(session.execute(select(FaithfulnessScore.rationale_id).where(
+        FaithfulnessScore.faithfulness_run_id == run_id)).scalars())
+
+
+def store(session: Session, run_id: int, rows: list[dict], seconds: float) -> None:
+    """Add one batch of scores and the time it took, in one transaction."""
+    session.add_all(FaithfulnessScore(faithfulness_run_id=run_id, **row) for row in rows)
+    run = session.get(FaithfulnessRun, run_id)
+    stats = dict(run.stats or {})
+    stats["seconds"] = round(stats.get("seconds", 0.0) + seconds, 3)
+    stats["prompts"] = stats.get("prompts", 0) + sum(_prompts(row) for row in rows)
+    run.stats = stats
+    run.status = RunStatus.running
+    session.add(run)
+    session.commit()
+
+
+def _prompts(row: dict) -> int:
+    """Forward passes one stored row stands for (before prompts shared between rows)."""
+    claims = row.get("claims") or []
+    return (1 + (row.get("p_without_cited") is not None) + (row.get("p_only_cited") is not None)
+            + len(row.get("p_random") or []) + sum(1 + len(c.get("p_random") or [])
+                                                  for c in claims))
+
+
+def finish(session: Session, run_id: int, *, complete: bool) -> FaithfulnessRun:
+    run = session.get(FaithfulnessRun, run_id)
+    run.status = RunStatus.finished if complete else RunStatus.failed
+    run.finished_at = utcnow()
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def get_run(session: Session, run_id: int | None = None, *,
+            generation_run_id: int | None = None) -> FaithfulnessRun:
+    """Run ``run_id``, or the newest finished one (of ``generation_run_id`` when given)."""
+    if run_id is not None:
+        run = session.get(FaithfulnessRun, run_id)
+        if run is None:
+            raise FaithfulnessError(f"no faithfulness run {run_id}; `rationale-audit "
+                                    "faithfulness run --run GENERATION_RUN` makes one")
+        return run
+    query = select(FaithfulnessRun).where(FaithfulnessRun.status == RunStatus.finished)
+    if generation_run_id is not None:
+        query = query.where(FaithfulnessRun.generation_run_id == generation_run_id)
+    run = session.execute(query.order_by(FaithfulnessRun.id.desc())).scalars().first()
+    if run is None:
+        where = f" for generation run {generation_run_id}" if generation_run_id else ""
+        raise FaithfulnessError(f"no finished faithfulness run{where}; run `rationale-audit "
+                                "faithfulness run --run GENERATION_RUN` first")
+    return run
+
+
+def scores(session: Session, run_id: int) -> list[FaithfulnessScore]:
+    return list(session.execute(select(FaithfulnessScore).where(
+        FaithfulnessScore.faithfulness_run_id == run_id).order_by(
+        FaithfulnessScore.rationale_id)).scalars())
+
+
+def margin(score: FaithfulnessScore) -> float | None:
+    """Comprehensiveness minus the random baseline: how much more the cited evidence moves
+    the prediction than as many uncited items do (None: nothing cited is shown)."""
+    if score.comprehensiveness is None or score.baseline is None:
+        return None
+    return score.comprehensiveness - score.baseline
+
+
+def runs_for(session: Session, generation_run_ids: set[int], run_id: int | None = None
+             ) -> list[FaithfulnessRun]:
+    """Run ``run_id``, or the newest finished run of each generation run that has one."""
+    if run_id is not None:
+        return [get_run(session, run_id)]
+    runs = []
+    for gid in sorted(generation_run_ids):
+        try:
+            runs.append(get_run(session, generation_run_id=gid))
+        except FaithfulnessError:
+            continue
+    return runs
+
+
+def margins(session: Session, rationale_ids: set[int], run_id: int | None = None
+            ) -> dict[int, float | None]:
+    """Each rationale's margin from faithfulness run ``run_id`` (None: for each rationale,
+    the newest finished run of its generation run).
+
+    A rationale with no score is absent from the map; one whose cited evidence the history
+    does not show maps to None."""
+    from annotation_db.models import Rationale
+
+    if not rationale_ids:
+        return {}
+    generation_runs = set(session.execute(select(Rationale.run_id).where(
+        Rationale.id.in_(rationale_ids))).scalars())
+    found: dict[int, float | None] = {}
+    for run in runs_for(session, generation_runs, run_id):
+        for row in session.execute(select(FaithfulnessScore).where(
+                FaithfulnessScore.faithfulness_run_id == run.id,
+                FaithfulnessScore.rationale_id.in_(rationale_ids))).scalars():
+            found[row.rationale_id] = margin(row)
+    return found
+
+
+def margin_reason(value: float | None, scored: bool, minimum: float) -> str | None:
+    """Why the policy's ``min_comprehensiveness_margin`` rejects a rationale (None: it
+    does not)."""
+    if not scored:
+        return "no faithfulness score"
+    if value is None:
+        return "cites no evidence the history shows"
+    return f"comprehensiveness margin below {minimum:g}" if value < minimum else None
+
+
+def identity(run: FaithfulnessRun) -> dict:
+    """What an export records about the faithfulness run it used."""
+    return {"faithfulness_run": run.id, "generation_run": run.generation_run_id,
+            "content_hash": run.content_hash, "scorer": run.scorer, "settings": run.settings}
