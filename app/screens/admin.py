@@ -1,6 +1,7 @@
 """The Admin screen: a campaign's progress, agreement and gold accuracy (its figures and
 tables follow the campaign chosen at the top, and its HTML agreement report downloads
-from here), publishing a verified dataset version (the same code as `rationale-audit
+from here), the faithfulness measured by evidence ablation and the campaign's estimates
+with its judge (never shown to annotators), publishing a verified dataset version (the same code as `rationale-audit
 export create`), and accounts (the same code as `rationale-audit users`, audited with the
 admin as actor)."""
 
@@ -102,6 +103,42 @@ def budget_plan(engine, campaign_name: str, target: float, request: gr.Request):
         lines.append(f"| {row['raters_per_item']} | {row['items']} | {row['more_ratings']} | "
                      f"{hours} |")
     return "\n".join(lines)
+
+
+def _demoted(markdown: str) -> str:
+    """A report's headings two levels down, under the tab's own."""
+    return re.sub(r"^(#+) ", r"\1## ", markdown, flags=re.MULTILINE)
+
+
+def measured_faithfulness(engine, campaign_name: str, request: gr.Request):
+    """`faithfulness report` for the campaign's generation runs and `judge estimate` for its
+    newest judge run (simulated ratings included, as above); never shown to annotators."""
+    from annotation_db.faithfulness import FaithfulnessError, runs_for
+    from annotation_db.faithfulness_report import report, to_markdown
+    from annotation_db.judge_estimates import estimates
+    from annotation_db.judge_estimates import to_markdown as estimates_markdown
+
+    parts = []
+    with Session(engine) as s:
+        user_of(s, request, ADMIN_ROLES)
+        campaign = campaign_of(s, campaign_name)
+        found = runs_for(s, set((campaign.settings or {}).get("runs", [])))
+        for run in found:
+            try:
+                text = to_markdown(report(s, run_id=run.id, campaign=campaign.name,
+                                          include_simulated=True, replicates=200))
+            except FaithfulnessError as exc:
+                text = str(exc)
+            parts.append(_demoted(text))
+        if not found:
+            parts.append("No evidence ablation of this campaign's rationales yet: "
+                         "`rationale-audit faithfulness run --run GENERATION_RUN`.")
+        try:
+            parts.append(_demoted(estimates_markdown(estimates(s, campaign.name,
+                                                               include_simulated=True))))
+        except campaigns.CampaignError as exc:
+            parts.append(f"No estimates with a judge: {exc}.")
+    return "\n\n".join(parts)
 
 
 def export_preview(engine, policy_text: str, request: gr.Request):
@@ -287,6 +324,10 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
                                    maximum=1.9)
             plan_btn = gr.Button("Plan")
         plan_md = gr.Markdown()
+        gr.Markdown("### Measured faithfulness and estimates with the judge (same code as "
+                    "`faithfulness report` and `judge estimate`)")
+        measured_btn = gr.Button("Faithfulness and judge estimates", scale=0, min_width=280)
+        measured_md = gr.Markdown(elem_id="admin_measured")
         gr.Markdown("### Export a verified dataset version (same code as `export create`)")
         # wrapped: a scrolling editor would be a region the keyboard cannot scroll (axe)
         policy_box = gr.Code("", language="yaml", label="Approval policy",
@@ -316,6 +357,8 @@ def admin_tab(engine, campaign_dd) -> gr.Tab:
                      report_file, api_name="agreement_report")
     plan_btn.click(bound(budget_plan, engine), [campaign_dd, target_box], plan_md,
                    api_name="budget_plan")
+    measured_btn.click(bound(measured_faithfulness, engine), campaign_dd, measured_md,
+                       api_name="measured_faithfulness")
     audit_btn.click(bound(audit_events, engine), None, audit_table, api_name="audit_events")
     preview_btn.click(bound(export_preview, engine), policy_box, export_md,
                       api_name="export_preview")

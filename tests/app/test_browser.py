@@ -82,6 +82,48 @@ def test_an_admin_opens_the_admin_tab_and_sees_the_campaign_in_pictures(app_url)
         screenshot(page, "admin-figures.png")
 
 
+def test_an_admin_reads_measured_faithfulness_beside_the_judge_with_the_keyboard(app_url):
+    from gradio_client.exceptions import AppError
+    from playwright.sync_api import expect
+
+    from annotation_db import faithfulness
+    from annotation_db.models import JudgeRating, JudgeRun, Rationale
+    from tests.helpers import client
+
+    engine, url = app_url
+    with Session(engine) as s:
+        campaign = camp.get_campaign(s, "pilot")
+        ids = s.execute(select(Rationale.id).order_by(Rationale.id)).scalars().all()
+        run = faithfulness.open_run(s, generation_run_id=campaign.settings["runs"][0],
+                                    scorer={"kind": "model", "model": "bundled:x"},
+                                    settings={"draws": 2, "seed": 0, "history_budget": 1500})
+        faithfulness.store(s, run.id, [{
+            "rationale_id": rid, "direction": 1, "shown_items": 9, "cited_shown": 1,
+            "cited_missing": 0, "p_full": 0.8, "p_without_cited": 0.8 - 0.1 * (rid % 5),
+            "p_only_cited": 0.7, "p_random": [0.78, 0.79], "comprehensiveness": 0.1 * (rid % 5),
+            "sufficiency": 0.1, "baseline": 0.015, "claims": []} for rid in ids], seconds=1.0)
+        faithfulness.finish(s, run.id, complete=True)
+        judge = JudgeRun(campaign_id=campaign.id, content_hash="j" * 64, model="judge-m",
+                         backend="vllm", settings={})
+        s.add(judge)
+        s.flush()
+        s.add_all(JudgeRating(judge_run_id=judge.id, rationale_id=rid, accuracy=4,
+                              faithfulness=3 + rid % 3, flags=[]) for rid in ids)
+        s.commit()
+    with chromium() as browser:
+        page = log_in(browser, url, "root")
+        page.get_by_role("tab", name="Admin").click()
+        button = page.get_by_role("button", name="Faithfulness and judge estimates")
+        button.focus()
+        page.keyboard.press("Enter")
+        measured = page.locator("#admin_measured")
+        expect(measured).to_contain_text("beat the random baseline", timeout=30_000)
+        expect(measured).to_contain_text("Campaign estimates with judge run")
+        screenshot(page, "admin-faithfulness.png")
+    with pytest.raises(AppError):  # annotators never see these numbers
+        client(url, "ann").predict("pilot", api_name="/measured_faithfulness")
+
+
 @pytest.fixture(scope="module")
 def runs_url(tmp_path_factory, model_cache):
     from tests.helpers import audited_version

@@ -586,3 +586,39 @@ def test_command_options_come_from_the_config_class(tmp_path):
     assert refused.exit_code == 1 and "rnak" in refused.output
     wrong = runner.invoke(toy, ["--dataset", "v1", "--engine", "tpu"])
     assert wrong.exit_code == 1 and "engine" in wrong.output
+
+
+def test_faithfulness_run_and_report_from_the_command_line(tmp_path, monkeypatch, model_cache,
+                                                           bundled_model):
+    from tests.helpers import seed_rationales
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = str(tmp_path / "f.sqlite")
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    from annotation_db.session import make_engine
+
+    run_id = seed_rationales(make_engine(f"sqlite:///{db}"), n=6, gold=0)
+    simulated = runner.invoke(app, ["campaign", "simulate", "dry", "--run", str(run_id),
+                                    "--raters", "3", "--k", "2", "--db", db])
+    assert simulated.exit_code == 0, simulated.output
+    both = runner.invoke(app, ["faithfulness", "run", "--run", str(run_id), "--scorer", "x",
+                               "--scorer-run", "1", "--db", db])
+    _one_line_error(both, "give --scorer or --scorer-run, not both")
+    unknown = runner.invoke(app, ["faithfulness", "run", "--run", "99", "--db", db])
+    _one_line_error(unknown, "no generation run 99")
+    ran = runner.invoke(app, ["faithfulness", "run", "--run", str(run_id), "--engine",
+                              "transformers", "--draws", "2", "--history-budget", "400",
+                              "--cache-dir", str(model_cache), "--db", db])
+    assert ran.exit_code == 0, ran.output
+    assert "faithfulness run 1: 6 rationales scored" in ran.output
+    out = tmp_path / "faithfulness.json"
+    reported = runner.invoke(app, ["faithfulness", "report", "--campaign", "dry",
+                                   "--include-simulated", "--format", "json", "--out", str(out),
+                                   "--replicates", "100", "--db", db])
+    assert reported.exit_code == 0, reported.output
+    result = json.loads(out.read_text())
+    assert result["rationales"] == 6 and result["run"]["settings"]["history_budget"] == 400
+    assert result["run"]["scorer"]["model"] == "bundled:smollm2-135m-instruct"
+    assert result["campaign"]["vs_clinicians_faithfulness"]["n"] == 6
+    no_judge = runner.invoke(app, ["judge", "estimate", "--campaign", "dry", "--db", db])
+    _one_line_error(no_judge, "campaign 'dry' has no judge run")

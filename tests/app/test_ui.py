@@ -52,7 +52,8 @@ def test_every_event_has_an_api_name(annotation_server):
                      "/show_evidence", "/my_ratings", "/open_for_revision", "/save_draft",
                      "/previous_item", "/undo_last", "/back_to_queue",
                      "/adjudication_queue", "/load_disputed", "/adjudicate", "/campaign_summary",
-                     "/export_preview", "/export_create", "/admin_figures", "/budget_plan"):
+                     "/export_preview", "/export_create", "/admin_figures", "/budget_plan",
+                     "/measured_faithfulness"):
         assert expected in names
 
 
