@@ -3,8 +3,8 @@
 Stages so far: prepare the bundled model → create/migrate the SQLite database →
 seed a small synthetic cohort (kept on re-runs) → write grounded rationales for some of
 its patients with vLLM (resumed on re-runs) → demo accounts and a campaign over those
-rationales, plus a campaign rated by simulated raters with its agreement report → a
-verified export → a tiny LoRA SFT run and its test evaluation → serve the annotation app
+rationales, plus a campaign rated by simulated raters with its agreement report → the
+evidence ablation of the template teacher's rationales → a verified export → a tiny LoRA SFT run and its test evaluation → serve the annotation app
 (unless --no-serve).
 """
 
@@ -131,6 +131,9 @@ class DemoConfig(CommandConfig):
     cohort_seed: int = 7
     generate_n: int = Field(8, ge=0, description="rationales to write with vLLM for the demo "
                                                  "cohort (0 skips)")
+    faithfulness: bool = Field(True, description="measure by evidence ablation whether the "
+                               "template teacher's cited evidence moves the bundled model's "
+                               "prediction (`faithfulness run`; shown on the Admin tab)")
     train: bool = Field(True, description="run a tiny LoRA SFT and evaluation on the demo "
                                           "export")
     serve: bool = Field(True, description="serve the annotation app when the stages are done")
@@ -226,6 +229,27 @@ def _campaigns_stage(engine, run_ids: list[int], out: Path, summary: dict) -> di
     return exported
 
 
+def _faithfulness_stage(engine, run_id: int, cfg: DemoConfig, summary: dict) -> None:
+    """Evidence ablation of the template teacher's rationales, read by the demo's model
+    (two random draws each and no per-claim ablation, to keep the demo short)."""
+    from annotation_db.faithfulness_report import report
+    from training.evidence_ablation import FaithfulnessConfig, run_ablation
+
+    with StageStatus(console, "evidence ablation of the template teacher's rationales"):
+        result = run_ablation(engine, FaithfulnessConfig(
+            run=run_id, scorer=cfg.model, cache_dir=cfg.cache_dir, draws=2, per_claim=False))
+        with Session(engine) as session:
+            beats = report(session, run_id=result.run_id, replicates=100)["beats_baseline"]
+    summary["stages"]["faithfulness"] = {
+        "faithfulness_run": result.run_id, "generation_run": run_id, "scored": result.scored,
+        "already_done": result.skipped, "beats_baseline": beats}
+    share = (f"{beats['above']} of {beats['n']} beat the random baseline by more than "
+             f"{beats['threshold']:g}" if beats.get("n") else "none cite shown evidence")
+    console.print(f"[green]✓[/] faithfulness: run {result.run_id} over generation run {run_id}, "
+                  f"{result.scored} new, {result.skipped} already done; {share} "
+                  "(`rationale-audit faithfulness report`, the Admin tab)", highlight=False)
+
+
 def _training_stage(engine, version: str, cfg: DemoConfig, out: Path, summary: dict) -> None:
     with StageStatus(console, "a tiny LoRA SFT run and its evaluation on CPU"):
         summary["stages"]["training"] = _demo_training(engine, version, cfg, out)
@@ -255,6 +279,8 @@ def demo(cfg: DemoConfig) -> None:
         if cfg.generate_n:
             run_ids = _rationales_stage(engine, cfg, summary)
             exported = _campaigns_stage(engine, run_ids, out, summary)
+            if cfg.faithfulness:
+                _faithfulness_stage(engine, run_ids[1], cfg, summary)
             if cfg.train and exported.get("version"):
                 _training_stage(engine, exported["version"], cfg, out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -59,11 +59,11 @@ def test_db_upgrade_then_current_reports_head(tmp_path, monkeypatch):
     db = tmp_path / "a.sqlite"
     first = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) → 0014_corrections" in first.output
+    assert "upgraded (empty) → 0015_faithfulness" in first.output
     again = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
-    assert "already at revision 0014_corrections" in again.output
+    assert "already at revision 0015_faithfulness" in again.output
     current = runner.invoke(app, ["db", "current", "--db", str(db)])
-    assert "revision 0014_corrections (head)" in current.output
+    assert "revision 0015_faithfulness (head)" in current.output
 
 
 def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch):
@@ -141,7 +141,10 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert "Loading safetensors" in (out / "libraries.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"model", "database", "cohort", "rationales", "campaigns",
-                                      "training", "template_rationales"}
+                                      "training", "template_rationales", "faithfulness"}
+    measured = summary["stages"]["faithfulness"]
+    assert measured["generation_run"] == summary["stages"]["template_rationales"]["run_id"]
+    assert measured["scored"] == 8 and measured["beats_baseline"]["n"] == 8
     template = summary["stages"]["template_rationales"]
     assert template["generated"] == 8
     with sqlite3.connect(tmp_path / "demo.sqlite") as db:
@@ -163,7 +166,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     assert exported["version"] == "demo-simulated-v1", exported
     assert Path(exported["path"], "manifest.json").is_file()
     assert summary["stages"]["cohort"]["created"] is True
-    assert summary["stages"]["database"]["revision"] == "0014_corrections"
+    assert summary["stages"]["database"]["revision"] == "0015_faithfulness"
     assert summary["stages"]["rationales"]["generated"] == 8
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_sha256"] == summary["config_sha256"]
@@ -173,6 +176,7 @@ def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bun
     again = json.loads((tmp_path / "out2" / "summary.json").read_text())["stages"]
     assert again["cohort"]["created"] is False
     assert again["rationales"]["generated"] == 0 and again["rationales"]["already_done"] == 8
+    assert (again["faithfulness"]["scored"], again["faithfulness"]["already_done"]) == (0, 8)
     training = summary["stages"]["training"]
     assert Path(training["run_dir"], "adapter", "adapter_config.json").is_file()
     assert training["n_test"] == summary["stages"]["cohort"]["splits"]["test"]["patients"] \

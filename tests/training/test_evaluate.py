@@ -181,6 +181,27 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     fewshot = runner.invoke(app, ["evaluate", "serve-command", "1", "3", "--db", str(db)])
     assert fewshot.exit_code == 1 and "run 3 is a fewshot run" in fewshot.stderr
 
+    # The label-only run's adapter reads the teacher's cited evidence (evidence ablation).
+    from annotation_db.models import FaithfulnessRun, FaithfulnessScore, GenerationRun
+
+    with Session(engine) as session:
+        generation_run = session.query(GenerationRun).order_by(GenerationRun.id).first().id
+    ablated = runner.invoke(app, ["faithfulness", "run", "--run", str(generation_run),
+                                  "--scorer-run", "1", "--limit", "3", "--draws", "2",
+                                  "--engine", "transformers", "--db", str(db)])
+    assert ablated.exit_code == 0, ablated.output
+    refused = runner.invoke(app, ["faithfulness", "run", "--run", str(generation_run),
+                                  "--scorer-run", "3", "--db", str(db)])
+    assert refused.exit_code == 1 and "needs a finished SFT run" in refused.stderr
+    with Session(engine) as session:
+        run = session.query(FaithfulnessRun).one()
+        scores = session.query(FaithfulnessScore).all()
+        policy_budget = get_version(session, "t").manifest["policy"]["history_budget"]
+    assert run.scorer["kind"] == "training_run" and run.scorer["training_run"] == 1
+    assert run.scorer["target"] == "label" and len(run.scorer["adapter_sha256"]) == 64
+    assert run.settings["history_budget"] == policy_budget  # the run's own data policy
+    assert len(scores) == 3 and all(0 < s.p_full < 1 for s in scores)
+
 
 def test_adapter_ranks_round_up_to_a_rank_vllm_accepts():
     from generation.engine import vllm_lora_rank
