@@ -50,6 +50,7 @@ from annotation_db.revisions import newest_only
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 APPROVE_AT = 4.0
+DOUBT_TIE = 0.05  # escalation: judge doubts this close count as equal
 
 
 class SlotsBusy(RuntimeError):
@@ -140,8 +141,9 @@ def choose(candidates: list[int], *, submitted: dict[int, list[tuple[int, int]]]
            doubts: dict[int, float] | None = None, rng: random.Random) -> int | None:
     """The item whose next rating is most informative (see the module doc); None if none.
 
-    ``doubts`` (escalation): the judge's doubt per item; below k, the most doubted item
-    comes first (an item it has no doubt figure for counts as a coin flip, 0.5)."""
+    ``doubts`` (escalation): the judge's doubt per item; below k, the most doubted items
+    come first (within :data:`DOUBT_TIE` of the highest; an item with no doubt figure
+    counts as a coin flip, 0.5)."""
     priors = priors or {}
 
     def active(item: int) -> int:
@@ -149,7 +151,11 @@ def choose(candidates: list[int], *, submitted: dict[int, list[tuple[int, int]]]
 
     below_k = [i for i in candidates if active(i) < settings.k]
     if below_k and doubts is not None:
-        return max(below_k, key=lambda i: (doubts.get(i, 0.5), -active(i), rng.random()))
+        # items within DOUBT_TIE of the highest doubt count as equally doubted: the less
+        # rated first, then at random, so raters asking at once spread over them
+        top = max(doubts.get(i, 0.5) for i in below_k)
+        tier = [i for i in below_k if doubts.get(i, 0.5) >= top - DOUBT_TIE]
+        return min(tier, key=lambda i: (active(i), rng.random()))
     if below_k:
         least = min(active(i) for i in below_k)
         tied = [i for i in below_k if active(i) == least]

@@ -180,8 +180,11 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
             claim_counts = dict(session.execute(
                 select(Claim.rationale_id, func.count()).where(
                     Claim.rationale_id.in_(originals)).group_by(Claim.rationale_id)).all())
-        margin_of = (faithfulness.margins(session, originals, policy.faithfulness_run)
-                     if policy.min_comprehensiveness_margin is not None else {})
+        try:
+            margin_of = (faithfulness.margins(session, originals, policy.faithfulness_run)
+                         if policy.min_comprehensiveness_margin is not None else {})
+        except faithfulness.FaithfulnessError as exc:
+            raise ExportError(f"min_comprehensiveness_margin: {exc}") from None
         for rationale_id in sorted(originals):
             if policy.adjudication_overrides and rationale_id in adjudicated:
                 row = adjudicated[rationale_id]
@@ -197,7 +200,6 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
                                claim_counts.get(rationale_id, 0))
             if policy.min_comprehensiveness_margin is not None:
                 why = faithfulness.margin_reason(margin_of.get(rationale_id),
-                                                 rationale_id in margin_of,
                                                  policy.min_comprehensiveness_margin)
                 reasons += [why] if why else []
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
@@ -461,8 +463,11 @@ def _provenance(session: Session, policy: ApprovalPolicy) -> dict:
                      "prompt_sha256": prompt.content_hash, "sampling": run.sampling_params,
                      "seed": run.seed} for run, prompt in runs]}
     if policy.min_comprehensiveness_margin is not None:  # the scorer the margins came from
-        out["faithfulness"] = [faithfulness.identity(r) for r in faithfulness.runs_for(
-            session, {run.id for run, _ in runs}, policy.faithfulness_run)]
+        try:
+            out["faithfulness"] = [faithfulness.identity(r) for r in faithfulness.runs_for(
+                session, {run.id for run, _ in runs}, policy.faithfulness_run)]
+        except faithfulness.FaithfulnessError as exc:
+            raise ExportError(f"min_comprehensiveness_margin: {exc}") from None
     return out
 
 

@@ -11,6 +11,7 @@ Annotators never see these numbers: no annotation screen reads this module.
 """
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from annotation_db.models import FaithfulnessRun, FaithfulnessScore, RunStatus, utcnow
@@ -26,13 +27,20 @@ def open_run(session: Session, *, generation_run_id: int, scorer: dict,
     """The run with this identity, created (queued) when there is none yet."""
     digest = stable_hash({"generation_run": generation_run_id, "scorer": scorer,
                           "settings": settings})
-    run = session.execute(select(FaithfulnessRun).where(
-        FaithfulnessRun.content_hash == digest)).scalars().first()
+    def existing() -> FaithfulnessRun | None:
+        return session.execute(select(FaithfulnessRun).where(
+            FaithfulnessRun.content_hash == digest)).scalars().first()
+
+    run = existing()
     if run is None:
         run = FaithfulnessRun(generation_run_id=generation_run_id, content_hash=digest,
                               scorer=scorer, settings=settings)
         session.add(run)
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:  # the same run opened by another process at the same moment
+            session.rollback()
+            return existing()
         session.refresh(run)
     return run
 
@@ -65,13 +73,25 @@ def _prompts(row: dict) -> int:
 
 
 def finish(session: Session, run_id: int, *, complete: bool) -> FaithfulnessRun:
+    """``finished`` when every rationale is scored; else it stays ``running`` (a ``--limit``
+    run goes on next time)."""
     run = session.get(FaithfulnessRun, run_id)
-    run.status = RunStatus.finished if complete else RunStatus.failed
-    run.finished_at = utcnow()
+    run.status = RunStatus.finished if complete else RunStatus.running
+    run.finished_at = utcnow() if complete else None
     session.add(run)
     session.commit()
     session.refresh(run)
     return run
+
+
+def fail(session: Session, run_id: int) -> None:
+    """Mark a run that stopped on an error; its stored rows stay and a re-run goes on."""
+    session.rollback()
+    run = session.get(FaithfulnessRun, run_id)
+    if run is not None:
+        run.status = RunStatus.failed
+        session.add(run)
+        session.commit()
 
 
 def get_run(session: Session, run_id: int | None = None, *,
@@ -102,10 +122,8 @@ def scores(session: Session, run_id: int) -> list[FaithfulnessScore]:
 
 def margin(score: FaithfulnessScore) -> float | None:
     """Comprehensiveness minus the random baseline: how much more the cited evidence moves
-    the prediction than as many uncited items do (None: nothing cited is shown)."""
-    if score.comprehensiveness is None or score.baseline is None:
-        return None
-    return score.comprehensiveness - score.baseline
+    the prediction than as many uncited items do (None: see :func:`margin_state`)."""
+    return margin_state(score)[0]
 
 
 def runs_for(session: Session, generation_run_ids: set[int], run_id: int | None = None
@@ -122,35 +140,52 @@ def runs_for(session: Session, generation_run_ids: set[int], run_id: int | None 
     return runs
 
 
-def margins(session: Session, rationale_ids: set[int], run_id: int | None = None
-            ) -> dict[int, float | None]:
-    """Each rationale's margin from faithfulness run ``run_id`` (None: for each rationale,
-    the newest finished run of its generation run).
+def margin_state(score: FaithfulnessScore) -> tuple[float | None, str | None]:
+    """(margin, None), or (None, why there is no margin)."""
+    if score.comprehensiveness is None:
+        return None, "cites no evidence the history shows"
+    if score.baseline is None:
+        return None, "no random baseline (the history shows fewer uncited items than it cites)"
+    return score.comprehensiveness - score.baseline, None
 
-    A rationale with no score is absent from the map; one whose cited evidence the history
-    does not show maps to None."""
+
+def margins(session: Session, rationale_ids: set[int], run_id: int | None = None
+            ) -> dict[int, tuple[float | None, str | None]]:
+    """Each rationale's :func:`margin_state` from faithfulness run ``run_id`` (None: for
+    each rationale, the newest finished run of its generation run); a rationale with no
+    score is absent."""
     from annotation_db.models import Rationale
 
     if not rationale_ids:
         return {}
-    generation_runs = set(session.execute(select(Rationale.run_id).where(
-        Rationale.id.in_(rationale_ids))).scalars())
-    found: dict[int, float | None] = {}
+    ids = sorted(rationale_ids)
+    chunks = [ids[i:i + 900] for i in range(0, len(ids), 900)]  # bound-parameter limit
+    generation_runs = {g for chunk in chunks for g in session.execute(
+        select(Rationale.run_id).where(Rationale.id.in_(chunk))).scalars()}
+    if run_id is not None:
+        run = get_run(session, run_id)
+        if run.generation_run_id not in generation_runs:
+            raise FaithfulnessError(
+                f"faithfulness run {run_id} ablated generation run {run.generation_run_id}, "
+                f"not one of the rated runs ({', '.join(map(str, sorted(generation_runs)))})")
+    found: dict[int, tuple[float | None, str | None]] = {}
     for run in runs_for(session, generation_runs, run_id):
-        for row in session.execute(select(FaithfulnessScore).where(
-                FaithfulnessScore.faithfulness_run_id == run.id,
-                FaithfulnessScore.rationale_id.in_(rationale_ids))).scalars():
-            found[row.rationale_id] = margin(row)
+        for chunk in chunks:
+            for row in session.execute(select(FaithfulnessScore).where(
+                    FaithfulnessScore.faithfulness_run_id == run.id,
+                    FaithfulnessScore.rationale_id.in_(chunk))).scalars():
+                found[row.rationale_id] = margin_state(row)
     return found
 
 
-def margin_reason(value: float | None, scored: bool, minimum: float) -> str | None:
-    """Why the policy's ``min_comprehensiveness_margin`` rejects a rationale (None: it
-    does not)."""
-    if not scored:
+def margin_reason(state: tuple[float | None, str | None] | None, minimum: float) -> str | None:
+    """Why the policy's ``min_comprehensiveness_margin`` rejects a rationale whose
+    :func:`margin_state` is ``state`` (None: not scored); None when it does not."""
+    if state is None:
         return "no faithfulness score"
+    value, why = state
     if value is None:
-        return "cites no evidence the history shows"
+        return why
     return f"comprehensiveness margin below {minimum:g}" if value < minimum else None
 
 

@@ -13,8 +13,10 @@
   faithfulness score judges the text against the record; comprehensiveness measures what a
   model's prediction rests on. A weak correlation is a finding about the two views, not
   proof that either is wrong.
-- **Per claim**: the same for every claim that cites shown items, and the mean
-  comprehensiveness of claims by the clinicians' majority verdict and by the judge's.
+- **Per claim**: the distributions and the share beating the baseline for every claim that
+  cites shown items (its CI resamples rationales, whose claims are not independent), and
+  the mean comprehensiveness of claims by the clinicians' majority verdict and by the
+  judge's (claims get verdicts, not scores, so there is no per-claim correlation).
 
 The numbers belong to the scorer that read the histories (named at the top): a base model
 and a trained adapter can rest their predictions on different evidence.
@@ -73,8 +75,30 @@ def spearman(x: list[float], y: list[float], *, replicates: int = 1000, seed: in
         if np.ptp(a[index]) == 0 or np.ptp(b[index]) == 0:
             continue
         draws.append(spearmanr(a[index], b[index]).statistic)
+    if len(draws) < replicates / 2:
+        return {"n": int(a.size), "computable": True, "rho": rho, "ci95": None,
+                "reason": "most resamples had a constant variable: no bootstrap CI"}
     low, high = np.percentile(draws, [2.5, 97.5])
     return {"n": int(a.size), "computable": True, "rho": rho, "ci95": [float(low), float(high)]}
+
+
+def clustered_share(groups: list[list[float]], threshold: float, *, replicates: int = 1000,
+                    seed: int = 0) -> dict:
+    """The share of all values above ``threshold`` with a 95% CI that resamples the groups
+    (a rationale's claims are not independent of each other)."""
+    groups = [g for g in groups if g]
+    values = [v for g in groups for v in g]
+    if not values:
+        return {"n": 0, "threshold": threshold}
+    above = np.array([sum(v > threshold for v in g) for g in groups], dtype=float)
+    sizes = np.array([len(g) for g in groups], dtype=float)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(groups), (replicates, len(groups)))
+    shares = above[index].sum(axis=1) / sizes[index].sum(axis=1)
+    low, high = np.percentile(shares, [2.5, 97.5])
+    return {"n": len(values), "groups": len(groups), "threshold": threshold,
+            "above": int(above.sum()), "share": float(above.sum() / sizes.sum()),
+            "ci95": [float(low), float(high)], "ci_method": "bootstrap over rationales"}
 
 
 def _clinician_faithfulness(session: Session, campaign: Campaign, include_simulated: bool
@@ -107,10 +131,12 @@ def _judge_faithfulness(row: JudgeRating) -> float:
 
 
 def _claims(rows: list[FaithfulnessScore], verdicts: dict[tuple[int, int], list[str]],
-            judged: dict[int, JudgeRating], threshold: float) -> dict:
+            judged: dict[int, JudgeRating], threshold: float, replicates: int,
+            seed: int) -> dict:
     claims = [(row.rationale_id, c) for row in rows for c in row.claims]
-    margins = [c["comprehensiveness"] - c["baseline"] for _, c in claims
-               if c.get("baseline") is not None]
+    grouped = [[c["comprehensiveness"] - c["baseline"] for c in row.claims
+                if c.get("baseline") is not None] for row in rows]
+    margins = [m for group in grouped for m in group]
     by_panel: dict[str, list[float]] = defaultdict(list)
     by_judge: dict[str, list[float]] = defaultdict(list)
     for rationale_id, c in claims:
@@ -125,7 +151,9 @@ def _claims(rows: list[FaithfulnessScore], verdicts: dict[tuple[int, int], list[
             by_judge[verdict].append(c["comprehensiveness"])
     return {"claims": len(claims),
             "comprehensiveness": describe([c["comprehensiveness"] for _, c in claims]),
-            "margin": describe(margins), "beats_baseline": share_above(margins, threshold),
+            "margin": describe(margins),
+            "beats_baseline": clustered_share(grouped, threshold, replicates=replicates,
+                                              seed=seed),
             "by_clinician_verdict": {v: describe(x) for v, x in sorted(by_panel.items())},
             "by_judge_verdict": {v: describe(x) for v, x in sorted(by_judge.items())}}
 
@@ -142,6 +170,7 @@ def report(session: Session, *, run_id: int | None = None, campaign: str | None 
     out = {"run": store.identity(run), "status": run.status, "stats": run.stats,
            "rationales": len(rows), "with_cited_evidence_shown": len(measured),
            "cited_ids_not_shown": sum(r.cited_missing for r in rows),
+           "without_baseline": sum(r.baseline is None for r in measured),
            "comprehensiveness": describe([r.comprehensiveness for r in measured]),
            "sufficiency": describe([r.sufficiency for r in measured]),
            "baseline": describe([r.baseline for r in measured]),
@@ -173,7 +202,7 @@ def report(session: Session, *, run_id: int | None = None, campaign: str | None 
             "vs_judge_faithfulness": spearman(*zip(*judge_pairs, strict=True),
                                               replicates=replicates, seed=seed) if judge_pairs else
             {"n": 0, "computable": False, "reason": "no judge run on this campaign"}}
-    out["per_claim"] = _claims(measured, verdicts, judged, margin)
+    out["per_claim"] = _claims(measured, verdicts, judged, margin, replicates, seed)
     return out
 
 
@@ -199,6 +228,8 @@ def _share(s: dict) -> str:
 def _rho(r: dict) -> str:
     if not r.get("computable"):
         return f"not computable ({r.get('reason')}; n = {r.get('n', 0)})"
+    if r.get("ci95") is None:
+        return f"ρ = {r['rho']:.3f} (n = {r['n']}; {r['reason']})"
     return f"ρ = {r['rho']:.3f} (95% CI {r['ci95'][0]:.3f} to {r['ci95'][1]:.3f}; n = {r['n']})"
 
 
@@ -214,7 +245,9 @@ def to_markdown(rep: dict) -> str:
              f"- history budget {settings.get('history_budget')} tokens; {settings.get('draws')}"
              f" random draws per rationale; seed {settings.get('seed')}; status {rep['status']}",
              f"- {rep['rationales']} rationales scored, {rep['with_cited_evidence_shown']} cite "
-             f"evidence the history shows ({rep['cited_ids_not_shown']} cited ids not shown)",
+             f"evidence the history shows ({rep['cited_ids_not_shown']} cited ids not shown; "
+             f"{rep['without_baseline']} without a random baseline, the history showing fewer "
+             "uncited items than they cite)",
              "", "## What the cited evidence does to the prediction", "",
              "Drops in the probability of the rationale's own conclusion (ERASER):", "",
              "| quantity | n | mean | SD | 5% | median | 95% |", "|---|---|---|---|---|---|---|",

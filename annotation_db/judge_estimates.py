@@ -22,11 +22,11 @@ from sqlmodel import Session
 from annotation_db import ppi
 from annotation_db.adaptive import is_adaptive
 from annotation_db.adjudication import latest_ratings
-from annotation_db.campaigns import get_campaign
+from annotation_db.campaigns import CampaignError, get_campaign
 from annotation_db.claim_review import campaign_verdicts
 from annotation_db.escalation import APPROVE_AT, p_approve, trust
 from annotation_db.judges import judge_run as find_judge_run
-from annotation_db.models import CampaignItem, JudgeRating, Rationale
+from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Rationale
 
 QUANTITIES = ("mean_accuracy", "mean_faithfulness", "share_approved",
               "share_claims_not_in_record")
@@ -58,6 +58,19 @@ def _panel_values(ratings: list[dict], claim_rows: list[dict]) -> dict[str, floa
             "share_claims_not_in_record": claims}
 
 
+def _judge_run(session: Session, campaign, run_id: int | None) -> JudgeRun:
+    """Run ``run_id`` (of any campaign: judge scores are kept per rationale), else the one the
+    campaign was created with (escalation and adaptive campaigns name an earlier campaign's
+    judge), else the campaign's newest."""
+    chosen = run_id if run_id is not None else (campaign.settings or {}).get("judge_run")
+    if chosen is None:
+        return find_judge_run(session, campaign.name)
+    run = session.get(JudgeRun, chosen)
+    if run is None:
+        raise CampaignError(f"no judge run {chosen}; `rationale-audit judge run` makes one")
+    return run
+
+
 def estimates(session: Session, campaign_name: str, *, run_id: int | None = None,
               include_simulated: bool = False, target_width: float | None = None,
               target_agreement: float = 0.9, delta: float = 0.05, alpha: float = ppi.ALPHA,
@@ -65,7 +78,7 @@ def estimates(session: Session, campaign_name: str, *, run_id: int | None = None
     """Every quantity's clinician-only and prediction-powered estimate, the plan for
     ``target_width`` when given, and the trust-or-escalate check."""
     campaign = get_campaign(session, campaign_name)
-    run = find_judge_run(session, campaign_name, run_id)
+    run = _judge_run(session, campaign, run_id)
     items = set(session.execute(select(CampaignItem.rationale_id).join(
         Rationale, Rationale.id == CampaignItem.rationale_id).where(
         CampaignItem.campaign_id == campaign.id, CampaignItem.is_gold.is_(False),
@@ -106,11 +119,20 @@ def estimates(session: Session, campaign_name: str, *, run_id: int | None = None
             section["plan"] = ppi.ratings_for_width(y, f, len(rated) + len(unrated),
                                                     target_width, alpha)
         out["quantities"][quantity] = section
-    confident = [(i, p_approve(row)) for i, row in judged.items() if i in panel]
-    confident = [(i, p) for i, p in confident if p is not None]
+    with_p = {i: p for i, p in ((i, p_approve(row)) for i, row in judged.items())
+              if p is not None}
+    confident = [(i, p) for i, p in with_p.items() if i in panel]
     out["trust"] = trust([max(p, 1 - p) for _, p in confident], [p >= 0.5 for _, p in confident],
                          [bool(panel[i]["share_approved"]) for i, _ in confident],
                          target=target_agreement, delta=delta, seed=seed)
+    threshold = out["trust"].get("threshold")
+    if threshold is not None:  # over every item the judge scored, rated or not
+        out["trust"]["trusted_share_all_judged"] = (
+            sum(max(p, 1 - p) >= threshold for p in with_p.values()) / len(judged))
+    if not random_subset and out["trust"].get("computable"):
+        out["trust"]["validity"] = ("certified on items chosen by the assignment, not at "
+                                    "random: the certificate holds for items like those, not "
+                                    "for the whole campaign")
     return out
 
 
@@ -162,4 +184,9 @@ def to_markdown(rep: dict) -> str:
                   f"- held out ({t['held_out_items']} items): the judge is trusted on "
                   f"{t['trusted_share']:.0%} and agrees with the panel on {agreement} of them "
                   f"(on all held-out items: {t['agreement_all_held_out']:.1%})"]
+        if "trusted_share_all_judged" in t:
+            lines.append(f"- of all {rep['judged']} judged rationales, rated or not, "
+                         f"{t['trusted_share_all_judged']:.0%} are at or above the threshold")
+        if "validity" in t:
+            lines.append(f"- **{t['validity']}**")
     return "\n".join(lines) + "\n"

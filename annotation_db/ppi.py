@@ -67,6 +67,8 @@ def prediction_powered(y: np.ndarray, f: np.ndarray, f_unlabeled: np.ndarray,
     ``f_unlabeled`` on the items no clinician rated:
     θ̂ = λ·mean(f_unlabeled) + mean(y − λ·f), se² = λ²·Var(f_unlabeled)/N + Var(y − λ·f)/n."""
     y, f, fu = (np.asarray(a, dtype=float) for a in (y, f, f_unlabeled))
+    if fu.size < 2:
+        raise ValueError("prediction-powered inference needs at least 2 unrated items")
     lam = best_lambda(y, f, fu) if lam is None else lam
     rectifier = y - lam * f
     estimate = float(lam * fu.mean() + rectifier.mean())
@@ -82,13 +84,16 @@ def compare(y, f, f_unlabeled, alpha: float = ALPHA) -> dict:
         return {"computable": False, "reason": "fewer than 2 rated items"}
     base = classical(y, alpha)
     out = {"computable": True, "clinicians_only": base}
-    if len(f_unlabeled) == 0:
+    if len(f_unlabeled) < 2:  # one unrated item has no variance to estimate
         out["prediction_powered"] = None
-        out["note"] = "every judged item is rated: the clinician-only estimate is the answer"
+        out["note"] = ("every judged item is rated: the clinician-only estimate is the answer"
+                       if len(f_unlabeled) == 0 else "only one judged item is unrated: the "
+                       "clinician-only estimate is the answer")
         return out
     ppi = prediction_powered(y, f, f_unlabeled, alpha)
     width = lambda r: r["ci"][1] - r["ci"][0]  # noqa: E731
     out["prediction_powered"] = ppi
+    # None when the clinicians' values do not vary (the normal interval has no width)
     out["width_ratio"] = width(ppi) / width(base) if width(base) > 0 else None
     out["judge_vs_clinicians_r"] = (float(np.corrcoef(y, f)[0, 1])
                                     if np.std(y) > 0 and np.std(f) > 0 else None)

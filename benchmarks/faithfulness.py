@@ -94,7 +94,8 @@ def main() -> None:
         print(f"prefix cache {'on ' if r['prefix_caching'] else 'off'}: {r['rationales']} "
               f"rationales, {r['distinct_prompts']} distinct prompts of {r['prompts']}, "
               f"{r['scoring_seconds']:.1f} s → {r['rationales_per_second']:.2f} rationales/s, "
-              f"{r['prompts_per_second']:.1f} prompts/s (engine start {r['startup_seconds']:.1f} s)")
+              f"{r['prompts_per_second']:.1f} prompts/s "
+              f"(engine start {r['startup_seconds']:.1f} s)")
     speedup = on["rationales_per_second"] / off["rationales_per_second"]
     best = max(on["rationales_per_second"], off["rationales_per_second"])
     print(f"cache on / off: {speedup:.2f}× · largest P(yes) difference {diff:.2e}")

@@ -10,8 +10,10 @@ budgeted as exports budget it) in these variants of the history:
 - **full**: the budgeted history as a student sees it;
 - **without cited**: the cited items that history shows, removed;
 - **only cited**: the cited items alone, under the undated header line (sex, index date);
-- **random**: as many *uncited* shown items removed, ``draws`` times, each draw seeded by
-  the run's seed and the rationale, so a re-run or a partial run draws the same items.
+- **random**: as many *uncited* shown items removed (items no claim of the rationale
+  cites), ``draws`` times, each draw seeded by the run's seed and the rationale, so a
+  re-run or a partial run draws the same items. When the history shows fewer uncited items
+  than the rationale cites there is no baseline (and no margin) for it.
 
 The probability read is the one of the rationale's conclusion (P(yes) when it says yes,
 P(no) when it says no; the scorer's own full-history answer when it states none), and in
@@ -25,15 +27,17 @@ its direction (DeYoung et al. 2020, ERASER):
   which says whether the cited items matter more than any items would.
 
 The same comprehensiveness, baseline and margin are measured per claim for every claim
-that cites shown items. Variants are subsets of the budgeted history, so every variant fits
-the same history budget (a variant is rendered again under that budget, which it always
-meets). Identical prompts are scored once, and the prefix cache (on by default in every
-engine the project starts) reuses the system turn and the history up to the first removed
-line across a rationale's variants.
+that cites shown items. Every variant is the budgeted history with whole item lines taken
+out, so it fits the same budget and keeps the full history's "(N older items omitted)"
+line (the only-cited variant keeps the header and the cited lines alone). Identical
+prompts are scored once, and the prefix cache (on by default in every engine the project
+starts) reuses the system turn and the history up to the first removed line across a
+rationale's variants.
 """
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.provenance import CommandConfig
 from annotation_db.render import render_compact, tokenizer_counter
 from annotation_db.student_task import ANSWER_PREFIX, prompt_messages
+from generation.models import history_counter
 from training.data import prompt_text
 
 DEFAULT_BUDGET = 1500  # the approval policy's default history_budget
@@ -74,6 +79,9 @@ class FaithfulnessConfig(CommandConfig):
     history_budget: int | None = Field(
         None, ge=40, description="tokens of history in each prompt (default: the scorer run's "
         f"dataset policy, else {DEFAULT_BUDGET}, the export policy's default)")
+    history_tokenizer: str | None = Field(
+        None, description="model spec whose tokenizer counts the history budget, as exports "
+        "count it (default: the scorer run's dataset policy, else the export policy's default)")
     draws: int = Field(5, ge=1, le=50, description="random draws of as many uncited items "
                                                    "removed: the baseline")
     per_claim: bool = Field(True, description="also ablate each claim's own cited items")
@@ -106,14 +114,34 @@ class Ablation:
     claims: list[dict] = field(default_factory=list)  # position, cited (shown)
 
 
-def _sub_history(record: dict, keep: set[str], budget: int, count) -> str:
-    sub = {**record, "items": [item for item in record["items"] if item["id"] in keep]}
-    return render_compact(sub, budget, count).text
+_OMITTED = re.compile(r"^\(\d+ older items omitted\)$")
+
+
+def _lines_kept(full_text: str, keep: Callable[[str], bool], *, omitted_line: bool) -> str:
+    """The budgeted history with whole item lines taken out: line 0 (the header) stays, an
+    item line stays when ``keep(its evidence id)``, and the "(N older items omitted)" line
+    stays when ``omitted_line``. Removing whole lines never makes the text longer, so every
+    variant fits the budget the full history fits."""
+    lines = full_text.split("\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        if _OMITTED.match(line):
+            if omitted_line:
+                out.append(line)
+        elif keep(line.split(" ", 1)[0]):
+            out.append(line)
+    return "\n".join(out)
+
+
+def _without(full_text: str, removed: set[str]) -> str:
+    return _lines_kept(full_text, lambda i: i not in removed, omitted_line=True)
 
 
 def _draws(pool: list[str], size: int, draws: int, rng: random.Random) -> list[list[str]]:
-    size = min(size, len(pool))
-    return [rng.sample(pool, size) for _ in range(draws)] if size else []
+    """``draws`` random sets of ``size`` items from ``pool``; none when the pool holds fewer
+    than ``size`` (a baseline that removed fewer items than the rationale cites would be
+    easier to beat, so there is no baseline then)."""
+    return [rng.sample(pool, size) for _ in range(draws)] if 0 < size <= len(pool) else []
 
 
 def ablate(record: dict, rationale_id: int, cited_ids: list[str], claims: list[tuple[int, list]],
@@ -129,12 +157,12 @@ def ablate(record: dict, rationale_id: int, cited_ids: list[str], claims: list[t
     if not cited:
         return out
     rng = random.Random(f"ablation-{seed}-{rationale_id}")
-    uncited = [i for i in shown if i not in set(cited)]
-    out.histories["without"] = _sub_history(record, shown_set - set(cited), budget, count)
-    out.histories["only"] = _sub_history(record, set(cited), budget, count)
+    cited_set = set(cited)
+    uncited = [i for i in shown if i not in cited_set]  # cited by no claim of the rationale
+    out.histories["without"] = _without(full.text, cited_set)
+    out.histories["only"] = _lines_kept(full.text, cited_set.__contains__, omitted_line=False)
     for j, removed in enumerate(_draws(uncited, len(cited), draws, rng)):
-        out.histories[f"random:{j}"] = _sub_history(record, shown_set - set(removed), budget,
-                                                    count)
+        out.histories[f"random:{j}"] = _without(full.text, set(removed))
     if not per_claim:
         return out
     for position, claim_ids in claims:
@@ -142,13 +170,16 @@ def ablate(record: dict, rationale_id: int, cited_ids: list[str], claims: list[t
         if not own:
             continue
         out.claims.append({"position": position, "cited": own})
-        out.histories[f"claim:{position}"] = _sub_history(record, shown_set - set(own),
-                                                          budget, count)
-        others = [i for i in shown if i not in set(own)]
-        for j, removed in enumerate(_draws(others, len(own), draws, rng)):
-            out.histories[f"claim:{position}:random:{j}"] = _sub_history(
-                record, shown_set - set(removed), budget, count)
+        out.histories[f"claim:{position}"] = _without(full.text, set(own))
+        for j, removed in enumerate(_draws(uncited, len(own), draws, rng)):
+            out.histories[f"claim:{position}:random:{j}"] = _without(full.text, set(removed))
     return out
+
+
+def _draw_keys(p_yes: dict[str, float], prefix: str) -> list[float]:
+    """The draws' P(yes) under ``prefix`` (``random:`` or ``claim:K:random:``), in draw order."""
+    keys = [k for k in p_yes if k.startswith(prefix) and k[len(prefix):].isdigit()]
+    return [p_yes[k] for k in sorted(keys, key=lambda k: int(k[len(prefix):]))]
 
 
 def quantities(ablation: Ablation, p_yes: dict[str, float]) -> dict:
@@ -161,7 +192,7 @@ def quantities(ablation: Ablation, p_yes: dict[str, float]) -> dict:
         return p if direction == 1 else 1.0 - p
 
     full = towards(p_yes["full"])
-    randoms = [p_yes[k] for k in sorted(p_yes) if k.startswith("random:")]
+    randoms = _draw_keys(p_yes, "random:")
     row = {"rationale_id": ablation.rationale_id, "direction": direction,
            "shown_items": len(ablation.shown), "cited_shown": len(ablation.cited),
            "cited_missing": len(ablation.missing), "p_full": p_yes["full"],
@@ -175,7 +206,7 @@ def quantities(ablation: Ablation, p_yes: dict[str, float]) -> dict:
             row["baseline"] = float(np.mean([full - towards(p) for p in randoms]))
     for claim in ablation.claims:
         key = f"claim:{claim['position']}"
-        claim_randoms = [p_yes[k] for k in sorted(p_yes) if k.startswith(f"{key}:random:")]
+        claim_randoms = _draw_keys(p_yes, f"{key}:random:")
         comp = full - towards(p_yes[key])
         base = (float(np.mean([full - towards(p) for p in claim_randoms]))
                 if claim_randoms else None)
@@ -213,25 +244,49 @@ class AblationSummary:
     scorer: dict = field(default_factory=dict)
 
 
-def adapter_sha256(folder: Path) -> str:
-    """SHA-256 over an adapter folder's files (names and bytes, in name order)."""
+def files_sha256(folder: Path, pattern: str = "*") -> str:
+    """SHA-256 over a folder's files matching ``pattern`` (names and bytes, in name order)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
-def resolve_scorer(engine: Engine, cfg: FaithfulnessConfig) -> tuple[object, str | None, dict,
-                                                                     int]:
-    """(model, adapter folder or None, the scorer's identity, history budget)."""
+def model_identity(model) -> dict:
+    """A model spec and the checksum of its weights: the one the project recorded when it
+    prepared them, else the SHA-256 of the folder's safetensors (None for a hub id that
+    only the library resolves)."""
+    checksum = model.checksum
+    if checksum is None and Path(model.path).is_dir():
+        checksum = files_sha256(Path(model.path), "*.safetensors")
+    return {"kind": "model", "model": model.spec, "source": model.source, "checksum": checksum}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What reads the histories: the model, an adapter, who it is, and the budget rule."""
+
+    model: object
+    adapter: str | None
+    identity: dict
+    budget: int
+    tokenizer: str  # the model spec whose tokenizer counts the budget, as exports count it
+
+
+def resolve_scorer(engine: Engine, cfg: FaithfulnessConfig) -> Reader:
+    """The reader ``cfg`` names: a model spec, or a finished SFT run's adapter (its base
+    model, and its dataset's history budget and budget tokenizer unless given)."""
+    from annotation_db.export import ApprovalPolicy
     from generation.models import DEFAULT_MODEL, resolve_model
 
+    defaults = ApprovalPolicy.model_fields
     if cfg.scorer_run is None:
         model = resolve_model(cfg.scorer or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
-        identity = {"kind": "model", "model": model.spec, "source": model.source,
-                    "checksum": model.checksum}
-        return model, None, identity, cfg.history_budget or DEFAULT_BUDGET
+        return Reader(model, None, model_identity(model), cfg.history_budget or DEFAULT_BUDGET,
+                      cfg.history_tokenizer or defaults["history_tokenizer"].default)
     if cfg.scorer is not None:
         raise store.FaithfulnessError("give --scorer or --scorer-run, not both (a run's "
                                       "adapter brings its own base model)")
@@ -248,30 +303,38 @@ def resolve_scorer(engine: Engine, cfg: FaithfulnessConfig) -> tuple[object, str
             raise store.FaithfulnessError(f"run {run.id} has no adapter in {run.run_dir}; "
                                           "retrain it to score with it")
         version = session.get(DatasetVersion, run.dataset_version_id)
-        budget = cfg.history_budget or ((version.manifest or {}).get("policy", {}).get(
-            "history_budget") if version else None) or DEFAULT_BUDGET
+        policy = (version.manifest or {}).get("policy", {}) if version else {}
         identity = {"kind": "training_run", "training_run": run.id, "target": run.target,
                     "base_model": run.base_model, "config_hash": run.config_hash,
-                    "adapter_sha256": adapter_sha256(adapter)}
+                    "adapter_sha256": files_sha256(adapter)}
         model = resolve_model(run.base_model, cache_dir=cfg.cache_dir or
                               run.config.get("cache_dir"))
-    return model, str(adapter), identity, budget
+    return Reader(model, str(adapter), identity,
+                  cfg.history_budget or policy.get("history_budget") or DEFAULT_BUDGET,
+                  cfg.history_tokenizer or policy.get("history_tokenizer")
+                  or defaults["history_tokenizer"].default)
 
 
 def pending_rationales(session: Session, run_id: int, done: set[int]) -> list[Rationale]:
-    """The generation run's valid rationales the faithfulness run has not scored."""
+    """The generation run's valid original rationales the faithfulness run has not scored
+    (gold copies, flawed on purpose, and clinicians' corrections are not the run's output)."""
     return [r for r in session.execute(select(Rationale).where(
-        Rationale.run_id == run_id, Rationale.status == "ok").order_by(Rationale.id)).scalars()
-            if r.id not in done]
+        Rationale.run_id == run_id, Rationale.status == "ok", Rationale.variant == "original",
+        Rationale.is_gold.is_(False)).order_by(Rationale.id)).scalars() if r.id not in done]
 
 
 def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
+                 scorer_identity: dict | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> AblationSummary:
     """Ablate every rationale of ``cfg.run`` not yet scored and store the rows.
 
-    ``scorer`` (a :class:`training.scoring.Scorer`) replaces the one the config names;
-    then its identity is the model spec given (or the default) and the budget the config's.
+    ``scorer`` (a :class:`training.scoring.Scorer`) replaces the one the config names; it
+    then needs its ``scorer_identity``, and the budget is counted with its own tokenizer
+    unless ``cfg.history_tokenizer`` names one. The run stays ``running`` while rationales
+    are missing (``--limit``), ends ``finished`` when none are, and ``failed`` on an error.
     """
+    from annotation_db.render import HistoryBudgetError
+
     with Session(engine) as session:
         if session.get(GenerationRun, cfg.run) is None:
             raise store.FaithfulnessError(f"no generation run {cfg.run}; `rationale-audit "
@@ -280,18 +343,27 @@ def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
     if scorer is None:
         from training.evaluate import ScorerPool
 
-        model, adapter, identity, budget = resolve_scorer(engine, cfg)
+        reader = resolve_scorer(engine, cfg)
+        identity, budget = reader.identity, reader.budget
+        count = history_counter(reader.tokenizer, cache_dir=cfg.cache_dir)
+        counted_by = reader.tokenizer
         pool = ScorerPool(cfg.engine, prefix_caching=cfg.prefix_caching)
-        scorer = pool.scorer(model, adapter)
+        scorer = pool.scorer(reader.model, reader.adapter)
     else:
-        identity = {"kind": "model", "model": cfg.scorer or "custom scorer"}
-        budget = cfg.history_budget or DEFAULT_BUDGET
-    settings = {**cfg.identity_data(), "history_budget": budget}
-    count = tokenizer_counter(scorer.tokenizer)
+        if scorer_identity is None:
+            raise ValueError("a scorer passed in needs its scorer_identity")
+        identity, budget = scorer_identity, cfg.history_budget or DEFAULT_BUDGET
+        counted_by = cfg.history_tokenizer or "the scorer's own"
+        count = (tokenizer_counter(scorer.tokenizer) if cfg.history_tokenizer is None else
+                 history_counter(cfg.history_tokenizer, cache_dir=cfg.cache_dir))
+    settings = {**cfg.identity_data(), "history_budget": budget,
+                "history_tokenizer": counted_by}
+    run_id = None
     try:
         with Session(engine) as session:
             run = store.open_run(session, generation_run_id=cfg.run, scorer=identity,
                                  settings=settings)
+            run_id = run.id
             done = store.scored_ids(session, run.id)
             todo = pending_rationales(session, cfg.run, done)
             if cfg.limit is not None:
@@ -300,7 +372,10 @@ def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
             total = len(todo)
             for start in range(0, total, cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
-                ablations = [_ablation(session, r, budget, count, cfg) for r in batch]
+                try:
+                    ablations = [_ablation(session, r, budget, count, cfg) for r in batch]
+                except HistoryBudgetError as exc:
+                    raise store.FaithfulnessError(str(exc)) from None
                 started = time.perf_counter()
                 rows = score_ablations(scorer, ablations)
                 seconds = time.perf_counter() - started
@@ -315,6 +390,11 @@ def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
             remaining = len(pending_rationales(session, cfg.run, store.scored_ids(session,
                                                                                   run.id)))
             store.finish(session, run.id, complete=remaining == 0)
+    except BaseException:
+        if run_id is not None:
+            with Session(engine) as session:
+                store.fail(session, run_id)
+        raise
     finally:
         if pool is not None:
             pool.close()

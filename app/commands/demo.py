@@ -4,8 +4,8 @@ Stages so far: prepare the bundled model → create/migrate the SQLite database 
 seed a small synthetic cohort (kept on re-runs) → write grounded rationales for some of
 its patients with vLLM (resumed on re-runs) → demo accounts and a campaign over those
 rationales, plus a campaign rated by simulated raters with its agreement report → the
-evidence ablation of the template teacher's rationales → a verified export → a tiny LoRA SFT run and its test evaluation → serve the annotation app
-(unless --no-serve).
+evidence ablation of the template teacher's rationales → a verified export → a tiny
+LoRA SFT run and its test evaluation → serve the annotation app (unless --no-serve).
 """
 
 import json

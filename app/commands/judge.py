@@ -107,7 +107,9 @@ def report(
 @user_errors
 def estimate(
     campaign: str = typer.Option(..., help="Campaign name."),
-    run_id: int | None = typer.Option(None, "--run", help="Judge run id (default: the newest)."),
+    run_id: int | None = typer.Option(
+        None, "--run", help="Judge run id (default: the one an escalation or adaptive campaign "
+        "was created with, else the campaign's newest)."),
     target_ci_width: float | None = typer.Option(
         None, min=0.0001, help="Also plan: rated items each quantity needs for a CI this wide, "
         "with the judge and without."),
@@ -144,9 +146,10 @@ def estimate(
     out.write_text(text, encoding="utf-8")
     for name, q in result["quantities"].items():
         if q.get("computable") and q.get("prediction_powered"):
+            ratio = q.get("width_ratio")
             console.print(f"{name}: clinicians {q['clinicians_only']['estimate']:.3f}, with the "
                           f"judge {q['prediction_powered']['estimate']:.3f} (CI width ratio "
-                          f"{q['width_ratio']:.2f})", highlight=False)
+                          f"{'—' if ratio is None else f'{ratio:.2f}'})", highlight=False)
     if not result["random_subset"]:
         console.print(result["validity"], highlight=False)
     console.print(f"Report: {out}", highlight=False)

@@ -1,9 +1,9 @@
 """The Admin screen: a campaign's progress, agreement and gold accuracy (its figures and
 tables follow the campaign chosen at the top, and its HTML agreement report downloads
 from here), the faithfulness measured by evidence ablation and the campaign's estimates
-with its judge (never shown to annotators), publishing a verified dataset version (the same code as `rationale-audit
-export create`), and accounts (the same code as `rationale-audit users`, audited with the
-admin as actor)."""
+with its judge (never shown to annotators), publishing a verified dataset version (the
+same code as `rationale-audit export create`), and accounts (the same code as
+`rationale-audit users`, audited with the admin as actor)."""
 
 import re
 import tempfile

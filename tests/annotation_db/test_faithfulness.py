@@ -12,7 +12,7 @@ from annotation_db import export, faithfulness, users
 from annotation_db.faithfulness_report import report, to_html, to_json, to_markdown
 from annotation_db.judge_estimates import estimates
 from annotation_db.judge_estimates import to_markdown as estimates_markdown
-from annotation_db.models import Assignment, JudgeRating, JudgeRun, Rationale
+from annotation_db.models import Assignment, GenerationRun, JudgeRating, JudgeRun, Rationale
 from generation.models import history_counter
 from tests.helpers import PASSWORD, seed_rationales
 
@@ -141,3 +141,45 @@ def test_campaign_estimates_with_the_judge_on_a_random_half(audited):
     assert not rep["trust"]["computable"]  # 12 items: too few to certify anything
     text = estimates_markdown(rep)
     assert "| mean_accuracy |" in text and "PPI++" in text
+
+
+def test_a_named_faithfulness_run_of_another_generation_run_is_one_clear_error(audited):
+    engine, ids = audited
+    with Session(engine) as s:
+        first = s.get(GenerationRun, s.get(Rationale, ids[0]).run_id)
+        other = GenerationRun(content_hash="o" * 64, cohort_id=first.cohort_id,
+                              prompt_template_id=first.prompt_template_id, model="m2",
+                              backend="vllm", selection={}, sampling_params={}, seed=1)
+        s.add(other)
+        s.commit()
+        other_run = other.id
+        wrong = faithfulness.open_run(s, generation_run_id=other_run, scorer={"kind": "model"},
+                                      settings={})
+        policy = export.ApprovalPolicy(campaigns=["pilot"], min_comprehensiveness_margin=0.0,
+                                       faithfulness_run=wrong.id)
+        with pytest.raises(export.ExportError, match=f"faithfulness run {wrong.id} ablated "
+                                                     f"generation run {other_run}"):
+            export.preview(s, policy)
+
+
+def test_an_escalation_campaign_is_estimated_with_its_own_judge_and_warned_about(audited):
+    engine, ids = audited
+    with Session(engine) as s:
+        judge = s.execute(select(JudgeRun)).scalars().one()
+        users.create_user(s, username="cat", password=PASSWORD, role="annotator")
+        run_id = s.get(Rationale, ids[0]).run_id
+        campaign = camp.create_campaign(s, name="esc", run_ids=[run_id],
+                                        annotators=["ann", "bob", "cat"], k=2,
+                                        assignment="escalation", judge_run=judge.id,
+                                        claim_review=False)
+        for name in ("ann", "bob", "cat") * 4:
+            user = users.require_user(s, name)
+            item = camp.next_assignment(s, campaign, user)
+            camp.submit(s, assignment_id=item.id, user=user, accuracy=4, faithfulness=4,
+                        flags=[])
+        rep = estimates(s, "esc")  # the judge of campaign "pilot", named at creation
+        rated = len(set(s.execute(select(Assignment.rationale_id).where(
+            Assignment.campaign_id == campaign.id, Assignment.status == "submitted")).scalars()))
+    assert rep["judge_run"] == judge.id and rep["rated"] == rated
+    assert not rep["random_subset"] and "NOT valid" in rep["validity"]
+    assert rep["quantities"]["mean_accuracy"]["width_ratio"] is None  # every rating a 4

@@ -71,3 +71,10 @@ def test_the_planner_needs_fewer_ratings_with_an_informative_judge_and_says_when
     plan = ppi.ratings_for_width(y, f, total_items=2000, target_width=0.2)
     assert plan["verdict"].startswith("the judge saves nothing")
     assert plan["with_judge"] >= 0.95 * plan["without_judge"]
+
+
+def test_one_unrated_item_leaves_the_clinician_only_answer():
+    y, f = np.array([3., 4., 5., 4.]), np.array([3., 4., 4., 4.])
+    result = ppi.compare(y, f, np.array([4.0]))
+    assert result["prediction_powered"] is None and "only one judged item" in result["note"]
+    assert result["clinicians_only"]["estimate"] == pytest.approx(4.0)

@@ -120,7 +120,7 @@ def test_an_admin_reads_measured_faithfulness_beside_the_judge_with_the_keyboard
         expect(measured).to_contain_text("beat the random baseline", timeout=30_000)
         expect(measured).to_contain_text("Campaign estimates with judge run")
         screenshot(page, "admin-faithfulness.png")
-    with pytest.raises(AppError):  # annotators never see these numbers
+    with pytest.raises(AppError, match="role"):  # annotators never see these numbers
         client(url, "ann").predict("pilot", api_name="/measured_faithfulness")
 
 

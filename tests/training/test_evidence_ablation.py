@@ -102,6 +102,36 @@ def test_every_variant_respects_the_history_budget(tokenizer):
     assert "\nE60 " not in a.histories["without"] and "\nE60 " in a.histories["only"]
 
 
+def test_a_variant_keeps_the_full_historys_omitted_line_and_only_cited_keeps_just_the_header(
+        tokenizer):
+    count = tokenizer_counter(tokenizer)
+    big = record(60)
+    budget = count(ablate(big, 1, [], [], direction=1, budget=10_000, count=count, draws=1,
+                          seed=0).histories["full"]) // 2
+    a = ablate(big, 1, ["E60"], [], direction=1, budget=budget, count=count, draws=3, seed=0)
+    omitted = a.histories["full"].splitlines()[-1]
+    assert omitted.endswith("older items omitted)")
+    for key in ("without", "random:0", "random:2"):
+        assert a.histories[key].splitlines()[-1] == omitted  # only the removed lines differ
+        assert len(a.histories[key].splitlines()) == len(a.histories["full"].splitlines()) - 1
+    header = a.histories["full"].splitlines()[0]
+    assert a.histories["only"].splitlines() == [header, next(
+        line for line in a.histories["full"].splitlines() if line.startswith("E60 "))]
+
+
+def test_no_baseline_when_fewer_uncited_items_are_shown_than_cited(tokenizer):
+    every = [f"E{i}" for i in range(1, 13)]
+    row, a = measure(tokenizer, every[:-1], claims=[(1, every[:-1])])  # 11 cited, 1 uncited
+    assert row["comprehensiveness"] is not None and row["baseline"] is None
+    assert row["p_random"] == [] and row["claims"][0]["baseline"] is None
+
+
+def test_a_claims_baseline_removes_items_no_claim_of_the_rationale_cites(tokenizer):
+    _, a = measure(tokenizer, ["E5", "E7"], claims=[(1, ["E7"]), (2, ["E5"])], draws=20)
+    for j in range(20):  # claim 1's draws never take E5, which claim 2 cites
+        assert "\nE5 " in a.histories[f"claim:1:random:{j}"]
+
+
 def test_random_draws_are_seeded_by_the_run_and_the_rationale(tokenizer):
     count = tokenizer_counter(tokenizer)
 
@@ -121,26 +151,30 @@ def test_a_rationale_that_cites_nothing_shown_has_no_ablation(tokenizer):
 
 
 def test_a_run_stores_every_rationale_once_and_resumes(engine, tokenizer):
-    run_id = seed_rationales(engine, n=6, gold=0)
+    run_id = seed_rationales(engine, n=6, gold=2)  # gold copies are flawed on purpose
     scorer = OneItemScorer(tokenizer, item="E1")
     cfg = FaithfulnessConfig(run=run_id, draws=3, limit=4)
-    first = run_ablation(engine, cfg, scorer=scorer)
+    who = {"kind": "model", "model": "one-item reader"}
+    first = run_ablation(engine, cfg, scorer=scorer, scorer_identity=who)
     assert first.scored == 4
     with Session(engine) as s:
-        assert s.get(FaithfulnessRun, first.run_id).status == "failed"  # 2 still missing
-    second = run_ablation(engine, cfg.model_copy(update={"limit": None}), scorer=scorer)
+        assert s.get(FaithfulnessRun, first.run_id).status == "running"  # 2 still missing
+    second = run_ablation(engine, cfg.model_copy(update={"limit": None}), scorer=scorer,
+                          scorer_identity=who)
     assert (second.run_id, second.scored, second.skipped) == (first.run_id, 2, 4)
     with Session(engine) as s:
         run = s.get(FaithfulnessRun, first.run_id)
         assert run.status == "finished" and run.settings["history_budget"] == 1500
         rows = s.execute(select(FaithfulnessScore)).scalars().all()
         assert sorted(r.rationale_id for r in rows) == sorted(
-            s.execute(select(Rationale.id).where(Rationale.run_id == run_id)).scalars())
+            s.execute(select(Rationale.id).where(Rationale.run_id == run_id,
+                                                 Rationale.is_gold.is_(False))).scalars())
         # every seeded rationale cites E1, the line this reader depends on
         assert all(r.comprehensiveness == pytest.approx(0.7) for r in rows)
-    third = run_ablation(engine, cfg, scorer=scorer)
+    third = run_ablation(engine, cfg, scorer=scorer, scorer_identity=who)
     assert (third.run_id, third.scored) == (first.run_id, 0)
-    other = run_ablation(engine, cfg.model_copy(update={"draws": 2}), scorer=scorer)
+    other = run_ablation(engine, cfg.model_copy(update={"draws": 2}), scorer=scorer,
+                         scorer_identity=who)
     assert other.run_id != first.run_id  # other settings are another run
 
 
@@ -152,7 +186,7 @@ def test_vllm_scores_every_variant_through_the_prefix_cached_engine(engine, vllm
     run_id = seed_rationales(engine, n=3, gold=0)
     scorer = VLLMScorer(vllm_engine)
     summary = run_ablation(engine, FaithfulnessConfig(run=run_id, draws=2, history_budget=300),
-                           scorer=scorer)
+                           scorer=scorer, scorer_identity={"kind": "model", "model": "vllm"})
     assert summary.scored == 3 and summary.distinct_prompts <= summary.prompts
     with Session(engine) as s:
         rows = s.execute(select(FaithfulnessScore)).scalars().all()
@@ -162,8 +196,9 @@ def test_vllm_scores_every_variant_through_the_prefix_cached_engine(engine, vllm
             (row.p_full - row.p_without_cited) * (1 if row.direction else -1))
     # the same numbers as transformers reading the same prompts
     reference = TransformersScorer(bundled_model.path)
-    again = run_ablation(engine, FaithfulnessConfig(run=run_id, draws=2, history_budget=300,
-                                                    seed=1), scorer=reference)
+    again = run_ablation(engine, FaithfulnessConfig(run=run_id, draws=2, history_budget=300),
+                         scorer=reference,
+                         scorer_identity={"kind": "model", "model": "transformers"})
     with Session(engine) as s:
         by_run = {}
         for row in s.execute(select(FaithfulnessScore)).scalars():
