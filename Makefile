@@ -12,7 +12,7 @@ ARGS   ?=
 PYTEST_ARGS ?= -n 2 --dist loadfile
 comma  := ,
 
-.PHONY: demo test lint clean-venv
+.PHONY: demo test test-fast lint clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# everything but vLLM engines, trained or loaded models, browsers, servers and slow tests
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest --fast $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app generation annotation_db training tests benchmarks

@@ -24,6 +24,37 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true", default=False,
+                     help="the fast tier (make test-fast): everything but vLLM engines, trained "
+                     "or loaded models, browsers, servers and slow tests; a test that starts "
+                     "one of those without its marker fails (tests/tiers.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.tiers import is_heavy, mark_by_rule
+
+    for item in items:
+        mark_by_rule(item)
+    if config.getoption("--fast"):
+        heavy = [item for item in items if is_heavy(item)]
+        if heavy:
+            config.hook.pytest_deselected(items=heavy)
+            items[:] = [item for item in items if not is_heavy(item)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tier_guard(request):
+    """Under ``--fast``, the heavy entry points fail the test that reaches them."""
+    if not request.config.getoption("--fast"):
+        yield
+        return
+    from tests.tiers import guard
+
+    with guard():
+        yield
+
+
 def _postgres_admin_url() -> str | None:
     url = os.environ.get("TEST_DATABASE_URL")
     if not url and os.environ.get("RATIONALE_AUDIT_REQUIRE_POSTGRES") == "1":
