@@ -7,6 +7,7 @@ unless ``RATIONALE_AUDIT_REQUIRE_POSTGRES=1`` makes that an error, as in CI.
 
 import gc
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,11 +91,77 @@ def empty_engine(database_url) -> Iterator[Engine]:
     engine.dispose()
 
 
+class MigratedTemplates:
+    """A database migrated to head once per session (per worker) for each kind, copied for
+    every test that asks for a migrated one: a file copy on SQLite, ``CREATE DATABASE …
+    TEMPLATE`` on PostgreSQL. The migrations themselves are tested from an empty database
+    (tests/annotation_db/test_schema.py); running all of them again before each of some
+    400 tests cost about 5 s apiece."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.sqlite_file = None
+        self.postgres_name: str | None = None
+
+    def sqlite(self) -> str:
+        if self.sqlite_file is None:
+            path = self.folder / "migrated.sqlite"
+            engine = make_engine(f"sqlite:///{path}")
+            migrate.upgrade(engine)
+            with engine.connect() as conn:  # everything in the main file, nothing in the WAL
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            engine.dispose()
+            self.sqlite_file = path
+        return self.sqlite_file
+
+    def postgres(self, admin_url: str) -> str:
+        if self.postgres_name is None:
+            name = f"ra_template_{uuid.uuid4().hex[:12]}"
+            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            admin.dispose()
+            engine = make_engine(make_url(admin_url).set(database=name).render_as_string(
+                hide_password=False))
+            migrate.upgrade(engine)
+            engine.dispose()  # a template may have no open connection
+            self.postgres_name = name
+        return self.postgres_name
+
+    def drop(self) -> None:
+        admin_url = _postgres_admin_url()
+        if self.postgres_name and admin_url:
+            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.postgres_name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _migrated(tmp_path_factory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("migrated"))
+    yield templates
+    templates.drop()
+
+
 @pytest.fixture
-def engine(empty_engine) -> Engine:
-    """An engine on a database migrated to head with the real Alembic migrations."""
-    migrate.upgrade(empty_engine)
-    return empty_engine
+def engine(database_url, _migrated) -> Iterator[Engine]:
+    """An engine on a database migrated to head with the real Alembic migrations (a copy of
+    the session's migrated template)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        shutil.copyfile(_migrated.sqlite(), url.database)
+    else:
+        admin_url = _postgres_admin_url()
+        template = _migrated.postgres(admin_url)
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:  # the empty database database_url made, replaced
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{url.database}" TEMPLATE "{template}"'))
+        admin.dispose()
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

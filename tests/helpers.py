@@ -1,5 +1,7 @@
 """Small builders shared by test modules (fixtures stay in conftest.py)."""
 
+import copy
+import functools
 import os
 import socket
 import subprocess
@@ -29,9 +31,21 @@ def add_users(engine, **roles: str) -> None:
             users.create_user(s, username=name, password=PASSWORD, role=role)
 
 
+@functools.lru_cache(maxsize=32)
+def _generated(n: int, seed: int) -> tuple[list[dict], dict]:
+    return generate(CohortConfig(n=n, seed=seed))
+
+
+def cohort_records(n: int, seed: int) -> list[dict]:
+    """The generated cohort of ``n`` patients with ``seed`` (a fresh copy each call). The
+    generator samples its case-enriched cohort from million-person draws, about 7 s a
+    cohort, so a test process generates each (n, seed) once."""
+    return copy.deepcopy(_generated(n, seed)[0])
+
+
 def seed_rationales(engine, n=12, gold=3) -> int:
     """A cohort, a run and n ok rationales (+ gold copies); returns the run id."""
-    records, _ = generate(CohortConfig(n=n, seed=2))
+    records = cohort_records(n, 2)
     cohort_id = store_cohort(engine, name=f"c{n}", source="t", seed=2, config={}, sampling=None,
                              batches=in_memory_batches(records, render_text))
     with Session(engine) as s:
@@ -88,7 +102,7 @@ def engine_with_cohort(url: str, *, n: int, seed: int):
     """A migrated database holding one generated cohort named "c"."""
     engine = make_engine(url)
     migrate.upgrade(engine)
-    records, _ = generate(CohortConfig(n=n, seed=seed))
+    records = cohort_records(n, seed)
     store_cohort(engine, name="c", source="t", seed=seed, config={}, sampling=None,
                  batches=in_memory_batches(records, render_text))
     return engine

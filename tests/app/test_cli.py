@@ -118,6 +118,7 @@ def test_invalid_demo_config_file_is_one_line(tmp_path):
 
 
 @pytest.mark.vllm
+@pytest.mark.server
 def test_demo_runs_every_stage_and_records_its_config(tmp_path, model_cache, bundled_model):
     """The README's main job, as a user runs it: a real process, real vLLM, exit 0."""
     env = {**os.environ, "RATIONALE_AUDIT_CACHE_DIR": str(model_cache)}
@@ -592,6 +593,7 @@ def test_command_options_come_from_the_config_class(tmp_path):
     assert wrong.exit_code == 1 and "engine" in wrong.output
 
 
+@pytest.mark.model
 def test_faithfulness_run_and_report_from_the_command_line(tmp_path, monkeypatch, model_cache,
                                                            bundled_model):
     from tests.helpers import seed_rationales

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -23,6 +24,8 @@ from annotation_db import campaigns, migrate, users
 from annotation_db.models import Annotation, Assignment
 from annotation_db.session import make_engine
 from tests.helpers import PASSWORD, free_port, seed_rationales
+
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
 
 ROOT = Path(__file__).resolve().parents[2]
 ANNOTATORS = [f"rater{i:02d}" for i in range(20)]

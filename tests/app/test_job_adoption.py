@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -24,6 +25,8 @@ from annotation_db.models import Job
 from annotation_db.session import make_engine
 from app.jobs import TOKEN_VARIABLE, JobRunner, database_identity, process_of, stop_orphan
 from tests.helpers import PASSWORD
+
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
 
 SLEEPER = ("-c", "import time; time.sleep(120)", "app.jobs")  # + the job id, as the runner
 

@@ -11,6 +11,8 @@ from annotation_db.session import make_engine
 from app.login_guard import LoginPolicy
 from tests.helpers import PASSWORD, add_users, client, serving
 
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
+
 WINDOW = 4  # seconds: short, so that the test can wait it out
 POLICY = LoginPolicy(max_failures=5, window_seconds=WINDOW, first_delay_seconds=0.01,
                      max_delay_seconds=0.05, idle_minutes=0.05)  # 3 s idle sessions

@@ -15,6 +15,8 @@ from annotation_db.session import make_engine
 from app.screens.admin import _untouched, default_policy
 from tests.helpers import PASSWORD, add_users, client, seed_rationales, serving
 
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
+
 
 @pytest.fixture
 def review_server(database_url):

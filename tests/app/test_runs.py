@@ -18,6 +18,8 @@ from app.jobs import TOKEN_VARIABLE, JobRunner, stop_orphan
 from app.screens.runs import build_config, launch_forms
 from tests.helpers import PASSWORD, add_users, audited_version, client, serving
 
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
+
 
 @pytest.fixture(scope="module")
 def runs_server(tmp_path_factory, model_cache, bundled_model):

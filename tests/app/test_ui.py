@@ -14,6 +14,8 @@ from app.screens.annotate import ItemView
 from app.ui import build_app
 from tests.helpers import add_users, client, seed_rationales, serving
 
+pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
+
 # the Annotate screen's outputs a client sees (gradio_client leaves out states, buttons, rows)
 SHOWN = [f for f in ItemView._fields if f not in ("started", "back_btn", "undo_toast", "undo")]
 

@@ -33,6 +33,7 @@ def test_bundled_model_is_reused_not_reconverted(bundled_model, model_cache, mon
     verify_prepared(again)
 
 
+@pytest.mark.model
 def test_converted_model_generates_with_transformers(bundled_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
