@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from annotation_db.errors import UserError
 from annotation_db.models import AuditEvent
 
 ACTIONS = frozenset({
@@ -35,7 +36,7 @@ CLI = "cli"  # the address of an action taken on the command line
 _SECRET = re.compile(r"passw|passwd|secret|token|cookie|credential", re.IGNORECASE)
 
 
-class AuditError(ValueError):
+class AuditError(UserError):
     """An event that cannot be recorded or a query that cannot be run; one line."""
 
 

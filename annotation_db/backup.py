@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from annotation_db import migrate
+from annotation_db.errors import UserError
 from annotation_db.provenance import file_sha256
 from annotation_db.session import make_engine
 
@@ -54,7 +55,7 @@ ROW_ENCODING = ("per table, SHA-256 over its column names and then its rows orde
 SIDECARS = ("-wal", "-shm", "-journal")
 
 
-class BackupError(ValueError):
+class BackupError(UserError):
     """A backup or restore that cannot be done; the message is one line."""
 
 

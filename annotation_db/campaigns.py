@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from annotation_db import audit
+from annotation_db.errors import UserError
 from annotation_db.models import (
     COMMENT_MAX_CHARS,
     SKIP_REASON_MAX_CHARS,
@@ -55,7 +56,7 @@ from annotation_db.rubric import FLAGS
 RECLAIM_AFTER_MINUTES = 30
 
 
-class CampaignError(ValueError):
+class CampaignError(UserError):
     """A campaign operation that cannot be done; the message is one line."""
 
 

@@ -14,12 +14,13 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.errors import UserError
 from annotation_db.models import Cohort, EvidenceItem, Patient
 
 BATCH = 5_000
 
 
-class CohortError(ValueError):
+class CohortError(UserError):
     """A cohort that cannot be stored or found; the message is one line."""
 
 

@@ -25,6 +25,7 @@ from sqlmodel import Session
 
 from annotation_db import audit
 from annotation_db.campaigns import CampaignError, own_assignment
+from annotation_db.errors import UserError
 from annotation_db.models import (
     ADJUDICATION_REASON_MAX_CHARS,
     COMMENT_MAX_CHARS,
@@ -42,7 +43,7 @@ from annotation_db.models import (
 DECIDERS = (Role.adjudicator, Role.admin)
 
 
-class CorrectionError(ValueError):
+class CorrectionError(UserError):
     """A correction that cannot be proposed or decided; the message is one line."""
 
 

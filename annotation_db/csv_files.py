@@ -10,8 +10,10 @@ crashing with a traceback.
 import csv
 from pathlib import Path
 
+from annotation_db.errors import UserError
 
-class CsvFileError(ValueError):
+
+class CsvFileError(UserError):
     """A CSV file whose text cannot be read; ``line`` says where (0: the whole file)."""
 
     def __init__(self, line: int, reason: str):

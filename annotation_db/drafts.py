@@ -23,10 +23,11 @@ from sqlmodel import Session
 
 from annotation_db import audit, claim_review
 from annotation_db.campaigns import latest_annotation, own_assignment, rating_problem
+from annotation_db.errors import UserError
 from annotation_db.models import Draft, User, utcnow
 
 
-class DraftError(ValueError):
+class DraftError(UserError):
     """A draft that cannot be kept; the message is one line."""
 
 

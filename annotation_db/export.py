@@ -34,6 +34,7 @@ from sqlmodel import Session
 from annotation_db import audit, faithfulness
 from annotation_db.adjudication import latest_ratings
 from annotation_db.claim_review import campaign_verdicts, policy_reasons
+from annotation_db.errors import UserError
 from annotation_db.models import (
     Adjudication,
     Campaign,
@@ -59,7 +60,7 @@ TRAIN_ONLY = {"fewshot_pool": ("train",), "ratings_long": ("train",),
 SPLITS = ("train", "validation", "test")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be made or found; the message says why."""
 
 

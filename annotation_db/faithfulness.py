@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from annotation_db.errors import UserError
 from annotation_db.models import FaithfulnessRun, FaithfulnessScore, RunStatus, utcnow
 from annotation_db.provenance import stable_hash
 
 
-class FaithfulnessError(ValueError):
+class FaithfulnessError(UserError):
     """A faithfulness run or score that cannot be found or made; the message is one line."""
 
 

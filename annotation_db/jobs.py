@@ -20,12 +20,13 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from annotation_db import audit
+from annotation_db.errors import UserError
 from annotation_db.models import Job, JobKind, RunStatus, TrainingRun, User
 
 ACTIVE = (RunStatus.queued, RunStatus.running)
 
 
-class JobError(ValueError):
+class JobError(UserError):
     """A job that cannot be created, found or changed as asked."""
 
 

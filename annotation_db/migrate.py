@@ -12,10 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from annotation_db.errors import UserError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-class MigrationRefused(ValueError):
+class MigrationRefused(UserError):
     """A migration that would lose or corrupt data as the database stands; the message
     (one line) names the rows and what to do, and nothing was changed."""
 

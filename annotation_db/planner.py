@@ -37,6 +37,7 @@ from annotation_db.agreement import (
     reliability_matrix,
     unit_coincidences,
 )
+from annotation_db.errors import UserError
 from annotation_db.rubric import SCALE_DIMENSIONS
 
 DOMAIN = [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -44,7 +45,7 @@ PILOT_MIN_ITEMS = 10
 GRID = (25, 50, 100, 200, 400, 800)
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """A plan that cannot be made from what was given; the message says what is missing."""
 
 

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from annotation_db.errors import UserError
+
 TRACKED_LIBRARIES = (
     "rationale-audit",
     "torch",
@@ -58,7 +60,7 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or value that cannot be used; the message is one line."""
 
 

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from annotation_db.agreement import DimensionSpec, Rating
 from annotation_db.csv_files import CsvFileError, read_csv
+from annotation_db.errors import UserError
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
 from annotation_db.revisions import newest_only
 from annotation_db.rubric import CLAIM_DIMENSION, CLAIM_VERDICTS, FLAGS, SCALE_DIMENSIONS
@@ -18,7 +19,7 @@ from annotation_db.rubric import CLAIM_DIMENSION, CLAIM_VERDICTS, FLAGS, SCALE_D
 CSV_COLUMNS = ("rater", "item", "dimension", "score")
 
 
-class RatingsError(ValueError):
+class RatingsError(UserError):
     """Ratings that cannot be read; the message lists every problem."""
 
 

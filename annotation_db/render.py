@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from annotation_db.errors import UserError
 from annotation_db.records import KIND_LABEL
 
 COMPACT_KIND = {
@@ -73,7 +74,7 @@ def tokenizer_counter(tokenizer) -> Callable[[str], int]:
     return count
 
 
-class HistoryBudgetError(ValueError):
+class HistoryBudgetError(UserError):
     """A history budget below what the rendering always keeps; the message names the floor."""
 
 

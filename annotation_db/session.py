@@ -17,12 +17,13 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import create_engine, text
 
 from annotation_db import claims as _claims  # noqa: F401  (stores claims with rationales)
+from annotation_db.errors import UserError
 
 DEFAULT_SQLITE_PATH = "rationale_audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(UserError, RuntimeError):
     """The configured database cannot be reached or opened."""
 
 

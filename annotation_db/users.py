@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import audit
+from annotation_db.errors import UserError
 from annotation_db.models import Role, User, utcnow
 
 _hasher = PasswordHasher()
@@ -23,24 +24,24 @@ USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 MIN_PASSWORD = 8
 
 
-class UserError(ValueError):
+class AccountError(UserError):
     """A user operation that cannot be done; the message is one line."""
 
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"passwords need at least {MIN_PASSWORD} characters")
+        raise AccountError(f"passwords need at least {MIN_PASSWORD} characters")
     return _hasher.hash(password)
 
 
 def create_user(session: Session, *, username: str, password: str, role: str,
                 actor: str | None = None, address: str | None = audit.CLI) -> User:
     if not USERNAME.match(username):
-        raise UserError(f"username {username!r} must be 2–64 letters, digits, '.', '_' or '-'")
+        raise AccountError(f"username {username!r} must be 2–64 letters, digits, '.', '_' or '-'")
     if role not in {r.value for r in Role}:
-        raise UserError(f"role must be one of {', '.join(r.value for r in Role)}, not {role!r}")
+        raise AccountError(f"role must be one of {', '.join(r.value for r in Role)}, not {role!r}")
     if get_user(session, username) is not None:
-        raise UserError(f"user {username!r} already exists")
+        raise AccountError(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
     audit.record(session, "user_created", actor=actor, address=address, target=username,
@@ -57,7 +58,7 @@ def get_user(session: Session, username: str) -> User | None:
 def require_user(session: Session, username: str) -> User:
     user = get_user(session, username)
     if user is None:
-        raise UserError(f"no user named {username!r}")
+        raise AccountError(f"no user named {username!r}")
     return user
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import campaigns
+from annotation_db.errors import UserError
 from annotation_db.models import Campaign, User
 from annotation_db.users import authenticate
 
@@ -75,7 +76,9 @@ def auth_checker(engine) -> Callable[[str, str], Awaitable[bool]]:
 def bound(handler: Callable, *context) -> Callable:
     """``handler`` with its leading arguments (the database engine, …) given.
 
-    Handlers live at module level and take that context first. The returned function
+    Handlers live at module level and take that context first. A :class:`UserError` the
+    handler does not catch itself becomes a one-line message on the screen (as the CLI
+    prints it as one ``Error:`` line). The returned function
     shows Gradio only the rest of the signature and its type hints, so Gradio still
     recognises the ``gr.Request`` parameter it must fill in, and the handler's name.
     """
@@ -84,7 +87,10 @@ def bound(handler: Callable, *context) -> Callable:
 
     @functools.wraps(handler)
     def call(*args, **kwargs):
-        return handler(*context, *args, **kwargs)
+        try:
+            return handler(*context, *args, **kwargs)
+        except UserError as exc:  # what the person can fix, shown as a message
+            raise gr.Error(str(exc)) from None
 
     call.__signature__ = signature.replace(parameters=rest)
     call.__annotations__ = {name: hint for name, hint in handler.__annotations__.items()

@@ -10,35 +10,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from annotation_db.audit import AuditError
-from annotation_db.backup import BackupError
-from annotation_db.campaigns import CampaignError
-from annotation_db.cohorts import CohortError
-from annotation_db.export import ExportError
-from annotation_db.faithfulness import FaithfulnessError
-from annotation_db.migrate import MigrationRefused
-from annotation_db.planner import PlanError
+from annotation_db.errors import UserError
 from annotation_db.provenance import CommandConfig, ConfigError
-from annotation_db.ratings import RatingsError
-from annotation_db.session import DatabaseUnavailable
-from annotation_db.users import UserError
-from generation.import_rationales import RationaleImportError
-from generation.importers import ImportRejected
-from generation.judge import JudgeError
-from generation.models import ModelSpecError
-from generation.output_budget import BudgetError
-from generation.prompts import PromptError
-from training.archive import ArchiveError
-from training.data import DataError
-from training.runs import RunError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, DatabaseUnavailable, ModelSpecError, CohortError, ImportRejected, PromptError,
-    ConnectionError, RatingsError, CampaignError, UserError, ExportError, DataError, RunError,
-    FileNotFoundError, AuditError, BackupError, BudgetError, PlanError, JudgeError,
-    ArchiveError, MigrationRefused, RationaleImportError, FaithfulnessError,
-)
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConnectionError, FileNotFoundError)
 
 err_console = Console(stderr=True)
 

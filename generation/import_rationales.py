@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import cohorts as cohort_crud
+from annotation_db.errors import UserError
 from annotation_db.models import GenerationRun, Patient, Rationale, utcnow
 from annotation_db.models import PromptTemplate as PromptRow
 from annotation_db.provenance import CommandConfig, stable_hash
@@ -43,7 +44,7 @@ from generation.rationale_schema import parse_output
 MAX_LINE_BYTES = 200_000
 
 
-class RationaleImportError(ValueError):
+class RationaleImportError(UserError):
     """A file that cannot be imported; the message names each bad line."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from annotation_db.csv_files import CsvFileError, read_csv
+from annotation_db.errors import UserError
 from annotation_db.records import DAYS_PER_YEAR, PatientRecord, assign_evidence_ids
 from generation.cohort import CohortModel, stratified_split
 from generation.cohort_validate import record_problems
@@ -29,7 +30,7 @@ BLOCKING = ("outcome_code_in_history", "anti_dementia_drug_before_diagnosis",
             "invalid_icd10_code", "sex_inappropriate_code", "label_disagrees_with_outcome")
 
 
-class ImportRejected(ValueError):
+class ImportRejected(UserError):
     """A file that cannot be imported; ``problems`` lists (line number, reason)."""
 
     def __init__(self, source: str, problems: list[tuple[int | str, str]]):

@@ -34,6 +34,7 @@ from annotation_db import campaigns as campaign_crud
 from annotation_db.claim_review import is_on as claim_review_on
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
+from annotation_db.errors import UserError
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
 from annotation_db.provenance import CommandConfig, stable_hash
 from annotation_db.render import render_compact
@@ -54,7 +55,7 @@ MIN_REASON = 16  # characters the reason keeps however many claims there are
 SCORES = (1, 2, 3, 4, 5)
 
 
-class JudgeError(ValueError):
+class JudgeError(UserError):
     """A judge run that cannot start; the message is one line."""
 
 

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotation_db.errors import UserError
+
 DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
 CACHE_ENV = "RATIONALE_AUDIT_CACHE_DIR"
 MARKER = "rationale_audit_model.json"
@@ -46,7 +48,7 @@ ACCEPTED_FORMS = (
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError):
     """A model spec that cannot be resolved; the message is one line for the user."""
 
 

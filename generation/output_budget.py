@@ -24,6 +24,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from annotation_db.errors import UserError
+
 # The content limits of a rationale, whatever the budget (the budget only lowers them).
 MAX_RATIONALE_CHARS = 1200
 MIN_RATIONALE_CHARS = 20
@@ -45,7 +47,7 @@ ESTIMATED_CHARS_PER_TOKEN = 1.5
 Counter = Callable[[str], int]
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError):
     """A token budget too small for the format's shortest valid rationale."""
 
 

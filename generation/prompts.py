@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from annotation_db.errors import UserError
 from annotation_db.render import render_compact
 
 PROMPTS = Path(__file__).with_name("prompts")
@@ -24,7 +25,7 @@ MODES = ("label-conditioned", "label-blind")
 FORMATS = ("free", "stepwise")
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
     """A missing or malformed prompt template; the message is one line."""
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.errors import UserError
 from annotation_db.models import DatasetVersion, EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import file_sha256
 from training import runs
@@ -34,7 +35,7 @@ SKIPPED_DIRS = ("checkpoints",)  # resumable state of an unfinished run, never a
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
-class ArchiveError(ValueError):
+class ArchiveError(UserError):
     """An archive that cannot be written or read back as asked; the message says why."""
 
 

@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from annotation_db.errors import UserError
 from annotation_db.models import DatasetVersion
 from annotation_db.student_task import ANSWER_PREFIX
 from training.targets import TARGET_VIEWS, TARGETS, Target, derive, patient_of
@@ -21,7 +22,7 @@ __all__ = ["TARGET_VIEWS", "TARGETS", "Target", "patient_of"]
 IGNORE = -100
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Training data that cannot be used; the message says which file or row."""
 
 

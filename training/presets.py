@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from annotation_db.errors import UserError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -42,7 +44,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class PresetError(ValueError):
+class PresetError(UserError):
     """An unknown preset; the message lists the known ones."""
 
 

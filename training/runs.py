@@ -13,12 +13,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import Session
 
+from annotation_db.errors import UserError
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 
 DONE = "DONE"
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run that cannot be found or used as asked; the message says why."""
 
 

@@ -245,7 +245,7 @@ def users_add(engine, username: str, role: str, password: str, request: gr.Reque
             user = users.create_user(s, username=(username or "").strip(),
                                      password=password or "", role=role or "",
                                      actor=admin.username, address=address_of(request))
-        except users.UserError as exc:
+        except users.AccountError as exc:
             raise gr.Error(str(exc)) from None
         done = f"Added {user.username} ({user.role})."
     return (done, *users_list(engine, request), "", "")
@@ -263,7 +263,7 @@ def _account_change(engine, request: gr.Request, done: str, change, username: st
             raise gr.Error("You cannot disable your own account; ask another admin.")
         try:
             change(s, name, *args, actor=admin.username, address=address_of(request))
-        except users.UserError as exc:
+        except users.AccountError as exc:
             raise gr.Error(str(exc)) from None
     return (done.format(name=name), *users_list(engine, request), "")
 

@@ -141,7 +141,7 @@ def test_an_export_and_its_deletion_are_audited(tmp_path):
 def test_a_failed_action_leaves_no_event(engine):
     with Session(engine) as s:
         users.create_user(s, username="ann", password=PASSWORD, role="annotator")
-        with pytest.raises(users.UserError):
+        with pytest.raises(users.AccountError):
             users.create_user(s, username="ann", password=PASSWORD, role="annotator")
         with pytest.raises(campaigns.CampaignError):
             campaigns.create_campaign(s, name="x", run_ids=[999], annotators=["ann"],

@@ -38,9 +38,9 @@ def test_passwords_are_hashed_and_checked(engine):
         assert users.authenticate(s, "nobody", PASSWORD) is None
         users.set_active(s, "dr.rao", False)
         assert users.authenticate(s, "dr.rao", PASSWORD) is None
-        with pytest.raises(users.UserError, match="already exists"):
+        with pytest.raises(users.AccountError, match="already exists"):
             users.create_user(s, username="dr.rao", password=PASSWORD, role="admin")
-        with pytest.raises(users.UserError, match="at least 8 characters"):
+        with pytest.raises(users.AccountError, match="at least 8 characters"):
             users.create_user(s, username="x2", password="short", role="admin")
 
 
