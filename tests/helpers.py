@@ -70,6 +70,42 @@ def seed_rationales(engine, n=12, gold=3) -> int:
         return run.id
 
 
+def rate_at_once(engine, campaign_name: str, raters: list[str], *, items_each: int = 40
+                 ) -> list[BaseException]:
+    """Every rater in ``raters`` asks for items and rates them at the same time (one thread
+    each, seeded scores of 2–5) until their queue is empty; returns what any of them raised."""
+    import random
+    import threading
+
+    from annotation_db import campaigns
+    from annotation_db.users import require_user
+
+    errors: list[BaseException] = []
+
+    def rate(name: str, seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with Session(engine) as s:
+                campaign = campaigns.get_campaign(s, campaign_name)
+                user = require_user(s, name)
+                for _ in range(items_each):
+                    item = campaigns.next_assignment(s, campaign, user)
+                    if item is None:
+                        return
+                    score = rng.choice([2, 3, 4, 4, 5])
+                    campaigns.submit(s, assignment_id=item.id, user=user, accuracy=score,
+                                     faithfulness=score, flags=[])
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rate, args=(n, i)) for i, n in enumerate(raters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return errors
+
+
 def client(url: str, name: str):
     """A gradio_client signed in as ``name`` (every test user has :data:`PASSWORD`)."""
     from gradio_client import Client

@@ -3,7 +3,6 @@ holds with 20 raters at once, and the simulation shows what it saves."""
 
 import math
 import random
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +12,7 @@ from annotation_db import campaigns
 from annotation_db.adaptive import BeliefModel, Settings, choose, simulate_allocation
 from annotation_db.models import Assignment, CampaignItem
 from annotation_db.users import require_user
-from tests.helpers import add_users, seed_rationales
+from tests.helpers import add_users, rate_at_once, seed_rationales
 
 SETTINGS = Settings(k=2, max_ratings=4, min_uncertainty=0.05, approve_at=4.0, judge_run=None)
 MODEL = BeliefModel(noise_sd=0.8, prior_mean=3.5, prior_sd=1.0)
@@ -59,29 +58,7 @@ def test_twenty_raters_at_once_keep_every_constraint(engine):
         campaigns.create_campaign(s, name="adaptive", run_ids=[run_id], annotators=raters, k=2,
                                   calibration=2, assignment="adaptive", max_ratings=4, seed=1,
                                   claim_review=False)
-    errors: list[BaseException] = []
-
-    def rate(name: str, seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            with Session(engine) as s:
-                campaign = campaigns.get_campaign(s, "adaptive")
-                user = require_user(s, name)
-                for _ in range(40):
-                    item = campaigns.next_assignment(s, campaign, user)
-                    if item is None:
-                        return
-                    score = rng.choice([2, 3, 4, 4, 5])
-                    campaigns.submit(s, assignment_id=item.id, user=user, accuracy=score,
-                                     faithfulness=score, flags=[])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=rate, args=(n, i)) for i, n in enumerate(raters)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    errors = rate_at_once(engine, "adaptive", raters)
     assert not errors, errors[:3]
     with Session(engine) as s:
         counts = dict(s.execute(select(Assignment.rationale_id, func.count()).where(

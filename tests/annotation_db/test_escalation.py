@@ -2,8 +2,6 @@
 it doubts most (every assignment constraint kept with 20 raters at once), and the share of
 items a certified judge may be trusted on."""
 
-import random
-import threading
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from annotation_db import campaigns
 from annotation_db.escalation import certified_threshold, doubt, p_approve, trust
 from annotation_db.models import Assignment, CampaignItem, JudgeRating, JudgeRun, Rationale
 from annotation_db.users import require_user
-from tests.helpers import add_users, seed_rationales
+from tests.helpers import add_users, rate_at_once, seed_rationales
 
 
 def rating(acc: dict, faith: dict) -> JudgeRating:
@@ -112,29 +110,7 @@ def test_twenty_raters_at_once_keep_every_constraint_under_escalation(escalation
         campaigns.create_campaign(s, name="esc", run_ids=[run_id], annotators=raters, k=2,
                                   calibration=2, assignment="escalation", judge_run=judge_id,
                                   max_ratings=4, seed=1, claim_review=False)
-    errors: list[BaseException] = []
-
-    def rate(name: str, seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            with Session(engine) as s:
-                campaign = campaigns.get_campaign(s, "esc")
-                user = require_user(s, name)
-                for _ in range(40):
-                    item = campaigns.next_assignment(s, campaign, user)
-                    if item is None:
-                        return
-                    score = rng.choice([2, 3, 4, 4, 5])
-                    campaigns.submit(s, assignment_id=item.id, user=user, accuracy=score,
-                                     faithfulness=score, flags=[])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=rate, args=(n, i)) for i, n in enumerate(raters)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    errors = rate_at_once(engine, "esc", raters)
     assert not errors, errors[:3]
     with Session(engine) as s:
         campaign = campaigns.get_campaign(s, "esc")
