@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotation_db.provenance import stable_hash
+from annotation_db.rubric import SCALE
 
 LEVELS = ("nominal", "ordinal", "interval")
 BANDS = (0.667, 0.800)
@@ -300,7 +301,7 @@ def gold_accuracy(ratings: list[Rating], gold_items: set[str], *, caught_at_or_b
 class DimensionSpec:
     name: str
     level: str = "ordinal"
-    domain: tuple[float, ...] = (1, 2, 3, 4, 5)
+    domain: tuple[float, ...] = SCALE
 
 
 def snapshot_hash(ratings: list[Rating]) -> str:

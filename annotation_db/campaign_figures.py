@@ -24,9 +24,9 @@ from annotation_db.models import (
     User,
 )
 from annotation_db.revisions import newest_only
-from annotation_db.rubric import SCALE_DIMENSIONS
+from annotation_db.rubric import SCALE, SCALE_DIMENSIONS
 
-DOMAIN = [1, 2, 3, 4, 5]
+DOMAIN = list(SCALE)
 CHECKPOINTS = 8
 
 

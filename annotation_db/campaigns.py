@@ -51,7 +51,7 @@ from annotation_db.models import (
     utcnow,
 )
 from annotation_db.revisions import newest_only
-from annotation_db.rubric import FLAGS
+from annotation_db.rubric import FLAGS, SCALE
 
 RECLAIM_AFTER_MINUTES = 30
 
@@ -342,7 +342,7 @@ def rating_problem(accuracy: int | None, faithfulness: int | None, flags: list[s
                    comment: str, *, draft: bool = False) -> str | None:
     """What is wrong with a rating's form, or None. A draft may leave a score out."""
     for name, value in (("accuracy", accuracy), ("faithfulness", faithfulness)):
-        if not (value is None and draft) and value not in (1, 2, 3, 4, 5):
+        if not (value is None and draft) and value not in SCALE:
             return (f"{name} must be a whole number from 1 to 5"
                     + (", or not yet given" if draft else ""))
     unknown = sorted(set(flags) - set(FLAGS))

@@ -48,7 +48,7 @@ from annotation_db.models import (
     User,
     utcnow,
 )
-from annotation_db.rubric import SCALE_DIMENSIONS
+from annotation_db.rubric import SCALE_DIMENSIONS, SCALE_MAX, SCALE_MIN
 from annotation_db.student_task import completion_messages, prompt_messages
 
 VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long",
@@ -71,8 +71,10 @@ class ApprovalPolicy(BaseModel):
 
     campaigns: list[str] = Field(min_length=1, description="campaigns whose ratings count")
     min_ratings: int = Field(2, ge=1, description="ratings a rationale needs")
-    min_accuracy: float = Field(4, ge=1, le=5, description="lowest accuracy score (1-5)")
-    min_faithfulness: float = Field(4, ge=1, le=5, description="lowest faithfulness (1-5)")
+    min_accuracy: float = Field(4, ge=SCALE_MIN, le=SCALE_MAX,
+                                description="lowest accuracy score (1-5)")
+    min_faithfulness: float = Field(4, ge=SCALE_MIN, le=SCALE_MAX,
+                                    description="lowest faithfulness (1-5)")
     aggregate: Literal["mean", "each"] = Field("mean", description="mean of the raters, or "
                                                                    "each rater")
     blocking_flags: list[str] = Field(

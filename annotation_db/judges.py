@@ -17,7 +17,7 @@ from annotation_db.campaigns import CampaignError, get_campaign
 from annotation_db.claim_review import VERDICT_CODES
 from annotation_db.models import JudgeRating, JudgeRun
 from annotation_db.ratings import load_campaign_ratings
-from annotation_db.rubric import CLAIM_DIMENSION, FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_DIMENSION, FLAGS, SCALE, SCALE_DIMENSIONS
 
 
 def judge_run(session: Session, campaign_name: str, run_id: int | None = None) -> JudgeRun:
@@ -70,7 +70,7 @@ def calibration_report(session: Session, campaign_name: str, *, run_id: int | No
         else:
             section.update(judge_calibration(
                 matrix, raters, judge,
-                domain=sorted(VERDICT_CODES.values()) if nominal else [1, 2, 3, 4, 5],
+                domain=sorted(VERDICT_CODES.values()) if nominal else list(SCALE),
                 level="nominal" if nominal else "ordinal", epsilon=epsilon, q=q,
                 min_items=min_items, replicates=replicates, seed=seed))
         dimensions.append(section)

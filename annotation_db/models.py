@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, DateTime, Index, MetaData, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from annotation_db.rubric import SCALE_MAX, SCALE_MIN
+
 # Deterministic constraint names: Alembic needs them to alter tables on SQLite.
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -451,8 +453,8 @@ class Annotation(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("assignment_id", "revision"),
         CheckConstraint("revision >= 1", name="revision_positive"),
-        _between("accuracy", 1, 5),
-        _between("faithfulness", 1, 5),
+        _between("accuracy", SCALE_MIN, SCALE_MAX),
+        _between("faithfulness", SCALE_MIN, SCALE_MAX),
         _max_chars("comment", COMMENT_MAX_CHARS),
     )
 
@@ -480,8 +482,8 @@ class Annotation(SQLModel, table=True):
 class Draft(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("assignment_id"),
-        _between("accuracy", 1, 5),
-        _between("faithfulness", 1, 5),
+        _between("accuracy", SCALE_MIN, SCALE_MAX),
+        _between("faithfulness", SCALE_MIN, SCALE_MAX),
         _max_chars("comment", COMMENT_MAX_CHARS),
     )
 
@@ -555,8 +557,8 @@ class Adjudication(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "rationale_id", "revision"),
         _one_of("decision", Decision),
-        _between("accuracy", 1, 5),
-        _between("faithfulness", 1, 5),
+        _between("accuracy", SCALE_MIN, SCALE_MAX),
+        _between("faithfulness", SCALE_MIN, SCALE_MAX),
         _max_chars("comment", ADJUDICATION_REASON_MAX_CHARS),
     )
 
@@ -602,8 +604,8 @@ class JudgeRating(SQLModel, table=True):
     __tablename__ = "judge_rating"
     __table_args__ = (
         UniqueConstraint("judge_run_id", "rationale_id"),
-        _between("accuracy", 1, 5),
-        _between("faithfulness", 1, 5),
+        _between("accuracy", SCALE_MIN, SCALE_MAX),
+        _between("faithfulness", SCALE_MIN, SCALE_MAX),
     )
 
     id: int | None = Field(default=None, primary_key=True)

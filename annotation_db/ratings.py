@@ -14,7 +14,7 @@ from annotation_db.csv_files import CsvFileError, read_csv
 from annotation_db.errors import UserError
 from annotation_db.models import Annotation, Assignment, CampaignItem, Rationale, User
 from annotation_db.revisions import newest_only
-from annotation_db.rubric import CLAIM_DIMENSION, CLAIM_VERDICTS, FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_DIMENSION, CLAIM_VERDICTS, FLAGS, SCALE, SCALE_DIMENSIONS
 
 CSV_COLUMNS = ("rater", "item", "dimension", "score")
 
@@ -34,7 +34,7 @@ def default_dimensions(names: set[str]) -> list[DimensionSpec]:
         elif name in FLAGS or name.startswith("flag_"):
             specs.append(DimensionSpec(name, "nominal", (0, 1)))
         else:
-            specs.append(DimensionSpec(name, "ordinal", (1, 2, 3, 4, 5)))
+            specs.append(DimensionSpec(name, "ordinal", SCALE))
     return specs
 
 

@@ -1,11 +1,13 @@
-"""The rating rubric's terms: the two scored dimensions, the flags a rater can raise and
-the verdicts of claim review.
+"""The rating rubric's terms: the two scored dimensions and their 1–5 scale, the flags a
+rater can raise and the verdicts of claim review.
 
 Guidelines, the annotation screen, the agreement report, the approval policy and the
 exported ``ratings_long`` view all use these names.
 """
 
-SCALE_DIMENSIONS = ("accuracy", "faithfulness")  # each scored 1–5
+SCALE_DIMENSIONS = ("accuracy", "faithfulness")  # each scored on SCALE
+SCALE = (1, 2, 3, 4, 5)  # the scores of every scored dimension, lowest to highest
+SCALE_MIN, SCALE_MAX = SCALE[0], SCALE[-1]
 FLAGS = ("hallucinated_fact", "missed_key_risk_factor", "unsafe_or_misleading",
          "label_contradicts_record")
 

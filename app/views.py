@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from annotation_db.records import KIND_LABEL
+from annotation_db.rubric import SCALE
 
 GUIDELINES = Path(__file__).with_name("guidelines")
 EVIDENCE = re.compile(r"\b(E[1-9][0-9]*)\b")
@@ -26,7 +27,7 @@ def load_guidelines(version: str = "1.0") -> dict:
 
 def rubric_choices(guidelines: dict, dimension: str) -> list[tuple[str, int]]:
     anchors = guidelines["dimensions"][dimension]["anchors"]
-    return [(f"{score} – {anchors[score]}", score) for score in range(1, 6)]
+    return [(f"{score} – {anchors[score]}", score) for score in SCALE]
 
 
 def history_html(record: dict, cited: list[str]) -> str:

@@ -38,7 +38,7 @@ from annotation_db.errors import UserError
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
 from annotation_db.provenance import CommandConfig, stable_hash
 from annotation_db.render import render_compact
-from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE_DIMENSIONS
+from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE, SCALE_DIMENSIONS
 from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
 from generation.engine import EngineOptions
@@ -52,7 +52,7 @@ PROMPT_VERSION = "1"
 FIXED_TOKENS = 80
 CLAIM_TOKENS = 8  # one quoted verdict name and its comma, in the longest tokenisation
 MIN_REASON = 16  # characters the reason keeps however many claims there are
-SCORES = (1, 2, 3, 4, 5)
+SCORES = SCALE
 
 
 class JudgeError(UserError):
