@@ -132,7 +132,10 @@ class ApprovalPolicy(BaseModel):
 
 
 @dataclass
-class Decision:
+class PolicyDecision:
+    """The approval policy's verdict on one rationale (an adjudicator's is
+    ``models.Decision``)."""
+
     rationale_id: int
     approved: bool
     reasons: list[str] = field(default_factory=list)
@@ -152,9 +155,9 @@ def _gold_accuracy(session: Session, campaign: Campaign, include_simulated: bool
             for row in gold_accuracy(ratings, gold, flag_dimensions=FLAGS)}
 
 
-def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
+def evaluate(session: Session, policy: ApprovalPolicy) -> list[PolicyDecision]:
     """The policy's verdict on every original rationale rated in the policy's campaigns."""
-    decisions: dict[int, Decision] = {}
+    decisions: dict[int, PolicyDecision] = {}
     for name in policy.campaigns:
         campaign = session.execute(select(Campaign).where(Campaign.name == name)
                                    ).scalars().first()
@@ -191,7 +194,7 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
         for rationale_id in sorted(originals):
             if policy.adjudication_overrides and rationale_id in adjudicated:
                 row = adjudicated[rationale_id]
-                decisions[rationale_id] = Decision(
+                decisions[rationale_id] = PolicyDecision(
                     rationale_id, row.decision == "approve",
                     [] if row.decision == "approve" else ["rejected by adjudication"],
                     "adjudicated")
@@ -206,7 +209,7 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[Decision]:
                                                  policy.min_comprehensiveness_margin)
                 reasons += [why] if why else []
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
-                decisions[rationale_id] = Decision(rationale_id, not reasons, reasons)
+                decisions[rationale_id] = PolicyDecision(rationale_id, not reasons, reasons)
     return [decisions[k] for k in sorted(decisions)]
 
 
@@ -427,7 +430,7 @@ def _corrections(session: Session, policy: ApprovalPolicy, patients: dict[int, P
                 "rejected": completion_messages(label, source.text)})
 
 
-def preview_from(decisions: list[Decision]) -> dict:
+def preview_from(decisions: list[PolicyDecision]) -> dict:
     return {"approved": sum(d.approved for d in decisions),
             "rejected": sum(not d.approved for d in decisions),
             "adjudicated": sum(d.provenance == "adjudicated" for d in decisions)}

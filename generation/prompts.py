@@ -30,7 +30,9 @@ class PromptError(UserError):
 
 
 @dataclass(frozen=True)
-class PromptTemplate:
+class TeacherPrompt:
+    """A teacher prompt read from its file (its database row is ``models.PromptTemplate``)."""
+
     name: str
     version: str
     mode: str
@@ -67,7 +69,7 @@ class PromptTemplate:
                 {"role": "user", "content": self.user.format(**fields).strip()}]
 
 
-def load_template(spec: str) -> PromptTemplate:
+def load_template(spec: str) -> TeacherPrompt:
     """Load ``name@version`` (or a path to a template file)."""
     path = Path(spec)
     if not path.is_file():
@@ -86,12 +88,12 @@ def load_template(spec: str) -> PromptTemplate:
         raise PromptError(f"prompt template {path}: mode must be one of {MODES} and format one "
                           f"of {FORMATS}")
     canonical = json.dumps({k: data[k] for k in sorted(data)}, sort_keys=True).encode()
-    return PromptTemplate(
+    return TeacherPrompt(
         name=data["name"], version=str(data["version"]), mode=data["mode"],
         format=data["format"], system=data["system"], user=data["user"],
         content_hash=hashlib.sha256(canonical).hexdigest(),
     )
 
 
-def template_for(mode: str, format: str, version: str = "1") -> PromptTemplate:
+def template_for(mode: str, format: str, version: str = "1") -> TeacherPrompt:
     return load_template(f"{mode}-{format}@{version}")

@@ -40,7 +40,7 @@ from generation.grounding import check_rationale
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from generation.mutator import flawed_copies
 from generation.output_budget import SchemaBounds, derive_bounds
-from generation.prompts import PromptError, PromptTemplate, template_for
+from generation.prompts import PromptError, TeacherPrompt, template_for
 from generation.rationale_schema import json_schema, parse_output
 
 
@@ -108,7 +108,7 @@ def _patient_seed(seed: int, patient_id: int, attempt: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def register_prompt(session: Session, template: PromptTemplate) -> PromptRow:
+def register_prompt(session: Session, template: TeacherPrompt) -> PromptRow:
     row = session.execute(select(PromptRow).where(PromptRow.name == template.name,
                                                   PromptRow.version == template.version)
                           ).scalars().first()
@@ -144,7 +144,7 @@ def select_patients(session: Session, cohort_id: int, split: str, n: int | None)
 
 
 def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
-            model: ResolvedModel, template: PromptTemplate, *,
+            model: ResolvedModel, template: TeacherPrompt, *,
             served: ServedModel | None = None, bounds: SchemaBounds | None = None
             ) -> tuple[str, dict]:
     selection = {"cohort_id": cohort_id, "split": cfg.split, "n": cfg.n,
@@ -309,7 +309,7 @@ def _drop_failed(session: Session, run: GenerationRun) -> dict[int, int]:
     return prior
 
 
-def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: PromptTemplate,
+def _generate_batch(backend: Backend, batch: list[tuple[int, dict]], template: TeacherPrompt,
                     cfg: GenerateConfig, params: SamplingConfig, run_id: int,
                     prior_attempts: dict[int, int] | None = None,
                     bounds: SchemaBounds | None = None, schema_ids: list[str] | None = None
