@@ -483,7 +483,8 @@ def read_predictions(path: str | Path) -> dict[str, tuple[int, float]]:
 
 
 def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict:
-    """Paired DeLong test of two runs' AUROCs on the patients both were scored on."""
+    """Paired DeLong test of two runs' AUROCs, under the one pairing rule
+    (:func:`training.tables.paired`: the same patients with the same labels)."""
     with Session(engine) as session:
         results = []
         for ref in (run_a, run_b):
@@ -494,19 +495,15 @@ def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict
                                  f"`rationale-audit evaluate run {run.id}` first")
             results.append((run, read_predictions(row.predictions_path)))
     (ra, pa), (rb, pb) = results
-    common = sorted(set(pa) & set(pb))
-    if len(common) < 2:
-        raise runs.RunError(f"runs {ra.id} and {rb.id} share {len(common)} scored patients")
-    if any(pa[i][0] != pb[i][0] for i in common):
-        raise runs.RunError("the two runs disagree on patients' labels; they were not scored on "
-                         "the same test set")
     from training.metrics import delong_test
+    from training.tables import paired
 
-    y = np.asarray([pa[i][0] for i in common])
-    test = delong_test(y, np.asarray([pa[i][1] for i in common]),
-                       np.asarray([pb[i][1] for i in common]))
-    return {"run_a": _describe(ra), "run_b": _describe(rb), "split": split, "n": len(common),
-            "only_in_one": len(set(pa) ^ set(pb)), **asdict(test)}
+    ids, y, a, b = paired(pa, pb, ra.id, rb.id)
+    if len(ids) < 2:
+        raise runs.RunError(f"runs {ra.id} and {rb.id} share {len(ids)} scored patients")
+    test = delong_test(y, a, b)
+    return {"run_a": _describe(ra), "run_b": _describe(rb), "split": split, "n": len(ids),
+            **asdict(test)}
 
 
 def _describe(run: TrainingRun) -> dict:

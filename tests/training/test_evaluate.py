@@ -254,3 +254,16 @@ def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, tiny_model):
     assert np.abs(swapped - before).max() > 1e-3  # the adapter changes the answer
     assert np.allclose(swapped, started_on_merged, atol=1e-5)
     assert np.allclose(back, before, atol=1e-5)
+
+
+def test_one_pairing_rule_refuses_other_patients_and_other_labels():
+    from training.runs import RunError
+    from training.tables import paired
+
+    a = {"P1": (1, 0.9), "P2": (0, 0.2)}
+    ids, y, sa, sb = paired(a, {"P2": (0, 0.4), "P1": (1, 0.6)}, 1, 2)
+    assert ids == ["P1", "P2"] and y.tolist() == [1, 0] and sb.tolist() == [0.6, 0.4]
+    with pytest.raises(RunError, match="different patients \\(1 differ\\)"):
+        paired(a, {"P1": (1, 0.6)}, 1, 2)
+    with pytest.raises(RunError, match="disagree on patients' labels"):
+        paired(a, {"P1": (0, 0.6), "P2": (0, 0.4)}, 1, 2)
