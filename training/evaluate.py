@@ -484,7 +484,7 @@ def read_predictions(path: str | Path) -> dict[str, tuple[int, float]]:
 
 def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict:
     """Paired DeLong test of two runs' AUROCs, under the one pairing rule
-    (:func:`training.tables.paired`: the same patients with the same labels)."""
+    (:func:`training.runs.paired`: the same patients with the same labels)."""
     with Session(engine) as session:
         results = []
         for ref in (run_a, run_b):
@@ -496,9 +496,8 @@ def compare(engine: Engine, run_a: str, run_b: str, split: str = "test") -> dict
             results.append((run, read_predictions(row.predictions_path)))
     (ra, pa), (rb, pb) = results
     from training.metrics import delong_test
-    from training.tables import paired
 
-    ids, y, a, b = paired(pa, pb, ra.id, rb.id)
+    ids, y, a, b = runs.paired(pa, pb, ra.id, rb.id)
     if len(ids) < 2:
         raise runs.RunError(f"runs {ra.id} and {rb.id} share {len(ids)} scored patients")
     test = delong_test(y, a, b)

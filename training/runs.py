@@ -10,6 +10,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -129,3 +130,19 @@ def record_evaluation(session: Session, run: TrainingRun, *, split: str, metrics
     session.commit()
     session.refresh(row)
     return row
+
+
+def paired(pa: dict[str, tuple[int, float]], pb: dict[str, tuple[int, float]], name_a,
+           name_b) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The one rule for comparing two runs patient by patient: (patient ids, labels, scores
+    of each run), refusing runs scored on other patients or with other labels."""
+    if set(pa) != set(pb):
+        raise RunError(f"runs {name_a} and {name_b} were scored on different patients "
+                            f"({len(set(pa) ^ set(pb))} differ); a paired comparison needs the "
+                            "same test set")
+    ids = sorted(pa)
+    if any(pa[i][0] != pb[i][0] for i in ids):
+        raise RunError(f"runs {name_a} and {name_b} disagree on patients' labels; they "
+                            "were not scored on the same test set")
+    return (ids, np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
+            np.asarray([pb[i][1] for i in ids]))

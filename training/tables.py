@@ -17,26 +17,10 @@ def format_metric(metric: dict | None) -> str:
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
-def paired(pa: dict[str, tuple[int, float]], pb: dict[str, tuple[int, float]], name_a,
-           name_b) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """The one rule for comparing two runs patient by patient: (patient ids, labels, scores
-    of each run), refusing runs scored on other patients or with other labels."""
-    if set(pa) != set(pb):
-        raise runs.RunError(f"runs {name_a} and {name_b} were scored on different patients "
-                            f"({len(set(pa) ^ set(pb))} differ); a paired comparison needs the "
-                            "same test set")
-    ids = sorted(pa)
-    if any(pa[i][0] != pb[i][0] for i in ids):
-        raise runs.RunError(f"runs {name_a} and {name_b} disagree on patients' labels; they "
-                            "were not scored on the same test set")
-    return (ids, np.asarray([pa[i][0] for i in ids]), np.asarray([pa[i][1] for i in ids]),
-            np.asarray([pb[i][1] for i in ids]))
-
-
 def align(reference: dict, other: dict) -> tuple[list[str], np.ndarray, np.ndarray,
                                                   np.ndarray]:
-    """Two result rows' predictions, :func:`paired`."""
-    return paired(read_predictions(reference["predictions"]),
+    """Two result rows' predictions, :func:`training.runs.paired`."""
+    return runs.paired(read_predictions(reference["predictions"]),
                   read_predictions(other["predictions"]), reference["run_id"], other["run_id"])
 
 

@@ -257,8 +257,7 @@ def test_one_cpu_engine_swaps_merged_adapters_in_place(tmp_path, tiny_model):
 
 
 def test_one_pairing_rule_refuses_other_patients_and_other_labels():
-    from training.runs import RunError
-    from training.tables import paired
+    from training.runs import RunError, paired
 
     a = {"P1": (1, 0.9), "P2": (0, 0.2)}
     ids, y, sa, sb = paired(a, {"P2": (0, 0.4), "P1": (1, 0.6)}, 1, 2)
