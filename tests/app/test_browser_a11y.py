@@ -115,6 +115,16 @@ def test_axe_core_finds_no_serious_or_critical_violation(app_url, tab):
             page.keyboard.press("?")
             page.get_by_role("dialog", name="Keyboard shortcuts").wait_for()
             found += _serious(Axe().run(page))
+        if tab == "Admin":  # the measured-faithfulness panel, opened from the keyboard
+            from playwright.sync_api import expect
+
+            page.get_by_role("button", name="Faithfulness and judge estimates").focus()
+            page.keyboard.press("Enter")
+            measured = page.locator("#admin_measured")
+            # this campaign has no ablation and no judge yet: both say what to run
+            expect(measured).to_contain_text("No evidence ablation", timeout=30_000)
+            expect(measured).to_contain_text("No estimates with a judge")
+            found += _serious(Axe().run(page))
     assert found == []
 
 
