@@ -52,25 +52,19 @@ def scored_ids(session: Session, run_id: int) -> set[int]:
         FaithfulnessScore.faithfulness_run_id == run_id)).scalars())
 
 
-def store(session: Session, run_id: int, rows: list[dict], seconds: float) -> None:
-    """Add one batch of scores and the time it took, in one transaction."""
+def store(session: Session, run_id: int, rows: list[dict], seconds: float,
+          prompts: int = 0) -> None:
+    """Add one batch of scores, the time it took and the prompts it read, in one
+    transaction."""
     session.add_all(FaithfulnessScore(faithfulness_run_id=run_id, **row) for row in rows)
     run = session.get(FaithfulnessRun, run_id)
     stats = dict(run.stats or {})
     stats["seconds"] = round(stats.get("seconds", 0.0) + seconds, 3)
-    stats["prompts"] = stats.get("prompts", 0) + sum(_prompts(row) for row in rows)
+    stats["prompts"] = stats.get("prompts", 0) + prompts
     run.stats = stats
     run.status = RunStatus.running
     session.add(run)
     session.commit()
-
-
-def _prompts(row: dict) -> int:
-    """Forward passes one stored row stands for (before prompts shared between rows)."""
-    claims = row.get("claims") or []
-    return (1 + (row.get("p_without_cited") is not None) + (row.get("p_only_cited") is not None)
-            + len(row.get("p_random") or []) + sum(1 + len(c.get("p_random") or [])
-                                                  for c in claims))
 
 
 def finish(session: Session, run_id: int, *, complete: bool) -> FaithfulnessRun:

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import faithfulness as store
-from annotation_db.models import Campaign, CampaignItem, FaithfulnessScore, JudgeRating, JudgeRun
+from annotation_db.models import Campaign, FaithfulnessScore, JudgeRating, JudgeRun
 
 QUANTILES = (5, 25, 50, 75, 95)
 
@@ -183,12 +183,10 @@ def report(session: Session, *, run_id: int | None = None, campaign: str | None 
         from annotation_db.claim_review import campaign_verdicts
 
         chosen = get_campaign(session, campaign)
-        in_campaign = set(session.execute(select(CampaignItem.rationale_id).where(
-            CampaignItem.campaign_id == chosen.id)).scalars())
         clinicians = _clinician_faithfulness(session, chosen, include_simulated)
         judge, judged = _judge(session, chosen, judge_run)
         pairs = [(r.comprehensiveness, clinicians[r.rationale_id]) for r in measured
-                 if r.rationale_id in clinicians and r.rationale_id in in_campaign]
+                 if r.rationale_id in clinicians]  # the campaign's own ratings only
         judge_pairs = [(r.comprehensiveness, _judge_faithfulness(judged[r.rationale_id]))
                        for r in measured if r.rationale_id in judged]
         for v in campaign_verdicts(session, chosen, include_simulated=include_simulated):

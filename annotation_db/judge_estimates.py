@@ -105,11 +105,10 @@ def estimates(session: Session, campaign_name: str, *, run_id: int | None = None
                         "subset and the PPI interval is NOT valid (shown for comparison only)"),
            "quantities": {}}
     for quantity in QUANTITIES:
-        rated = [(v[quantity], _judge_value(judged[i], quantity)) for i, v in panel.items()
-                 if i in judged and v[quantity] is not None
-                 and _judge_value(judged[i], quantity) is not None]
-        unrated = [_judge_value(row, quantity) for i, row in judged.items() if i not in panel]
-        unrated = [v for v in unrated if v is not None]
+        judge = {i: _judge_value(row, quantity) for i, row in judged.items()}
+        rated = [(v[quantity], judge[i]) for i, v in panel.items()
+                 if judge.get(i) is not None and v[quantity] is not None]
+        unrated = [f for i, f in judge.items() if i not in panel and f is not None]
         y = np.array([a for a, _ in rated])
         f = np.array([b for _, b in rated])
         section = ppi.compare(y, f, np.array(unrated), alpha) if len(rated) >= 2 else {

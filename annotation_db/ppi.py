@@ -50,15 +50,19 @@ def classical(y: np.ndarray, alpha: float = ALPHA) -> dict:
             "ci": _interval(estimate, float(y.std(ddof=1) / math.sqrt(y.size)), alpha)}
 
 
-def best_lambda(y: np.ndarray, f: np.ndarray, f_unlabeled: np.ndarray) -> float:
-    """PPI++'s variance-minimising λ for a mean, Cov(Y, f) / ((1 + n/N) Var(f)), with
-    Var(f) over every judged item, clipped to [0, 1] (0: the judge is ignored)."""
-    n, big_n = len(y), len(f_unlabeled)
-    var_f = float(np.var(np.concatenate([f, f_unlabeled]), ddof=1))
+def _lambda(cov: float, var_f: float, n: int, big_n: int) -> float:
+    """PPI++'s variance-minimising λ for a mean, Cov(Y, f) / ((1 + n/N) Var(f)), clipped
+    to [0, 1] (0: the judge is ignored)."""
     if var_f == 0 or big_n == 0:
         return 0.0
-    cov = float(np.cov(y, f, ddof=1)[0, 1])
     return float(np.clip(cov / ((1 + n / big_n) * var_f), 0.0, 1.0))
+
+
+def best_lambda(y: np.ndarray, f: np.ndarray, f_unlabeled: np.ndarray) -> float:
+    """:func:`_lambda` from the data, with Var(f) over every judged item."""
+    var_f = float(np.var(np.concatenate([f, f_unlabeled]), ddof=1))
+    cov = float(np.cov(y, f, ddof=1)[0, 1]) if var_f > 0 else 0.0
+    return _lambda(cov, var_f, len(y), len(f_unlabeled))
 
 
 def prediction_powered(y: np.ndarray, f: np.ndarray, f_unlabeled: np.ndarray,
@@ -118,7 +122,7 @@ def ratings_for_width(y, f, total_items: int, target_width: float,
         unlabeled = total_items - n
         if unlabeled <= 0 or var_f == 0:
             return 2 * z * math.sqrt(var_y / n)
-        lam = min(max(cov / ((1 + n / unlabeled) * var_f), 0.0), 1.0)
+        lam = _lambda(cov, var_f, n, unlabeled)
         variance = (var_y - 2 * lam * cov + lam ** 2 * var_f) / n + lam ** 2 * var_f / unlabeled
         return 2 * z * math.sqrt(max(variance, 0.0))
 

@@ -35,7 +35,6 @@ starts) reuses the system turn and the history up to the first removed line acro
 rationale's variants.
 """
 
-import hashlib
 import random
 import re
 import time
@@ -54,7 +53,7 @@ from annotation_db import faithfulness as store
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
 from annotation_db.models import GenerationRun, Patient, Rationale
-from annotation_db.provenance import CommandConfig
+from annotation_db.provenance import CommandConfig, file_sha256, stable_hash
 from annotation_db.render import render_compact, tokenizer_counter
 from annotation_db.student_task import ANSWER_PREFIX, prompt_messages
 from generation.models import history_counter
@@ -241,18 +240,13 @@ class AblationSummary:
     prompts: int = 0
     distinct_prompts: int = 0
     seconds: float = 0.0
-    scorer: dict = field(default_factory=dict)
 
 
 def files_sha256(folder: Path, pattern: str = "*") -> str:
-    """SHA-256 over a folder's files matching ``pattern`` (names and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """One digest of a folder's files matching ``pattern``: each file's SHA-256 by its
+    relative name."""
+    return stable_hash({p.relative_to(folder).as_posix(): file_sha256(p)
+                        for p in sorted(folder.rglob(pattern)) if p.is_file()})
 
 
 def model_identity(model) -> dict:
@@ -365,10 +359,9 @@ def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
                                  settings=settings)
             run_id = run.id
             done = store.scored_ids(session, run.id)
-            todo = pending_rationales(session, cfg.run, done)
-            if cfg.limit is not None:
-                todo = todo[:cfg.limit]
-            summary = AblationSummary(run.id, skipped=len(done), scorer=identity)
+            pending = pending_rationales(session, cfg.run, done)
+            todo = pending if cfg.limit is None else pending[:cfg.limit]
+            summary = AblationSummary(run.id, skipped=len(done))
             total = len(todo)
             for start in range(0, total, cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
@@ -379,17 +372,16 @@ def run_ablation(engine: Engine, cfg: FaithfulnessConfig, *, scorer=None,
                 started = time.perf_counter()
                 rows = score_ablations(scorer, ablations)
                 seconds = time.perf_counter() - started
-                store.store(session, run.id, rows, seconds)
+                prompts = sum(len(a.histories) for a in ablations)
+                store.store(session, run.id, rows, seconds, prompts)
                 summary.scored += len(rows)
-                summary.prompts += sum(len(a.histories) for a in ablations)
+                summary.prompts += prompts
                 summary.distinct_prompts += len({h for a in ablations
                                                  for h in a.histories.values()})
                 summary.seconds += seconds
                 if on_progress:
                     on_progress(summary.scored, total)
-            remaining = len(pending_rationales(session, cfg.run, store.scored_ids(session,
-                                                                                  run.id)))
-            store.finish(session, run.id, complete=remaining == 0)
+            store.finish(session, run.id, complete=len(todo) == len(pending))
     except BaseException:
         if run_id is not None:
             with Session(engine) as session:
