@@ -125,6 +125,18 @@ def tab_until(page, predicate_js: str, limit: int = 80) -> None:
     raise AssertionError(f"Tab never reached an element where {predicate_js}")
 
 
+def fill_settled(field, value: str, *, tries: int = 5) -> None:
+    """Types ``value`` into ``field`` and checks it is still there a moment later, typing it
+    again if not: a field that mounts when its accordion opens can receive its initial value
+    after a fast typist's input (seen once in CI under load)."""
+    for _ in range(tries):
+        field.fill(value)
+        field.page.wait_for_timeout(300)
+        if field.input_value() == value:
+            return
+    raise AssertionError(f"the field kept losing the value {value!r}")
+
+
 def screenshot(page, name: str, *, full_page: bool = True) -> None:
     """Saves what the page shows as ``name`` under :data:`SCREENSHOTS`."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from sqlmodel import Session
 from annotation_db import campaigns as camp
 from annotation_db import users
 from annotation_db.models import Annotation
-from tests.app.browser_kit import chromium, log_in, screenshot, serve_app
+from tests.app.browser_kit import chromium, fill_settled, log_in, screenshot, serve_app
 from tests.helpers import add_users, serving
 
 
@@ -148,12 +148,10 @@ def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url)
             timeout=30_000)
         # The form is generated from the CLI's config: a field set here is in the command.
         page.get_by_text("Advanced: every setting of the SFT run").click()
-        page.get_by_label("max steps").fill("3")
+        fill_settled(page.get_by_label("max steps"), "3")
         page.get_by_role("button", name="Check", exact=True).click()
-        # the check estimates the run's memory from its tokenized rows: under the full suite's
-        # load on two cores it has taken more than 30 s
         expect(page.get_by_text("rationale-audit train sft --dataset t --max-steps 3")
-               ).to_be_visible(timeout=90_000)
+               ).to_be_visible(timeout=60_000)
         screenshot(page, "runs-tab.png")
 
         annotator = log_in(browser, runs_url, "ann")
@@ -177,7 +175,7 @@ def test_a_researcher_launches_the_quick_check_preset_and_watches_it_finish(runs
         page.get_by_text("Advanced: every setting of the SFT run").click()
         expect(page.get_by_label("max steps")).to_have_value("4")
         page.get_by_text("Scoring of the SFT run").click()  # a short scoring, for the test
-        page.get_by_role("textbox", name=re.compile(r"^limit")).fill("8")
+        fill_settled(page.get_by_role("textbox", name=re.compile(r"^limit")), "8")
         page.get_by_role("combobox", name=re.compile(r"^engine")).click()
         page.get_by_role("option", name="transformers").click()
         page.get_by_role("button", name="Check", exact=True).click()
