@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotation_db.provenance import stable_hash
+from annotation_db.command_config import stable_hash
 from annotation_db.rubric import SCALE
 
 LEVELS = ("nominal", "ordinal", "interval")

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from annotation_db.command_config import stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import FaithfulnessRun, FaithfulnessScore, RunStatus, utcnow
-from annotation_db.provenance import stable_hash
 
 
 class FaithfulnessError(UserError):

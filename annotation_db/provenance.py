@@ -1,28 +1,20 @@
-"""Typed command configuration and the provenance written beside every output.
+"""The provenance written beside every output: config, hashes, versions, command line.
 
-Every command that writes an output folder takes one :class:`CommandConfig`
-subclass. It loads from YAML (``--config run.yaml``), command-line values
-override the file, unknown keys are refused, and :func:`echo_config` writes the
-resolved config, its content hash and the library versions into the folder, as
-TRL and LLaMA-Factory runs do.
+A command that writes an output folder echoes its resolved
+:class:`~annotation_db.command_config.CommandConfig` there: :func:`echo_config` writes
+the config, its content hash and the library versions, as TRL and LLaMA-Factory runs do.
 """
 
 import hashlib
 import importlib.metadata
 import json
 import platform
-import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import UnionType
-from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from annotation_db.errors import UserError
+from annotation_db.command_config import CommandConfig
 
 TRACKED_LIBRARIES = (
     "rationale-audit",
@@ -49,156 +41,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def stable_hash(data: Any) -> str:
-    """The project's one identity hash: SHA-256 of ``data`` as JSON with sorted keys.
-
-    Configs (:meth:`CommandConfig.content_hash`), training and few-shot runs and
-    generation runs are all identified by it, so equal inputs give one identity.
-    """
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-class ConfigError(UserError):
-    """A configuration file or value that cannot be used; the message is one line."""
-
-
-class CommandConfig(BaseModel):
-    """Base for per-command configuration: strict, hashable, YAML round-trippable."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    # Fields that never change a result (where files go, bookkeeping); a subclass lists
-    # its own, and they are left out of its identity.
-    NOT_IN_IDENTITY: ClassVar[frozenset[str]] = frozenset()
-    # Fields added after configs were first hashed, with their defaults: in the identity
-    # only when set, so what was identified before them keeps its hash.
-    ADDED_LATER: ClassVar[dict[str, Any]] = {}
-    # The command whose options the config's fields are (for :meth:`cli`).
-    COMMAND: ClassVar[str] = ""
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, *, base: dict | None = None,
-             **overrides: Any) -> Self:
-        """Defaults ← ``base`` (a preset) ← YAML file ← ``overrides`` (``None`` values
-        mean "not given")."""
-        data: dict[str, Any] = dict(base or {})
-        if path is not None:
-            path = Path(path)
-            try:
-                loaded = yaml.safe_load(path.read_text())
-            except OSError as exc:
-                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ConfigError(f"config file {path} must hold a mapping of settings")
-            data.update(loaded or {})
-        data.update({key: value for key, value in overrides.items() if value is not None})
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            source = f" in {path}" if path else ""
-            raise ConfigError(f"invalid {cls.__name__}{source}: {_first_error(exc)}") from exc
-
-    @classmethod
-    def option_fields(cls) -> dict[str, tuple[type, tuple]]:
-        """The fields that are one command-line option each: name → (type, choices).
-
-        A scalar field (``bool``, ``int``, ``float``, ``str``, a ``Literal`` of one of
-        them, or an optional one) is an option; a list or mapping is set in the YAML
-        given with ``--config``. The CLI and :meth:`cli`-style echoes read this, so a
-        field added to a config appears on the command line without being retyped.
-        """
-        out = {}
-        for name, field in cls.model_fields.items():
-            kind = _option_kind(field.annotation)
-            if kind is not None:
-                out[name] = kind
-        return out
-
-    @classmethod
-    def flag(cls, name: str, value: Any = True) -> str:
-        """The command-line flag of field ``name``; for a boolean, the one that sets
-        ``value`` (``--x``/``--no-x``, or the pair a field's
-        ``json_schema_extra={"flag": "--on/--off"}`` names)."""
-        field = cls.model_fields[name]
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        dashed = "--" + name.replace("_", "-")
-        if cls.option_fields()[name][0] is not bool:
-            return extra.get("flag") or dashed
-        on, off = (extra.get("flag") or f"{dashed}/--no-{name.replace('_', '-')}").split("/")
-        return on if value else off
-
-    def implied(self, name: str) -> bool:
-        """Whether field ``name`` holds what it would be derived as anyway (a subclass
-        with derived defaults says so); :meth:`cli` leaves such fields out."""
-        return False
-
-    def cli(self) -> str:
-        """The equivalent command line: :attr:`COMMAND`, the required fields, then
-        every field that differs from its default.
-
-        Fields without a command-line option are written as ``--config`` YAML instead;
-        the returned text then says so.
-        """
-        options = self.option_fields()
-        parts, in_yaml = [self.COMMAND], []
-        for key, field in type(self).model_fields.items():
-            value = getattr(self, key)
-            if (not field.is_required() and value == field.get_default(
-                    call_default_factory=True)) or self.implied(key):
-                continue
-            if key not in options:
-                in_yaml.append(key)
-            elif options[key][0] is bool:
-                parts.append(self.flag(key, value))
-            else:
-                parts.append(f"{self.flag(key)} {shlex.quote(str(value))}")
-        if in_yaml:
-            parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
-        return " ".join(parts)
-
-    def identity_data(self) -> dict[str, Any]:
-        """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""
-        data = self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))
-        for name, default in self.ADDED_LATER.items():
-            if data.get(name) == default:
-                data.pop(name, None)
-        return data
-
-    def content_hash(self, **context: Any) -> str:
-        """:func:`stable_hash` of :meth:`identity_data` plus ``context`` (say, the hash of
-        the data the config is applied to)."""
-        return stable_hash({**self.identity_data(), **context})
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-_SCALARS = (bool, int, float, str)
-
-
-def _option_kind(annotation: Any) -> tuple[type, tuple] | None:
-    """``(type, choices)`` of an annotation that fits one command-line option, else None."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin in (Union, UnionType):
-        rest = [a for a in args if a is not type(None)]
-        return _option_kind(rest[0]) if len(rest) == 1 else None
-    if origin is Literal:
-        kinds = {type(a) for a in args}
-        kind = kinds.pop() if len(kinds) == 1 else None
-        return (kind, args) if kind in _SCALARS else None
-    return (annotation, ()) if annotation in _SCALARS else None
-
-
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "config"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 def library_versions(packages: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:

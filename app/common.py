@@ -4,14 +4,14 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from annotation_db.command_config import CommandConfig, ConfigError
 from annotation_db.errors import UserError
-from annotation_db.provenance import CommandConfig, ConfigError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConnectionError, FileNotFoundError)
@@ -66,40 +66,61 @@ def _help(field, choices: tuple) -> str:
     text = (field.description or "").rstrip(".")
     if choices:
         text += ("; " if text else "") + "one of " + ", ".join(map(str, choices))
-    if not field.is_required() and field.default is not None:
+    if not field.is_required() and field.default not in (None, [], ()):
         text += f" (default {field.default})"
     return text
 
 
-def config_options(config_cls: type[CommandConfig]) -> Callable:
-    """Give a command ``--config FILE`` plus one option per :meth:`option_fields` field.
+def _option(name: str, field, kind, choices: tuple, default: Any = None) -> inspect.Parameter:
+    """The keyword parameter typer reads as field ``name``'s option."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = extra.get("flag")
+    dashed = "--" + name.replace("_", "-")
+    if kind is bool:
+        flag = flag or f"{dashed}/--no-{name.replace('_', '-')}"
+    option = typer.Option(default, flag or dashed, help=_help(field, choices),
+                          envvar=extra.get("envvar"), show_default=False,
+                          show_envvar=False)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
+                             default=option)
 
-    Name, type, default and help all come from the config class (a field's
-    ``json_schema_extra={"flag": "--on/--off"}`` names a boolean's two flags). The
-    decorated function takes the loaded config as its first argument, ``cfg``, and
-    keeps its own parameters (``--db``, ``--force``, …) after the generated ones.
-    Values from the command line override the file; unknown YAML keys are refused.
+
+def _group_fields() -> dict[str, Any]:
+    from app.options import GROUPS
+
+    return {name: field for group in GROUPS for name, field in group.model_fields.items()}
+
+
+def config_options(config_cls: type[CommandConfig] | None) -> Callable:
+    """Give a command its options from its config class and the shared option groups.
+
+    With a config class the command gets ``--config FILE`` plus one option per
+    :meth:`~annotation_db.command_config.CommandConfig.option_fields` field (name, type,
+    default, help and choices all from the class; a field's
+    ``json_schema_extra={"flag": "--on/--off"}`` names a boolean's two flags), and takes
+    the loaded config as its first argument, ``cfg``. Values from the command line
+    override the file; unknown YAML keys are refused.
+
+    A parameter named after a field of a shared group in :mod:`app.options` (``db``,
+    ``verbose``, ``cache_dir``, ``api_key``) and given a plain default gets that
+    group's option. Other parameters (arguments, say) are kept as written.
     """
+    shared = _group_fields()
+
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = list(inspect.signature(command).parameters.values())[1:]
+        own = list(inspect.signature(command).parameters.values())[
+            1 if config_cls is not None else 0:]
         taken = {p.name for p in own}
-        fields = {name: kind for name, kind in config_cls.option_fields().items()
-                  if name not in taken}
-        params = [inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
-            default=typer.Option(None, "--config", help="YAML of the config's fields; "
-                                 "options given here override it.", show_default=False))]
-        for name, (kind, choices) in fields.items():
-            field = config_cls.model_fields[name]
-            flag = (field.json_schema_extra or {}).get("flag") if isinstance(
-                field.json_schema_extra, dict) else None
-            dashed = "--" + name.replace("_", "-")
-            if kind is bool:
-                flag = flag or f"{dashed}/--no-{name.replace('_', '-')}"
-            option = typer.Option(None, flag or dashed, help=_help(field, choices),
-                                  show_default=False)
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                            annotation=kind | None, default=option))
+        fields = ({name: kind for name, kind in config_cls.option_fields().items()
+                   if name not in taken} if config_cls is not None else {})
+        params = []
+        if config_cls is not None:
+            params.append(inspect.Parameter(
+                "config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                default=typer.Option(None, "--config", help="YAML of the config's fields; "
+                                     "options given here override it.", show_default=False)))
+            params += [_option(name, config_cls.model_fields[name], kind, choices)
+                       for name, (kind, choices) in fields.items()]
         presets = getattr(config_cls, "PRESETS", None)
         if presets:
             params.insert(1, inspect.Parameter(
@@ -109,11 +130,20 @@ def config_options(config_cls: type[CommandConfig]) -> Callable:
                                      + "; ".join(f"{name}: {p.summary}"
                                                  for name, p in presets.items()),
                                      show_default=False)))
-        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        for p in own:
+            if p.name in shared and not isinstance(p.default, typer.models.ParameterInfo):
+                field = shared[p.name]
+                p = _option(p.name, field, bool if field.annotation is bool else str, (),
+                            field.default)
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            overrides = {name: kwargs.pop(name) for name in fields}
+            if config_cls is None:
+                return command(**kwargs)
+            overrides = {name: kwargs.pop(name) or None
+                         if get_origin(fields[name][0]) is list else kwargs.pop(name)
+                         for name in fields}  # an unrepeated list option is "not given"
             preset = kwargs.pop("preset", None)
             if preset is not None and preset not in presets:
                 raise ConfigError(f"no preset {preset!r}; known: {', '.join(presets)}")

@@ -51,7 +51,7 @@ from pydantic import Field, field_validator
 from sqlmodel import Session
 
 from annotation_db import audit, users
-from annotation_db.provenance import CommandConfig
+from annotation_db.command_config import CommandConfig
 
 MAX_LOGIN_BODY = 16 * 1024  # bytes: a username and a password, with room to spare
 

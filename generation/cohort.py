@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from annotation_db.provenance import CommandConfig
+from annotation_db.command_config import CommandConfig
 from annotation_db.records import DAYS_PER_YEAR, assign_evidence_ids
 
 DATA = Path(__file__).with_name("data")

@@ -34,10 +34,10 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import cohorts as cohort_crud
+from annotation_db.command_config import CommandConfig, stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import GenerationRun, Patient, Rationale, utcnow
 from annotation_db.models import PromptTemplate as PromptRow
-from annotation_db.provenance import CommandConfig, stable_hash
 from generation.grounding import check_rationale
 from generation.rationale_schema import parse_output
 

@@ -34,9 +34,9 @@ from annotation_db import campaigns as campaign_crud
 from annotation_db.claim_review import is_on as claim_review_on
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
+from annotation_db.command_config import CommandConfig, stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
-from annotation_db.provenance import CommandConfig, stable_hash
 from annotation_db.render import render_compact
 from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE, SCALE_DIMENSIONS
 from generation.backends import ServedModel, make_backend

@@ -30,9 +30,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from annotation_db import cohorts as cohort_crud
+from annotation_db.command_config import CommandConfig, stable_hash
 from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.models import PromptTemplate as PromptRow
-from annotation_db.provenance import CommandConfig, stable_hash
 from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, SamplingConfig
 from generation.engine import EngineOptions

@@ -29,8 +29,9 @@ from pydantic import Field, field_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.command_config import CommandConfig
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
-from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.provenance import echo_config
 from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
 from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view

@@ -52,8 +52,9 @@ from sqlmodel import Session
 from annotation_db import faithfulness as store
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
+from annotation_db.command_config import CommandConfig, stable_hash
 from annotation_db.models import GenerationRun, Patient, Rationale
-from annotation_db.provenance import CommandConfig, file_sha256, stable_hash
+from annotation_db.provenance import file_sha256
 from annotation_db.render import render_compact, tokenizer_counter
 from annotation_db.student_task import ANSWER_PREFIX, prompt_messages
 from generation.models import history_counter

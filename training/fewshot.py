@@ -27,9 +27,10 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.command_config import CommandConfig
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, RunStatus
-from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.provenance import echo_config
 from annotation_db.student_task import assistant_text, fewshot_messages
 from generation.models import DEFAULT_MODEL
 from training import runs

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.command_config import CommandConfig
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
-from annotation_db.provenance import CommandConfig
 from generation.models import DEFAULT_MODEL
 from training import archive, runs, seed_report
 from training.data import TARGETS, Target, read_view

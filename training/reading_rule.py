@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from annotation_db.provenance import stable_hash
+from annotation_db.command_config import stable_hash
 from training.forced_reading import FORCED
 from training.targets import TARGETS
 

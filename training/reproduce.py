@@ -21,13 +21,8 @@ import numpy as np
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from annotation_db.provenance import (
-    CommandConfig,
-    ConfigError,
-    echo_config,
-    portable_argv,
-    portable_path,
-)
+from annotation_db.command_config import CommandConfig, ConfigError
+from annotation_db.provenance import echo_config, portable_argv, portable_path
 from training.budget import Throughput, estimate, sample_token_counts
 from training.grid import ExperimentGrid, run_experiment
 from training.study import DataSettings, prepare_dataset

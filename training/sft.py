@@ -32,9 +32,10 @@ from pydantic import Field, model_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from annotation_db.command_config import CommandConfig
 from annotation_db.export import get_version
 from annotation_db.models import RunStatus, TrainingRun
-from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.provenance import echo_config
 from generation.engine import cpu_has_native_bf16
 from generation.models import DEFAULT_MODEL, load_tokenizer
 from training import runs

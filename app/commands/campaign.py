@@ -8,11 +8,12 @@ from rich.table import Table
 from sqlmodel import Session
 
 from annotation_db import campaigns as crud
+from annotation_db.campaigns_config import CampaignCreateConfig, CampaignStatusConfig
 from annotation_db.planner import campaign_plan
 from annotation_db.simulate import simulate as run_simulation
 from annotation_db.simulate import simulated_raters
 from app.commands.db import open_engine
-from app.common import DbOption, cli_actor, user_errors
+from app.common import DbOption, cli_actor, config_options, user_errors
 
 app = typer.Typer(help="Rating campaigns: create, status, simulate.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -20,36 +21,8 @@ console = Console(soft_wrap=True)
 
 @app.command()
 @user_errors
-def create(
-    name: str,
-    run: list[int] = typer.Option(..., "--run", help="Generation run id(s) whose rationales "
-                                                      "are rated (repeatable)."),
-    annotators: str = typer.Option(..., help="Comma-separated usernames."),
-    k: int = typer.Option(2, help="Independent ratings per rationale."),
-    calibration: int = typer.Option(0, help="Items that every annotator rates first."),
-    gold_share: float = typer.Option(0.0, help="Gold (flawed) items per original item."),
-    guidelines_version: str = typer.Option("1.0", help="Guidelines shown to raters."),
-    show_grounding: bool = typer.Option(False, help="Show automatic check results to raters."),
-    seed: int = typer.Option(0, help="Seed of the assignment and orders."),
-    assignment: str = typer.Option(
-        "balanced", help="balanced: k raters per item, fixed at creation; adaptive: after the "
-        "calibration batch each rater gets the item whose rating is most informative (every "
-        "item still reaches k; extras go to uncertain approval decisions); escalation: as "
-        "adaptive, but the items the judge (--judge-run) is least sure of reach k first."),
-    max_ratings: int | None = typer.Option(
-        None, help="adaptive: cap on ratings per item (default k + 2, at most the annotators)."),
-    judge_run: int | None = typer.Option(
-        None, help="adaptive: a judge run whose scores are the prior of each item's belief; "
-        "escalation (required): the judge whose doubt orders the items."),
-    claim_review: bool = typer.Option(
-        True, help="Raters give a verdict on every claim of each rationale (supported, partly "
-        "supported, not in the record, contradicted, general knowledge) and mark lines it "
-        "should have cited, beside the two scores."),
-    rate_corrections: bool = typer.Option(
-        False, help="A correction an adjudicator accepts joins the campaign and is rated by k "
-        "raters like any rationale."),
-    db: DbOption = None,
-) -> None:
+@config_options(CampaignCreateConfig)
+def create(cfg: CampaignCreateConfig, name: str, db: str | None = None) -> None:
     """Create a campaign and assign its items (balanced, randomized per annotator, or
     adaptive).
 
@@ -59,22 +32,21 @@ def create(
     """
     with Session(open_engine(db)) as session:
         campaign = crud.create_campaign(
-            session, name=name, run_ids=run, annotators=[a.strip() for a in
-                                                         annotators.split(",") if a.strip()],
-            k=k, calibration=calibration, gold_share=gold_share,
-            guidelines_version=guidelines_version, blind_grounding=not show_grounding,
-            actor=cli_actor(), address="cli", seed=seed, assignment=assignment,
-            max_ratings=max_ratings, judge_run=judge_run, claim_review=claim_review,
-            rate_corrections=rate_corrections)
+            session, name=name, run_ids=cfg.run, annotators=cfg.annotator_names(), k=cfg.k,
+            calibration=cfg.calibration, gold_share=cfg.gold_share,
+            guidelines_version=cfg.guidelines_version, blind_grounding=not cfg.show_grounding,
+            actor=cli_actor(), address="cli", seed=cfg.seed, assignment=cfg.assignment,
+            max_ratings=cfg.max_ratings, judge_run=cfg.judge_run,
+            claim_review=cfg.claim_review, rate_corrections=cfg.rate_corrections)
         state = crud.status(session, campaign)
-    console.print(f"campaign {name}: {state['items']} items, k = {k}, "
+    console.print(f"campaign {name}: {state['items']} items, k = {cfg.k}, "
                   f"{len(state['annotators'])} annotators", highlight=False)
 
 
 @app.command()
 @user_errors
-def status(name: str, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-           db: DbOption = None) -> None:
+@config_options(CampaignStatusConfig)
+def status(cfg: CampaignStatusConfig, name: str, db: str | None = None) -> None:
     """Progress per annotator (done / assigned, skipped, reclaimed, mean seconds on task).
 
     Example:
@@ -85,7 +57,7 @@ def status(name: str, as_json: bool = typer.Option(False, "--json", help="Print 
         campaign = crud.get_campaign(session, name)
         crud.reclaim_abandoned(session, campaign)
         state = crud.status(session, campaign)
-    if as_json:
+    if cfg.as_json:
         console.print_json(json.dumps(state))
         return
     table = Table("annotator", "done", "assigned", "skipped", "reclaimed", "mean seconds",

@@ -19,9 +19,10 @@ from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import cohort_summary
+from annotation_db.command_config import CommandConfig
 from annotation_db.export import ApprovalPolicy
 from annotation_db.models import Campaign, Cohort, DatasetVersion
-from annotation_db.provenance import CommandConfig, echo_config
+from annotation_db.provenance import echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
 from app.common import config_options, user_errors

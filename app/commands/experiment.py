@@ -45,7 +45,7 @@ def run(
     """
     from pydantic import ValidationError
 
-    from annotation_db.provenance import ConfigError
+    from annotation_db.command_config import ConfigError
     from training.grid import ExperimentGrid, experiment_folder, run_experiment
     from training.ray_grid import Executor, ray_runner
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from annotation_db.provenance import CommandConfig
+from annotation_db.command_config import CommandConfig
 
 
 class ConfigForm:

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import jobs as job_crud
+from annotation_db.command_config import ConfigError
 from annotation_db.models import DatasetVersion, EvaluationResult, Job, TrainingRun
-from annotation_db.provenance import ConfigError
 from app.auth import RESEARCH_ROLES, address_of, bound, user_of
 from app.jobs import log_tail
 from app.ray_jobs import ADDRESS_VARIABLE

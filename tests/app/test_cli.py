@@ -555,7 +555,7 @@ def test_command_options_come_from_the_config_class(tmp_path):
     import typer
     from pydantic import Field
 
-    from annotation_db.provenance import CommandConfig
+    from annotation_db.command_config import CommandConfig
     from app.common import config_options, user_errors
 
     class ToyConfig(CommandConfig):

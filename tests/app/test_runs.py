@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import jobs, users
+from annotation_db.command_config import ConfigError
 from annotation_db.models import Job, TrainingRun, User
-from annotation_db.provenance import ConfigError
 from app.jobs import TOKEN_VARIABLE, JobRunner, stop_orphan
 from app.screens.runs import build_config, launch_forms
 from tests.helpers import PASSWORD, add_users, audited_version, client, serving

@@ -146,7 +146,7 @@ def test_compact_rendering_fits_the_budget_and_keeps_ids(small_cohort):
 
 
 def test_config_rejects_impossible_settings():
-    from annotation_db.provenance import ConfigError
+    from annotation_db.command_config import ConfigError
 
     with pytest.raises(ConfigError, match="case_ratio must look like 1:1"):
         CohortConfig.load(case_ratio="one to one")

@@ -212,7 +212,7 @@ def test_config_validation_and_equivalent_command():
     assert cfg.identity("x") == cfg.model_copy(update={"precision": resolved}).identity("x")
     assert cfg.identity("x") != cfg.model_copy(update={
         "precision": "fp32" if resolved == "bf16" else "bf16"}).identity("x")
-    from annotation_db.provenance import ConfigError
+    from annotation_db.command_config import ConfigError
 
     with pytest.raises(ConfigError, match="target"):
         SFTRunConfig.load(None, dataset="v1", target="rationale")

@@ -70,7 +70,7 @@ def test_simulated_ratings_are_never_used_silently(engine, tmp_path):
 
 
 def test_reproduce_scales_override_the_shared_settings(tmp_path):
-    from annotation_db.provenance import ConfigError
+    from annotation_db.command_config import ConfigError
 
     cfg = ReproduceConfig.load("experiments/reproduce.yaml")
     data, grid = cfg.resolve("smoke")
