@@ -113,8 +113,9 @@ class CommandConfig(BaseModel):
         dashed = "--" + name.replace("_", "-")
         if cls.option_fields()[name][0] is not bool:
             return extra.get("flag") or dashed
-        on, off = (extra.get("flag") or f"{dashed}/--no-{name.replace('_', '-')}").split("/")
-        return on if value else off
+        on, _, off = (extra.get("flag") or f"{dashed}/--no-{name.replace('_', '-')}"
+                      ).partition("/")
+        return on if value else off  # "" for a single flag such as --json: off is its absence
 
     def implied(self, name: str) -> bool:
         """Whether field ``name`` holds what it would be derived as anyway (a subclass

@@ -152,6 +152,7 @@ def config_options(config_cls: type[CommandConfig] | None) -> Callable:
             return command(cfg, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)  # what typer reads
+        wrapper.config_class = config_cls  # tests/app/test_command_configs.py reads it
         return wrapper
 
     return decorate
