@@ -91,7 +91,7 @@ def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -
     stages = estimate(data, grid, throughput, tokens, finished)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
 
     train_patients = round(data.n * CohortConfig(n=data.n).split_fractions[0])
     pool = train_patients * min(tokens["approved_share"].values())

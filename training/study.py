@@ -70,7 +70,7 @@ class DataSettings(BaseModel):
 
 
 def _cohort(engine: Engine, data: DataSettings, say) -> int:
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
     from generation.cohort_store import store_generated_cohort
 
     with Session(engine) as session:
