@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any, get_origin
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from annotation_db.command_config import CommandConfig, ConfigError
+from annotation_db.command_config import CommandConfig, ConfigError, _option_kind
 from annotation_db.errors import UserError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
@@ -85,13 +86,21 @@ def _option(name: str, field, kind, choices: tuple, default: Any = None) -> insp
                              default=option)
 
 
-def _group_fields() -> dict[str, Any]:
+def _group_fields(groups: tuple[type[BaseModel], ...] = ()) -> dict[str, Any]:
     from app.options import GROUPS
 
-    return {name: field for group in GROUPS for name, field in group.model_fields.items()}
+    return {name: field for group in (*GROUPS, *groups)
+            for name, field in group.model_fields.items()}
 
 
-def config_options(config_cls: type[CommandConfig] | None) -> Callable:
+def _group_option(name: str, field) -> inspect.Parameter:
+    """The keyword parameter typer reads as group field ``name``'s option."""
+    kind, choices = _option_kind(field.annotation) or (str, ())
+    return _option(name, field, kind, choices, field.default)
+
+
+def config_options(config_cls: type[CommandConfig] | None,
+                   *groups: type[BaseModel]) -> Callable:
     """Give a command its options from its config class and the shared option groups.
 
     With a config class the command gets ``--config FILE`` plus one option per
@@ -103,13 +112,22 @@ def config_options(config_cls: type[CommandConfig] | None) -> Callable:
 
     A parameter named after a field of a shared group in :mod:`app.options` (``db``,
     ``verbose``, ``cache_dir``, ``api_key``) and given a plain default gets that
-    group's option. Other parameters (arguments, say) are kept as written.
+    group's option; ``groups`` adds a command's own groups, for options that must stay
+    out of a hashed config (``cohort generate --workers``, say). Other parameters
+    (arguments, say) are kept as written.
+
+    A command that declares a parameter named ``config`` receives the ``--config`` path
+    too, and that parameter's plain default becomes the option's default (for a command
+    whose config file has a usual place, such as ``experiment reproduce``).
     """
-    shared = _group_fields()
+    shared = _group_fields(groups)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(command).parameters.values())[
             1 if config_cls is not None else 0:]
+        wants_path = any(p.name == "config" for p in own)
+        default_file = _config_default(own)
+        own = [p for p in own if p.name != "config"]
         taken = {p.name for p in own}
         fields = ({name: kind for name, kind in config_cls.option_fields().items()
                    if name not in taken} if config_cls is not None else {})
@@ -117,8 +135,10 @@ def config_options(config_cls: type[CommandConfig] | None) -> Callable:
         if config_cls is not None:
             params.append(inspect.Parameter(
                 "config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
-                default=typer.Option(None, "--config", help="YAML of the config's fields; "
-                                     "options given here override it.", show_default=False)))
+                default=typer.Option(default_file, "--config", help="YAML of the config's "
+                                     "fields; options given here override it" + (
+                                         f" (default {default_file})" if default_file
+                                         else "") + ".", show_default=False)))
             params += [_option(name, config_cls.model_fields[name], kind, choices)
                        for name, (kind, choices) in fields.items()]
         presets = getattr(config_cls, "PRESETS", None)
@@ -132,9 +152,7 @@ def config_options(config_cls: type[CommandConfig] | None) -> Callable:
                                      show_default=False)))
         for p in own:
             if p.name in shared and not isinstance(p.default, typer.models.ParameterInfo):
-                field = shared[p.name]
-                p = _option(p.name, field, bool if field.annotation is bool else str, (),
-                            field.default)
+                p = _group_option(p.name, shared[p.name])
             params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
 
         @functools.wraps(command)
@@ -148,14 +166,24 @@ def config_options(config_cls: type[CommandConfig] | None) -> Callable:
             if preset is not None and preset not in presets:
                 raise ConfigError(f"no preset {preset!r}; known: {', '.join(presets)}")
             base = dict(presets[preset].settings) if preset else None
-            cfg = config_cls.load(kwargs.pop("config"), base=base, **overrides)
-            return command(cfg, **kwargs)
+            path = kwargs.pop("config")
+            cfg = config_cls.load(path, base=base, **overrides)
+            return command(cfg, **({"config": path} if wants_path else {}), **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)  # what typer reads
         wrapper.config_class = config_cls  # tests/app/test_command_configs.py reads it
         return wrapper
 
     return decorate
+
+
+def _config_default(params: list[inspect.Parameter]) -> Any:
+    """The plain default of a command's own ``config`` parameter (else None)."""
+    for p in params:
+        if p.name == "config" and p.default is not inspect.Parameter.empty \
+                and not isinstance(p.default, typer.models.ParameterInfo):
+            return p.default
+    return None
 
 
 def cli_actor() -> str:

@@ -35,14 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, field_validator, model_validator
 
-from annotation_db.command_config import CommandConfig
 from annotation_db.records import DAYS_PER_YEAR, assign_evidence_ids
+from generation.cohort_config import CohortConfig  # re-exported: the simulator's input
 
 DATA = Path(__file__).with_name("data")
 APOE_ORDER = ("e3/e3", "e3/e4", "e2/e3", "e2/e4", "e4/e4", "e2/e2")
@@ -51,48 +49,6 @@ EDUCATION_TEXT = {
     "other": "A levels, O levels/GCSEs or vocational qualifications",
     "none": "None of the listed qualifications",
 }
-
-
-class CohortConfig(CommandConfig):
-    """Settings of `rationale-audit cohort generate`."""
-
-    name: str = Field("synthetic", description="cohort name, unique in the database "
-                      "(`cohort generate` without one: synthetic-s{seed}-n{n})")
-    n: int = Field(5000, ge=1, le=5_000_000, description="number of patients")
-    seed: int = Field(7, description="everything is deterministic given the seed")
-    mode: Literal["population", "case-enriched"] = "case-enriched"
-    case_ratio: str = Field("1:1", description="cases:controls in case-enriched mode")
-    age_min: int = Field(40, ge=18, le=90)
-    age_max: int = Field(70, ge=19, le=95)
-    index_start: dt.date = dt.date(2006, 3, 13)
-    index_end: dt.date = dt.date(2010, 10, 1)
-    horizon_years: float = Field(5.0, gt=0, le=20)
-    prediction_gap_days: int = Field(0, ge=0, le=3650, description="no items this close to index")
-    history_years: float = Field(15.0, gt=1, le=40)
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-
-    @field_validator("case_ratio")
-    @classmethod
-    def _ratio(cls, value: str) -> str:
-        parts = value.split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise ValueError("case_ratio must look like 1:1 or 1:3 (positive whole numbers)")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "CohortConfig":
-        if self.age_min >= self.age_max:
-            raise ValueError("age_min must be below age_max")
-        if self.index_start > self.index_end:
-            raise ValueError("index_start must not be after index_end")
-        if abs(sum(self.split_fractions) - 1) > 1e-9 or min(self.split_fractions) < 0:
-            raise ValueError("split_fractions must be three non-negative shares summing to 1")
-        return self
-
-    @property
-    def case_share(self) -> float:
-        cases, controls = (int(p) for p in self.case_ratio.split(":"))
-        return cases / (cases + controls)
 
 
 @dataclass(frozen=True)

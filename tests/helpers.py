@@ -150,7 +150,8 @@ def audited_version(url: str, exports_dir, *, n: int = 60, seed: int = 7, name: 
     Template-teacher rationales in both formats, rated by simulated raters, exported
     under a policy that admits simulated ratings. Returns the engine.
     """
-    from training.study import AuditSettings, DataSettings, prepare_dataset
+    from training.study import prepare_dataset
+    from training.study_config import AuditSettings, DataSettings
 
     engine = make_engine(url)
     migrate.upgrade(engine)

@@ -137,7 +137,7 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
 
     With ``finished`` (:func:`finished_work`), a run already trained, or a result
     already stored, costs nothing and is counted in the stage's ``reused``."""
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
 
     split = CohortConfig(n=data.n).split_fractions
     n_val, n_test = round(data.n * split[1]), round(data.n * split[2])

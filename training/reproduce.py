@@ -15,64 +15,15 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from annotation_db.command_config import CommandConfig, ConfigError
 from annotation_db.provenance import echo_config, portable_argv, portable_path
-from training.budget import Throughput, estimate, sample_token_counts
-from training.grid import ExperimentGrid, run_experiment
+from training.budget import estimate, sample_token_counts
+from training.grid import run_experiment
+from training.reproduce_config import ReproduceConfig
 from training.study import DataSettings, prepare_dataset
-
-
-class ReproduceConfig(CommandConfig):
-    """experiments/reproduce.yaml: data settings, a base grid, and named scales."""
-
-    name: str = "reproduce"
-    data: DataSettings = DataSettings()
-    grid: dict[str, Any] = Field(default_factory=dict, description="ExperimentGrid fields")
-    scales: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per scale: overrides of `data` and `grid` fields")
-    exports_dir: str = "exports"
-    output_dir: str = "reports"
-
-    def resolve(self, scale: str) -> tuple[DataSettings, ExperimentGrid]:
-        if scale not in self.scales:
-            raise ConfigError(f"unknown scale {scale!r}; the config defines "
-                              f"{', '.join(self.scales) or 'none'}")
-        over = self.scales[scale]
-        unknown = set(over) - {"data", "grid", "throughput"}
-        if unknown:
-            raise ConfigError(f"scale {scale!r} has unknown keys {sorted(unknown)}; a scale "
-                              "holds data, grid and throughput")
-        try:
-            data = DataSettings.model_validate(_merge(self.data.model_dump(),
-                                                      over.get("data", {})))
-            grid = ExperimentGrid.model_validate({"name": f"{self.name}-{scale}",
-                                                  **_merge(self.grid, over.get("grid", {})),
-                                                  "dataset": data.dataset})
-            if data.history_tokenizer is None:  # count histories in the student's tokens
-                data = data.model_copy(update={"history_tokenizer": grid.base_models[0]})
-        except ValidationError as exc:
-            raise ConfigError(f"scale {scale!r} of {self.name!r}: {exc.errors()[0]['loc']}: "
-                              f"{exc.errors()[0]['msg']}") from exc
-        return data, grid
-
-
-    def throughput(self, scale: str) -> Throughput:
-        self.resolve(scale)
-        block = self.scales[scale].get("throughput")
-        if block is None:
-            raise ConfigError(f"scale {scale!r} has no throughput block; --dry-run needs the "
-                              "measured speeds it divides by (see docs/reproduction.md)")
-        try:
-            return Throughput.model_validate(block)
-        except ValidationError as exc:
-            raise ConfigError(f"scale {scale!r} throughput: {exc.errors()[0]['loc']}: "
-                              f"{exc.errors()[0]['msg']}") from exc
 
 
 def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -> dict:
@@ -91,7 +42,7 @@ def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -
     stages = estimate(data, grid, throughput, tokens, finished)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
 
     train_patients = round(data.n * CohortConfig(n=data.n).split_fractions[0])
     pool = train_patients * min(tokens["approved_share"].values())
@@ -116,14 +67,6 @@ def _union(a: dict | None, b: dict | None) -> dict | None:
         runs.setdefault(h, set()).update(results)
     return {"version_hash": a["version_hash"], "runs": runs,
             "data_done": a.get("data_done", True) or b.get("data_done", True)}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
-            out.get(key), dict) else value
-    return out
 
 
 def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_path: str | None,

@@ -15,10 +15,8 @@ re-run or resumed with the same command:
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -27,50 +25,11 @@ from annotation_db import campaigns, export
 from annotation_db.models import Campaign, Cohort, DatasetVersion
 from annotation_db.rubric import SCALE_DIMENSIONS
 from generation.models import DEFAULT_MODEL, history_counter
-
-
-class AuditSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    campaign: str = Field("study-audit", description="an existing campaign with real ratings "
-                                                     "is used as is; otherwise it is simulated")
-    simulated_raters: int = Field(3, ge=2)
-    k: int = Field(2, ge=1, description="ratings per rationale")
-    gold_share: float = Field(0.1, ge=0, le=1)
-    noise: float = Field(0.6, ge=0)
-
-
-TEMPLATE_TEACHERS = ("template", "template-balanced")
-
-
-class DataSettings(BaseModel):
-    """What the training data of a study are made from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cohort: str = "study"
-    n: int = Field(600, ge=20, description="patients in the cohort")
-    mode: Literal["population", "case-enriched"] = "case-enriched"
-    seed: int = 7
-    teacher: str = Field("template", description="'template' (the template teacher), "
-                         "'template-balanced' (its variant with the evidence first and the "
-                         "conclusion last) or a model spec for vLLM")
-    formats: list[Literal["free", "stepwise"]] = ["free", "stepwise"]
-    history_budget: int = Field(600, ge=40, description="tokens of history in each prompt "
-                                                        "(generation and exported views)")
-    history_tokenizer: str | None = Field(
-        None, description="model whose tokenizer counts history_budget (default: the "
-                          "grid's first base model)")
-    audit: AuditSettings = AuditSettings()
-    policy: dict = Field(default_factory=lambda: {
-        "min_ratings": 2, "min_accuracy": 3.5, "min_faithfulness": 3.5, "aggregate": "mean",
-        "blocking_flags": ["unsafe_or_misleading", "hallucinated_fact"],
-        "min_gold_accuracy": None, "include_simulated": True})
-    dataset: str = Field("study-v1", description="name of the dataset version")
+from training.study_config import TEMPLATE_TEACHERS, DataSettings
 
 
 def _cohort(engine: Engine, data: DataSettings, say) -> int:
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
     from generation.cohort_store import store_generated_cohort
 
     with Session(engine) as session:

@@ -4,7 +4,6 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,17 +15,20 @@ from annotation_db import cohorts as crud
 from annotation_db.provenance import code_version
 from annotation_db.render import render_compact, render_text
 from app.commands.db import open_engine
-from app.common import DbOption, config_options, user_errors
-from generation.cohort import CohortConfig
+from app.common import config_options, user_errors
+from generation.cohort_config import (
+    CohortConfig,
+    CohortExportConfig,
+    CohortGenerateOptions,
+    CohortImportConfig,
+    CohortShowConfig,
+    CohortValidateConfig,
+)
 from generation.cohort_store import store_generated_cohort
 
 app = typer.Typer(help="Synthetic patient cohorts: generate, validate, import, export, show.",
                   no_args_is_help=True)
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
-
-CohortOption = Annotated[
-    str | None, typer.Option("--cohort", help="Cohort name (default: the newest cohort).")
-]
 
 
 def _progress() -> Progress:
@@ -71,12 +73,8 @@ def _print_summary(summary: dict) -> None:
 
 @app.command()
 @user_errors
-@config_options(CohortConfig)
-def generate(
-    cfg: CohortConfig,
-    workers: int = typer.Option(2, help="Processes that build histories while one writes."),
-    db: DbOption = None,
-) -> None:
+@config_options(CohortConfig, CohortGenerateOptions)
+def generate(cfg: CohortConfig, workers: int = 2, db: str | None = None) -> None:
     """Generate synthetic UK Biobank-like patients with a calibrated five-year ADRD label.
 
     Without a --name (here or in the YAML) the cohort is named synthetic-s{seed}-n{n}.
@@ -96,11 +94,8 @@ def generate(
 
 @app.command()
 @user_errors
-def validate(
-    cohort: CohortOption = None,
-    out: Path = typer.Option(Path("reports/cohort"), help="Folder for report.html and .json."),
-    db: DbOption = None,
-) -> None:
+@config_options(CohortValidateConfig)
+def validate(cfg: CohortValidateConfig, db: str | None = None) -> None:
     """Check a cohort: incidence vs targets, recovered hazard ratios, marginals, integrity, AUC.
 
     Example:
@@ -112,16 +107,19 @@ def validate(
 
     engine = open_engine(db)
     with Session(engine) as session:
-        row = _resolve_cohort(session, cohort)
+        row = _resolve_cohort(session, cfg.cohort)
         name, cohort_id, stored = row.name, row.id, row.config
-    cfg = stored.get("config", {})
+    made_with = stored.get("config", {})
+    defaults = CohortConfig()  # what a setting missing from an older cohort's record was
     with console.status(f"reading {name}"):
         records = list(crud.iter_records(engine, cohort_id))
     with console.status("validating"):
-        report = run_validation(records, horizon_years=cfg.get("horizon_years", 5.0),
-                                age_min=cfg.get("age_min", 40),
-                                gap_days=cfg.get("prediction_gap_days", 0))
-    report["cohort"] = {"name": name, "config": cfg}
+        report = run_validation(
+            records, horizon_years=made_with.get("horizon_years", defaults.horizon_years),
+            age_min=made_with.get("age_min", defaults.age_min),
+            gap_days=made_with.get("prediction_gap_days", defaults.prediction_gap_days))
+    report["cohort"] = {"name": name, "config": made_with}
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.html").write_text(render_html(report, f"Cohort validation: {name}"))
@@ -142,15 +140,11 @@ def validate(
 
 @app.command("import")
 @user_errors
+@config_options(CohortImportConfig)
 def import_(
+    cfg: CohortImportConfig,
     path: Path = typer.Argument(..., help="A JSONL file, or a Synthea output/csv folder."),
-    format: str = typer.Option(..., "--format", help="jsonl or synthea."),
-    name: str = typer.Option(..., help="Name of the new cohort."),
-    seed: int = typer.Option(0, help="Seed for splits of records that have none."),
-    index_date: str = typer.Option("2010-01-01", help="Synthea: the index date for everyone."),
-    age_min: int = typer.Option(40, help="Synthea: youngest age at the index date."),
-    age_max: int = typer.Option(70, help="Synthea: oldest age at the index date."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Import a cohort from the documented JSONL format or a Synthea CSV export.
 
@@ -164,39 +158,37 @@ def import_(
     from generation.importers import read_jsonl, read_synthea
 
     summary: dict = {}
-    if format == "jsonl":
-        records = read_jsonl(path, seed=seed)
-    elif format == "synthea":
+    if cfg.format == "jsonl":
+        records = read_jsonl(path, seed=cfg.seed)
+    else:
         try:
-            day = dt.date.fromisoformat(index_date)
+            day = dt.date.fromisoformat(cfg.index_date)
         except ValueError:
             raise typer.BadParameter(
-                f"--index-date must be YYYY-MM-DD, not {index_date!r}") from None
-        records, summary = read_synthea(path, index_date=day, age_min=age_min, age_max=age_max,
-                                        seed=seed)
-    else:
-        raise typer.BadParameter(f"--format must be jsonl or synthea, not {format!r}")
+                f"--index-date must be YYYY-MM-DD, not {cfg.index_date!r}") from None
+        records, summary = read_synthea(path, index_date=day, age_min=cfg.age_min,
+                                        age_max=cfg.age_max, seed=cfg.seed)
     engine = open_engine(db)
     cohort_id = crud.store_cohort(
-        engine, name=name, source=format, seed=seed,
-        config={"imported_from": str(path), "format": format, "code_version": code_version(),
-                **summary},
+        engine, name=cfg.name, source=cfg.format, seed=cfg.seed,
+        config={"imported_from": str(path), "format": cfg.format,
+                "code_version": code_version(), **summary},
         sampling=None, batches=crud.in_memory_batches(records, render_text),
     )
     with Session(engine) as session:
         splits = crud.cohort_summary(session, cohort_id)
-    _print_summary({"name": name, "splits": splits, "sampling": None})
+    _print_summary({"name": cfg.name, "splits": splits, "sampling": None})
     if summary.get("excluded"):
         console.print(f"excluded: {summary['excluded']}", highlight=False)
 
 
 @app.command()
 @user_errors
+@config_options(CohortExportConfig)
 def export(
+    cfg: CohortExportConfig,
     path: Path = typer.Argument(..., help="Output file."),
-    format: str = typer.Option("jsonl", "--format", help="Only jsonl for now."),
-    cohort: CohortOption = None,
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Write a cohort in the documented JSONL format (what `cohort import` reads).
 
@@ -206,11 +198,9 @@ def export(
 
         rationale-audit cohort export --format jsonl cohort.jsonl --cohort synthetic-s7-n5000
     """
-    if format != "jsonl":
-        raise typer.BadParameter(f"--format must be jsonl, not {format!r}")
-    engine = open_engine(db)
+    engine = open_engine(db)  # the only format, jsonl, is all there is to write
     with Session(engine) as session:
-        row = _resolve_cohort(session, cohort)
+        row = _resolve_cohort(session, cfg.cohort)
         name, cohort_id = row.name, row.id
     count = 0
     tmp = path.with_name(path.name + ".partial")
@@ -224,12 +214,11 @@ def export(
 
 @app.command()
 @user_errors
+@config_options(CohortShowConfig)
 def show(
+    cfg: CohortShowConfig,
     patient_id: str = typer.Argument(..., help="External id, e.g. P0000001."),
-    cohort: CohortOption = None,
-    compact: bool = typer.Option(False, help="Show the compact prompt rendering instead."),
-    budget: int | None = typer.Option(None, help="Token budget for --compact."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Show one patient's history as a clinician reads it, with evidence ids.
 
@@ -240,13 +229,13 @@ def show(
     """
     engine = open_engine(db)
     with Session(engine) as session:
-        row = _resolve_cohort(session, cohort)
+        row = _resolve_cohort(session, cfg.cohort)
         patient = crud.get_patient(session, row.id, patient_id)
         record = crud.patient_record(session, patient)
     console.print(f"split {record['split']} · five-year ADRD label: "
                   f"{'yes' if record['label'] else 'no'}", highlight=False)
-    if compact:
-        rendered = render_compact(record, budget)
+    if cfg.compact:
+        rendered = render_compact(record, cfg.budget)
         console.print(rendered.text, highlight=False, markup=False)
         console.print(f"≈{rendered.tokens} tokens; omitted {len(rendered.omitted_ids)} items",
                       highlight=False)

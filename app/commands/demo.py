@@ -12,23 +12,22 @@ import json
 import time
 from pathlib import Path
 
-from pydantic import Field
 from rich.console import Console
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import migrate
 from annotation_db.cohorts import cohort_summary
-from annotation_db.command_config import CommandConfig
 from annotation_db.export import ApprovalPolicy
 from annotation_db.models import Campaign, Cohort, DatasetVersion
 from annotation_db.provenance import echo_config
 from annotation_db.session import check_connection, database_url, make_engine, redact
 from app.commands.cohort import store_generated
 from app.common import config_options, user_errors
+from app.demo_config import DemoConfig
 from app.quiet import StageStatus, quiet_libraries
-from generation.cohort import CohortConfig
-from generation.models import DEFAULT_MODEL, history_counter, resolve_model
+from generation.cohort_config import CohortConfig
+from generation.models import history_counter, resolve_model
 
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
@@ -117,31 +116,6 @@ def _demo_training(engine, version: str, cfg, out: Path) -> dict:
     return {"run_id": run.id, "run_dir": run.run_dir, "steps": 2, "n_test": result.n,
             "auroc": None if auroc["value"] is None else round(auroc["value"], 3),
             "auroc_ci": [auroc["low"], auroc["high"]], "predictions": result.predictions_path}
-
-
-class DemoConfig(CommandConfig):
-    """Settings of `rationale-audit demo` (YAML keys are the field names)."""
-
-    model: str = Field(DEFAULT_MODEL, description="model spec: bundled:NAME, a local Hugging "
-                                                  "Face folder or hf:ORG/NAME")
-    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-    db: str | None = Field(None, description="SQLite file (ignored when $DATABASE_URL is set)")
-    output_dir: str = Field("demo_output", description="where the run's config and summary go")
-    cohort_name: str = "demo"
-    cohort_n: int = Field(40, ge=1, description="patients in the demo cohort")
-    cohort_seed: int = 7
-    generate_n: int = Field(8, ge=0, description="rationales to write with vLLM for the demo "
-                                                 "cohort (0 skips)")
-    faithfulness: bool = Field(True, description="measure by evidence ablation whether the "
-                               "template teacher's cited evidence moves the bundled model's "
-                               "prediction (`faithfulness run`; shown on the Admin tab)")
-    train: bool = Field(True, description="run a tiny LoRA SFT and evaluation on the demo "
-                                          "export")
-    serve: bool = Field(True, description="serve the annotation app when the stages are done")
-    verbose: bool = Field(False, description="show the libraries' own output (vLLM, "
-                                             "transformers, torch) instead of logging it")
-    host: str = "127.0.0.1"
-    port: int = 7860
 
 
 def _model_stage(cfg: DemoConfig, summary: dict) -> None:

@@ -8,8 +8,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from app.commands.db import open_engine
 from app.commands.train import say
-from app.common import DbOption, VerboseOption, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
+from training.archive_config import ArchiveRestoreConfig, ArchiveSaveConfig
+from training.experiment_config import ExperimentReportConfig, ExperimentRunConfig
+from training.reproduce_config import ReproduceConfig, ReproduceOptions
 
 app = typer.Typer(help="Experiment grids (run, report) and `reproduce`, the whole study as "
                        "one command.", no_args_is_help=True)
@@ -23,18 +26,12 @@ def _progress() -> Progress:
 
 @app.command()
 @user_errors
+@config_options(ExperimentRunConfig)
 def run(
+    cfg: ExperimentRunConfig,
     grid_file: Path = typer.Argument(..., help="Grid YAML (see docs/training.md)."),
-    executor: str = typer.Option("local", "--executor", help="local: one run after another "
-                                 "in this process; ray: each run a Ray task (the project's "
-                                 "ray extra; see docs/scale.md)."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="A running Ray "
-                                           "cluster (auto, or ray://HOST:10001); none: a "
-                                           "local Ray instance for this command."),
-    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="At most "
-                                              "this many runs at once on Ray."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
+    verbose: bool = False,
+    db: str | None = None,
 ) -> None:
     """Train and score every cell of a grid, skipping finished runs, then write the report.
 
@@ -43,16 +40,12 @@ def run(
         rationale-audit experiment run experiments/grid-example.yaml
         rationale-audit experiment run grid.yaml --executor ray --max-concurrent 4
     """
-    from pydantic import ValidationError
-
     from annotation_db.command_config import ConfigError
     from training.grid import ExperimentGrid, experiment_folder, run_experiment
     from training.ray_grid import Executor, ray_runner
 
-    try:
-        chosen = Executor(kind=executor, address=ray_address, max_concurrent=max_concurrent)
-    except ValidationError as exc:
-        raise ConfigError(f"--executor {executor!r}: {exc.errors()[0]['msg']}") from exc
+    chosen = Executor(kind=cfg.executor, address=cfg.ray_address,
+                      max_concurrent=cfg.max_concurrent)
     if chosen.kind == "ray":
         try:
             import ray  # noqa: F401
@@ -73,10 +66,11 @@ def run(
 
 @app.command("report")
 @user_errors
+@config_options(ExperimentReportConfig)
 def report_(
+    cfg: ExperimentReportConfig,
     grid_file: Path = typer.Argument(..., help="The grid YAML that was run."),
-    out: Path | None = typer.Option(None, help="Output folder (default: beside the runs)."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Rewrite a grid's tables, DeLong comparisons and figure from its finished runs.
 
@@ -87,27 +81,22 @@ def report_(
     from training.grid import ExperimentGrid, experiment_folder, report, saved_selection
 
     grid = ExperimentGrid.load(grid_file)
-    result = report(open_engine(db), grid, saved_selection(grid), out or experiment_folder(grid))
+    out = Path(cfg.out) if cfg.out else experiment_folder(grid)
+    result = report(open_engine(db), grid, saved_selection(grid), out)
     console.print(f"report: {result['folder']}/results.md", highlight=False)
 
 
 @app.command()
 @user_errors
+@config_options(ReproduceConfig, ReproduceOptions)
 def reproduce(
-    config: Path = typer.Option(Path("experiments/reproduce.yaml"), "--config",
-                                help="Reproduction config (data, grid, scales)."),
-    scale: str = typer.Option("smoke", help="A scale the config defines: smoke (CI-sized "
-                                            "plumbing check, minutes), cpu (the study's "
-                                            "question on a CPU, hours) or gpu (one "
-                                            "accelerator window)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print per stage the examples, "
-                                 "tokens, optimizer steps, generations and expected time "
-                                 "(from the scale's measured throughput), and run nothing."),
-    data_only: bool = typer.Option(False, "--data-only", help="Make the dataset version "
-                                   "(cohort → rationales → audit → export) and stop: the CPU "
-                                   "part, done ahead of an accelerator window."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
+    cfg: ReproduceConfig,
+    config: Path = Path(ReproduceConfig.DEFAULT_FILE),
+    scale: str = "smoke",
+    dry_run: bool = False,
+    data_only: bool = False,
+    verbose: bool = False,
+    db: str | None = None,
 ) -> None:
     """Reproduce the study end to end: cohort → rationales → audit → export → grid → report.
 
@@ -121,9 +110,7 @@ def reproduce(
         rationale-audit experiment reproduce --scale cpu --dry-run
     """
     from annotation_db import migrate
-    from training.reproduce import ReproduceConfig
 
-    cfg = ReproduceConfig.load(config)
     if dry_run:
         _print_budget(cfg, scale, _existing_database(db))
         return
@@ -163,13 +150,11 @@ app.add_typer(archive_app, name="archive")
 
 @archive_app.command("save")
 @user_errors
+@config_options(ArchiveSaveConfig)
 def archive_save(
+    cfg: ArchiveSaveConfig,
     dataset: str = typer.Argument(..., help="Dataset version whose finished runs to archive."),
-    to: Path = typer.Option(..., "--to", help="Archive folder (created; runs already in it "
-                                              "and unchanged are left as they are)."),
-    weights: bool = typer.Option(False, "--weights", help="Also carry each run's LoRA "
-                                 "adapter (megabytes per run), so it can be scored again."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Write every finished run of a dataset version into an archive folder.
 
@@ -181,18 +166,18 @@ def archive_save(
     """
     from training.archive import save
 
-    out = save(open_engine(db), to, dataset, weights=weights)
+    out = save(open_engine(db), Path(cfg.to), dataset, weights=cfg.weights)
     console.print(f"{len(out['written'])} runs written, {len(out['unchanged'])} unchanged "
-                  f"in {to}", highlight=False)
+                  f"in {cfg.to}", highlight=False)
 
 
 @archive_app.command("restore")
 @user_errors
+@config_options(ArchiveRestoreConfig)
 def archive_restore(
+    cfg: ArchiveRestoreConfig,
     folder: Path = typer.Argument(..., help="An archive folder written by `archive save`."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir",
-                                  help="Where the restored run folders go."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Put archived runs into this database, so grids reuse them instead of training.
 
@@ -205,7 +190,7 @@ def archive_restore(
     """
     from training.archive import restore
 
-    out = restore(open_engine(db), folder, runs_dir)
+    out = restore(open_engine(db), folder, Path(cfg.runs_dir))
     console.print(f"{len(out['restored'])} runs restored, {len(out['present'])} already "
                   "here", highlight=False)
     for reason in out["skipped"]:

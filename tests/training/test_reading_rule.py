@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from training.grid import ExperimentGrid
 from training.reading_rule import POST_HOC, ReadingRule, check_runs, trained_position
-from training.reproduce import ReproduceConfig
+from training.reproduce_config import ReproduceConfig
 from training.runs import RunError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,9 @@ from annotation_db.models import Campaign, DatasetVersion, Rationale
 from generation.cohort import CohortConfig, generate
 from generation.teacher import write
 from training.data import read_view
-from training.reproduce import ReproduceConfig
-from training.study import AuditSettings, DataSettings, prepare_dataset
+from training.reproduce_config import ReproduceConfig
+from training.study import prepare_dataset
+from training.study_config import AuditSettings, DataSettings
 
 
 def test_the_template_teacher_follows_the_label_and_cites_only_the_record():
