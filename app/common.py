@@ -171,7 +171,8 @@ def config_options(config_cls: type[CommandConfig] | None,
             return command(cfg, **({"config": path} if wants_path else {}), **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)  # what typer reads
-        wrapper.config_class = config_cls  # tests/app/test_command_configs.py reads it
+        wrapper.config_class = config_cls  # tests/app/test_command_configs.py reads them
+        wrapper.option_groups = groups
         return wrapper
 
     return decorate
