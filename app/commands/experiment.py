@@ -47,7 +47,7 @@ def run(
 
     from annotation_db.command_config import ConfigError
     from training.grid import ExperimentGrid, experiment_folder, run_experiment
-    from training.ray_grid import Executor, ray_runner
+    from training.grid.ray import Executor, ray_runner
 
     try:
         chosen = Executor(kind=executor, address=ray_address, max_concurrent=max_concurrent)
