@@ -26,7 +26,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from training.evaluate import ANSWER_NOT_REACHED
+from training.evaluate_config import ANSWER_NOT_REACHED
 
 FORCED = "forced"
 MAX_LOW_MASS_SHARE = 0.05

@@ -42,7 +42,7 @@ def run(
     """
     from annotation_db.command_config import ConfigError
     from training.grid import ExperimentGrid, experiment_folder, run_experiment
-    from training.ray_grid import Executor, ray_runner
+    from training.grid.ray import Executor, ray_runner
 
     chosen = Executor(kind=cfg.executor, address=cfg.ray_address,
                       max_concurrent=cfg.max_concurrent)

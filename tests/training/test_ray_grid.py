@@ -64,7 +64,7 @@ def _statuses(engine) -> list[str]:
 def test_the_ray_executor_gives_the_local_executors_results(cluster, tiny_model,
                                                             tmp_path_factory):
     from training.grid import run_experiment
-    from training.ray_grid import Executor, ray_runner
+    from training.grid.ray import Executor, ray_runner
 
     local_root, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
     local_engine = audited_version(f"sqlite:///{local_root / 'db.sqlite'}",
@@ -94,7 +94,7 @@ def test_the_ray_executor_gives_the_local_executors_results(cluster, tiny_model,
 
 def test_a_failing_run_leaves_the_other_three_finished(cluster, tiny_model, tmp_path):
     from training.grid import experiment_folder, run_experiment
-    from training.ray_grid import Executor, ray_runner
+    from training.grid.ray import Executor, ray_runner
 
     engine = audited_version(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "exports")
     grid = _grid(tiny_model, tmp_path)

@@ -1,0 +1,158 @@
+"""One failure policy for both runners: a step that raises fails its own cell (and the
+later seeds waiting for its tuning choice); every other cell runs on, and the failures
+come back with the selected runs. The steps are stand-ins here, so the local runner and
+the Ray runner's driver (fed by a synchronous stand-in for Ray) run in milliseconds."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from training import runs
+from training.grid import ExperimentGrid, FailedCell, GridResult
+
+DOOMED = ("label", 0, 2e-3)  # (target, seed, learning rate) whose training raises
+
+
+def _grid(tmp_path) -> ExperimentGrid:
+    return ExperimentGrid(
+        name="failing", dataset="t", base_models=["m"], runs_dir=str(tmp_path / "runs"),
+        sft={"targets": ["label", "rationale-free"], "train_sizes": [8], "seeds": [0, 1],
+             "learning_rates": [1e-3, 2e-3], "lora_ranks": [4]},
+        fewshot={"ks": [0, 4], "with_rationales": [False]}, baseline=False)
+
+
+def _run_id(target: str, seed: int, lr: float) -> int:
+    return 100 * ["label", "rationale-free"].index(target) + 10 * seed + int(lr * 1000)
+
+
+def _train_candidate(engine, grid, cfg, tuned, pool, say):
+    if (cfg.target, cfg.seed, cfg.learning_rate) == DOOMED:
+        raise FileExistsError(f"{cfg.target} seed {cfg.seed}: in the way")
+    return (True, cfg.learning_rate), _run_id(cfg.target, cfg.seed, cfg.learning_rate)
+
+
+def _run_fewshot(engine, cfg, pool=None, on_stage=None):
+    if cfg.k == 4:
+        raise RuntimeError("no demonstrations")
+    return SimpleNamespace(training_run_id=900 + cfg.k)
+
+
+@pytest.fixture()
+def stand_ins(monkeypatch):
+    """The steps both runners share, replaced where each runner looks them up."""
+    from training.grid import local, ray
+
+    scored: list[int] = []
+    for module in (local, ray):
+        monkeypatch.setattr(module, "restore_archive", lambda *a: None)
+        monkeypatch.setattr(module, "keep_archive", lambda *a: None)
+    monkeypatch.setattr(local, "train_candidate", _train_candidate)
+    monkeypatch.setattr(local, "score_chosen", lambda e, g, run_id, *a: scored.append(run_id))
+    monkeypatch.setattr(local, "run_fewshot", _run_fewshot)
+    monkeypatch.setattr(local, "ScorerPool", lambda kind, *a, **k: SimpleNamespace(
+        kind=kind, close=lambda: None))
+    # Ray tasks: the same stand-ins behind the task signatures
+    monkeypatch.setattr(ray, "candidate_task", lambda place, grid, cfg, tuned: _train_candidate(
+        None, None, SimpleNamespace(**cfg), tuned, None, None))
+    monkeypatch.setattr(ray, "test_task", lambda place, grid, run_id, target: scored.append(
+        run_id) or run_id)
+    monkeypatch.setattr(ray, "fewshot_task", lambda place, grid, cfg: _run_fewshot(
+        None, SimpleNamespace(**cfg)).training_run_id)
+    return scored
+
+
+class _Ref:
+    def __init__(self, fn, args):
+        try:
+            self.value, self.error = fn(*args), None
+        except Exception as exc:  # noqa: BLE001 - handed back by get(), as Ray does
+            self.value, self.error = None, exc
+
+
+class _SynchronousRay:
+    """Ray's remote/wait/get as the driver uses them, each task run when submitted."""
+
+    def remote(self, **options):
+        return lambda fn: SimpleNamespace(remote=lambda *args: _Ref(fn, args))
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if ref.error:
+            raise ref.error
+        return ref.value
+
+
+def _local(grid) -> GridResult:
+    from training.grid import run_grid
+
+    return run_grid(None, grid)
+
+
+def _on_ray(grid, max_concurrent) -> GridResult:
+    from training.grid.ray import Executor, _Driver
+
+    executor = Executor(kind="ray", max_concurrent=max_concurrent)
+    return _Driver(_SynchronousRay(), None, ("", ""), grid, executor, lambda _: None,
+                   lambda: None).run()
+
+
+def test_a_failing_candidate_fails_its_cell_and_the_seeds_waiting_for_its_choice(
+        stand_ins, tmp_path):
+    result = _local(_grid(tmp_path))
+    assert [(c["target"], c["seed"], c["run_id"]) for c in result.cells if c["kind"] == "sft"] \
+        == [("rationale-free", 0, 102), ("rationale-free", 1, 112)]
+    assert result.failed == [
+        FailedCell({"kind": "sft", "base_model": "m", "target": "label", "train_size": 8,
+                    "seed": 0, "lora_r": 4}, "FileExistsError: label seed 0: in the way"),
+        FailedCell({"kind": "sft", "base_model": "m", "target": "label", "train_size": 8,
+                    "seed": 1, "lora_r": 4},
+                   "the first seed's cell failed (FileExistsError: label seed 0: in the way)"),
+        FailedCell({"kind": "fewshot", "k": 4, "with_rationales": False, "seed": 0},
+                   "RuntimeError: no demonstrations")]
+    assert [c["run_id"] for c in result.cells if c["kind"] == "fewshot"] == [900]
+    assert sorted(stand_ins) == [102, 112]  # only the kept cells are scored on test
+
+
+@pytest.mark.parametrize("max_concurrent", [1, 3, None])
+def test_the_ray_driver_gives_the_local_runners_result_and_failures(stand_ins, tmp_path,
+                                                                    max_concurrent):
+    assert _on_ray(_grid(tmp_path), max_concurrent) == _local(_grid(tmp_path))
+
+
+def test_the_selection_lists_failures_only_when_there_are_some():
+    ok = GridResult("g", [{"run_id": 1}])
+    assert ok.selection() == {"name": "g", "cells": [{"run_id": 1}]}
+    bad = GridResult("g", [], [FailedCell({"target": "label", "seed": 1}, "boom")])
+    assert bad.selection()["failed"] == [{"target": "label", "seed": 1, "error": "boom"}]
+
+
+def test_run_experiment_writes_the_report_of_the_others_then_raises(monkeypatch, tmp_path):
+    from training.grid import experiment
+
+    grid = _grid(tmp_path)
+    failed = FailedCell({"target": "label", "seed": 1}, "FileExistsError: in the way")
+    written = {}
+    monkeypatch.setattr(experiment, "report", lambda engine, grid, selection, out: written.update(
+        selection=selection) or {"folder": str(out)})
+    with pytest.raises(runs.RunError, match="1 of the grid's cells failed .*label seed 1: "
+                                            "FileExistsError: in the way"):
+        experiment.run_experiment(None, grid, runner=lambda *a, **k: GridResult(
+            grid.name, [{"run_id": 7}], [failed]))
+    saved = json.loads((experiment.experiment_folder(grid) / "selection.json").read_text())
+    assert saved == written["selection"] == {
+        "name": "failing", "cells": [{"run_id": 7}],
+        "failed": [{"target": "label", "seed": 1, "error": "FileExistsError: in the way"}]}
+
+
+def test_reading_a_grid_loads_neither_torch_nor_the_database():
+    import subprocess
+    import sys
+
+    code = ("import sys, training.grid.config; print(sorted(m for m in ('torch', 'sqlmodel', "
+            "'sqlalchemy', 'training.sft', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

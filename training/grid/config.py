@@ -1,0 +1,202 @@
+"""A grid's configuration: the YAML of ``rationale-audit experiment run GRID.yaml``.
+
+Kept to pydantic, the standard library and the light configuration modules it is typed
+with, so a grid validates (the app's forms, ``--dry-run``, the budget) without loading
+torch or the database: the run configurations it expands into
+(:class:`training.sft.SFTRunConfig`, :class:`training.fewshot.FewShotConfig`) are
+imported when a grid is expanded, not when it is read.
+"""
+
+import itertools
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from annotation_db.command_config import CommandConfig
+from generation.models import DEFAULT_MODEL
+from training.evaluate_config import EvaluateConfig
+from training.reading_rule import ReadingRule
+from training.targets import TARGETS, Target
+
+if TYPE_CHECKING:
+    from training.fewshot import FewShotConfig
+    from training.sft import SFTRunConfig
+
+
+class SFTFactors(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Target] = ["label", "rationale-free", "rationale-stepwise"]
+    train_sizes: list[int | None] = [None]
+    seeds: list[int] = [0]
+    lora_ranks: list[int] = [16]
+    learning_rates: list[float] = [2e-4]
+    epochs: list[float] = [2.0]
+    pair_targets: bool = Field(True, description="every target of a (size, seed) cell trains "
+                                                 "on the same patients")
+    pair_with: list[Target] | None = Field(
+        None, description="the targets whose patients form that common pool (default: "
+        "`targets`); a mechanism grid names the main grid's targets here to train on the "
+        "main comparison's patients and reuse its runs")
+    tune_with_first_seed: bool = Field(
+        True, description="choose learning rate × epochs on validation with the first seed "
+                          "and reuse that choice for the other seeds")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="any other SFTRunConfig field, for every run")
+
+
+class FewShotFactors(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = [0, 4, 8]
+    with_rationales: list[bool] = [True, False]
+    seeds: list[int] = Field([0], description="demonstration draws (random selection); the "
+                             "report gives mean ± SD over them")
+    selections: list[Literal["random", "nearest"]] = Field(
+        ["random"], description="random: one seeded set per draw; nearest: each query's most "
+        "similar training records (TF-IDF), one run (it draws nothing)")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="any other FewShotConfig field")
+
+
+class RunResources(BaseModel):
+    """What each run asks a Ray cluster for (`experiment run --executor ray`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0, description="1 on a GPU cluster: one run per GPU")
+    memory_gb: float | None = Field(None, gt=0, description="RAM Ray reserves per run")
+
+
+class ExperimentGrid(CommandConfig):
+    """`rationale-audit experiment run GRID.yaml`."""
+
+    ADDED_LATER = {"extra_scoring_targets": {}, "reading": None}
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="names the report folder <runs_dir>/experiments/<name>")
+    dataset: str = Field(description="dataset version every run trains and tests on")
+    base_models: list[str] = [DEFAULT_MODEL]
+    sft: SFTFactors | None = SFTFactors()
+    fewshot: FewShotFactors | None = FewShotFactors()
+    evaluation: EvaluateConfig = Field(
+        default_factory=EvaluateConfig,
+        description="how every run is scored (EvaluateConfig fields; the split is set per use)")
+    extra_scorings: list[Literal["direct", "sampled"]] = Field(
+        default_factory=list, description="scoring variants added on test for every selected "
+        "model that writes a rationale before its answer (the cell's own scoring always "
+        "runs and is the one compared in the main tables)")
+    extra_scoring_targets: dict[Literal["direct", "sampled"], list[Target]] = Field(
+        default_factory=dict, description="a variant of extra_scorings given only to the "
+        "models trained on these targets (e.g. the costly sampled variant for the one model "
+        "a contrast reads); a variant not named here goes to every rationale-writing model")
+    reading: ReadingRule | None = Field(
+        None, description="the mechanism section's reading rule, stated before the runs: "
+        "its hash is in every SFT run's identity and the report refuses runs made under "
+        "another (training/reading_rule.py); unset: the first report's post-hoc rule")
+    baseline: bool = Field(True, description="add the non-LLM reference models "
+                                             "(structured features, TF-IDF, age alone), "
+                                             "fitted on each cell's training patients")
+    runs_dir: str = "runs"
+    resources: RunResources = Field(default_factory=RunResources,
+                                    description="per run, when the runs are Ray tasks")
+    archive: str | None = Field(
+        None, description="a folder of finished runs carried between machines (small files "
+        "that git can hold; see training/archive.py): restored into the database before the "
+        "grid runs, and updated after every run and result")
+    cache_dir: str | None = None
+
+    def sft_cells(self) -> list[tuple[dict, list["SFTRunConfig"]]]:
+        """(cell factors, its tuning candidates) for every SFT cell of the grid."""
+        from training.sft import SFTRunConfig
+
+        if self.sft is None:
+            return []
+        cells = []
+        for model, target, size, seed, rank in itertools.product(
+                self.base_models, self.sft.targets, self.sft.train_sizes, self.sft.seeds,
+                self.sft.lora_ranks):
+            candidates = [SFTRunConfig(
+                dataset=self.dataset, target=target, base_model=model, train_size=size,
+                seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
+                paired_targets=self.paired_targets(),
+                reading_rule=self.reading.digest() if self.reading else None,
+                runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
+                for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
+            cells.append(({"kind": "sft", "base_model": model, "target": target,
+                           "train_size": size, "seed": seed, "lora_r": rank}, candidates))
+        return cells
+
+    def paired_targets(self) -> list[str] | None:
+        """The targets whose patients every run of a cell is drawn from (None: unpaired)."""
+        if self.sft is None or not self.sft.pair_targets:
+            return None
+        pool = sorted(set(self.sft.pair_with or self.sft.targets))
+        return pool if len(pool) > 1 or set(self.sft.targets) - set(pool) else None
+
+    def fewshot_runs(self) -> list["FewShotConfig"]:
+        from training.fewshot import FewShotConfig
+
+        if self.fewshot is None:
+            return []
+        # the grid's scoring settings, where few-shot has a field of the same meaning (its
+        # seed draws the demonstrations and the split is its own)
+        evaluation = {k: v for k, v in self.evaluation.model_dump().items()
+                      if k in FewShotConfig.model_fields and k not in ("split", "seed")}
+        out, seen = [], set()
+        for model, k, with_r, seed, selection in itertools.product(
+                self.base_models, self.fewshot.ks, self.fewshot.with_rationales,
+                self.fewshot.seeds, self.fewshot.selections):
+            if k == 0:  # no demonstrations: nothing to draw, select or show rationales of
+                with_r, seed, selection = False, self.fewshot.seeds[0], "random"
+            elif selection == "nearest":
+                seed = self.fewshot.seeds[0]
+            settings = {**evaluation, **self.fewshot.settings}
+            if len(self.fewshot.selections) > 1 or selection != "random":
+                settings["selection"] = selection
+            key = (model, k, with_r, seed, settings.get("selection"))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(FewShotConfig(dataset=self.dataset, base_model=model, k=k,
+                                     with_rationales=with_r, seed=seed, runs_dir=self.runs_dir,
+                                     cache_dir=self.cache_dir, **settings))
+        return out
+
+    def evaluate_config(self, split: str, scoring: str | None = None) -> EvaluateConfig:
+        update = {"split": split, **({"scoring": scoring} if scoring else {})}
+        return self.evaluation.model_copy(update=update)
+
+    def scorings_for(self, target: str) -> list[str]:
+        """The extra scoring variants that apply to a model trained on ``target``."""
+        if TARGETS[target].scoring != "generate":
+            return []
+        own = {"auto": "generate"}.get(self.evaluation.scoring, self.evaluation.scoring)
+        return [v for v in self.extra_scorings if v != own
+                and target in self.extra_scoring_targets.get(v, [target])]
+
+    @model_validator(mode="after")
+    def _extra_scoring_targets(self):
+        for variant, targets in self.extra_scoring_targets.items():
+            if variant not in self.extra_scorings:
+                raise ValueError(f"extra_scoring_targets names {variant!r}, which is not in "
+                                 f"extra_scorings {self.extra_scorings}")
+            if not targets:
+                raise ValueError(f"extra_scoring_targets[{variant!r}] is empty; to run no "
+                                 f"{variant} scoring, leave it out of extra_scorings")
+            wrong = [t for t in targets if TARGETS[t].scoring != "generate"]
+            if wrong:
+                raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(wrong)} "
+                                 "answer without writing a rationale first, so no scoring "
+                                 "variant applies to them")
+            absent = [t for t in targets if self.sft is None or t not in self.sft.targets]
+            if absent:
+                raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(absent)} "
+                                 "not among sft.targets")
+        return self
+
+    def size(self) -> dict[str, int]:
+        cells = self.sft_cells()
+        return {"sft_cells": len(cells), "sft_runs": sum(len(c) for _, c in cells),
+                "fewshot_runs": len(self.fewshot_runs())}

@@ -1,0 +1,112 @@
+"""The local runner: a grid's runs one after another in this process.
+
+The same steps (:mod:`.steps`) and the same bookkeeping and failure policy
+(:mod:`.cells`) as the Ray runner (:mod:`.ray`): a step that raises fails its own cell
+and the others run on.
+"""
+
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+
+from training import runs
+from training.evaluate import ScorerPool, scorer_kind
+from training.fewshot import run_fewshot
+from training.grid.cells import CellBook, FailedCell, GridResult, error_text, fewshot_failure
+from training.grid.config import ExperimentGrid
+from training.grid.steps import (
+    fewshot_entry,
+    keep_archive,
+    restore_archive,
+    score_chosen,
+    train_candidate,
+)
+
+
+def run_grid(engine: Engine, grid: ExperimentGrid, *,
+             on_stage: Callable[[str], None] | None = None,
+             on_run: Callable[[], None] | None = None) -> GridResult:
+    """Train and score every cell (skipping what is done), one run after another in this
+    process; return the selected runs and the failed cells. (:mod:`training.grid.ray`
+    runs the same steps as Ray tasks.)
+
+    A cell with several learning-rate × epochs candidates scores each on the
+    validation split and only the chosen one on test; with ``tune_with_first_seed``
+    the other seeds train only the first seed's choice.
+    """
+    from training.sft import process_group
+
+    if process_group()[1] > 1:
+        raise runs.RunError("a grid runs in one process (it trains, then scores, each run in "
+                            "turn); data-parallel training is for `train sft` under "
+                            "`accelerate launch`")
+    say = on_stage or (lambda _: None)
+    tick = on_run or (lambda: None)
+    pool = ScorerPool(grid.evaluation.engine, grid.evaluation.batch_size,
+                      max_lora_rank=max(grid.sft.lora_ranks) if grid.sft else 16,
+                      server_url=grid.evaluation.server_url)
+    # few-shot scores the base model: the SFT engine serves it when the kind is the same
+    # (on CPU it loads the base weights back in place)
+    pools: dict[str, ScorerPool] = {pool.kind: pool}
+    restore_archive(engine, grid, say)
+    book = CellBook(grid, say)
+    try:
+        for i in range(len(book.cells)):
+            if not book.failed(i):
+                _run_cell(engine, grid, book, i, pool, say, tick)
+        entries, failures = _run_fewshots(engine, grid, pools, say, tick)
+    finally:
+        for open_pool in pools.values():  # the SFT pool is one of them
+            open_pool.close()
+    return book.result(entries, failures)
+
+
+def _run_cell(engine: Engine, grid: ExperimentGrid, book: CellBook, i: int,
+              pool: ScorerPool, say: Callable[[str], None], tick: Callable[[], None]) -> None:
+    """Cell ``i``'s candidates, then its choice on test; a step that raises fails the
+    cell (its first seed's cell comes first in the grid's order, so a choice it waits
+    for is known or its failure already recorded)."""
+    candidates = book.start(i)
+    complete = False
+    for cfg in candidates:
+        try:
+            rank, run_id = train_candidate(engine, grid, cfg, len(candidates) > 1, pool, say)
+        except Exception as exc:  # noqa: BLE001 - a failed run fails its cell, not the grid
+            book.fail(i, error_text(exc))
+            rank = run_id = None
+        keep_archive(engine, grid)
+        tick()
+        complete = book.trained(i, cfg, rank, run_id)
+        if book.failed(i):  # a tuned cell short of a candidate is not kept
+            return
+    if not complete:
+        return
+    best, _ = book.choose(i)
+    try:
+        score_chosen(engine, grid, best, book.cells[i].factors["target"], pool, say)
+    except Exception as exc:  # noqa: BLE001 - as above
+        book.fail(i, error_text(exc))
+    else:
+        book.scored(i)
+    keep_archive(engine, grid)
+
+
+def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerPool],
+                  say: Callable[[str], None], tick: Callable[[], None]
+                  ) -> tuple[list[dict], list[FailedCell]]:
+    """Every few-shot run of the grid: the entries of those that finished, the failures."""
+    entries, failures = [], []
+    for cfg in grid.fewshot_runs():
+        kind = scorer_kind(cfg.engine)
+        if kind not in pools:
+            pools[kind] = ScorerPool(kind, cfg.batch_size)
+        try:
+            result = run_fewshot(engine, cfg, pool=pools[kind], on_stage=say)
+        except Exception as exc:  # noqa: BLE001 - as above
+            failures.append(fewshot_failure(cfg, error_text(exc)))
+            say(f"few-shot k={cfg.k} failed: {failures[-1].error}")
+        else:
+            entries.append(fewshot_entry(cfg, result.training_run_id))
+        keep_archive(engine, grid)
+        tick()
+    return entries, failures

@@ -1,0 +1,113 @@
+"""The steps of a grid shared by both runners (:mod:`.local`, :mod:`.ray`).
+
+Each step is one unit of work a runner schedules: train a candidate (and score it on
+validation when its cell is tuned), score a cell's chosen candidate on test, keep the
+archive. The bookkeeping that says which candidates a cell trains and which it keeps
+lives here too, so that both runners choose alike and write the same selection.
+"""
+
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from annotation_db.models import EvaluationResult
+from training import archive, runs
+from training.evaluate import ScorerPool, evaluate_run
+from training.fewshot import FewShotConfig
+from training.grid.config import ExperimentGrid
+from training.sft import SFTRunConfig, train
+
+_result = runs.result_for
+
+Score = tuple[tuple, int, SFTRunConfig]  # (rank key, run id, candidate)
+
+
+def restore_archive(engine: Engine, grid: ExperimentGrid, say: Callable[[str], None]) -> None:
+    if grid.archive:
+        restored = archive.restore(engine, grid.archive, grid.runs_dir)
+        say(f"archive {grid.archive}: {len(restored['restored'])} runs restored, "
+            f"{len(restored['present'])} already here"
+            + "".join(f"; skipped {s}" for s in restored["skipped"]))
+
+
+def keep_archive(engine: Engine, grid: ExperimentGrid) -> None:
+    """What is finished survives this machine (commit the archive folder). Called by the
+    executor after each step, never inside one: Ray tasks run steps concurrently, and
+    one process (the driver) writes the archive."""
+    if grid.archive:
+        archive.save(engine, grid.archive, grid.dataset)
+
+
+def tuning_key(factors: dict) -> tuple:
+    """Cells that share a tuning choice: the same everything but the seed."""
+    return (factors["base_model"], factors["target"], factors["train_size"], factors["lora_r"])
+
+
+def candidates_for(grid: ExperimentGrid, factors: dict, candidates: list[SFTRunConfig],
+                   first_choice: dict[tuple, tuple[float, float]]
+                   ) -> tuple[list[SFTRunConfig], str | None]:
+    """The candidates a cell trains and how its choice is made: on validation, or
+    (``tune_with_first_seed``) the first seed's choice reused."""
+    tuned_on = "validation" if len(candidates) > 1 else None
+    key = tuning_key(factors)
+    if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
+        candidates = [c for c in candidates
+                      if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
+        tuned_on = f"validation, seed {grid.sft.seeds[0]}"
+    return candidates, tuned_on
+
+
+def waits_for_first_seed(grid: ExperimentGrid, factors: dict, candidates: list) -> bool:
+    return (len(candidates) > 1 and grid.sft.tune_with_first_seed
+            and factors["seed"] != grid.sft.seeds[0])
+
+
+def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
+          scoring: str | None, pool: ScorerPool, say: Callable[[str], None]
+          ) -> EvaluationResult:
+    """The run's stored result under the grid's evaluation settings, scored if missing."""
+    evaluation = grid.evaluate_config(split, scoring)
+    with Session(engine) as session:
+        result = _result(session, run_id, split, evaluation.settings_hash(), evaluation.scoring)
+    return result or evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
+
+
+def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
+                    pool: ScorerPool, say: Callable[[str], None]) -> tuple[tuple, int]:
+    """Train one candidate (reused when finished) and, when the cell is tuned, score it
+    on validation; returns (its rank key, run id)."""
+    run = train(engine, cfg, on_stage=say)
+    if not tuned:
+        return (True, 0.0), run.id
+    val = score(engine, grid, run.id, "validation", None, pool, say)
+    valid = (val.metrics or {}).get("valid", True)
+    return (valid, val.auroc if val.auroc is not None else -1.0), run.id
+
+
+def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
+                 pool: ScorerPool, say: Callable[[str], None]) -> None:
+    """The chosen candidate on test, in its own scoring and the grid's variants."""
+    score(engine, grid, run_id, "test", None, pool, say)
+    for variant in grid.scorings_for(target):
+        score(engine, grid, run_id, "test", variant, pool, say)
+
+
+def chosen(scores: list[Score]) -> Score:
+    """The best-ranked candidate: valid first, then validation AUROC; ties to the first."""
+    return max(scores, key=lambda s: s[0])
+
+
+def selection_entry(grid: ExperimentGrid, factors: dict, scores: list[Score],
+                    tuned_on: str | None) -> dict:
+    best = chosen(scores)
+    return {**factors, "run_id": best[1], "learning_rate": best[2].learning_rate,
+            "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
+            "candidates": [s[1] for s in scores],
+            "extra_scorings": grid.scorings_for(factors["target"])}
+
+
+def fewshot_entry(cfg: FewShotConfig, run_id: int) -> dict:
+    return {"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
+            "with_rationales": cfg.with_rationales, "seed": cfg.seed,
+            "selection": cfg.selection, "run_id": run_id}
