@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from annotation_db import audit
+from annotation_db.campaigns_config import campaign_default as _default
 from annotation_db.errors import UserError
 from annotation_db.models import (
     COMMENT_MAX_CHARS,
@@ -65,20 +66,25 @@ class NotYours(PermissionError):
 
 
 def create_campaign(session: Session, *, name: str, run_ids: list[int], annotators: list[str],
-                    k: int = 2, calibration: int = 0, gold_share: float = 0.0,
-                    guidelines_version: str = "1.0", blind_grounding: bool = True,
-                    seed: int = 0, created_by: int | None = None, actor: str | None = None,
-                    address: str | None = None,
+                    k: int = _default("k"), calibration: int = _default("calibration"),
+                    gold_share: float = _default("gold_share"),
+                    guidelines_version: str = _default("guidelines_version"),
+                    blind_grounding: bool = not _default("show_grounding"),
+                    seed: int = _default("seed"), created_by: int | None = None,
+                    actor: str | None = None, address: str | None = None,
                     reclaim_after_minutes: int = RECLAIM_AFTER_MINUTES,
-                    assignment: str = "balanced", max_ratings: int | None = None,
-                    judge_run: int | None = None, min_uncertainty: float = 0.05,
-                    claim_review: bool = True, rate_corrections: bool = False) -> Campaign:
+                    assignment: str = _default("assignment"),
+                    max_ratings: int | None = _default("max_ratings"),
+                    judge_run: int | None = _default("judge_run"), min_uncertainty: float = 0.05,
+                    claim_review: bool = _default("claim_review"),
+                    rate_corrections: bool = _default("rate_corrections")) -> Campaign:
     """Create a campaign and its assignments (see the module doc; ``assignment="adaptive"``
     assigns only the calibration batch now and the rest as raters ask, see
     :mod:`annotation_db.adaptive`). ``claim_review``: every rating gives a verdict on
     every claim of the rationale (:mod:`annotation_db.claim_review`); ``rate_corrections``:
     an accepted correction joins the campaign and is rated like any rationale
-    (:mod:`annotation_db.corrections`)."""
+    (:mod:`annotation_db.corrections`). The defaults are the command line's, from
+    :class:`~annotation_db.campaigns_config.CampaignCreateConfig`."""
     if assignment not in ("balanced", "adaptive", "escalation"):
         raise CampaignError("assignment must be balanced, adaptive or escalation, not "
                             f"{assignment!r}")

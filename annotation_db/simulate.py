@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import audit, campaigns, claim_review, claims, users
+from annotation_db.campaigns_config import campaign_default as _default
 from annotation_db.models import Assignment, Campaign, EvidenceItem, Rationale
 from annotation_db.rubric import CLAIM_VERDICTS
 
@@ -40,9 +41,13 @@ def simulated_raters(session: Session, count: int, prefix: str = "sim-rater") ->
     return names
 
 
-def simulate(session: Session, campaign: Campaign, *, noise: float = 0.6,
-             leniency_spread: float = 0.4, seed: int = 0, claim_error: float = 0.15) -> int:
-    """Fill every open assignment of the campaign's simulated raters; return ratings added."""
+def simulate(session: Session, campaign: Campaign, *, noise: float = _default("noise"),
+             leniency_spread: float = _default("leniency"), seed: int = _default("seed"),
+             claim_error: float = _default("claim_error")) -> int:
+    """Fill every open assignment of the campaign's simulated raters; return ratings added.
+
+    The defaults are `rationale-audit campaign simulate`'s
+    (:class:`~annotation_db.campaigns_config.CampaignSimulateConfig`)."""
     if not 0 <= claim_error <= 1:
         raise ValueError(f"claim_error must lie in [0, 1], got {claim_error}")
     rng = random.Random(seed)

@@ -6,6 +6,8 @@ import typer
 from rich.console import Console
 
 from annotation_db import migrate
+from annotation_db.backup_config import BackupConfig, RestoreConfig
+from annotation_db.migrate_config import UpgradeConfig
 from annotation_db.session import (
     DatabaseUnavailable,
     check_connection,
@@ -13,7 +15,7 @@ from annotation_db.session import (
     make_engine,
     redact,
 )
-from app.common import DbOption, user_errors
+from app.common import config_options, user_errors
 
 app = typer.Typer(help="Create, migrate, back up and restore the annotation database "
                   "(SQLite or PostgreSQL).",
@@ -37,14 +39,8 @@ def open_engine(db: str | None, require_schema: bool = True):
 
 @app.command()
 @user_errors
-def upgrade(
-    db: DbOption = None,
-    revision: str = typer.Option("head", help="Target Alembic revision."),
-    app_role: str | None = typer.Option(
-        None, "--app-role", envvar="RATIONALE_AUDIT_APP_ROLE",
-        help="PostgreSQL: the role the app connects as; run as the tables' owner, it gets "
-             "the usual DML and only SELECT, INSERT on audit_event."),
-) -> None:
+@config_options(UpgradeConfig)
+def upgrade(cfg: UpgradeConfig, db: str | None = None) -> None:
     """Create the database if needed and apply every pending migration.
 
     With --app-role (PostgreSQL), the app's role is then granted least privilege: it
@@ -60,23 +56,24 @@ def upgrade(
     from annotation_db import privileges
 
     engine = open_engine(db, require_schema=False)
-    if app_role:
-        privileges.check_app_role(engine, app_role)  # before anything changes
+    if cfg.app_role:
+        privileges.check_app_role(engine, cfg.app_role)  # before anything changes
     before = migrate.current_revision(engine)
-    migrate.upgrade(engine, revision)
+    migrate.upgrade(engine, cfg.revision)
     after = migrate.current_revision(engine)
     where = redact(str(engine.url))
     if before == after:
         console.print(f"{where} is already at revision {after}.", highlight=False)
     else:
         console.print(f"{where}: upgraded {before or '(empty)'} → {after}.", highlight=False)
-    if app_role:
-        console.print(privileges.grant_app_role(engine, app_role), highlight=False)
+    if cfg.app_role:
+        console.print(privileges.grant_app_role(engine, cfg.app_role), highlight=False)
 
 
 @app.command("audit-check")
 @user_errors
-def audit_check(db: DbOption = None) -> None:
+@config_options(None)
+def audit_check(db: str | None = None) -> None:
     """Say whether the role this command runs as could alter or delete audit rows or
     switch the append-only triggers off; exit 1 if it could, 0 if not.
 
@@ -108,7 +105,8 @@ def audit_check(db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def current(db: DbOption = None) -> None:
+@config_options(None)
+def current(db: str | None = None) -> None:
     """Show the database's schema revision and whether it is the newest.
 
     Example:
@@ -132,9 +130,10 @@ def current(db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def backup(path: Path = typer.Argument(..., help="The backup file to write."),
-           force: bool = typer.Option(False, "--force", help="Replace an existing file."),
-           db: DbOption = None) -> None:
+@config_options(BackupConfig)
+def backup(cfg: BackupConfig,
+           path: Path = typer.Argument(..., help="The backup file to write."),
+           db: str | None = None) -> None:
     """Copy the database to a file while the app keeps running (SQLite online backup).
 
     The copy is checked and appears only when whole; beside it goes FILE.manifest.json
@@ -147,7 +146,7 @@ def backup(path: Path = typer.Argument(..., help="The backup file to write."),
     """
     from annotation_db import backup as crud
 
-    done = crud.backup(open_engine(db), path, force=force)
+    done = crud.backup(open_engine(db), path, force=cfg.force)
     rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
     console.print(f"backed up to {done['path']} ({done['bytes']:,} bytes; {rows}); "
                   f"manifest {done['manifest']}", highlight=False)
@@ -155,14 +154,10 @@ def backup(path: Path = typer.Argument(..., help="The backup file to write."),
 
 @app.command()
 @user_errors
-def restore(path: Path = typer.Argument(..., help="A file written by `db backup`."),
-            force: bool = typer.Option(False, "--force", help="Overwrite a database that "
-                                       "already holds data."),
-            no_manifest: bool = typer.Option(False, "--no-manifest", help="Restore a backup "
-                                             "that has no FILE.manifest.json beside it (its "
-                                             "rows then cannot be checked; a manifest that is "
-                                             "there is still checked)."),
-            db: DbOption = None) -> None:
+@config_options(RestoreConfig)
+def restore(cfg: RestoreConfig,
+            path: Path = typer.Argument(..., help="A file written by `db backup`."),
+            db: str | None = None) -> None:
     """Replace the database with a checked backup (stop the app first).
 
     Before the database is touched the backup must pass SQLite's integrity check, be
@@ -181,7 +176,7 @@ def restore(path: Path = typer.Argument(..., help="A file written by `db backup`
 
     # No connection before the backup is checked: opening a missing SQLite file creates it.
     engine = make_engine(database_url(db))
-    done = crud.restore(engine, path, force=force, no_manifest=no_manifest)
+    done = crud.restore(engine, path, force=cfg.force, no_manifest=cfg.no_manifest)
     rows = ", ".join(f"{n} {t}" for t, n in done["rows"].items())
     checked = (f"matches its manifest {done['manifest']}" if done["manifest"]
                else "no manifest: restored without checking its rows against one")

@@ -10,28 +10,33 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import export as crud
+from annotation_db.export_config import (
+    ExportCreateConfig,
+    ExportDeleteConfig,
+    ExportPreviewConfig,
+)
 from annotation_db.models import DatasetVersion
 from annotation_db.users import require_user
 from app.commands.db import open_engine
-from app.common import DbOption, cli_actor, user_errors
+from app.common import cli_actor, config_options, user_errors
 from generation.models import history_counter
 
 app = typer.Typer(help="Verified dataset versions: preview, create, list, show, verify, delete.",
                   no_args_is_help=True)
 console = Console(soft_wrap=True)
-PolicyOption = typer.Option(..., "--policy", help="Approval policy YAML (see docs/export.md).")
 
 
 @app.command()
 @user_errors
-def preview(policy: Path = PolicyOption, db: DbOption = None) -> None:
+@config_options(ExportPreviewConfig)
+def preview(cfg: ExportPreviewConfig, db: str | None = None) -> None:
     """How many rationales pass the policy, and how many fail each criterion.
 
     Example:
 
         rationale-audit export preview --policy policy.yaml
     """
-    rules, _ = crud.ApprovalPolicy.from_file(policy)
+    rules, _ = crud.ApprovalPolicy.from_file(Path(cfg.policy))
     with Session(open_engine(db)) as session:
         result = crud.preview(session, rules)
     console.print(f"{result['approved']} of {result['rationales']} rationales pass "
@@ -42,10 +47,8 @@ def preview(policy: Path = PolicyOption, db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def create(policy: Path = PolicyOption,
-           name: str = typer.Option(..., help="Version name (never reused)."),
-           root: Path = typer.Option(Path("exports"), help="Folder that holds versions."),
-           db: DbOption = None) -> None:
+@config_options(ExportCreateConfig)
+def create(cfg: ExportCreateConfig, db: str | None = None) -> None:
     """Write an immutable, content-addressed dataset version and register it.
 
     Example:
@@ -53,8 +56,9 @@ def create(policy: Path = PolicyOption,
         rationale-audit export create --policy policy.yaml --name v1
     """
     with Session(open_engine(db)) as session:
-        version = crud.create(session, policy_path=policy, name=name, root=root,
-                              counter_for=history_counter, actor=cli_actor(), address="cli")
+        version = crud.create(session, policy_path=Path(cfg.policy), name=cfg.name,
+                              root=Path(cfg.root), counter_for=history_counter,
+                              actor=cli_actor(), address="cli")
     console.print(f"{version.name}: sha256 {version.content_hash} → {version.path}",
                   highlight=False)
     for view, counts in version.manifest["counts"].items():
@@ -64,7 +68,8 @@ def create(policy: Path = PolicyOption,
 
 @app.command("list")
 @user_errors
-def list_(db: DbOption = None) -> None:
+@config_options(None)
+def list_(db: str | None = None) -> None:
     """List dataset versions.
 
     Example:
@@ -82,7 +87,8 @@ def list_(db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def show(name: str, db: DbOption = None) -> None:
+@config_options(None)
+def show(name: str, db: str | None = None) -> None:
     """Print a version's manifest (policy, counts, agreement, provenance, hashes).
 
     Example:
@@ -96,7 +102,8 @@ def show(name: str, db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def verify(name: str, db: DbOption = None) -> None:
+@config_options(None)
+def verify(name: str, db: str | None = None) -> None:
     """Re-hash a version's files and compare them with its manifest (exit 1 if they differ).
 
     Example:
@@ -114,8 +121,8 @@ def verify(name: str, db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def delete(name: str, admin: str = typer.Option(..., help="Username of the admin deleting it."),
-           db: DbOption = None) -> None:
+@config_options(ExportDeleteConfig)
+def delete(cfg: ExportDeleteConfig, name: str, db: str | None = None) -> None:
     """Delete a version's data files (admins only); its manifest is kept.
 
     Example:
@@ -123,5 +130,5 @@ def delete(name: str, admin: str = typer.Option(..., help="Username of the admin
         rationale-audit export delete v1 --admin root
     """
     with Session(open_engine(db)) as session:
-        crud.delete(session, name=name, admin=require_user(session, admin), address="cli")
+        crud.delete(session, name=name, admin=require_user(session, cfg.admin), address="cli")
     console.print(f"deleted the data of {name}; its manifest is kept", highlight=False)

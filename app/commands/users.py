@@ -6,8 +6,9 @@ from rich.table import Table
 from sqlmodel import Session
 
 from annotation_db import users as crud
+from annotation_db.users_config import UserAddConfig
 from app.commands.db import open_engine
-from app.common import DbOption, cli_actor, user_errors
+from app.common import cli_actor, config_options, user_errors
 
 app = typer.Typer(help="Accounts: add, list, disable, reset passwords, clear a sign-in "
                   "throttle. Every change is in the audit trail.", no_args_is_help=True)
@@ -19,10 +20,9 @@ PasswordOption = typer.Option(..., prompt=True, hide_input=True, confirmation_pr
 
 @app.command()
 @user_errors
-def add(username: str, role: str = typer.Option("annotator",
-                                                help="annotator, adjudicator, admin or "
-                                                "researcher (datasets, runs, results)."),
-        password: str = PasswordOption, db: DbOption = None) -> None:
+@config_options(UserAddConfig)
+def add(cfg: UserAddConfig, username: str, password: str = PasswordOption,
+        db: str | None = None) -> None:
     """Add a user.
 
     Example:
@@ -30,14 +30,15 @@ def add(username: str, role: str = typer.Option("annotator",
         rationale-audit users add dr.rao --role annotator
     """
     with Session(open_engine(db)) as session:
-        user = crud.create_user(session, username=username, password=password, role=role,
+        user = crud.create_user(session, username=username, password=password, role=cfg.role,
                                 actor=cli_actor())
     console.print(f"added {user.username} ({user.role})", highlight=False)
 
 
 @app.command("list")
 @user_errors
-def list_(db: DbOption = None) -> None:
+@config_options(None)
+def list_(db: str | None = None) -> None:
     """List users, their roles and whether they can log in.
 
     Example:
@@ -54,7 +55,8 @@ def list_(db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def disable(username: str, db: DbOption = None) -> None:
+@config_options(None)
+def disable(username: str, db: str | None = None) -> None:
     """Stop a user from logging in and end their open sessions (their ratings are kept).
 
     Example:
@@ -66,7 +68,8 @@ def disable(username: str, db: DbOption = None) -> None:
 
 @app.command("reset-password")
 @user_errors
-def reset_password(username: str, password: str = PasswordOption, db: DbOption = None) -> None:
+@config_options(None)
+def reset_password(username: str, password: str = PasswordOption, db: str | None = None) -> None:
     """Set a new password for a user; sessions signed in with the old one end.
 
     Example:
@@ -78,7 +81,8 @@ def reset_password(username: str, password: str = PasswordOption, db: DbOption =
 
 @app.command()
 @user_errors
-def enable(username: str, db: DbOption = None) -> None:
+@config_options(None)
+def enable(username: str, db: str | None = None) -> None:
     """Let a disabled user log in again.
 
     Example:
@@ -90,7 +94,8 @@ def enable(username: str, db: DbOption = None) -> None:
 
 @app.command()
 @user_errors
-def unlock(username: str, db: DbOption = None) -> None:
+@config_options(None)
+def unlock(username: str, db: str | None = None) -> None:
     """Clear the sign-in throttle of a user after failed passwords.
 
     The running app reads the unlock at the account's next sign-in attempt.

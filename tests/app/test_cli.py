@@ -73,6 +73,14 @@ def test_db_current_on_an_empty_database_says_what_to_run(tmp_path, monkeypatch)
     assert "run `rationale-audit db upgrade`" in result.output
 
 
+def test_db_upgrade_reads_the_app_role_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("RATIONALE_AUDIT_APP_ROLE", "audit_app")
+    result = runner.invoke(app, ["db", "upgrade", "--db", str(tmp_path / "a.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "--app-role audit_app ignored: SQLite has no roles" in result.output
+
+
 def test_unreachable_database_url_is_one_line(monkeypatch):
     # Port 9 on loopback (discard) has no PostgreSQL server: the connection is refused.
     monkeypatch.setenv("DATABASE_URL", "postgresql://audit:secret@127.0.0.1:9/audit")
@@ -350,6 +358,13 @@ def test_agreement_report_from_a_csv_in_every_format(tmp_path):
     assert report["reproducibility"]["bootstrap_replicates"] == 200
     assert "P(α<0.667)" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64") >= 5
+
+
+def test_agreement_report_names_its_formats_when_given_another(tmp_path):
+    result = runner.invoke(app, ["agreement", "report", "--ratings-csv", "r.csv", "--format",
+                                 "pdf", "--out", str(tmp_path / "x.pdf")])
+    _one_line_error(result, "format: Input should be 'html', 'md' or 'json'")
+    assert not (tmp_path / "x.pdf").exists()
 
 
 def test_agreement_report_rejects_a_bad_csv_with_line_numbers(tmp_path):
