@@ -295,10 +295,33 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
     ``counter_for(policy.history_tokenizer)``. Tokenizers live a floor above this
     package, so the caller hands the counter down.
     """
-    from annotation_db.render import HistoryBudgetError, render_compact
-
     count = counter_for(policy.history_tokenizer)
     decisions = evaluate(session, policy)
+    rationales, cohort_id = _approved_rationales(session, decisions)
+    patients = {p.id: p for p in session.execute(select(Patient).where(
+        Patient.cohort_id == cohort_id).order_by(Patient.id)).scalars()}
+    texts = _PatientTexts(session, policy, patients, count)
+    views: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in SPLITS} for v in VIEWS}
+    _add_label_rows(views, patients, sorted({r.patient_id for r in rationales.values()}),
+                    texts.prompt)
+    _add_rationale_rows(views, patients, rationales, texts)
+    _corrections(session, policy, patients, texts.prompt, views)
+    for view in ("rationale_free", "rationale_stepwise", "rationale_corrected"):
+        views[view]["test"] = [dict(r, completion=completion_messages(r["label"]))
+                               for r in views["label_only"]["test"]]
+    _add_ratings_rows(session, policy, views)
+    files, counts = _view_files(views)
+    leaks = _split_leaks(views, patients)
+    if leaks:
+        raise ExportError(f"patients in two splits: {sorted(leaks)[:5]}")
+    data = {"counts": counts, "cohort_id": cohort_id,
+            "decisions": preview_from(decisions)}
+    return files, data
+
+
+def _approved_rationales(session: Session, decisions: list[PolicyDecision]
+                         ) -> tuple[dict[int, Rationale], int]:
+    """The approved rationales by id, and the one cohort they all come from."""
     approved = [d.rationale_id for d in decisions if d.approved]
     rationales = {r.id: r for r in session.execute(select(Rationale).where(
         Rationale.id.in_(approved)).order_by(Rationale.id)).scalars()} if approved else {}
@@ -310,29 +333,41 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
     if not cohort_ids:
         raise ExportError("no rationale passes the policy; nothing to export "
                           "(see `rationale-audit export preview`)")
-    cohort_id = cohort_ids.pop()
-    from annotation_db.cohorts import patient_record
+    return rationales, cohort_ids.pop()
 
-    patients = {p.id: p for p in session.execute(select(Patient).where(
-        Patient.cohort_id == cohort_id).order_by(Patient.id)).scalars()}
-    records: dict[int, dict] = {}
 
-    def record(pid: int) -> dict:
-        if pid not in records:
-            records[pid] = patient_record(session, patients[pid])
-        return records[pid]
+class _PatientTexts:
+    """Each patient's history rendered within the policy's budget (once), and the
+    prompt it makes."""
 
-    def history(pid: int) -> str:
+    def __init__(self, session: Session, policy: ApprovalPolicy, patients: dict[int, Patient],
+                 count: Callable[[str], int]):
+        self.session, self.policy, self.patients, self.count = session, policy, patients, count
+        self.records: dict[int, dict] = {}
+
+    def record(self, pid: int) -> dict:
+        from annotation_db.cohorts import patient_record
+
+        if pid not in self.records:
+            self.records[pid] = patient_record(self.session, self.patients[pid])
+        return self.records[pid]
+
+    def history(self, pid: int) -> str:
+        from annotation_db.render import HistoryBudgetError, render_compact
+
         try:
-            return render_compact(record(pid), policy.history_budget, count).text
+            return render_compact(self.record(pid), self.policy.history_budget, self.count).text
         except HistoryBudgetError as exc:
             raise ExportError(f"the policy's history_budget is too small: {exc}") from None
 
-    def prompt(pid: int) -> list[dict]:
-        return prompt_messages(history(pid))
+    def prompt(self, pid: int) -> list[dict]:
+        return prompt_messages(self.history(pid))
 
-    views: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in SPLITS} for v in VIEWS}
-    approved_patients = sorted(patient_ids)
+
+def _add_label_rows(views: dict, patients: dict[int, Patient], approved_patients: list[int],
+                    prompt: Callable[[int], list[dict]]) -> None:
+    """``label_only``: the approved rationales' patients outside test, and every test
+    patient (evaluation is on labels)."""
     for pid in approved_patients:
         split = patients[pid].split
         if split != "test":
@@ -344,24 +379,31 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
             views["label_only"]["test"].append({
                 "id": p.external_id, "label": int(p.label), "prompt": prompt(pid),
                 "completion": completion_messages(p.label)})
+
+
+def _add_rationale_rows(views: dict, patients: dict[int, Patient],
+                        rationales: dict[int, Rationale], texts: _PatientTexts) -> None:
+    """Each approved rationale outside test in its format's view; in train, also a
+    demonstration in ``fewshot_pool``."""
     for rationale in rationales.values():
         pid, split = rationale.patient_id, patients[rationale.patient_id].split
         view = f"rationale_{rationale.format}"
         row = {"id": f"{patients[pid].external_id}-r{rationale.id}",
-               "label": int(patients[pid].label), "prompt": prompt(pid),
+               "label": int(patients[pid].label), "prompt": texts.prompt(pid),
                "completion": completion_messages(patients[pid].label, rationale.text)}
         if split != "test":
             views[view][split].append(row)
         if split == "train":
             views["fewshot_pool"]["train"].append({
                 "id": row["id"], "label": int(patients[pid].label), "format": rationale.format,
-                "history": history(pid),
+                "history": texts.history(pid),
                 "rationale": rationale.text.strip(),
                 "evidence": rationale.cited_evidence_ids})
-    _corrections(session, policy, patients, prompt, views)
-    for view in ("rationale_free", "rationale_stepwise", "rationale_corrected"):
-        views[view]["test"] = [dict(r, completion=completion_messages(r["label"]))
-                               for r in views["label_only"]["test"]]
+
+
+def _add_ratings_rows(session: Session, policy: ApprovalPolicy, views: dict) -> None:
+    """``ratings_long``: one row per counted rating and dimension (and per flag), raters
+    pseudonymous."""
     for name in policy.campaigns:
         campaign = session.execute(select(Campaign).where(Campaign.name == name)).scalars().one()
         for rationale_id, ratings in sorted(latest_ratings(session, campaign.id).items()):
@@ -378,6 +420,10 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
                         "campaign": name, "rationale_id": rationale_id,
                         "rater": _pseudonym(r["rater"]), "dimension": flag, "score": 1,
                         "simulated": r["simulated"]})
+
+
+def _view_files(views: dict) -> tuple[dict[str, bytes], dict[str, dict[str, int]]]:
+    """Each view's splits as JSONL and Parquet files, and their row counts."""
     files: dict[str, bytes] = {}
     counts: dict[str, dict[str, int]] = {}
     for view, splits in views.items():
@@ -389,12 +435,7 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
             files[f"{view}/{name}.jsonl"] = _jsonl(rows)
             files[f"{view}/{name}.parquet"] = _parquet(rows)
             counts[view][name] = len(rows)
-    leaks = _split_leaks(views, patients)
-    if leaks:
-        raise ExportError(f"patients in two splits: {sorted(leaks)[:5]}")
-    data = {"counts": counts, "cohort_id": cohort_id,
-            "decisions": preview_from(decisions)}
-    return files, data
+    return files, counts
 
 
 def _corrections(session: Session, policy: ApprovalPolicy, patients: dict[int, Patient],

@@ -44,6 +44,7 @@ import asyncio
 import ipaddress
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 
@@ -134,18 +135,25 @@ class LoginPolicy(CommandConfig):
 
 class LoginGuard:
     """The failure counters and the audit of sign-ins, shared by the middleware and the
-    session store."""
+    session store.
 
-    def __init__(self, engine, policy: LoginPolicy | None = None):
+    ``clock`` (seconds) times every window, delay bookkeeping and session: the failure
+    counts, the refusals noted, where names failed from, and idle and lifetime limits.
+    ``time.monotonic`` in service; a test passes a clock it advances by hand."""
+
+    def __init__(self, engine, policy: LoginPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         # `limits` is imported here, not by the CLI's start-up (serve's options need only
         # LoginPolicy).
         from limits import RateLimitItemPerSecond
-        from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter
+
+        from app.clocked_window import ClockedMemoryStorage
 
         self.engine = engine
         self.policy = policy or LoginPolicy()
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.clock = clock
+        self.limiter = MovingWindowRateLimiter(ClockedMemoryStorage(clock))
         window = self.policy.window_seconds
         self.items = {"pair": RateLimitItemPerSecond(self.policy.max_failures, window),
                       "address": RateLimitItemPerSecond(self.policy.max_failures_per_address,
@@ -200,7 +208,7 @@ class LoginGuard:
             if not self.limiter.test(item, kind, *key):
                 self.limiter.hit(self.items["address"], "address", address)
                 reset = self.limiter.get_window_stats(item, kind, *key).reset_time
-                minutes = max(1, round((reset - time.time()) / 60))
+                minutes = max(1, round((reset - self.clock()) / 60))
                 return kind, (f"Too many failed sign-ins for {what}. Try again in about "
                                 f"{minutes} minute{'s' if minutes != 1 else ''}, or ask an "
                                 "admin to unlock the account.")
@@ -221,7 +229,7 @@ class LoginGuard:
         """Whether this refusal is the first of its (kind, key) in the window, and so
         goes to the audit trail (later ones would only let a guesser fill it)."""
         key = (kind, address) if kind == "address" else (kind, username, address)
-        now, window = time.monotonic(), self.policy.window_seconds
+        now, window = self.clock(), self.policy.window_seconds
         if now - self.refusals_noted.get(key, -window - 1) <= window:
             return False
         self.refusals_noted[key] = now
@@ -231,7 +239,7 @@ class LoginGuard:
         return True
 
     def _remember(self, username: str, address: str) -> None:
-        now, window = time.monotonic(), self.policy.window_seconds
+        now, window = self.clock(), self.policy.window_seconds
         seen = self.addresses.setdefault(username, {})
         seen[address] = now
         for old in [a for a, t in seen.items() if now - t > window]:
@@ -387,16 +395,21 @@ def _replay(body: bytes, receive):
 
 class SessionStore(dict):
     """Gradio's token → username table, with sign-in times, idle expiry and the
-    account checks (disabled, password reset) on every request."""
+    account checks (disabled, password reset) on every request.
+
+    Idle time and lifetime are read from the guard's clock; the sign-in's date and time
+    is kept as well, for the account checks (a password reset is dated)."""
 
     def __init__(self, guard: LoginGuard):
         super().__init__()
         self.guard = guard
-        self.times: dict[str, list] = {}  # token → [signed in (datetime), last seen (s)]
+        # token → [signed in (datetime), signed in (clock s), last seen (clock s)]
+        self.times: dict[str, list] = {}
 
     def __setitem__(self, token, username) -> None:
         super().__setitem__(token, username)
-        self.times[token] = [datetime.now(UTC), time.monotonic()]
+        now = self.guard.clock()
+        self.times[token] = [datetime.now(UTC), now, now]
 
     def __delitem__(self, token) -> None:
         dict.pop(self, token, None)
@@ -407,12 +420,13 @@ class SessionStore(dict):
         times = self.times.get(token)
         if username is None or times is None:
             return default
-        signed_in, seen = times
+        signed_in, started, seen = times
         policy = self.guard.policy
+        now = self.guard.clock()
         reason = None
-        if time.monotonic() - seen > policy.idle_minutes * 60:
+        if now - seen > policy.idle_minutes * 60:
             reason = "idle"
-        elif (datetime.now(UTC) - signed_in).total_seconds() > policy.max_session_hours * 3600:
+        elif now - started > policy.max_session_hours * 3600:
             reason = "lifetime"
         else:
             with Session(self.guard.engine) as s:
@@ -422,7 +436,7 @@ class SessionStore(dict):
             del self[token]
             self.guard.audit("session_expired", username, None, reason=reason)
             return default
-        times[1] = time.monotonic()
+        times[2] = self.guard.clock()
         return username
 
 

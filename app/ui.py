@@ -19,6 +19,8 @@ never a permission. Sign-in is throttled and sessions end when idle, when their
 account is disabled or its password reset (:mod:`app.login_guard`).
 """
 
+import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -93,11 +95,14 @@ def build_app(engine, workdir: str | None = None) -> gr.Blocks:
 
 def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
            jobs_dir: str = "jobs", workdir: str | None = None,
-           policy: LoginPolicy | None = None, root_path: str | None = None):
+           policy: LoginPolicy | None = None, root_path: str | None = None,
+           clock: Callable[[], float] = time.monotonic):
     """Serve the app and its background job runner (training jobs from the Runs screen).
 
     ``policy`` sets the sign-in throttle and the session lifetime; ``root_path`` is
-    the path a reverse proxy serves the app under (say ``/audit``)."""
+    the path a reverse proxy serves the app under (say ``/audit``); ``clock`` times the
+    throttle's windows and the sessions (default ``time.monotonic``; tests advance
+    their own)."""
     from starlette.middleware import Middleware
 
     from app.ray_jobs import runner_for
@@ -107,7 +112,7 @@ def launch(engine, *, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     runner.start()  # first recovers jobs a previous app left "running"
     demo = build_app(engine, str(runner.workdir))
     demo.job_runner = runner
-    guard = LoginGuard(engine, policy)
+    guard = LoginGuard(engine, policy, clock)
     with forwarded_from(guard.policy.trusted_proxy):
         demo.launch(server_name=host, server_port=port, auth=auth_checker(engine),
                     auth_message="Rationale Audit — sign in with your account",

@@ -382,6 +382,42 @@ def stratified_split(label: np.ndarray, fractions: tuple[float, float, float],
     return [str(name) for name in out]
 
 
+@dataclass
+class _History:
+    """One patient's history while it is built: the RNG, the key dates, the items so far.
+
+    :meth:`HistoryBuilder.build` is written as sections (background, diagnoses,
+    lifestyle, measurements, symptoms) that draw from one per-patient ``rng`` in a fixed
+    order — the cohort's content hash depends on that order — so they share this state
+    instead of handing a dozen values to each other."""
+
+    rng: random.Random
+    index: dt.date
+    birth: dt.date
+    age0: float
+    male: bool
+    has: dict[str, bool]
+    dx_date: dt.date | None  # the future ADRD diagnosis, if within the simulation
+    first: dt.date  # where the history starts
+    feature_end: dt.date  # nothing after it is written (the prediction gap)
+    items: list[dict] = field(default_factory=list)
+    dx_dates: dict[str, dt.date] = field(default_factory=dict)
+    treated: dict[str, dt.date] = field(default_factory=dict)
+
+    def add(self, kind, date, description, code=None, system=None, value=None, unit=None,
+            role="context") -> None:
+        """Record an item, unless it is dated after the end of the features."""
+        if date is None or date <= self.feature_end:
+            self.items.append({"id": None, "kind": kind,
+                               "date": None if date is None else date.isoformat(),
+                               "code": code, "code_system": system,
+                               "description": description, "value": value, "unit": unit,
+                               "role": role})
+
+    def days_before(self, years: float) -> dt.date:
+        return self.index - dt.timedelta(days=int(years * DAYS_PER_YEAR))
+
+
 class HistoryBuilder:
     """Turn one simulated person into a dated, coded history (pure Python, per-patient RNG)."""
 
@@ -393,36 +429,39 @@ class HistoryBuilder:
         self.measure = model.codes["measurements"]
 
     def build(self, i: int, pop: Population, split: str, weight: float) -> dict:
+        h = self._start(i, pop)
+        self._background(h, i, pop)
+        self._diagnoses(h)
+        self._lifestyle(h)
+        self._measurements(h, float(pop.metabolic[i]))
+        self._symptoms(h)
+        assign_evidence_ids(h.items)
+        return self._record(h, i, pop, split, weight)
+
+    def _start(self, i: int, pop: Population) -> _History:
+        """The patient's seeded RNG, dates and exposures, before any item."""
         cfg = self.config
-        rng = random.Random(cfg.seed * 1_000_003 + i)
         index = dt.date.fromordinal(int(pop.index_ordinal[i]))
         age0 = float(pop.age0[i])
-        birth = index - dt.timedelta(days=int(age0 * DAYS_PER_YEAR))
-        male = bool(pop.male[i])
-        has = dict(zip(self.exposures, map(bool, pop.exposures[i]), strict=True))
         adrd_years = float(pop.adrd_years[i])
         # A diagnosis is at least one day after the index date (the label window is open there).
         dx_date = (index + dt.timedelta(days=max(1, int(adrd_years * DAYS_PER_YEAR)))
                    if math.isfinite(adrd_years) else None)
-        feature_end = index - dt.timedelta(days=cfg.prediction_gap_days)
-        first = index - dt.timedelta(days=int(cfg.history_years * DAYS_PER_YEAR))
-        items: list[dict] = []
+        return _History(
+            rng=random.Random(cfg.seed * 1_000_003 + i), index=index,
+            birth=index - dt.timedelta(days=int(age0 * DAYS_PER_YEAR)), age0=age0,
+            male=bool(pop.male[i]),
+            has=dict(zip(self.exposures, map(bool, pop.exposures[i]), strict=True)),
+            dx_date=dx_date,
+            first=index - dt.timedelta(days=int(cfg.history_years * DAYS_PER_YEAR)),
+            feature_end=index - dt.timedelta(days=cfg.prediction_gap_days))
 
-        def add(kind, date, description, code=None, system=None, value=None, unit=None,
-                role="context"):
-            if date is None or date <= feature_end:
-                items.append({"id": None, "kind": kind,
-                              "date": None if date is None else date.isoformat(),
-                              "code": code, "code_system": system,
-                              "description": description, "value": value, "unit": unit,
-                              "role": role})
-
-        def days_before(years: float) -> dt.date:
-            return index - dt.timedelta(days=int(years * DAYS_PER_YEAR))
-
+    def _background(self, h: _History, i: int, pop: Population) -> None:
+        """Age and sex, APOE genotype, family history and education."""
+        index, birth, add = h.index, h.birth, h.add
         age_int = index.year - birth.year - ((index.month, index.day) < (birth.month, birth.day))
-        add("demographic", index, f"{'Male' if male else 'Female'}, aged {age_int} at the index "
-            "date", value=str(age_int), unit="years")
+        add("demographic", index, f"{'Male' if h.male else 'Female'}, aged {age_int} at the "
+            "index date", value=str(age_int), unit="years")
         genotype = APOE_ORDER[int(pop.apoe[i])]
         add("genotype", None, f"APOE genotype {genotype.replace('e', 'ε')}", code="APOE",
             system="genotype", value=genotype,
@@ -437,33 +476,37 @@ class HistoryBuilder:
         add("demographic", index, f"Highest qualification: {EDUCATION_TEXT[education]}",
             value=education, role="risk_factor" if education == "none" else "context")
 
-        # Diagnoses and their treatments.
-        dx_dates: dict[str, dt.date] = {}
-        treated: dict[str, dt.date] = {}
+    def _diagnoses(self, h: _History) -> None:
+        """The exposures' diagnoses (coded for a share of them), then their treatments."""
+        rng = h.rng
         for name in self.exposures:
-            # Obesity is coded from the first obese BMI measurement, below.
-            if not has[name] or name not in self.codes["diagnoses"] or name == "obesity":
+            # Obesity is coded from the first obese BMI measurement (_measurements).
+            if not h.has[name] or name not in self.codes["diagnoses"] or name == "obesity":
                 continue
-            when = first + dt.timedelta(days=rng.randint(0, max(1, (index - first).days - 30)))
-            dx_dates[name] = when
+            when = h.first + dt.timedelta(days=rng.randint(0, max(1, (h.index - h.first).days
+                                                                  - 30)))
+            h.dx_dates[name] = when
             if rng.random() > self.codes.get("coded_share", {}).get(name, 1.0):
                 continue
             option = _weighted(rng, self.codes["diagnoses"][name])
-            add("diagnosis", when, option["description"], code=option["code"], system="ICD-10",
-                role="risk_factor")
-        def treat(name: str, when: dt.date) -> None:
-            for drug in self.codes["medications"].get(name, []):
-                if rng.random() < drug["probability"]:
-                    start = when + dt.timedelta(days=rng.randint(7, 365))
-                    if start <= index:
-                        treated.setdefault(name, start)
-                        add("medication", start, f"{drug['name']} {drug['dose']}",
-                            code=drug["code"], system="ATC")
+            h.add("diagnosis", when, option["description"], code=option["code"],
+                  system="ICD-10", role="risk_factor")
+        for name, when in h.dx_dates.items():
+            self._treat(h, name, when)
 
-        for name, when in dx_dates.items():
-            treat(name, when)
+    def _treat(self, h: _History, name: str, when: dt.date) -> None:
+        """Medications for a condition diagnosed ``when``, each started by chance."""
+        for drug in self.codes["medications"].get(name, []):
+            if h.rng.random() < drug["probability"]:
+                start = when + dt.timedelta(days=h.rng.randint(7, 365))
+                if start <= h.index:
+                    h.treated.setdefault(name, start)
+                    h.add("medication", start, f"{drug['name']} {drug['dose']}",
+                          code=drug["code"], system="ATC")
 
-        # Lifestyle at the baseline assessment.
+    def _lifestyle(self, h: _History) -> None:
+        """Smoking, alcohol, physical activity and household at the baseline assessment."""
+        rng, has, index, add = h.rng, h.has, h.index, h.add
         smoking = ("current" if has["current_smoking"] else "previous"
                    if rng.random() < self.params["previous_smoking_share"]
                    / (1 - self.params["exposures"]["current_smoking"]["prevalence"]) else "never")
@@ -486,93 +529,115 @@ class HistoryBuilder:
             add("lifestyle", index, f"Lives with others ({size} people in household)",
                 value=str(size), unit="people in household")
 
-        # Measurements at four visits: BMI trajectory (declining before ADRD), BP, HbA1c, LDL.
-        z_m = float(pop.metabolic[i])
+    def _measurements(self, h: _History, z_m: float) -> None:
+        """Four visits: a BMI trajectory (declining before ADRD), BP, HbA1c and LDL."""
+        rng, has = h.rng, h.has
         bmi_mid = (30.0 + rng.expovariate(1 / 3.5) if has["obesity"]
                    else min(29.9, rng.gauss(25.3 + 0.6 * z_m, 2.7)))
-        decline = self.params["prodrome"]["bmi_decline_per_year"]
         obesity_coded = False
         for years_before, labs in ((10, False), (6, False), (3, True), (0, True)):
-            when = index if years_before == 0 else days_before(
+            when = h.index if years_before == 0 else h.days_before(
                 years_before + rng.uniform(-0.5, 0.5))
-            age_then = age0 - (index - when).days / DAYS_PER_YEAR
-            bmi = bmi_mid - 0.08 * (index - when).days / DAYS_PER_YEAR + rng.gauss(0, 0.6)
-            if dx_date is not None:
-                years_to_dx = (dx_date - when).days / DAYS_PER_YEAR
-                if years_to_dx < 5:
-                    bmi -= decline * (5 - years_to_dx)
-            self._measure(add, "bmi", when, bmi)
-            if has["obesity"] and not obesity_coded and bmi >= 30:
-                obesity_coded = True
-                add("diagnosis", when, "Obesity, unspecified", code="E66.9", system="ICD-10",
-                    role="risk_factor")
-                treat("obesity", when)
-            sbp = 123 + 0.6 * (age_then - 40) + 5 * male + 5 * z_m + rng.gauss(0, 16)
-            if has["hypertension"]:
-                sbp += 18 if when >= dx_dates["hypertension"] else 10
-                if "hypertension" in treated and when >= treated["hypertension"]:
-                    sbp -= 14
-            self._measure(add, "sbp", when, sbp)
-            self._measure(add, "dbp", when, 46 + 0.25 * sbp + 2 * male + rng.gauss(0, 8.5))
+            age_then = h.age0 - (h.index - when).days / DAYS_PER_YEAR
+            obesity_coded = self._bmi(h, when, bmi_mid, obesity_coded)
+            self._blood_pressure(h, when, age_then, z_m)
             if labs:
-                if has["diabetes"] and when >= dx_dates["diabetes"]:
-                    hba1c = 58 + rng.gauss(0, 9) - (8 if "diabetes" in treated
-                                                    and when >= treated["diabetes"] else 0)
-                elif has["diabetes"]:
-                    hba1c = 44 + rng.gauss(0, 3)
-                else:
-                    hba1c = max(25.0, 34 + 0.1 * (age_then - 55) + 1.5 * z_m + rng.gauss(0, 3.5))
-                self._measure(add, "hba1c", when, hba1c)
-                ldl = 3.5 + 0.25 * z_m + (0.6 if has["hyperlipidaemia"] else 0) + rng.gauss(0, 0.7)
-                if "hyperlipidaemia" in treated and when >= treated["hyperlipidaemia"]:
-                    ldl -= 1.4
-                self._measure(add, "ldl", when, max(1.0, ldl))
+                self._labs(h, when, age_then, z_m)
         if has["obesity"] and not obesity_coded:
-            when = days_before(rng.uniform(3, 10))
-            add("diagnosis", when, "Obesity, unspecified", code="E66.9", system="ICD-10",
-                role="risk_factor")
-            treat("obesity", when)
+            when = h.days_before(rng.uniform(3, 10))
+            h.add("diagnosis", when, "Obesity, unspecified", code="E66.9", system="ICD-10",
+                  role="risk_factor")
+            self._treat(h, "obesity", when)
 
-        # Symptoms: prodromal before a future diagnosis, and background in everyone.
-        age_factor = math.exp(0.07 * (age0 - 60))
+    def _bmi(self, h: _History, when: dt.date, bmi_mid: float, obesity_coded: bool) -> bool:
+        """One visit's BMI; codes obesity at the first obese one. Whether it is coded now."""
+        bmi = bmi_mid - 0.08 * (h.index - when).days / DAYS_PER_YEAR + h.rng.gauss(0, 0.6)
+        if h.dx_date is not None:
+            years_to_dx = (h.dx_date - when).days / DAYS_PER_YEAR
+            if years_to_dx < 5:
+                bmi -= self.params["prodrome"]["bmi_decline_per_year"] * (5 - years_to_dx)
+        self._measure(h.add, "bmi", when, bmi)
+        if h.has["obesity"] and not obesity_coded and bmi >= 30:
+            h.add("diagnosis", when, "Obesity, unspecified", code="E66.9", system="ICD-10",
+                  role="risk_factor")
+            self._treat(h, "obesity", when)
+            return True
+        return obesity_coded
+
+    def _blood_pressure(self, h: _History, when: dt.date, age_then: float, z_m: float) -> None:
+        """One visit's systolic and diastolic pressure (raised, then lowered by treatment)."""
+        rng = h.rng
+        sbp = 123 + 0.6 * (age_then - 40) + 5 * h.male + 5 * z_m + rng.gauss(0, 16)
+        if h.has["hypertension"]:
+            sbp += 18 if when >= h.dx_dates["hypertension"] else 10
+            if "hypertension" in h.treated and when >= h.treated["hypertension"]:
+                sbp -= 14
+        self._measure(h.add, "sbp", when, sbp)
+        self._measure(h.add, "dbp", when, 46 + 0.25 * sbp + 2 * h.male + rng.gauss(0, 8.5))
+
+    def _labs(self, h: _History, when: dt.date, age_then: float, z_m: float) -> None:
+        """One visit's HbA1c and LDL cholesterol (diabetes, lipids and their treatment)."""
+        rng, has, treated = h.rng, h.has, h.treated
+        if has["diabetes"] and when >= h.dx_dates["diabetes"]:
+            hba1c = 58 + rng.gauss(0, 9) - (8 if "diabetes" in treated
+                                            and when >= treated["diabetes"] else 0)
+        elif has["diabetes"]:
+            hba1c = 44 + rng.gauss(0, 3)
+        else:
+            hba1c = max(25.0, 34 + 0.1 * (age_then - 55) + 1.5 * z_m + rng.gauss(0, 3.5))
+        self._measure(h.add, "hba1c", when, hba1c)
+        ldl = 3.5 + 0.25 * z_m + (0.6 if has["hyperlipidaemia"] else 0) + rng.gauss(0, 0.7)
+        if "hyperlipidaemia" in treated and when >= treated["hyperlipidaemia"]:
+            ldl -= 1.4
+        self._measure(h.add, "ldl", when, max(1.0, ldl))
+
+    def _symptoms(self, h: _History) -> None:
+        """Prodromal symptoms before a future diagnosis, and background ones in everyone."""
+        rng = h.rng
+        age_factor = math.exp(0.07 * (h.age0 - 60))
         for name, spec in self.params["prodrome"].items():
             if not isinstance(spec, dict):
                 continue
             dates = []
-            if dx_date is not None and rng.random() < spec["case_probability"]:
+            if h.dx_date is not None and rng.random() < spec["case_probability"]:
                 low, high = spec["window"]
-                dates.append(dx_date - dt.timedelta(days=int(rng.uniform(low, high)
-                                                             * DAYS_PER_YEAR)))
+                dates.append(h.dx_date - dt.timedelta(days=int(rng.uniform(low, high)
+                                                               * DAYS_PER_YEAR)))
             if rng.random() < 1 - math.exp(-spec["background_per_year"] * 10 * age_factor):
-                dates.append(days_before(rng.uniform(0, 10)))
+                dates.append(h.days_before(rng.uniform(0, 10)))
             if dates:  # the earliest occurrence is the one a record would carry
                 when = min(dates)
-                add("symptom", when, spec["description"], code=spec["code"], system="ICD-10",
-                    role="possible_prodrome")
+                h.add("symptom", when, spec["description"], code=spec["code"],
+                      system="ICD-10", role="possible_prodrome")
                 if name == "sleep_problems":
-                    for drug in self.codes["medications"]["sleep_problems"]:
-                        start = when + dt.timedelta(days=rng.randint(0, 60))
-                        if rng.random() < drug["probability"] and start <= index:
-                            add("medication", start, f"{drug['name']} {drug['dose']}",
-                                code=drug["code"], system="ATC")
+                    self._sleep_medication(h, when)
 
-        assign_evidence_ids(items)
+    def _sleep_medication(self, h: _History, when: dt.date) -> None:
+        for drug in self.codes["medications"]["sleep_problems"]:
+            start = when + dt.timedelta(days=h.rng.randint(0, 60))
+            if h.rng.random() < drug["probability"] and start <= h.index:
+                h.add("medication", start, f"{drug['name']} {drug['dose']}",
+                      code=drug["code"], system="ATC")
+
+    def _record(self, h: _History, i: int, pop: Population, split: str, weight: float) -> dict:
+        """The PatientRecord-format dict: the items, the label and the outcome."""
         death_years = float(pop.death_years[i])
+        index, dx_date = h.index, h.dx_date
         return {
             "external_id": f"P{i + 1:07d}",
-            "sex": "M" if male else "F",
-            "birth_date": birth.isoformat(),
+            "sex": "M" if h.male else "F",
+            "birth_date": h.birth.isoformat(),
             "index_date": index.isoformat(),
             "label": bool(pop.label[i]),
             "split": split,
             "weight": weight,
-            "items": items,
+            "items": h.items,
             "outcome": {
                 "adrd_date": dx_date.isoformat() if dx_date else None,
-                "adrd_code": _subtype(rng, self.params["subtypes"]) if dx_date else None,
+                "adrd_code": _subtype(h.rng, self.params["subtypes"]) if dx_date else None,
                 "death_date": (
                     (index + dt.timedelta(days=int(death_years * DAYS_PER_YEAR))).isoformat()
-                    if death_years <= cfg.horizon_years else None),
+                    if death_years <= self.config.horizon_years else None),
                 "expected_risk": round(float(pop.risk[i]), 6),
             },
         }

@@ -201,12 +201,32 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
     tables = {name: _read_csv(folder, name, problems) for name in SYNTHEA_FILES}
     if problems:
         raise ImportRejected(str(folder), problems)
-    mapping = _snomed_map()
-    outcome_prefixes = tuple(model.codes["leakage"]["outcome_icd10_prefixes"])
+    people = _synthea_people(tables["patients.csv"], problems)
+    events = _synthea_events(tables, people, problems)
+    if problems:
+        raise ImportRejected(str(folder), problems)
+    unmapped = _add_history_items(events, people, problems, model=model,
+                                  index_date=index_date)
+    if problems:
+        raise ImportRejected(str(folder), problems)
     horizon_end = index_date + dt.timedelta(days=round(horizon_years * DAYS_PER_YEAR))
+    kept, excluded = _eligible_records(people, index_date=index_date, horizon_end=horizon_end,
+                                       age_min=age_min, age_max=age_max)
+    if not kept:
+        raise ImportRejected(str(folder), [(0, "no patient is eligible on the index date "
+                                               f"({dict(excluded) or 'no patients'})")])
+    summary = {"patients_in_export": len(people), "imported": len(kept),
+               "excluded": dict(excluded), "cases": sum(r["label"] for r in kept),
+               "unmapped_snomed_codes": len(unmapped),
+               "unmapped_examples": [code for code, _ in unmapped.most_common(10)]}
+    return finish_records(kept, seed), summary
+
+
+def _synthea_people(rows: list[tuple[int, dict]], problems: list) -> dict[str, dict]:
+    """Each patient of ``patients.csv`` by Id, with no history yet (bad rows: problems)."""
     people: dict[str, dict] = {}
     first_seen: dict[str, int] = {}
-    for number, row in tables["patients.csv"]:
+    for number, row in rows:
         if row["Id"] in first_seen:
             problems.append((f"patients.csv:{number}", f"Id {row['Id']!r} already used on line "
                                                        f"{first_seen[row['Id']]}"))
@@ -225,7 +245,14 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
             continue
         people[row["Id"]] = {"birth": birth, "death": death, "sex": row["GENDER"], "items": [],
                              "adrd": None}
-    events: list[tuple[str, str, dict]] = []
+    return people
+
+
+def _synthea_events(tables: dict, people: dict[str, dict],
+                    problems: list) -> list[tuple[str, int, str, dict]]:
+    """(file, line, patient, row) of every dated condition, medication and observation
+    of a known patient; each row gets its date as ``_date``."""
+    events: list[tuple[str, int, str, dict]] = []
     for name, date_column in (("conditions.csv", "START"), ("medications.csv", "START"),
                               ("observations.csv", "DATE")):
         for number, row in tables[name]:
@@ -238,32 +265,30 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
                 problems.append((f"{name}:{number}", f"bad {date_column} {row[date_column]!r}"))
                 continue
             events.append((name, number, row["PATIENT"], row))
-    if problems:
-        raise ImportRejected(str(folder), problems)
+    return events
 
+
+def _add_history_items(events: list, people: dict[str, dict], problems: list, *,
+                       model: CohortModel, index_date: dt.date) -> Counter:
+    """Give each person the items of their events up to ``index_date``, and their
+    earliest ADRD (an outcome code, or an anti-dementia drug) at any date. Returns how
+    often each SNOMED code without an ICD-10 mapping was seen."""
+    mapping = _snomed_map()
+    outcome_prefixes = tuple(model.codes["leakage"]["outcome_icd10_prefixes"])
     unmapped: Counter = Counter()
-    measure_spec = model.codes["measurements"]
     for name, number, pid, row in events:
         person, when = people[pid], row["_date"]
         if name == "conditions.csv":
             icd = mapping.get(row["CODE"])
             if icd and icd[0].startswith(outcome_prefixes):
-                if person["adrd"] is None or when < person["adrd"][0]:
-                    person["adrd"] = (when, icd[0])
+                _note_adrd(person, when, icd[0])
                 continue
             if when > index_date:
                 continue
-            if icd:
-                item = {"kind": "diagnosis", "code": icd[0], "code_system": "ICD-10",
-                        "description": icd[1]}
-            else:
-                unmapped[row["CODE"]] += 1
-                item = {"kind": "diagnosis", "code": row["CODE"], "code_system": "SNOMED",
-                        "description": row["DESCRIPTION"][:300]}
+            item = _condition_item(row, icd, unmapped)
         elif name == "medications.csv":
             if row["CODE"] in model.codes.get("anti_dementia_rxnorm", ()):
-                if person["adrd"] is None or when < person["adrd"][0]:
-                    person["adrd"] = (when, "G30.9")  # treated as a diagnosis of dementia
+                _note_adrd(person, when, "G30.9")  # treated as a diagnosis of dementia
                 continue
             if when > index_date:
                 continue
@@ -272,22 +297,48 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
         else:
             if row["CODE"] not in SYNTHEA_OBSERVATIONS or when > index_date:
                 continue
-            key, convert = SYNTHEA_OBSERVATIONS[row["CODE"]]
-            raw, problem = _measurement(row["CODE"], row["VALUE"])
+            item, problem = _observation_item(row, model.codes["measurements"])
             if problem:
                 problems.append((f"{name}:{number}", problem))
                 continue
-            value = convert(raw)
-            spec = measure_spec[key]
-            text = f"{value:.{spec['decimals']}f}"
-            item = {"kind": "measurement", "code": row["CODE"], "code_system": "LOINC",
-                    "description": f"{spec['name']} {text} {spec['unit']}", "value": text,
-                    "unit": spec["unit"]}
         person["items"].append({"id": None, "date": when.isoformat(), "value": None,
                                 "unit": None, "role": "context", **item})
-    if problems:
-        raise ImportRejected(str(folder), problems)
+    return unmapped
 
+
+def _note_adrd(person: dict, when: dt.date, code: str) -> None:
+    """Keep the earliest ADRD event of a person as their outcome."""
+    if person["adrd"] is None or when < person["adrd"][0]:
+        person["adrd"] = (when, code)
+
+
+def _condition_item(row: dict, icd: tuple[str, str] | None, unmapped: Counter) -> dict:
+    """A diagnosis in ICD-10 where the SNOMED code maps, else in SNOMED (counted)."""
+    if icd:
+        return {"kind": "diagnosis", "code": icd[0], "code_system": "ICD-10",
+                "description": icd[1]}
+    unmapped[row["CODE"]] += 1
+    return {"kind": "diagnosis", "code": row["CODE"], "code_system": "SNOMED",
+            "description": row["DESCRIPTION"][:300]}
+
+
+def _observation_item(row: dict, measure_spec: dict) -> tuple[dict | None, str | None]:
+    """A core measurement converted to UK units, or why its value cannot be imported."""
+    key, convert = SYNTHEA_OBSERVATIONS[row["CODE"]]
+    raw, problem = _measurement(row["CODE"], row["VALUE"])
+    if problem:
+        return None, problem
+    value = convert(raw)
+    spec = measure_spec[key]
+    text = f"{value:.{spec['decimals']}f}"
+    return {"kind": "measurement", "code": row["CODE"], "code_system": "LOINC",
+            "description": f"{spec['name']} {text} {spec['unit']}", "value": text,
+            "unit": spec["unit"]}, None
+
+
+def _eligible_records(people: dict[str, dict], *, index_date: dt.date, horizon_end: dt.date,
+                      age_min: int, age_max: int) -> tuple[list[dict], Counter]:
+    """The records of the people eligible on ``index_date``, and why the others are not."""
     kept, excluded = [], Counter()
     for pid, person in people.items():
         age = index_date.year - person["birth"].year - (
@@ -301,31 +352,30 @@ def read_synthea(folder: str | Path, *, index_date: dt.date, horizon_years: floa
         if person["adrd"] and person["adrd"][0] <= index_date:
             excluded["ADRD before the index date (prevalent)"] += 1
             continue
-        adrd = person["adrd"]
-        label = bool(adrd and adrd[0] <= horizon_end)
-        items = [{"id": None, "kind": "demographic", "date": index_date.isoformat(),
-                  "code": None, "code_system": None,
-                  "description": f"{'Male' if person['sex'] == 'M' else 'Female'}, aged {age} "
-                                 "at the index date",
-                  "value": str(age), "unit": "years", "role": "context"}, *person["items"]]
-        kept.append({
-            "external_id": pid[:64], "sex": person["sex"],
-            "birth_date": person["birth"].isoformat(), "index_date": index_date.isoformat(),
-            "label": label, "split": None, "weight": 1.0,
-            "items": assign_evidence_ids(items),
-            "outcome": {"adrd_date": adrd[0].isoformat() if adrd else None,
-                        "adrd_code": adrd[1] if adrd else None,
-                        "death_date": person["death"].isoformat() if person["death"] else None,
-                        "expected_risk": None},
-        })
-    if not kept:
-        raise ImportRejected(str(folder), [(0, "no patient is eligible on the index date "
-                                               f"({dict(excluded) or 'no patients'})")])
-    summary = {"patients_in_export": len(people), "imported": len(kept),
-               "excluded": dict(excluded), "cases": sum(r["label"] for r in kept),
-               "unmapped_snomed_codes": len(unmapped),
-               "unmapped_examples": [code for code, _ in unmapped.most_common(10)]}
-    return finish_records(kept, seed), summary
+        kept.append(_synthea_record(pid, person, age, index_date, horizon_end))
+    return kept, excluded
+
+
+def _synthea_record(pid: str, person: dict, age: int, index_date: dt.date,
+                    horizon_end: dt.date) -> dict:
+    """One eligible person's record: a demographic item first, the label from ADRD."""
+    adrd = person["adrd"]
+    label = bool(adrd and adrd[0] <= horizon_end)
+    items = [{"id": None, "kind": "demographic", "date": index_date.isoformat(),
+              "code": None, "code_system": None,
+              "description": f"{'Male' if person['sex'] == 'M' else 'Female'}, aged {age} "
+                             "at the index date",
+              "value": str(age), "unit": "years", "role": "context"}, *person["items"]]
+    return {
+        "external_id": pid[:64], "sex": person["sex"],
+        "birth_date": person["birth"].isoformat(), "index_date": index_date.isoformat(),
+        "label": label, "split": None, "weight": 1.0,
+        "items": assign_evidence_ids(items),
+        "outcome": {"adrd_date": adrd[0].isoformat() if adrd else None,
+                    "adrd_code": adrd[1] if adrd else None,
+                    "death_date": person["death"].isoformat() if person["death"] else None,
+                    "expected_risk": None},
+    }
 
 
 def _snomed_map() -> dict[str, tuple[str, str]]:

@@ -144,79 +144,110 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
     limit = grid.evaluation.limit
     if limit:
         n_val, n_test = min(n_val, limit), min(n_test, limit)
-    t = throughput
+    rows = [_data_row(data, throughput, finished)]
+    sft, scoring = _stage_row("SFT training"), _stage_row("SFT scoring")
+    for factors, candidates in grid.sft_cells():
+        _add_sft_cell(sft, scoring, factors, candidates, data=data, grid=grid,
+                      throughput=throughput, tokens=tokens, finished=finished,
+                      train_share=split[0], n_val=n_val, n_test=n_test)
+    rows += [sft, scoring]
+    rows.append(_fewshot_row(grid, throughput, tokens, finished, n_test))
+    return rows
+
+
+def _stage_row(stage: str) -> dict:
+    """A stage's row with nothing counted yet."""
+    return {"stage": stage, "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0,
+            "generations": 0, "seconds": 0.0, "reused": 0}
+
+
+def _data_row(data, t: Throughput, finished: dict | None) -> dict:
+    """The cohort → export stage (reused when the dataset version exists)."""
     # an archive holds runs but not the dataset version: the data stage still runs
     data_done = bool(finished) and finished.get("data_done", True)
-    rows = [{"stage": "data: cohort → export (CPU; --data-only runs it ahead)", "runs": 1,
-             "examples": data.n, "tokens": 0, "steps": 0, "generations": 0,
-             "seconds": 0.0 if data_done else data.n * t.data_seconds_per_patient,
-             "reused": 1 if data_done else 0}]
-    sft = {"stage": "SFT training", "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0,
-           "generations": 0, "seconds": 0.0, "reused": 0}
-    scoring = {"stage": "SFT scoring",
-               "runs": 0, "examples": 0, "tokens": 0.0, "steps": 0, "generations": 0,
-               "seconds": 0.0, "reused": 0}
-    runs_done = (finished or {}).get("runs", {})
+    return {"stage": "data: cohort → export (CPU; --data-only runs it ahead)", "runs": 1,
+            "examples": data.n, "tokens": 0, "steps": 0, "generations": 0,
+            "seconds": 0.0 if data_done else data.n * t.data_seconds_per_patient,
+            "reused": 1 if data_done else 0}
 
-    def stored(cfg, split: str, variant: str | None = None) -> bool:
-        if not finished:
-            return False
-        evaluation = grid.evaluate_config(split, variant)
-        return (split, evaluation.scoring, evaluation.settings_hash()) in runs_done.get(
-            cfg.identity(finished["version_hash"]), set())
-    first_seed = grid.sft.seeds[0] if grid.sft else None
-    label = tokens["targets"]["label"]
-    for factors, candidates in grid.sft_cells():
-        target = tokens["targets"][factors["target"]]
-        generates = TARGETS[factors["target"]].scoring == "generate"
-        tuned = len(candidates) > 1
-        if tuned and grid.sft.tune_with_first_seed and factors["seed"] != first_seed:
-            candidates = candidates[:1]  # the first seed's choice only
-        for cfg in candidates:
-            if finished and cfg.identity(finished["version_hash"]) in runs_done:
-                sft["runs"] += 1
-                sft["reused"] += 1
-                if len(candidates) > 1:
-                    _score(scoring, t, n_val, target, generates,
-                           reused=stored(cfg, "validation"))
-                continue
-            patients = cfg.train_size or round(data.n * split[0])
-            examples = round(patients * target.get("rows_per_patient", 1))
-            batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-            steps = math.ceil(examples / batch) * cfg.num_train_epochs
-            n_tokens = patients * target["example_tokens"] * cfg.num_train_epochs
+
+def _stored(grid, finished: dict | None, cfg, split: str, variant: str | None = None) -> bool:
+    """Whether ``finished`` holds this run's result on ``split`` under the evaluation's
+    current scoring and settings."""
+    if not finished:
+        return False
+    evaluation = grid.evaluate_config(split, variant)
+    return (split, evaluation.scoring, evaluation.settings_hash()) in finished.get(
+        "runs", {}).get(cfg.identity(finished["version_hash"]), set())
+
+
+def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, data, grid,
+                  throughput: Throughput, tokens: dict, finished: dict | None,
+                  train_share: float, n_val: int, n_test: int) -> None:
+    """One SFT cell: train each candidate (score it on validation when tuning), score
+    the chosen one on test, and once per extra scoring variant."""
+    t = throughput
+    runs_done = (finished or {}).get("runs", {})
+    target = tokens["targets"][factors["target"]]
+    generates = TARGETS[factors["target"]].scoring == "generate"
+    tuned = len(candidates) > 1
+    if tuned and grid.sft.tune_with_first_seed and factors["seed"] != grid.sft.seeds[0]:
+        candidates = candidates[:1]  # the first seed's choice only
+    for cfg in candidates:
+        if finished and cfg.identity(finished["version_hash"]) in runs_done:
             sft["runs"] += 1
-            sft["examples"] += examples
-            sft["steps"] += int(steps)
-            sft["tokens"] += n_tokens
-            sft["seconds"] += n_tokens / t.train_tokens_per_second
-            # diagnostics: a direct validation pass per epoch and the gradient probe
-            # (one forward and two backward passes ≈ three token passes of its rows); the
-            # validation pass is the trainer's own model, forward only
-            if cfg.validate_each_epoch:
-                sft["seconds"] += (math.ceil(cfg.num_train_epochs) * n_val
-                                   * label["prompt_tokens"]
-                                   / (t.forward_over_training * t.train_tokens_per_second))
-            probes = steps // cfg.probe_steps + 1
-            sft["seconds"] += (probes * cfg.probe_rows * target["example_tokens"]
-                               / target.get("rows_per_patient", 1)
-                               / t.train_tokens_per_second)
+            sft["reused"] += 1
             if len(candidates) > 1:
-                _score(scoring, t, n_val, target, generates)
-        # the chosen candidate is scored on test: count it reused if any candidate is
-        _score(scoring, t, n_test, target, generates,
-               reused=any(stored(c, "test") for c in candidates))
-        for variant in grid.scorings_for(factors["target"]):
-            samples = grid.evaluation.n_samples if variant == "sampled" else 0
-            _score(scoring, t, n_test, target, variant == "sampled", samples=samples,
-                   reused=any(stored(c, "test", variant) for c in candidates))
-    rows += [sft, scoring]
-    fewshot = {"stage": "few-shot", "runs": 0, "examples": 0, "tokens": 0.0,
-               "steps": 0, "generations": 0, "seconds": 0.0, "reused": 0}
-    free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
-    label = tokens["targets"]["label"]
+                _score(scoring, t, n_val, target, generates,
+                       reused=_stored(grid, finished, cfg, "validation"))
+            continue
+        patients = cfg.train_size or round(data.n * train_share)
+        _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
+        if len(candidates) > 1:
+            _score(scoring, t, n_val, target, generates)
+    # the chosen candidate is scored on test: count it reused if any candidate is
+    _score(scoring, t, n_test, target, generates,
+           reused=any(_stored(grid, finished, c, "test") for c in candidates))
+    for variant in grid.scorings_for(factors["target"]):
+        samples = grid.evaluation.n_samples if variant == "sampled" else 0
+        _score(scoring, t, n_test, target, variant == "sampled", samples=samples,
+               reused=any(_stored(grid, finished, c, "test", variant) for c in candidates))
+
+
+def _add_training(sft: dict, cfg, t: Throughput, target: dict, label: dict, patients: int,
+                  n_val: int) -> None:
+    """One SFT run's examples, steps, tokens and seconds (with its diagnostics)."""
+    examples = round(patients * target.get("rows_per_patient", 1))
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    steps = math.ceil(examples / batch) * cfg.num_train_epochs
+    n_tokens = patients * target["example_tokens"] * cfg.num_train_epochs
+    sft["runs"] += 1
+    sft["examples"] += examples
+    sft["steps"] += int(steps)
+    sft["tokens"] += n_tokens
+    sft["seconds"] += n_tokens / t.train_tokens_per_second
+    # diagnostics: a direct validation pass per epoch and the gradient probe
+    # (one forward and two backward passes ≈ three token passes of its rows); the
+    # validation pass is the trainer's own model, forward only
+    if cfg.validate_each_epoch:
+        sft["seconds"] += (math.ceil(cfg.num_train_epochs) * n_val
+                           * label["prompt_tokens"]
+                           / (t.forward_over_training * t.train_tokens_per_second))
+    probes = steps // cfg.probe_steps + 1
+    sft["seconds"] += (probes * cfg.probe_rows * target["example_tokens"]
+                       / target.get("rows_per_patient", 1)
+                       / t.train_tokens_per_second)
+
+
+def _fewshot_row(grid, t: Throughput, tokens: dict, finished: dict | None,
+                 n_test: int) -> dict:
+    """The few-shot runs: each scores the test split with its demonstrations."""
     from training.evaluate import scorer_kind
 
+    fewshot = _stage_row("few-shot")
+    runs_done = (finished or {}).get("runs", {})
+    free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
+    label = tokens["targets"]["label"]
     for cfg in grid.fewshot_runs():
         if finished and any(split == cfg.split for split, *_ in runs_done.get(
                 cfg.identity(finished["version_hash"]), ())):
@@ -234,8 +265,7 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
         if shared:
             fewshot["tokens"] += demos
             fewshot["seconds"] += demos / t.prefill_tokens_per_second
-    rows.append(fewshot)
-    return rows
+    return fewshot
 
 
 def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool,

@@ -360,9 +360,7 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
            processes: int = 1, on_progress: Callable[[dict], None] | None = None) -> None:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig
 
     from generation.models import resolve_model
 
@@ -375,30 +373,98 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     tokenizer = load_tokenizer(model.path)
     spec = TARGETS[config.target]
     tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length, spec.loss_on)
-    weighting = LossWeighting.for_target(
-        tokenizer, spec.weighting,
-        alpha=config.align_alpha if spec.weighting == "align" else config.multitask_alpha,
-        answer_share=config.answer_loss_share if spec.weighting != "answer-share"
-        or config.answer_loss_share is not None else label_only_answer_share(
-            tokenizer, version, config, rows))
+    weighting = _loss_weighting(tokenizer, config, version, rows)
     counts = _checked_counts(weighting, tokenized, config.target)
     if writer:
-        (run_dir / "dataset.json").write_text(json.dumps({
-            "version": version.name, "content_sha256": version.content_hash,
-            "view": spec.view, "derived": spec.derived, "split": "train",
-            "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
-            "example_ids": [row["id"] for row in rows], **summary, **counts,
-            "base_model": {"spec": config.base_model, "path": model.path,
-                           "checksum": model.checksum},
-            "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
-        }, indent=2) + "\n")
+        _write_dataset_record(run_dir, run, config, version, weighting, rows,
+                              {**summary, **counts}, model)
     precision = resolve_precision(config.precision)
     bf16 = precision != "fp32"
     set_seed(config.seed)
     # On CPU, bf16 runs as autocast over fp32 weights; on a GPU the weights are bf16.
     base = AutoModelForCausalLM.from_pretrained(
         model.path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
-    args = SFTConfig(
+    args = _sft_args(config, run_dir, bf16)
+    peft_config = _lora_config(config)
+    effective_batch = (config.per_device_train_batch_size * config.gradient_accumulation_steps
+                       * processes)
+    tokens_per_step = summary["tokens"] / max(len(tokenized), 1) * effective_batch
+    stats: dict = {}
+    metrics_path = run_dir / "metrics.jsonl"
+    books = []  # rank 0's: metrics.jsonl and the diagnostics (its shard's loss split)
+    if writer:
+        books = [_metrics_callback(metrics_path, tokens_per_step, stats, on_progress),
+                 *diagnostics_callbacks(metrics_path, tokenizer, weighting, stats, tokenized,
+                                        config, validation=_validation_rows(version, config)
+                                        if config.validate_each_epoch else None)]
+    trainer = logits_loss_trainer(weighting, stats)(
+        model=base, args=args, processing_class=tokenizer, peft_config=peft_config,
+        train_dataset=Dataset.from_list(tokenized), callbacks=[*books, *callbacks],
+    )
+    padding = padding_share(trainer)
+    result, seconds, resume = _run_trainer(trainer, run_dir, say, len(tokenized), processes)
+    if not writer:
+        return
+    trainer.model.save_pretrained(str(run_dir / "adapter"))
+    _write_train_summary(run_dir, trainer, result, seconds, resume, config, {
+        "processes": processes, "effective_batch": effective_batch, "bf16": bf16,
+        "precision": precision, "padding_share": padding}, tokens_per_step)
+
+
+def _write_train_summary(run_dir: Path, trainer, result, seconds: float, resume: Path | None,
+                         config: SFTRunConfig, setup: dict, tokens_per_step: float) -> None:
+    """``train_summary.json``: steps, loss, time and speed of this session of training
+    (``setup``: processes, effective batch, precision, padding share)."""
+    import torch
+
+    steps_done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
+    (run_dir / "train_summary.json").write_text(json.dumps({
+        "processes": setup["processes"], "effective_batch": setup["effective_batch"],
+        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        "seconds": round(seconds, 2), "resumed_from": resume.name if resume else None,
+        "tokens_per_second": round(steps_done * tokens_per_step / seconds, 1) if seconds else None,
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "bf16": setup["bf16"],
+        "precision": setup["precision"], "padding_share": setup["padding_share"],
+        "train_sampling": "group_by_length" if config.group_by_length else "random",
+    }, indent=2) + "\n")
+
+
+def _loss_weighting(tokenizer, config: SFTRunConfig, version, rows: list[dict]
+                    ) -> LossWeighting:
+    """The target's loss weighting; ``answer-share`` without a share set measures the
+    label-only answer tokens' share of these rows."""
+    spec = TARGETS[config.target]
+    return LossWeighting.for_target(
+        tokenizer, spec.weighting,
+        alpha=config.align_alpha if spec.weighting == "align" else config.multitask_alpha,
+        answer_share=config.answer_loss_share if spec.weighting != "answer-share"
+        or config.answer_loss_share is not None else label_only_answer_share(
+            tokenizer, version, config, rows))
+
+
+def _write_dataset_record(run_dir: Path, run: TrainingRun, config: SFTRunConfig, version,
+                          weighting: LossWeighting, rows: list[dict], tallies: dict,
+                          model) -> None:
+    """``dataset.json``: what the run trains on (version, view, rows, token tallies,
+    loss weighting, base model) — the run's data provenance."""
+    spec = TARGETS[config.target]
+    (run_dir / "dataset.json").write_text(json.dumps({
+        "version": version.name, "content_sha256": version.content_hash,
+        "view": spec.view, "derived": spec.derived, "split": "train",
+        "loss_on": spec.loss_on, "loss_weighting": weighting.describe(),
+        "example_ids": [row["id"] for row in rows], **tallies,
+        "base_model": {"spec": config.base_model, "path": model.path,
+                       "checksum": model.checksum},
+        "run_id": run.id, "config_hash": run.config_hash, "command": config.cli(),
+    }, indent=2) + "\n")
+
+
+def _sft_args(config: SFTRunConfig, run_dir: Path, bf16: bool):
+    """TRL's trainer settings for the run (checkpoints under ``run_dir``)."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         seed=config.seed, data_seed=config.seed,
         learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
@@ -416,29 +482,24 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
         dataloader_num_workers=0, disable_tqdm=True,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
-    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                             lora_dropout=config.lora_dropout,
-                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
-    effective_batch = (config.per_device_train_batch_size * config.gradient_accumulation_steps
-                       * processes)
-    tokens_per_step = summary["tokens"] / max(len(tokenized), 1) * effective_batch
-    stats: dict = {}
-    metrics_path = run_dir / "metrics.jsonl"
-    books = []  # rank 0's: metrics.jsonl and the diagnostics (its shard's loss split)
-    if writer:
-        books = [_metrics_callback(metrics_path, tokens_per_step, stats, on_progress),
-                 *diagnostics_callbacks(metrics_path, tokenizer, weighting, stats, tokenized,
-                                        config, validation=_validation_rows(version, config)
-                                        if config.validate_each_epoch else None)]
-    trainer = logits_loss_trainer(weighting, stats)(
-        model=base, args=args, processing_class=tokenizer, peft_config=peft_config,
-        train_dataset=Dataset.from_list(tokenized), callbacks=[*books, *callbacks],
-    )
-    padding = padding_share(trainer)
+
+
+def _lora_config(config: SFTRunConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def _run_trainer(trainer, run_dir: Path, say: Callable[[str], None], examples: int,
+                 processes: int) -> tuple:
+    """Train from the latest checkpoint, if any, to the end: (result, seconds, the
+    checkpoint resumed from). A run stopped short raises :class:`InterruptedError`."""
     if processes > 1:  # rank 0 has cleared a --force run's outputs before any rank looks
         trainer.accelerator.wait_for_everyone()
     resume = latest_checkpoint(run_dir / "checkpoints")
-    say(f"training {len(tokenized)} examples"
+    say(f"training {examples} examples"
         + (f", resuming from {resume.name}" if resume else ""))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -446,19 +507,7 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     if trainer.state.global_step < trainer.state.max_steps:
         raise InterruptedError(f"training stopped at step {trainer.state.global_step} of "
                                f"{trainer.state.max_steps}; run the same command to resume")
-    if not writer:
-        return
-    trainer.model.save_pretrained(str(run_dir / "adapter"))
-    steps_done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
-    (run_dir / "train_summary.json").write_text(json.dumps({
-        "processes": processes, "effective_batch": effective_batch,
-        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
-        "seconds": round(seconds, 2), "resumed_from": resume.name if resume else None,
-        "tokens_per_second": round(steps_done * tokens_per_step / seconds, 1) if seconds else None,
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "bf16": bf16,
-        "precision": precision, "padding_share": padding,
-        "train_sampling": "group_by_length" if config.group_by_length else "random",
-    }, indent=2) + "\n")
+    return result, seconds, resume
 
 
 def _loss_split(stats: dict | None) -> dict:

@@ -13,18 +13,37 @@ from tests.helpers import PASSWORD, add_users, client, serving
 
 pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread
 
-WINDOW = 4  # seconds: short, so that the test can wait it out
+WINDOW = 4  # seconds (the `guarded` app's clock is advanced past it, never waited on)
 POLICY = LoginPolicy(max_failures=5, window_seconds=WINDOW, first_delay_seconds=0.01,
                      max_delay_seconds=0.05, idle_minutes=0.05)  # 3 s idle sessions
 
 
+class FakeClock:
+    """A clock (seconds) that stands still until a test advances it: windows and idle
+    times pass at once, and never while a test is still counting on them."""
+
+    def __init__(self, start: float = 1_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory):
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, clock):
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('guard') / 'g.sqlite'}")
     migrate.upgrade(engine)
     add_users(engine, ann="annotator", bob="annotator", cat="annotator", dan="annotator",
               root="admin")
-    with serving(engine, policy=POLICY) as url:
+    with serving(engine, policy=POLICY, clock=clock) as url:
         yield engine, url
     engine.dispose()
 
@@ -40,27 +59,30 @@ def events(engine, action: str, actor: str | None = None) -> list:
                 if actor is None or e.actor == actor]
 
 
-def test_six_wrong_passwords_throttle_the_account_until_the_window_ends(guarded):
+def test_six_wrong_passwords_throttle_the_account_until_the_window_ends(guarded, clock):
     engine, url = guarded
     codes = [login(url, "ann", "wrong password!").status_code for _ in range(6)]
     assert codes == [400] * 5 + [429]
     refused = login(url, "ann", PASSWORD)  # the right password is refused too, for now
     assert refused.status_code == 429 and "Too many failed sign-ins" in refused.json()["detail"]
     assert login(url, "bob", PASSWORD).status_code == 200  # another account is unaffected
-    time.sleep(WINDOW + 0.5)
+    clock.advance(WINDOW - 0.5)
+    assert login(url, "ann", PASSWORD).status_code == 429  # not yet: the window is open
+    clock.advance(1)
     assert login(url, "ann", PASSWORD).status_code == 200
     assert len(events(engine, "login_failed", "ann")) == 5
     assert len(events(engine, "login_throttled", "ann")) == 1  # once per key and window
     assert len(events(engine, "login", "ann")) == 1 and events(engine, "login", "bob")
 
 
-def test_the_browser_form_parallel_guesses_and_doubled_fields_are_all_counted(guarded):
+def test_the_browser_form_parallel_guesses_and_doubled_fields_are_all_counted(guarded,
+                                                                             clock):
     """Gradio's login page posts multipart; a burst of parallel guesses is counted one
     by one; a second username field cannot steer the count to another name."""
     from concurrent.futures import ThreadPoolExecutor
 
     engine, url = guarded
-    time.sleep(WINDOW)  # a fresh window for the loopback address
+    clock.advance(WINDOW + 0.5)  # a fresh window for the loopback address
     multipart = httpx.post(url + "login", files={"username": (None, "cat"),
                                                  "password": (None, "wrong password!")})
     assert multipart.status_code == 400
@@ -72,25 +94,26 @@ def test_the_browser_form_parallel_guesses_and_doubled_fields_are_all_counted(gu
         codes = sorted(pool.map(lambda _: login(url, "cat", "wrong password!").status_code,
                                 range(8)))
     assert codes == [400] * 4 + [429] * 4  # 1 + 4 failures, then refused
-    time.sleep(WINDOW + 0.5)
+    clock.advance(WINDOW + 0.5)
 
 
-def test_an_unknown_username_is_throttled_the_same_way(guarded):
+def test_an_unknown_username_is_throttled_the_same_way(guarded, clock):
     _, url = guarded
-    time.sleep(WINDOW)  # a fresh window for the loopback address
+    clock.advance(WINDOW + 0.5)  # a fresh window for the loopback address
     codes = [login(url, "nobody-here", "wrong password!").status_code for _ in range(6)]
     assert codes == [400] * 5 + [429]
-    time.sleep(WINDOW + 0.5)
+    clock.advance(WINDOW + 0.5)
 
 
-def _guard(tmp_path, **policy):
+def _guard(tmp_path, clock=None, **policy):
     from app.login_guard import LoginGuard
 
     engine = make_engine(f"sqlite:///{tmp_path / 'g.sqlite'}")
     migrate.upgrade(engine)
     with Session(engine) as s:
         users.create_user(s, username="ann", password=PASSWORD, role="annotator")
-    return engine, LoginGuard(engine, LoginPolicy(**{"first_delay_seconds": 0, **policy}))
+    return engine, LoginGuard(engine, LoginPolicy(**{"first_delay_seconds": 0, **policy}),
+                              clock or FakeClock())
 
 
 def test_failures_are_answered_ever_more_slowly(tmp_path):
@@ -113,7 +136,8 @@ def test_an_attacker_at_one_address_cannot_lock_a_clinician_out(tmp_path):
 
 
 def test_past_the_account_wide_limit_only_the_addresses_that_failed_are_held(tmp_path):
-    _, guard = _guard(tmp_path, max_failures_per_account=12, window_seconds=2,
+    clock = FakeClock()
+    _, guard = _guard(tmp_path, clock, max_failures_per_account=12, window_seconds=2,
                       max_delay_seconds=8)
     for i in range(12):
         guard.failed("ann", f"7.7.7.{i % 3}")  # 4 each: under the per-address-pair limit
@@ -121,8 +145,43 @@ def test_past_the_account_wide_limit_only_the_addresses_that_failed_are_held(tmp
     assert guard.refusal("ann", "10.1.1.1") is None  # the clinician's: still checked
     assert guard.failed("ann", "8.8.8.8") == 8  # a new guesser: one slow guess, then held
     assert guard.refusal("ann", "8.8.8.8")[0] == "account"
-    time.sleep(2.2)
+    clock.advance(1.9)
+    assert guard.refusal("ann", "7.7.7.1")[0] == "account"  # the window is still open
+    clock.advance(0.3)
     assert guard.refusal("ann", "7.7.7.1") is None
+
+
+def test_a_refusal_says_how_long_until_the_window_ends(tmp_path):
+    clock = FakeClock()
+    _, guard = _guard(tmp_path, clock, window_seconds=900)
+    for _ in range(5):
+        guard.failed("ann", "10.0.0.1")
+    assert "Try again in about 15 minutes" in guard.refusal("ann", "10.0.0.1")[1]
+    clock.advance(600)
+    assert "Try again in about 5 minutes" in guard.refusal("ann", "10.0.0.1")[1]
+    clock.advance(290)
+    assert "Try again in about 1 minute," in guard.refusal("ann", "10.0.0.1")[1]
+
+
+def test_a_session_ends_when_idle_and_when_its_lifetime_is_over(tmp_path):
+    from app.login_guard import SessionStore
+
+    clock = FakeClock()
+    _, guard = _guard(tmp_path, clock, idle_minutes=10, max_session_hours=1)
+    store = SessionStore(guard)
+    store["token"] = "ann"
+    clock.advance(10 * 60 - 1)
+    assert store.get("token") == "ann"  # not idle long enough
+    clock.advance(10 * 60 + 1)
+    assert store.get("token") is None  # idle past ten minutes
+    store["token"] = "ann"
+    for _ in range(6):  # in use every nine minutes ...
+        clock.advance(9 * 60)
+        assert store.get("token") == "ann"
+    clock.advance(9 * 60)  # ... but 63 minutes after sign-in
+    assert store.get("token") is None
+    reasons = [e.detail["reason"] for e in events(guard.engine, "session_expired", "ann")]
+    assert reasons == ["lifetime", "idle"]  # newest first
 
 
 def test_an_admin_unlock_clears_the_throttle_from_another_process(tmp_path):
@@ -155,11 +214,13 @@ def test_disabling_or_resetting_a_password_ends_open_sessions(guarded):
     assert [e.target for e in events(engine, "password_reset")] == ["dan"]
 
 
-def test_an_idle_session_ends_and_sign_out_is_recorded(guarded):
+def test_an_idle_session_ends_and_sign_out_is_recorded(guarded, clock):
     engine, url = guarded
     bob = client(url, "bob")
     bob.predict(api_name="/list_my_campaigns")
-    time.sleep(POLICY.idle_minutes * 60 + 1)
+    clock.advance(POLICY.idle_minutes * 60 - 1)
+    bob.predict(api_name="/list_my_campaigns")  # not idle long enough: still signed in
+    clock.advance(POLICY.idle_minutes * 60 + 1)
     with pytest.raises(Exception, match="401 Unauthorized"):
         bob.predict(api_name="/list_my_campaigns")
     assert "idle" in [e.detail["reason"] for e in events(engine, "session_expired", "bob")]
