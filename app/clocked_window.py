@@ -53,7 +53,7 @@ class ClockedMemoryStorage(Storage, MovingWindowSupport):
         """(When the oldest entry in the window was made, how many entries it holds)."""
         with self.lock:
             now = self.clock()
-            inside = [t for t in self.events.get(key, []) if t > now - expiry]
+            inside = [t for t in self.events.get(key, []) if t >= now - expiry]
             return (inside[-1], len(inside)) if inside else (now, 0)
 
     def clear(self, key: str) -> None:
@@ -74,7 +74,7 @@ class ClockedMemoryStorage(Storage, MovingWindowSupport):
     def _prune(self, now: float) -> None:
         """Forget the keys whose newest entry has left its window (many keys tried)."""
         for key in [k for k, times in self.events.items()
-                    if not times or times[0] <= now - self.expiries[k]]:
+                    if not times or times[0] < now - self.expiries[k]]:
             del self.events[key]
             del self.expiries[key]
 
