@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from annotation_db.campaigns_config import campaign_default
+
 
 class AuditSettings(BaseModel):
     """How a study's rationales are audited: a named campaign, simulated if absent."""
@@ -16,11 +18,11 @@ class AuditSettings(BaseModel):
                                                      "is used as is; otherwise it is simulated")
     simulated_raters: int = Field(3, ge=2, description="simulated raters of a simulated "
                                   "campaign")
-    k: int = Field(2, ge=1, description="ratings per rationale")
+    k: int = Field(campaign_default("k"), ge=1, description="ratings per rationale")
     gold_share: float = Field(0.1, ge=0, le=1, description="gold (flawed) items per original "
-                              "item")
-    noise: float = Field(0.6, ge=0, description="SD of each simulated rating's noise (scale "
-                         "points)")
+                              "item (a study plants more than a campaign's default, none)")
+    noise: float = Field(campaign_default("noise"), ge=0, description="SD of each simulated "
+                         "rating's noise (scale points)")
 
 
 TEMPLATE_TEACHERS = ("template", "template-balanced")
