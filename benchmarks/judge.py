@@ -38,9 +38,11 @@ def main() -> None:
     from generation.backends import VLLMBackend
     from generation.cohort import CohortConfig, generate
     from generation.engine import EngineOptions, load_vllm
-    from generation.judge import JudgeConfig, run_judge
+    from generation.judge import run_judge
+    from generation.judge_config import JudgeConfig
     from generation.models import DEFAULT_MODEL, resolve_model
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)

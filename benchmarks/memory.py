@@ -64,7 +64,8 @@ def main() -> None:
 
     from generation.models import DEFAULT_MODEL, resolve_model
     from training.memory import for_config
-    from training.sft import SFTRunConfig, resolve_precision
+    from training.precision import resolve_precision
+    from training.sft_config import SFTRunConfig
 
     model_path = resolve_model(DEFAULT_MODEL).path
     rows = []

@@ -170,7 +170,7 @@ def dropout_figures(common: tuple, device: str, tmp: Path, autocast: bool, args,
     """The project's trainer at ``--lora-dropout`` (``timed``: already timed) and at
     ``SFTRunConfig``'s default rate, with its own dropout and, with ``--peft-dropout``,
     with peft's ``nn.Dropout``; nothing where the two rates are the same (CPU only)."""
-    from training.sft import SFTRunConfig
+    from training.sft_config import SFTRunConfig
 
     default = SFTRunConfig.model_fields["lora_dropout"].default
     if device != "cpu" or default == args.lora_dropout:
@@ -209,7 +209,8 @@ def interleaved_dropout(model_path, tokenizer, rows, batch, rank, lr, rounds: in
     from transformers import AutoModelForCausalLM
 
     from training.lora_dropout import LoraDropout
-    from training.sft import SFTRunConfig, completion_loss
+    from training.sft import completion_loss
+    from training.sft_config import SFTRunConfig
 
     p = SFTRunConfig.model_fields["lora_dropout"].default
     torch.manual_seed(0)

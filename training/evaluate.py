@@ -25,86 +25,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.command_config import CommandConfig
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import echo_config
 from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
 from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
+from training.evaluate_config import EvaluateConfig
 from training.scoring import Scorer
 
 Mode = Literal["direct", "rationale", "sampled"]
-
-
-class EvaluateConfig(CommandConfig):
-    """How a run is scored (the run itself is named on the command line)."""
-
-    COMMAND = "rationale-audit evaluate run RUN"
-
-    split: Literal["test", "validation"] = "test"
-    engine: Literal["auto", "vllm", "transformers"] = Field(
-        default="auto", description="auto: vLLM when installed, else transformers")
-    max_rationale_tokens: int | None = Field(
-        default=None, ge=1, description="cap on a rationale model's own text before its "
-        "answer; unset: the 99th percentile of the view's training completions plus the "
-        "answer line (a smaller explicit cap is refused)")
-    min_reached_answer: float = Field(
-        default=0.95, ge=0, le=1, description="a rationale run whose share of rationales that "
-        "reach 'Final answer:' is below this is reported invalid")
-    max_one_answer_share: float = Field(
-        default=0.95, gt=0.5, le=1, description="a run that says yes (P(yes) at or above "
-        "0.5), or no, for more than this share of the patients is reported degenerate and "
-        "left out of comparisons; 1 turns the rule off")
-    threshold: float = Field(default=0.5, gt=0, lt=1,
-                             description="P(yes) at or above which balanced accuracy says yes")
-    scoring: Literal["auto", "generate", "direct", "sampled"] = Field(
-        default="auto", description="auto: the target's own way (direct for label, "
-        "answer-first and multitask; generate for the rest). generate: write until 'Final "
-        "answer:', then score; direct: score right after the prompt, skipping the "
-        "rationale; sampled: the mean P(yes) over n_samples sampled rationales")
-    n_samples: int = Field(default=5, ge=1, description="sampled: rationales per patient")
-    sample_temperature: float = Field(default=1.0, gt=0, description="sampled: temperature")
-    n_bootstrap: int = Field(default=1000, ge=100)
-    limit: int | None = Field(default=None, ge=2, description="score only the first N patients")
-    batch_size: int = Field(default=8, ge=1)
-    seed: int = 0
-    server_url: str | None = Field(
-        default=None, description="score through an OpenAI-compatible server (vllm serve "
-        "BASE --enable-lora) that serves the run's adapter, instead of a local engine")
-
-    # Batching does not change the numbers; a served model scores as the local engine does
-    # (to 1e-3, tests/training/test_served.py), so where it ran is not part of the result.
-    NOT_IN_IDENTITY = frozenset({"batch_size", "server_url"})
-
-    @field_validator("server_url")
-    @classmethod
-    def _no_credentials_in_url(cls, value: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value or "")
-        if value and (parts.username or parts.password or parts.query):
-            raise ValueError("put no credentials or query in --server-url (it is echoed into "
-                             "the run folder); give the key with --api-key or OPENAI_API_KEY")
-        return value
-    ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0,
-                   "max_one_answer_share": 0.95}
-
-    def settings_hash(self) -> str:
-        """Hash of the settings that change the numbers.
-
-        Stored with each result, so a grid re-scores a run whose stored result was
-        made with other settings (say, a ``limit`` from a quick check in the app).
-        Written as compact JSON, as stored results have always been keyed, so results
-        scored before ``stable_hash`` are still found."""
-        import hashlib
-        import json
-
-        return hashlib.sha256(json.dumps(self.identity_data(), sort_keys=True,
-                                         separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from app.commands.db import open_engine
 from app.commands.train import print_result, say
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.evaluate import EvaluateConfig
+from training.evaluate_config import EvaluateConfig
 
 app = typer.Typer(help="Score runs by P(yes) at the label position and compare them.",
                   no_args_is_help=True)

@@ -12,7 +12,8 @@ from annotation_db.faithfulness_report import to_html, to_json, to_markdown
 from app.commands.db import open_engine
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.evidence_ablation import FaithfulnessConfig, run_ablation
+from training.evidence_ablation import run_ablation
+from training.evidence_ablation_config import FaithfulnessConfig
 
 app = typer.Typer(help="Faithfulness measured by evidence ablation (ERASER's comprehensiveness "
                        "and sufficiency against a random baseline), beside the clinicians' "

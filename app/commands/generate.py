@@ -10,8 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app.commands.db import open_engine
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from generation.import_rationales import ImportConfig, import_rationales
-from generation.rationales import GenerateConfig, generate_rationales
+from generation.import_rationales import import_rationales
+from generation.import_rationales_config import ImportConfig
+from generation.rationales import generate_rationales
+from generation.rationales_config import GenerateConfig
 
 console = Console(soft_wrap=True)
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="rich")

@@ -13,7 +13,8 @@ from app.commands.db import open_engine
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
 from app.views import load_guidelines
-from generation.judge import JudgeConfig, run_judge
+from generation.judge import run_judge
+from generation.judge_config import JudgeConfig
 
 app = typer.Typer(help="An LLM judge scored with the clinicians' rubric, calibrated against "
                        "the panel (weighted κ, Krippendorff's α, the alt-test).",

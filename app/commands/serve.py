@@ -5,7 +5,7 @@ from rich.console import Console
 
 from app.commands.db import open_engine
 from app.common import DbOption, config_options, user_errors
-from app.login_guard import LoginPolicy
+from app.login_guard_config import LoginPolicy
 
 console = Console(soft_wrap=True)
 

@@ -9,8 +9,8 @@ from rich.console import Console
 from app.commands.db import open_engine
 from app.common import DbOption, VerboseOption, config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.fewshot import FewShotConfig
-from training.sft import SFTRunConfig
+from training.fewshot_config import FewShotConfig
+from training.sft_config import SFTRunConfig
 
 app = typer.Typer(help="Train from audited data: LoRA SFT (`sft`) or few-shot prompting "
                        "(`fewshot`). Every run gets a folder and a database row.",
@@ -85,7 +85,8 @@ def sft(
         rationale-audit train sft --dataset study-v1 --target rationale-free --lora-r 16
         rationale-audit train sft --config sft.yaml --seed 2
     """
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.evaluate import evaluate_run
+    from training.evaluate_config import EvaluateConfig
     from training.sft import process_group, train
 
     engine = open_engine(db)

@@ -14,7 +14,8 @@ from annotation_db.models import Claim, GenerationRun, Rationale
 from annotation_db.render import render_text
 from app.cli import app
 from generation.cohort import CohortConfig, generate
-from generation.import_rationales import ImportConfig, RationaleImportError, import_rationales
+from generation.import_rationales import RationaleImportError, import_rationales
+from generation.import_rationales_config import ImportConfig
 from generation.teacher import write
 
 runner = CliRunner()

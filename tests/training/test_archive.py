@@ -13,7 +13,8 @@ from sqlmodel import Session
 from annotation_db.models import EvaluationResult, TrainingRun
 from tests.helpers import audited_version
 from training import archive
-from training.evaluate import EvaluateConfig, evaluate_run
+from training.evaluate import evaluate_run
+from training.evaluate_config import EvaluateConfig
 from training.runs import RunError
 
 
