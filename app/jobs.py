@@ -306,7 +306,8 @@ def log_tail(job: Job, lines: int = 40) -> str:
 def run_job(job_id: int) -> None:
     """Execute one job in this process (what the runner's subprocess does)."""
     from annotation_db.session import database_url, make_engine
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.evaluate import evaluate_run
+    from training.evaluate_config import EvaluateConfig
 
     # Cancel sends SIGTERM: turn it into KeyboardInterrupt so the run's row is
     # marked cancelled and the last checkpoint stays usable for a resume.
@@ -328,7 +329,8 @@ def run_job(job_id: int) -> None:
 
     say(f"job {job_id} ({kind}): {command}")
     if kind == "sft":
-        from training.sft import SFTRunConfig, train
+        from training.sft import train
+        from training.sft_config import SFTRunConfig
 
         run = train(engine, SFTRunConfig.model_validate(config["config"]), on_stage=say,
                     on_run=lambda started: _link(engine, job_id, started.id))
@@ -338,7 +340,8 @@ def run_job(job_id: int) -> None:
                               on_stage=say)
         say(f"run {run.id}: test AUROC {result.auroc}")
     elif kind == "fewshot":
-        from training.fewshot import FewShotConfig, run_fewshot
+        from training.fewshot import run_fewshot
+        from training.fewshot_config import FewShotConfig
 
         result = run_fewshot(engine, FewShotConfig.model_validate(config["config"]),
                              on_stage=say)

@@ -2,7 +2,7 @@
 verbosity, the model cache and a server's API key.
 
 A command asks for a group's option by naming a parameter after one of its fields
-(``db``, ``verbose``, ``cache_dir``, ``api_key``) and listing the group in
+(``db``, ``verbose``, ``cache_dir``, ``api_key``, ``force``, ...) and listing the group in
 :func:`app.common.config_options`; the flag, type, default, help and environment
 variable all come from here. Group values are bookkeeping, never part of a config's
 identity, so they are passed to the command beside its config rather than inside it.
@@ -42,8 +42,22 @@ class ServerAuthOptions(OptionGroup):
         json_schema_extra={"envvar": "OPENAI_API_KEY"})
 
 
-GROUPS: tuple[type[OptionGroup], ...] = (DatabaseOptions, VerboseOptions, CacheOptions,
-                                         ServerAuthOptions)
+class RunControlOptions(OptionGroup):
+    """Whether a run is redone, retried or scored when it ends: they change what the
+    command does this time, never what the run is."""
 
-__all__ = ["GROUPS", "CacheOptions", "DatabaseOptions", "OptionGroup", "ServerAuthOptions",
-           "VerboseOptions"]
+    force: bool = Field(
+        False, description="Run again even if this exact run finished (otherwise it is "
+        "reused).")
+    retry_failed: bool = Field(
+        False, description="Give the patients stored as failed in this run another full set "
+        "of attempts (same run; their failed rows are replaced).",
+        json_schema_extra={"flag": "--retry-failed"})
+    evaluate: bool = Field(True, description="Score the test split when training ends.")
+
+
+GROUPS: tuple[type[OptionGroup], ...] = (DatabaseOptions, VerboseOptions, CacheOptions,
+                                         ServerAuthOptions, RunControlOptions)
+
+__all__ = ["GROUPS", "CacheOptions", "DatabaseOptions", "OptionGroup", "RunControlOptions",
+           "ServerAuthOptions", "VerboseOptions"]

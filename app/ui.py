@@ -29,7 +29,8 @@ from sqlmodel import Session
 
 from annotation_db.models import Assignment, Campaign
 from app.auth import RESEARCH_ROLES, REVIEW_ROLES, auth_checker, bound, user_of
-from app.login_guard import LoginGuard, LoginPolicy, LoginThrottle, forwarded_from, install
+from app.login_guard import LoginGuard, LoginThrottle, forwarded_from, install
+from app.login_guard_config import LoginPolicy
 from app.screens.adjudicate import adjudicate_tab
 from app.screens.admin import admin_tab
 from app.screens.annotate import ANNOTATE_JS, annotate_tab

@@ -54,7 +54,8 @@ from annotation_db.models import GenerationRun, PromptTemplate, Rationale
 from annotation_db.render import render_text
 from annotation_db.session import make_engine
 from app.screens.annotate import ItemView
-from generation.cohort import CohortConfig, CohortSimulator
+from generation.cohort import CohortSimulator
+from generation.cohort_config import CohortConfig
 
 RATIONALES = 100_000
 CLIENTS = 20

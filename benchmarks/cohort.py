@@ -31,7 +31,8 @@ from annotation_db.models import Cohort, EvidenceItem, Patient
 from annotation_db.provenance import code_version
 from annotation_db.render import render_text
 from annotation_db.session import make_engine
-from generation.cohort import CohortConfig, CohortSimulator
+from generation.cohort import CohortSimulator
+from generation.cohort_config import CohortConfig
 
 N = 100_000  # patients per timed run
 ORM_N = 5_000  # patients for the ORM baseline (it is slow)

@@ -34,8 +34,10 @@ def build(folder: Path, n: int) -> tuple[str, int]:
     from annotation_db.cohorts import in_memory_batches, store_cohort
     from annotation_db.render import render_text
     from annotation_db.session import make_engine
-    from generation.cohort import CohortConfig, generate
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.cohort import generate
+    from generation.cohort_config import CohortConfig
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     url = f"sqlite:///{folder / 'base.sqlite'}"
     engine = make_engine(url)
@@ -54,7 +56,8 @@ def measure(db_file: str, run_id: int, draws: int, prefix_caching: bool) -> dict
 
     from annotation_db.models import FaithfulnessScore
     from annotation_db.session import make_engine
-    from training.evidence_ablation import FaithfulnessConfig, run_ablation
+    from training.evidence_ablation import run_ablation
+    from training.evidence_ablation_config import FaithfulnessConfig
 
     engine = make_engine(f"sqlite:///{db_file}")
     started = time.perf_counter()

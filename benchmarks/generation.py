@@ -55,7 +55,7 @@ class Recording:
 def database(chats: int):
     from annotation_db import migrate
     from annotation_db.session import make_engine
-    from generation.cohort import CohortConfig
+    from generation.cohort_config import CohortConfig
     from generation.cohort_store import store_generated_cohort
 
     folder = tempfile.mkdtemp(prefix="bench-generation-")
@@ -69,7 +69,8 @@ def run_generate(engine, backend, fmt: str, tokens: int, chats: int, seed: int =
                  ) -> tuple[dict, list]:
     """One `generate` run (a new run key per format, budget and seed); returns its figures
     and the requests it made."""
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     recording = Recording(backend)
     cfg = GenerateConfig(split="all", n=chats, format=fmt, max_tokens=tokens, retries=0,

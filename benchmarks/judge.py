@@ -36,11 +36,14 @@ def main() -> None:
     from annotation_db.simulate import simulate, simulated_raters
     from app.views import load_guidelines
     from generation.backends import VLLMBackend
-    from generation.cohort import CohortConfig, generate
+    from generation.cohort import generate
+    from generation.cohort_config import CohortConfig
     from generation.engine import EngineOptions, load_vllm
-    from generation.judge import JudgeConfig, run_judge
+    from generation.judge import run_judge
+    from generation.judge_config import JudgeConfig
     from generation.models import DEFAULT_MODEL, resolve_model
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)

@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from annotation_db import migrate, users
 from annotation_db.session import make_engine
-from app.login_guard import LoginPolicy
+from app.login_guard_config import LoginPolicy
 from app.ui import launch
 
 PASSWORD = "benchmark-password"

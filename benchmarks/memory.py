@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def build(tmp: Path, history_budget: int) -> Path:
     from annotation_db import migrate
     from annotation_db.session import make_engine
-    from training.study import DataSettings, prepare_dataset
+    from training.study import prepare_dataset
+    from training.study_config import DataSettings
 
     db = tmp / "memory.sqlite"
     engine = make_engine(f"sqlite:///{db}")
@@ -64,7 +65,8 @@ def main() -> None:
 
     from generation.models import DEFAULT_MODEL, resolve_model
     from training.memory import for_config
-    from training.sft import SFTRunConfig, resolve_precision
+    from training.precision import resolve_precision
+    from training.sft_config import SFTRunConfig
 
     model_path = resolve_model(DEFAULT_MODEL).path
     rows = []

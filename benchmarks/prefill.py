@@ -39,7 +39,8 @@ def main() -> None:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    from generation.cohort import CohortConfig, generate
+    from generation.cohort import generate
+    from generation.cohort_config import CohortConfig
     from generation.engine import EngineOptions, engine_dtype, load_vllm
     from generation.models import resolve_model
     from generation.prompts import template_for

@@ -51,7 +51,8 @@ def main() -> None:
     from generation.models import resolve_model
     from training.data import prompt_text, read_view
     from training.scoring import VLLMScorer
-    from training.study import DataSettings, prepare_dataset
+    from training.study import prepare_dataset
+    from training.study_config import DataSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'b.sqlite'}")

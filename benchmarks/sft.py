@@ -51,7 +51,8 @@ def data(tmp: Path, n: int, max_length: int, view: str):
     from generation.models import resolve_model
     from training.data import read_view, tokenize_rows
     from training.sft import load_tokenizer
-    from training.study import DataSettings, prepare_dataset
+    from training.study import prepare_dataset
+    from training.study_config import DataSettings
 
     engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite'}")
     migrate.upgrade(engine)
@@ -170,7 +171,7 @@ def dropout_figures(common: tuple, device: str, tmp: Path, autocast: bool, args,
     """The project's trainer at ``--lora-dropout`` (``timed``: already timed) and at
     ``SFTRunConfig``'s default rate, with its own dropout and, with ``--peft-dropout``,
     with peft's ``nn.Dropout``; nothing where the two rates are the same (CPU only)."""
-    from training.sft import SFTRunConfig
+    from training.sft_config import SFTRunConfig
 
     default = SFTRunConfig.model_fields["lora_dropout"].default
     if device != "cpu" or default == args.lora_dropout:
@@ -209,7 +210,8 @@ def interleaved_dropout(model_path, tokenizer, rows, batch, rank, lr, rounds: in
     from transformers import AutoModelForCausalLM
 
     from training.lora_dropout import LoraDropout
-    from training.sft import SFTRunConfig, completion_loss
+    from training.sft import completion_loss
+    from training.sft_config import SFTRunConfig
 
     p = SFTRunConfig.model_fields["lora_dropout"].default
     torch.manual_seed(0)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from annotation_db.cohorts import store_cohort
 from annotation_db.provenance import code_version, library_versions
 from annotation_db.render import render_text
-from generation.cohort import CohortConfig, CohortSimulator
+from generation.cohort import CohortSimulator
+from generation.cohort_config import CohortConfig
 
 
 def store_generated_cohort(engine, cfg: CohortConfig, *, workers: int = 1,

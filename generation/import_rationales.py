@@ -27,18 +27,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
 from sqlalchemy import select
 from sqlmodel import Session
 
 from annotation_db import cohorts as cohort_crud
-from annotation_db.command_config import CommandConfig, stable_hash
+from annotation_db.command_config import stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import GenerationRun, Patient, Rationale, utcnow
 from annotation_db.models import PromptTemplate as PromptRow
 from generation.grounding import check_rationale
+from generation.import_rationales_config import ImportConfig
 from generation.rationale_schema import parse_output
 
 MAX_LINE_BYTES = 200_000
@@ -46,25 +45,6 @@ MAX_LINE_BYTES = 200_000
 
 class RationaleImportError(UserError):
     """A file that cannot be imported; the message names each bad line."""
-
-
-class ImportConfig(CommandConfig):
-    """`rationale-audit generate import FILE`: rationales written by another system."""
-
-    COMMAND = "rationale-audit generate import FILE"
-
-    model: str = Field(description="the model that wrote the rationales, as you name it "
-                                   "(recorded as the run's model)", min_length=1, max_length=300)
-    file_format: Literal["jsonl", "openai-batch"] = Field(
-        "jsonl", description="jsonl: one output-schema object with patient_id per line; "
-        "openai-batch: an OpenAI Batch API output file (custom_id = patient id)")
-    format: Literal["free", "stepwise"] = Field("free", description="the rationales' format")
-    mode: Literal["label-conditioned", "label-blind"] = Field(
-        "label-blind", description="whether the writer was told the outcome")
-    cohort: str | None = Field(None, description="the cohort the patient ids belong to "
-                                                 "(default: the newest)")
-    skip_invalid: bool = Field(False, description="import the good lines and write the "
-                                                  "refused ones to FILE.refused.jsonl")
 
 
 @dataclass

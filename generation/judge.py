@@ -24,9 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import Field
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -34,7 +32,7 @@ from annotation_db import campaigns as campaign_crud
 from annotation_db.claim_review import is_on as claim_review_on
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
-from annotation_db.command_config import CommandConfig, stable_hash
+from annotation_db.command_config import stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
 from annotation_db.render import render_compact
@@ -42,14 +40,11 @@ from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE, SCALE_DIMENSIONS
 from generation.backends import ServedModel, make_backend
 from generation.chat import Backend, ChatRequest, Completion, SamplingConfig, TokenLogprobs
 from generation.engine import EngineOptions
+from generation.judge_config import FIXED_TOKENS, JudgeConfig
 from generation.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from generation.rationales import output_counter
 
 PROMPT_VERSION = "1"
-# Keys, scores and every flag take fewer than this many tokens in the tightest JSON; the
-# reason gets the rest at one character per token (its worst case), so the document
-# always closes within max_tokens.
-FIXED_TOKENS = 80
 CLAIM_TOKENS = 8  # one quoted verdict name and its comma, in the longest tokenisation
 MIN_REASON = 16  # characters the reason keeps however many claims there are
 SCORES = SCALE
@@ -57,27 +52,6 @@ SCORES = SCALE
 
 class JudgeError(UserError):
     """A judge run that cannot start; the message is one line."""
-
-
-class JudgeConfig(CommandConfig):
-    """Settings of `rationale-audit judge run` (YAML keys are the field names)."""
-
-    campaign: str = Field(description="campaign whose rationales the judge scores")
-    model: str | None = Field(
-        None, description="model spec: bundled:NAME, a local Hugging Face folder or "
-        "hf:ORG/NAME (default: the bundled model); with --server-url, the served name")
-    backend: Literal["vllm", "transformers"] = "vllm"
-    server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
-    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-    max_tokens: int = Field(256, ge=FIXED_TOKENS + 16, le=4096,
-                            description="the judge's whole answer, reason included")
-    top_logprobs: int = Field(10, ge=0, le=20, description="alternatives read at each score "
-                                                           "token for the expected score")
-    temperature: float = Field(0.0, ge=0, le=2)
-    seed: int = 0
-    history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
-    batch_size: int = Field(32, ge=1, le=4096)
-    max_model_len: int = Field(4096, ge=512)
 
 
 def json_schema(max_tokens: int, claims: int = 0) -> dict:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotation_db.errors import UserError
+from generation.models_config import DEFAULT_MODEL
 
-DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
 CACHE_ENV = "RATIONALE_AUDIT_CACHE_DIR"
 MARKER = "rationale_audit_model.json"
 ACCEPTED_FORMS = (

@@ -22,15 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from annotation_db import cohorts as cohort_crud
-from annotation_db.command_config import CommandConfig, stable_hash
+from annotation_db.command_config import stable_hash
 from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.models import PromptTemplate as PromptRow
 from generation.backends import ServedModel, make_backend
@@ -42,47 +40,14 @@ from generation.mutator import flawed_copies
 from generation.output_budget import SchemaBounds, derive_bounds
 from generation.prompts import PromptError, TeacherPrompt, template_for
 from generation.rationale_schema import json_schema, parse_output
+from generation.rationales_config import GenerateConfig
 
 
-class GenerateConfig(CommandConfig):
-    """Settings of `rationale-audit generate` (YAML keys are the field names)."""
-
-    cohort: str | None = Field(None, description="cohort name (default: the newest)")
-    split: Literal["train", "validation", "test", "all"] = "train"
-    n: int | None = Field(500, ge=1, description="first n patients of the split (None: all)")
-    mode: Literal["label-conditioned", "label-blind"] = "label-conditioned"
-    format: Literal["free", "stepwise"] = "free"
-    prompt_version: str = "1"
-    model: str | None = Field(
-        None, description="model spec: bundled:NAME, a local Hugging Face folder or "
-        "hf:ORG/NAME (default: the bundled model); with --server-url, the name the server "
-        "serves the model under (default: its only model)")
-    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-    backend: Literal["vllm", "transformers", "template", "template-balanced"] = Field(
-        "vllm", description="template: the deterministic label-conditioned template teacher; "
-        "template-balanced: its variant that gives the evidence first and the conclusion last")
-    server_url: str | None = Field(None, description="OpenAI-compatible server, e.g. vLLM's")
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(384, ge=16, le=8192)
-    repetition_penalty: float = Field(1.05, ge=1, le=2)
-    retry_temperature: float = Field(0.7, ge=0, le=2)
-    retries: int = Field(2, ge=0, le=10)
-    seed: int = Field(0, description="sampling seed")
-    batch_size: int = Field(16, ge=1, le=4096, description="patients per batch")
-    history_budget: int = Field(1500, ge=40, description="tokens for the compact history")
-    history_tokenizer: str = Field(
-        DEFAULT_MODEL, description="model whose tokenizer counts the history budget (the "
-                                   "export's, so teacher and student see the same items)")
-    max_model_len: int = Field(4096, ge=512)
-    gold_share: float = Field(0.0, ge=0, le=1, description="share of rationales given flawed "
-                                                           "gold copies")
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens,
-                              repetition_penalty=self.repetition_penalty,
-                              retry_temperature=self.retry_temperature)
+def sampling(cfg: GenerateConfig) -> SamplingConfig:
+    """The sampling settings ``cfg`` gives every backend."""
+    return SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p,
+                          max_tokens=cfg.max_tokens, repetition_penalty=cfg.repetition_penalty,
+                          retry_temperature=cfg.retry_temperature)
 
 
 @dataclass
@@ -151,7 +116,7 @@ def run_key(cohort_id: int, patient_ids: list[int], cfg: GenerateConfig,
                  "patients_sha256": stable_hash(patient_ids)}
     key = {"selection": selection, "model": model.spec, "model_sha256": model.checksum,
            "prompt": template.id, "prompt_sha256": template.content_hash,
-           "sampling": cfg.sampling().as_dict(), "seed": cfg.seed,
+           "sampling": sampling(cfg).as_dict(), "seed": cfg.seed,
            "history_budget": cfg.history_budget, "history_tokenizer": cfg.history_tokenizer}
     if served is not None:
         key["served_by"] = served.as_dict()
@@ -226,7 +191,7 @@ def generate_rationales(
         model = teacher_model(cfg.backend)
     else:
         model = resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
-    params = cfg.sampling()
+    params = sampling(cfg)
     with Session(engine) as session:
         cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
                   else cohort_crud.latest_cohort(session))

@@ -17,7 +17,8 @@ from annotation_db.cohorts import in_memory_batches, store_cohort
 from annotation_db.models import GenerationRun, PromptTemplate, Rationale
 from annotation_db.render import render_text
 from annotation_db.session import make_engine
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 
 PASSWORD = "correct horse battery"
 

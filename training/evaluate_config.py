@@ -1,10 +1,11 @@
-"""How a run is scored: :class:`EvaluateConfig` and the validity gate's code.
+"""How runs are scored and compared: the settings of `rationale-audit evaluate run` and
+`evaluate compare` (pydantic and the standard library), and the validity gate's code.
 
-Apart from :mod:`training.evaluate` (which imports the database models and the
-scorers) so that a grid's configuration (:mod:`training.grid.config`) and the
-mechanism's reading rule validate with pydantic alone; ``training.evaluate`` re-exports
-both names.
-"""
+Kept apart from :mod:`training.evaluate` (which imports the database models and the
+scorers) so that the CLI, the Runs screen, a grid's configuration
+(:mod:`training.grid.config`) and the mechanism's reading rule validate with pydantic
+alone; :class:`EvaluateConfig`'s fields feed every stored result's settings hash, so
+they are neither added, renamed nor re-defaulted."""
 
 from typing import Literal
 
@@ -20,7 +21,8 @@ class EvaluateConfig(CommandConfig):
 
     COMMAND = "rationale-audit evaluate run RUN"
 
-    split: Literal["test", "validation"] = "test"
+    split: Literal["test", "validation"] = Field(default="test",
+                                                 description="the split scored")
     engine: Literal["auto", "vllm", "transformers"] = Field(
         default="auto", description="auto: vLLM when installed, else transformers")
     max_rationale_tokens: int | None = Field(
@@ -43,10 +45,12 @@ class EvaluateConfig(CommandConfig):
         "rationale; sampled: the mean P(yes) over n_samples sampled rationales")
     n_samples: int = Field(default=5, ge=1, description="sampled: rationales per patient")
     sample_temperature: float = Field(default=1.0, gt=0, description="sampled: temperature")
-    n_bootstrap: int = Field(default=1000, ge=100)
+    n_bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples of the "
+                             "patients for the metrics' CIs")
     limit: int | None = Field(default=None, ge=2, description="score only the first N patients")
-    batch_size: int = Field(default=8, ge=1)
-    seed: int = 0
+    batch_size: int = Field(default=8, ge=1, description="prompts scored per batch")
+    seed: int = Field(default=0, description="seed of the bootstrap and of sampled "
+                      "rationales")
     server_url: str | None = Field(
         default=None, description="score through an OpenAI-compatible server (vllm serve "
         "BASE --enable-lora) that serves the run's adapter, instead of a local engine")
@@ -65,6 +69,7 @@ class EvaluateConfig(CommandConfig):
             raise ValueError("put no credentials or query in --server-url (it is echoed into "
                              "the run folder); give the key with --api-key or OPENAI_API_KEY")
         return value
+
     ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0,
                    "max_one_answer_share": 0.95}
 
@@ -80,3 +85,14 @@ class EvaluateConfig(CommandConfig):
 
         return hashlib.sha256(json.dumps(self.identity_data(), sort_keys=True,
                                          separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+class EvaluateCompareConfig(CommandConfig):
+    """`rationale-audit evaluate compare RUN_A RUN_B`: DeLong's test on one split."""
+
+    COMMAND = "rationale-audit evaluate compare RUN_A RUN_B"
+
+    split: str = Field("test", description="The split both were scored on.")
+
+
+__all__ = ["ANSWER_NOT_REACHED", "EvaluateCompareConfig", "EvaluateConfig"]

@@ -41,10 +41,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -52,53 +50,14 @@ from sqlmodel import Session
 from annotation_db import faithfulness as store
 from annotation_db.claims import claims_of
 from annotation_db.cohorts import patient_record
-from annotation_db.command_config import CommandConfig, stable_hash
+from annotation_db.command_config import stable_hash
 from annotation_db.models import GenerationRun, Patient, Rationale
 from annotation_db.provenance import file_sha256
 from annotation_db.render import render_compact, tokenizer_counter
 from annotation_db.student_task import ANSWER_PREFIX, prompt_messages
 from generation.models import history_counter
 from training.data import prompt_text
-
-DEFAULT_BUDGET = 1500  # the approval policy's default history_budget
-
-
-class FaithfulnessConfig(CommandConfig):
-    """Settings of `rationale-audit faithfulness run` (YAML keys are the field names)."""
-
-    COMMAND = "rationale-audit faithfulness run"
-
-    run: int = Field(description="generation run whose rationales are ablated")
-    scorer: str | None = Field(
-        None, description="model spec that reads the histories: bundled:NAME, a local Hugging "
-        "Face folder or hf:ORG/NAME (default: the bundled base model)")
-    scorer_run: str | None = Field(
-        None, description="a finished SFT run (id, config-hash prefix or folder) whose adapter "
-        "reads the histories instead, e.g. a label-only run: does the evidence the teacher "
-        "cited drive the student's prediction?")
-    history_budget: int | None = Field(
-        None, ge=40, description="tokens of history in each prompt (default: the scorer run's "
-        f"dataset policy, else {DEFAULT_BUDGET}, the export policy's default)")
-    history_tokenizer: str | None = Field(
-        None, description="model spec whose tokenizer counts the history budget, as exports "
-        "count it (default: the scorer run's dataset policy, else the export policy's default)")
-    draws: int = Field(5, ge=1, le=50, description="random draws of as many uncited items "
-                                                   "removed: the baseline")
-    per_claim: bool = Field(True, description="also ablate each claim's own cited items")
-    seed: int = Field(0, description="seeds the random draws (with each rationale's id)")
-    engine: Literal["auto", "vllm", "transformers"] = Field(
-        "auto", description="auto: vLLM when installed, else transformers")
-    batch_size: int = Field(32, ge=1, description="rationales scored per batch (each is "
-                                                  "several prompts)")
-    prefix_caching: bool = Field(True, description="vLLM's prefix cache (the same numbers "
-                                                   "either way; only faster with it)")
-    limit: int | None = Field(None, ge=1, description="score only the first N rationales not "
-                                                      "yet scored (a later run goes on)")
-    cache_dir: str | None = Field(None, description="model cache directory (must exist)")
-
-    # Where and how fast the numbers are made, not what they are.
-    NOT_IN_IDENTITY = frozenset({"engine", "batch_size", "prefix_caching", "limit",
-                                 "cache_dir", "run", "scorer", "scorer_run"})
+from training.evidence_ablation_config import DEFAULT_BUDGET, FaithfulnessConfig
 
 
 @dataclass

@@ -21,22 +21,17 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.command_config import CommandConfig
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, RunStatus
 from annotation_db.provenance import echo_config
 from annotation_db.student_task import assistant_text, fewshot_messages
-from generation.models import DEFAULT_MODEL
 from training import runs
 from training.data import DataError, read_view
 from training.evaluate import (
-    EvaluateConfig,
     ScorerPool,
     judge_validity,
     rationale_cap,
@@ -44,58 +39,7 @@ from training.evaluate import (
     summarize,
     write_outputs,
 )
-
-LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir", "engine", "batch_size"})
-
-
-class FewShotConfig(CommandConfig):
-    """One few-shot evaluation of a base model with demonstrations from a version."""
-
-    COMMAND = "rationale-audit train fewshot"
-
-    dataset: str = Field(description="dataset version name")
-    k: int = Field(default=4, ge=0, le=32, description="demonstrations per prompt")
-    with_rationales: bool = Field(
-        default=True, description="demonstrations show the audited rationale before the answer",
-        json_schema_extra={"flag": "--with-rationales/--without-rationales"})
-    rationale_format: Literal["free", "stepwise"] = "free"
-    selection: Literal["random", "nearest"] = Field(
-        default="random", description="random: one seeded set; nearest: the most similar "
-                                      "records per query")
-    base_model: str = Field(default=DEFAULT_MODEL, description="model spec: bundled:NAME, a "
-                            "local Hugging Face folder or hf:ORG/NAME")
-    seed: int = Field(default=0, description="seed of the demonstration draw")
-    split: Literal["test", "validation"] = "test"
-    limit: int | None = Field(default=None, ge=2, description="score only the first N "
-                                                              "patients")
-    max_rationale_tokens: int | None = Field(
-        default=None, ge=1, description="unset: the 99th percentile of the pool's rationales "
-                                        "plus the answer line")
-    min_reached_answer: float = Field(default=0.95, ge=0, le=1)
-    threshold: float = Field(default=0.5, gt=0, lt=1)
-    n_bootstrap: int = Field(default=1000, ge=100)
-    engine: Literal["auto", "vllm", "transformers"] = "auto"
-    batch_size: int = Field(default=8, ge=1)
-    runs_dir: str = Field(default="runs", description="where run folders go")
-    cache_dir: str | None = Field(default=None, description="where prepared models are kept "
-                                  "(default $RATIONALE_AUDIT_CACHE_DIR or "
-                                  "~/.cache/rationale-audit)")
-
-    NOT_IN_IDENTITY = LOCATION_FIELDS
-
-    @property
-    def target(self) -> str:
-        return f"fewshot-k{self.k}-{'rationale' if self.with_rationales else 'label'}"
-
-    def identity(self, dataset_hash: str) -> str:
-        return self.content_hash(dataset_sha256=dataset_hash)
-
-    def evaluate_config(self) -> EvaluateConfig:
-        return EvaluateConfig(split=self.split, engine=self.engine, limit=self.limit,
-                              max_rationale_tokens=self.max_rationale_tokens,
-                              min_reached_answer=self.min_reached_answer,
-                              threshold=self.threshold, n_bootstrap=self.n_bootstrap,
-                              batch_size=self.batch_size, seed=self.seed)
+from training.fewshot_config import FewShotConfig
 
 
 def _balanced(candidates: list[dict], k: int, order: list[int]) -> list[dict]:

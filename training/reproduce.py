@@ -23,7 +23,8 @@ from annotation_db.provenance import echo_config, portable_argv, portable_path
 from training.budget import estimate, sample_token_counts
 from training.grid import run_experiment
 from training.reproduce_config import ReproduceConfig
-from training.study import DataSettings, prepare_dataset
+from training.study import prepare_dataset
+from training.study_config import DataSettings
 
 
 def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -> dict:

@@ -26,140 +26,25 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.command_config import CommandConfig
 from annotation_db.export import get_version
 from annotation_db.models import RunStatus, TrainingRun
 from annotation_db.provenance import echo_config
-from generation.engine import cpu_has_native_bf16
-from generation.models import DEFAULT_MODEL, load_tokenizer
+from generation.models import load_tokenizer
 from training import runs
 from training.data import (
     TARGETS,
     DataError,
-    Target,
     tokenize_rows,
     training_rows,
 )
 from training.diagnostics import diagnostics_callbacks, label_only_answer_share
 from training.loss import LossWeighting, answer_counts, weighted_loss
-from training.presets import PRESETS, Preset
-
-LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
-# Bookkeeping that does not change the trained weights: left out of a run's identity.
-BOOKKEEPING_FIELDS = frozenset({"save_steps", "save_total_limit", "logging_steps",
-                                "probe_steps", "probe_rows", "validate_each_epoch"})
-
-
-class SFTRunConfig(CommandConfig):
-    """One LoRA SFT run (HF ``TrainingArguments`` and TRL ``lora_*`` names where they exist)."""
-
-    COMMAND = "rationale-audit train sft"
-
-    dataset: str = Field(description="dataset version name (see `rationale-audit export list`)")
-    target: Target = "label"
-    base_model: str = Field(default=DEFAULT_MODEL, description="model spec: bundled:NAME, a "
-                            "local Hugging Face folder or hf:ORG/NAME")
-    train_size: int | None = Field(default=None, ge=1,
-                                   description="patients drawn (label mix kept); all if unset")
-    paired_targets: list[Target] | None = Field(
-        default=None, description="draw only patients with a training row in each of these "
-                                  "targets, so they all train on the same patients")
-    seed: int = Field(default=0, description="seed of the patient draw and of training")
-    lora_r: int = Field(default=16, ge=1, description="LoRA rank")
-    lora_alpha: int | None = Field(default=None, description="defaults to 2 × lora_r")
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    lora_target_modules: str | list[str] = "all-linear"
-    learning_rate: float = Field(default=2e-4, gt=0, description="peak learning rate")
-    num_train_epochs: float = Field(default=2.0, gt=0, description="passes over the rows")
-    max_steps: int = Field(default=-1,
-                           description="stop after this many optimizer steps (-1: epochs)")
-    per_device_train_batch_size: int = Field(default=8, ge=1, description="rows per step "
-                                             "and device")
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    lr_scheduler_type: str = "linear"
-    warmup_steps: float = Field(default=0, ge=0,
-                                description="steps, or a fraction of all steps if < 1")
-    weight_decay: float = 0.0
-    max_length: int = Field(default=1024, ge=16, description="tokens per row; a longer "
-                            "prompt loses whole history lines, oldest dated items first, "
-                            "never the answer")
-    save_steps: int = Field(default=50, ge=1)
-    save_total_limit: int = Field(default=2, ge=1)
-    logging_steps: int = Field(default=5, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 on a GPU, bf16 autocast on a CPU with "
-                                    "native bf16 (AVX512-BF16 or AMX), else fp32")
-    group_by_length: bool = Field(default=True, description="batch rows of similar length "
-                                                            "together (less padding)")
-    gradient_checkpointing: bool = False
-    multitask_alpha: float = Field(default=0.5, gt=0, lt=1, description="multitask: weight "
-                                   "of the predict task's loss (explain gets 1 − α)")
-    reading_rule: str | None = Field(
-        default=None, description="hash of the mechanism grid's pre-registered reading rule "
-        "(set by the grid; part of the run's identity)")
-    align_alpha: float = Field(default=0.5, gt=0, lt=1, description="rationale-align: "
-                               "weight of the answer's length-normalised loss (the "
-                               "rationale's gets 1 − α)")
-    answer_loss_share: float | None = Field(
-        default=None, gt=0, lt=1, description="rationale-weighted: the answer token's share "
-        "of the loss weight; unset: label-only's share on the same patients")
-    probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
-                             "steps, the answer tokens' share of the gradient norm on a "
-                             "fixed probe batch")
-    probe_rows: int = Field(default=4, ge=1, description="rows in that probe batch")
-    validate_each_epoch: bool = Field(default=True, description="diagnostics: validation "
-                                      "AUROC (direct scoring) after every epoch")
-    runs_dir: str = Field(default="runs", description="where run folders go")
-    cache_dir: str | None = Field(default=None, description="where prepared models are kept "
-                                  "(default $RATIONALE_AUDIT_CACHE_DIR or "
-                                  "~/.cache/rationale-audit)")
-
-    NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
-    PRESETS: ClassVar[dict[str, Preset]] = PRESETS  # `train sft --preset NAME`, the Runs form
-    ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5,
-                   "reading_rule": None}
-
-    @model_validator(mode="after")
-    def _alpha(self):
-        if self.lora_alpha is None:
-            self.lora_alpha = 2 * self.lora_r
-        if (TARGETS[self.target].weighting in ("multitask", "align")
-                and self.gradient_accumulation_steps > 1):
-            raise ValueError(f"{self.target} weights rows, not tokens, and is exact only without "
-                             "gradient accumulation; raise per_device_train_batch_size "
-                             "instead of gradient_accumulation_steps")
-        return self
-
-    def identity_data(self) -> dict:
-        data = super().identity_data()
-        # "auto" means different weights on a GPU and on CPU: hash what it resolves to.
-        data["precision"] = resolve_precision(self.precision, strict=False)
-        # an option only its own target reads is in the identity of that target's runs
-        # alone, so setting it for a grid (sft.settings) leaves the other runs as they were
-        weighting = TARGETS[self.target].weighting
-        if weighting != "multitask":
-            data.pop("multitask_alpha", None)
-        if weighting != "align":
-            data.pop("align_alpha", None)
-        if weighting != "answer-share":
-            data.pop("answer_loss_share", None)
-        return data
-
-    def identity(self, dataset_hash: str, processes: int = 1) -> str:
-        """Hash of what determines the result: the config without locations, and the data;
-        with ``processes`` > 1 data-parallel processes, their number too (it multiplies
-        the effective batch)."""
-        extra = {"data_parallel_processes": processes} if processes > 1 else {}
-        return self.content_hash(dataset_sha256=dataset_hash, **extra)
-
-    def implied(self, name: str) -> bool:
-        return name == "lora_alpha" and self.lora_alpha == 2 * self.lora_r
+from training.precision import resolve_precision
+from training.sft_config import SFTRunConfig
 
 
 def process_group() -> tuple[int, int]:
@@ -168,30 +53,6 @@ def process_group() -> tuple[int, int]:
     import os
 
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def resolve_precision(precision: str, strict: bool = True) -> str:
-    """What ``precision`` means here: ``bf16`` (GPU weights), ``bf16-autocast`` (CPU,
-    fp32 weights under ``torch.autocast``) or ``fp32``.
-
-    ``strict`` refuses an explicit ``bf16`` that this CPU would only emulate (training
-    asks for that); hashing a config does not, since the config may be meant elsewhere.
-    """
-    import torch
-
-    gpu = torch.cuda.is_available()
-    if precision == "fp32":
-        return "fp32"
-    if gpu:
-        return "bf16"
-    if precision == "bf16":
-        if cpu_has_native_bf16() or not strict:
-            return "bf16-autocast"
-        raise ValueError("precision bf16 on this CPU would be emulated (no AVX512-BF16 or AMX), "
-                         "slower than fp32; train on a CPU with native bf16, or use precision "
-                         "auto or fp32 (runs of another precision are other runs: finished "
-                         "bf16 runs are not reused by them)")
-    return "bf16-autocast" if cpu_has_native_bf16() else "fp32"
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

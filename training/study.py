@@ -43,7 +43,8 @@ def _cohort(engine: Engine, data: DataSettings, say) -> int:
 
 
 def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) -> list[int]:
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     run_ids = []
     backend = data.teacher if data.teacher in TEMPLATE_TEACHERS else "vllm"

@@ -99,8 +99,10 @@ def _demo_training(engine, version: str, cfg, out: Path) -> dict:
     (export → run folder → evaluation row), not a result.
     """
     from annotation_db.models import EvaluationResult
-    from training.evaluate import EvaluateConfig, evaluate_run
-    from training.sft import SFTRunConfig, train
+    from training.evaluate import evaluate_run
+    from training.evaluate_config import EvaluateConfig
+    from training.sft import train
+    from training.sft_config import SFTRunConfig
 
     run = train(engine, SFTRunConfig(
         dataset=version, target="label", max_steps=2, per_device_train_batch_size=2,
@@ -166,7 +168,8 @@ def _rationales_stage(engine, cfg: DemoConfig, summary: dict) -> list[int]:
     """The bundled model's rationales (vLLM) and, for the same patients, the template
     teacher's step-by-step ones (several claims each, every step citing the record inline),
     so that claim review has realistic text beside a 135M model's sentence or two."""
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
 
     gen_cfg = GenerateConfig(cohort=cfg.cohort_name, split="train", n=cfg.generate_n,
                              model=cfg.model, cache_dir=cfg.cache_dir, gold_share=0.25,
@@ -208,7 +211,8 @@ def _faithfulness_stage(engine, run_id: int, cfg: DemoConfig, summary: dict) -> 
     """Evidence ablation of the template teacher's rationales, read by the demo's model
     (two random draws each and no per-claim ablation, to keep the demo short)."""
     from annotation_db.faithfulness_report import report
-    from training.evidence_ablation import FaithfulnessConfig, run_ablation
+    from training.evidence_ablation import run_ablation
+    from training.evidence_ablation_config import FaithfulnessConfig
 
     with StageStatus(console, "evidence ablation of the template teacher's rationales"):
         result = run_ablation(engine, FaithfulnessConfig(

@@ -8,9 +8,9 @@ from rich.console import Console
 
 from app.commands.db import open_engine
 from app.commands.train import print_result, say
-from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.evaluate import EvaluateConfig
+from training.evaluate_config import EvaluateCompareConfig, EvaluateConfig
 
 app = typer.Typer(help="Score runs by P(yes) at the label position and compare them.",
                   no_args_is_help=True)
@@ -23,12 +23,9 @@ console = Console(soft_wrap=True)
 def run_(
     cfg: EvaluateConfig,
     run: str = typer.Argument(..., help="Run id, config-hash prefix or run folder."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="OPENAI_API_KEY", show_default=False,
-        help="Bearer token for a --server-url that needs one (or OPENAI_API_KEY); sent to "
-        "the server only, never stored or printed."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
+    api_key: str | None = None,
+    verbose: bool = False,
+    db: str | None = None,
 ) -> None:
     """Score every patient of the split and store AUROC/AUPRC/Brier with bootstrap CIs.
 
@@ -52,10 +49,11 @@ def run_(
 
 @app.command("serve-command")
 @user_errors
+@config_options(None)
 def serve_command_(
     runs_: list[str] = typer.Argument(..., metavar="RUN...",
                                       help="Runs (ids, hash prefixes or folders) to serve."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Print the `vllm serve` line that serves these runs' adapters on their base model.
 
@@ -94,11 +92,12 @@ def serve_command_(
 
 @app.command()
 @user_errors
+@config_options(EvaluateCompareConfig)
 def compare(
+    cfg: EvaluateCompareConfig,
     run_a: str = typer.Argument(..., help="First run (id, hash prefix or folder)."),
     run_b: str = typer.Argument(..., help="Second run."),
-    split: str = typer.Option("test", help="The split both were scored on."),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Paired DeLong test of two runs' AUROCs on the same patients.
 
@@ -108,7 +107,7 @@ def compare(
     """
     from training.evaluate import compare as compare_runs
 
-    result = compare_runs(open_engine(db), run_a, run_b, split)
+    result = compare_runs(open_engine(db), run_a, run_b, cfg.split)
     console.print(
         f"run {result['run_a']['id']} ({result['run_a']['target']}) AUROC {result['auc1']:.3f} "
         f"vs run {result['run_b']['id']} ({result['run_b']['target']}) AUROC "

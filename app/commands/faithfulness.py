@@ -9,10 +9,12 @@ from sqlmodel import Session
 
 from annotation_db.faithfulness_report import report as build_report
 from annotation_db.faithfulness_report import to_html, to_json, to_markdown
+from annotation_db.faithfulness_report_config import FaithfulnessReportConfig
 from app.commands.db import open_engine
-from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.evidence_ablation import FaithfulnessConfig, run_ablation
+from training.evidence_ablation import run_ablation
+from training.evidence_ablation_config import FaithfulnessConfig
 
 app = typer.Typer(help="Faithfulness measured by evidence ablation (ERASER's comprehensiveness "
                        "and sufficiency against a random baseline), beside the clinicians' "
@@ -24,7 +26,7 @@ FORMATS = {"md": to_markdown, "html": to_html, "json": to_json}
 @app.command("run")
 @user_errors
 @config_options(FaithfulnessConfig)
-def run(cfg: FaithfulnessConfig, verbose: VerboseOption = False, db: DbOption = None) -> None:
+def run(cfg: FaithfulnessConfig, verbose: bool = False, db: str | None = None) -> None:
     """Score every rationale of a generation run with its cited evidence removed, kept
     alone, and as many random uncited items removed.
 
@@ -55,21 +57,8 @@ def run(cfg: FaithfulnessConfig, verbose: VerboseOption = False, db: DbOption = 
 
 @app.command()
 @user_errors
-def report(
-    run_id: int | None = typer.Option(None, "--run", help="Faithfulness run id (default: the "
-                                                          "newest finished one)."),
-    campaign: str | None = typer.Option(None, help="Campaign whose clinicians' and judge's "
-                                                   "faithfulness scores are set beside it."),
-    margin: float = typer.Option(0.05, help="How far comprehensiveness must beat the random "
-                                            "baseline to count (a probability difference)."),
-    judge_run: int | None = typer.Option(None, help="Judge run (default: the campaign's "
-                                                    "newest)."),
-    include_simulated: bool = typer.Option(False, help="Count simulated raters' scores too."),
-    format: str = typer.Option("md", "--format", help="md, html or json."),
-    out: Path | None = typer.Option(None, help="Output file (default faithfulness.FORMAT)."),
-    replicates: int = typer.Option(1000, help="Bootstrap resamples for the correlations' CIs."),
-    db: DbOption = None,
-) -> None:
+@config_options(FaithfulnessReportConfig)
+def report(cfg: FaithfulnessReportConfig, db: str | None = None) -> None:
     """The distributions, the share of rationales whose cited evidence beats the random
     baseline (Wilson CI), and Spearman's ρ with the clinicians' and the judge's
     faithfulness scores (bootstrap CI); the same per claim.
@@ -78,17 +67,16 @@ def report(
 
         rationale-audit faithfulness report --campaign pilot --format html
     """
-    if format not in FORMATS:
-        raise typer.BadParameter(f"--format must be md, html or json, not {format!r}")
     with Session(open_engine(db)) as session:
-        result = build_report(session, run_id=run_id, campaign=campaign, margin=margin,
-                              judge_run=judge_run, include_simulated=include_simulated,
-                              replicates=replicates)
-    out = out or Path(f"faithfulness.{format}")
-    out.write_text(FORMATS[format](result), encoding="utf-8")
+        result = build_report(session, run_id=cfg.run, campaign=cfg.campaign,
+                              margin=cfg.margin, judge_run=cfg.judge_run,
+                              include_simulated=cfg.include_simulated,
+                              replicates=cfg.replicates)
+    out = Path(cfg.out or f"faithfulness.{cfg.format}")
+    out.write_text(FORMATS[cfg.format](result), encoding="utf-8")
     beats = result["beats_baseline"]
     if beats.get("n"):
         console.print(f"{beats['share']:.1%} of {beats['n']} rationales beat the random "
-                      f"baseline by more than {margin:g} (95% CI {beats['ci95'][0]:.1%}–"
+                      f"baseline by more than {cfg.margin:g} (95% CI {beats['ci95'][0]:.1%}–"
                       f"{beats['ci95'][1]:.1%})", highlight=False)
     console.print(f"Report: {out}", highlight=False)

@@ -8,10 +8,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.commands.db import open_engine
-from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from generation.import_rationales import ImportConfig, import_rationales
-from generation.rationales import GenerateConfig, generate_rationales
+from generation.import_rationales import import_rationales
+from generation.import_rationales_config import ImportConfig
+from generation.rationales import generate_rationales
+from generation.rationales_config import GenerateConfig
 
 console = Console(soft_wrap=True)
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="rich")
@@ -20,19 +22,9 @@ app = typer.Typer(no_args_is_help=False, rich_markup_mode="rich")
 @app.callback(invoke_without_command=True)
 @user_errors
 @config_options(GenerateConfig)
-def generate(
-    cfg: GenerateConfig,
-    ctx: typer.Context,
-    retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Give the patients stored as failed in this run another "
-        "full set of attempts (same run; their failed rows are replaced)."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="OPENAI_API_KEY", show_default=False,
-        help="Bearer token for a --server-url that needs one (or OPENAI_API_KEY); sent to "
-        "the server only, never stored or printed."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
-) -> None:
+def generate(cfg: GenerateConfig, ctx: typer.Context, retry_failed: bool = False,
+             api_key: str | None = None, verbose: bool = False,
+             db: str | None = None) -> None:
     """Generate grounded rationales that cite each patient's evidence ids.
 
     Re-running the same command resumes the same run: finished patients are skipped,
@@ -93,7 +85,7 @@ def import_file(
     cfg: ImportConfig,
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of rationales, "
                                 "one per line (or an OpenAI Batch API output file)"),
-    db: DbOption = None,
+    db: str | None = None,
 ) -> None:
     """Import rationales another system wrote, checked like generated ones.
 

@@ -8,12 +8,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlmodel import Session
 
+from annotation_db.judge_estimates_config import JudgeEstimateConfig
 from annotation_db.judges import calibration_report, to_markdown
+from annotation_db.judges_config import JudgeReportConfig
 from app.commands.db import open_engine
-from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
 from app.views import load_guidelines
-from generation.judge import JudgeConfig, run_judge
+from generation.judge import run_judge
+from generation.judge_config import JudgeConfig
 
 app = typer.Typer(help="An LLM judge scored with the clinicians' rubric, calibrated against "
                        "the panel (weighted κ, Krippendorff's α, the alt-test).",
@@ -24,15 +27,8 @@ console = Console(soft_wrap=True)
 @app.command("run")
 @user_errors
 @config_options(JudgeConfig)
-def run(
-    cfg: JudgeConfig,
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="OPENAI_API_KEY", show_default=False,
-        help="Bearer token for a --server-url that needs one (or OPENAI_API_KEY); never "
-        "stored or printed."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
-) -> None:
+def run(cfg: JudgeConfig, api_key: str | None = None, verbose: bool = False,
+        db: str | None = None) -> None:
     """Score every rationale of a campaign with a model given the clinicians' guidelines.
 
     Judge scores are stored apart from clinician ratings: exports and the agreement report
@@ -62,20 +58,8 @@ def run(
 
 @app.command()
 @user_errors
-def report(
-    campaign: str = typer.Option(..., help="Campaign name."),
-    run_id: int | None = typer.Option(None, "--run", help="Judge run id (default: the newest)."),
-    epsilon: float = typer.Option(
-        0.2, help="The alt-test's cost-benefit margin ε: 0.2 for experts, 0.15 for trained "
-        "raters, 0.1 for crowd workers (Calderon et al. 2025)."),
-    q: float = typer.Option(0.05, help="False discovery rate over clinicians (BY)."),
-    min_items: int = typer.Option(30, help="Items per clinician the t-test needs."),
-    include_simulated: bool = typer.Option(False, help="Compare with simulated raters too."),
-    format: str = typer.Option("md", "--format", help="md or json."),
-    out: Path | None = typer.Option(None, help="Output file (default judge-calibration.FORMAT)."),
-    replicates: int = typer.Option(1000, help="Bootstrap resamples of items."),
-    db: DbOption = None,
-) -> None:
+@config_options(JudgeReportConfig)
+def report(cfg: JudgeReportConfig, db: str | None = None) -> None:
     """Judge vs panel: weighted κ per clinician and vs consensus, α with and without the
     judge (the clinicians' own α is the ceiling), and the alt-test. The judge is labelled
     "may pre-screen" only when the alt-test passes on every dimension.
@@ -84,14 +68,13 @@ def report(
 
         rationale-audit judge report --campaign pilot --epsilon 0.2
     """
-    if format not in ("md", "json"):
-        raise typer.BadParameter(f"--format must be md or json, not {format!r}")
     with Session(open_engine(db)) as session:
-        result = calibration_report(session, campaign, run_id=run_id, epsilon=epsilon, q=q,
-                                    min_items=min_items, include_simulated=include_simulated,
-                                    replicates=replicates)
-    text = json.dumps(result, indent=2) if format == "json" else to_markdown(result)
-    out = out or Path(f"judge-calibration.{format}")
+        result = calibration_report(session, cfg.campaign, run_id=cfg.run, epsilon=cfg.epsilon,
+                                    q=cfg.q, min_items=cfg.min_items,
+                                    include_simulated=cfg.include_simulated,
+                                    replicates=cfg.replicates)
+    text = json.dumps(result, indent=2) if cfg.format == "json" else to_markdown(result)
+    out = Path(cfg.out or f"judge-calibration.{cfg.format}")
     out.write_text(text, encoding="utf-8")
     for d in result["dimensions"]:
         alt = d.get("alt_test") or {}
@@ -105,24 +88,8 @@ def report(
 
 @app.command()
 @user_errors
-def estimate(
-    campaign: str = typer.Option(..., help="Campaign name."),
-    run_id: int | None = typer.Option(
-        None, "--run", help="Judge run id (default: the one an escalation or adaptive campaign "
-        "was created with, else the campaign's newest)."),
-    target_ci_width: float | None = typer.Option(
-        None, min=0.0001, help="Also plan: rated items each quantity needs for a CI this wide, "
-        "with the judge and without."),
-    target_agreement: float = typer.Option(
-        0.9, min=0.5, max=0.999, help="Trust or escalate: the agreement with the panel's "
-        "approval decision the judge must be certified to reach on the items it is trusted on."),
-    delta: float = typer.Option(0.05, min=0.001, max=0.5,
-                                help="Trust or escalate: the certificate's error level."),
-    include_simulated: bool = typer.Option(False, help="Count simulated raters too."),
-    format: str = typer.Option("md", "--format", help="md or json."),
-    out: Path | None = typer.Option(None, help="Output file (default judge-estimates.FORMAT)."),
-    db: DbOption = None,
-) -> None:
+@config_options(JudgeEstimateConfig)
+def estimate(cfg: JudgeEstimateConfig, db: str | None = None) -> None:
     """Campaign quantities (mean accuracy and faithfulness, share approved, share of claims
     not in the record) from clinicians alone and with the judge (prediction-powered
     inference, PPI++), the ratings a target CI width needs either way, and the share of
@@ -135,14 +102,13 @@ def estimate(
     from annotation_db.judge_estimates import estimates
     from annotation_db.judge_estimates import to_markdown as estimates_markdown
 
-    if format not in ("md", "json"):
-        raise typer.BadParameter(f"--format must be md or json, not {format!r}")
     with Session(open_engine(db)) as session:
-        result = estimates(session, campaign, run_id=run_id, include_simulated=include_simulated,
-                           target_width=target_ci_width, target_agreement=target_agreement,
-                           delta=delta)
-    text = json.dumps(result, indent=2) if format == "json" else estimates_markdown(result)
-    out = out or Path(f"judge-estimates.{format}")
+        result = estimates(session, cfg.campaign, run_id=cfg.run,
+                           include_simulated=cfg.include_simulated,
+                           target_width=cfg.target_ci_width,
+                           target_agreement=cfg.target_agreement, delta=cfg.delta)
+    text = json.dumps(result, indent=2) if cfg.format == "json" else estimates_markdown(result)
+    out = Path(cfg.out or f"judge-estimates.{cfg.format}")
     out.write_text(text, encoding="utf-8")
     for name, q in result["quantities"].items():
         if q.get("computable") and q.get("prediction_powered"):

@@ -6,27 +6,19 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from app.common import CacheDirOption, user_errors
-from generation.models import DEFAULT_MODEL, MARKER, resolve_model, verify_prepared
+from app.common import config_options, user_errors
+from generation.models import MARKER, resolve_model, verify_prepared
+from generation.models_config import ModelPrepareConfig
 
 app = typer.Typer(help="Prepare the model that writes rationales (bundled, local or hub).",
                   no_args_is_help=True)
 console = Console(soft_wrap=True)  # paths and hashes stay copyable
 
-ModelOption = typer.Option(
-    DEFAULT_MODEL,
-    "--model",
-    help="bundled:smollm2-135m-instruct, a local Hugging Face folder, or hf:ORG/NAME.",
-)
-
 
 @app.command()
 @user_errors
-def prepare(
-    model: str = ModelOption,
-    cache_dir: CacheDirOption = None,
-    verify: bool = typer.Option(False, help="Re-hash a prepared bundled model."),
-) -> None:
+@config_options(ModelPrepareConfig)
+def prepare(cfg: ModelPrepareConfig, cache_dir: str | None = None) -> None:
     """Resolve a model spec to a folder vLLM and transformers can load.
 
     The bundled GGUF is dequantized once (about 20 s) and reused afterwards.
@@ -37,8 +29,8 @@ def prepare(
         rationale-audit model prepare --model ./models/my-finetuned-llama
     """
     with console.status("resolving model") as status:
-        resolved = resolve_model(model, cache_dir=cache_dir, on_stage=status.update)
-        if verify:
+        resolved = resolve_model(cfg.model, cache_dir=cache_dir, on_stage=status.update)
+        if cfg.verify:
             status.update("verifying checksum")
             verify_prepared(resolved)
     console.print(f"[bold]{resolved.spec}[/] ({resolved.source}) → {resolved.path}",
@@ -49,6 +41,6 @@ def prepare(
         console.print(
             f"from {info['source_package']} · sha256 {info['safetensors_sha256'][:16]}… · "
             f"{info['safetensors_bytes'] / 1e6:.0f} MB {info['dtype']}"
-            + (" · checksum verified" if verify else ""),
+            + (" · checksum verified" if cfg.verify else ""),
             highlight=False,
         )

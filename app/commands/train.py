@@ -7,10 +7,10 @@ import typer
 from rich.console import Console
 
 from app.commands.db import open_engine
-from app.common import DbOption, VerboseOption, config_options, user_errors
+from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
-from training.fewshot import FewShotConfig
-from training.sft import SFTRunConfig
+from training.fewshot_config import FewShotConfig
+from training.sft_config import SFTRunConfig
 
 app = typer.Typer(help="Train from audited data: LoRA SFT (`sft`) or few-shot prompting "
                        "(`fewshot`). Every run gets a folder and a database row.",
@@ -67,11 +67,10 @@ def training_bar():
 @config_options(SFTRunConfig)
 def sft(
     cfg: SFTRunConfig,
-    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
-                                  help="Score the test split when training ends."),
-    force: bool = typer.Option(False, help="Re-train even if this exact run finished."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
+    evaluate: bool = True,
+    force: bool = False,
+    verbose: bool = False,
+    db: str | None = None,
 ) -> None:
     """LoRA SFT on one target view of a dataset version; loss on the answer turn only.
 
@@ -85,7 +84,8 @@ def sft(
         rationale-audit train sft --dataset study-v1 --target rationale-free --lora-r 16
         rationale-audit train sft --config sft.yaml --seed 2
     """
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.evaluate import evaluate_run
+    from training.evaluate_config import EvaluateConfig
     from training.sft import process_group, train
 
     engine = open_engine(db)
@@ -110,9 +110,9 @@ def sft(
 @config_options(FewShotConfig)
 def fewshot(
     cfg: FewShotConfig,
-    force: bool = typer.Option(False, help="Re-run even if this exact run finished."),
-    verbose: VerboseOption = False,
-    db: DbOption = None,
+    force: bool = False,
+    verbose: bool = False,
+    db: str | None = None,
 ) -> None:
     """Score the test split with k audited demonstrations (balanced by label).
 

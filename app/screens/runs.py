@@ -74,9 +74,9 @@ class LaunchForms(NamedTuple):
 
 def launch_forms() -> LaunchForms:
     """Fresh (unrendered) forms for the SFT run, its scoring and a few-shot run."""
-    from training.evaluate import EvaluateConfig
-    from training.fewshot import FewShotConfig
-    from training.sft import SFTRunConfig
+    from training.evaluate_config import EvaluateConfig
+    from training.fewshot_config import FewShotConfig
+    from training.sft_config import SFTRunConfig
 
     return LaunchForms(sft=ConfigForm(SFTRunConfig, SERVER_FIELDS),
                        evaluate=ConfigForm(EvaluateConfig, SERVER_FIELDS),
@@ -92,10 +92,10 @@ def build_config(kind: str, dataset: str, grid_path: str = "", sft: dict | None 
     (blank fields left out). ``workdir`` is the job runner's working folder: grid
     files are read from its ``experiments/`` folder only, so the form cannot be used
     to read other files."""
-    from training.evaluate import EvaluateConfig
-    from training.fewshot import FewShotConfig
+    from training.evaluate_config import EvaluateConfig
+    from training.fewshot_config import FewShotConfig
     from training.grid import ExperimentGrid
-    from training.sft import SFTRunConfig
+    from training.sft_config import SFTRunConfig
 
     for given in (sft, evaluate, fewshot):
         if given and SERVER_FIELDS & set(given):
@@ -195,7 +195,8 @@ def memory_check(engine, kind: str, config: dict) -> tuple[str, str | None]:
     import torch
 
     from generation.models import resolve_model
-    from training.sft import SFTRunConfig, resolve_precision
+    from training.precision import resolve_precision
+    from training.sft_config import SFTRunConfig
 
     cfg = SFTRunConfig.model_validate(config["config"])
     try:

@@ -7,7 +7,8 @@ from sqlmodel import Session
 from annotation_db import cohorts as crud
 from annotation_db.models import Cohort, EvidenceItem, Patient
 from annotation_db.render import render_text
-from generation.cohort import CohortConfig, CohortSimulator, generate
+from generation.cohort import CohortSimulator, generate
+from generation.cohort_config import CohortConfig
 
 
 @pytest.fixture(scope="module")

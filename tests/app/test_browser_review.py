@@ -13,7 +13,7 @@ from annotation_db import audit
 from annotation_db import campaigns as camp
 from annotation_db import users as accounts
 from annotation_db.models import Adjudication, Assignment, Rationale
-from app.login_guard import LoginPolicy
+from app.login_guard_config import LoginPolicy
 from tests.app.browser_kit import (
     chromium,
     log_in,

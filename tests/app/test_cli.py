@@ -235,7 +235,8 @@ def _exact_error(result, message: str) -> None:
 
 
 def _record_line(**changes) -> str:
-    from generation.cohort import CohortConfig, generate
+    from generation.cohort import generate
+    from generation.cohort_config import CohortConfig
 
     return json.dumps(dict(generate(CohortConfig(n=2, seed=1))[0][0], **changes))
 

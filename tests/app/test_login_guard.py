@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from annotation_db import audit, migrate, users
 from annotation_db.session import make_engine
-from app.login_guard import LoginPolicy
+from app.login_guard_config import LoginPolicy
 from tests.helpers import PASSWORD, add_users, client, serving
 
 pytestmark = pytest.mark.server  # the app's server (or the CLI) as a process or thread

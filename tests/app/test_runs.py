@@ -228,9 +228,9 @@ def test_a_grid_is_read_only_from_the_servers_experiments_folder(tmp_path):
 
 def test_the_launch_form_is_every_option_of_the_clis_configs():
     """A field added to a config appears in the form; folders stay the server's."""
-    from training.evaluate import EvaluateConfig
-    from training.fewshot import FewShotConfig
-    from training.sft import SFTRunConfig
+    from training.evaluate_config import EvaluateConfig
+    from training.fewshot_config import FewShotConfig
+    from training.sft_config import SFTRunConfig
 
     for form, cls in zip(FORMS, (SFTRunConfig, EvaluateConfig, FewShotConfig), strict=True):
         assert set(form.fields) == set(cls.option_fields()) - {"dataset", "runs_dir",

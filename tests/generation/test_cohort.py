@@ -8,7 +8,8 @@ import pytest
 
 from annotation_db.records import PatientRecord
 from annotation_db.render import render_compact, render_text
-from generation.cohort import CohortConfig, CohortModel, CohortSimulator, generate
+from generation.cohort import CohortModel, CohortSimulator, generate
+from generation.cohort_config import CohortConfig
 from generation.cohort_validate import validate
 
 

@@ -13,8 +13,10 @@ from annotation_db.cohorts import in_memory_batches, store_cohort
 from annotation_db.models import Claim, GenerationRun, Rationale
 from annotation_db.render import render_text
 from app.cli import app
-from generation.cohort import CohortConfig, generate
-from generation.import_rationales import ImportConfig, RationaleImportError, import_rationales
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
+from generation.import_rationales import RationaleImportError, import_rationales
+from generation.import_rationales_config import ImportConfig
 from generation.teacher import write
 
 runner = CliRunner()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 from generation.importers import ImportRejected, read_jsonl, read_synthea
 
 

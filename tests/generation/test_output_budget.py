@@ -6,7 +6,8 @@ import jsonschema
 import pytest
 
 from annotation_db.render import render_compact, tokenizer_counter
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 from generation.models import load_tokenizer
 from generation.output_budget import (
     MAX_RATIONALE_CHARS,

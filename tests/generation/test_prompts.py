@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 from generation.prompts import PromptError, load_template, template_for
 from generation.rationale_schema import json_schema, parse_output
 

@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from annotation_db.models import GenerationRun, Rationale
 from generation.chat import Completion
-from generation.rationales import GenerateConfig, generate_rationales
+from generation.rationales import generate_rationales
+from generation.rationales_config import GenerateConfig
 from tests.helpers import engine_with_cohort as build_engine
 
 

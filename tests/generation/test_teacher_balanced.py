@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 from generation.teacher_balanced import OPENINGS, write
 
 

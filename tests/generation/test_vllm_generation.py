@@ -9,7 +9,8 @@ from sqlmodel import Session, create_engine
 
 from annotation_db.models import GenerationRun, Rationale
 from generation.backends import ServerBackend, VLLMBackend
-from generation.rationales import GenerateConfig, generate_rationales
+from generation.rationales import generate_rationales
+from generation.rationales_config import GenerateConfig
 from tests.helpers import engine_with_cohort
 from tests.helpers import vllm_server as serving_vllm
 
@@ -143,7 +144,8 @@ def test_the_judge_scores_a_campaign_apart_from_the_clinicians(engine, bundled_m
     from annotation_db.ratings import load_campaign_ratings
     from app.cli import app
     from app.views import load_guidelines
-    from generation.judge import JudgeConfig, run_judge
+    from generation.judge import run_judge
+    from generation.judge_config import JudgeConfig
 
     name = _simulated_campaign(engine, 8)
     policy = ApprovalPolicy(campaigns=[name], include_simulated=True, min_gold_accuracy=None)

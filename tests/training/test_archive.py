@@ -13,7 +13,8 @@ from sqlmodel import Session
 from annotation_db.models import EvaluationResult, TrainingRun
 from tests.helpers import audited_version
 from training import archive
-from training.evaluate import EvaluateConfig, evaluate_run
+from training.evaluate import evaluate_run
+from training.evaluate_config import EvaluateConfig
 from training.runs import RunError
 
 
@@ -157,7 +158,7 @@ def test_the_cli_saves_and_restores_an_archive(carried, tmp_path):
 def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
     from training.budget import estimate
     from training.reproduce import _union
-    from training.study import DataSettings
+    from training.study_config import DataSettings
 
     grid = _grid(carried["tiny_model"], tmp_path, carried["folder"])
     finished = _union(None, archive.finished_work(carried["folder"], "t"))

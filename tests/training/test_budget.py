@@ -5,7 +5,7 @@ import pytest
 
 from training.budget import Throughput, estimate
 from training.grid import ExperimentGrid
-from training.study import DataSettings
+from training.study_config import DataSettings
 
 SPEED = Throughput(train_tokens_per_second=100, prefill_tokens_per_second=1000,
                    decode_tokens_per_second=10, engine_start_seconds=0,

@@ -16,7 +16,8 @@ from annotation_db.student_task import ANSWER_PREFIX
 from app.cli import app
 from tests.helpers import audited_version
 from training.data import prompt_text, read_view
-from training.fewshot import FewShotConfig, choose_demonstrations, conversation
+from training.fewshot import choose_demonstrations, conversation
+from training.fewshot_config import FewShotConfig
 from training.scoring import TransformersScorer, label_token_ids, two_way
 from training.sft import load_tokenizer
 

@@ -10,7 +10,8 @@ from annotation_db.models import FaithfulnessRun, FaithfulnessScore, Rationale
 from annotation_db.render import tokenizer_counter
 from generation.models import load_tokenizer
 from tests.helpers import seed_rationales
-from training.evidence_ablation import FaithfulnessConfig, ablate, run_ablation, score_ablations
+from training.evidence_ablation import ablate, run_ablation, score_ablations
+from training.evidence_ablation_config import FaithfulnessConfig
 
 
 class OneItemScorer:

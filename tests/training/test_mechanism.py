@@ -375,8 +375,8 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
 def test_new_options_leave_earlier_runs_and_results_where_they_were():
     """Options added for the ablations are in a run's identity only when its own target
     reads them and they are set: earlier runs and results keep their hashes."""
-    from training.evaluate import EvaluateConfig
-    from training.sft import SFTRunConfig
+    from training.evaluate_config import EvaluateConfig
+    from training.sft_config import SFTRunConfig
 
     label = SFTRunConfig(dataset="v", target="label")
     before = set(label.identity_data())

@@ -16,7 +16,8 @@ from sqlmodel import Session
 
 from annotation_db.models import TrainingRun
 from tests.helpers import audited_version
-from training.sft import SFTRunConfig, train
+from training.sft import train
+from training.sft_config import SFTRunConfig
 
 STEPS = 3
 SETTINGS = {"dataset": "t", "target": "label", "train_size": 8, "seed": 0, "lora_r": 4,

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from app.cli import app
 from app.screens.runs import NO_PRESET, fill_preset, launch_forms
 from training.presets import PRESETS, preset_settings
-from training.sft import SFTRunConfig
+from training.sft_config import SFTRunConfig
 
 
 def test_a_preset_sits_under_the_file_and_the_options(tmp_path):

@@ -148,7 +148,7 @@ def test_a_retrained_adapter_is_served_under_a_new_name(tiny_model, tmp_path):
 
 def test_an_api_key_on_the_command_line_is_never_echoed(tmp_path, monkeypatch):
     from annotation_db.provenance import echo_config
-    from training.evaluate import EvaluateConfig
+    from training.evaluate_config import EvaluateConfig
 
     monkeypatch.setattr(sys, "argv", ["rationale-audit", "evaluate", "run", "3",
                                       "--server-url", "http://127.0.0.1:8000/v1",
@@ -163,7 +163,7 @@ def test_an_api_key_on_the_command_line_is_never_echoed(tmp_path, monkeypatch):
 def test_a_server_url_with_credentials_is_refused_before_anything_is_echoed():
     from pydantic import ValidationError
 
-    from training.evaluate import EvaluateConfig
+    from training.evaluate_config import EvaluateConfig
 
     for url in ("http://user:secret@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1?token=x"):
         with pytest.raises(ValidationError, match="--api-key"):

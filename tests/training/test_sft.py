@@ -12,8 +12,9 @@ from annotation_db.models import TrainingRun
 from tests.helpers import audited_version
 from training import runs
 from training.data import IGNORE, DataError, prompt_text, read_view, subsample, tokenize_row
-from training.evaluate import EvaluateConfig
-from training.sft import SFTRunConfig, latest_checkpoint, load_tokenizer, train
+from training.evaluate_config import EvaluateConfig
+from training.sft import latest_checkpoint, load_tokenizer, train
+from training.sft_config import SFTRunConfig
 
 
 @pytest.fixture(scope="module")

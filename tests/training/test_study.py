@@ -8,7 +8,8 @@ from sqlmodel import Session
 
 from annotation_db.export import ExportError
 from annotation_db.models import Campaign, DatasetVersion, Rationale
-from generation.cohort import CohortConfig, generate
+from generation.cohort import generate
+from generation.cohort_config import CohortConfig
 from generation.teacher import write
 from training.data import read_view
 from training.reproduce_config import ReproduceConfig

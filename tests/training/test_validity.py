@@ -29,15 +29,17 @@ from training.data import (
     training_rows,
 )
 from training.evaluate import (
-    EvaluateConfig,
     Scored,
     evaluate_run,
     judge_validity,
     rationale_cap,
     write_outputs,
 )
+from training.evaluate_config import EvaluateConfig
 from training.metrics import joint_paired_difference
-from training.sft import SFTRunConfig, resolve_precision, train
+from training.precision import resolve_precision
+from training.sft import train
+from training.sft_config import SFTRunConfig
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,8 @@ def test_a_budget_below_the_floor_is_an_error_naming_the_floor(small_record):
 
 @pytest.fixture(scope="module")
 def small_record():
-    from generation.cohort import CohortConfig, generate
+    from generation.cohort import generate
+    from generation.cohort_config import CohortConfig
 
     records, _ = generate(CohortConfig(n=20, seed=3))
     return max(records, key=lambda r: len(r["items"]))
@@ -165,7 +168,8 @@ def test_the_rationale_cap_covers_the_taught_rationales(bundled_model):
 
 
 def test_label_blind_generation_never_shows_the_label(study):
-    from generation.rationales import GenerateConfig, generate_rationales
+    from generation.rationales import generate_rationales
+    from generation.rationales_config import GenerateConfig
     from generation.teacher import TemplateBackend
 
     engine, _ = study

@@ -14,7 +14,7 @@ run on. :class:`GridResult` lists the kept runs and the failed cells with their 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from training.fewshot import FewShotConfig
+from training.fewshot_config import FewShotConfig
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
     Score,
@@ -24,7 +24,7 @@ from training.grid.steps import (
     tuning_key,
     waits_for_first_seed,
 )
-from training.sft import SFTRunConfig
+from training.sft_config import SFTRunConfig
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,17 @@ imported when a grid is expanded, not when it is read.
 """
 
 import itertools
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from annotation_db.command_config import CommandConfig
-from generation.models import DEFAULT_MODEL
+from generation.models_config import DEFAULT_MODEL
 from training.evaluate_config import EvaluateConfig
+from training.fewshot_config import FewShotConfig
 from training.reading_rule import ReadingRule
+from training.sft_config import SFTRunConfig
 from training.targets import TARGETS, Target
-
-if TYPE_CHECKING:
-    from training.fewshot import FewShotConfig
-    from training.sft import SFTRunConfig
 
 
 class SFTFactors(BaseModel):
@@ -109,7 +107,6 @@ class ExperimentGrid(CommandConfig):
 
     def sft_cells(self) -> list[tuple[dict, list["SFTRunConfig"]]]:
         """(cell factors, its tuning candidates) for every SFT cell of the grid."""
-        from training.sft import SFTRunConfig
 
         if self.sft is None:
             return []
@@ -136,7 +133,6 @@ class ExperimentGrid(CommandConfig):
         return pool if len(pool) > 1 or set(self.sft.targets) - set(pool) else None
 
     def fewshot_runs(self) -> list["FewShotConfig"]:
-        from training.fewshot import FewShotConfig
 
         if self.fewshot is None:
             return []

@@ -67,7 +67,7 @@ def _pool(grid: ExperimentGrid, kind: str | None = None, batch_size: int | None 
 
 
 def candidate_task(place: tuple[str, str], grid_data: dict, cfg_data: dict, tuned: bool):
-    from training.sft import SFTRunConfig
+    from training.sft_config import SFTRunConfig
 
     engine, say = _worker_env(place)
     grid = ExperimentGrid.model_validate(grid_data)
@@ -92,7 +92,8 @@ def test_task(place: tuple[str, str], grid_data: dict, run_id: int, target: str)
 
 def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int:
     from training.evaluate import scorer_kind
-    from training.fewshot import FewShotConfig, run_fewshot
+    from training.fewshot import run_fewshot
+    from training.fewshot_config import FewShotConfig
 
     engine, say = _worker_env(place)
     grid = ExperimentGrid.model_validate(grid_data)

@@ -14,9 +14,10 @@ from sqlmodel import Session
 from annotation_db.models import EvaluationResult
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
-from training.fewshot import FewShotConfig
+from training.fewshot_config import FewShotConfig
 from training.grid.config import ExperimentGrid
-from training.sft import SFTRunConfig, train
+from training.sft import train
+from training.sft_config import SFTRunConfig
 
 _result = runs.result_for
 
