@@ -4,7 +4,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, get_origin
+from typing import Any, get_origin
 
 import typer
 from pydantic import BaseModel
@@ -18,33 +18,6 @@ from annotation_db.errors import UserError
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConnectionError, FileNotFoundError)
 
 err_console = Console(stderr=True)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="SQLite database file (default ./rationale_audit.sqlite or $RATIONALE_AUDIT_DB). "
-        "Ignored when $DATABASE_URL is set, e.g. postgresql+psycopg://user:pw@host/db.",
-        show_default=False,
-    ),
-]
-VerboseOption = Annotated[
-    bool,
-    typer.Option(
-        "--verbose",
-        help="Leave vLLM's, transformers' and torch's own output on the terminal instead of "
-        "the log file the command names.",
-    ),
-]
-CacheDirOption = Annotated[
-    str | None,
-    typer.Option(
-        "--cache-dir",
-        help="Where prepared models are kept (must exist). "
-        "Default $RATIONALE_AUDIT_CACHE_DIR or ~/.cache/rationale-audit.",
-        show_default=False,
-    ),
-]
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
