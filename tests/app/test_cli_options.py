@@ -40,7 +40,7 @@ def _import_everything() -> None:
     import importlib
 
     for floor in ("annotation_db", "generation", "training", "app"):
-        for path in (ROOT / floor).rglob("*_config.py"):
+        for path in [*(ROOT / floor).rglob("*_config.py"), *(ROOT / floor).rglob("config.py")]:
             importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
 
 
@@ -96,7 +96,8 @@ def test_config_modules_load_no_heavy_library():
 
     modules = [".".join(p.relative_to(ROOT).with_suffix("").parts)
                for floor in ("annotation_db", "generation", "training", "app")
-               for p in (ROOT / floor).rglob("*_config.py")]
+               for p in [*(ROOT / floor).rglob("*_config.py"),
+                         *(ROOT / floor).rglob("config.py")]]
     assert len(modules) > 10
     script = ("import sys, importlib\n"
               f"for m in {modules!r}: importlib.import_module(m)\n"

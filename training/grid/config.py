@@ -75,9 +75,12 @@ class ExperimentGrid(CommandConfig):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="names the report folder <runs_dir>/experiments/<name>")
     dataset: str = Field(description="dataset version every run trains and tests on")
-    base_models: list[str] = [DEFAULT_MODEL]
-    sft: SFTFactors | None = SFTFactors()
-    fewshot: FewShotFactors | None = FewShotFactors()
+    base_models: list[str] = Field([DEFAULT_MODEL], description="model specs every cell is "
+                                   "run on (bundled:…, a local folder or a hub id)")
+    sft: SFTFactors | None = Field(SFTFactors(), description="the SFT factors crossed into "
+                                   "cells (null: no SFT cells)")
+    fewshot: FewShotFactors | None = Field(FewShotFactors(), description="the few-shot "
+                                           "factors crossed into cells (null: none)")
     evaluation: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
         description="how every run is scored (EvaluateConfig fields; the split is set per use)")
@@ -96,18 +99,19 @@ class ExperimentGrid(CommandConfig):
     baseline: bool = Field(True, description="add the non-LLM reference models "
                                              "(structured features, TF-IDF, age alone), "
                                              "fitted on each cell's training patients")
-    runs_dir: str = "runs"
+    runs_dir: str = Field("runs", description="where run folders and the report folder go")
     resources: RunResources = Field(default_factory=RunResources,
                                     description="per run, when the runs are Ray tasks")
     archive: str | None = Field(
         None, description="a folder of finished runs carried between machines (small files "
         "that git can hold; see training/archive.py): restored into the database before the "
         "grid runs, and updated after every run and result")
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(None, description="where prepared models are kept "
+                                  "(default $RATIONALE_AUDIT_CACHE_DIR or "
+                                  "~/.cache/rationale-audit)")
 
     def sft_cells(self) -> list[tuple[dict, list["SFTRunConfig"]]]:
         """(cell factors, its tuning candidates) for every SFT cell of the grid."""
-
         if self.sft is None:
             return []
         cells = []
