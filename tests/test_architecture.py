@@ -5,6 +5,7 @@ still couples the modules, it only hides the coupling from a reader.
 """
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +109,15 @@ def test_the_architecture_docs_module_table_is_the_modules_own_docstrings():
     # the check itself notices a change: a module without its row is stale
     assert table.rendered(text.replace("| `render.py` |", "| `rendering.py` |")) != \
         text.replace("| `render.py` |", "| `rendering.py` |")
+
+
+def test_one_patients_path_names_existing_files_each_once():
+    """The doc's patient path (cohort → AUROC) stays followable: every file it names
+    exists and none is opened twice."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    path = text.split("<!-- patient path -->", 1)[1].split("<!-- end of patient path -->")[0]
+    files = re.findall(r"^\d+\. `([^`]+)`", path, flags=re.M)
+    assert len(files) == int(re.findall(r"^(\d+)\. ", path, flags=re.M)[-1])
+    assert len(files) < 42  # the count before the house step
+    assert [f for f in files if not (ROOT / f).is_file()] == []
+    assert len(set(files)) == len(files)
