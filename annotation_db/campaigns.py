@@ -85,46 +85,15 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
     an accepted correction joins the campaign and is rated like any rationale
     (:mod:`annotation_db.corrections`). The defaults are the command line's, from
     :class:`~annotation_db.campaigns_config.CampaignCreateConfig`."""
-    if assignment not in ("balanced", "adaptive", "escalation"):
-        raise CampaignError("assignment must be balanced, adaptive or escalation, not "
-                            f"{assignment!r}")
-    if assignment == "escalation" and judge_run is None:
-        raise CampaignError("escalation hands clinicians the items the judge is least sure "
-                            "of first, so it needs --judge-run (`rationale-audit judge run`)")
+    _check_assignment(assignment, judge_run)
     if session.execute(select(Campaign.id).where(Campaign.name == name)).first():
         raise CampaignError(f"a campaign named {name!r} already exists")
-    users = [session.execute(select(User).where(User.username == u)).scalars().first()
-             for u in annotators]
-    missing = [u for u, user in zip(annotators, users, strict=True) if user is None]
-    if missing:
-        raise CampaignError(f"unknown annotators: {', '.join(missing)}")
-    users = [u for u in users if u.active]
-    if len(users) < k:
-        raise CampaignError(f"k = {k} ratings per item needs at least {k} active annotators, "
-                            f"got {len(users)}")
+    users = _active_raters(session, annotators, k)
     adaptive = assignment in ("adaptive", "escalation")
     if adaptive:
-        max_ratings = max_ratings if max_ratings is not None else min(k + 2, len(users))
-        if not k <= max_ratings <= len(users):
-            raise CampaignError(f"--max-ratings must lie between k = {k} and the "
-                                f"{len(users)} annotators, not {max_ratings}")
-        if judge_run is not None and session.get(JudgeRun, judge_run) is None:
-            raise CampaignError(f"no judge run {judge_run}; `rationale-audit judge run` "
-                                "makes one")
-    originals = list(session.execute(
-        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.status == "ok",
-                                   Rationale.variant == "original").order_by(Rationale.id)
-    ).scalars())
-    gold_pool = list(session.execute(
-        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.is_gold)
-        .order_by(Rationale.id)).scalars())
-    if not originals:
-        raise CampaignError(f"runs {run_ids} have no valid rationales to rate")
+        max_ratings = _adaptive_cap(session, k, len(users), max_ratings, judge_run)
     rng = random.Random(seed)
-    n_gold = min(len(gold_pool), round(gold_share * len(originals)))
-    gold = sorted(rng.sample(gold_pool, n_gold))
-    items = originals + gold
-    calibration_ids = set(rng.sample(items, min(calibration, len(items))))
+    items, gold, calibration_ids = _items(session, run_ids, gold_share, calibration, rng)
     campaign = Campaign(name=name, ratings_per_item=k, gold_share=gold_share,
                         guidelines_version=guidelines_version, blind_grounding=blind_grounding,
                         created_by=created_by,
@@ -142,6 +111,77 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
     session.execute(insert(CampaignItem), [
         {"campaign_id": campaign.id, "rationale_id": r, "is_calibration": r in calibration_ids,
          "is_gold": r in gold_ids} for r in items])
+    queues = _queues(items, users, calibration_ids, k, adaptive, rng)
+    rows = _assignment_rows(campaign.id, queues, rng)
+    if rows:
+        session.execute(insert(Assignment), rows)
+    audit.record(session, "campaign_created", actor=actor, address=address, target=name,
+                 commit=False, annotators=sorted(annotators), k=k, items=len(rows))
+    session.commit()
+    return campaign
+
+
+def _active_raters(session: Session, annotators: list[str], k: int) -> list[User]:
+    """The named accounts that are active, refusing unknown names and too few raters."""
+    users = [session.execute(select(User).where(User.username == u)).scalars().first()
+             for u in annotators]
+    missing = [u for u, user in zip(annotators, users, strict=True) if user is None]
+    if missing:
+        raise CampaignError(f"unknown annotators: {', '.join(missing)}")
+    users = [u for u in users if u.active]
+    if len(users) < k:
+        raise CampaignError(f"k = {k} ratings per item needs at least {k} active annotators, "
+                            f"got {len(users)}")
+    return users
+
+
+def _check_assignment(assignment: str, judge_run: int | None) -> None:
+    """Refuse an assignment that does not exist, or escalation without its judge."""
+    if assignment not in ("balanced", "adaptive", "escalation"):
+        raise CampaignError("assignment must be balanced, adaptive or escalation, not "
+                            f"{assignment!r}")
+    if assignment == "escalation" and judge_run is None:
+        raise CampaignError("escalation hands clinicians the items the judge is least sure "
+                            "of first, so it needs --judge-run (`rationale-audit judge run`)")
+
+
+def _adaptive_cap(session: Session, k: int, raters: int, max_ratings: int | None,
+                  judge_run: int | None) -> int:
+    """The adaptive cap on ratings per item (default k + 2, at most the raters), checked
+    with the judge run that is the items' prior."""
+    max_ratings = max_ratings if max_ratings is not None else min(k + 2, raters)
+    if not k <= max_ratings <= raters:
+        raise CampaignError(f"--max-ratings must lie between k = {k} and the "
+                            f"{raters} annotators, not {max_ratings}")
+    if judge_run is not None and session.get(JudgeRun, judge_run) is None:
+        raise CampaignError(f"no judge run {judge_run}; `rationale-audit judge run` "
+                            "makes one")
+    return max_ratings
+
+
+def _items(session: Session, run_ids: list[int], gold_share: float, calibration: int,
+           rng: random.Random) -> tuple[list[int], list[int], set[int]]:
+    """The campaign's rationales (the runs' valid originals, then the gold copies drawn),
+    the gold drawn and the calibration batch drawn."""
+    originals = list(session.execute(
+        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.status == "ok",
+                                   Rationale.variant == "original").order_by(Rationale.id)
+    ).scalars())
+    gold_pool = list(session.execute(
+        select(Rationale.id).where(Rationale.run_id.in_(run_ids), Rationale.is_gold)
+        .order_by(Rationale.id)).scalars())
+    if not originals:
+        raise CampaignError(f"runs {run_ids} have no valid rationales to rate")
+    n_gold = min(len(gold_pool), round(gold_share * len(originals)))
+    gold = sorted(rng.sample(gold_pool, n_gold))
+    items = originals + gold
+    return items, gold, set(rng.sample(items, min(calibration, len(items))))
+
+
+def _queues(items: list[int], users: list[User], calibration_ids: set[int], k: int,
+            adaptive: bool, rng: random.Random) -> dict[int, list[tuple[bool, int]]]:
+    """Each rater's items, (is calibration, rationale id): the calibration batch for
+    everyone, then (balanced) each item to the k raters with the fewest so far."""
     queues: dict[int, list[tuple[bool, int]]] = {u.id: [] for u in users}
     for rationale_id in items:
         if rationale_id in calibration_ids:
@@ -153,20 +193,21 @@ def create_campaign(session: Session, *, name: str, run_ids: list[int], annotato
         ranked = sorted(users, key=lambda u: (len(queues[u.id]), rng.random()))
         for user in ranked[:k]:
             queues[user.id].append((False, rationale_id))
+    return queues
+
+
+def _assignment_rows(campaign_id: int, queues: dict[int, list[tuple[bool, int]]],
+                     rng: random.Random) -> list[dict]:
+    """The assignment rows: each rater's queue shuffled, calibration first."""
     now = utcnow()
     rows = []
     for user_id, queue in queues.items():
         rng.shuffle(queue)
         queue.sort(key=lambda entry: not entry[0])  # calibration first, order kept shuffled
-        rows.extend({"campaign_id": campaign.id, "rationale_id": r, "user_id": user_id,
+        rows.extend({"campaign_id": campaign_id, "rationale_id": r, "user_id": user_id,
                      "position": pos, "status": "assigned", "assigned_at": now}
                     for pos, (_, r) in enumerate(queue))
-    if rows:
-        session.execute(insert(Assignment), rows)
-    audit.record(session, "campaign_created", actor=actor, address=address, target=name,
-                 commit=False, annotators=sorted(annotators), k=k, items=len(rows))
-    session.commit()
-    return campaign
+    return rows
 
 
 def get_campaign(session: Session, name: str) -> Campaign:
