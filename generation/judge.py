@@ -35,6 +35,7 @@ from annotation_db.cohorts import patient_record
 from annotation_db.command_config import stable_hash
 from annotation_db.errors import UserError
 from annotation_db.models import CampaignItem, JudgeRating, JudgeRun, Patient, Rationale, utcnow
+from annotation_db.records import PatientRecord
 from annotation_db.render import render_compact
 from annotation_db.rubric import CLAIM_VERDICTS, FLAGS, SCALE, SCALE_DIMENSIONS
 from generation.backends import ServedModel, make_backend
@@ -220,92 +221,132 @@ def run_judge(engine, cfg: JudgeConfig, guidelines: dict, *, backend: Backend | 
         campaign = campaign_crud.get_campaign(session, cfg.campaign)
         review = claim_review_on(campaign)
         system = system_prompt(guidelines, claims=review)
-        schema = json_schema(cfg.max_tokens)
         if guidelines.get("version") != campaign.guidelines_version:
             raise JudgeError(f"campaign {campaign.name!r} uses guidelines "
                              f"{campaign.guidelines_version}; the judge was given "
                              f"{guidelines.get('version')}")
-        settings = {"prompt_version": PROMPT_VERSION, "system_sha256": stable_hash(system),
-                    "schema": schema, **cfg.model_dump(include={
-                        "max_tokens", "top_logprobs", "temperature", "seed", "history_budget"}),
-                    **({"claim_review": True} if review else {})}
-        key = stable_hash({"campaign": campaign.id, "model": model.spec,
-                           "served_by": served.as_dict() if served else None, **settings})
-        run = session.execute(select(JudgeRun).where(JudgeRun.content_hash == key)
-                              ).scalars().first()
-        if run is None:
-            run = JudgeRun(campaign_id=campaign.id, content_hash=key, model=model.spec,
-                           backend=backend.name if backend else cfg.backend,
-                           served_by=served.as_dict() if served else None, settings=settings,
-                           status="running", stats={"failed": 0, "seconds": 0.0})
-            session.add(run)
-            session.commit()
-        run_id = run.id
-        done = set(session.execute(select(JudgeRating.rationale_id).where(
-            JudgeRating.judge_run_id == run_id)).scalars())
-        rationales = [r for r in _campaign_rationales(session, campaign.id) if r.id not in done]
-        records = {r.id: patient_record(session, session.get(Patient, r.patient_id))
-                   for r in rationales}
-        claim_texts = {r.id: [c.text for c in claims_of(session, r.id)] if review else []
-                       for r in rationales}
-    summary = JudgeSummary(run_id, 0, len(done), 0, 0, 0.0)
-    if rationales and backend is None:
+        run_id = _open_run(session, campaign, cfg, model, served, backend, system, review)
+        work = _pending(session, campaign.id, run_id, review)
+    summary = JudgeSummary(run_id, 0, len(work.done), 0, 0, 0.0)
+    if work.rationales and backend is None:
         backend = make_backend(cfg.backend, model, options=EngineOptions(
             max_model_len=cfg.max_model_len, seed=cfg.seed))
-    count = output_counter(backend, model)[0] if rationales else None
-    for start in range(0, len(rationales), cfg.batch_size):
-        batch = rationales[start:start + cfg.batch_size]
+    count = output_counter(backend, model)[0] if work.rationales else None
+    for start in range(0, len(work.rationales), cfg.batch_size):
+        batch = work.rationales[start:start + cfg.batch_size]
         params = SamplingConfig(temperature=cfg.temperature, repetition_penalty=1.0,
                                 max_tokens=answer_budget(cfg.max_tokens, max(
-                                    len(claim_texts[r.id]) for r in batch)))
-        requests = [ChatRequest(
-            messages=[{"role": "system", "content": system},
-                      {"role": "user", "content": user_prompt(records[r.id], r,
-                                                              cfg.history_budget, count,
-                                                              claim_texts[r.id])}],
-            schema=json_schema(cfg.max_tokens, len(claim_texts[r.id])), seed=cfg.seed + r.id,
-            temperature=cfg.temperature, logprobs=cfg.top_logprobs) for r in batch]
+                                    len(work.claims[r.id]) for r in batch)))
+        requests = [_request(cfg, system, work, r, count) for r in batch]
         started = time.perf_counter()
         completions = backend.complete(requests, params)
         seconds = time.perf_counter() - started
         summary.seconds += seconds
-        rows = []
-        for rationale, completion in zip(batch, completions, strict=True):
-            answer = parse_answer(completion, len(claim_texts[rationale.id]))
-            if answer is None:
-                summary.failed += 1
-                continue
-            expected = {name: expected_score(answer.distributions[name])
-                        for name in SCALE_DIMENSIONS}
-            summary.with_probabilities += all(v is not None for v in expected.values())
-            rows.append(JudgeRating(
-                judge_run_id=run_id, rationale_id=rationale.id,
-                accuracy=answer.scores["accuracy"], faithfulness=answer.scores["faithfulness"],
-                expected_accuracy=expected["accuracy"],
-                expected_faithfulness=expected["faithfulness"],
-                probabilities=({k: v for k, v in answer.distributions.items() if v}
-                               or None),
-                flags=answer.flags, reason=answer.reason[:2000],
-                claim_verdicts=({str(k): v for k, v in enumerate(answer.claims, start=1)}
-                                if answer.claims else None),
-                raw_output=completion.text[:20000]))
-        with Session(engine) as session:
-            session.add_all(rows)
-            run = session.get(JudgeRun, run_id)
-            run.stats = {"failed": (run.stats or {}).get("failed", 0)
-                         + len(batch) - len(rows),
-                         "seconds": round((run.stats or {}).get("seconds", 0.0) + seconds, 3)}
-            session.add(run)
-            session.commit()
+        rows = [row for rationale, completion in zip(batch, completions, strict=True)
+                if (row := _rating(run_id, rationale, completion,
+                                   len(work.claims[rationale.id]), summary)) is not None]
+        _store_batch(engine, run_id, rows, failed=len(batch) - len(rows), seconds=seconds)
         summary.scored += len(rows)
         if on_progress:
             on_progress(len(batch))
+    _finish(engine, run_id, complete=summary.scored == len(work.rationales))
+    return summary
+
+
+def _open_run(session: Session, campaign, cfg: JudgeConfig, model: ResolvedModel,
+              served: ServedModel | None, backend: Backend | None, system: str,
+              review: bool) -> int:
+    """The id of this judge's run on the campaign: found by its content hash (a rerun
+    resumes it) or created."""
+    settings = {"prompt_version": PROMPT_VERSION, "system_sha256": stable_hash(system),
+                "schema": json_schema(cfg.max_tokens), **cfg.model_dump(include={
+                    "max_tokens", "top_logprobs", "temperature", "seed", "history_budget"}),
+                **({"claim_review": True} if review else {})}
+    key = stable_hash({"campaign": campaign.id, "model": model.spec,
+                       "served_by": served.as_dict() if served else None, **settings})
+    run = session.execute(select(JudgeRun).where(JudgeRun.content_hash == key)
+                          ).scalars().first()
+    if run is None:
+        run = JudgeRun(campaign_id=campaign.id, content_hash=key, model=model.spec,
+                       backend=backend.name if backend else cfg.backend,
+                       served_by=served.as_dict() if served else None, settings=settings,
+                       status="running", stats={"failed": 0, "seconds": 0.0})
+        session.add(run)
+        session.commit()
+    return run.id
+
+
+@dataclass
+class _Pending:
+    """What a judge run has left to score: the rationales, their records and claims."""
+
+    done: set[int]
+    rationales: list[Rationale]
+    records: dict[int, PatientRecord]
+    claims: dict[int, list[str]]
+
+
+def _pending(session: Session, campaign_id: int, run_id: int, review: bool) -> _Pending:
+    done = set(session.execute(select(JudgeRating.rationale_id).where(
+        JudgeRating.judge_run_id == run_id)).scalars())
+    rationales = [r for r in _campaign_rationales(session, campaign_id) if r.id not in done]
+    records = {r.id: patient_record(session, session.get(Patient, r.patient_id))
+               for r in rationales}
+    claims = {r.id: [c.text for c in claims_of(session, r.id)] if review else []
+              for r in rationales}
+    return _Pending(done, rationales, records, claims)
+
+
+def _request(cfg: JudgeConfig, system: str, work: _Pending, rationale: Rationale,
+             count) -> ChatRequest:
+    """The judge's chat for one rationale, held to the schema for its number of claims."""
+    claims = work.claims[rationale.id]
+    return ChatRequest(
+        messages=[{"role": "system", "content": system},
+                  {"role": "user", "content": user_prompt(work.records[rationale.id], rationale,
+                                                          cfg.history_budget, count, claims)}],
+        schema=json_schema(cfg.max_tokens, len(claims)), seed=cfg.seed + rationale.id,
+        temperature=cfg.temperature, logprobs=cfg.top_logprobs)
+
+
+def _rating(run_id: int, rationale: Rationale, completion: Completion, n_claims: int,
+            summary: JudgeSummary) -> JudgeRating | None:
+    """The stored rating of one completion (None, counted as failed, when it does not parse)."""
+    answer = parse_answer(completion, n_claims)
+    if answer is None:
+        summary.failed += 1
+        return None
+    expected = {name: expected_score(answer.distributions[name]) for name in SCALE_DIMENSIONS}
+    summary.with_probabilities += all(v is not None for v in expected.values())
+    return JudgeRating(
+        judge_run_id=run_id, rationale_id=rationale.id,
+        accuracy=answer.scores["accuracy"], faithfulness=answer.scores["faithfulness"],
+        expected_accuracy=expected["accuracy"],
+        expected_faithfulness=expected["faithfulness"],
+        probabilities=({k: v for k, v in answer.distributions.items() if v} or None),
+        flags=answer.flags, reason=answer.reason[:2000],
+        claim_verdicts=({str(k): v for k, v in enumerate(answer.claims, start=1)}
+                        if answer.claims else None),
+        raw_output=completion.text[:20000])
+
+
+def _store_batch(engine, run_id: int, rows: list[JudgeRating], *, failed: int,
+                 seconds: float) -> None:
+    """A batch's ratings and the run's running counts, in one transaction."""
+    with Session(engine) as session:
+        session.add_all(rows)
+        run = session.get(JudgeRun, run_id)
+        run.stats = {"failed": (run.stats or {}).get("failed", 0) + failed,
+                     "seconds": round((run.stats or {}).get("seconds", 0.0) + seconds, 3)}
+        session.add(run)
+        session.commit()
+
+
+def _finish(engine, run_id: int, *, complete: bool) -> None:
+    """Finished when every pending rationale was scored, else failed (a rerun resumes)."""
     with Session(engine) as session:
         run = session.get(JudgeRun, run_id)
-        scored = len(done) + summary.scored
-        total = len(done) + len(rationales)
-        run.status = "finished" if scored == total else "failed"
+        run.status = "finished" if complete else "failed"
         run.finished_at = utcnow()
         session.add(run)
         session.commit()
-    return summary
