@@ -181,47 +181,17 @@ def generate_rationales(
     part of its key; ``api_key`` is sent to the server and stored nowhere.
     """
     template = template_for(cfg.mode, cfg.format, cfg.prompt_version)
-    if backend is None and cfg.server_url:
-        backend = make_backend(cfg.backend, None, server_url=cfg.server_url, served=cfg.model,
-                               api_key=api_key)
-    served: ServedModel | None = getattr(backend, "served", None)
-    if served is not None:
-        model = ResolvedModel(spec=served.id, source="server", path=served.root or "")
-    elif cfg.backend in ("template", "template-balanced"):
-        model = teacher_model(cfg.backend)
-    else:
-        model = resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
+    backend, served, model = _writer(cfg, backend, api_key)
     params = sampling(cfg)
-    with Session(engine) as session:
-        cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
-                  else cohort_crud.latest_cohort(session))
-        patients = select_patients(session, cohort.id, cfg.split, cfg.n)
-        if not patients:
-            raise cohort_crud.CohortError(f"cohort {cohort.name!r} has no {cfg.split} patients")
-        records = {p.id: cohort_crud.patient_record(session, p) for p in patients}
+    cohort_id, patients, records = _patients(engine, cfg)
     # A model decodes under a schema sized to its token budget; the template teacher
     # writes its JSON directly and needs none.
     bounds = (None if model.source == "template" else
               schema_bounds(list(records.values()), cfg, *output_counter(backend, model)))
     schema_ids = run_evidence_ids(list(records.values()))
     with Session(engine) as session:
-        key, selection = run_key(cohort.id, [p.id for p in patients], cfg, model, template,
-                                 served=served, bounds=bounds)
-        prompt_row = register_prompt(session, template)
-        run = session.execute(select(GenerationRun).where(GenerationRun.content_hash == key)
-                              ).scalars().first()
-        if run is None:
-            run = GenerationRun(content_hash=key, cohort_id=cohort.id,
-                                prompt_template_id=prompt_row.id, model=model.spec,
-                                backend=backend.name if backend else cfg.backend,
-                                selection=selection, sampling_params=params.as_dict(),
-                                seed=cfg.seed, status="running",
-                                served_by=served.as_dict() if served else None,
-                                stats={"tokens": 0, "seconds": 0.0, "failures": 0,
-                                       "attempts": 0, "retries": 0, "sessions": 0,
-                                       "schema_bounds": bounds.as_dict() if bounds else None})
-            session.add(run)
-        session.commit()
+        run = _open_run(session, cfg, cohort_id, patients, model, template, served, backend,
+                        params, bounds)
         run_id = run.id
         prior = _drop_failed(session, run) if retry_failed else {}
         done = set(session.execute(select(Rationale.patient_id).where(
@@ -255,6 +225,59 @@ def generate_rationales(
         summary.gold = add_gold_copies(engine, run_id, cfg.gold_share, cfg.seed)
     _finish(engine, run_id, sessions_increment=1 if todo else 0)
     return summary
+
+
+def _writer(cfg: GenerateConfig, backend: Backend | None, api_key: str | None
+            ) -> tuple[Backend | None, ServedModel | None, ResolvedModel]:
+    """Who writes the run's rationales: a server's model (its backend made here), the
+    template teacher, or a local model (its engine made only when there is work)."""
+    if backend is None and cfg.server_url:
+        backend = make_backend(cfg.backend, None, server_url=cfg.server_url, served=cfg.model,
+                               api_key=api_key)
+    served: ServedModel | None = getattr(backend, "served", None)
+    if served is not None:
+        model = ResolvedModel(spec=served.id, source="server", path=served.root or "")
+    elif cfg.backend in ("template", "template-balanced"):
+        model = teacher_model(cfg.backend)
+    else:
+        model = resolve_model(cfg.model or DEFAULT_MODEL, cache_dir=cfg.cache_dir)
+    return backend, served, model
+
+
+def _patients(engine, cfg: GenerateConfig) -> tuple[int, list[Patient], dict]:
+    """The cohort's id, the run's patients (split, first n) and their records."""
+    with Session(engine) as session:
+        cohort = (cohort_crud.get_cohort(session, cfg.cohort) if cfg.cohort
+                  else cohort_crud.latest_cohort(session))
+        patients = select_patients(session, cohort.id, cfg.split, cfg.n)
+        if not patients:
+            raise cohort_crud.CohortError(f"cohort {cohort.name!r} has no {cfg.split} patients")
+        records = {p.id: cohort_crud.patient_record(session, p) for p in patients}
+    return cohort.id, patients, records
+
+
+def _open_run(session: Session, cfg: GenerateConfig, cohort_id: int, patients: list[Patient],
+              model: ResolvedModel, template, served: ServedModel | None,
+              backend: Backend | None, params, bounds) -> GenerationRun:
+    """The run these settings identify: found by its key (a rerun resumes it) or created."""
+    key, selection = run_key(cohort_id, [p.id for p in patients], cfg, model, template,
+                             served=served, bounds=bounds)
+    prompt_row = register_prompt(session, template)
+    run = session.execute(select(GenerationRun).where(GenerationRun.content_hash == key)
+                          ).scalars().first()
+    if run is None:
+        run = GenerationRun(content_hash=key, cohort_id=cohort_id,
+                            prompt_template_id=prompt_row.id, model=model.spec,
+                            backend=backend.name if backend else cfg.backend,
+                            selection=selection, sampling_params=params.as_dict(),
+                            seed=cfg.seed, status="running",
+                            served_by=served.as_dict() if served else None,
+                            stats={"tokens": 0, "seconds": 0.0, "failures": 0,
+                                   "attempts": 0, "retries": 0, "sessions": 0,
+                                   "schema_bounds": bounds.as_dict() if bounds else None})
+        session.add(run)
+    session.commit()
+    return run
 
 
 def _drop_failed(session: Session, run: GenerationRun) -> dict[int, int]:
