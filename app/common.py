@@ -4,7 +4,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
@@ -36,11 +36,22 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
 def _help(field, choices: tuple) -> str:
+    """An option's help from its field: the description, the choices, the bounds, and
+    whether it is required (here or in --config) or its default."""
     text = (field.description or "").rstrip(".")
     if choices:
         text += ("; " if text else "") + "one of " + ", ".join(map(str, choices))
-    if not field.is_required() and field.default not in (None, [], ()):
+    bounds = [f"{sign} {getattr(m, name)}" for m in field.metadata
+              for name, sign in _BOUNDS.items() if hasattr(m, name)]
+    if bounds:
+        text += ("; " if text else "") + ", ".join(bounds)
+    if field.is_required():
+        text += " (required, here or in the --config file)"
+    elif field.default not in (None, [], ()):
         text += f" (default {field.default})"
     return text
 
@@ -52,9 +63,11 @@ def _option(name: str, field, kind, choices: tuple, default: Any = None) -> insp
     dashed = "--" + name.replace("_", "-")
     if kind is bool:
         flag = flag or f"{dashed}/--no-{name.replace('_', '-')}"
+    repeated = get_args(kind)[0] if get_origin(kind) is list else None
     option = typer.Option(default, flag or dashed, help=_help(field, choices),
                           envvar=extra.get("envvar"), show_default=False,
-                          show_envvar=False)
+                          show_envvar=False,
+                          metavar=f"<{repeated.__name__}>" if repeated else None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
                              default=option)
 
