@@ -82,7 +82,8 @@ LOGIN_PAGE_SCRIPT = b"""<script>
       let text = "";
       if (response.status !== 200 && response.status !== 400) {
         try { text = (await response.clone().json()).detail; } catch (e) { text = ""; }
-        if (typeof text !== "string" || !text) text = "Sign-in failed; try again in a few minutes.";
+        if (typeof text !== "string" || !text)
+          text = "Sign-in failed (HTTP " + response.status + "); try again in a few minutes.";
       }
       show(text);
     }

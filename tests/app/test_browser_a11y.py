@@ -84,6 +84,16 @@ def _annotate_page(url, username="root"):
         yield page
 
 
+def _settled(page):
+    """The page once no output is pending: Gradio dims a pending output to 20% opacity
+    while its event runs, which axe would rightly read as too little contrast."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".pending")).to_have_count(0, timeout=30_000)
+    page.wait_for_timeout(400)  # the opacity transition back to full
+    return page
+
+
 def _serious(results) -> list[str]:
     return [f"{v['id']} ({v['impact']}): {v['help']} — "
             + "; ".join(f"{n['target']} {n['html'][:160]}" for n in v["nodes"][:3])
@@ -109,12 +119,12 @@ def test_axe_core_finds_no_serious_or_critical_violation(app_url, tab):
 
     with _annotate_page(app_url) as page:
         _show(page, tab)
-        found = _serious(Axe().run(page))
+        found = _serious(Axe().run(_settled(page)))
         if tab == "Annotate":  # the keyboard help too
             page.locator("#history_view").click()
             page.keyboard.press("?")
             page.get_by_role("dialog", name="Keyboard shortcuts").wait_for()
-            found += _serious(Axe().run(page))
+            found += _serious(Axe().run(_settled(page)))
         if tab == "Admin":  # the measured-faithfulness panel, opened from the keyboard
             from playwright.sync_api import expect
 
@@ -124,7 +134,7 @@ def test_axe_core_finds_no_serious_or_critical_violation(app_url, tab):
             # this campaign has no ablation and no judge yet: both say what to run
             expect(measured).to_contain_text("No evidence ablation", timeout=30_000)
             expect(measured).to_contain_text("No estimates with a judge")
-            found += _serious(Axe().run(page))
+            found += _serious(Axe().run(_settled(page)))
     assert found == []
 
 
