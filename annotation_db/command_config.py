@@ -108,13 +108,11 @@ class CommandConfig(BaseModel):
         """The command-line flag of field ``name``; for a boolean, the one that sets
         ``value`` (``--x``/``--no-x``, or the pair a field's
         ``json_schema_extra={"flag": "--on/--off"}`` names)."""
-        field = cls.model_fields[name]
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        dashed = "--" + name.replace("_", "-")
-        if cls.option_fields()[name][0] is not bool:
-            return extra.get("flag") or dashed
-        on, _, off = (extra.get("flag") or f"{dashed}/--no-{name.replace('_', '-')}"
-                      ).partition("/")
+        is_bool = cls.option_fields()[name][0] is bool
+        declared = option_declaration(name, cls.model_fields[name], is_bool)
+        if not is_bool:
+            return declared
+        on, _, off = declared.partition("/")
         return on if value else off  # "" for a single flag such as --json: off is its absence
 
     def implied(self, name: str) -> bool:
@@ -168,6 +166,16 @@ class CommandConfig(BaseModel):
 
 
 _SCALARS = (bool, int, float, str)
+
+
+def option_declaration(name: str, field: Any, is_bool: bool) -> str:
+    """How field ``name`` is declared on the command line: the field's
+    ``json_schema_extra["flag"]`` when it names one, else ``--name`` (``--name/--no-name``
+    for a boolean). The one rule for a config's flags, its echo and the CLI's options."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    dashed = "--" + name.replace("_", "-")
+    return extra.get("flag") or (f"{dashed}/--no-{name.replace('_', '-')}" if is_bool
+                                 else dashed)
 
 
 def _without_none(annotation: Any) -> Any:

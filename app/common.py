@@ -11,7 +11,12 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from annotation_db.command_config import CommandConfig, ConfigError, _option_kind
+from annotation_db.command_config import (
+    CommandConfig,
+    ConfigError,
+    _option_kind,
+    option_declaration,
+)
 from annotation_db.errors import UserError
 
 # Errors that are the user's to fix; anything else is a bug and keeps its traceback.
@@ -59,12 +64,9 @@ def _help(field, choices: tuple) -> str:
 def _option(name: str, field, kind, choices: tuple, default: Any = None) -> inspect.Parameter:
     """The keyword parameter typer reads as field ``name``'s option."""
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    flag = extra.get("flag")
-    dashed = "--" + name.replace("_", "-")
-    if kind is bool:
-        flag = flag or f"{dashed}/--no-{name.replace('_', '-')}"
     repeated = get_args(kind)[0] if get_origin(kind) is list else None
-    option = typer.Option(default, flag or dashed, help=_help(field, choices),
+    option = typer.Option(default, option_declaration(name, field, kind is bool),
+                          help=_help(field, choices),
                           envvar=extra.get("envvar"), show_default=False,
                           show_envvar=False,
                           metavar=f"<{repeated.__name__}>" if repeated else None)
@@ -97,7 +99,7 @@ def config_options(config_cls: type[CommandConfig] | None,
     override the file; unknown YAML keys are refused.
 
     A parameter named after a field of a shared group in :mod:`app.options` (``db``,
-    ``verbose``, ``cache_dir``, ``api_key``) and given a plain default gets that
+    ``verbose``, ``cache_dir``, ``api_key``, ``force``, …) and given a plain default gets that
     group's option; ``groups`` adds a command's own groups, for options that must stay
     out of a hashed config (``cohort generate --workers``, say). Other parameters
     (arguments, say) are kept as written.

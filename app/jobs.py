@@ -348,7 +348,8 @@ def run_job(job_id: int) -> None:
         _link(engine, job_id, result.training_run_id)
         say(f"run {result.training_run_id}: test AUROC {result.auroc}")
     else:
-        from training.grid import ExperimentGrid, run_experiment
+        from training.grid.config import ExperimentGrid
+        from training.grid.experiment import run_experiment
 
         out = run_experiment(engine, ExperimentGrid.model_validate(config["config"]),
                              on_stage=say)

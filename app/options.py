@@ -1,10 +1,10 @@
 """Option groups shared by many commands, each written once: the database, the log
-verbosity, the model cache and a server's API key.
+verbosity, the model cache, a server's API key and run control (force, retry, evaluate).
 
-A command asks for a group's option by naming a parameter after one of its fields
-(``db``, ``verbose``, ``cache_dir``, ``api_key``, ``force``, ...) and listing the group in
-:func:`app.common.config_options`; the flag, type, default, help and environment
-variable all come from here. Group values are bookkeeping, never part of a config's
+A command decorated with :func:`app.common.config_options` gets a group's option by
+naming a parameter after one of its fields (``db``, ``verbose``, ``cache_dir``,
+``api_key``, ``force``, …) with a plain default; the flag, type, default, help and
+environment variable all come from here. Group values are bookkeeping, never part of a config's
 identity, so they are passed to the command beside its config rather than inside it.
 """
 

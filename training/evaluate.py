@@ -33,7 +33,7 @@ from annotation_db.provenance import echo_config
 from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
 from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
-from training.evaluate_config import ANSWER_NOT_REACHED, EvaluateConfig  # noqa: F401 - re-exported
+from training.evaluate_config import ANSWER_NOT_REACHED, EvaluateConfig
 from training.scoring import Scorer
 
 Mode = Literal["direct", "rationale", "sampled"]

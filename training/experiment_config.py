@@ -1,5 +1,5 @@
 """The options of `rationale-audit experiment run` and `experiment report` (pydantic and
-the standard library). The grid itself is an :class:`~training.grid.ExperimentGrid`
+the standard library). The grid itself is an :class:`~training.grid.config.ExperimentGrid`
 YAML given as the commands' argument; these say where its runs execute and where its
 report goes, which never changes a result."""
 

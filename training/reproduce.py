@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from annotation_db.provenance import echo_config, portable_argv, portable_path
 from training.budget import estimate, sample_token_counts
-from training.grid import run_experiment
+from training.grid.experiment import run_experiment
 from training.reproduce_config import ReproduceConfig
 from training.study import prepare_dataset
 from training.study_config import DataSettings

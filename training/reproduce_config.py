@@ -14,7 +14,7 @@ from training.study_config import DataSettings
 
 if TYPE_CHECKING:
     from training.budget import Throughput
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
 
 
 class ReproduceConfig(CommandConfig):
@@ -34,7 +34,7 @@ class ReproduceConfig(CommandConfig):
     output_dir: str = Field("reports", description="where the reproduction's report goes")
 
     def resolve(self, scale: str) -> tuple[DataSettings, "ExperimentGrid"]:
-        from training.grid import ExperimentGrid
+        from training.grid.config import ExperimentGrid
 
         if scale not in self.scales:
             raise ConfigError(f"unknown scale {scale!r}; the config defines "

@@ -41,7 +41,8 @@ def run(
         rationale-audit experiment run grid.yaml --executor ray --max-concurrent 4
     """
     from annotation_db.command_config import ConfigError
-    from training.grid import ExperimentGrid, experiment_folder, run_experiment
+    from training.grid.config import ExperimentGrid
+    from training.grid.experiment import experiment_folder, run_experiment
     from training.grid.ray import Executor, ray_runner
 
     chosen = Executor(kind=cfg.executor, address=cfg.ray_address,
@@ -78,7 +79,8 @@ def report_(
 
         rationale-audit experiment report experiments/grid-example.yaml
     """
-    from training.grid import ExperimentGrid, experiment_folder, report, saved_selection
+    from training.grid.config import ExperimentGrid
+    from training.grid.experiment import experiment_folder, report, saved_selection
 
     grid = ExperimentGrid.load(grid_file)
     out = Path(cfg.out) if cfg.out else experiment_folder(grid)

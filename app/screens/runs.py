@@ -94,7 +94,7 @@ def build_config(kind: str, dataset: str, grid_path: str = "", sft: dict | None 
     to read other files."""
     from training.evaluate_config import EvaluateConfig
     from training.fewshot_config import FewShotConfig
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
     from training.sft_config import SFTRunConfig
 
     for given in (sft, evaluate, fewshot):

@@ -19,7 +19,7 @@ from training.runs import RunError
 
 
 def _grid(tiny_model, root: Path, archive_dir: Path):
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
 
     return ExperimentGrid(
         name="carry", dataset="t", base_models=[tiny_model], runs_dir=str(root / "runs"),
@@ -52,7 +52,7 @@ def _count(engine, model) -> int:
 def carried(tmp_path_factory, tiny_model):
     """A grid run on machine A with an archive, then the same grid on machine B (a new
     database and no run folders) given only the archive."""
-    from training.grid import run_experiment
+    from training.grid.experiment import run_experiment
 
     a, b = tmp_path_factory.mktemp("machine-a"), tmp_path_factory.mktemp("machine-b")
     folder = tmp_path_factory.mktemp("git") / "archive"

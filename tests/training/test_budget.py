@@ -4,7 +4,7 @@ database already holds counted as reused."""
 import pytest
 
 from training.budget import Throughput, estimate
-from training.grid import ExperimentGrid
+from training.grid.config import ExperimentGrid
 from training.study_config import DataSettings
 
 SPEED = Throughput(train_tokens_per_second=100, prefill_tokens_per_second=1000,

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from training import runs
-from training.grid import ExperimentGrid, FailedCell, GridResult
+from training.grid.cells import FailedCell, GridResult
+from training.grid.config import ExperimentGrid
 
 DOOMED = ("label", 0, 2e-3)  # (target, seed, learning rate) whose training raises
 
@@ -86,7 +87,7 @@ class _SynchronousRay:
 
 
 def _local(grid) -> GridResult:
-    from training.grid import run_grid
+    from training.grid.local import run_grid
 
     return run_grid(None, grid)
 

@@ -313,7 +313,8 @@ def test_vllm_samples_a_batch_larger_than_one_engine_step_the_same_as_one_prompt
 @pytest.mark.slow
 def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
         study, tiny_model, tmp_path):
-    from training.grid import ExperimentGrid, run_experiment
+    from training.grid.config import ExperimentGrid
+    from training.grid.experiment import run_experiment
 
     engine, _ = study
     targets = ["label", "rationale-free", "label-padded", "rationale-weighted",

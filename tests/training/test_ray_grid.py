@@ -24,7 +24,7 @@ def cluster():
 
 
 def _grid(tiny_model, root: Path):
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
 
     return ExperimentGrid(
         name="ray", dataset="t", base_models=[tiny_model], runs_dir=str(root / "runs"),
@@ -63,7 +63,7 @@ def _statuses(engine) -> list[str]:
 
 def test_the_ray_executor_gives_the_local_executors_results(cluster, tiny_model,
                                                             tmp_path_factory):
-    from training.grid import run_experiment
+    from training.grid.experiment import run_experiment
     from training.grid.ray import Executor, ray_runner
 
     local_root, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
@@ -93,7 +93,7 @@ def test_the_ray_executor_gives_the_local_executors_results(cluster, tiny_model,
 
 
 def test_a_failing_run_leaves_the_other_three_finished(cluster, tiny_model, tmp_path):
-    from training.grid import experiment_folder, run_experiment
+    from training.grid.experiment import experiment_folder, run_experiment
     from training.grid.ray import Executor, ray_runner
 
     engine = audited_version(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "exports")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from training.grid import ExperimentGrid
+from training.grid.config import ExperimentGrid
 from training.reading_rule import POST_HOC, ReadingRule, check_runs, trained_position
 from training.reproduce_config import ReproduceConfig
 from training.runs import RunError

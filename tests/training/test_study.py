@@ -112,7 +112,7 @@ def test_the_report_says_what_kind_of_ratings_the_version_holds():
 
 
 def test_few_shot_draws_demonstrations_per_seed_and_nearest_draws_none():
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
 
     grid = ExperimentGrid(dataset="v", fewshot={"ks": [0, 4], "with_rationales": [True],
                                                 "seeds": [0, 1, 2],
@@ -125,7 +125,7 @@ def test_few_shot_draws_demonstrations_per_seed_and_nearest_draws_none():
 def test_a_grid_survives_the_round_trip_through_a_jobs_stored_config():
     """The Runs screen stores a grid as JSON and the job runner rebuilds it: the same
     runs, few-shot included (its seed is its own, not the evaluation's)."""
-    from training.grid import ExperimentGrid
+    from training.grid.config import ExperimentGrid
 
     grid = ExperimentGrid(dataset="v", evaluation={"limit": 8, "engine": "vllm", "seed": 3},
                           fewshot={"ks": [0, 4], "seeds": [1]})

@@ -29,39 +29,4 @@ that finished and lists the failed ones with their error under "Failed cells";
 ``selection.json`` lists them under ``failed``; then :func:`run_experiment` raises
 :class:`training.runs.RunError` naming them, so ``experiment run`` exits non-zero.
 Re-running the grid once the cause is fixed reuses every finished run.
-
-Names are re-exported here lazily (on first use), so that reading a grid's
-configuration does not import the runners, torch or the database.
 """
-
-import importlib
-
-_HOMES = {
-    "config": ("ExperimentGrid", "FewShotFactors", "RunResources", "SFTFactors"),
-    "steps": ("candidates_for", "chosen", "fewshot_entry", "keep_archive", "restore_archive",
-              "score", "score_chosen", "selection_entry", "train_candidate", "tuning_key",
-              "waits_for_first_seed"),
-    "cells": ("CellBook", "FailedCell", "GridResult"),
-    "local": ("run_grid",),
-    "ray": ("Executor", "ray_runner", "run_grid_ray"),
-    "experiment": ("experiment_folder", "report", "run_experiment", "saved_selection"),
-    "results": ("ResultRow", "collect", "references"),
-    "stats": ("CELL", "cell_summary", "comparisons", "excluded", "joint_differences",
-              "summary_by_target"),
-    "report_files": ("COLUMNS", "PREDICTION_COLUMNS", "markdown"),
-}
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value  # found once, then an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -106,7 +106,7 @@ def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int
 
 
 def ray_runner(executor: Executor) -> Callable[..., GridResult]:
-    """The ``runner`` for :func:`training.grid.run_experiment` that ``executor`` names."""
+    """The ``runner`` for :func:`training.grid.experiment.run_experiment` that ``executor`` names."""
     if executor.kind == "local":
         from training.grid.local import run_grid
 
@@ -117,7 +117,7 @@ def ray_runner(executor: Executor) -> Callable[..., GridResult]:
 def run_grid_ray(engine: Engine, grid: ExperimentGrid, executor: Executor, *,
                  on_stage: Callable[[str], None] | None = None,
                  on_run: Callable[[], None] | None = None) -> GridResult:
-    """:func:`training.grid.run_grid` on Ray."""
+    """:func:`training.grid.local.run_grid` on Ray."""
     import ray
 
     say = on_stage or (lambda _: None)
