@@ -53,6 +53,10 @@ from annotation_db.student_task import completion_messages, prompt_messages
 
 VIEWS = ("label_only", "rationale_free", "rationale_stepwise", "fewshot_pool", "ratings_long",
          "rationale_corrected", "preference")
+# Written only when an accepted correction passes the policy: a version without corrections
+# holds exactly the files it held before these views existed (so its content hash, and the
+# identity of every run trained on it, does not move when the product gains a view).
+CORRECTION_VIEWS = ("rationale_corrected", "preference")
 # Views with no test split: the few-shot pool, the ratings, and the preference pairs (a
 # model is evaluated on labels, through label_only's test split).
 TRAIN_ONLY = {"fewshot_pool": ("train",), "ratings_long": ("train",),
@@ -306,7 +310,12 @@ def build(session: Session, policy: ApprovalPolicy, *, counter_for: CounterFor
                     texts.prompt)
     _add_rationale_rows(views, patients, rationales, texts)
     _corrections(session, policy, patients, texts.prompt, views)
+    if not any(views["rationale_corrected"].values()):
+        for view in CORRECTION_VIEWS:
+            del views[view]
     for view in ("rationale_free", "rationale_stepwise", "rationale_corrected"):
+        if view not in views:
+            continue
         views[view]["test"] = [dict(r, completion=completion_messages(r["label"]))
                                for r in views["label_only"]["test"]]
     _add_ratings_rows(session, policy, views)
@@ -480,9 +489,8 @@ def preview_from(decisions: list[PolicyDecision]) -> dict:
 def _split_leaks(views: dict, patients: dict[int, Patient]) -> set[str]:
     by_id = {p.external_id: p.split for p in patients.values()}
     seen: dict[str, set[str]] = defaultdict(set)
-    for view in ("label_only", "rationale_free", "rationale_stepwise", "rationale_corrected",
-                 "preference"):
-        for split, rows in views[view].items():
+    for view in ("label_only", "rationale_free", "rationale_stepwise", *CORRECTION_VIEWS):
+        for split, rows in views.get(view, {}).items():
             for row in rows:
                 seen[row["id"].split("-r")[0]].add(split)
     return {pid for pid, splits in seen.items() if len(splits) > 1 or

@@ -29,7 +29,8 @@ class ReproduceConfig(CommandConfig):
                                "made from")
     grid: dict[str, Any] = Field(default_factory=dict, description="ExperimentGrid fields")
     scales: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per scale: overrides of `data` and `grid` fields")
+        default_factory=dict, description="per scale: overrides of `data` and `grid` fields "
+        "(`based_on: SCALE` starts from another scale's overrides)")
     exports_dir: str = Field("exports", description="where dataset versions are written")
     output_dir: str = Field("reports", description="where the reproduction's report goes")
 
@@ -39,11 +40,7 @@ class ReproduceConfig(CommandConfig):
         if scale not in self.scales:
             raise ConfigError(f"unknown scale {scale!r}; the config defines "
                               f"{', '.join(self.scales) or 'none'}")
-        over = self.scales[scale]
-        unknown = set(over) - {"data", "grid", "throughput"}
-        if unknown:
-            raise ConfigError(f"scale {scale!r} has unknown keys {sorted(unknown)}; a scale "
-                              "holds data, grid and throughput")
+        over = self.overrides(scale)
         try:
             data = DataSettings.model_validate(_merge(self.data.model_dump(),
                                                       over.get("data", {})))
@@ -57,11 +54,27 @@ class ReproduceConfig(CommandConfig):
                               f"{exc.errors()[0]['msg']}") from exc
         return data, grid
 
+    def overrides(self, scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Scale ``scale``'s overrides, those of the scale it is ``based_on`` first (so a
+        variant states only what it changes)."""
+        if scale not in self.scales:
+            raise ConfigError(f"scale {seen[-1]!r} is based on {scale!r}, which the config "
+                              "does not define")
+        if scale in seen:
+            raise ConfigError(f"scales based on each other: {' → '.join((*seen, scale))}")
+        over = dict(self.scales[scale])
+        unknown = set(over) - {"data", "grid", "throughput", "based_on"}
+        if unknown:
+            raise ConfigError(f"scale {scale!r} has unknown keys {sorted(unknown)}; a scale "
+                              "holds data, grid, throughput and based_on")
+        base = over.pop("based_on", None)
+        return _merge(self.overrides(base, (*seen, scale)), over) if base else over
+
     def throughput(self, scale: str) -> "Throughput":
         from training.budget import Throughput
 
         self.resolve(scale)
-        block = self.scales[scale].get("throughput")
+        block = self.overrides(scale).get("throughput")
         if block is None:
             raise ConfigError(f"scale {scale!r} has no throughput block; --dry-run needs the "
                               "measured speeds it divides by (see docs/reproduction.md)")
@@ -77,8 +90,9 @@ class ReproduceOptions(BaseModel):
     the reproduction config's identity."""
 
     scale: str = Field("smoke", description="A scale the config defines: smoke (CI-sized "
-                       "plumbing check, minutes), cpu (the study's question on a CPU, hours) "
-                       "or gpu (one accelerator window).")
+                       "plumbing check, minutes), cpu (the study's question on a CPU, hours), "
+                       "cpu-balanced (the same with the balanced teacher) or gpu (one "
+                       "accelerator window).")
     dry_run: bool = Field(False, description="Print per stage the examples, tokens, "
                           "optimizer steps, generations and expected time (from the scale's "
                           "measured throughput), and run nothing.",

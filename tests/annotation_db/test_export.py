@@ -271,6 +271,23 @@ def test_only_accepted_corrections_become_sft_targets_and_preference_pairs(rated
     assert "test patient's correction" not in everything
 
 
+def test_without_an_accepted_correction_a_version_holds_no_correction_views(rated, tmp_path):
+    """A version's files (and so its content hash, and every run identity built on it)
+    do not move because the product gained views its audit gives no rows to."""
+    with Session(rated) as s:
+        _correct(s, "train", "A proposal nobody decided [E1].", None)
+        _correct(s, "train", "A rejected proposal [E1].", "reject")
+        _correct(s, "test", "A test patient's correction [E1].", "accept")
+        version = export.create(s, policy_path=_policy(tmp_path), name="uncorrected",
+                                root=tmp_path / "exports", counter_for=history_counter)
+    folder = Path(version.path)
+    written = {p.parent.name for p in folder.rglob("*.jsonl")}
+    assert written == {"label_only", "rationale_free", "rationale_stepwise", "fewshot_pool",
+                       "ratings_long"}
+    assert not [f for f in version.manifest["files"] if f.startswith(export.CORRECTION_VIEWS)]
+    assert export.verify(version) == []
+
+
 def test_trl_dpo_trainer_trains_two_steps_on_the_preference_view(rated, tmp_path, tiny_model):
     from datasets import load_dataset
     from trl import DPOConfig, DPOTrainer

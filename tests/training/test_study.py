@@ -91,6 +91,30 @@ def test_reproduce_scales_override_the_shared_settings(tmp_path):
         cfg.resolve("huge")
 
 
+def test_a_scale_based_on_another_changes_only_what_it_states():
+    from annotation_db.command_config import ConfigError
+
+    cfg = ReproduceConfig.load("experiments/reproduce.yaml")
+    cpu_data, cpu = cfg.resolve("cpu")
+    data, grid = cfg.resolve("cpu-balanced")
+    assert data.teacher == "template-balanced" and cpu_data.teacher == "template"
+    assert (data.n, data.seed, data.history_budget) == (cpu_data.n, cpu_data.seed,
+                                                        cpu_data.history_budget)
+    assert data.dataset != cpu_data.dataset and data.cohort != cpu_data.cohort
+    assert grid.archive != cpu.archive and grid.name == "reproduce-cpu-balanced"
+    assert grid.sft.model_dump() == cpu.sft.model_dump()
+    assert grid.fewshot.model_dump() == cpu.fewshot.model_dump()
+    assert cfg.throughput("cpu-balanced") == cfg.throughput("cpu")
+    looped = ReproduceConfig.model_validate({**cfg.model_dump(), "scales": {
+        "a": {"based_on": "b"}, "b": {"based_on": "a"}}})
+    with pytest.raises(ConfigError, match="scales based on each other: a → b → a"):
+        looped.resolve("a")
+    dangling = ReproduceConfig.model_validate({**cfg.model_dump(), "scales": {
+        "a": {"based_on": "nope"}}})
+    with pytest.raises(ConfigError, match="'a' is based on 'nope'"):
+        dangling.resolve("a")
+
+
 def test_the_report_says_what_kind_of_ratings_the_version_holds():
     from types import SimpleNamespace
 
