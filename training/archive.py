@@ -16,6 +16,7 @@ without them can be reported but not scored again (``evaluate`` says so).
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -89,8 +90,11 @@ def _record(run: TrainingRun, version: DatasetVersion, results: list[EvaluationR
     }
 
 
-def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = False) -> dict:
-    """Write every finished run of dataset version ``dataset`` into ``dest``.
+def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = False,
+         only: Callable[[str], Collection[str]] | None = None) -> dict:
+    """Write every finished run of dataset version ``dataset`` into ``dest``; with
+    ``only``, just the runs whose config hash is in ``only(version's content hash)`` (a
+    grid's own runs: grids that share a version keep their archives apart).
 
     Idempotent: a run whose record and files are unchanged is not rewritten, so the
     folder can be saved after every run and committed as it grows. Returns counts.
@@ -105,6 +109,9 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
         finished = session.execute(select(TrainingRun).where(
             TrainingRun.dataset_version_id == version.id,
             TrainingRun.status == RunStatus.finished).order_by(TrainingRun.id)).scalars().all()
+        if only is not None:
+            wanted = set(only(version.content_hash))
+            finished = [run for run in finished if run.config_hash in wanted]
         for run in finished:
             folder = Path(run.run_dir)
             results = session.execute(select(EvaluationResult).where(

@@ -37,7 +37,7 @@ def keep_archive(engine: Engine, grid: ExperimentGrid) -> None:
     executor after each step, never inside one: Ray tasks run steps concurrently, and
     one process (the driver) writes the archive."""
     if grid.archive:
-        archive.save(engine, grid.archive, grid.dataset)
+        archive.save(engine, grid.archive, grid.dataset, only=grid.run_identities)
 
 
 def tuning_key(factors: dict) -> tuple:
