@@ -17,6 +17,10 @@ new export and no new audit is involved:
 ``rationale-answer-only``
     The free-form rows with the loss on the answer line only: the rationale is
     context, never a target (the limit of the weighting above).
+
+With ``decision_tokens: branch`` these two treat the rationale's *decision tokens*
+(label-pure n-grams of the training rows, :mod:`training.decision_tokens`) as part
+of the answer: weighted with it, or trained on with the answer line.
 ``answer-first``
     The answer line, then the free-form rationale. Scored at the first answer
     token, without generating.
