@@ -1,5 +1,5 @@
-"""Decision tokens: the completion tokens where a rationale commits to its label, learned
-from the training rows alone.
+"""Decision tokens: the completion tokens where a rationale commits to its label (its
+branch points), learned from the training rows alone.
 
 A rationale written for a label often decides it early, in a *branch* sentence ("risk
 factors are present: …" for yes, "some risk factors are recorded, but …" for no); by
@@ -18,28 +18,43 @@ ids of a training row's rationale (its labelled completion tokens before the las
   however few the rows), and
 - *label-pure*: at least ``min_purity`` (95%) of the rows it occurs in have one label.
 
-A token is a *decision token* where it lies inside an occurrence of a decision n-gram
-among labelled tokens. Phrases shared by both labels, and patient-specific words (a
-cited finding, an evidence id) that are rare, are not. The n-grams are computed once
+A *decision token* is a *branch point*: the labelled token that completes the first
+occurrence of a decision n-gram in each maximal run of consecutive occurrences (windows
+starting at consecutive positions). The window ending one token earlier is no
+decision n-gram, so that token is where the continuation becomes label-determined; under
+teacher forcing the rest of a label-specific phrase, once begun, is predictable and is
+not marked (marking every token inside an occurrence marked whole sentences, 45% of the
+rationale tokens, so weighting them to a share of 1/6 *lowered* their weight below plain
+SFT's). Phrases shared by both labels, and patient-specific words (a cited finding, an
+evidence id) that are rare, are not. The n-grams are computed once
 per run from the tokenized training rows (:func:`learn_decision_ngrams` takes no
 version and no split: validation and test rows cannot enter it), sorted, and summarised
-in the run's ``dataset.json`` (count, share of rationale tokens marked, a few decoded
-examples, the set's hash). The rule's parameters are constants of :class:`DecisionRule`
-(a run's identity names only ``decision_tokens: branch``): a different rule must come
-with a new value of that field.
+in the run's ``dataset.json`` (count, share of rationale tokens that are branch points,
+a few decoded examples, the set's hash). The rule's parameters are constants of
+:class:`DecisionRule` and the branch-point marking is fixed (a run's identity names only
+``decision_tokens: branch``): a different rule must come with a new value of that field.
 
 Marking is vectorised (:func:`decision_mask`): each window of ``n`` labelled tokens is
 encoded as one integer and looked up among the n-grams' (numpy's ``isin`` on a CPU,
 torch's elsewhere); about 0.25 ms for a batch of 8 × 768 tokens and 153 n-grams on a
 2-core CPU (torch's lookup took 5-7 ms there while the other core was busy).
 
-What it finds on the template teacher's free-form rationales (200 training rows of a
-generated cohort, bundled tokenizer): 153 n-grams, 45% of the rationale tokens — the
-label-specific sentences whole ("Established dementia risk factors are present", "Some
-risk factors are recorded (", "… but they are modest on their own", "Together these make
-a diagnosis …"), not the age sentence or most cited findings. That is far above
-label-only's answer share (1/6 with the bundled model): ``answer-share`` at that share
-gives these tokens *less* weight than plain SFT does (their natural share is ~43%).
+What it finds on the template teacher's free-form rationales (bundled tokenizer, a
+generated cohort's rationales as training rows, half of each label): with 200 rows, 145
+n-grams (169 with 100 rows); 6.3 branch points per rationale of ~111 tokens (6.7 with
+100 rows), 5.7% of the rationale tokens (6.0%); with the answer token, 6.3% of the loss
+tokens (6.5%). The branch points are the openings of the label-specific sentences
+(" Established" dementia risk factors are present, " Some" risk factors are recorded,
+"…]), but" " they" are modest on their own, " Together" these make a diagnosis, " A"
+diagnosis … is unlikely, The " record" shows possible early …), the words that
+settle a frame both labels share (within five years " is" unlikely / " likely", risk
+factors are " present" / " recorded", before the index date "."), and cited findings
+that lean hard one way (APOE ε3/ε"3", "; No" Alzheimer's disease/dementia " reported"
+in parents). Where the token before an opening is rare (an uncommon evidence id), the
+first pure window starts at the opening and the marked token is the one after it
+(" dementia" after "]. Established").
+``answer-share`` at label-only's share (1/6 with the bundled model) therefore gives the
+branch points and the answer token about 2.6 times their weight under plain SFT.
 """
 
 import functools
@@ -118,7 +133,8 @@ def learn_decision_ngrams(train_rows: Sequence[dict], train_labels: Sequence[int
 
 def _summary(ngrams: frozenset, spans: list[list[int]], rows_with: Counter,
              rule: DecisionRule, decode: Callable[[list[int]], str] | None) -> dict:
-    """Count, hash, share of rationale tokens marked and the most frequent n-grams."""
+    """Count, hash, the branch points (decision tokens: in all, per row and as a share
+    of the rationale tokens) and the most frequent n-grams."""
     import torch
 
     width = max((len(s) for s in spans), default=0)
@@ -130,6 +146,7 @@ def _summary(ngrams: frozenset, spans: list[list[int]], rows_with: Counter,
     common = sorted(ngrams, key=lambda g: (-rows_with[g], g))[:5]
     return {"rule": rule.describe(), "ngrams": len(ngrams), "ngrams_sha256": ngram_hash(ngrams),
             "rationale_tokens": total, "decision_tokens": marked,
+            "decision_tokens_per_row": round(marked / len(spans), 2) if spans else None,
             "decision_token_share": round(marked / total, 4) if total else None,
             "examples": [decode(list(g)) if decode else list(g) for g in common]}
 
@@ -150,8 +167,12 @@ def _table(ngrams: frozenset[tuple[int, ...]]):
 
 
 def decision_mask(tokens, ngrams: frozenset[tuple[int, ...]]):
-    """True where ``tokens`` (batch × length; ``IGNORE`` unlabelled) holds a token inside
-    an occurrence of one of ``ngrams`` made of labelled tokens."""
+    """True where ``tokens`` (batch × length; ``IGNORE`` unlabelled) holds a *branch
+    point*: the token that completes the first occurrence (made of labelled tokens) of a
+    decision n-gram in each maximal run of consecutive windows that are occurrences.
+
+    The window ending one token earlier is no decision n-gram, so this token is where
+    the continuation becomes label-determined; the rest of the run follows from it."""
     import torch
 
     mask = torch.zeros_like(tokens, dtype=torch.bool)
@@ -175,16 +196,19 @@ def decision_mask(tokens, ngrams: frozenset[tuple[int, ...]]):
             hit = torch.isin(window_keys, table_keys)
     else:
         hit = (windows.unsqueeze(2) == table.to(t.device)).all(-1).any(-1)
-    count = hit.shape[1]
-    for k in range(n):
-        mask[:, k:k + count] |= hit
+    # a window that is an occurrence while the one starting a token earlier is not
+    first = hit.clone()
+    first[:, 1:] &= ~hit[:, :-1]
+    mask[:, n - 1:] = first  # window j's last token is j + n − 1
     return mask
 
 
 def restrict_to_decisions(tokenized: list[dict], ngrams: frozenset[tuple[int, ...]],
                           prefix_ids: Sequence[int]) -> list[dict]:
-    """Rows whose loss is on their decision tokens and their answer line only (the rest
-    of the rationale stays context): ``rationale-answer-only`` with decision tokens."""
+    """Rows whose loss is on their decision tokens (the branch points of
+    :func:`decision_mask`) and their answer line only; the rest of the rationale,
+    including the continuation of each label-specific phrase, stays context:
+    ``rationale-answer-only`` with decision tokens."""
     import torch
 
     from training.data import DataError

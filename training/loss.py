@@ -30,9 +30,11 @@ diagnostics report as the answer tokens' share.
 
 *Decision tokens.* With ``decision_ngrams`` set (``decision_tokens: branch``; learned by
 :mod:`training.decision_tokens` from the run's training rows) the "answer tokens" above
-are the answer token *and* every labelled token inside an occurrence of a decision
-n-gram: ``answer-share`` gives them together the share ``s``, and the diagnostics'
-answer part is theirs. Left empty (the default), everything is as it was.
+are the answer token *and* the decision tokens, the rationale's branch points (the
+token completing the first occurrence of a decision n-gram in each run of consecutive
+occurrences, :func:`training.decision_tokens.decision_mask`): ``answer-share`` gives
+them together the share ``s``, and the diagnostics' answer part is theirs. Left empty
+(the default), everything is as it was.
 """
 
 from dataclasses import dataclass

@@ -83,8 +83,8 @@ class SFTRunConfig(CommandConfig):
     decision_tokens: Literal["answer", "branch"] = Field(
         default="answer", description="rationale-weighted and rationale-answer-only: the "
         "tokens they treat as the answer. answer: the yes/no after 'Final answer:'; branch: "
-        "also the decision tokens, inside token 3-grams of the rationale that are "
-        "label-pure in the training rows (training/decision_tokens.py)")
+        "also the decision tokens, the rationale's branch points: where a token 3-gram "
+        "label-pure in the training rows first completes (training/decision_tokens.py)")
     probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
                              "steps, the answer tokens' share of the gradient norm on a "
                              "fixed probe batch")

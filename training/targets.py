@@ -19,8 +19,9 @@ new export and no new audit is involved:
     context, never a target (the limit of the weighting above).
 
 With ``decision_tokens: branch`` these two treat the rationale's *decision tokens*
-(label-pure n-grams of the training rows, :mod:`training.decision_tokens`) as part
-of the answer: weighted with it, or trained on with the answer line.
+(its branch points: where a label-pure n-gram of the training rows first completes,
+:mod:`training.decision_tokens`) as part of the answer: weighted with it, or trained
+on with the answer line.
 ``answer-first``
     The answer line, then the free-form rationale. Scored at the first answer
     token, without generating.

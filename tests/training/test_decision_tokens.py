@@ -1,14 +1,16 @@
 """Decision tokens (issue 37): the weighted and answer-only ablations may treat the
-tokens where a rationale commits to its label as part of the answer.
+tokens where a rationale commits to its label (its branch points) as part of the answer.
 
 Hand-built token rows stand for tokenized training rows: prompt tokens unlabelled
-(-100), then a completion of a label-specific opening phrase, patient-specific words, a
-phrase shared by both labels, ``Final answer:`` (``PREFIX``), the answer word and an
-end token. One test runs the whole path on template-teacher rationales with the
-bundled tokenizer."""
+(-100), then a completion of a lead-in shared by both labels, a label-specific opening
+phrase, patient-specific words, a phrase shared by both labels, ``Final answer:``
+(``PREFIX``), the answer word and an end token. The branch point is the opening's first
+token: the first label-pure 3-gram is the lead-in's last two tokens and it. One test
+runs the whole path on template-teacher rationales with the bundled tokenizer."""
 
 import inspect
 import time
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -20,6 +22,7 @@ from training.decision_tokens import (
     decision_mask,
     learn_decision_ngrams,
     ngram_hash,
+    rationale_tokens,
     restrict_to_decisions,
 )
 from training.loss import LossWeighting, answer_counts
@@ -30,13 +33,15 @@ NO, YES = 60, 61
 END = 70
 OPENING = {1: (100, 101, 102, 103), 0: (200, 201, 202, 203)}
 SHARED = (300, 301, 302)
-OPENING_GRAMS = {(100, 101, 102), (101, 102, 103), (200, 201, 202), (201, 202, 203)}
+LEAD = (310, 311)  # "At 57 years of age, …": every row's first words
+OPENING_GRAMS = {(310, 311, 100), (311, 100, 101), (100, 101, 102), (101, 102, 103),
+                 (310, 311, 200), (311, 200, 201), (200, 201, 202), (201, 202, 203)}
 
 
-def _row(label: int, words: tuple, opening: tuple | None = None) -> dict:
+def _row(label: int, words: tuple, opening: tuple | None = None, lead: tuple = ()) -> dict:
     prompt = (1, 2, 3, 4)
-    completion = [*(OPENING[label] if opening is None else opening), *words, *SHARED,
-                  *PREFIX, YES if label else NO, END]
+    completion = [*lead, *(OPENING[label] if opening is None else opening), *words,
+                  *SHARED, *PREFIX, YES if label else NO, END]
     return {"input_ids": [*prompt, *completion],
             "labels": [IGNORE] * len(prompt) + completion}
 
@@ -53,15 +58,16 @@ def _batch(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cohort(n: int = 40) -> tuple[list[dict], list[int]]:
-    """Half yes, half no; every patient has words of their own; a finding (400 401 402)
-    that leans yes but is not label-pure; one yes row with a rare label-pure phrase."""
+    """Half yes, half no; every patient has the lead-in, an opening of their label and
+    words of their own; a finding (400 401 402) that leans yes but is not label-pure; one
+    yes row with a rare label-pure phrase."""
     rows, labels = [], []
     for i in range(n):
         label = i % 2
         finding = (400, 401, 402) if (i % 5 < 3 if label else i % 5 < 2) else ()
-        rows.append(_row(label, (1000 + i, 5000 + i, *finding)))
+        rows.append(_row(label, (1000 + i, 5000 + i, *finding), lead=LEAD))
         labels.append(label)
-    rows[1] = _row(1, (1001, 5001, 900, 901, 902))  # a yes-only phrase in 1 row of 40
+    rows[1] = _row(1, (1001, 5001, 900, 901, 902), lead=LEAD)  # yes-only, 1 row of 40
     return rows, labels
 
 
@@ -72,16 +78,18 @@ def _weighting(kind: str = "none", **kw) -> LossWeighting:
 def test_label_pure_frequent_ngrams_are_found_and_patient_words_are_not():
     rows, labels = _cohort()
     ngrams, summary = learn_decision_ngrams(rows, labels, PREFIX)
-    # the openings' 3-grams, nothing that crosses into a patient's own words, the shared
-    # phrase, the label-leaning finding, the rare phrase or the answer line
+    # the 3-grams that reach into an opening, nothing that crosses into a patient's own
+    # words, the lead-in alone, the shared phrase, the label-leaning finding, the rare
+    # phrase or the answer line
     assert ngrams == OPENING_GRAMS
-    assert summary["ngrams"] == 4 and summary["rule"] == DecisionRule().describe()
+    assert summary["ngrams"] == 8 and summary["rule"] == DecisionRule().describe()
     assert summary["ngrams_sha256"] == ngram_hash(ngrams)
-    assert summary["examples"] == [list(g) for g in sorted(OPENING_GRAMS)]
-    # the opening's four tokens of every row are marked, nothing else of its rationale
+    assert summary["examples"] == [list(g) for g in sorted(OPENING_GRAMS)[:5]]
+    # one branch point per row (the opening's first token), nothing else of its rationale
     rationale = sum(len(r["labels"]) - 4 - len(PREFIX) - 2 for r in rows)
-    assert summary["decision_tokens"] == 4 * len(rows)
-    assert summary["decision_token_share"] == round(4 * len(rows) / rationale, 4)
+    assert summary["decision_tokens"] == len(rows)
+    assert summary["decision_tokens_per_row"] == 1.0
+    assert summary["decision_token_share"] == round(len(rows) / rationale, 4)
     # deterministic: the same set whatever the order of the rows
     assert learn_decision_ngrams(rows[::-1], labels[::-1], PREFIX)[0] == ngrams
     # the support floor is what keeps one patient's words out: at one row in 40, every
@@ -92,6 +100,13 @@ def test_label_pure_frequent_ngrams_are_found_and_patient_words_are_not():
     assert (300, 301, 302) not in loose and (400, 401, 402) not in loose
     # however few the rows, one row's n-grams are never decisions
     assert learn_decision_ngrams(rows[:10], labels[:10], PREFIX)[0] == OPENING_GRAMS
+    # without the lead-in the opening starts the rationale: no window ends on its first
+    # token, and the branch point is the one completing its first 3-gram
+    bare = [_row(label, (1000 + i, 5000 + i)) for i, label in enumerate(labels)]
+    bare_ngrams, bare_summary = learn_decision_ngrams(bare, labels, PREFIX)
+    assert bare_summary["decision_tokens"] == len(bare)
+    assert [[t for t in r["labels"] if t != IGNORE][0] for r in restrict_to_decisions(
+        bare, bare_ngrams, PREFIX)] == [OPENING[label][2] for label in labels]
     # one label only: nothing decides between labels
     assert learn_decision_ngrams(rows, [1] * len(rows), PREFIX)[0] == frozenset()
 
@@ -105,10 +120,10 @@ def test_the_ngrams_are_learned_from_the_training_rows_given_and_nothing_else():
     rows, labels = _cohort()
     with pytest.raises(ValueError, match="one label per training row"):
         learn_decision_ngrams(rows, labels[:-1], PREFIX)
-    # unlabelled tokens (a prompt) are never read: the opening moved into the prompt
-    # is no longer found
+    # unlabelled tokens (a prompt) are never read: the lead-in and opening moved into
+    # the prompt are no longer found
     prompted = [{"input_ids": r["input_ids"],
-                 "labels": [IGNORE] * 8 + r["labels"][8:]} for r in rows]
+                 "labels": [IGNORE] * 10 + r["labels"][10:]} for r in rows]
     assert learn_decision_ngrams(prompted, labels, PREFIX)[0] == frozenset()
 
 
@@ -152,18 +167,19 @@ def test_answer_share_gives_answer_and_decision_tokens_the_share_s_in_every_row(
                            decision_rule=rule)
     ids, targets = _batch(rows[:8])
     answer = weighting.answer_mask(ids, targets)
-    # the opening (4 tokens) and the answer word, as predicted positions
-    assert answer.sum(1).tolist() == [5] * 8
-    assert all(int(targets[r][answer[r]][-1]) in (NO, YES) for r in range(8))
+    # the branch point (the opening's first token) and the answer word, as predicted
+    # positions; the rest of the opening is not
+    assert [targets[r][answer[r]].tolist() for r in range(8)] == [
+        [OPENING[label][0], YES if label else NO] for label in labels[:8]]
     e = weighting.effective_weights(targets, answer)
-    per_row = e[answer].reshape(8, 5).sum(1) / e.sum(1)
+    per_row = e[answer].reshape(8, 2).sum(1) / e.sum(1)
     assert torch.allclose(per_row, torch.full((8,), 0.2))
     counts = answer_counts(weighting, rows)
     assert counts["answer_weight_share"] == pytest.approx(0.2)
-    assert counts["decision_tokens"] == 4 * len(rows) and counts["answer_tokens"] == 5 * 40
+    assert counts["decision_tokens"] == len(rows) and counts["answer_tokens"] == 2 * 40
     assert counts["rows_without_answer"] == 0  # still the answer token itself
     assert weighting.describe()["decision_tokens"] == {
-        "n": 3, "min_support": 0.05, "min_purity": 0.95, "min_rows": 2, "ngrams": 4,
+        "n": 3, "min_support": 0.05, "min_purity": 0.95, "min_rows": 2, "ngrams": 8,
         "ngrams_sha256": ngram_hash(ngrams)}
     # a row whose answer word is missing is still found out, decision tokens or not
     broken = [{**rows[0], "labels": rows[0]["labels"][:-2] + [IGNORE, END]}]
@@ -176,7 +192,7 @@ def test_answer_only_loss_covers_exactly_the_decision_tokens_and_the_answer_line
     restricted = restrict_to_decisions(rows, ngrams, PREFIX)
     for row, original, label in zip(restricted, rows, labels, strict=True):
         kept = [t for t in row["labels"] if t != IGNORE]
-        assert kept == [*OPENING[label], *PREFIX, YES if label else NO, END]
+        assert kept == [OPENING[label][0], *PREFIX, YES if label else NO, END]
         assert row["input_ids"] == original["input_ids"]  # the rest stays context
     # no decision n-grams: the answer line alone, as `loss_on="answer"` has it
     kept = [t for t in restrict_to_decisions(rows[:1], frozenset(), PREFIX)[0]["labels"]
@@ -189,10 +205,47 @@ def test_answer_only_loss_covers_exactly_the_decision_tokens_and_the_answer_line
                                 + [100, 101]}], ngrams, PREFIX)
 
 
+def _branch_points(row: list[int], ngrams: frozenset, n: int = 3) -> list[int]:
+    """The definition, one window at a time: the last token of each window that is a
+    decision n-gram of labelled tokens while the window a token earlier is not."""
+    def pure(j: int) -> bool:
+        window = tuple(row[j:j + n])
+        return j >= 0 and len(window) == n and IGNORE not in window and window in ngrams
+    return [j + n - 1 for j in range(len(row) - n + 1) if pure(j) and not pure(j - 1)]
+
+
+def test_the_mask_marks_the_token_completing_each_runs_first_window():
+    ngrams = frozenset({(7, 8, 9), (8, 9, 10), (20, 21, 22), (22, 23, 24)})
+    #         0  1  2   3  4  5  6       7  8   9 10 11  12 13 14 15 16
+    tokens = [7, 8, 9, 10, 1, 7, 8, IGNORE, 9, 10, 8, 9, 10, 2, 7, 8, 9,
+              20, 21, 22, 23, 24]
+    #         17  18  19  20  21
+    marked = decision_mask(torch.tensor([tokens]), ngrams)[0].nonzero()[:, 0].tolist()
+    # 7 8 9 10: two overlapping pure windows, one run: its first window's last token
+    # (the window before it holds no tokens); 7 8 _ 9 10: an unlabelled token breaks
+    # every window, nothing; 8 9 10 and 7 8 9 later: separate runs, one token each;
+    # 20 21 22 23 24: two pure windows with an impure one between, two runs
+    assert marked == [2, 12, 16, 19, 21] == _branch_points(tokens, ngrams)
+    # a run begins where the window a token earlier is impure: 1 7 8 9 10 marks the 9
+    assert decision_mask(torch.tensor([[1, 7, 8, 9, 10]]), ngrams)[0].tolist() == [
+        False, False, False, True, False]
+    # against the definition on random rows of a small vocabulary (many long runs)
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(0, 6, (64, 40), generator=g)
+    rows[torch.rand(rows.shape, generator=g) < 0.05] = IGNORE
+    small = frozenset(tuple(int(x) for x in torch.randint(0, 6, (3,), generator=g))
+                      for _ in range(40))
+    mask = decision_mask(rows, small)
+    for row, m in zip(rows.tolist(), mask, strict=True):
+        assert m.nonzero()[:, 0].tolist() == _branch_points(row, small)
+    pure = sum(tuple(r[j:j + 3]) in small for r in rows.tolist() for j in range(38))
+    assert 0 < mask.sum() < pure  # runs of several windows were there, one token each
+
+
 def test_the_mask_is_exact_cheap_and_needs_every_token_of_an_ngram_labelled():
     ngrams = frozenset({(7, 8, 9), (8, 9, 10)})
     tokens = torch.tensor([[7, 8, 9, 10, 1, 7, 8, IGNORE, 9, 10, 8, 9]])
-    assert decision_mask(tokens, ngrams).nonzero()[:, 1].tolist() == [0, 1, 2, 3]
+    assert decision_mask(tokens, ngrams).nonzero()[:, 1].tolist() == [2]
     # token ids too large for one int64 key per window: compared directly, same answer
     big = 1 << 22
     assert torch.equal(decision_mask(tokens + big * (tokens >= 0), frozenset(
@@ -258,7 +311,7 @@ def test_mechanism_v2_trains_its_ablations_with_decision_tokens():
     assert runs["rationale-weighted"].identity_data()["decision_tokens"] == "branch"
     assert runs["rationale-answer-only"].identity_data()["decision_tokens"] == "branch"
     assert "decision_tokens" not in runs["label"].identity_data()
-    assert "decision (branch) tokens" in grid.reading.contrasts["weighting"].what
+    assert "decision (branch-point) tokens" in grid.reading.contrasts["weighting"].what
 
 
 @pytest.fixture(scope="module")
@@ -281,13 +334,14 @@ def template_rows():
     return free, label_only
 
 
-def test_on_template_rationales_the_branch_sentences_are_decision_tokens(
+def test_on_template_rationales_the_branch_openings_are_decision_tokens(
         template_rows, bundled_model, monkeypatch):
     """Through the trainer's own preparation (``training.sft._loss_rows``): the n-grams
     come from the training rows, reading nothing else of the version but label-only's
-    training rows (for the share ``s``); the branch sentences are marked; the weighted
-    target gives answer and decision tokens the share ``s``; the answer-only target
-    trains on them and the answer line."""
+    training rows (for the share ``s``); the n-grams cover the branch sentences, and the
+    decision tokens are a few branch points a rationale, the sentences' openings among
+    them; the weighted target gives answer and decision tokens the share ``s``, above
+    their natural share; the answer-only target trains on them and the answer line."""
     import training.data
     from generation.models import load_tokenizer
     from training.sft import _loss_rows
@@ -309,14 +363,27 @@ def test_on_template_rationales_the_branch_sentences_are_decision_tokens(
     tokenized, weighting, tallies = _loss_rows(tokenizer, config, None, free)
     assert read == [("label_only", "train")]
     found = tallies["decision_ngrams"]
-    marked = tokenizer.decode([t for g in sorted(weighting.decision_ngrams) for t in g])
+    grams = tokenizer.decode([t for g in sorted(weighting.decision_ngrams) for t in g])
     for phrase in ("Together these make", "years is unlikely", "Established dementia risk",
                    "Some risk factors"):
         assert phrase in " ".join(tokenizer.decode(list(g)) for g in weighting.decision_ngrams)
-    assert "Final" not in marked and found["ngrams"] == len(weighting.decision_ngrams) > 20
-    assert 0.2 < found["decision_token_share"] < 0.7
+    assert "Final" not in grams and found["ngrams"] == len(weighting.decision_ngrams) > 20
+    # a few branch points a rationale (6.7 of ~112 tokens when written), not its sentences
+    per_row, marked = [], Counter()
+    for row in tokenized:
+        span = rationale_tokens(row["labels"], weighting.prefix_ids)
+        at = decision_mask(torch.tensor([span]), weighting.decision_ngrams)[0].nonzero()
+        per_row.append(len(at))
+        marked.update(tokenizer.decode([span[i]]) for i in at[:, 0].tolist())
+    assert 1 <= min(per_row) and max(per_row) <= 12 and sum(per_row) == found["decision_tokens"]
+    assert found["decision_tokens_per_row"] < 8 and 0.02 < found["decision_token_share"] < 0.1
+    # the openings of the label-specific sentences: "Established dementia risk factors
+    # are present", "Some risk factors are recorded", "Together these make a diagnosis"
+    assert {" Established", " Some", " Together"} <= {t for t, _ in marked.most_common(15)}
     s = weighting.answer_share
     assert s == pytest.approx(1 / 6) and tallies["answer_weight_share"] == pytest.approx(s)
+    # answer and branch points hold far less than s of the tokens: s raises their weight
+    assert tallies["answer_token_share"] < s / 2
     assert tallies["rows_without_answer"] == 0 and tallies["decision_tokens"] > 0
     assert weighting.describe()["decision_tokens"]["ngrams_sha256"] == found["ngrams_sha256"]
 
