@@ -238,13 +238,19 @@ def tokenize_rows(tokenizer, rows: list[dict], max_length: int,
                   loss_on: str = "completion") -> tuple[list[dict], dict]:
     """Tokenized rows and a summary (tokens, loss tokens, truncations, label counts)."""
     out = [tokenize_row(tokenizer, row, max_length, loss_on) for row in rows]
-    loss_tokens = [sum(1 for t in r["labels"] if t != IGNORE) for r in out]
     summary = {
         "examples": len(out),
         "labels": dict(sorted(Counter(int(r["label"]) for r in rows).items())),
         "tokens": sum(len(r["input_ids"]) for r in out),
-        "loss_tokens": sum(loss_tokens),
-        "mean_loss_tokens_per_example": (sum(loss_tokens) / len(out)) if out else 0.0,
+        **loss_token_tallies(out),
         "truncated_examples": sum(r.pop("truncated") for r in out),
     }
     return out, summary
+
+
+def loss_token_tallies(tokenized: list[dict]) -> dict:
+    """Labelled tokens of tokenized rows, in all and per row."""
+    loss_tokens = [sum(1 for t in r["labels"] if t != IGNORE) for r in tokenized]
+    return {"loss_tokens": sum(loss_tokens),
+            "mean_loss_tokens_per_example": (sum(loss_tokens) / len(tokenized))
+            if tokenized else 0.0}

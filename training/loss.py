@@ -27,11 +27,20 @@ Every target's loss is ``Σ e_t · nll_t`` over the labelled tokens of a batch, 
 
 The *answer part* of the loss (``Σ e_t · nll_t`` over answer tokens) is what the
 diagnostics report as the answer tokens' share.
+
+*Decision tokens.* With ``decision_ngrams`` set (``decision_tokens: branch``; learned by
+:mod:`training.decision_tokens` from the run's training rows) the "answer tokens" above
+are the answer token *and* the decision tokens, the rationale's branch points (the
+token completing the first occurrence of a decision n-gram in each run of consecutive
+occurrences, :func:`training.decision_tokens.decision_mask`): ``answer-share`` gives
+them together the share ``s``, and the diagnostics' answer part is theirs. Left empty
+(the default), everything is as it was.
 """
 
 from dataclasses import dataclass
 
 from annotation_db.student_task import ANSWER_PREFIX
+from training.decision_tokens import DecisionRule, decision_mask, ngram_hash
 
 IGNORE = -100
 
@@ -43,6 +52,8 @@ class LossWeighting:
     alpha: float = 0.5
     prefix_ids: tuple[int, ...] = ()
     label_ids: tuple[int, ...] = ()
+    decision_ngrams: frozenset[tuple[int, ...]] = frozenset()  # empty: the answer alone
+    decision_rule: DecisionRule | None = None  # the rule that found them (for the record)
 
     @classmethod
     def for_target(cls, tokenizer, kind: str, *, alpha: float = 0.5,
@@ -58,12 +69,26 @@ class LossWeighting:
                    label_ids=tuple(label_token_ids(tokenizer)))
 
     def describe(self) -> dict:
+        decisions = {"decision_tokens": {
+            **(self.decision_rule or DecisionRule()).describe(),
+            "ngrams": len(self.decision_ngrams),
+            "ngrams_sha256": ngram_hash(self.decision_ngrams)}} if self.decision_ngrams else {}
         return {"kind": self.kind, "answer_share": self.answer_share,
-                **({"alpha": self.alpha} if self.kind in ("multitask", "align") else {})}
+                **({"alpha": self.alpha} if self.kind in ("multitask", "align") else {}),
+                **decisions}
 
     def answer_mask(self, input_ids, targets):
         """True where the token predicted (``targets[:, t]`` = ``input_ids[:, t+1]``) is
-        the label word right after ``Final answer:``."""
+        the label word right after ``Final answer:``, or, with ``decision_ngrams``, a
+        decision token."""
+        mask = self.answer_token_mask(input_ids, targets)
+        if self.decision_ngrams:
+            mask |= decision_mask(targets, self.decision_ngrams)
+        return mask
+
+    def answer_token_mask(self, input_ids, targets):
+        """True where the token predicted is the label word right after ``Final answer:``
+        (the answer token alone, whatever ``decision_ngrams`` holds)."""
         import torch
 
         if not self.label_ids or not self.prefix_ids:
@@ -132,25 +157,33 @@ def weighted_loss(model, inputs: dict, num_items_in_batch=None,
 
 def answer_counts(weighting: LossWeighting, rows: list[dict]) -> dict:
     """Loss-token accounting of tokenized rows: answer tokens, other labelled tokens, and
-    the answer tokens' share of the loss weight, unweighted and as weighted."""
+    the answer tokens' share of the loss weight, unweighted and as weighted.
+
+    With decision tokens, "answer" counts cover the answer and decision tokens together;
+    ``decision_tokens`` counts the decision tokens other than the answer token, and
+    ``rows_without_answer`` still counts rows without the answer token itself."""
     import torch
 
-    answer_tokens = other = without = 0
+    answer_tokens = other = without = decisions = 0
     weighted_answer = weighted_all = 0.0
     for row in rows:
         ids = torch.tensor([row["input_ids"]])
         targets = torch.nn.functional.pad(torch.tensor([row["labels"]]), (0, 1),
                                           value=IGNORE)[:, 1:]
-        answer = weighting.answer_mask(ids, targets) & (targets != IGNORE)
+        on = targets != IGNORE
+        token = weighting.answer_token_mask(ids, targets) & on
+        answer = weighting.answer_mask(ids, targets) & on
         # one row at a time: the row's own normalisation, which per-row weights keep
         e = weighting.effective_weights(targets, answer)
         answer_tokens += int(answer.sum())
-        without += int(answer.sum()) == 0
-        other += int(((targets != IGNORE) & ~answer).sum())
+        decisions += int((answer & ~token).sum())
+        without += int(token.sum()) == 0
+        other += int((on & ~answer).sum())
         weighted_answer += float(e[answer].sum())
         weighted_all += float(e.sum())
     total = answer_tokens + other
     return {"answer_tokens": answer_tokens, "other_loss_tokens": other,
             "rows_without_answer": without,
+            **({"decision_tokens": decisions} if weighting.decision_ngrams else {}),
             "answer_token_share": answer_tokens / total if total else None,
             "answer_weight_share": weighted_answer / weighted_all if weighted_all else None}

@@ -25,6 +25,7 @@ and TRL brings checkpoint/resume, accumulation and mixed precision for free.
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -38,8 +39,15 @@ from training import runs
 from training.data import (
     TARGETS,
     DataError,
+    loss_token_tallies,
     tokenize_rows,
     training_rows,
+)
+from training.decision_tokens import (
+    DECISION_TARGETS,
+    DecisionRule,
+    learn_decision_ngrams,
+    restrict_to_decisions,
 )
 from training.diagnostics import diagnostics_callbacks, label_only_answer_share
 from training.loss import LossWeighting, answer_counts, weighted_loss
@@ -232,13 +240,9 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     say("resolving the base model")
     model = resolve_model(config.base_model, cache_dir=config.cache_dir)
     tokenizer = load_tokenizer(model.path)
-    spec = TARGETS[config.target]
-    tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length, spec.loss_on)
-    weighting = _loss_weighting(tokenizer, config, version, rows)
-    counts = _checked_counts(weighting, tokenized, config.target)
+    tokenized, weighting, tallies = _loss_rows(tokenizer, config, version, rows)
     if writer:
-        _write_dataset_record(run_dir, run, config, version, weighting, rows,
-                              {**summary, **counts}, model)
+        _write_dataset_record(run_dir, run, config, version, weighting, rows, tallies, model)
     precision = resolve_precision(config.precision)
     bf16 = precision != "fp32"
     set_seed(config.seed)
@@ -249,7 +253,7 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
     peft_config = _lora_config(config)
     effective_batch = (config.per_device_train_batch_size * config.gradient_accumulation_steps
                        * processes)
-    tokens_per_step = summary["tokens"] / max(len(tokenized), 1) * effective_batch
+    tokens_per_step = tallies["tokens"] / max(len(tokenized), 1) * effective_batch
     stats: dict = {}
     metrics_path = run_dir / "metrics.jsonl"
     books = []  # rank 0's: metrics.jsonl and the diagnostics (its shard's loss split)
@@ -301,6 +305,33 @@ def _loss_weighting(tokenizer, config: SFTRunConfig, version, rows: list[dict]
         answer_share=config.answer_loss_share if spec.weighting != "answer-share"
         or config.answer_loss_share is not None else label_only_answer_share(
             tokenizer, version, config, rows))
+
+
+def _loss_rows(tokenizer, config: SFTRunConfig, version, rows: list[dict]
+               ) -> tuple[list[dict], LossWeighting, dict]:
+    """The run's tokenized rows, its loss weighting and their tallies (tokens, answer
+    accounting).
+
+    With ``decision_tokens: branch`` on a target that reads it, the decision n-grams
+    are learned from these training rows' completions (:mod:`training.decision_tokens`;
+    nothing else is read) and join the answer in the weighting; ``rationale-answer-only``
+    then puts its loss on the decision tokens and the answer line."""
+    spec = TARGETS[config.target]
+    branch = config.decision_tokens == "branch" and config.target in DECISION_TARGETS
+    tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length,
+                                       "completion" if branch else spec.loss_on)
+    weighting = _loss_weighting(tokenizer, config, version, rows)
+    if branch:
+        rule = DecisionRule()
+        ngrams, found = learn_decision_ngrams(tokenized, [int(r["label"]) for r in rows],
+                                              weighting.prefix_ids, rule, tokenizer.decode)
+        weighting = replace(weighting, decision_ngrams=ngrams, decision_rule=rule)
+        summary["decision_ngrams"] = found
+        if spec.loss_on == "answer":
+            tokenized = restrict_to_decisions(tokenized, ngrams, weighting.prefix_ids)
+            summary.update(loss_token_tallies(tokenized))
+    return tokenized, weighting, {**summary, **_checked_counts(weighting, tokenized,
+                                                                config.target)}
 
 
 def _write_dataset_record(run_dir: Path, run: TrainingRun, config: SFTRunConfig, version,

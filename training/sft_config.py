@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
+from training.decision_tokens import DECISION_TARGETS
 from training.presets import PRESETS, Preset
 from training.targets import TARGETS, Target
 
@@ -79,6 +80,11 @@ class SFTRunConfig(CommandConfig):
     answer_loss_share: float | None = Field(
         default=None, gt=0, lt=1, description="rationale-weighted: the answer token's share "
         "of the loss weight; unset: label-only's share on the same patients")
+    decision_tokens: Literal["answer", "branch"] = Field(
+        default="answer", description="rationale-weighted and rationale-answer-only: the "
+        "tokens they treat as the answer. answer: the yes/no after 'Final answer:'; branch: "
+        "also the decision tokens, the rationale's branch points: where a token 3-gram "
+        "label-pure in the training rows first completes (training/decision_tokens.py)")
     probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
                              "steps, the answer tokens' share of the gradient norm on a "
                              "fixed probe batch")
@@ -93,7 +99,7 @@ class SFTRunConfig(CommandConfig):
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
     PRESETS: ClassVar[dict[str, Preset]] = PRESETS  # `train sft --preset NAME`, the Runs form
     ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5,
-                   "reading_rule": None}
+                   "reading_rule": None, "decision_tokens": "answer"}
 
     @model_validator(mode="after")
     def _alpha(self):
@@ -121,6 +127,8 @@ class SFTRunConfig(CommandConfig):
             data.pop("align_alpha", None)
         if weighting != "answer-share":
             data.pop("answer_loss_share", None)
+        if self.target not in DECISION_TARGETS:
+            data.pop("decision_tokens", None)
         return data
 
     def identity(self, dataset_hash: str, processes: int = 1) -> str:

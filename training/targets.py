@@ -17,6 +17,11 @@ new export and no new audit is involved:
 ``rationale-answer-only``
     The free-form rows with the loss on the answer line only: the rationale is
     context, never a target (the limit of the weighting above).
+
+With ``decision_tokens: branch`` these two treat the rationale's *decision tokens*
+(its branch points: where a label-pure n-gram of the training rows first completes,
+:mod:`training.decision_tokens`) as part of the answer: weighted with it, or trained
+on with the answer line.
 ``answer-first``
     The answer line, then the free-form rationale. Scored at the first answer
     token, without generating.
