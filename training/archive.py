@@ -16,7 +16,7 @@ without them can be reported but not scored again (``evaluate`` says so).
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -91,10 +91,10 @@ def _record(run: TrainingRun, version: DatasetVersion, results: list[EvaluationR
 
 
 def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = False,
-         only: Callable[[str], Collection[str]] | None = None) -> dict:
+         run_ids: Collection[int] | None = None) -> dict:
     """Write every finished run of dataset version ``dataset`` into ``dest``; with
-    ``only``, just the runs whose config hash is in ``only(version's content hash)`` (a
-    grid's own runs: grids that share a version keep their archives apart).
+    ``run_ids``, just those runs (a grid's own runs, as its executor got them
+    back: grids that share a version keep their archives apart).
 
     Idempotent: a run whose record and files are unchanged is not rewritten, so the
     folder can be saved after every run and committed as it grows. Returns counts.
@@ -109,9 +109,9 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
         finished = session.execute(select(TrainingRun).where(
             TrainingRun.dataset_version_id == version.id,
             TrainingRun.status == RunStatus.finished).order_by(TrainingRun.id)).scalars().all()
-        if only is not None:
-            wanted = set(only(version.content_hash))
-            finished = [run for run in finished if run.config_hash in wanted]
+        if run_ids is not None:
+            wanted = set(run_ids)
+            finished = [run for run in finished if run.id in wanted]
         for run in finished:
             folder = Path(run.run_dir)
             results = session.execute(select(EvaluationResult).where(
@@ -122,7 +122,8 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
                 raise ArchiveError(f"run {run.id} has results stored outside its folder "
                                    f"({outside[0].predictions_path}); only results inside "
                                    f"{folder.name}/ can be archived")
-            keep, left = _files(folder, weights)
+            run_weights = weights  # this run's: an archived copy with weights keeps them
+            keep, left = _files(folder, run_weights)
             sources = {rel.as_posix(): folder / rel for rel in keep}
             target = dest / folder.name
             before = _read(target) if (target / RECORD).is_file() else None
@@ -134,9 +135,9 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
                         sources[rel] = target / rel
                 left = sorted(x for x in {*left, *before["left_out"]}
                               if x.split(" (")[0] not in sources)
-                weights = weights or before["weights"]
+                run_weights = run_weights or before["weights"]
             files = {rel: file_sha256(path) for rel, path in sorted(sources.items())}
-            record = _record(run, version, results, files, left, weights)
+            record = _record(run, version, results, files, left, run_weights)
             if before is not None and before == json.loads(json.dumps(record, default=str)):
                 unchanged.append(folder.name)
                 continue

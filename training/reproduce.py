@@ -5,8 +5,9 @@ cohort → label-conditioned rationales (free-form and step-by-step) → audit
 (label-only vs both rationale formats × sizes × seeds; few-shot k × with/without
 rationales) → a report in the study's style (Markdown and HTML).
 
-One config holds the data settings and several *scales* (``smoke`` for a CPU,
-``gpu`` for an accelerator); a scale only overrides grid fields.
+One config holds the data settings, a base grid and several *scales* (``smoke``,
+``cpu`` and ``cpu-balanced`` for a CPU, ``gpu`` for an accelerator); a scale overrides
+data and grid fields, starting from another scale's when it says ``based_on``.
 """
 
 import base64

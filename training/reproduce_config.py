@@ -40,7 +40,7 @@ class ReproduceConfig(CommandConfig):
         if scale not in self.scales:
             raise ConfigError(f"unknown scale {scale!r}; the config defines "
                               f"{', '.join(self.scales) or 'none'}")
-        over = self.overrides(scale)
+        over = self._overrides(scale)
         try:
             data = DataSettings.model_validate(_merge(self.data.model_dump(),
                                                       over.get("data", {})))
@@ -54,7 +54,7 @@ class ReproduceConfig(CommandConfig):
                               f"{exc.errors()[0]['msg']}") from exc
         return data, grid
 
-    def overrides(self, scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    def _overrides(self, scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         """Scale ``scale``'s overrides, those of the scale it is ``based_on`` first (so a
         variant states only what it changes)."""
         if scale not in self.scales:
@@ -68,13 +68,15 @@ class ReproduceConfig(CommandConfig):
             raise ConfigError(f"scale {scale!r} has unknown keys {sorted(unknown)}; a scale "
                               "holds data, grid, throughput and based_on")
         base = over.pop("based_on", None)
-        return _merge(self.overrides(base, (*seen, scale)), over) if base else over
+        if base is not None and not isinstance(base, str):
+            raise ConfigError(f"scale {scale!r}: based_on names one scale, not {base!r}")
+        return _merge(self._overrides(base, (*seen, scale)), over) if base else over
 
     def throughput(self, scale: str) -> "Throughput":
         from training.budget import Throughput
 
         self.resolve(scale)
-        block = self.overrides(scale).get("throughput")
+        block = self._overrides(scale).get("throughput")
         if block is None:
             raise ConfigError(f"scale {scale!r} has no throughput block; --dry-run needs the "
                               "measured speeds it divides by (see docs/reproduction.md)")

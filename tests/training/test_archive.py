@@ -114,13 +114,17 @@ def test_saving_again_rewrites_nothing(carried):
 
 def test_a_grid_archives_only_its_own_runs_of_a_shared_version(carried, tmp_path):
     """Two grids on one dataset version (the cpu scale and a mechanism grid, say) keep
-    their archives apart: a grid's archive gets the runs it plans, not the version's."""
+    their archives apart: a grid's archive gets the runs its executor ran or reused,
+    not every run of the version."""
+    from training.grid.experiment import run_experiment
+
     grid = _grid(carried["tiny_model"], carried["b"], tmp_path / "label-only")
     grid.sft.targets, grid.sft.pair_with = ["label"], ["label", "rationale-free"]  # same patients
     grid.fewshot = None
-    out = archive.save(carried["engine_b"], grid.archive, "t", only=grid.run_identities)
-    assert [name.split("-")[1] for name in out["written"]] == ["label"]
-    assert sorted(p.name for p in (tmp_path / "label-only").iterdir()) == out["written"]
+    messages: list[str] = []
+    run_experiment(carried["engine_b"], grid, on_stage=messages.append)
+    assert not any(m.startswith("training") for m in messages), messages  # reused
+    assert [p.name.split("-")[1] for p in (tmp_path / "label-only").iterdir()] == ["label"]
 
 
 def test_a_damaged_archive_restores_nothing(carried, tmp_path):

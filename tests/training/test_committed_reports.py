@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import roc_auc_score
 
-REPORTS = sorted(p for p in Path("docs/reports").iterdir() if (p / "predictions.csv").is_file())
+ROOT = Path(__file__).resolve().parents[2]
+REPORTS = sorted(p for p in (ROOT / "docs/reports").iterdir()
+                 if (p / "predictions.csv").is_file())
 KEY = ("run_id", "kind", "target", "scoring", "train_size", "seed", "k", "with_rationales")
 
 
 def _rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_the_committed_reports_are_found():
+    assert {p.name for p in REPORTS} >= {"reproduce-cpu", "reproduce-smoke", "mechanism-cpu"}
 
 
 @pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])

@@ -113,6 +113,10 @@ def test_a_scale_based_on_another_changes_only_what_it_states():
         "a": {"based_on": "nope"}}})
     with pytest.raises(ConfigError, match="'a' is based on 'nope'"):
         dangling.resolve("a")
+    listed = ReproduceConfig.model_validate({**cfg.model_dump(), "scales": {
+        "a": {"based_on": ["cpu"]}}})
+    with pytest.raises(ConfigError, match="based_on names one scale"):
+        listed.resolve("a")
 
 
 def test_the_report_says_what_kind_of_ratings_the_version_holds():

@@ -122,6 +122,11 @@ class CellBook:
         cell.left -= 1
         return cell.left == 0 and cell.error is None
 
+    def run_ids(self) -> set[int]:
+        """Every run a candidate of a cell came back with (trained or reused)."""
+        return {run_id for cell in self.cells for _, run_id, _ in cell.scores
+                if run_id is not None}
+
     def choose(self, i: int) -> tuple[int, list[int]]:
         """Cell ``i``'s chosen run, and the later seeds its choice lets start."""
         cell = self.cells[i]

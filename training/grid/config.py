@@ -129,13 +129,6 @@ class ExperimentGrid(CommandConfig):
                            "train_size": size, "seed": seed, "lora_r": rank}, candidates))
         return cells
 
-    def run_identities(self, dataset_hash: str) -> set[str]:
-        """The config hash of every run the grid may make on a version with
-        ``dataset_hash``: each SFT candidate of every cell, and each few-shot run."""
-        return ({cfg.identity(dataset_hash) for _, candidates in self.sft_cells()
-                 for cfg in candidates}
-                | {cfg.identity(dataset_hash) for cfg in self.fewshot_runs()})
-
     def paired_targets(self) -> list[str] | None:
         """The targets whose patients every run of a cell is drawn from (None: unpaired)."""
         if self.sft is None or not self.sft.pair_targets:

@@ -74,9 +74,9 @@ def _run_cell(engine: Engine, grid: ExperimentGrid, book: CellBook, i: int,
         except Exception as exc:  # noqa: BLE001 - a failed run fails its cell, not the grid
             book.fail(i, error_text(exc))
             rank = run_id = None
-        keep_archive(engine, grid)
-        tick()
         complete = book.trained(i, cfg, rank, run_id)
+        keep_archive(engine, grid, book.run_ids())
+        tick()
         if book.failed(i):  # a tuned cell short of a candidate is not kept
             return
     if not complete:
@@ -88,7 +88,7 @@ def _run_cell(engine: Engine, grid: ExperimentGrid, book: CellBook, i: int,
         book.fail(i, error_text(exc))
     else:
         book.scored(i)
-    keep_archive(engine, grid)
+    keep_archive(engine, grid, book.run_ids())
 
 
 def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerPool],
@@ -107,6 +107,6 @@ def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerP
             say(f"few-shot k={cfg.k} failed: {failures[-1].error}")
         else:
             entries.append(fewshot_entry(cfg, result.training_run_id))
-        keep_archive(engine, grid)
+        keep_archive(engine, grid, [entry["run_id"] for entry in entries])
         tick()
     return entries, failures

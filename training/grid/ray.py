@@ -179,9 +179,10 @@ class _Driver:
                 value, error = self.ray.get(ref), None
             except Exception as exc:  # noqa: BLE001 - a failed task fails its cell, not the grid
                 value, error = None, error_text(exc)
-            keep_archive(self.engine, self.grid)
             {"fewshot": self._fewshot_done, "candidate": self._candidate_done,
              "test": self._test_done}[what](payload, value, error)
+            keep_archive(self.engine, self.grid, self.book.run_ids() | {
+                entry["run_id"] for entry in self.fewshot_entries.values()})
             self._submit()
         entries = [self.fewshot_entries[n] for n in sorted(self.fewshot_entries)]
         return self.book.result(entries, self.fewshot_failures)

@@ -6,7 +6,7 @@ archive. The bookkeeping that says which candidates a cell trains and which it k
 lives here too, so that both runners choose alike and write the same selection.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -32,12 +32,13 @@ def restore_archive(engine: Engine, grid: ExperimentGrid, say: Callable[[str], N
             + "".join(f"; skipped {s}" for s in restored["skipped"]))
 
 
-def keep_archive(engine: Engine, grid: ExperimentGrid) -> None:
-    """What is finished survives this machine (commit the archive folder). Called by the
-    executor after each step, never inside one: Ray tasks run steps concurrently, and
-    one process (the driver) writes the archive."""
+def keep_archive(engine: Engine, grid: ExperimentGrid, run_ids: Collection[int]) -> None:
+    """What is finished survives this machine (commit the archive folder): the runs the
+    executor got back (``run_ids``; grids that share a dataset version keep their archives
+    apart). Called by the executor after each step, never inside one: Ray tasks run steps
+    concurrently, and one process (the driver) writes the archive."""
     if grid.archive:
-        archive.save(engine, grid.archive, grid.dataset, only=grid.run_identities)
+        archive.save(engine, grid.archive, grid.dataset, run_ids=run_ids)
 
 
 def tuning_key(factors: dict) -> tuple:

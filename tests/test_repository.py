@@ -1,0 +1,38 @@
+"""What the repository tracks: nothing a fresh checkout would trip over."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tracked() -> list[tuple[str, str]]:
+    """(mode, path) of every tracked file."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [(line.split()[0], line.split("\t", 1)[1]) for line in out.splitlines()]
+
+
+def test_no_tracked_link_points_outside_the_repository():
+    """A link to a path outside the checkout (say, a worktree's .venv pointing at the main
+    checkout's) replaces whatever is at that path wherever the commit is checked out."""
+    links = [path for mode, path in _tracked() if mode == "120000"]
+    outside = []
+    for path in links:
+        target = os.readlink(ROOT / path)
+        resolved = (ROOT / path).parent / target
+        if os.path.isabs(target) or not resolved.resolve().is_relative_to(ROOT):
+            outside.append(f"{path} -> {target}")
+    assert outside == []
+
+
+def test_no_environment_or_run_output_is_tracked():
+    tracked = [path for _, path in _tracked()]
+    assert [p for p in tracked if p.split("/")[0] in (".venv", "runs", "exports", "reports")] \
+        == []
