@@ -40,6 +40,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,10 @@ PASSED_ON = ("RATIONALE_AUDIT_", "HF_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_",
 NOT_PASSED_ON = frozenset({ADDRESS_VARIABLE, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
 # the Ray job's metadata that ties it to its row: the launch token and the database
 TOKEN_KEY, DATABASE_KEY = "rationale_audit_token", "rationale_audit_database"
+
+
+# how long a job is offered again to a cluster that refuses it as "try again later"
+SUBMIT_PATIENCE_SECONDS = 60.0
 
 
 class ClusterUnreachable(ConnectionError):
@@ -239,7 +244,7 @@ class RayJobRunner:
                           log_path=str(log_path), token=token)
         self.tracked[job.id] = submission_id
         try:
-            self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+            self._submit_patiently(entrypoint=entrypoint, submission_id=submission_id,
                                    runtime_env={"env_vars": env},
                                    entrypoint_num_cpus=self.cpus,
                                    entrypoint_num_gpus=self.gpus or None,
@@ -253,6 +258,23 @@ class RayJobRunner:
                 del self.tracked[job.id]
                 crud.end(session, job, RunStatus.failed,
                          error=f"the Ray cluster at {self.address} refused the job: {exc}")
+
+    def _submit_patiently(self, **submission) -> None:
+        """``submit_job``, tried again while the cluster says its refusal is transient (a
+        node whose job agent has not registered yet answers "No available agent to submit
+        job, please try again later"), for up to ``SUBMIT_PATIENCE_SECONDS``; any other
+        refusal, or the last transient one, is raised."""
+        deadline = time.monotonic() + SUBMIT_PATIENCE_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                self.client.submit_job(**submission)
+                return
+            except Exception as exc:
+                if ("try again later" not in str(exc) or time.monotonic() + delay > deadline
+                        or self._stop.wait(delay)):
+                    raise
+                delay = min(delay * 2, 5.0)
 
     def _follow(self, session: Session, job_id: int) -> None:
         from ray.job_submission import JobStatus
