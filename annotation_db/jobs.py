@@ -112,6 +112,16 @@ def dispatched(session: Session, executor: str, recent: int = 200) -> list[Job]:
     return sorted(rows, key=lambda job: job.id)
 
 
+def unclaim(session: Session, job: Job) -> None:
+    """Put a claimed job back in the queue, as it was before its claim (its dispatch did
+    not happen: the runner stopped first); a job cancelled meanwhile stays cancelled."""
+    session.execute(update(Job).where(Job.id == job.id, Job.status == RunStatus.running)
+                    .values(status=RunStatus.queued, started_at=None, executor="local",
+                            external_id=None, log_path=None, token=None))
+    session.commit()
+    session.refresh(job)
+
+
 def queued(session: Session) -> list[Job]:
     """Queued jobs, oldest first."""
     return list(session.execute(select(Job).where(Job.status == RunStatus.queued)

@@ -256,6 +256,9 @@ class RayJobRunner:
         except Exception as exc:
             if self._status(submission_id) is None:  # not accepted after all
                 del self.tracked[job.id]
+                if self._stop.is_set() and "try again later" in str(exc):
+                    crud.unclaim(session, job)  # the app stopped while the cluster waited
+                    return
                 crud.end(session, job, RunStatus.failed,
                          error=f"the Ray cluster at {self.address} refused the job: {exc}")
 

@@ -122,11 +122,13 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
                 raise ArchiveError(f"run {run.id} has results stored outside its folder "
                                    f"({outside[0].predictions_path}); only results inside "
                                    f"{folder.name}/ can be archived")
-            run_weights = weights  # this run's: an archived copy with weights keeps them
-            keep, left = _files(folder, run_weights)
-            sources = {rel.as_posix(): folder / rel for rel in keep}
             target = dest / folder.name
             before = _read(target) if (target / RECORD).is_file() else None
+            # this run's: an archived copy with weights keeps them (saved again, without
+            # --weights, by the grid after its next step), and no other run gets them
+            run_weights = weights or bool(before and before["weights"])
+            keep, left = _files(folder, run_weights)
+            sources = {rel.as_posix(): folder / rel for rel in keep}
             if before is not None:
                 # an archive only grows: files this machine lacks (weights saved elsewhere,
                 # say) stay as archived
@@ -135,7 +137,6 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
                         sources[rel] = target / rel
                 left = sorted(x for x in {*left, *before["left_out"]}
                               if x.split(" (")[0] not in sources)
-                run_weights = run_weights or before["weights"]
             files = {rel: file_sha256(path) for rel, path in sorted(sources.items())}
             record = _record(run, version, results, files, left, run_weights)
             if before is not None and before == json.loads(json.dumps(record, default=str)):

@@ -54,6 +54,10 @@ class LossWeighting:
     label_ids: tuple[int, ...] = ()
     decision_ngrams: frozenset[tuple[int, ...]] = frozenset()  # empty: the answer alone
     decision_rule: DecisionRule | None = None  # the rule that found them (for the record)
+    # rows restricted to their decision tokens and answer line (rationale-answer-only):
+    # every labelled token before the answer line is a decision token (the n-grams cannot
+    # be matched there any more: their other tokens are unlabelled)
+    decisions_labelled: bool = False
 
     @classmethod
     def for_target(cls, tokenizer, kind: str, *, alpha: float = 0.5,
@@ -82,9 +86,21 @@ class LossWeighting:
         the label word right after ``Final answer:``, or, with ``decision_ngrams``, a
         decision token."""
         mask = self.answer_token_mask(input_ids, targets)
+        if self.decisions_labelled:
+            return mask | self._labelled_before_answer_line(mask, targets)
         if self.decision_ngrams:
             mask |= decision_mask(targets, self.decision_ngrams)
         return mask
+
+    def _labelled_before_answer_line(self, answer, targets):
+        """Labelled positions before each row's ``Final answer:`` (the row's first answer
+        token less the prefix); none in a row without an answer token."""
+        import torch
+
+        first = answer.float().argmax(1, keepdim=True)
+        positions = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0)
+        return ((targets != IGNORE) & (positions < first - len(self.prefix_ids))
+                & answer.any(1, keepdim=True))
 
     def answer_token_mask(self, input_ids, targets):
         """True where the token predicted is the label word right after ``Final answer:``

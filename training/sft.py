@@ -329,6 +329,7 @@ def _loss_rows(tokenizer, config: SFTRunConfig, version, rows: list[dict]
         summary["decision_ngrams"] = found
         if spec.loss_on == "answer":
             tokenized = restrict_to_decisions(tokenized, ngrams, weighting.prefix_ids)
+            weighting = replace(weighting, decisions_labelled=True)
             summary.update(loss_token_tallies(tokenized))
     return tokenized, weighting, {**summary, **_checked_counts(weighting, tokenized,
                                                                 config.target)}

@@ -17,11 +17,6 @@ new export and no new audit is involved:
 ``rationale-answer-only``
     The free-form rows with the loss on the answer line only: the rationale is
     context, never a target (the limit of the weighting above).
-
-With ``decision_tokens: branch`` these two treat the rationale's *decision tokens*
-(its branch points: where a label-pure n-gram of the training rows first completes,
-:mod:`training.decision_tokens`) as part of the answer: weighted with it, or trained
-on with the answer line.
 ``answer-first``
     The answer line, then the free-form rationale. Scored at the first answer
     token, without generating.
@@ -37,6 +32,11 @@ on with the answer line.
     own length and weighted α and 1 − α (``align_alpha``; :mod:`training.loss`). Not
     an ablation: a rationale target that aims not to lose to label-only, trained in
     the main grid beside the study's three.
+
+With ``decision_tokens: branch``, ``rationale-weighted`` and ``rationale-answer-only``
+treat the rationale's *decision tokens* (its branch points: where a label-pure n-gram
+of the training rows first completes, :mod:`training.decision_tokens`) as part of the
+answer: weighted with it, or trained on with the answer line.
 
 Each target also says how a model trained on it is scored by default: *direct*
 (P(yes) right after the prompt and ``Final answer:``) or *generate* (write until

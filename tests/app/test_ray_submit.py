@@ -59,3 +59,52 @@ def test_stopping_the_runner_ends_the_wait():
     with pytest.raises(RuntimeError, match="try again later"):
         runner._submit_patiently(submission_id="s-4", entrypoint="true")
     assert cluster.calls == ["s-4"]
+
+
+class Refusing(Cluster):
+    """A cluster whose agent never comes up, and that knows no submitted job."""
+
+    def __init__(self):
+        super().__init__([RuntimeError(TRANSIENT)] * 100)
+
+    def get_job_status(self, submission_id):
+        raise RuntimeError("Request failed with status code 404: not found")
+
+
+def _job(engine):
+    from sqlmodel import Session
+
+    from annotation_db import jobs, users
+
+    with Session(engine) as s:
+        admin = users.create_user(s, username="ada", password="correct horse battery",
+                                  role="admin")
+        return jobs.enqueue(s, kind="sft", config={}, command="c", user=admin).id
+
+
+def test_a_job_refused_as_the_app_stops_goes_back_to_the_queue(engine, tmp_path):
+    """Stopping the app while the cluster says "try again later" is no verdict on the
+    job: it is queued again, for the next runner, as it was before it was claimed."""
+    from sqlmodel import Session
+
+    from annotation_db import jobs
+
+    runner = _runner(Refusing())
+    runner.engine, runner.jobs_dir, runner.workdir = engine, tmp_path, tmp_path
+    runner.cpus, runner.gpus, runner.kill_grace_seconds, runner.tracked = 1.0, 0.0, 10.0, {}
+    runner.address = "http://cluster"
+    job_id = _job(engine)
+    runner._stop.set()
+    with Session(engine) as s:
+        runner._submit(s, jobs.claim(s, job_id))
+        job = jobs.get_job(s, job_id)
+        assert (job.status, job.started_at, job.external_id, job.token) == (
+            "queued", None, None, None)
+        assert job.error is None and runner.tracked == {}
+    runner._stop.clear()  # the same refusal from a runner that is not stopping fails it
+    runner.client = Refusing()
+    runner.client.answers = [RuntimeError("status code 400: bad runtime_env")]
+    with Session(engine) as s:
+        runner._submit(s, jobs.claim(s, job_id))
+        job = jobs.get_job(s, job_id)
+        assert job.status == "failed" and "bad runtime_env" in job.error

@@ -62,7 +62,8 @@ def carried(tmp_path_factory, tiny_model):
     messages: list[str] = []
     second = run_experiment(engine_b, _grid(tiny_model, b, folder),
                             on_stage=messages.append)
-    return {"a": a, "b": b, "folder": folder, "engine_b": engine_b, "first": first,
+    return {"a": a, "b": b, "folder": folder, "engine_a": engine_a, "engine_b": engine_b,
+            "first": first,
             "second": second, "messages": messages, "tiny_model": tiny_model}
 
 
@@ -119,12 +120,29 @@ def test_a_grid_archives_only_its_own_runs_of_a_shared_version(carried, tmp_path
     from training.grid.experiment import run_experiment
 
     grid = _grid(carried["tiny_model"], carried["b"], tmp_path / "label-only")
+    grid.name = "label-only"  # its own report folder, not the fixture grid's
     grid.sft.targets, grid.sft.pair_with = ["label"], ["label", "rationale-free"]  # same patients
     grid.fewshot = None
     messages: list[str] = []
     run_experiment(carried["engine_b"], grid, on_stage=messages.append)
     assert not any(m.startswith("training") for m in messages), messages  # reused
     assert [p.name.split("-")[1] for p in (tmp_path / "label-only").iterdir()] == ["label"]
+
+
+def test_weights_saved_once_stay_and_go_to_no_other_run(carried, tmp_path):
+    """`archive save --weights` for one run, then the grid's own saves (no weights) after
+    its next steps: that run keeps its adapter, and the runs saved with it get none."""
+    with Session(carried["engine_a"]) as session:
+        sft = {r.target: r for r in session.execute(
+            select(TrainingRun).where(TrainingRun.kind == "sft")).scalars()}
+    folder = tmp_path / "weights"
+    archive.save(carried["engine_a"], folder, "t", weights=True, run_ids=[sft["label"].id])
+    archive.save(carried["engine_a"], folder, "t")
+    label, free = (folder / Path(sft[t].run_dir).name for t in ("label", "rationale-free"))
+    assert (label / "adapter").is_dir()
+    assert json.loads((label / archive.RECORD).read_text())["weights"] is True
+    assert not (free / "adapter").exists()
+    assert json.loads((free / archive.RECORD).read_text())["weights"] is False
 
 
 def test_a_damaged_archive_restores_nothing(carried, tmp_path):

@@ -194,6 +194,13 @@ def test_answer_only_loss_covers_exactly_the_decision_tokens_and_the_answer_line
         kept = [t for t in row["labels"] if t != IGNORE]
         assert kept == [OPENING[label][0], *PREFIX, YES if label else NO, END]
         assert row["input_ids"] == original["input_ids"]  # the rest stays context
+    # the accounting (and the diagnostics' answer part) finds the same decision tokens
+    # in the restricted rows as the n-grams find in the full ones
+    full = _weighting(decision_ngrams=ngrams)
+    counted = answer_counts(replace(full, decisions_labelled=True), restricted)
+    assert counted["decision_tokens"] == answer_counts(full, rows)["decision_tokens"] == len(rows)
+    assert counted["answer_tokens"] == 2 * len(rows)
+    assert counted["other_loss_tokens"] == (len(PREFIX) + 1) * len(rows)  # the answer line
     # no decision n-grams: the answer line alone, as `loss_on="answer"` has it
     kept = [t for t in restrict_to_decisions(rows[:1], frozenset(), PREFIX)[0]["labels"]
             if t != IGNORE]
@@ -451,3 +458,5 @@ def test_a_run_with_decision_tokens_records_them_and_trains(study, tiny_model, m
         weighted["loss_weighting"]["answer_share"], abs=1e-6)
     assert weighted["decision_tokens"] > 0 and weighted["rows_without_answer"] == 0
     assert only["loss_tokens"] < weighted["loss_tokens"]
+    # the answer-only run's record counts the same branch points as the n-grams found
+    assert only["decision_tokens"] == only["decision_ngrams"]["decision_tokens"] > 0
