@@ -91,9 +91,11 @@ def open_page(browser, url: str, viewport: Mapping[str, int] = VIEWPORT):
 
 def sign_in(page, username: str, password: str = PASSWORD, *, enter: bool = False) -> None:
     """Fills in the sign-in form and sends it: the Login button, or with ``enter`` the
-    keyboard (Enter in the password box). Waits for nothing."""
-    page.get_by_label("username").fill(username)
-    page.get_by_label("password").fill(password)
+    keyboard (Enter in the password box). Each field is checked to hold its value a moment
+    later (under load, a refused sign-in's reset of the form can land after the next
+    typing, and an empty field is sent: HTTP 422). Waits for nothing after sending."""
+    fill_settled(page.get_by_label("username"), username)
+    fill_settled(page.get_by_label("password"), password)
     if enter:
         page.get_by_label("password").press("Enter")
     else:

@@ -38,8 +38,29 @@ def cluster():
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+    _wait_for_the_job_agent(JobSubmissionClient(address))
     yield address
     ray.shutdown()
+
+
+def _wait_for_the_job_agent(client, timeout: float = 300) -> None:
+    """Until the node's job agent takes a job: it registers after the job API answers, and
+    on a machine busy with other tests that took over the app's own 60 s of patience
+    (the full suite, twice on 2026-12-06). A trivial job, submitted until accepted, then
+    waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe = client.submit_job(entrypoint="true")
+            break
+        except Exception as exc:
+            if "try again later" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    while str(client.get_job_status(probe).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the cluster's probe job {probe} did not end")
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
