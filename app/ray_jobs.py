@@ -66,6 +66,12 @@ TOKEN_KEY, DATABASE_KEY = "rationale_audit_token", "rationale_audit_database"
 SUBMIT_PATIENCE_SECONDS = 60.0
 
 
+def transient_refusal(exc: BaseException) -> bool:
+    """Whether the cluster called its refusal transient (a node whose job agent has not
+    registered yet answers "No available agent to submit job, please try again later")."""
+    return "try again later" in str(exc)
+
+
 class ClusterUnreachable(ConnectionError):
     """The job API did not answer (a network blip, a restarting dashboard): retry later."""
 
@@ -256,16 +262,15 @@ class RayJobRunner:
         except Exception as exc:
             if self._status(submission_id) is None:  # not accepted after all
                 del self.tracked[job.id]
-                if self._stop.is_set() and "try again later" in str(exc):
+                if self._stop.is_set() and transient_refusal(exc):
                     crud.unclaim(session, job)  # the app stopped while the cluster waited
                     return
                 crud.end(session, job, RunStatus.failed,
                          error=f"the Ray cluster at {self.address} refused the job: {exc}")
 
     def _submit_patiently(self, **submission) -> None:
-        """``submit_job``, tried again while the cluster says its refusal is transient (a
-        node whose job agent has not registered yet answers "No available agent to submit
-        job, please try again later"), for up to ``SUBMIT_PATIENCE_SECONDS``; any other
+        """``submit_job``, tried again while the cluster says its refusal is transient
+        (:func:`transient_refusal`), for up to ``SUBMIT_PATIENCE_SECONDS``; any other
         refusal, or the last transient one, is raised."""
         deadline = time.monotonic() + SUBMIT_PATIENCE_SECONDS
         delay = 0.5
@@ -274,7 +279,7 @@ class RayJobRunner:
                 self.client.submit_job(**submission)
                 return
             except Exception as exc:
-                if ("try again later" not in str(exc) or time.monotonic() + delay > deadline
+                if (not transient_refusal(exc) or time.monotonic() + delay > deadline
                         or self._stop.wait(delay)):
                     raise
                 delay = min(delay * 2, 5.0)

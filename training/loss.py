@@ -40,9 +40,7 @@ them together the share ``s``, and the diagnostics' answer part is theirs. Left 
 from dataclasses import dataclass
 
 from annotation_db.student_task import ANSWER_PREFIX
-from training.decision_tokens import DecisionRule, decision_mask, ngram_hash
-
-IGNORE = -100
+from training.decision_tokens import IGNORE, DecisionRule, decision_mask, ngram_hash
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from annotation_db import jobs
 from annotation_db.models import Job, TrainingRun
 from annotation_db.session import make_engine
+from app.ray_jobs import transient_refusal
 from tests.app.test_runs import sft_form, wait_for
 from tests.helpers import add_users, audited_version, client, free_port
 
@@ -54,7 +55,7 @@ def _wait_for_the_job_agent(client, timeout: float = 300) -> None:
             probe = client.submit_job(entrypoint="true")
             break
         except Exception as exc:
-            if "try again later" not in str(exc) or time.monotonic() > deadline:
+            if not transient_refusal(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(2)
     while str(client.get_job_status(probe).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
