@@ -14,6 +14,7 @@ from annotation_db.session import make_engine
 from app.ray_jobs import transient_refusal
 from tests.app.test_runs import sft_form, wait_for
 from tests.helpers import add_users, audited_version, client, free_port
+from tests.ray_head import ray_head
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 pytest.importorskip("ray.job_submission")
@@ -22,26 +23,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A 2-CPU Ray cluster on loopback with its dashboard (the job API); yields its URL."""
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                       dashboard_port=free_port(), log_to_driver=False,
-                       _node_ip_address="127.0.0.1")
-    address = f"http://{context.dashboard_url}"
+def cluster(tmp_path_factory):
+    """A 2-CPU Ray head on loopback with its dashboard (the job API); yields its URL."""
     from ray.job_submission import JobSubmissionClient
 
-    deadline = time.monotonic() + 60  # the job API answers a little after init returns
-    while True:
-        try:
-            JobSubmissionClient(address).list_jobs()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    _wait_for_the_job_agent(JobSubmissionClient(address))
-    yield address
-    ray.shutdown()
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    with ray_head(log) as head:
+        _wait_for_the_job_agent(JobSubmissionClient(head.dashboard_url))
+        yield head.dashboard_url
 
 
 def _wait_for_the_job_agent(client, timeout: float = 300) -> None:

@@ -36,7 +36,8 @@ def test_every_reported_auroc_matches_its_committed_predictions(report):
         if not result["auroc"]:
             continue
         key = tuple(result.get(k, "") for k in KEY)
-        assert key in scored, f"{report.name}: no predictions for {dict(zip(KEY, key))}"
+        named = dict(zip(KEY, key, strict=True))
+        assert key in scored, f"{report.name}: no predictions for {named}"
         labels, scores = scored[key]
         assert len(labels) == int(result["n_test"])
         assert roc_auc_score(labels, scores) == pytest.approx(float(result["auroc"]), abs=5e-5)

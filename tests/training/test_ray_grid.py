@@ -10,17 +10,22 @@ from sqlmodel import Session
 
 from annotation_db.models import TrainingRun
 from tests.helpers import audited_version
+from tests.ray_head import ray_head
 from training import runs
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
+def cluster(tmp_path_factory):
+    """A 2-CPU Ray head of this module's own (tests/ray_head.py says why), joined here."""
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    with ray_head(log, dashboard=False) as head:
+        ray.init(address=head.address, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def _grid(tiny_model, root: Path):

@@ -42,8 +42,9 @@ class Executor(BaseModel):
 
     kind: Literal["local", "ray"] = Field("local", description="local: one run after another "
                                           "in this process; ray: each run a Ray task")
-    address: str | None = Field(None, description="a running Ray cluster (ray://host:10001 "
-                                "or auto); none: a local Ray instance for this command")
+    address: str | None = Field(None, description="a running Ray cluster (ray://host:10001, "
+                                "or auto: $RAY_ADDRESS or this machine's latest ray start); "
+                                "none: a new local Ray instance for this command")
     max_concurrent: int | None = Field(None, ge=1, description="at most this many tasks at "
                                        "once (default: as many as the resources allow)")
 
@@ -106,7 +107,8 @@ def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int
 
 
 def ray_runner(executor: Executor) -> Callable[..., GridResult]:
-    """The ``runner`` for :func:`training.grid.experiment.run_experiment` that ``executor`` names."""
+    """The ``runner`` for :func:`training.grid.experiment.run_experiment` that ``executor``
+    names."""
     if executor.kind == "local":
         from training.grid.local import run_grid
 
@@ -128,12 +130,19 @@ def run_grid_ray(engine: Engine, grid: ExperimentGrid, executor: Executor, *,
         url = f"sqlite:///{Path(url[len('sqlite:///'):]).resolve()}"
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=executor.address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=ray_address(executor), include_dashboard=False, log_to_driver=False)
     try:
         return _Driver(ray, engine, (os.getcwd(), url), grid, executor, say, tick).run()
     finally:
         if started_here:
             ray.shutdown()
+
+
+def ray_address(executor: Executor) -> str:
+    """What ``ray.init`` is given. No address means a new local instance, as documented:
+    Ray's own default would join whatever cluster ``RAY_ADDRESS`` or the machine's last
+    ``ray start`` names (even one long gone); ``auto`` asks for that explicitly."""
+    return executor.address or "local"
 
 
 def _remote_tasks(ray, grid: ExperimentGrid) -> dict:
