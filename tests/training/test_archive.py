@@ -207,3 +207,36 @@ def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
     assert rows["SFT training"]["reused"] == 2 and rows["SFT training"]["seconds"] == 0
     assert rows["few-shot"]["reused"] == 1 and rows["few-shot"]["seconds"] == 0
     assert rows["data"]["seconds"] == 30  # the archive holds runs, not the dataset
+
+
+def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp_path):
+    """A fresh machine restores runs without weights; the grid has since gained a test
+    scoring for rationale models (as the cpu scale gained sampled scoring). The chosen
+    rationale run is retrained under its own identity, then scored in both ways from the
+    same weights; the label run, which needs nothing new, is reused as it is."""
+    from training.grid.experiment import run_experiment
+
+    folder = tmp_path / "archive"
+    shutil.copytree(carried["folder"], folder)  # the fixture's archive stays as it was
+    c = tmp_path / "machine-c"
+    c.mkdir()
+    engine = audited_version(f"sqlite:///{c / 'db.sqlite'}", c / "exports")
+    grid = _grid(carried["tiny_model"], c, folder)
+    grid.fewshot, grid.extra_scorings = None, ["direct"]
+    messages: list[str] = []
+    report = run_experiment(engine, grid, on_stage=messages.append)
+
+    retrained = [m for m in messages if "restored without its weights" in m]
+    assert len(retrained) == 1 and "missing test (direct)" in retrained[0], messages
+    with Session(engine) as session:
+        runs = {r.target: r for r in session.execute(
+            select(TrainingRun).where(TrainingRun.kind == "sft")).scalars()}
+        scored = {(e.training_run_id, e.split, e.scoring) for e in session.execute(
+            select(EvaluationResult)).scalars()}
+    assert (Path(runs["rationale-free"].run_dir) / "adapter").is_dir()
+    assert not (Path(runs["label"].run_dir) / "adapter").exists()  # reused, not retrained
+    rationale = runs["rationale-free"].id
+    assert {(rationale, "test", "auto"), (rationale, "test", "direct")} <= scored
+    rows = [r for r in _results(Path(report["folder"])) if r["target"] == "rationale-free"]
+    assert sorted(r["scoring"] for r in rows) == ["direct", "generate"]
+    assert all(r["auroc"] for r in rows)

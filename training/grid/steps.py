@@ -7,11 +7,12 @@ lives here too, so that both runners choose alike and write the same selection.
 """
 
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.models import EvaluationResult
+from annotation_db.models import EvaluationResult, TrainingRun
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
 from training.fewshot_config import FewShotConfig
@@ -68,18 +69,66 @@ def waits_for_first_seed(grid: ExperimentGrid, factors: dict, candidates: list) 
 def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
           scoring: str | None, pool: ScorerPool, say: Callable[[str], None]
           ) -> EvaluationResult:
-    """The run's stored result under the grid's evaluation settings, scored if missing."""
+    """The run's stored result under the grid's evaluation settings, scored if missing
+    (a run restored without its weights is retrained first)."""
     evaluation = grid.evaluate_config(split, scoring)
     with Session(engine) as session:
         result = _result(session, run_id, split, evaluation.settings_hash(), evaluation.scoring)
-    return result or evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
+    if result is not None:
+        return result
+    retrain_if_weightless(engine, run_id, f"to score it on {split}", say)
+    return evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
+
+
+def _missing(session: Session, grid: ExperimentGrid, run_id: int, split: str,
+             scorings: list[str | None]) -> list[str]:
+    found = []
+    for scoring in scorings:
+        evaluation = grid.evaluate_config(split, scoring)
+        if _result(session, run_id, split, evaluation.settings_hash(),
+                   evaluation.scoring) is None:
+            found.append(f"{split} ({evaluation.scoring})")
+    return found
+
+
+def retrain_if_weightless(engine: Engine, run_id: int, why: str,
+                          say: Callable[[str], None]) -> None:
+    """Retrain a finished run whose adapter is gone (an archive restored without weights)
+    before it is scored anew. Its identity is unchanged; ``force`` discards its stored
+    results, which belonged to the weights that are gone, so each is scored again from
+    the new weights when the grid asks for it."""
+    with Session(engine) as session:
+        run = session.get(TrainingRun, run_id)
+        if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
+            return
+        # its folder on this machine: the stored runs_dir may be another machine's
+        config = SFTRunConfig.model_validate(
+            {**run.config, "runs_dir": str(Path(run.run_dir).parent)})
+        config_hash = run.config_hash
+    say(f"run {run_id} was restored without its weights; retraining it {why}")
+    retrained = train(engine, config, on_stage=say, force=True)
+    if retrained.config_hash != config_hash:  # a config that no longer hashes alike
+        raise runs.RunError(f"run {run_id} could not be retrained as itself: its stored "
+                            f"config now gives identity {retrained.config_hash[:12]}")
 
 
 def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
                     pool: ScorerPool, say: Callable[[str], None]) -> tuple[tuple, int]:
     """Train one candidate (reused when finished) and, when the cell is tuned, score it
-    on validation; returns (its rank key, run id)."""
+    on validation; returns (its rank key, run id).
+
+    A reused run restored without its weights is retrained *before* its validation score
+    when the grid needs a score it lacks: its validation score, or, for a candidate the
+    cell chose before (it has a test score), a test scoring added since. So the cell's
+    choice and its test scores come from the same weights."""
     run = train(engine, cfg, on_stage=say)
+    with Session(engine) as session:
+        chosen_before = _result(session, run.id, "test") is not None
+        missing = (_missing(session, grid, run.id, "validation", [None]) if tuned else []) + (
+            _missing(session, grid, run.id, "test", [None, *grid.scorings_for(cfg.target)])
+            if chosen_before else [])
+    if missing:
+        retrain_if_weightless(engine, run.id, f"for its missing {', '.join(missing)}", say)
     if not tuned:
         return (True, 0.0), run.id
     val = score(engine, grid, run.id, "validation", None, pool, say)
