@@ -208,10 +208,11 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
         if force:
             say(f"--force: discarding earlier checkpoints and results in {run_dir}")
             _clear_outputs(run_dir)
-            runs.forget_evaluations(session, config_hash)
         run = runs.begin(session, kind="sft", target=config.target, base_model=config.base_model,
                          config=config.model_dump(mode="json"), config_hash=config_hash,
                          run_dir=run_dir, dataset_version_id=version.id)
+        if force:  # once the row says running: an archive saved meanwhile skips it
+            runs.forget_evaluations(session, config_hash)
         if on_run is not None:
             on_run(run)
         try:

@@ -89,22 +89,35 @@ def open_page(browser, url: str, viewport: Mapping[str, int] = VIEWPORT):
     return page
 
 
-def sign_in(page, username: str, password: str = PASSWORD, *, enter: bool = False) -> None:
-    """Fills in the sign-in form and sends it: the Login button, or with ``enter`` the
-    keyboard (Enter in the password box). Each field is checked to hold its value a moment
-    later (under load, a refused sign-in's reset of the form can land after the next
-    typing, and an empty field is sent: HTTP 422). Waits for nothing after sending."""
+def sign_in(page, username: str, password: str = PASSWORD, *, enter: bool = False) -> int:
+    """Fills in the sign-in form, sends it (the Login button, or with ``enter`` the
+    keyboard: Enter in the password box) and waits for the server's answer to that
+    request; returns its HTTP status.
+
+    Waiting for the answer matters: a failed sign-in is answered after a growing delay,
+    and the page resets its form when the answer lands. A caller that typed the next
+    attempt before then (its "Incorrect Credentials" still showing from the attempt
+    before) had its fields emptied and sent them empty: HTTP 422, in the full suite
+    twice on 2026-12-06. Each field is also checked to hold its value a moment after
+    typing."""
+    def is_sign_in(response) -> bool:
+        return (response.request.method == "POST"
+                and response.url.split("?")[0].rstrip("/").endswith("/login"))
+
     fill_settled(page.get_by_label("username"), username)
     fill_settled(page.get_by_label("password"), password)
-    if enter:
-        page.get_by_label("password").press("Enter")
-    else:
-        page.get_by_role("button", name="Login").click()
+    with page.expect_response(is_sign_in, timeout=60_000) as answer:
+        if enter:
+            page.get_by_label("password").press("Enter")
+        else:
+            page.get_by_role("button", name="Login").click()
+    return answer.value.status
 
 
 def log_in(browser, url: str, username: str, *, viewport: Mapping[str, int] = VIEWPORT,
            enter: bool = False):
-    """A new page signed in as ``username`` (see :func:`sign_in`); waits for nothing."""
+    """A new page signed in as ``username`` (see :func:`sign_in`): the server has answered
+    the sign-in; the app's page may still be loading."""
     page = open_page(browser, url, viewport)
     sign_in(page, username, enter=enter)
     return page

@@ -231,9 +231,12 @@ def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp
     with Session(engine) as session:
         runs = {r.target: r for r in session.execute(
             select(TrainingRun).where(TrainingRun.kind == "sft")).scalars()}
-        scored = {(e.training_run_id, e.split, e.scoring) for e in session.execute(
-            select(EvaluationResult)).scalars()}
+        results = list(session.execute(select(EvaluationResult)).scalars())
+    scored = {(e.training_run_id, e.split, e.scoring) for e in results}
     assert (Path(runs["rationale-free"].run_dir) / "adapter").is_dir()
+    # every score of the retrained run is from its new weights, the greedy one included
+    assert all(e.created_at >= runs["rationale-free"].finished_at for e in results
+               if e.training_run_id == runs["rationale-free"].id)
     assert not (Path(runs["label"].run_dir) / "adapter").exists()  # reused, not retrained
     rationale = runs["rationale-free"].id
     assert {(rationale, "test", "auto"), (rationale, "test", "direct")} <= scored

@@ -12,8 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_no_address_starts_a_local_instance_even_when_ray_address_names_a_dead_cluster(
-        monkeypatch):
+        monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # nothing listens there
+    # Ray 2.60 would turn token auth on for this worker process and write ~/.ray/auth_token
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("HOME", str(tmp_path))
     ray.init(address=ray_address(Executor(kind="ray")), num_cpus=1,
              include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:

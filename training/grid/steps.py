@@ -94,22 +94,33 @@ def _missing(session: Session, grid: ExperimentGrid, run_id: int, split: str,
 def retrain_if_weightless(engine: Engine, run_id: int, why: str,
                           say: Callable[[str], None]) -> None:
     """Retrain a finished run whose adapter is gone (an archive restored without weights)
-    before it is scored anew. Its identity is unchanged; ``force`` discards its stored
-    results, which belonged to the weights that are gone, so each is scored again from
-    the new weights when the grid asks for it."""
+    before it is scored anew. Its identity is unchanged (checked before training); its
+    folder and model cache are this machine's; ``force`` discards its stored results,
+    which belonged to the weights that are gone, so each is scored again from the new
+    weights when the grid asks for it.
+
+    A cell's choice is of a configuration (learning rate, epochs), made on validation;
+    the retrained run is that configuration trained again with the same seed and data,
+    so its test scores are the chosen configuration's. A later pass re-scores the
+    retrained run's validation, and the cell chooses again on those scores."""
+    from annotation_db.models import DatasetVersion
+
     with Session(engine) as session:
         run = session.get(TrainingRun, run_id)
         if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
             return
-        # its folder on this machine: the stored runs_dir may be another machine's
+        stored = {k: v for k, v in run.config.items() if k != "cache_dir"}
         config = SFTRunConfig.model_validate(
-            {**run.config, "runs_dir": str(Path(run.run_dir).parent)})
-        config_hash = run.config_hash
+            {**stored, "runs_dir": str(Path(run.run_dir).parent)})
+        version = session.get(DatasetVersion, run.dataset_version_id)
+        if config.identity(version.content_hash) != run.config_hash:
+            raise runs.RunError(
+                f"run {run_id} has no adapter in {run.run_dir}, and its stored config no "
+                "longer gives its identity (made by another version of the trainer or with "
+                "several processes?): it cannot be retrained as itself; its stored results "
+                "stay usable")
     say(f"run {run_id} was restored without its weights; retraining it {why}")
-    retrained = train(engine, config, on_stage=say, force=True)
-    if retrained.config_hash != config_hash:  # a config that no longer hashes alike
-        raise runs.RunError(f"run {run_id} could not be retrained as itself: its stored "
-                            f"config now gives identity {retrained.config_hash[:12]}")
+    train(engine, config, on_stage=say, force=True)
 
 
 def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
@@ -123,7 +134,8 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
     choice and its test scores come from the same weights."""
     run = train(engine, cfg, on_stage=say)
     with Session(engine) as session:
-        chosen_before = _result(session, run.id, "test") is not None
+        own_test = grid.evaluate_config("test")
+        chosen_before = _result(session, run.id, "test", None, own_test.scoring) is not None
         missing = (_missing(session, grid, run.id, "validation", [None]) if tuned else []) + (
             _missing(session, grid, run.id, "test", [None, *grid.scorings_for(cfg.target)])
             if chosen_before else [])
