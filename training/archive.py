@@ -258,6 +258,7 @@ def finished_work(src: str | Path, dataset: str) -> dict | None:
     if not src.is_dir():
         return None
     done: dict[str, set] = {}
+    weightless: set[str] = set()  # restored without weights: retrained if scored anew
     version_hash = None
     for folder in sorted(src.iterdir()):
         if not (folder / RECORD).is_file() or folder.name.startswith("."):
@@ -269,5 +270,7 @@ def finished_work(src: str | Path, dataset: str) -> dict | None:
         done[record["config_hash"]] = {
             (ev["split"], ev["scoring"], (ev["metrics"] or {}).get("settings_hash"))
             for ev in record["evaluations"]}
-    return ({"version_hash": version_hash, "runs": done, "data_done": False}
-            if version_hash else None)
+        if record.get("kind", "sft") == "sft" and not record.get("weights"):
+            weightless.add(record["config_hash"])
+    return ({"version_hash": version_hash, "runs": done, "data_done": False,
+             "weightless": weightless} if version_hash else None)

@@ -101,7 +101,8 @@ def sample_token_counts(data, grid) -> dict:
 def finished_work(engine, grid) -> dict | None:
     """What a database already holds for ``grid``: its dataset version's hash, and per
     finished SFT or few-shot run (by config hash) the results it has as (split, scoring, settings
-    hash). None when the dataset version does not exist there yet."""
+    hash), and which finished SFT runs have no weights here (``weightless``). None when the
+    dataset version does not exist there yet."""
     from sqlalchemy import inspect, select, text
     from sqlmodel import Session
 
@@ -117,9 +118,13 @@ def finished_work(engine, grid) -> dict | None:
             DatasetVersion.name == grid.dataset)).scalars().first()
         if version is None:
             return None
-        done: dict[str, set] = {run.config_hash: set() for run in session.execute(
+        finished_runs = list(session.execute(
             select(TrainingRun).where(TrainingRun.status == RunStatus.finished,
-                                      TrainingRun.dataset_version_id == version.id)).scalars()}
+                                      TrainingRun.dataset_version_id == version.id)).scalars())
+        done: dict[str, set] = {run.config_hash: set() for run in finished_runs}
+        # SFT runs restored without their weights: retrained if scored anew
+        weightless = {run.config_hash for run in finished_runs if run.kind == "sft"
+                      and not (Path(run.run_dir) / "adapter").is_dir()}
         for row in session.execute(text(
                 "SELECT r.config_hash, e.split, e.metrics"
                 + (", e.scoring" if has_scoring else "") + " FROM evaluation_result e "
@@ -128,7 +133,7 @@ def finished_work(engine, grid) -> dict | None:
             if row[0] in done:
                 done[row[0]].add((row[1], row[3] if has_scoring else "auto",
                                   metrics.get("settings_hash")))
-        return {"version_hash": version.content_hash, "runs": done}
+        return {"version_hash": version.content_hash, "runs": done, "weightless": weightless}
 
 
 def estimate(data, grid, throughput: Throughput, tokens: dict,
@@ -193,8 +198,11 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
     tuned = len(candidates) > 1
     if tuned and grid.sft.tune_with_first_seed and factors["seed"] != grid.sft.seeds[0]:
         candidates = candidates[:1]  # the first seed's choice only
+    retrained = [c for c in candidates if _must_retrain(  # scored on validation if several
+        grid, finished, c, len(candidates) > 1, factors["target"])]
     for cfg in candidates:
-        if finished and cfg.identity(finished["version_hash"]) in runs_done:
+        if finished and cfg.identity(finished["version_hash"]) in runs_done \
+                and cfg not in retrained:
             sft["runs"] += 1
             sft["reused"] += 1
             if len(candidates) > 1:
@@ -206,12 +214,26 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
         if len(candidates) > 1:
             _score(scoring, t, n_val, target, generates)
     # the chosen candidate is scored on test: count it reused if any candidate is
+    kept = [c for c in candidates if c not in retrained]  # a retrained run's results go
     _score(scoring, t, n_test, target, generates,
-           reused=any(_stored(grid, finished, c, "test") for c in candidates))
+           reused=any(_stored(grid, finished, c, "test") for c in kept))
     for variant in grid.scorings_for(factors["target"]):
         samples = grid.evaluation.n_samples if variant == "sampled" else 0
         _score(scoring, t, n_test, target, variant == "sampled", samples=samples,
-               reused=any(_stored(grid, finished, c, "test", variant) for c in candidates))
+               reused=any(_stored(grid, finished, c, "test", variant) for c in kept))
+
+
+def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) -> bool:
+    """The rule of :func:`training.grid.steps.train_candidate`: a finished run without
+    its weights is trained again when the grid needs its validation score (tuned) or,
+    chosen before, a test scoring it lacks."""
+    if not finished or cfg.identity(finished["version_hash"]) not in finished.get(
+            "weightless", set()):
+        return False
+    if tuned and not _stored(grid, finished, cfg, "validation"):
+        return True
+    return _stored(grid, finished, cfg, "test") and not all(
+        _stored(grid, finished, cfg, "test", v) for v in grid.scorings_for(target))
 
 
 def _add_training(sft: dict, cfg, t: Throughput, target: dict, label: dict, patients: int,

@@ -67,7 +67,11 @@ def _union(a: dict | None, b: dict | None) -> dict | None:
     runs = {h: set(r) for h, r in a["runs"].items()}
     for h, results in b["runs"].items():
         runs.setdefault(h, set()).update(results)
-    return {"version_hash": a["version_hash"], "runs": runs,
+    # the database knows whether a run it holds has its weights here; a run only the
+    # archive holds has them if the archive kept them
+    weightless = set(a.get("weightless", ())) | {
+        h for h in b.get("weightless", ()) if h not in a["runs"]}
+    return {"version_hash": a["version_hash"], "runs": runs, "weightless": weightless,
             "data_done": a.get("data_done", True) or b.get("data_done", True)}
 
 

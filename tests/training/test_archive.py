@@ -207,6 +207,14 @@ def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
     assert rows["SFT training"]["reused"] == 2 and rows["SFT training"]["seconds"] == 0
     assert rows["few-shot"]["reused"] == 1 and rows["few-shot"]["seconds"] == 0
     assert rows["data"]["seconds"] == 30  # the archive holds runs, not the dataset
+    # a test scoring added since: the archived rationale run has no weights, so it is
+    # costed as trained again, as the grid will do; the label run stays free
+    weightless = archive.finished_work(carried["folder"], "t")["weightless"]
+    assert len(weightless) == 2 and weightless < set(finished["runs"])  # the two SFT runs
+    grid.extra_scorings = ["direct"]
+    rows = {r["stage"].split(":")[0]: r for r in estimate(
+        DataSettings(n=60, dataset="t"), grid, speed, tokens, finished)}
+    assert rows["SFT training"]["reused"] == 1 and rows["SFT training"]["seconds"] > 0
 
 
 def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp_path):

@@ -125,3 +125,37 @@ def test_the_per_epoch_validation_pass_is_costed_as_forward_only_training_work()
     added = _stage(estimate(data, with_validation, SPEED, TOKENS), "SFT training")
     # one epoch, 10 validation prompts of 100 tokens, at 3 × the 100 training tokens/s
     assert added["seconds"] - without["seconds"] == pytest.approx(1 * 10 * 100 / 300)
+
+
+def test_a_run_without_weights_that_must_be_scored_anew_is_costed_as_trained_again():
+    """As the grid does (training/grid/steps.py): the rationale run, chosen before and
+    lacking the sampled scoring, is trained again and scored again in both ways; the
+    label run, which needs nothing new, stays free although its weights are gone too."""
+    data = DataSettings(n=100, dataset="v")
+    grid = _grid(targets=["label", "rationale-free"])
+    (_, [label]), (_, [free]) = grid.sft_cells()
+    test = grid.evaluate_config("test")
+    finished = {"version_hash": "h", "runs": {
+        label.identity("h"): {("test", "auto", test.settings_hash())},
+        free.identity("h"): {("test", "auto", test.settings_hash())}},
+        "weightless": {label.identity("h"), free.identity("h")}}
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"], training["tokens"]) == (2, 1, 10 * 150)
+    assert (scoring["runs"], scoring["reused"]) == (3, 1)  # greedy and sampled again
+    assert scoring["generations"] == 20 + 20 * 3
+
+
+def test_a_later_seed_reusing_the_first_seeds_choice_needs_no_validation_score():
+    """Seed 1 trains only seed 0's chosen configuration and is not scored on validation:
+    its weightless run, scored on test in every way the grid asks, stays free."""
+    data = DataSettings(n=100, dataset="v")
+    grid = _grid(targets=["label"], seeds=[0, 1], learning_rates=[1e-3, 2e-3])
+    assert grid.sft.tune_with_first_seed
+    (_, first), (_, later) = grid.sft_cells()
+    test = grid.evaluate_config("test")
+    finished = {"version_hash": "h", "runs": {
+        later[0].identity("h"): {("test", "auto", test.settings_hash())}},
+        "weightless": {later[0].identity("h")}}
+    training = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT training")
+    assert (training["runs"], training["reused"]) == (len(first) + 1, 1)
