@@ -51,14 +51,21 @@ def test_costs_follow_tokens_targets_and_scoring_variants():
     assert _stage(rows, "data")["seconds"] == 50
 
 
-def test_a_finished_run_and_its_stored_results_cost_nothing():
-    data = DataSettings(n=100, dataset="v")
+def _scored_greedy_on_test(*, weightless: bool = False) -> tuple:
+    """A label and a rationale-free run, each finished with its greedy test result (and
+    with ``weightless``, restored without weights); (data, grid, finished)."""
     grid = _grid(targets=["label", "rationale-free"])
     (_, [label]), (_, [free]) = grid.sft_cells()
     test = grid.evaluate_config("test")
-    finished = {"version_hash": "h", "runs": {
-        label.identity("h"): {("test", "auto", test.settings_hash())},
-        free.identity("h"): {("test", "auto", test.settings_hash())}}}
+    hashes = [label.identity("h"), free.identity("h")]
+    finished = {"version_hash": "h",
+                "runs": {h: {("test", "auto", test.settings_hash())} for h in hashes},
+                "weightless": set(hashes) if weightless else set()}
+    return DataSettings(n=100, dataset="v"), grid, finished
+
+
+def test_a_finished_run_and_its_stored_results_cost_nothing():
+    data, grid, finished = _scored_greedy_on_test()
     rows = estimate(data, grid, SPEED, TOKENS, finished)
     training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
     assert (training["runs"], training["reused"], training["seconds"]) == (2, 2, 0)
@@ -131,14 +138,7 @@ def test_a_run_without_weights_that_must_be_scored_anew_is_costed_as_trained_aga
     """As the grid does (training/grid/steps.py): the rationale run, chosen before and
     lacking the sampled scoring, is trained again and scored again in both ways; the
     label run, which needs nothing new, stays free although its weights are gone too."""
-    data = DataSettings(n=100, dataset="v")
-    grid = _grid(targets=["label", "rationale-free"])
-    (_, [label]), (_, [free]) = grid.sft_cells()
-    test = grid.evaluate_config("test")
-    finished = {"version_hash": "h", "runs": {
-        label.identity("h"): {("test", "auto", test.settings_hash())},
-        free.identity("h"): {("test", "auto", test.settings_hash())}},
-        "weightless": {label.identity("h"), free.identity("h")}}
+    data, grid, finished = _scored_greedy_on_test(weightless=True)
     rows = estimate(data, grid, SPEED, TOKENS, finished)
     training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
     assert (training["runs"], training["reused"], training["tokens"]) == (2, 1, 10 * 150)
