@@ -94,8 +94,8 @@ def _started(log: Path, *, num_cpus: int, dashboard: bool, timeout: float
                "--min-worker-port", "0", "--max-worker-port", "0"]  # random, as ray.init
     for flag, port in ports.items():
         command += [flag, str(port)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # SIGTERM stops it at once
+    # RAY_AUTH_MODE=disabled comes with os.environ (ray_head); SIGTERM stops it at once
+    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     node = RayHead(address=f"127.0.0.1:{ports['--port']}",
                    dashboard_url=f"http://127.0.0.1:{ports['--dashboard-port']}")
     with log.open("a") as out:

@@ -224,16 +224,14 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
 
 
 def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) -> bool:
-    """The rule of :func:`training.grid.steps.train_candidate`: a finished run without
-    its weights is trained again when the grid needs its validation score (tuned) or,
-    chosen before, a test scoring it lacks."""
+    """Whether the grid will train this finished run again: it has no weights here and
+    lacks a score the grid needs of it (:meth:`ExperimentGrid.scores_needed`)."""
     if not finished or cfg.identity(finished["version_hash"]) not in finished.get(
             "weightless", set()):
         return False
-    if tuned and not _stored(grid, finished, cfg, "validation"):
-        return True
-    return _stored(grid, finished, cfg, "test") and not all(
-        _stored(grid, finished, cfg, "test", v) for v in grid.scorings_for(target))
+    return any(not _stored(grid, finished, cfg, split, variant)
+               for split, variant in grid.scores_needed(
+                   target, tuned=tuned, chosen_before=_stored(grid, finished, cfg, "test")))
 
 
 def _add_training(sft: dict, cfg, t: Throughput, target: dict, label: dict, patients: int,

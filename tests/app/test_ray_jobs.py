@@ -34,10 +34,9 @@ def cluster(tmp_path_factory):
 
 
 def _wait_for_the_job_agent(client, timeout: float = 300) -> None:
-    """Until the node's job agent takes a job: it registers after the job API answers, and
-    on a machine busy with other tests that took over the app's own 60 s of patience
-    (the full suite, twice on 2026-12-06). A trivial job, submitted until accepted, then
-    waited for."""
+    """Until the node's job agent takes a job (it registers with the job API a little
+    after both answer): a trivial job, submitted until accepted, then waited for. The
+    agent that never came up in CI was another cluster's port clash (tests/ray_head.py)."""
     deadline = time.monotonic() + timeout
     while True:
         try:

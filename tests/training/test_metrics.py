@@ -4,7 +4,6 @@ bootstrap intervals checked for coverage by simulation, input validation."""
 
 import math
 import re
-import time
 
 import numpy as np
 import pytest
@@ -319,14 +318,6 @@ def test_auroc_intervals_cover_the_true_auc_at_their_nominal_rate():
         delong_hits += delong.low <= true_auc <= delong.high
     assert 0.88 <= bootstrap_hits / 200 <= 0.99
     assert 0.88 <= delong_hits / 200 <= 0.99
-
-
-def test_bootstrap_of_2000_patients_takes_well_under_three_seconds():
-    y, p = scored_sample(2000, seed=45)
-    bootstrap_metrics(y, p, n_resamples=10)  # imports and caches warm
-    start = time.perf_counter()
-    bootstrap_metrics(y, p, n_resamples=1000)
-    assert time.perf_counter() - start < 3.0
 
 
 def test_paired_difference_uses_the_same_patients_for_both_scores():

@@ -176,6 +176,18 @@ class ExperimentGrid(CommandConfig):
         return [v for v in self.extra_scorings if v != own
                 and target in self.extra_scoring_targets.get(v, [target])]
 
+    def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
+                      ) -> list[tuple[str, str | None]]:
+        """(split, scoring variant) of each score the grid asks of a reused run of
+        ``target``: its validation score in a tuned cell; for a run its cell chose
+        before, its test score in its own scoring and in each variant. A run without its
+        weights that lacks one of them is trained again (:mod:`training.grid.steps`;
+        costed so by :mod:`training.budget`)."""
+        needed: list[tuple[str, str | None]] = [("validation", None)] if tuned else []
+        if chosen_before:
+            needed += [("test", v) for v in [None, *self.scorings_for(target)]]
+        return needed
+
     @model_validator(mode="after")
     def _extra_scoring_targets(self):
         for variant, targets in self.extra_scoring_targets.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from annotation_db.models import EvaluationResult, TrainingRun
+from annotation_db.models import DatasetVersion, EvaluationResult, TrainingRun
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
 from training.fewshot_config import FewShotConfig
@@ -80,17 +80,6 @@ def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
     return evaluate_run(engine, str(run_id), evaluation, pool=pool, on_stage=say)
 
 
-def _missing(session: Session, grid: ExperimentGrid, run_id: int, split: str,
-             scorings: list[str | None]) -> list[str]:
-    found = []
-    for scoring in scorings:
-        evaluation = grid.evaluate_config(split, scoring)
-        if _result(session, run_id, split, evaluation.settings_hash(),
-                   evaluation.scoring) is None:
-            found.append(f"{split} ({evaluation.scoring})")
-    return found
-
-
 def retrain_if_weightless(engine: Engine, run_id: int, why: str,
                           say: Callable[[str], None]) -> None:
     """Retrain a finished run whose adapter is gone (an archive restored without weights)
@@ -103,8 +92,6 @@ def retrain_if_weightless(engine: Engine, run_id: int, why: str,
     the retrained run is that configuration trained again with the same seed and data,
     so its test scores are the chosen configuration's. A later pass re-scores the
     retrained run's validation, and the cell chooses again on those scores."""
-    from annotation_db.models import DatasetVersion
-
     with Session(engine) as session:
         run = session.get(TrainingRun, run_id)
         if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
@@ -136,9 +123,13 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
     with Session(engine) as session:
         own_test = grid.evaluate_config("test")
         chosen_before = _result(session, run.id, "test", None, own_test.scoring) is not None
-        missing = (_missing(session, grid, run.id, "validation", [None]) if tuned else []) + (
-            _missing(session, grid, run.id, "test", [None, *grid.scorings_for(cfg.target)])
-            if chosen_before else [])
+        missing = []
+        for split, variant in grid.scores_needed(cfg.target, tuned=tuned,
+                                                 chosen_before=chosen_before):
+            evaluation = grid.evaluate_config(split, variant)
+            if _result(session, run.id, split, evaluation.settings_hash(),
+                       evaluation.scoring) is None:
+                missing.append(f"{split} ({evaluation.scoring})")
     if missing:
         retrain_if_weightless(engine, run.id, f"for its missing {', '.join(missing)}", say)
     if not tuned:
