@@ -251,3 +251,49 @@ def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp
     rows = [r for r in _results(Path(report["folder"])) if r["target"] == "rationale-free"]
     assert sorted(r["scoring"] for r in rows) == ["direct", "generate"]
     assert all(r["auroc"] for r in rows)
+
+
+def test_a_tuned_cells_choice_restored_before_its_test_scores_is_revalidated_then_scored(
+        tiny_model, tmp_path):
+    """A session ended after a tuned cell's candidates were scored on validation and before
+    its choice was scored on test, and its weights were not archived. On the next machine
+    the chosen run is retrained for its test scores; its validation score, which belonged
+    to the lost weights, is scored again from the new ones before the cell chooses and
+    scores its test: every stored score of the run is from one set of weights, and the
+    choice is the best of the stored validation scores. (Before, its validation score was
+    dropped and the next pass retrained it once more.)"""
+    from training.grid.experiment import run_experiment
+
+    folder = tmp_path / "archive"
+    grid = _grid(tiny_model, tmp_path / "a", folder)
+    grid.sft.targets, grid.sft.learning_rates, grid.fewshot = ["rationale-free"], [1e-3, 2e-3], None
+    run_experiment(audited_version(f"sqlite:///{tmp_path / 'a.sqlite'}", tmp_path / "ea"), grid)
+
+    engine = audited_version(f"sqlite:///{tmp_path / 'b.sqlite'}", tmp_path / "eb")
+    grid.runs_dir = str(tmp_path / "b" / "runs")
+    archive.restore(engine, folder, grid.runs_dir)
+    with Session(engine) as session:  # the choice's test scores never landed
+        tests = list(session.execute(select(EvaluationResult).where(
+            EvaluationResult.split == "test")).scalars())
+        assert len({e.training_run_id for e in tests}) == 1
+        chosen_id = tests[0].training_run_id
+        for row in tests:
+            session.delete(row)
+        session.commit()
+    messages: list[str] = []
+    run_experiment(engine, grid, on_stage=messages.append)
+
+    assert [m for m in messages if "restored without its weights" in m] == [
+        f"run {chosen_id} was restored without its weights; retraining it to score it on test"]
+    with Session(engine) as session:
+        run = session.get(TrainingRun, chosen_id)
+        mine = list(session.execute(select(EvaluationResult).where(
+            EvaluationResult.training_run_id == chosen_id)).scalars())
+        validation = {e.training_run_id: e.auroc for e in session.execute(
+            select(EvaluationResult).where(EvaluationResult.split == "validation")).scalars()}
+        tested = {e.training_run_id for e in session.execute(select(EvaluationResult).where(
+            EvaluationResult.split == "test")).scalars()}
+    assert sorted(e.split for e in mine) == ["test", "validation"]
+    assert all(e.created_at >= run.finished_at for e in mine)  # from the new weights
+    assert len(validation) == 2 and len(tested) == 1
+    assert validation[tested.pop()] == max(validation.values())

@@ -1,7 +1,8 @@
 """One failure policy for both runners: a step that raises fails its own cell (and the
 later seeds waiting for its tuning choice); every other cell runs on, and the failures
-come back with the selected runs. The steps are stand-ins here, so the local runner and
-the Ray runner's driver (fed by a synchronous stand-in for Ray) run in milliseconds."""
+come back with the selected runs. A chosen run that had to be retrained for its test
+scores is ranked anew, alike in both. The steps are stand-ins here, so the local runner
+and the Ray runner's driver (fed by a synchronous stand-in for Ray) run in milliseconds."""
 
 import json
 from types import SimpleNamespace
@@ -56,8 +57,9 @@ def stand_ins(monkeypatch):
     # Ray tasks: the same stand-ins behind the task signatures
     monkeypatch.setattr(ray, "candidate_task", lambda place, grid, cfg, tuned: _train_candidate(
         None, None, SimpleNamespace(**cfg), tuned, None, None))
-    monkeypatch.setattr(ray, "test_task", lambda place, grid, run_id, target: scored.append(
-        run_id) or run_id)
+    monkeypatch.setattr(ray, "test_task", lambda place, grid, run_id, target, tuned:
+                        scored.append(run_id))
+    monkeypatch.setattr(ray, "retrain_due", lambda *a: False)
     monkeypatch.setattr(ray, "fewshot_task", lambda place, grid, cfg: _run_fewshot(
         None, SimpleNamespace(**cfg)).training_run_id)
     return scored
@@ -121,6 +123,55 @@ def test_a_failing_candidate_fails_its_cell_and_the_seeds_waiting_for_its_choice
 def test_the_ray_driver_gives_the_local_runners_result_and_failures(stand_ins, tmp_path,
                                                                     max_concurrent):
     assert _on_ray(_grid(tmp_path), max_concurrent) == _local(_grid(tmp_path))
+
+
+WEIGHTLESS = 102  # rationale-free seed 0 at 2e-3: chosen, then retrained and ranked lower
+
+
+@pytest.fixture()
+def a_choice_retrained_lower(monkeypatch):
+    """The test step as it is for a chosen run restored without its weights: the first
+    time, it retrains the run and hands back its new validation rank instead of scoring
+    it; the retrained run then has its weights."""
+    from training.grid import local, ray
+
+    scored, retrained = [], []
+
+    def score_chosen(run_id, tuned):
+        if run_id == WEIGHTLESS and run_id not in retrained:
+            retrained.append(run_id)
+            assert tuned
+            return (True, 0.0005)  # below the other candidate's 0.001
+        scored.append(run_id)
+        return None
+
+    monkeypatch.setattr(local, "score_chosen",
+                        lambda e, g, run_id, target, tuned, *a: score_chosen(run_id, tuned))
+    monkeypatch.setattr(ray, "test_task", lambda place, grid, run_id, target, tuned:
+                        score_chosen(run_id, tuned))
+    monkeypatch.setattr(ray, "retrain_due", lambda e, g, run_id, target:
+                        run_id == WEIGHTLESS and run_id not in retrained)
+    return scored
+
+
+def _sft_choices(result: GridResult) -> list[tuple]:
+    return [(c["target"], c["seed"], c["run_id"], c["learning_rate"])
+            for c in result.cells if c["kind"] == "sft"]
+
+
+@pytest.mark.parametrize("runner", ["local", "ray, one task at a time", "ray, all at once"])
+def test_a_chosen_run_retrained_for_its_test_scores_is_chosen_again_on_its_new_score(
+        stand_ins, a_choice_retrained_lower, tmp_path, runner):
+    grid = _grid(tmp_path)
+    result = (_local(grid) if runner == "local"
+              else _on_ray(grid, 1 if "one" in runner else None))
+    # seed 0 chose 2e-3 (run 102); retrained, it ranks below 1e-3: the cell and the
+    # seed that reuses its choice both take 1e-3, and only those runs are scored on test
+    assert ("rationale-free", 0, 101, 1e-3) in _sft_choices(result)
+    assert ("rationale-free", 1, 111, 1e-3) in _sft_choices(result)
+    assert sorted(a_choice_retrained_lower) == [101, 111]
+    cell = next(c for c in result.cells if c.get("run_id") == 101)
+    assert cell["candidates"] == [101, 102]
 
 
 def test_the_selection_lists_failures_only_when_there_are_some():

@@ -140,6 +140,13 @@ class CellBook:
             unblocked = self._waiting_on(i)
         return best[1], unblocked
 
+    def rerank(self, i: int, run_id: int, rank: tuple) -> int:
+        """A candidate of cell ``i`` was scored on validation anew (retrained: its weights
+        had not been archived); its rank is replaced, and the cell's choice returned."""
+        cell = self.cells[i]
+        cell.scores = [(rank if rid == run_id else r, rid, cfg) for r, rid, cfg in cell.scores]
+        return self.choose(i)[0]
+
     def scored(self, i: int) -> None:
         """Cell ``i``'s choice is scored on test: the cell is done."""
         cell = self.cells[i]

@@ -82,8 +82,12 @@ def _run_cell(engine: Engine, grid: ExperimentGrid, book: CellBook, i: int,
     if not complete:
         return
     best, _ = book.choose(i)
+    cell = book.cells[i]
     try:
-        score_chosen(engine, grid, best, book.cells[i].factors["target"], pool, say)
+        # a chosen run retrained for its test scores comes back ranked anew on validation
+        while (rank := score_chosen(engine, grid, best, cell.factors["target"], cell.tuned,
+                                    pool, say)) is not None:
+            best = book.rerank(i, best, rank)
     except Exception as exc:  # noqa: BLE001 - as above
         book.fail(i, error_text(exc))
     else:

@@ -6,7 +6,8 @@ grid's ``resources`` (CPUs, GPUs, memory). The tasks open their own database eng
 scorers and write the same run folders and rows as the local executor: a re-run reuses
 finished runs either way, and the report is the same. The driver keeps the order the
 choices need: a cell is scored on test once all its candidates are in; a later seed that
-reuses the first seed's choice starts once that choice is known.
+reuses the first seed's choice starts once that choice is known (settled, when the chosen
+run must be retrained for its test scores: :func:`.steps.score_chosen`).
 
 The bookkeeping and the failure policy are the local runner's (:mod:`.cells`): a task
 that fails takes only its own cell down (a tuned cell short of a candidate would not have
@@ -30,6 +31,7 @@ from training.grid.steps import (
     fewshot_entry,
     keep_archive,
     restore_archive,
+    retrain_due,
     score_chosen,
     train_candidate,
 )
@@ -80,15 +82,17 @@ def candidate_task(place: tuple[str, str], grid_data: dict, cfg_data: dict, tune
         pool.close()
 
 
-def test_task(place: tuple[str, str], grid_data: dict, run_id: int, target: str) -> int:
+def test_task(place: tuple[str, str], grid_data: dict, run_id: int, target: str,
+              tuned: bool) -> tuple | None:
+    """None once the run is scored on test; its new validation rank if it was retrained
+    instead (see :func:`.steps.score_chosen`)."""
     engine, say = _worker_env(place)
     grid = ExperimentGrid.model_validate(grid_data)
     pool = _pool(grid)
     try:
-        score_chosen(engine, grid, run_id, target, pool, say)
+        return score_chosen(engine, grid, run_id, target, tuned, pool, say)
     finally:
         pool.close()
-    return run_id
 
 
 def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int:
@@ -211,8 +215,9 @@ class _Driver:
                                                       cfg.model_dump(mode="json"), tuned)
             elif what == "test":
                 i, run_id = payload
+                cell = self.book.cells[i]
                 ref = self.remote["test"].remote(self.place, self.grid_data, run_id,
-                                                 self.book.cells[i].factors["target"])
+                                                 cell.factors["target"], cell.tuned)
             else:
                 _, cfg = payload
                 ref = self.remote["fewshot"].remote(self.place, self.grid_data,
@@ -237,12 +242,21 @@ class _Driver:
         if self.book.trained(i, cfg, rank, run_id):
             best, unblocked = self.book.choose(i)
             self.queue.append(("test", (i, best)))
-            for j in unblocked:
-                self._start_cell(j)
+            # a choice that must be retrained for its test scores may change: the later
+            # seeds wait for it to settle
+            if not retrain_due(self.engine, self.grid, best, self.book.cells[i].factors[
+                    "target"]):
+                for j in unblocked:
+                    self._start_cell(j)
 
-    def _test_done(self, payload: tuple, _value: int | None, error: str | None) -> None:
-        i, _ = payload
+    def _test_done(self, payload: tuple, rank: tuple | None, error: str | None) -> None:
+        i, run_id = payload
         if error:
-            self.book.fail(i, error)
+            self.book.fail(i, error)  # the choice stands for the later seeds
+        elif rank is not None:  # retrained and ranked anew: score the cell's choice now
+            self.queue.append(("test", (i, self.book.rerank(i, run_id, rank))))
+            return
         else:
             self.book.scored(i)
+        for j in self.book.choose(i)[1]:  # later seeds that waited for the choice to settle
+            self._start_cell(j)

@@ -81,21 +81,20 @@ def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
 
 
 def retrain_if_weightless(engine: Engine, run_id: int, why: str,
-                          say: Callable[[str], None]) -> None:
+                          say: Callable[[str], None]) -> bool:
     """Retrain a finished run whose adapter is gone (an archive restored without weights)
     before it is scored anew. Its identity is unchanged (checked before training); its
     folder and model cache are this machine's; ``force`` discards its stored results,
     which belonged to the weights that are gone, so each is scored again from the new
     weights when the grid asks for it.
 
-    A cell's choice is of a configuration (learning rate, epochs), made on validation;
-    the retrained run is that configuration trained again with the same seed and data,
-    so its test scores are the chosen configuration's. A later pass re-scores the
-    retrained run's validation, and the cell chooses again on those scores."""
+    Returns whether it retrained. The retrained weights are not those its stored
+    validation score came from, so a tuned cell scores it on validation again and chooses
+    again before any test score (:func:`score_chosen`)."""
     with Session(engine) as session:
         run = session.get(TrainingRun, run_id)
         if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
-            return
+            return False
         stored = {k: v for k, v in run.config.items() if k != "cache_dir"}
         config = SFTRunConfig.model_validate(
             {**stored, "runs_dir": str(Path(run.run_dir).parent)})
@@ -108,6 +107,7 @@ def retrain_if_weightless(engine: Engine, run_id: int, why: str,
                 "stay usable")
     say(f"run {run_id} was restored without its weights; retraining it {why}")
     train(engine, config, on_stage=say, force=True)
+    return True
 
 
 def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tuned: bool,
@@ -134,17 +134,51 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
         retrain_if_weightless(engine, run.id, f"for its missing {', '.join(missing)}", say)
     if not tuned:
         return (True, 0.0), run.id
-    val = score(engine, grid, run.id, "validation", None, pool, say)
+    return _validation_rank(engine, grid, run.id, pool, say), run.id
+
+
+def _validation_rank(engine: Engine, grid: ExperimentGrid, run_id: int, pool: ScorerPool,
+                     say: Callable[[str], None]) -> tuple:
+    """How a tuned cell ranks a candidate: valid first, then validation AUROC."""
+    val = score(engine, grid, run_id, "validation", None, pool, say)
     valid = (val.metrics or {}).get("valid", True)
-    return (valid, val.auroc if val.auroc is not None else -1.0), run.id
+    return valid, val.auroc if val.auroc is not None else -1.0
 
 
 def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
-                 pool: ScorerPool, say: Callable[[str], None]) -> None:
-    """The chosen candidate on test, in its own scoring and the grid's variants."""
-    score(engine, grid, run_id, "test", None, pool, say)
-    for variant in grid.scorings_for(target):
+                 tuned: bool, pool: ScorerPool, say: Callable[[str], None]) -> tuple | None:
+    """The chosen candidate on test, in its own scoring and the grid's variants; None
+    once it is scored.
+
+    A chosen run restored without its weights that lacks one of these test scores is
+    trained again first. In a tuned cell the cell chose it on a validation score of the
+    weights that are gone, so the retrained run is scored on validation again and its new
+    rank is returned *instead of* any test score: the cell ranks it anew
+    (:meth:`.cells.CellBook.rerank`) and asks again for its choice, this run or another.
+    The run keeps its new weights for the rest of the pass, so each candidate is
+    retrained at most once and the choice settles; every run's stored scores, validation
+    and test, then come from one set of weights, and the choice from the stored
+    validation scores."""
+    if retrain_due(engine, grid, run_id, target):
+        retrain_if_weightless(engine, run_id, "to score it on test", say)
+        if tuned:
+            return _validation_rank(engine, grid, run_id, pool, say)
+    for variant in [None, *grid.scorings_for(target)]:
         score(engine, grid, run_id, "test", variant, pool, say)
+    return None
+
+
+def retrain_due(engine: Engine, grid: ExperimentGrid, run_id: int, target: str) -> bool:
+    """Whether scoring a chosen run on test must train it again first: it lacks one of
+    its test scores and its weights (restored from an archive); its cell's choice may
+    then change (:func:`score_chosen`)."""
+    with Session(engine) as session:
+        run = session.get(TrainingRun, run_id)
+        if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
+            return False
+        tests = [grid.evaluate_config("test", v) for v in [None, *grid.scorings_for(target)]]
+        return any(_result(session, run_id, "test", e.settings_hash(), e.scoring) is None
+                   for e in tests)
 
 
 def chosen(scores: list[Score]) -> Score:
