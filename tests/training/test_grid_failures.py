@@ -174,6 +174,19 @@ def test_a_chosen_run_retrained_for_its_test_scores_is_chosen_again_on_its_new_s
     assert cell["candidates"] == [101, 102]
 
 
+def test_a_chosen_run_still_without_weights_after_its_retrain_is_an_error_not_a_loop(
+        monkeypatch, tmp_path):
+    from training.grid import steps
+
+    retrains = []
+    monkeypatch.setattr(steps, "retrain_due", lambda *a: True)  # no adapter appears
+    monkeypatch.setattr(steps, "retrain_if_weightless",
+                        lambda engine, run_id, why, say: retrains.append(run_id) or True)
+    with pytest.raises(runs.RunError, match="run 7 was retrained but its folder has no adapter"):
+        steps.score_chosen(None, _grid(tmp_path), 7, "rationale-free", True, None, print)
+    assert retrains == [7]
+
+
 def test_the_selection_lists_failures_only_when_there_are_some():
     ok = GridResult("g", [{"run_id": 1}])
     assert ok.selection() == {"name": "g", "cells": [{"run_id": 1}]}

@@ -161,6 +161,9 @@ def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
     validation scores."""
     if retrain_due(engine, grid, run_id, target):
         retrain_if_weightless(engine, run_id, "to score it on test", say)
+        if retrain_due(engine, grid, run_id, target):  # else the cell would ask forever
+            raise runs.RunError(f"run {run_id} was retrained but its folder has no adapter "
+                                "yet: it cannot be scored on test")
         if tuned:
             return _validation_rank(engine, grid, run_id, pool, say)
     for variant in [None, *grid.scorings_for(target)]:
