@@ -93,7 +93,7 @@ def retrain_if_weightless(engine: Engine, run_id: int, why: str,
     again before any test score (:func:`score_chosen`)."""
     with Session(engine) as session:
         run = session.get(TrainingRun, run_id)
-        if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
+        if not _weightless(run):
             return False
         stored = {k: v for k, v in run.config.items() if k != "cache_dir"}
         config = SFTRunConfig.model_validate(
@@ -176,12 +176,17 @@ def retrain_due(engine: Engine, grid: ExperimentGrid, run_id: int, target: str) 
     its test scores and its weights (restored from an archive); its cell's choice may
     then change (:func:`score_chosen`)."""
     with Session(engine) as session:
-        run = session.get(TrainingRun, run_id)
-        if run.kind != "sft" or (Path(run.run_dir) / "adapter").is_dir():
+        if not _weightless(session.get(TrainingRun, run_id)):
             return False
-        tests = [grid.evaluate_config("test", v) for v in [None, *grid.scorings_for(target)]]
+        tests = [grid.evaluate_config(split, variant) for split, variant in
+                 grid.scores_needed(target, tuned=False, chosen_before=True)]
         return any(_result(session, run_id, "test", e.settings_hash(), e.scoring) is None
                    for e in tests)
+
+
+def _weightless(run: TrainingRun) -> bool:
+    """An SFT run whose folder has no adapter (restored from an archive without weights)."""
+    return run.kind == "sft" and not (Path(run.run_dir) / "adapter").is_dir()
 
 
 def chosen(scores: list[Score]) -> Score:
