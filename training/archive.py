@@ -28,6 +28,7 @@ from annotation_db.errors import UserError
 from annotation_db.models import DatasetVersion, EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import file_sha256
 from training import runs
+from training.grid.config import validation_rank
 
 FORMAT = 1
 RECORD = "run.json"
@@ -259,6 +260,7 @@ def finished_work(src: str | Path, dataset: str) -> dict | None:
         return None
     done: dict[str, set] = {}
     weightless: set[str] = set()  # restored without weights: retrained if scored anew
+    ranks: dict[tuple, tuple] = {}
     version_hash = None
     for folder in sorted(src.iterdir()):
         if not (folder / RECORD).is_file() or folder.name.startswith("."):
@@ -270,7 +272,11 @@ def finished_work(src: str | Path, dataset: str) -> dict | None:
         done[record["config_hash"]] = {
             (ev["split"], ev["scoring"], (ev["metrics"] or {}).get("settings_hash"))
             for ev in record["evaluations"]}
+        ranks.update({(record["config_hash"], ev["scoring"],
+                       (ev["metrics"] or {}).get("settings_hash")):
+                      validation_rank(ev["metrics"], ev.get("auroc"))
+                      for ev in record["evaluations"] if ev["split"] == "validation"})
         if record.get("kind", "sft") == "sft" and not record.get("weights"):
             weightless.add(record["config_hash"])
     return ({"version_hash": version_hash, "runs": done, "data_done": False,
-             "weightless": weightless} if version_hash else None)
+             "weightless": weightless, "ranks": ranks} if version_hash else None)

@@ -101,12 +101,15 @@ def sample_token_counts(data, grid) -> dict:
 def finished_work(engine, grid) -> dict | None:
     """What a database already holds for ``grid``: its dataset version's hash, and per
     finished SFT or few-shot run (by config hash) the results it has as (split, scoring, settings
-    hash), and which finished SFT runs have no weights here (``weightless``). None when the
-    dataset version does not exist there yet."""
+    hash), which finished SFT runs have no weights here (``weightless``), and each stored
+    validation score's rank as a tuned cell ranks it (``ranks``: (config hash, scoring,
+    settings hash) → (valid, AUROC)). None when the dataset version does not exist there
+    yet."""
     from sqlalchemy import inspect, select, text
     from sqlmodel import Session
 
     from annotation_db.models import DatasetVersion, RunStatus, TrainingRun
+    from training.grid.config import validation_rank
 
     tables = set(inspect(engine).get_table_names())
     if not {"dataset_version", "training_run", "evaluation_result"} <= tables:
@@ -125,15 +128,19 @@ def finished_work(engine, grid) -> dict | None:
         # SFT runs restored without their weights: retrained if scored anew
         weightless = {run.config_hash for run in finished_runs if run.kind == "sft"
                       and not (Path(run.run_dir) / "adapter").is_dir()}
+        ranks: dict[tuple, tuple] = {}
         for row in session.execute(text(
-                "SELECT r.config_hash, e.split, e.metrics"
+                "SELECT r.config_hash, e.split, e.metrics, e.auroc"
                 + (", e.scoring" if has_scoring else "") + " FROM evaluation_result e "
                 "JOIN training_run r ON r.id = e.training_run_id")):
             metrics = json.loads(row[2]) if isinstance(row[2], str) else (row[2] or {})
             if row[0] in done:
-                done[row[0]].add((row[1], row[3] if has_scoring else "auto",
-                                  metrics.get("settings_hash")))
-        return {"version_hash": version.content_hash, "runs": done, "weightless": weightless}
+                key = (row[1], row[4] if has_scoring else "auto", metrics.get("settings_hash"))
+                done[row[0]].add(key)
+                if row[1] == "validation":
+                    ranks[(row[0], *key[1:])] = validation_rank(metrics, row[3])
+        return {"version_hash": version.content_hash, "runs": done, "weightless": weightless,
+                "ranks": ranks}
 
 
 def estimate(data, grid, throughput: Throughput, tokens: dict,
@@ -200,6 +207,14 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
         candidates = candidates[:1]  # the first seed's choice only
     retrained = [c for c in candidates if _must_retrain(  # scored on validation if several
         grid, finished, c, len(candidates) > 1, factors["target"])]
+    choice = _expected_choice(grid, finished, candidates, retrained)
+    if choice is not None and _lacks(grid, finished, choice, grid.scores_needed(
+            factors["target"], tuned=False, chosen_before=True)):
+        # chosen on the validation score of weights that are gone, it lacks a test
+        # score: the grid trains it again and validates it again before any test score
+        # (training/grid/steps.score_chosen); the cell may then choose another candidate,
+        # which this estimate cannot know
+        retrained.append(choice)
     for cfg in candidates:
         if finished and cfg.identity(finished["version_hash"]) in runs_done \
                 and cfg not in retrained:
@@ -226,12 +241,29 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
 def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) -> bool:
     """Whether the grid will train this finished run again: it has no weights here and
     lacks a score the grid needs of it (:meth:`ExperimentGrid.scores_needed`)."""
-    if not finished or cfg.identity(finished["version_hash"]) not in finished.get(
-            "weightless", set()):
+    return bool(finished) and _lacks(grid, finished, cfg, grid.scores_needed(
+        target, tuned=tuned, chosen_before=_stored(grid, finished, cfg, "test")))
+
+
+def _lacks(grid, finished: dict, cfg, needed: list) -> bool:
+    """Whether a finished run without weights here lacks one of the ``needed`` scores."""
+    if cfg.identity(finished["version_hash"]) not in finished.get("weightless", set()):
         return False
-    return any(not _stored(grid, finished, cfg, split, variant)
-               for split, variant in grid.scores_needed(
-                   target, tuned=tuned, chosen_before=_stored(grid, finished, cfg, "test")))
+    return any(not _stored(grid, finished, cfg, split, variant) for split, variant in needed)
+
+
+def _expected_choice(grid, finished: dict | None, candidates: list, retrained: list):
+    """The candidate a tuned cell will choose from the stored validation scores; None when
+    the cell is not tuned or some candidate still has to be trained or scored."""
+    if not finished or len(candidates) < 2 or retrained:
+        return None
+    evaluation = grid.evaluate_config("validation")
+    ranks = [finished.get("ranks", {}).get((cfg.identity(finished["version_hash"]),
+                                            evaluation.scoring, evaluation.settings_hash()))
+             for cfg in candidates]
+    if any(rank is None for rank in ranks):
+        return None
+    return candidates[max(range(len(candidates)), key=ranks.__getitem__)]  # ties: first
 
 
 def _add_training(sft: dict, cfg, t: Throughput, target: dict, label: dict, patients: int,

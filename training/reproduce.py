@@ -71,8 +71,10 @@ def _union(a: dict | None, b: dict | None) -> dict | None:
     # archive holds has them if the archive kept them
     weightless = set(a.get("weightless", ())) | {
         h for h in b.get("weightless", ()) if h not in a["runs"]}
+    # a validation score both hold: the database's is the one the grid reads
+    ranks = {**b.get("ranks", {}), **a.get("ranks", {})}
     return {"version_hash": a["version_hash"], "runs": runs, "weightless": weightless,
-            "data_done": a.get("data_done", True) or b.get("data_done", True)}
+            "ranks": ranks, "data_done": a.get("data_done", True) or b.get("data_done", True)}
 
 
 def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_path: str | None,

@@ -188,22 +188,27 @@ def test_the_cli_saves_and_restores_an_archive(carried, tmp_path):
     assert missing.exit_code == 1 and "no dataset version 'no-such-version'" in missing.output
 
 
-def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
-    from training.budget import estimate
-    from training.reproduce import _union
+def _dry_run_stages(grid, finished: dict | None) -> dict:
+    """The dry run's stages by name for ``grid`` on the tiny dataset with ``finished``
+    counted as reused (token counts and speeds made up)."""
+    from training.budget import Throughput, estimate
     from training.study_config import DataSettings
 
-    grid = _grid(carried["tiny_model"], tmp_path, carried["folder"])
-    finished = _union(None, archive.finished_work(carried["folder"], "t"))
     tokens = {"targets": {t: {"prompt_tokens": 100, "completion_tokens": 50,
                               "example_tokens": 150} for t in ("label", "rationale-free")}}
-    from training.budget import Throughput
-
     speed = Throughput(train_tokens_per_second=100, prefill_tokens_per_second=1000,
                        decode_tokens_per_second=10, engine_start_seconds=0,
                        data_seconds_per_patient=0.5, source="test")
-    rows = {r["stage"].split(":")[0]: r for r in estimate(
+    return {r["stage"].split(":")[0]: r for r in estimate(
         DataSettings(n=60, dataset="t"), grid, speed, tokens, finished)}
+
+
+def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
+    from training.reproduce import _union
+
+    grid = _grid(carried["tiny_model"], tmp_path, carried["folder"])
+    finished = _union(None, archive.finished_work(carried["folder"], "t"))
+    rows = _dry_run_stages(grid, finished)
     assert rows["SFT training"]["reused"] == 2 and rows["SFT training"]["seconds"] == 0
     assert rows["few-shot"]["reused"] == 1 and rows["few-shot"]["seconds"] == 0
     assert rows["data"]["seconds"] == 30  # the archive holds runs, not the dataset
@@ -212,8 +217,7 @@ def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
     weightless = archive.finished_work(carried["folder"], "t")["weightless"]
     assert len(weightless) == 2 and weightless < set(finished["runs"])  # the two SFT runs
     grid.extra_scorings = ["direct"]
-    rows = {r["stage"].split(":")[0]: r for r in estimate(
-        DataSettings(n=60, dataset="t"), grid, speed, tokens, finished)}
+    rows = _dry_run_stages(grid, finished)
     assert rows["SFT training"]["reused"] == 1 and rows["SFT training"]["seconds"] > 0
 
 
@@ -280,6 +284,11 @@ def test_a_tuned_cells_choice_restored_before_its_test_scores_is_revalidated_the
         for row in tests:
             session.delete(row)
         session.commit()
+    # the dry run counts that retrain: the choice trained again, its sibling reused
+    from training.budget import finished_work
+
+    training = _dry_run_stages(grid, finished_work(engine, grid))["SFT training"]
+    assert (training["runs"], training["reused"]) == (2, 1)
     messages: list[str] = []
     run_experiment(engine, grid, on_stage=messages.append)
 

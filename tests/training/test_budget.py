@@ -159,3 +159,66 @@ def test_a_later_seed_reusing_the_first_seeds_choice_needs_no_validation_score()
         "weightless": {later[0].identity("h")}}
     training = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT training")
     assert (training["runs"], training["reused"]) == (len(first) + 1, 1)
+
+
+def _tuned_cell_validated(*, best_weightless: bool, best_tested: bool) -> tuple:
+    """A tuned rationale-free cell of two candidates, both finished and scored on
+    validation (the second better), neither tested unless ``best_tested``; the better one
+    restored without weights when ``best_weightless``; (data, grid, finished, best)."""
+    grid = _grid(targets=["rationale-free"], learning_rates=[1e-3, 2e-3])
+    [(_, [worse, best])] = grid.sft_cells()
+    validation = grid.evaluate_config("validation")
+    val_key = ("validation", validation.scoring, validation.settings_hash())
+    tests = {("test", grid.evaluate_config("test", v).scoring,
+              grid.evaluate_config("test", v).settings_hash()) for v in (None, "sampled")}
+    runs = {worse.identity("h"): {val_key},
+            best.identity("h"): {val_key} | (tests if best_tested else set())}
+    ranks = {(worse.identity("h"), *val_key[1:]): (True, 0.55),
+             (best.identity("h"), *val_key[1:]): (True, 0.61)}
+    finished = {"version_hash": "h", "runs": runs, "ranks": ranks,
+                "weightless": {best.identity("h")} if best_weightless else set()}
+    return DataSettings(n=100, dataset="v"), grid, finished, best
+
+
+@pytest.mark.parametrize("best_weightless, best_tested, trained", [
+    (True, False, 1),   # the choice lost its weights before its test scores: trained again
+    (False, False, 0),  # its weights are here: scored on test as it is
+    (True, True, 0),    # tested already in every way the grid asks: nothing to redo
+])
+def test_a_tuned_cells_choice_without_weights_or_test_scores_is_costed_as_trained_again(
+        best_weightless, best_tested, trained):
+    """As the grid does (training/grid/steps.score_chosen): the cell chooses the better
+    stored validation score; a choice restored without weights that lacks a test score is
+    trained and validated again before it is tested."""
+    data, grid, finished, _ = _tuned_cell_validated(best_weightless=best_weightless,
+                                                    best_tested=best_tested)
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"]) == (2, 2 - trained)
+    assert training["tokens"] == trained * 10 * 150
+    # two validation scorings, greedy and sampled test; the retrained one's validation too
+    tested_anew = 0 if best_tested else 2
+    assert (scoring["runs"], scoring["runs"] - scoring["reused"]) == (4, trained + tested_anew)
+
+
+def test_the_expected_choice_follows_the_grids_ranking_valid_first():
+    """A valid candidate outranks a better AUROC from an invalid run, as in the grid."""
+    data, grid, finished, best = _tuned_cell_validated(best_weightless=True,
+                                                       best_tested=False)
+    key = next(k for k in finished["ranks"] if k[0] == best.identity("h"))
+    finished["ranks"][key] = (False, 0.9)  # the weightless run was invalid on validation
+    training = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT training")
+    assert (training["runs"], training["reused"]) == (2, 2)
+
+
+def test_a_validation_score_the_database_and_the_archive_both_hold_ranks_as_the_databases():
+    """The grid reads the database's score (a run validated again after its retrain), not
+    the one its archive still holds from the lost weights."""
+    from training.reproduce import _union
+
+    key = ("c", "auto", "s")
+    database = {"version_hash": "h", "runs": {"c": set()}, "ranks": {key: (True, 0.41)}}
+    archived = {"version_hash": "h", "runs": {"c": set(), "d": set()}, "data_done": False,
+                "ranks": {key: (True, 0.53), ("d", "auto", "s"): (True, 0.5)}}
+    assert _union(database, archived)["ranks"] == {key: (True, 0.41),
+                                                  ("d", "auto", "s"): (True, 0.5)}

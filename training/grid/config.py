@@ -21,6 +21,13 @@ from training.sft_config import SFTRunConfig
 from training.targets import TARGETS, Target
 
 
+def validation_rank(metrics: dict | None, auroc: float | None) -> tuple[bool, float]:
+    """How a tuned cell ranks a candidate by its validation result: valid first, then
+    AUROC (a missing AUROC last). The grid chooses by it (:mod:`training.grid.steps`) and
+    the budget predicts that choice with it (:mod:`training.budget`)."""
+    return (metrics or {}).get("valid", True), auroc if auroc is not None else -1.0
+
+
 class SFTFactors(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -16,7 +16,7 @@ from annotation_db.models import DatasetVersion, EvaluationResult, TrainingRun
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
 from training.fewshot_config import FewShotConfig
-from training.grid.config import ExperimentGrid
+from training.grid.config import ExperimentGrid, validation_rank
 from training.sft import train
 from training.sft_config import SFTRunConfig
 
@@ -141,8 +141,7 @@ def _validation_rank(engine: Engine, grid: ExperimentGrid, run_id: int, pool: Sc
                      say: Callable[[str], None]) -> tuple:
     """How a tuned cell ranks a candidate: valid first, then validation AUROC."""
     val = score(engine, grid, run_id, "validation", None, pool, say)
-    valid = (val.metrics or {}).get("valid", True)
-    return valid, val.auroc if val.auroc is not None else -1.0
+    return validation_rank(val.metrics, val.auroc)
 
 
 def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
