@@ -251,24 +251,28 @@ def restore(engine: Engine, src: str | Path, runs_dir: str | Path) -> dict:
     return {"restored": restored, "present": present, "skipped": skipped}
 
 
-def finished_work(src: str | Path, dataset: str) -> dict | None:
+def finished_work(src: str | Path, dataset: str, version_hash: str | None = None
+                  ) -> dict | None:
     """What ``src`` holds for dataset version ``dataset``, in the shape of
     :func:`training.budget.finished_work` (so a dry run on a fresh machine counts the
-    archived runs as reused). None when it holds no run of that version."""
+    archived runs as reused). Only the runs of one build of that version count, as only
+    they are restored: ``version_hash`` (the database's, when it has the version), else
+    the build of the most recently finished run. None when it holds no such run."""
     src = Path(src)
     if not src.is_dir():
+        return None
+    records = [_read(folder) for folder in sorted(src.iterdir())
+               if (folder / RECORD).is_file() and not folder.name.startswith(".")]
+    records = [r for r in records if r["dataset"]["name"] == dataset]
+    if version_hash is None and records:
+        version_hash = max(records, key=lambda r: r["finished_at"] or "")["dataset"]["sha256"]
+    records = [r for r in records if r["dataset"]["sha256"] == version_hash]
+    if not records:
         return None
     done: dict[str, set] = {}
     weightless: set[str] = set()  # restored without weights: retrained if scored anew
     ranks: dict[tuple, tuple] = {}
-    version_hash = None
-    for folder in sorted(src.iterdir()):
-        if not (folder / RECORD).is_file() or folder.name.startswith("."):
-            continue
-        record = _read(folder)
-        if record["dataset"]["name"] != dataset:
-            continue
-        version_hash = record["dataset"]["sha256"]
+    for record in records:
         done[record["config_hash"]] = {
             (ev["split"], ev["scoring"], (ev["metrics"] or {}).get("settings_hash"))
             for ev in record["evaluations"]}
@@ -278,5 +282,5 @@ def finished_work(src: str | Path, dataset: str) -> dict | None:
                       for ev in record["evaluations"] if ev["split"] == "validation"})
         if record.get("kind", "sft") == "sft" and not record.get("weights"):
             weightless.add(record["config_hash"])
-    return ({"version_hash": version_hash, "runs": done, "data_done": False,
-             "weightless": weightless, "ranks": ranks} if version_hash else None)
+    return {"version_hash": version_hash, "runs": done, "data_done": False,
+            "weightless": weightless, "ranks": ranks}

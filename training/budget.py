@@ -24,6 +24,7 @@ from training.data import (
     completion_lengths,
     target_rows_by_patient,
 )
+from training.grid.config import tuning_key
 
 SAMPLE_PATIENTS = 80
 
@@ -101,10 +102,10 @@ def sample_token_counts(data, grid) -> dict:
 def finished_work(engine, grid) -> dict | None:
     """What a database already holds for ``grid``: its dataset version's hash, and per
     finished SFT or few-shot run (by config hash) the results it has as (split, scoring, settings
-    hash), which finished SFT runs have no weights here (``weightless``), and each stored
+    hash), which finished SFT runs have no weights here (``weightless``), each stored
     validation score's rank as a tuned cell ranks it (``ranks``: (config hash, scoring,
-    settings hash) → (valid, AUROC)). None when the dataset version does not exist there
-    yet."""
+    settings hash) → (valid, AUROC)), and every run it holds, finished or not (``held``).
+    None when the dataset version does not exist there yet."""
     from sqlalchemy import inspect, select, text
     from sqlmodel import Session
 
@@ -121,9 +122,9 @@ def finished_work(engine, grid) -> dict | None:
             DatasetVersion.name == grid.dataset)).scalars().first()
         if version is None:
             return None
-        finished_runs = list(session.execute(
-            select(TrainingRun).where(TrainingRun.status == RunStatus.finished,
-                                      TrainingRun.dataset_version_id == version.id)).scalars())
+        held = list(session.execute(select(TrainingRun).where(
+            TrainingRun.dataset_version_id == version.id)).scalars())
+        finished_runs = [run for run in held if run.status == RunStatus.finished]
         done: dict[str, set] = {run.config_hash: set() for run in finished_runs}
         # SFT runs restored without their weights: retrained if scored anew
         weightless = {run.config_hash for run in finished_runs if run.kind == "sft"
@@ -140,7 +141,7 @@ def finished_work(engine, grid) -> dict | None:
                 if row[1] == "validation":
                     ranks[(row[0], *key[1:])] = validation_rank(metrics, row[3])
         return {"version_hash": version.content_hash, "runs": done, "weightless": weightless,
-                "ranks": ranks}
+                "ranks": ranks, "held": {run.config_hash for run in held}}
 
 
 def estimate(data, grid, throughput: Throughput, tokens: dict,
@@ -158,10 +159,12 @@ def estimate(data, grid, throughput: Throughput, tokens: dict,
         n_val, n_test = min(n_val, limit), min(n_test, limit)
     rows = [_data_row(data, throughput, finished)]
     sft, scoring = _stage_row("SFT training"), _stage_row("SFT scoring")
+    first_choice: dict[tuple, tuple] = {}  # the first seed's cells come before the later
     for factors, candidates in grid.sft_cells():
         _add_sft_cell(sft, scoring, factors, candidates, data=data, grid=grid,
                       throughput=throughput, tokens=tokens, finished=finished,
-                      train_share=split[0], n_val=n_val, n_test=n_test)
+                      first_choice=first_choice, train_share=split[0], n_val=n_val,
+                      n_test=n_test)
     rows += [sft, scoring]
     rows.append(_fewshot_row(grid, throughput, tokens, finished, n_test))
     return rows
@@ -195,54 +198,83 @@ def _stored(grid, finished: dict | None, cfg, split: str, variant: str | None = 
 
 def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, data, grid,
                   throughput: Throughput, tokens: dict, finished: dict | None,
-                  train_share: float, n_val: int, n_test: int) -> None:
-    """One SFT cell: train each candidate (score it on validation when tuning), score
-    the chosen one on test, and once per extra scoring variant."""
+                  first_choice: dict, train_share: float, n_val: int, n_test: int) -> None:
+    """One SFT cell as the grid runs it (:mod:`training.grid.steps`): train each candidate
+    (score it on validation when tuning), score the chosen one on test, and once per
+    extra scoring variant. ``first_choice`` carries the first seed's expected choices
+    (tuning key → learning rate, epochs) to the later seeds that reuse them."""
     t = throughput
     runs_done = (finished or {}).get("runs", {})
     target = tokens["targets"][factors["target"]]
     generates = TARGETS[factors["target"]].scoring == "generate"
+    key = tuning_key(factors)
+    if len(candidates) > 1 and grid.sft.tune_with_first_seed \
+            and factors["seed"] != grid.sft.seeds[0]:
+        candidates = _first_seeds_choice(candidates, first_choice.get(key), finished)
     tuned = len(candidates) > 1
-    if tuned and grid.sft.tune_with_first_seed and factors["seed"] != grid.sft.seeds[0]:
-        candidates = candidates[:1]  # the first seed's choice only
-    retrained = [c for c in candidates if _must_retrain(  # scored on validation if several
-        grid, finished, c, len(candidates) > 1, factors["target"])]
-    choice = _expected_choice(grid, finished, candidates, retrained)
-    if choice is not None and _lacks(grid, finished, choice, grid.scores_needed(
-            factors["target"], tuned=False, chosen_before=True)):
-        # chosen on the validation score of weights that are gone, it lacks a test
-        # score: the grid trains it again and validates it again before any test score
-        # (training/grid/steps.score_chosen); the cell may then choose another candidate,
-        # which this estimate cannot know
+    retrained = [c for c in candidates if _must_retrain(  # scored on validation if tuned
+        grid, finished, c, tuned, factors["target"])]
+    choice = _expected_choice(grid, finished, candidates, retrained) if tuned \
+        else candidates[0]
+    if tuned and choice is not None:
+        first_choice[key] = (choice.learning_rate, choice.num_train_epochs)
+    if choice is not None and choice not in retrained and finished and _lacks(
+            grid, finished, choice, grid.scores_needed(factors["target"], tuned=False,
+                                                       chosen_before=True)):
+        # without weights and lacking a test score, the choice is trained again (and in
+        # a tuned cell validated again) before any test score (steps.score_chosen); the
+        # cell may then choose another candidate, which this estimate cannot know
         retrained.append(choice)
     for cfg in candidates:
         if finished and cfg.identity(finished["version_hash"]) in runs_done \
                 and cfg not in retrained:
             sft["runs"] += 1
             sft["reused"] += 1
-            if len(candidates) > 1:
+            if tuned:
                 _score(scoring, t, n_val, target, generates,
                        reused=_stored(grid, finished, cfg, "validation"))
             continue
         patients = cfg.train_size or round(data.n * train_share)
         _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
-        if len(candidates) > 1:
+        if tuned:
             _score(scoring, t, n_val, target, generates)
-    # the chosen candidate is scored on test: count it reused if any candidate is
-    kept = [c for c in candidates if c not in retrained]  # a retrained run's results go
-    _score(scoring, t, n_test, target, generates,
-           reused=any(_stored(grid, finished, c, "test") for c in kept))
-    for variant in grid.scorings_for(factors["target"]):
+    # the chosen candidate is scored on test; when the choice cannot be told yet, count
+    # a test scoring reused if any candidate whose results stay holds it
+    tested = [choice] if choice is not None else candidates
+    kept = [c for c in tested if c not in retrained]  # a retrained run's results go
+    for variant in [None, *grid.scorings_for(factors["target"])]:
         samples = grid.evaluation.n_samples if variant == "sampled" else 0
-        _score(scoring, t, n_test, target, variant == "sampled", samples=samples,
-               reused=any(_stored(grid, finished, c, "test", variant) for c in kept))
+        _score(scoring, t, n_test, target,
+               generates if variant is None else variant == "sampled",
+               samples=samples, reused=any(_stored(grid, finished, c, "test", variant)
+                                           for c in kept))
+
+
+def _first_seeds_choice(candidates: list, choice: tuple | None, finished: dict | None
+                        ) -> list:
+    """A later seed's one candidate: the first seed's expected choice; when that cannot
+    be told yet, a candidate this seed already trained (it was the choice once), else the
+    first (every candidate of a cell costs about the same per epoch)."""
+    if choice is not None:
+        return [c for c in candidates if (c.learning_rate, c.num_train_epochs) == choice]
+    done = (finished or {}).get("runs", {})
+    trained = [c for c in candidates if finished
+               and c.identity(finished["version_hash"]) in done]
+    return (trained or candidates)[:1]
 
 
 def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) -> bool:
-    """Whether the grid will train this finished run again: it has no weights here and
-    lacks a score the grid needs of it (:meth:`ExperimentGrid.scores_needed`)."""
-    return bool(finished) and _lacks(grid, finished, cfg, grid.scores_needed(
-        target, tuned=tuned, chosen_before=_stored(grid, finished, cfg, "test")))
+    """Whether the grid will train this finished run again before its validation score:
+    it has no weights here and lacks a score the grid needs of it
+    (:meth:`ExperimentGrid.scores_needed`); as the grid does, a run with a test score in
+    its own scoring, under any settings, was chosen before."""
+    if not finished:
+        return False
+    own = grid.evaluate_config("test").scoring
+    chosen_before = any(split == "test" and scoring == own for split, scoring, _ in
+                        finished["runs"].get(cfg.identity(finished["version_hash"]), ()))
+    return _lacks(grid, finished, cfg, grid.scores_needed(
+        target, tuned=tuned, chosen_before=chosen_before))
 
 
 def _lacks(grid, finished: dict, cfg, needed: list) -> bool:
@@ -253,9 +285,9 @@ def _lacks(grid, finished: dict, cfg, needed: list) -> bool:
 
 
 def _expected_choice(grid, finished: dict | None, candidates: list, retrained: list):
-    """The candidate a tuned cell will choose from the stored validation scores; None when
-    the cell is not tuned or some candidate still has to be trained or scored."""
-    if not finished or len(candidates) < 2 or retrained:
+    """The candidate a tuned cell will choose from the stored validation scores; None
+    when some candidate still has to be trained, retrained or scored first."""
+    if not finished or retrained:
         return None
     evaluation = grid.evaluate_config("validation")
     ranks = [finished.get("ranks", {}).get((cfg.identity(finished["version_hash"]),

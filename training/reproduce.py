@@ -40,7 +40,8 @@ def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -
     if grid.archive:  # what the grid would restore before it runs
         from training.archive import finished_work as archived_work
 
-        finished = _union(finished, archived_work(grid.archive, grid.dataset))
+        finished = _union(finished, archived_work(
+            grid.archive, grid.dataset, finished["version_hash"] if finished else None))
     stages = estimate(data, grid, throughput, tokens, finished)
     total = sum(s["seconds"] for s in stages)
     model_time = sum(s["seconds"] for s in stages[1:])
@@ -61,20 +62,23 @@ def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -
 
 
 def _union(a: dict | None, b: dict | None) -> dict | None:
-    """Finished work from the database and from the archive (the same dataset version)."""
+    """Finished work from the database (``a``) and from the archive (``b``, the same
+    dataset version). As :func:`training.archive.restore` does, a run the database holds,
+    finished or not, is taken from the database alone; the archive adds the others."""
     if not a or not b or a["version_hash"] != b["version_hash"]:
         return a or b
+    held = set(a.get("held", a["runs"]))
     runs = {h: set(r) for h, r in a["runs"].items()}
-    for h, results in b["runs"].items():
-        runs.setdefault(h, set()).update(results)
+    runs.update({h: set(r) for h, r in b["runs"].items() if h not in held})
     # the database knows whether a run it holds has its weights here; a run only the
     # archive holds has them if the archive kept them
     weightless = set(a.get("weightless", ())) | {
-        h for h in b.get("weightless", ()) if h not in a["runs"]}
-    # a validation score both hold: the database's is the one the grid reads
-    ranks = {**b.get("ranks", {}), **a.get("ranks", {})}
+        h for h in b.get("weightless", ()) if h not in held}
+    ranks = {**{k: v for k, v in b.get("ranks", {}).items() if k[0] not in held},
+             **a.get("ranks", {})}
     return {"version_hash": a["version_hash"], "runs": runs, "weightless": weightless,
-            "ranks": ranks, "data_done": a.get("data_done", True) or b.get("data_done", True)}
+            "ranks": ranks, "held": held | set(runs),
+            "data_done": a.get("data_done", True) or b.get("data_done", True)}
 
 
 def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_path: str | None,

@@ -221,6 +221,25 @@ def test_a_dry_run_counts_archived_runs_as_reused(carried, tmp_path):
     assert rows["SFT training"]["reused"] == 1 and rows["SFT training"]["seconds"] > 0
 
 
+def test_a_dry_run_counts_only_the_archived_runs_of_one_build_of_the_version(
+        carried, tmp_path):
+    """An archive can hold runs of an older build of the same dataset name (another
+    content hash); a restore skips them, so the dry run does not count them either: the
+    build the database has, else the build of the most recently finished run."""
+    folder = tmp_path / "archive"
+    shutil.copytree(carried["folder"], folder)
+    old = sorted(p for p in folder.iterdir() if (p / archive.RECORD).is_file())[0]
+    record = json.loads((old / archive.RECORD).read_text())
+    record["dataset"]["sha256"], record["finished_at"] = "0" * 64, "2020-01-01T00:00:00"
+    (old / archive.RECORD).write_text(json.dumps(record))
+    newest = archive.finished_work(folder, "t")
+    assert record["config_hash"] not in newest["runs"] and newest["version_hash"] != "0" * 64
+    assert len(newest["runs"]) == len(archive.finished_work(carried["folder"], "t")["runs"]) - 1
+    older = archive.finished_work(folder, "t", "0" * 64)
+    assert set(older["runs"]) == {record["config_hash"]}
+    assert archive.finished_work(folder, "t", "f" * 64) is None
+
+
 def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp_path):
     """A fresh machine restores runs without weights; the grid has since gained a test
     scoring for rationale models (as the cpu scale gained sampled scoring). The chosen

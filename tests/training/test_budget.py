@@ -161,17 +161,19 @@ def test_a_later_seed_reusing_the_first_seeds_choice_needs_no_validation_score()
     assert (training["runs"], training["reused"]) == (len(first) + 1, 1)
 
 
-def _tuned_cell_validated(*, best_weightless: bool, best_tested: bool) -> tuple:
+def _tuned_cell_validated(*, best_weightless: bool, best_tested: bool,
+                          worse_tested: bool = False) -> tuple:
     """A tuned rationale-free cell of two candidates, both finished and scored on
-    validation (the second better), neither tested unless ``best_tested``; the better one
-    restored without weights when ``best_weightless``; (data, grid, finished, best)."""
+    validation (the second better), each tested in every way the grid asks only if
+    ``best_tested`` / ``worse_tested``; the better one restored without weights when
+    ``best_weightless``; (data, grid, finished, best)."""
     grid = _grid(targets=["rationale-free"], learning_rates=[1e-3, 2e-3])
     [(_, [worse, best])] = grid.sft_cells()
     validation = grid.evaluate_config("validation")
     val_key = ("validation", validation.scoring, validation.settings_hash())
     tests = {("test", grid.evaluate_config("test", v).scoring,
               grid.evaluate_config("test", v).settings_hash()) for v in (None, "sampled")}
-    runs = {worse.identity("h"): {val_key},
+    runs = {worse.identity("h"): {val_key} | (tests if worse_tested else set()),
             best.identity("h"): {val_key} | (tests if best_tested else set())}
     ranks = {(worse.identity("h"), *val_key[1:]): (True, 0.55),
              (best.identity("h"), *val_key[1:]): (True, 0.61)}
@@ -180,45 +182,86 @@ def _tuned_cell_validated(*, best_weightless: bool, best_tested: bool) -> tuple:
     return DataSettings(n=100, dataset="v"), grid, finished, best
 
 
-@pytest.mark.parametrize("best_weightless, best_tested, trained", [
-    (True, False, 1),   # the choice lost its weights before its test scores: trained again
-    (False, False, 0),  # its weights are here: scored on test as it is
-    (True, True, 0),    # tested already in every way the grid asks: nothing to redo
+@pytest.mark.parametrize("best_weightless, best_tested, worse_tested, trained, tested", [
+    # the choice lost its weights before its test scores: trained, validated and tested
+    (True, False, False, 1, 2),
+    # the same although the other candidate holds test scores from an earlier choice
+    (True, False, True, 1, 2),
+    (False, False, False, 0, 2),  # its weights are here: scored on test as it is
+    (True, True, False, 0, 0),    # tested already in every way the grid asks
 ])
 def test_a_tuned_cells_choice_without_weights_or_test_scores_is_costed_as_trained_again(
-        best_weightless, best_tested, trained):
+        best_weightless, best_tested, worse_tested, trained, tested):
     """As the grid does (training/grid/steps.score_chosen): the cell chooses the better
     stored validation score; a choice restored without weights that lacks a test score is
     trained and validated again before it is tested."""
-    data, grid, finished, _ = _tuned_cell_validated(best_weightless=best_weightless,
-                                                    best_tested=best_tested)
+    data, grid, finished, _ = _tuned_cell_validated(
+        best_weightless=best_weightless, best_tested=best_tested, worse_tested=worse_tested)
     rows = estimate(data, grid, SPEED, TOKENS, finished)
     training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
     assert (training["runs"], training["reused"]) == (2, 2 - trained)
     assert training["tokens"] == trained * 10 * 150
     # two validation scorings, greedy and sampled test; the retrained one's validation too
-    tested_anew = 0 if best_tested else 2
-    assert (scoring["runs"], scoring["runs"] - scoring["reused"]) == (4, trained + tested_anew)
+    assert (scoring["runs"], scoring["runs"] - scoring["reused"]) == (4, trained + tested)
 
 
-def test_the_expected_choice_follows_the_grids_ranking_valid_first():
-    """A valid candidate outranks a better AUROC from an invalid run, as in the grid."""
+@pytest.mark.parametrize("ranks, trained", [
+    ({"worse": (True, 0.55), "best": (False, 0.9)}, 0),  # valid first, as the grid ranks
+    ({"worse": (True, 0.61), "best": (True, 0.61)}, 0),  # a tie goes to the first
+    ({"worse": (True, 0.55), "best": (True, 0.61)}, 1),
+])
+def test_the_expected_choice_follows_the_grids_ranking(ranks, trained):
+    """Only the weightless second candidate, if chosen, is trained again."""
     data, grid, finished, best = _tuned_cell_validated(best_weightless=True,
                                                        best_tested=False)
-    key = next(k for k in finished["ranks"] if k[0] == best.identity("h"))
-    finished["ranks"][key] = (False, 0.9)  # the weightless run was invalid on validation
+    for key in finished["ranks"]:
+        finished["ranks"][key] = ranks["best" if key[0] == best.identity("h") else "worse"]
     training = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT training")
-    assert (training["runs"], training["reused"]) == (2, 2)
+    assert (training["runs"], training["reused"]) == (2, 2 - trained)
 
 
-def test_a_validation_score_the_database_and_the_archive_both_hold_ranks_as_the_databases():
-    """The grid reads the database's score (a run validated again after its retrain), not
-    the one its archive still holds from the lost weights."""
+def test_a_later_seed_is_costed_with_the_first_seeds_expected_choice():
+    """Seed 0 chose the second candidate (better on validation, weights here); seed 1 ran
+    that configuration only, and it is reused, not the first candidate costed instead."""
+    data, grid, finished, best = _tuned_cell_validated(best_weightless=False,
+                                                       best_tested=True)
+    grid = grid.model_copy(update={"sft": grid.sft.model_copy(update={"seeds": [0, 1]})})
+    (_, _), (_, later) = grid.sft_cells()
+    [seed1] = [c for c in later if (c.learning_rate, c.num_train_epochs)
+               == (best.learning_rate, best.num_train_epochs)]
+    finished["runs"][seed1.identity("h")] = set(finished["runs"][best.identity("h")]) - {
+        k for k in finished["runs"][best.identity("h")] if k[0] == "validation"}
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"]) == (3, 3)
+    assert scoring["reused"] == scoring["runs"] == 2 + 2 + 2
+
+
+def test_an_untuned_run_without_weights_or_test_scores_is_costed_as_trained_again():
+    """One candidate, restored without weights before its test scores: the grid trains it
+    again to score it on test (training/grid/steps.retrain_due)."""
+    grid = _grid(targets=["label"])
+    [(_, [run])] = grid.sft_cells()
+    finished = {"version_hash": "h", "runs": {run.identity("h"): set()},
+                "weightless": {run.identity("h")}}
+    training = _stage(estimate(DataSettings(n=100, dataset="v"), grid, SPEED, TOKENS,
+                               finished), "SFT training")
+    assert (training["runs"], training["reused"]) == (1, 0)
+
+
+def test_a_run_the_database_holds_is_costed_from_the_database_alone():
+    """As a restore skips an archived run the database already holds: its validation
+    score from the archive (lost weights; the database discarded it at the retrain) and
+    the archive's results for a run still training here do not count."""
     from training.reproduce import _union
 
-    key = ("c", "auto", "s")
-    database = {"version_hash": "h", "runs": {"c": set()}, "ranks": {key: (True, 0.41)}}
-    archived = {"version_hash": "h", "runs": {"c": set(), "d": set()}, "data_done": False,
-                "ranks": {key: (True, 0.53), ("d", "auto", "s"): (True, 0.5)}}
-    assert _union(database, archived)["ranks"] == {key: (True, 0.41),
-                                                  ("d", "auto", "s"): (True, 0.5)}
+    database = {"version_hash": "h", "runs": {"c": {("test", "auto", "t")}},
+                "ranks": {}, "held": {"c", "training"}, "weightless": set()}
+    archived = {"version_hash": "h", "data_done": False, "weightless": {"c", "training"},
+                "runs": {"c": {("validation", "auto", "s")},
+                         "training": {("test", "auto", "t")}, "d": set()},
+                "ranks": {("c", "auto", "s"): (True, 0.53), ("d", "auto", "s"): (True, 0.5)}}
+    merged = _union(database, archived)
+    assert merged["runs"] == {"c": {("test", "auto", "t")}, "d": set()}
+    assert merged["ranks"] == {("d", "auto", "s"): (True, 0.5)}
+    assert merged["weightless"] == set()

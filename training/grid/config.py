@@ -28,6 +28,11 @@ def validation_rank(metrics: dict | None, auroc: float | None) -> tuple[bool, fl
     return (metrics or {}).get("valid", True), auroc if auroc is not None else -1.0
 
 
+def tuning_key(factors: dict) -> tuple:
+    """Cells that share a tuning choice: the same everything but the seed."""
+    return (factors["base_model"], factors["target"], factors["train_size"], factors["lora_r"])
+
+
 class SFTFactors(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -16,7 +16,7 @@ from annotation_db.models import DatasetVersion, EvaluationResult, TrainingRun
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
 from training.fewshot_config import FewShotConfig
-from training.grid.config import ExperimentGrid, validation_rank
+from training.grid.config import ExperimentGrid, tuning_key, validation_rank
 from training.sft import train
 from training.sft_config import SFTRunConfig
 
@@ -40,11 +40,6 @@ def keep_archive(engine: Engine, grid: ExperimentGrid, run_ids: Collection[int])
     concurrently, and one process (the driver) writes the archive."""
     if grid.archive:
         archive.save(engine, grid.archive, grid.dataset, run_ids=run_ids)
-
-
-def tuning_key(factors: dict) -> tuple:
-    """Cells that share a tuning choice: the same everything but the seed."""
-    return (factors["base_model"], factors["target"], factors["train_size"], factors["lora_r"])
 
 
 def candidates_for(grid: ExperimentGrid, factors: dict, candidates: list[SFTRunConfig],
