@@ -38,6 +38,10 @@ class Throughput(BaseModel):
     prefill_tokens_per_second: float = Field(gt=0, description="scoring: prompt tokens")
     decode_tokens_per_second: float = Field(gt=0, description="scoring: generated tokens, "
                                                               "batched")
+    sampled_decode_tokens_per_second: float | None = Field(
+        None, gt=0, description="scoring: generated tokens of sampled rationales (n per "
+        "patient decode together, so a batch holds n times the sequences); default: "
+        "decode_tokens_per_second")
     engine_start_seconds: float = Field(ge=0, description="per scored run (merge + start)")
     data_seconds_per_patient: float = Field(ge=0, description="cohort → export, per patient")
     forward_over_training: float = Field(
@@ -367,5 +371,7 @@ def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool,
     row["examples"] += n
     row["tokens"] += prefill + decode
     row["generations"] += n * per if generates else 0
+    decode_rate = (t.sampled_decode_tokens_per_second or t.decode_tokens_per_second
+                   ) if samples else t.decode_tokens_per_second
     row["seconds"] += (t.engine_start_seconds + prefill / t.prefill_tokens_per_second
-                       + decode / t.decode_tokens_per_second)
+                       + decode / decode_rate)

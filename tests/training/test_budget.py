@@ -49,6 +49,11 @@ def test_costs_follow_tokens_targets_and_scoring_variants():
     assert scoring["seconds"] == pytest.approx(
         (4 * 20 * 100 + 20 * 3 * 150) / 1000 + (20 * 50 + 20 * 50 * 3) / 10)
     assert _stage(rows, "data")["seconds"] == 50
+    # sampled rationales decode at their own measured rate where the block gives one
+    faster = SPEED.model_copy(update={"sampled_decode_tokens_per_second": 20})
+    sampled = _stage(estimate(data, _grid(targets=["label", "rationale-free", "multitask"]),
+                              faster, TOKENS), "SFT scoring")
+    assert scoring["seconds"] - sampled["seconds"] == pytest.approx(20 * 50 * 3 * (1 / 10 - 1 / 20))
 
 
 def _scored_greedy_on_test(*, weightless: bool = False) -> tuple:
