@@ -107,6 +107,7 @@ def _demo_training(engine, version: str, cfg, out: Path) -> dict:
     run = train(engine, SFTRunConfig(
         dataset=version, target="label", max_steps=2, per_device_train_batch_size=2,
         max_length=512, lora_r=8, save_steps=1000, logging_steps=1, cache_dir=cfg.cache_dir,
+        probe_rows=2,  # the gradient probe on one batch of the run's size, not twice it
         runs_dir=str(out.parent / "runs")))
     with Session(engine) as session:
         result = session.execute(select(EvaluationResult).where(

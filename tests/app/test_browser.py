@@ -1,5 +1,6 @@
 """The annotator's keyboard flow in a real headless Chromium (Debian's), driven by Playwright."""
 
+import os
 import re
 
 import pytest
@@ -125,15 +126,23 @@ def test_an_admin_reads_measured_faithfulness_beside_the_judge_with_the_keyboard
 
 
 @pytest.fixture(scope="module")
-def runs_url(tmp_path_factory, model_cache):
+def runs_url(tmp_path_factory, model_cache, bundled_model):
     from tests.helpers import audited_version
 
     root = tmp_path_factory.mktemp("browser-runs")
     engine = audited_version(f"sqlite:///{root / 'r.sqlite'}", root / "exports")
     add_users(engine, rita="researcher", ann="annotator")
-    with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
-        yield url
-    engine.dispose()
+    previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
+    os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
+    try:
+        with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
+            yield url
+    finally:
+        engine.dispose()
+        if previous is None:
+            os.environ.pop("RATIONALE_AUDIT_CACHE_DIR", None)
+        else:
+            os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
 
 
 def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url):

@@ -325,7 +325,8 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
                                                "rationale-stepwise"],
              "train_sizes": [8], "seeds": [0], "learning_rates": [1e-3], "lora_ranks": [4],
              "settings": {"max_steps": 2, "per_device_train_batch_size": 4,
-                          "max_length": 768, "probe_steps": 1, "logging_steps": 1}},
+                          "max_length": 768, "logging_steps": 1,
+                          "validate_each_epoch": False}},  # the probe: at the last step
         fewshot=None, baseline=False, extra_scorings=["direct", "sampled"],
         extra_scoring_targets={"sampled": ["rationale-free"]},
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,

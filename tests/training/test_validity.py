@@ -250,7 +250,8 @@ def _short(row: dict, extra: str = "") -> dict:
 def _train_and_score(engine, name: str, tmp_path) -> dict:
     cfg = SFTRunConfig(dataset=name, target="label", train_size=None, seed=0, lora_r=8,
                        learning_rate=3e-3, num_train_epochs=1, per_device_train_batch_size=8,
-                       max_length=256, save_steps=1000, runs_dir=str(tmp_path / "runs"))
+                       max_length=256, save_steps=1000, runs_dir=str(tmp_path / "runs"),
+                       validate_each_epoch=False, probe_rows=1)  # diagnostics nobody reads here
     run = train(engine, cfg)
     result = evaluate_run(engine, str(run.id), EvaluateConfig(engine="transformers",
                                                               n_bootstrap=200))
