@@ -24,7 +24,7 @@ from training.data import (
     completion_lengths,
     target_rows_by_patient,
 )
-from training.grid.config import tuning_key
+from training.grid.config import candidates_for, tuning_key, waits_for_first_seed
 
 SAMPLE_PATIENTS = 80
 
@@ -211,17 +211,16 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
     runs_done = (finished or {}).get("runs", {})
     target = tokens["targets"][factors["target"]]
     generates = TARGETS[factors["target"]].scoring == "generate"
-    key = tuning_key(factors)
-    if len(candidates) > 1 and grid.sft.tune_with_first_seed \
-            and factors["seed"] != grid.sft.seeds[0]:
-        candidates = _first_seeds_choice(candidates, first_choice.get(key), finished)
+    candidates, _ = candidates_for(grid, factors, candidates, first_choice)
+    if waits_for_first_seed(grid, factors, candidates):  # its choice cannot be told yet
+        candidates = _trained_or_first(candidates, finished)
     tuned = len(candidates) > 1
     retrained = [c for c in candidates if _must_retrain(  # scored on validation if tuned
         grid, finished, c, tuned, factors["target"])]
     choice = _expected_choice(grid, finished, candidates, retrained) if tuned \
         else candidates[0]
     if tuned and choice is not None:
-        first_choice[key] = (choice.learning_rate, choice.num_train_epochs)
+        first_choice[tuning_key(factors)] = (choice.learning_rate, choice.num_train_epochs)
     if choice is not None and choice not in retrained and finished and _lacks(
             grid, finished, choice, grid.scores_needed(factors["target"], tuned=False,
                                                        chosen_before=True)):
@@ -254,13 +253,10 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
                                            for c in kept))
 
 
-def _first_seeds_choice(candidates: list, choice: tuple | None, finished: dict | None
-                        ) -> list:
-    """A later seed's one candidate: the first seed's expected choice; when that cannot
-    be told yet, a candidate this seed already trained (it was the choice once), else the
-    first (every candidate of a cell costs about the same per epoch)."""
-    if choice is not None:
-        return [c for c in candidates if (c.learning_rate, c.num_train_epochs) == choice]
+def _trained_or_first(candidates: list, finished: dict | None) -> list:
+    """A later seed's one candidate while the first seed's choice cannot be told: one this
+    seed already trained (it was the choice once), else the first (every candidate of a
+    cell costs about the same per epoch)."""
     done = (finished or {}).get("runs", {})
     trained = [c for c in candidates if finished
                and c.identity(finished["version_hash"]) in done]

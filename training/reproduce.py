@@ -77,7 +77,7 @@ def _union(a: dict | None, b: dict | None) -> dict | None:
     ranks = {**{k: v for k, v in b.get("ranks", {}).items() if k[0] not in held},
              **a.get("ranks", {})}
     return {"version_hash": a["version_hash"], "runs": runs, "weightless": weightless,
-            "ranks": ranks, "held": held | set(runs),
+            "ranks": ranks,
             "data_done": a.get("data_done", True) or b.get("data_done", True)}
 
 

@@ -1,6 +1,5 @@
 """The annotator's keyboard flow in a real headless Chromium (Debian's), driven by Playwright."""
 
-import os
 import re
 
 import pytest
@@ -132,17 +131,11 @@ def runs_url(tmp_path_factory, model_cache, bundled_model):
     root = tmp_path_factory.mktemp("browser-runs")
     engine = audited_version(f"sqlite:///{root / 'r.sqlite'}", root / "exports")
     add_users(engine, rita="researcher", ann="annotator")
-    previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
-    os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RATIONALE_AUDIT_CACHE_DIR", str(model_cache))  # the jobs inherit it
         with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
             yield url
-    finally:
-        engine.dispose()
-        if previous is None:
-            os.environ.pop("RATIONALE_AUDIT_CACHE_DIR", None)
-        else:
-            os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
+    engine.dispose()
 
 
 def test_a_researcher_opens_runs_sees_the_manifest_and_checks_a_launch(runs_url):

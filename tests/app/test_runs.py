@@ -26,15 +26,11 @@ def runs_server(tmp_path_factory, model_cache, bundled_model):
     root = tmp_path_factory.mktemp("runs-ui")
     engine = audited_version(f"sqlite:///{root / 'db.sqlite'}", root / "exports")
     add_users(engine, rita="researcher", ann="annotator", root="admin")
-    previous = os.environ.get("RATIONALE_AUDIT_CACHE_DIR")
-    os.environ["RATIONALE_AUDIT_CACHE_DIR"] = str(model_cache)  # the jobs inherit it
-    with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
-        yield engine, url, root
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RATIONALE_AUDIT_CACHE_DIR", str(model_cache))  # the jobs inherit it
+        with serving(engine, jobs_dir=str(root / "jobs"), workdir=str(root)) as url:
+            yield engine, url, root
     engine.dispose()
-    if previous is None:
-        os.environ.pop("RATIONALE_AUDIT_CACHE_DIR", None)
-    else:
-        os.environ["RATIONALE_AUDIT_CACHE_DIR"] = previous
 
 
 FORMS = launch_forms()

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from training.fewshot_config import FewShotConfig
-from training.grid.config import ExperimentGrid, tuning_key
-from training.grid.steps import (
-    Score,
+from training.grid.config import (
+    ExperimentGrid,
     candidates_for,
-    chosen,
-    selection_entry,
+    tuning_key,
     waits_for_first_seed,
 )
+from training.grid.steps import Score, chosen, selection_entry
 from training.sft_config import SFTRunConfig
 
 

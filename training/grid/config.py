@@ -33,6 +33,26 @@ def tuning_key(factors: dict) -> tuple:
     return (factors["base_model"], factors["target"], factors["train_size"], factors["lora_r"])
 
 
+def candidates_for(grid: "ExperimentGrid", factors: dict, candidates: list[SFTRunConfig],
+                   first_choice: dict[tuple, tuple[float, float]]
+                   ) -> tuple[list[SFTRunConfig], str | None]:
+    """The candidates a cell trains and how its choice is made: on validation, or
+    (``tune_with_first_seed``) the first seed's choice reused."""
+    tuned_on = "validation" if len(candidates) > 1 else None
+    key = tuning_key(factors)
+    if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
+        candidates = [c for c in candidates
+                      if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
+        tuned_on = f"validation, seed {grid.sft.seeds[0]}"
+    return candidates, tuned_on
+
+
+def waits_for_first_seed(grid: "ExperimentGrid", factors: dict, candidates: list) -> bool:
+    """Whether a later seed's cell waits for the first seed's tuning choice."""
+    return (len(candidates) > 1 and grid.sft.tune_with_first_seed
+            and factors["seed"] != grid.sft.seeds[0])
+
+
 class SFTFactors(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

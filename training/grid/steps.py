@@ -16,7 +16,7 @@ from annotation_db.models import DatasetVersion, EvaluationResult, TrainingRun
 from training import archive, runs
 from training.evaluate import ScorerPool, evaluate_run
 from training.fewshot_config import FewShotConfig
-from training.grid.config import ExperimentGrid, tuning_key, validation_rank
+from training.grid.config import ExperimentGrid, validation_rank
 from training.sft import train
 from training.sft_config import SFTRunConfig
 
@@ -40,25 +40,6 @@ def keep_archive(engine: Engine, grid: ExperimentGrid, run_ids: Collection[int])
     concurrently, and one process (the driver) writes the archive."""
     if grid.archive:
         archive.save(engine, grid.archive, grid.dataset, run_ids=run_ids)
-
-
-def candidates_for(grid: ExperimentGrid, factors: dict, candidates: list[SFTRunConfig],
-                   first_choice: dict[tuple, tuple[float, float]]
-                   ) -> tuple[list[SFTRunConfig], str | None]:
-    """The candidates a cell trains and how its choice is made: on validation, or
-    (``tune_with_first_seed``) the first seed's choice reused."""
-    tuned_on = "validation" if len(candidates) > 1 else None
-    key = tuning_key(factors)
-    if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
-        candidates = [c for c in candidates
-                      if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
-        tuned_on = f"validation, seed {grid.sft.seeds[0]}"
-    return candidates, tuned_on
-
-
-def waits_for_first_seed(grid: ExperimentGrid, factors: dict, candidates: list) -> bool:
-    return (len(candidates) > 1 and grid.sft.tune_with_first_seed
-            and factors["seed"] != grid.sft.seeds[0])
 
 
 def score(engine: Engine, grid: ExperimentGrid, run_id: int, split: str,
