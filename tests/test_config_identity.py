@@ -45,3 +45,17 @@ def test_the_moved_configs_keep_their_identity():
     assert FewShotConfig(dataset="v1").identity("y").startswith("260a55e47ef3")
     assert SFTRunConfig(dataset="v1", target="multitask", precision="fp32").identity(
         "x").startswith("0321f700d09b")
+
+
+def test_sampled_results_drawn_on_shared_streams_are_scored_again_and_no_other_result_is():
+    """Sampled scoring changed how it draws (one stream per run and patient, not one seed
+    for all): its results' settings hash moved, so earlier sampled results are scored
+    again, while greedy and direct results keep theirs (pinned from before the change)
+    and are reused."""
+    from training.evaluate_config import EvaluateConfig
+
+    assert EvaluateConfig(scoring="generate").settings_hash() == "c835ae5834e1a061"
+    assert EvaluateConfig(scoring="direct", split="validation").settings_hash() \
+        == "75e22b5bf52dbe30"
+    assert EvaluateConfig(scoring="sampled").settings_hash() != "8bb6a92625a7826a"
+    assert "sample_streams" in EvaluateConfig(scoring="sampled").identity_data()

@@ -34,7 +34,7 @@ from annotation_db.student_task import ANSWER_PREFIX, answer_line
 from training import runs
 from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
 from training.evaluate_config import ANSWER_NOT_REACHED, EvaluateConfig
-from training.scoring import Scorer
+from training.scoring import Scorer, stream_seeds
 
 Mode = Literal["direct", "rationale", "sampled"]
 
@@ -53,18 +53,21 @@ class Scored:
 def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: Mode,
                         max_rationale_tokens: int, *, n_samples: int = 5,
                         temperature: float = 1.0, seed: int = 0,
+                        keys: list[str] | None = None,
                         ) -> tuple[np.ndarray, np.ndarray, list, list]:
     """P(yes), label mass, whether the answer line was reached, and the rationale text.
 
     ``sampled``: ``n_samples`` rationales per prompt at ``temperature``; P(yes) and the
-    label mass are their means, reached-answer a list per prompt, the rationales too."""
+    label mass are their means, reached-answer a list per prompt, the rationales too.
+    Each prompt samples from its own stream, from ``seed`` and its entry in ``keys``
+    (:func:`training.scoring.stream_seeds`; default: the prompt's text)."""
     heads = [prompt_text(scorer.tokenizer, messages) for messages in conversations]
     if mode == "direct":
         p_yes, mass = scorer.label_probabilities([h + ANSWER_PREFIX for h in heads])
         return p_yes, mass, [None] * len(heads), [None] * len(heads)
     if mode == "sampled":
         samples = scorer.sample_until_answer(heads, max_rationale_tokens, n_samples,
-                                             temperature, seed)
+                                             temperature, stream_seeds(seed, keys or heads))
         texts = [h + c.text.rstrip() + ("\n" if c.text.strip() else "") + ANSWER_PREFIX
                  for h, group in zip(heads, samples, strict=True) for c in group]
         p_all, mass_all = scorer.label_probabilities(texts)
@@ -122,6 +125,7 @@ def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     # scipy and scikit-learn load in about 1.5 s: only when something is scored, not
     # whenever a command's config class is needed (the CLI builds its options from them)
     from training.metrics import bootstrap_metrics, delong_auc_ci, point_metrics
+    from training.seed_level import degenerate, yes_rate
 
     y, p = scored.labels, scored.p_yes
     point = point_metrics(y, p, threshold=config.threshold)
@@ -145,6 +149,10 @@ def summarize(scored: Scored, config: EvaluateConfig) -> dict:
         "seconds": round(scored.seconds, 2),
         "ci": f"95% percentile bootstrap, {config.n_bootstrap} stratified resamples",
     })
+    if len(y):  # the report's rule, kept with the result: a tuned cell ranks by it too
+        sampled, share = config.scoring == "sampled", config.max_one_answer_share
+        metrics["yes_rate"] = yes_rate(p, sampled=sampled)
+        metrics["degenerate"] = degenerate(p, low=1 - share, high=share, sampled=sampled)
     return metrics
 
 
@@ -362,7 +370,7 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
         scored = score_rows(scorer, rows, mode, cap["cap"] if cap else 0,
                             conversations=[messages for messages, _ in fitted],
                             n_samples=config.n_samples, temperature=config.sample_temperature,
-                            seed=config.seed)
+                            seed=config.seed, stream=run.config_hash)
         metrics = summarize(scored, config)
         metrics["truncated_prompts"] = sum(removed > 0 for _, removed in fitted)
         if cap:
@@ -395,11 +403,14 @@ def _taught_completions(version, run: TrainingRun, scorer) -> list[str]:
 
 def score_rows(scorer: Scorer, rows: list[dict], mode: Mode, max_rationale_tokens: int,
                conversations: list[list[dict]] | None = None, *, n_samples: int = 5,
-               temperature: float = 1.0, seed: int = 0) -> Scored:
+               temperature: float = 1.0, seed: int = 0, stream: str = "") -> Scored:
+    """Score ``rows``; sampled rationales come from one stream per patient and ``stream``
+    (a run's identity), so no two patients, and no two runs, share random numbers."""
     started = time.perf_counter()
     p_yes, mass, reached, rationales = score_conversations(
         scorer, conversations or [row["prompt"] for row in rows], mode, max_rationale_tokens,
-        n_samples=n_samples, temperature=temperature, seed=seed)
+        n_samples=n_samples, temperature=temperature, seed=seed,
+        keys=[f"{stream}/{row['id']}" for row in rows])
     return Scored(ids=[row["id"] for row in rows],
                   labels=np.asarray([int(row["label"]) for row in rows]),
                   p_yes=p_yes, label_mass=mass, reached_answer=reached,

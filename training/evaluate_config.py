@@ -7,7 +7,7 @@ scorers) so that the CLI, the Runs screen, a grid's configuration
 alone; :class:`EvaluateConfig`'s fields feed every stored result's settings hash, so
 they are neither added, renamed nor re-defaulted."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -72,6 +72,16 @@ class EvaluateConfig(CommandConfig):
 
     ADDED_LATER = {"scoring": "auto", "n_samples": 5, "sample_temperature": 1.0,
                    "max_one_answer_share": 0.95}
+    # How sampled scoring draws its random numbers, in the identity of sampled results
+    # only: results drawn with one seed for every patient (sample j of each patient on the
+    # same stream, until 2026-12-07) are not reused, and are scored again.
+    SAMPLE_STREAMS: ClassVar[str] = "one per run and patient"
+
+    def identity_data(self) -> dict:
+        data = super().identity_data()
+        if self.scoring == "sampled":
+            data["sample_streams"] = self.SAMPLE_STREAMS
+        return data
 
     def settings_hash(self) -> str:
         """Hash of the settings that change the numbers.

@@ -17,7 +17,9 @@ Both also *continue* a prompt greedily until ``Final answer:`` — the rationale
 rationale-trained model writes before its label.
 """
 
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,8 +45,24 @@ class Scorer(Protocol):
         """Greedy continuations, stopped at ``Final answer:``."""
 
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
-                            temperature: float, seed: int) -> list[list[Continuation]]:
-        """``n`` sampled continuations per prompt, stopped at ``Final answer:``."""
+                            temperature: float, seeds: Sequence[int]
+                            ) -> list[list[Continuation]]:
+        """``n`` sampled continuations per prompt, stopped at ``Final answer:``; prompt
+        ``i`` draws from its own random stream, ``seeds[i]`` (see :func:`stream_seeds`)."""
+
+
+def stream_seeds(seed: int, keys: Sequence[str]) -> list[int]:
+    """One random stream per sampled prompt, from the scoring's ``seed`` and each prompt's
+    key (a run's identity and a patient's id): reproducible, and independent of the
+    prompt's position, its batch and every other prompt.
+
+    Sharing one seed across prompts would not do: vLLM seeds sample ``j`` of every
+    request with ``seed + j``, so sample ``j`` of every patient (and of every run scored
+    with that seed) would draw the same random numbers, and its first token, where a
+    template-taught rationale commits to its conclusion, would be the same draw for all.
+    """
+    return [int.from_bytes(hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()[:4], "big")
+            >> 1 for key in keys]  # 31 bits: vLLM adds the sample's index to it
 
 
 def label_token_ids(tokenizer) -> tuple[int, int]:
@@ -136,15 +154,16 @@ class TransformersScorer:
         return out
 
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
-                            temperature: float, seed: int) -> list[list[Continuation]]:
+                            temperature: float, seeds: Sequence[int]
+                            ) -> list[list[Continuation]]:
         import torch
 
         out: list[list[Continuation]] = []
         with torch.inference_mode():
-            # one prompt at a time, seeded by its position: the samples do not depend on
-            # the batch size (which is not part of a result's settings)
-            for index, prompt in enumerate(prompts):
-                torch.manual_seed(seed + index)
+            # one prompt at a time, on its own stream: the samples depend on neither the
+            # batch size (not part of a result's settings) nor the other prompts
+            for prompt, seed in zip(prompts, seeds, strict=True):
+                torch.manual_seed(seed)
                 batch = self._batch([prompt])
                 generated = self.model.generate(
                     **batch, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
@@ -196,12 +215,22 @@ class VLLMScorer:
                              len(o.outputs[0].token_ids)) for o in outputs]
 
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
-                            temperature: float, seed: int) -> list[list[Continuation]]:
+                            temperature: float, seeds: Sequence[int]
+                            ) -> list[list[Continuation]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
-                                top_k=0, seed=seed, stop=[ANSWER_PREFIX])
+        params = [SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature,
+                                 top_p=1.0, top_k=0, seed=seed, stop=[ANSWER_PREFIX])
+                  for seed in _one_each(seeds, prompts)]
         outputs = self.llm.generate(self._prompts(prompts), params, lora_request=self.lora,
                                     use_tqdm=False)
         return [[Continuation(c.text, c.stop_reason == ANSWER_PREFIX, len(c.token_ids))
                  for c in o.outputs] for o in outputs]
+
+
+def _one_each(seeds: Sequence[int], prompts: list) -> list[int]:
+    seeds = list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give each prompt "
+                         "its own stream")
+    return seeds

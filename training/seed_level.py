@@ -24,6 +24,10 @@ at a matched rate of "yes":
 
 * :func:`degenerate`: a run whose share of "yes" on the test patients is above 95% or below
   5% says the same thing for nearly everyone; its AUROC reads variation around one answer.
+  Under sampled scoring a patient's score is the mean P(yes) over its sampled rationales,
+  and a run says "yes" in that mean's share of its written answers (``sampled``): a
+  majority vote of 5 samples would call a run that concludes yes in 30% of its
+  rationales "no" for nearly everyone.
 * :func:`balanced_accuracy_at_rate`: balanced accuracy when the arm says "yes" for a given
   share of patients (its highest scores), so arms that write a yes/no conclusion and arms
   with a graded score are compared at the same operating point. Ties at the cut are split
@@ -108,23 +112,29 @@ def _seed_mean(on_patients: np.ndarray, draw: np.ndarray, inflate: bool) -> np.n
     return everyone + np.sqrt(seeds / (seeds - 1)) * (drawn - everyone)
 
 
-def yes_rate(p, threshold: float = 0.5) -> float:
-    """The share of patients a run says "yes" for (score at or above ``threshold``)."""
+def yes_rate(p, threshold: float = 0.5, sampled: bool = False) -> float:
+    """The share of patients a run says "yes" for (score at or above ``threshold``); with
+    ``sampled`` (each score the mean P(yes) of a patient's sampled rationales), the share
+    of its sampled answers that say yes: the mean score (exact where each sample's P(yes)
+    is 0 or 1, as after a rationale that states its conclusion)."""
     scores = np.asarray(p, dtype=float)
     if scores.size == 0:
         raise ValueError("no scores")
-    return float((scores >= threshold).mean())
+    return float(scores.mean() if sampled else (scores >= threshold).mean())
 
 
 def degenerate(p, threshold: float = 0.5, low: float = DEGENERATE_LOW,
-               high: float = DEGENERATE_HIGH) -> str | None:
+               high: float = DEGENERATE_HIGH, sampled: bool = False) -> str | None:
     """Why a run's test scores are unfit for comparison, or None: it says "yes" for more
-    than ``high`` or fewer than ``low`` of the patients."""
-    rate = yes_rate(p, threshold)
+    than ``high`` or fewer than ``low`` of the patients (of its sampled answers, with
+    ``sampled``)."""
+    rate = yes_rate(p, threshold, sampled)
+    what = f"in {rate:.0%} of its sampled answers" if sampled \
+        else f"for {rate:.0%} of test patients"
     if rate > high:
-        return f"says yes for {rate:.0%} of test patients (above {high:.0%})"
+        return f"says yes {what} (above {high:.0%})"
     if rate < low:
-        return f"says yes for {rate:.0%} of test patients (below {low:.0%})"
+        return f"says yes {what} (below {low:.0%})"
     return None
 
 

@@ -16,7 +16,12 @@ import functools
 import numpy as np
 
 from training.evaluate import read_predictions
-from training.seed_level import balanced_accuracy_at_rate, degenerate, hierarchical_difference
+from training.seed_level import (
+    balanced_accuracy_at_rate,
+    degenerate,
+    hierarchical_difference,
+    yes_rate,
+)
 from training.tables import number, table
 
 
@@ -37,14 +42,15 @@ def _read(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def run_figures(row: dict, max_one_answer_share: float = 0.95) -> dict:
-    """What every LLM run adds to its row: the share it says yes for, why that makes it
-    degenerate (or None), and balanced accuracy when it says yes for as many patients as
-    there are positives (None with one class)."""
+    """What every LLM run adds to its row: the share it says yes for (of its sampled
+    answers, when sampled), why that makes it degenerate (or None), and balanced accuracy
+    when it says yes for as many patients as there are positives (None with one class)."""
     _, y, p = _scores(row)
     both = 0 < y.sum() < y.size
     share = max_one_answer_share
-    return {"yes_rate": float((p >= 0.5).mean()),
-            "degenerate": degenerate(p, low=1 - share, high=share),
+    sampled = row.get("scoring") == "sampled"
+    return {"yes_rate": yes_rate(p, sampled=sampled),
+            "degenerate": degenerate(p, low=1 - share, high=share, sampled=sampled),
             "balanced_accuracy_matched": balanced_accuracy_at_rate(y, p) if both else None}
 
 

@@ -19,6 +19,8 @@ add. The server must serve the run's own base model, and the adapter on it. The 
 must be readable by the server under the same path.
 """
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from generation.models import ModelSpecError
 from training.scoring import Continuation, label_token_ids, two_way
 
 CHUNK = 64  # prompts per request; the server batches them itself
+IN_FLIGHT = 16  # sampled prompts travel one per request (each its own seed), this many at once
 # Every sampling setting the local engine leaves at its neutral value, sent explicitly:
 # a server fills what a request omits from the model's generation_config.json.
 NEUTRAL = {"top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
@@ -214,8 +217,20 @@ class ServerScorer:
         return [self._continuation(choice) for (choice,) in groups]
 
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
-                            temperature: float, seed: int) -> list[list[Continuation]]:
-        groups = self._choices(prompts, n=n, max_tokens=max_tokens, temperature=temperature,
-                               seed=seed, stop=[ANSWER_PREFIX], return_token_ids=True,
-                               **NEUTRAL)
-        return [[self._continuation(c) for c in group] for group in groups]
+                            temperature: float, seeds: Sequence[int]
+                            ) -> list[list[Continuation]]:
+        # A request has one seed, and the server gives sample j of each of its prompts the
+        # same stream; so each prompt goes alone, with its own seed, and several at once
+        # keep the server's batch full.
+        seeds = list(seeds)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+
+        def one(prompt: str, seed: int) -> list[Continuation]:
+            (group,) = self._choices([prompt], n=n, max_tokens=max_tokens,
+                                     temperature=temperature, seed=seed,
+                                     stop=[ANSWER_PREFIX], return_token_ids=True, **NEUTRAL)
+            return [self._continuation(c) for c in group]
+
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+            return list(pool.map(one, prompts, seeds))

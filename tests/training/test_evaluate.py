@@ -267,3 +267,35 @@ def test_one_pairing_rule_refuses_other_patients_and_other_labels():
         paired(a, {"P1": (1, 0.6)}, 1, 2)
     with pytest.raises(RunError, match="disagree on patients' labels"):
         paired(a, {"P1": (0, 0.6), "P2": (0, 0.4)}, 1, 2)
+
+
+@pytest.mark.parametrize("scoring, scores, degenerate", [
+    ("auto", [0.99] * 97 + [0.01] * 3, "says yes for 97% of test patients (above 95%)"),
+    ("sampled", [0.4] * 50 + [0.6] * 50, None),  # yes in half its sampled answers
+])
+def test_a_result_keeps_its_yes_rate_and_whether_it_is_degenerate(scoring, scores,
+                                                                  degenerate):
+    """A stored result carries the report's degenerate rule, so a tuned cell can rank by
+    it before any report is written."""
+    from training.evaluate import Scored, summarize
+    from training.evaluate_config import EvaluateConfig
+    from training.grid.config import validation_rank
+
+    n = len(scores)
+    scored = Scored(ids=[str(i) for i in range(n)], labels=np.arange(n) % 2,
+                    p_yes=np.asarray(scores), label_mass=np.ones(n),
+                    reached_answer=[None] * n, rationales=[None] * n, seconds=0.0)
+    metrics = summarize(scored, EvaluateConfig(scoring=scoring, n_bootstrap=100))
+    assert metrics["degenerate"] == degenerate
+    assert metrics["yes_rate"] == pytest.approx(0.97 if degenerate else 0.5)
+    assert validation_rank(metrics, 0.7) == (degenerate is None, 0.7)
+
+
+def test_a_candidate_degenerate_on_validation_ranks_after_every_valid_one():
+    from training.grid.config import validation_rank
+
+    candidates = {"degenerate": validation_rank(
+        {"valid": True, "degenerate": "says yes for 100% of test patients"}, 0.9),
+        "valid": validation_rank({"valid": True, "degenerate": None}, 0.55)}
+    assert max(candidates, key=candidates.get) == "valid"
+    assert validation_rank({"valid": True}, 0.6) == (True, 0.6)  # scored before the rule

@@ -21,6 +21,7 @@ from training.data import (
     training_rows,
 )
 from training.loss import LossWeighting, answer_counts, weighted_loss
+from training.scoring import stream_seeds
 from training.targets import TARGETS, patient_of
 
 END = "<|im_end|>\n"
@@ -252,7 +253,7 @@ def test_direct_and_sampled_scoring_agree_with_a_hand_computation(tiny_model):
     p, _, reached, texts = score_conversations(scorer, conversations, "sampled", 12,
                                                n_samples=3, temperature=1.0, seed=5)
     assert [len(t) for t in texts] == [3, 3] and [len(r) for r in reached] == [3, 3]
-    samples = scorer.sample_until_answer(heads, 12, 3, 1.0, 5)
+    samples = scorer.sample_until_answer(heads, 12, 3, 1.0, stream_seeds(5, heads))
     hand = [np.mean([_hand_p_yes(model, scorer.tokenizer, h + c.text.rstrip()
                                  + ("\n" if c.text.strip() else "") + ANSWER_PREFIX)
                      for c in group]) for h, group in zip(heads, samples, strict=True)]
@@ -273,7 +274,8 @@ def test_vllm_samples_are_scored_like_transformers_scores_them(vllm_engine, bund
     head = prompt_text(scorer.tokenizer, conversation[0])
     p, _, _, texts = score_conversations(scorer, conversation, "sampled", 24, n_samples=3,
                                          temperature=1.0, seed=1)
-    samples = scorer.sample_until_answer([head], 24, 3, 1.0, 1)[0]  # seeded: the same ones
+    samples = scorer.sample_until_answer([head], 24, 3, 1.0,
+                                         stream_seeds(1, [head]))[0]  # seeded: the same ones
     assert [c.text.strip() for c in samples] == texts[0]
     model = AutoModelForCausalLM.from_pretrained(bundled_model.path, dtype=torch.float32).eval()
     hand = np.mean([_hand_p_yes(model, scorer.tokenizer, head + c.text.rstrip()
@@ -305,9 +307,36 @@ def test_vllm_samples_a_batch_larger_than_one_engine_step_the_same_as_one_prompt
                   if a != b)
     budget = vllm_engine.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
     assert sum(len(i) - shared for i in ids) > budget  # more than one step, even cached
-    batch = scorer.sample_until_answer(heads, 6, 3, 1.0, 7)
-    alone = scorer.sample_until_answer(heads[-1:], 6, 3, 1.0, 7)
+    seeds = stream_seeds(7, [str(p) for p in range(32)])
+    batch = scorer.sample_until_answer(heads, 6, 3, 1.0, seeds)
+    alone = scorer.sample_until_answer(heads[-1:], 6, 3, 1.0, seeds[-1:])
     assert [c.text for c in batch[-1]] == [c.text for c in alone[0]]
+
+
+def test_each_patient_and_run_samples_from_its_own_stream(vllm_engine):
+    """Sampled scoring gives every patient, in every run, random numbers of its own.
+    With one seed for all (vLLM seeds sample j of every request with seed + j), two
+    patients with the same record drew the same rationales, and sample j of every
+    patient opened alike: a template-taught model's conclusion followed the sample's
+    index rather than the patient."""
+    from annotation_db.student_task import prompt_messages
+    from training.data import prompt_text
+    from training.scoring import VLLMScorer
+
+    scorer = VLLMScorer(vllm_engine)
+    head = prompt_text(scorer.tokenizer, prompt_messages("2019-03 E1 memory complaint"))
+    other = prompt_text(scorer.tokenizer, prompt_messages("2020-01 E1 hypertension"))
+
+    def draw(prompts, keys):
+        groups = scorer.sample_until_answer(prompts, 8, 4, 1.0, stream_seeds(3, keys))
+        return [[c.text for c in group] for group in groups]
+
+    twins = draw([head, head], ["run-a/P1", "run-a/P2"])
+    assert twins[0] != twins[1]  # one record, two patients: two sets of draws
+    assert draw([head], ["run-b/P1"])[0] != twins[0]  # another run: other draws
+    # the same patient and run draw the same rationales wherever it sits in the batch
+    assert draw([other, head], ["run-a/P9", "run-a/P1"])[1] == twins[0]
+    assert len(set(stream_seeds(3, [f"r/P{i}" for i in range(1000)]))) == 1000
 
 
 @pytest.mark.slow

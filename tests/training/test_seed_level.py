@@ -95,6 +95,18 @@ def test_yes_rate_counts_scores_at_or_above_the_threshold():
     assert yes_rate([0.5, 0.49, 0.9, 0.1]) == 0.5
 
 
+def test_a_sampled_run_says_yes_in_the_share_of_its_sampled_answers():
+    """Sampled scores are the share of a patient's 5 rationales that conclude yes. A run
+    concluding yes in 2 of 5 for everyone says yes 40% of the time: not degenerate,
+    though a majority vote would call it "no" for all."""
+    two_of_five = [0.4] * 100
+    assert yes_rate(two_of_five, sampled=True) == pytest.approx(0.4)
+    assert degenerate(two_of_five, sampled=True) is None
+    assert degenerate(two_of_five) == "says yes for 0% of test patients (below 5%)"
+    assert degenerate([0.0] * 97 + [0.2] * 3, sampled=True) \
+        == "says yes in 1% of its sampled answers (below 5%)"
+
+
 def test_balanced_accuracy_at_a_matched_rate_calls_the_top_scores_yes():
     y = [1, 1, 0, 0]
     assert balanced_accuracy_at_rate(y, [0.9, 0.8, 0.7, 0.1], rate=0.5) == 1.0

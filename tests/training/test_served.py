@@ -108,9 +108,12 @@ def test_a_served_adapter_writes_the_same_greedy_rationale(served, tiny_model):
     assert [c.tokens for c in on_server] == [c.tokens for c in local]
     assert [c.text for c in on_server] == [c.text for c in local]
     assert all(c.tokens > 0 for c in on_server)
-    samples = ScorerPool(server_url=url).scorer(model, listed).sample_until_answer(
-        prompts[:2], 8, n=3, temperature=1.0, seed=0)
+    served = ScorerPool(server_url=url).scorer(model, listed)
+    samples = served.sample_until_answer(prompts[:2], 8, n=3, temperature=1.0, seeds=[0, 1])
     assert [len(group) for group in samples] == [3, 3]
+    # each prompt travels with its own seed: alone, it draws what it drew in the batch
+    alone = served.sample_until_answer(prompts[1:2], 8, n=3, temperature=1.0, seeds=[1])
+    assert [c.text for c in alone[0]] == [c.text for c in samples[1]]
 
 
 def test_an_adapter_the_server_cannot_load_is_an_error_that_names_the_flag(served, tiny_model,

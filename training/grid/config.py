@@ -22,10 +22,15 @@ from training.targets import TARGETS, Target
 
 
 def validation_rank(metrics: dict | None, auroc: float | None) -> tuple[bool, float]:
-    """How a tuned cell ranks a candidate by its validation result: valid first, then
-    AUROC (a missing AUROC last). The grid chooses by it (:mod:`training.grid.steps`) and
-    the budget predicts that choice with it (:mod:`training.budget`)."""
-    return (metrics or {}).get("valid", True), auroc if auroc is not None else -1.0
+    """How a tuned cell ranks a candidate by its validation result: valid first (its
+    rationales reach their answer, and it is not degenerate: the report would leave it
+    out), then AUROC (a missing AUROC last). The grid chooses by it
+    (:mod:`training.grid.steps`) and the budget predicts that choice with it
+    (:mod:`training.budget`). A result scored before 2026-12-07 records no degeneracy
+    and ranks as it did."""
+    metrics = metrics or {}
+    valid = bool(metrics.get("valid", True)) and not metrics.get("degenerate")
+    return valid, auroc if auroc is not None else -1.0
 
 
 def tuning_key(factors: dict) -> tuple:
