@@ -1,8 +1,10 @@
 """The report's "Mechanism" section: why rationale SFT predicts worse, if it does.
 
 Every SFT target and scoring variant of the grid is tabulated against label-only
-with the same joint paired bootstrap as the main comparison (cells share one test
-set). Then *contrasts* — pairs of settings that differ in one thing — test what
+on one test set, with the 95% CI its reading rule names (``interval``): the test
+patients jointly over the cells (the first report's), or the seeds, then the patients
+(:func:`training.seed_level.hierarchical_difference`, as the main comparison's
+headline). Then *contrasts* — pairs of settings that differ in one thing — test what
 each explanation predicts:
 
 - **dilution** (longer targets leave the answer token a smaller share of the
@@ -59,10 +61,29 @@ def _key(row: dict) -> tuple[str, str]:
     return row["target"], row["scoring"]
 
 
-def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
-    """Every (target, scoring) with its mean AUROC and the joint paired difference
-    label-only − it over the cells both have."""
+def _difference(aligned: list[tuple], interval: str, n_resamples: int, seed: int) -> dict:
+    """AUROC(a) − AUROC(b) over the cells both sides have (``aligned``: one (ids, labels,
+    a, b) per cell, on the same patients), its 95% CI drawn as ``interval`` says: the
+    patients jointly over the cells, or seeds then patients (each cell one seed)."""
     from training.metrics import joint_paired_difference
+    from training.seed_level import hierarchical_difference
+
+    y = aligned[0][1]
+    if interval == "patients":
+        return joint_paired_difference(y, [(a, b) for _, _, a, b in aligned], "auroc",
+                                       n_resamples=n_resamples, seed=seed)
+    result = hierarchical_difference(y, [a for _, _, a, _ in aligned],
+                                     [b for _, _, _, b in aligned], "auroc",
+                                     n_resamples=n_resamples, seed=seed)
+    return {"difference": result["value"], "low": result["low"], "high": result["high"],
+            "p_value": result["p"], "pairs": len(aligned), "n": int(len(y)),
+            "interval": interval}
+
+
+def settings(rows: list[dict], n_resamples: int, seed: int,
+             interval: str = "patients") -> list[dict]:
+    """Every (target, scoring) with its mean AUROC and the paired difference label-only −
+    it over the cells both have (its CI drawn as ``interval`` says)."""
     from training.tables import align
 
     sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
@@ -78,9 +99,7 @@ def settings(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
         pairs = [(labels[c], m) for m in members if (c := tuple(m[k] for k in CELL)) in labels]
         if key != LABEL and pairs:
             aligned = _same_patients([align(a, b) for a, b in pairs], "/".join(key))
-            entry["vs_label"] = joint_paired_difference(
-                aligned[0][1], [(a, b) for _, _, a, b in aligned], "auroc",
-                n_resamples=n_resamples, seed=seed)
+            entry["vs_label"] = _difference(aligned, interval, n_resamples, seed)
         out.append(entry)
     invalid = [r for r in rows if r["kind"] == "sft" and not r["valid"]]
     for r in invalid:
@@ -101,8 +120,8 @@ def _same_patients(aligned: list[tuple], what: str) -> list[tuple]:
 
 def contrasts(rows: list[dict], n_resamples: int, seed: int,
               rule: ReadingRule = POST_HOC) -> list[dict]:
-    """Each contrast whose two settings were both run (valid), jointly over cells."""
-    from training.metrics import joint_paired_difference
+    """Each contrast whose two settings were both run (valid), over the cells both have,
+    its CI drawn as the rule's ``interval`` says."""
     from training.tables import align
 
     sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
@@ -115,8 +134,7 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
         if not cells:
             continue
         aligned = _same_patients([align(a[c], b[c]) for c in cells], name)
-        result = joint_paired_difference(aligned[0][1], [(x, y) for _, _, x, y in aligned],
-                                         "auroc", n_resamples=n_resamples, seed=seed)
+        result = _difference(aligned, rule.interval, n_resamples, seed)
         sign = 1 if result["low"] > 0 else -1 if result["high"] < 0 else 0
         out.append({"contrast": name, "a": "/".join(a_key), "b": "/".join(b_key),
                     "what": what, "forced": FORCED in (a_key[1], b_key[1]),
@@ -248,17 +266,24 @@ def _direct_note(alternative: dict | None) -> str:
     if not alternative:
         return ""
     said = "the same" if alternative["same"] else alternative["reading"]
-    return f" Read direct instead ({', '.join(alternative['contrasts'])}): {said}."
+    return f" Read with {', '.join(alternative['contrasts'])} instead: {said}."
+
+
+INTERVALS = {"patients": "joint paired bootstrap of the test patients over the cells both "
+                         "have",
+             "seeds-then-patients": "bootstrap of the seeds both have, then of the test "
+                                    "patients, so training variance is counted"}
 
 
 def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads: list[dict],
-             diags: list[dict], has_figure: bool, forced: list[dict]) -> list[str]:
+             diags: list[dict], has_figure: bool, forced: list[dict],
+             interval: str = "patients") -> list[str]:
     from training.tables import format_metric, number, table
 
     lines = ["", "## Mechanism", "",
              "Every target and scoring variant against label-only on the same test patients "
-             "(difference label-only − setting; joint paired bootstrap over the cells both "
-             "have). Targets are defined in `training/targets.py`.", ""]
+             f"(difference label-only − setting; 95% CI from a {INTERVALS[interval]}; the "
+             "contrasts below alike). Targets are defined in `training/targets.py`.", ""]
     lines += table(["target", "scoring", "runs", "AUROC", "label − setting [95% CI]", "p"], (
         [t["target"], t["scoring"], t["runs"],
          t.get("invalid") and f"invalid: {t['invalid']}" or (
@@ -312,7 +337,7 @@ def section(rows: list[dict], out: Path, n_resamples: int, seed: int,
                                for side in (c.a, c.b) if side[1] == FORCED)
     forced = forced_reading.forced_rows(rows, forced_targets)
     every = rows + forced
-    entries = settings(every, n_resamples, seed)
+    entries = settings(every, n_resamples, seed, used.interval)
     found = contrasts(every, n_resamples, seed, used)
     missing = unread(every, found, used)
     reads = readings(found, used)
@@ -321,10 +346,11 @@ def section(rows: list[dict], out: Path, n_resamples: int, seed: int,
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
             "forced": [{k: r.get(k) for k in forced_reading.SUMMARY_KEYS} for r in forced],
             "contrasts": found, "unread_contrasts": missing, "readings": reads,
-            "reading_rule": {"hash": used.digest(), "pre_registered": rule is not None},
+            "reading_rule": {"hash": used.digest(), "pre_registered": rule is not None,
+                             "interval": used.interval},
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}
-    lines = markdown(entries, found, missing, reads, diags, has_figure, forced)
+    lines = markdown(entries, found, missing, reads, diags, has_figure, forced, used.interval)
     lines += ["", f"Reading rule `{used.digest()[:12]}`: " + (
         "stated in the grid's config before its runs, and in each run's identity."
         if rule is not None else "the first report's, set after its grid ran (not "

@@ -20,6 +20,7 @@ grid without ``reading:`` is read with it, and its report says so.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,6 +54,11 @@ class ReadingRule(BaseModel):
                     "(95% CI above 0), contradicted when one is shown the other way")
     alternatives: dict[str, str] = Field(default_factory=dict)
     trained_positions_only: bool = True
+    interval: Literal["patients", "seeds-then-patients"] = Field(
+        default="patients", description="how a difference's 95% CI is drawn: patients (the "
+        "test patients resampled, jointly over the cells both settings have; the first "
+        "report's) or seeds-then-patients (each replicate draws the seeds, then the "
+        "patients: training variance counted, as the main comparison's headline does)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -78,8 +84,10 @@ class ReadingRule(BaseModel):
         return self
 
     def digest(self) -> str:
-        """The rule's identity (what runs and reports are checked against)."""
-        return stable_hash(self.model_dump(mode="json"))
+        """The rule's identity (what runs and reports are checked against); a rule that
+        leaves ``interval`` at its first value keeps the hash it had before the field."""
+        return stable_hash(self.model_dump(
+            mode="json", exclude={"interval"} if self.interval == "patients" else None))
 
 
 def trained_position(target: str, scoring: str) -> bool:

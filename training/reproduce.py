@@ -93,7 +93,8 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
                                          cache_dir=grid.cache_dir, on_stage=say)
     data_seconds = time.perf_counter() - started
     say(f"grid: {grid.size()}")
-    results = run_experiment(engine, grid, out_dir=out, on_stage=say, on_run=on_run)
+    results = run_experiment(engine, grid, out_dir=out, on_stage=say, on_run=on_run,
+                             raise_failed=False)  # the study's report first, then the error
     seconds = time.perf_counter() - started
     command = "rationale-audit experiment reproduce " + " ".join(shlex.quote(a) for a in (
         (["--config", portable_path(config_path)] if config_path else []) + ["--scale", scale]))
@@ -111,6 +112,8 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
     (out / "report.html").write_text(_html(md, out))
     summary["report"] = str(out / "report.md")
     summary["comparisons"] = results["comparisons"]
+    if results["failure"]:
+        raise results["failure"]
     return summary
 
 
@@ -161,11 +164,20 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
     return "\n".join(lines) + body.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
 
 
+def _side(low: float, high: float) -> str:
+    return ("label-only higher" if low > 0 else "rationale higher" if high < 0 else
+            "no difference shown (the CI includes 0; not evidence that they are equal)")
+
+
 def conclusions(results: dict) -> str:
-    """What the numbers allow one to say, written from them (no verdict beyond the data)."""
+    """What the numbers allow one to say, written from them (no verdict beyond the data).
+
+    Led by the seed-level headline in each target's primary scoring (sampled rationales
+    where it has them); the patient-only joint comparison of each cell's own scoring
+    follows as a secondary reading."""
     rows = [r for r in results["rows"] if r["kind"] == "sft"]
-    label = [r for r in rows if r["target"] == "label" and r["auroc"] and r["auroc"]["low"]
-             is not None]
+    label = [r for r in rows if r["target"] == "label" and r["valid"] and r["auroc"]
+             and r["auroc"]["low"] is not None]
     lines = ["", "## What this design can and cannot conclude", ""]
     if label:
         learned = [r for r in label if r["auroc"]["low"] > 0.5]
@@ -174,23 +186,55 @@ def conclusions(results: dict) -> str:
                                        "that predict." if len(learned) == len(label) else
                                        " — a run whose CI includes 0.5 has not shown it learned,"
                                        " and a difference against it means little."))
-    ceiling = [r for r in results.get("references", []) if r["model"] == "structured"]
-    if ceiling and label:
-        gap = np.mean([r["auroc"]["value"] for r in label]) - np.mean(
-            [r["auroc"]["value"] for r in ceiling])
-        lines.append(f"- Against the structured-feature ceiling (mean AUROC "
-                     f"{np.mean([r['auroc']['value'] for r in ceiling]):.3f}), label-only SFT "
-                     f"is {gap:+.3f}.")
+    mean_label = float(np.mean([r["auroc"]["value"] for r in label])) if label else None
+    for model, what in (("age", "age alone (the floor any model of the record must beat)"),
+                        ("structured", "the structured-feature ceiling")):
+        refs = [r for r in results.get("references", []) if r["model"] == model]
+        if refs and label:
+            mean_ref = float(np.mean([r["auroc"]["value"] for r in refs]))
+            lines.append(f"- Against {what}, mean AUROC {mean_ref:.3f} over {len(refs)} "
+                         f"cell(s): label-only SFT (mean {mean_label:.3f}) is "
+                         f"{mean_label - mean_ref:+.3f}.")
+    heads = (results.get("seeds") or {}).get("headline") or []
+    primary = [h for h in heads if h.get("primary")]
+    for h in primary:
+        size = f"{h['train_size']} patients, " if h["train_size"] else ""
+        if h["left_out"]:
+            lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; every "
+                         f"seed was left out ({h['left_out']}).")
+            continue
+        others = [o for o in heads if not o.get("primary") and not o["left_out"]
+                  and (o["train_size"], o["target"]) == (h["train_size"], h["target"])]
+        lines.append(
+            f"- {h['comparison']} ({size}scored {h['scoring']}, primary): label − rationale "
+            f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}], p = {h['p']:.3g}, "
+            f"{len(h['rationale_seeds'])} seed(s), {h['interval']}: "
+            f"{_side(h['low'], h['high'])}."
+            + "".join(f" Scored {o['scoring']}: {o['value']:+.3f} [{o['low']:+.3f}, "
+                      f"{o['high']:+.3f}]." for o in others))
+    compared = [h for h in primary if not h["left_out"]]
+    if compared:
+        not_worse = [h["target"] for h in compared if h["low"] <= 0]
+        lines.append("- Does any rationale-writing target match label-only within its CI? "
+                     + (f"Not shown worse: {', '.join(not_worse)} (each CI includes 0 or "
+                        "favours the rationale; a CI that includes 0 is not proof of "
+                        "equality)." if not_worse else
+                        "No: label-only is higher than every rationale target compared, "
+                        "each CI above 0."))
     for j in results.get("joint", []):
-        side = ("label-only higher" if j["low"] > 0 else "rationale higher" if j["high"] < 0
-                else "no difference shown")
-        lines.append(f"- {j['comparison']}: mean AUROC difference {j['difference']:+.3f} "
-                     f"[{j['low']:+.3f}, {j['high']:+.3f}] over {j['pairs']} cells (joint "
-                     f"paired bootstrap, p = {j['p_value']:.3g}): {side}.")
-    invalid = [r for r in rows if not r["valid"]]
-    if invalid:
-        lines.append(f"- {len(invalid)} rationale run(s) were invalid (answer line not "
-                     "reached) and are in no comparison.")
+        lines.append(f"- Secondary, each cell's own scoring and the test patients only "
+                     f"(joint paired bootstrap over {j['pairs']} cells): {j['comparison']} "
+                     f"{j['difference']:+.3f} [{j['low']:+.3f}, {j['high']:+.3f}], "
+                     f"p = {j['p_value']:.3g}: {_side(j['low'], j['high'])}.")
+    left = {}
+    for r in results["rows"]:
+        if r["kind"] == "sft" and not r["valid"]:
+            left.setdefault(r.get("invalid_code") or "invalid", []).append(r)
+    if left:
+        names = {"degenerate": "degenerate (yes for more than 95% or fewer than 5%)",
+                 "answer_not_reached": "answer line not reached"}
+        lines.append("- Left out of every comparison: " + "; ".join(
+            f"{len(v)} run(s) {names.get(code, code)}" for code, v in left.items()) + ".")
     lines += ["- The design can show whether, on this synthetic cohort with this teacher and "
               "model, rationale targets predict worse than label-only targets trained on the "
               "same patients with the same tuning budget. It cannot say why (see the mechanism "

@@ -71,29 +71,51 @@ def _arms(rows: list[dict], kinds: tuple[str, ...] = ("sft",)) -> dict[tuple, di
     return out
 
 
+def _left_out(rows: list[dict], kinds: tuple[str, ...], valid: dict) -> dict[tuple, str]:
+    """Settings of ``kinds`` with runs but no valid seed, and why (each reason once)."""
+    out: dict[tuple, list[str]] = {}
+    for r in rows:
+        key = _setting(r)
+        if r["kind"] in kinds and key not in valid and r["invalid_reason"]:
+            out.setdefault(key, []).append(str(r["invalid_reason"]))
+    return {key: "; ".join(dict.fromkeys(reasons)) for key, reasons in out.items()}
+
+
 def by_target(rows: list[dict]) -> list[dict]:
     """Mean ± SD over seeds of test AUROC and matched-rate balanced accuracy, per size,
     target and scoring, and per few-shot setting over its demonstration draws (valid runs
-    only)."""
+    only). A setting whose every run was left out is listed too, with no figures and its
+    reasons (``left_out``), so no target leaves the table without a word."""
+    kinds = ("sft", "fewshot")
+    arms = _arms(rows, kinds)
     out = []
-    for (size, target, scoring), seeds in sorted(_arms(rows, ("sft", "fewshot")).items(),
-                                                  key=lambda kv: (kv[0][0] or 0, kv[0][1:])):
+    for (size, target, scoring), seeds in arms.items():
         aurocs = [r["auroc"]["value"] for r in seeds.values()]
         matched = [r.get("balanced_accuracy_matched") for r in seeds.values()]
         out.append({"train_size": size, "target": target, "scoring": scoring,
                     "seeds": sorted(seeds), "mean_auroc": float(np.mean(aurocs)),
                     "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
                     "mean_balanced_accuracy_matched": (float(np.mean(matched))
-                                                       if None not in matched else None)})
-    return out
+                                                       if None not in matched else None),
+                    "left_out": None})
+    for (size, target, scoring), why in _left_out(rows, kinds, arms).items():
+        out.append({"train_size": size, "target": target, "scoring": scoring, "seeds": [],
+                    "mean_auroc": None, "sd_auroc": None,
+                    "mean_balanced_accuracy_matched": None, "left_out": why})
+    return sorted(out, key=lambda t: (t["train_size"] or 0, t["target"], t["scoring"]))
 
 
 def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
-    """Label-only (its own scoring) minus each rationale target, per size and scoring."""
+    """Label-only (its own scoring) minus each rationale target, per size and scoring.
+
+    ``primary``: the comparison the report leads with, per size and target: sampled
+    scoring where the target has it (greedy rationales turn a template-taught model's
+    score into a yes/no), else its own. ``interval``: seeds then patients, or patients
+    only where each arm has one seed. A rationale setting with no valid seed is listed
+    with ``left_out`` (its reasons) and no figures."""
     arms = _arms(rows)
     out = []
-    for (size, target, scoring), rationale in sorted(arms.items(),
-                                                      key=lambda kv: (kv[0][0] or 0, kv[0][1:])):
+    for (size, target, scoring), rationale in arms.items():
         if target == "label":
             continue
         label = next((s for (sz, t, _), s in arms.items() if sz == size and t == "label"), None)
@@ -117,10 +139,25 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
         result = hierarchical_difference(y, vectors[0], vectors[1], "auroc",
                                          n_resamples=n_resamples, seed=seed,
                                          paired_seeds=paired)
-        out.append({"train_size": size, "comparison": f"label vs {target}",
+        one_seed = len(label_seeds) == len(rationale_seeds) == 1
+        out.append({"train_size": size, "comparison": f"label vs {target}", "target": target,
                     "scoring": scoring, "label_seeds": label_seeds,
-                    "rationale_seeds": rationale_seeds, **result})
-    return out
+                    "rationale_seeds": rationale_seeds,
+                    "interval": "patients only (one seed)" if one_seed
+                    else "seeds, then patients", "left_out": None, **result})
+    for (size, target, scoring), why in _left_out(rows, ("sft",), arms).items():
+        if target != "label":
+            out.append({"train_size": size, "comparison": f"label vs {target}",
+                        "target": target, "scoring": scoring, "label_seeds": [],
+                        "rationale_seeds": [], "interval": None, "left_out": why})
+    own = {(r["train_size"], r["target"]): r["scoring"] for r in rows
+           if r["kind"] == "sft" and not r.get("extra_scoring")}
+    sampled = {(h["train_size"], h["target"]) for h in out if h["scoring"] == "sampled"}
+    for h in out:
+        key = (h["train_size"], h["target"])
+        h["primary"] = h["scoring"] == ("sampled" if key in sampled else own.get(key))
+    return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
+                                      h["scoring"]))
 
 
 def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], dict]:
@@ -131,13 +168,23 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
              "AUROC, with a 95% interval from a bootstrap that draws the seeds (the same seed "
              "numbers for both arms: a seed is one training-patient draw and one "
              "initialisation), then the test patients. This is the headline; the tables after "
-             "it give each seed.", ""]
+             "it give each seed. **Primary**: sampled rationales where the target has them "
+             "(greedy ones make the score a yes/no), else the target's own scoring; the "
+             "other scorings are beside it.", ""]
+
+    def scored_by(h: dict) -> str:
+        return h["scoring"] + (" (primary)" if h["primary"] else "")
+
     lines += table(["training patients", "comparison", "rationale scored by", "seeds",
                     "difference (label − rationale) [95% CI]", "p"], (
-        [h["train_size"] or "all", h["comparison"], h["scoring"],
+        [h["train_size"] or "all", h["comparison"], scored_by(h),
+         "none valid" if h["left_out"] else
          ", ".join(map(str, h["rationale_seeds"])) + ("" if h["paired_seeds"] else
-                                                      " (unpaired)"),
-         f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]", f"{h['p']:.3g}"]
+                                                      " (unpaired)")
+         + (f"; {h['interval']}" if h["interval"].startswith("patients") else ""),
+         f"left out: {h['left_out']}" if h["left_out"] else
+         f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]",
+         "–" if h["left_out"] else f"{h['p']:.3g}"]
         for h in heads) if heads else [["–", "–", "–", "–", "no valid pair of arms", "–"]])
     lines += ["", "Per target, over seeds (valid runs only; balanced accuracy when each run "
               "says yes for as many patients as there are positives):", ""]
@@ -145,8 +192,9 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
                     "balanced accuracy, matched yes-rate"], (
         [t["train_size"] or ("–" if t["scoring"].startswith("few-shot") else "all"),
          t["target"], t["scoring"], len(t["seeds"]),
-         number(t["mean_auroc"]), number(t["sd_auroc"]),
-         number(t["mean_balanced_accuracy_matched"])] for t in targets))
+         f"none valid: {t['left_out']}" if t["left_out"] else number(t["mean_auroc"]),
+         number(t["sd_auroc"]), number(t["mean_balanced_accuracy_matched"])]
+        for t in targets))
     per_seed = sorted((r for r in rows if r["kind"] in ("sft", "fewshot")),
                       key=lambda r: (r["kind"] == "fewshot", *map(str, _setting(r)),
                                      r["seed"]))

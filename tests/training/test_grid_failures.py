@@ -210,6 +210,10 @@ def test_run_experiment_writes_the_report_of_the_others_then_raises(monkeypatch,
     assert saved == written["selection"] == {
         "name": "failing", "cells": [{"run_id": 7}],
         "failed": [{"target": "label", "seed": 1, "error": "FileExistsError: in the way"}]}
+    # a caller with more report to write (experiment reproduce) gets the error back instead
+    out = experiment.run_experiment(None, grid, raise_failed=False,
+                                    runner=lambda *a, **k: GridResult(grid.name, [], [failed]))
+    assert isinstance(out["failure"], runs.RunError) and "label seed 1" in str(out["failure"])
 
 
 def test_reading_a_grid_loads_neither_torch_nor_the_database():

@@ -529,7 +529,7 @@ def test_content_free_targets_are_read_forced_in_their_contrasts_and_only_there(
     loss_shift = reading["next-token loss shifted onto rationale tokens"]
     assert loss_shift["untested"] == ["answer-only loss", "weighting"] and not loss_shift["tested"]
     assert reading["dilution of the answer's gradient by length"]["forced"] == ["length"]
-    assert any("Read direct instead (narrative, direct): supported." in line for line in lines)
+    assert any("Read with narrative, direct instead: supported." in line for line in lines)
 
     settings = {(s["target"], s["scoring"]): s for s in data["settings"]}
     assert settings[("label-padded", "generate")].get("invalid")  # the main gate holds

@@ -77,3 +77,57 @@ def test_a_report_refuses_runs_made_under_another_rule(tmp_path):
 def test_the_first_reports_rule_is_kept_as_it_was_for_its_grid():
     assert not POST_HOC.trained_positions_only
     assert POST_HOC.contrasts["direct scoring"].a == ("rationale-free", "direct")
+
+
+def test_a_rule_names_how_its_intervals_are_drawn_and_the_first_rule_keeps_its_hash():
+    """``interval`` is part of what a rule pre-registers (it changes the hash), but a
+    rule that leaves it at the first report's value hashes as it did before the field."""
+    assert POST_HOC.interval == "patients"
+    assert POST_HOC.digest().startswith("e74697be876c")  # the committed mechanism report's
+    plain = ReadingRule.model_validate(_rule(["label", "direct"], ["multitask", "direct"]))
+    seeded = ReadingRule.model_validate({**_rule(["label", "direct"], ["multitask", "direct"]),
+                                         "interval": "seeds-then-patients"})
+    assert seeded.digest() != plain.digest()
+
+
+def test_seeds_then_patients_contrasts_carry_the_spread_between_seeds(tmp_path):
+    """Two seeds whose contrasts point opposite ways: read over patients alone, their mean
+    is shown; read seeds then patients, the interval takes in both seeds and includes 0.
+    Each is the library's own statistic on the same predictions."""
+    import numpy as np
+
+    from training.mechanism import contrasts
+    from training.metrics import joint_paired_difference
+    from training.seed_level import hierarchical_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 100)
+    signal = y + rng.normal(0, 1, y.size)
+    rows, arms = [], {"label": [], "multitask": []}
+    for seed, (good, bad) in enumerate([(0.1, 3.0), (0.8, 0.6)]):  # +0.17, -0.05
+        for target, noise in (("label", good), ("multitask", bad)):
+            p = 1 / (1 + np.exp(-(signal + rng.normal(0, noise, y.size))))
+            path = tmp_path / f"{target}-{seed}.csv"
+            path.write_text("id,label,p_yes\n" + "".join(
+                f"P{i:03d},{label},{score!r}\n" for i, (label, score)
+                in enumerate(zip(y.tolist(), p.tolist(), strict=True))))
+            arms[target].append(p)
+            rows.append({"kind": "sft", "run_id": len(rows) + 1, "target": target,
+                         "scoring": "direct",
+                         "predictions": str(path), "valid": True, "base_model": "m",
+                         "train_size": 8, "seed": seed, "lora_r": 16})
+    rule = {**_rule(["label", "direct"], ["multitask", "direct"]), "trained_positions_only": True}
+    (patients,) = contrasts(rows, 400, 1, ReadingRule.model_validate(rule))
+    (seeded,) = contrasts(rows, 400, 1, ReadingRule.model_validate(
+        {**rule, "interval": "seeds-then-patients"}))
+    joint = joint_paired_difference(y, list(zip(arms["label"], arms["multitask"],
+                                                 strict=True)), "auroc", n_resamples=400,
+                                    seed=1)
+    nested = hierarchical_difference(y, arms["label"], arms["multitask"], "auroc",
+                                     n_resamples=400, seed=1)
+    assert (patients["low"], patients["high"]) == pytest.approx((joint["low"], joint["high"]))
+    assert (seeded["low"], seeded["high"]) == pytest.approx((nested["low"], nested["high"]))
+    assert seeded["difference"] == pytest.approx(patients["difference"])
+    assert patients["low"] > 0  # over patients alone, the mean of the two is "shown"
+    assert seeded["low"] < 0 < seeded["high"] and seeded["high"] - seeded["low"] > (
+        patients["high"] - patients["low"])

@@ -169,6 +169,43 @@ def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was
     assert label["seeds"] == [0, 1, 2] and label["sd_auroc"] is not None
 
 
+def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(tmp_path):
+    """Sampled rationales are the primary comparison where a target has them, listed
+    first, greedy beside them; a target whose every seed was left out still has its line,
+    with the reasons; one seed per arm is said to be an interval over patients only."""
+    rng = np.random.default_rng(7)
+    y = np.repeat([1, 0], 50)
+
+    def graded():
+        return 1 / (1 + np.exp(-(y + rng.normal(size=100))))
+
+    rows = [_row(tmp_path, "label", s, y, graded(), scoring="direct") for s in (0, 1)]
+    for s in (0, 1):
+        rows.append(_row(tmp_path, "rationale-free", s, y,
+                         np.where(rng.random(100) < 0.5 + 0.2 * (y - 0.5), 0.97, 0.03)))
+        rows.append({**_row(tmp_path, "rationale-free", s, y, graded() * 0.4,
+                            scoring="sampled"), "extra_scoring": True})
+        rows.append(_row(tmp_path, "rationale-stepwise", s, y, np.full(100, 0.99)))
+    rows.append(_row(tmp_path, "rationale-align", 0, y, graded()))
+    lines, data = seed_report.section(rows, n_resamples=200, seed=0)
+    text = "\n".join(lines)
+    heads = [(h["target"], h["scoring"], h["primary"]) for h in data["headline"]]
+    assert heads == [("rationale-align", "generate", True),
+                     ("rationale-free", "sampled", True),
+                     ("rationale-free", "generate", False),
+                     ("rationale-stepwise", "generate", True)]
+    align, stepwise = data["headline"][0], data["headline"][-1]
+    assert align["interval"] == "patients only (one seed)"
+    assert stepwise["left_out"] == "says yes for 100% of test patients (above 95%)"
+    assert "sampled (primary)" in text and "left out: says yes for" in text
+    free_sampled = next(t for t in data["targets"]
+                        if (t["target"], t["scoring"]) == ("rationale-free", "sampled"))
+    assert free_sampled["seeds"] == [0, 1]  # 40% of its answers say yes: not degenerate
+    (stepwise_row,) = [t for t in data["targets"] if t["target"] == "rationale-stepwise"]
+    assert stepwise_row["seeds"] == [] and stepwise_row["left_out"]
+    assert "none valid: says yes for" in text
+
+
 def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_path):
     y = [1, 1, 0, 0]
     row = _row(tmp_path, "label", 0, y, [0.9, 0.6, 0.7, 0.2], scoring="direct")

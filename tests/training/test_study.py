@@ -164,3 +164,83 @@ def test_a_grid_survives_the_round_trip_through_a_jobs_stored_config():
         (0, False, 1), (4, True, 1), (4, False, 1)]
     assert {c.limit for c in grid.fewshot_runs()} == {8}
     assert again.evaluate_config("test") == grid.evaluate_config("test")
+
+
+def _auroc(value, low=None, high=None):
+    return {"value": value, "low": value - 0.05 if low is None else low,
+            "high": value + 0.05 if high is None else high}
+
+
+def _head(target, scoring, primary, value, low, high, left_out=None):
+    return {"train_size": 400, "comparison": f"label vs {target}", "target": target,
+            "scoring": scoring, "primary": primary, "value": value, "low": low, "high": high,
+            "p": 0.01, "rationale_seeds": [0, 1, 2], "interval": "seeds, then patients",
+            "left_out": left_out}
+
+
+def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
+    """The conclusions quote the seeds-then-patients headline in each target's primary
+    scoring (greedy beside it), say plainly whether any rationale target is not shown
+    worse than label-only, set label-only against age alone and the ceiling, and count
+    the runs left out by kind."""
+    from training.reproduce import conclusions
+
+    label = [{"kind": "sft", "target": "label", "valid": True, "auroc": _auroc(v)}
+             for v in (0.73, 0.72, 0.71)]
+    degenerate = {"kind": "sft", "target": "rationale-stepwise", "valid": False,
+                  "invalid_code": "degenerate", "auroc": _auroc(0.6)}
+    results = {
+        "rows": [*label, degenerate],
+        "references": [{"model": "age", "auroc": _auroc(0.78)},
+                       {"model": "structured", "auroc": _auroc(0.82)}],
+        "seeds": {"headline": [
+            _head("rationale-free", "sampled", True, 0.06, 0.004, 0.12),
+            _head("rationale-free", "generate", False, 0.11, 0.02, 0.20),
+            _head("rationale-align", "sampled", True, 0.02, -0.05, 0.09),
+            _head("rationale-stepwise", "generate", True, None, None, None,
+                  left_out="says yes for 100% of test patients (above 95%)")]},
+        "joint": [{"comparison": "label vs rationale-free", "pairs": 3, "difference": 0.11,
+                   "low": 0.05, "high": 0.17, "p_value": 0.001}]}
+    text = conclusions(results)
+    assert ("label vs rationale-free (400 patients, scored sampled, primary): label − "
+            "rationale +0.060 [+0.004, +0.120]") in text
+    assert "label-only higher. Scored generate: +0.110 [+0.020, +0.200]." in text
+    assert "Not shown worse: rationale-align" in text and "rationale-free" not in \
+        text.split("Not shown worse:")[1].split("\n")[0]
+    assert "label vs rationale-stepwise (400 patients, generate): not compared" in text
+    assert "Against age alone" in text and "is -0.060" in text
+    assert "Secondary, each cell's own scoring" in text
+    assert "1 run(s) degenerate" in text
+    every_worse = {**results, "seeds": {"headline": results["seeds"]["headline"][:2]}}
+    assert "No: label-only is higher than every rationale target compared" in conclusions(
+        every_worse)
+
+
+def test_a_reproduction_with_a_failed_cell_writes_its_report_then_fails(monkeypatch,
+                                                                        tmp_path):
+    """A failed cell must not cost the study's report: report.md and reproduce.json are
+    written from the cells that finished, then the command fails with the cells' error."""
+    from types import SimpleNamespace
+
+    from training import reproduce
+    from training.runs import RunError
+
+    cfg = ReproduceConfig.load("experiments/reproduce.yaml").model_copy(
+        update={"output_dir": str(tmp_path)})
+    version = SimpleNamespace(name="v1", content_hash="h" * 64,
+                              manifest={"counts": {"train": 4}, "agreement": {}})
+    monkeypatch.setattr(reproduce, "prepare_dataset",
+                        lambda *a, **k: (version, {"audit": {}, "teacher": ["template"]}))
+
+    def grid_with_a_failed_cell(engine, grid, *, out_dir, raise_failed, **_):
+        assert raise_failed is False
+        (out_dir / "results.md").write_text("# Results\n\n## Failed cells\n\n- label seed 1\n")
+        return {"rows": [], "comparisons": [], "joint": [], "references": [], "seeds": {},
+                "failure": RunError("1 of the grid's cells failed: label seed 1: boom")}
+
+    monkeypatch.setattr(reproduce, "run_experiment", grid_with_a_failed_cell)
+    with pytest.raises(RunError, match="label seed 1: boom"):
+        reproduce.reproduce(None, cfg, "smoke", config_path=None)
+    report = (tmp_path / "reproduce-smoke" / "report.md").read_text()
+    assert "## Failed cells" in report and "What this design can and cannot conclude" in report
+    assert (tmp_path / "reproduce-smoke" / "reproduce.json").is_file()

@@ -43,12 +43,15 @@ def report(engine: Engine, grid: ExperimentGrid, selection: dict, out_dir: str |
 def run_experiment(engine: Engine, grid: ExperimentGrid, *, out_dir: str | Path | None = None,
                    on_stage: Callable[[str], None] | None = None,
                    on_run: Callable[[], None] | None = None,
-                   runner: Callable[..., GridResult] | None = None) -> dict:
+                   runner: Callable[..., GridResult] | None = None,
+                   raise_failed: bool = True) -> dict:
     """Every run (finished ones reused), its ``selection.json``, then its report in
     ``out_dir`` (default :func:`experiment_folder`). ``runner`` executes the runs
     (default :func:`training.grid.local.run_grid`; :func:`training.grid.ray.ray_runner`
     makes them Ray tasks); the cells it reports failed are listed in the report, left
-    out of its tables, and raised after it (the CLI exits non-zero)."""
+    out of its tables, and raised after it (the CLI exits non-zero). With
+    ``raise_failed=False`` the error is returned instead (``failure``), for a caller
+    that writes more of the report first."""
     if runner is None:
         from training.grid.local import run_grid as runner
     result = runner(engine, grid, on_stage=on_stage, on_run=on_run)
@@ -57,10 +60,11 @@ def run_experiment(engine: Engine, grid: ExperimentGrid, *, out_dir: str | Path 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
     out = report(engine, grid, selection, out_dir or folder)
-    if result.failed:
-        raise runs.RunError(
-            f"{len(result.failed)} of the grid's cells failed (the report in "
-            f"{out['folder']} holds the others): " + "; ".join(
-                f"{f.factors.get('target', 'few-shot')} seed {f.factors.get('seed')}: "
-                f"{f.error}" for f in result.failed))
+    out["failure"] = runs.RunError(
+        f"{len(result.failed)} of the grid's cells failed (the report in "
+        f"{out['folder']} holds the others): " + "; ".join(
+            f"{f.factors.get('target', 'few-shot')} seed {f.factors.get('seed')}: "
+            f"{f.error}" for f in result.failed)) if result.failed else None
+    if out["failure"] and raise_failed:
+        raise out["failure"]
     return out
