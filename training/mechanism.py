@@ -51,10 +51,13 @@ EXPLANATIONS = POST_HOC.explanations
 
 
 def applies(grid) -> bool:
-    """Whether a grid has anything for this section: a mechanism target or variant."""
+    """Whether a grid has this section: a mechanism ablation target, or a reading rule of
+    its own. A grid that only scores its models more ways (the cpu scale's sampled
+    rationales) has none: its seed-level section reads those scorings, and a post-hoc
+    rule has nothing to read there."""
     return bool(grid.sft) and (any(TARGETS[t].ablation and TARGETS[t].derived
                                    for t in grid.sft.targets)
-                               or bool(grid.extra_scorings))
+                               or grid.reading is not None)
 
 
 def _key(row: dict) -> tuple[str, str]:

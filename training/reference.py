@@ -24,6 +24,7 @@ from sqlmodel import Session
 from annotation_db.models import DatasetVersion
 from annotation_db.records import years_between
 from training.metrics import bootstrap_metrics
+from training.seed_level import balanced_accuracy_at_rate
 
 
 def _features(record: dict) -> dict[str, float]:
@@ -61,7 +62,8 @@ def _scored(model, x_train, y_train, x_test, y_test, evaluation) -> dict:
     boot = bootstrap_metrics(y_test, p, threshold=evaluation.threshold,
                              n_resamples=evaluation.n_bootstrap, seed=evaluation.seed)
     return {name: est.as_dict() for name, est in boot.items()} | {
-        "n": int(len(y_test)), "train_examples": int(len(y_train)), "p_yes": p.tolist()}
+        "n": int(len(y_test)), "train_examples": int(len(y_train)), "p_yes": p.tolist(),
+        "balanced_accuracy_matched": balanced_accuracy_at_rate(y_test, p)}
 
 
 def fit_references(features: dict[str, dict], train_rows: list[dict], test_rows: list[dict],

@@ -28,10 +28,11 @@ from training.tables import format_metric, number, table
 
 COLUMNS = ["kind", "base_model", "target", "scoring", "train_size", "seed", "lora_r",
            "learning_rate",
-           "epochs", "tuned_on", "k", "with_rationales", "n_test", "auroc", "auprc", "brier",
-           "balanced_accuracy", "reached_answer_share", "mean_label_mass", "valid",
-           "invalid_reason", "rationale_token_cap", "truncated_train_rows",
-           "truncated_test_prompts", "precision", "padding_share", "run_id", "dataset_version",
+           "epochs", "tuned_on", "k", "with_rationales", "selection", "n_test", "auroc",
+           "auprc", "brier", "balanced_accuracy", "balanced_accuracy_matched", "yes_rate",
+           "reached_answer_share", "mean_label_mass", "valid", "invalid_reason",
+           "rationale_token_cap", "truncated_train_rows", "truncated_test_prompts",
+           "precision", "padding_share", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
 PREDICTION_COLUMNS = ["run_id", "kind", "target", "scoring", "train_size", "seed", "k",
                       "with_rationales", "id", "label", "p_yes"]
@@ -264,9 +265,11 @@ def _reference_lines(refs: list[dict]) -> list[str]:
     if not refs:
         return []
     lines = ["", "## Reference models (same training and test patients as each cell)", ""]
-    lines += table(["model", "training patients", "seed", "AUROC", "AUPRC"], (
+    lines += table(["model", "training patients", "seed", "AUROC", "AUPRC",
+                    "balanced accuracy, matched yes-rate"], (
         [r["model"], r["train_size"] or "all", r["seed"], format_metric(r["auroc"]),
-         format_metric(r["auprc"])] for r in refs))
+         format_metric(r["auprc"]), number(r.get("balanced_accuracy_matched"))]
+        for r in refs))
     return lines + ["", "`structured`: logistic regression on age, sex, APOE ε4 count, "
                         "education, family history and indicators of every coded risk factor "
                         "and possible prodrome in the full record (the ceiling). `tfidf`: "
@@ -299,9 +302,10 @@ def _delong_lines(tests: list[dict]) -> list[str]:
 
 def _fewshot_lines(rows: list[ResultRow]) -> list[str]:
     lines = ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", ""]
-    return lines + table(["k", "demonstrations", "seed", "AUROC", "AUPRC", "reached answer",
-                          "valid", "run"], (
-        [r.k, f"{'with' if r.with_rationales else 'without'} rationales", r.seed,
-         format_metric(r.auroc), format_metric(r.auprc), number(r.reached_answer_share, 2),
-         "yes" if r.valid else "no", f"`{Path(r.run_dir).name}`"]
+    return lines + table(["k", "demonstrations", "selection", "seed", "AUROC", "AUPRC",
+                          "reached answer", "says yes for", "valid", "run"], (
+        [r.k, f"{'with' if r.with_rationales else 'without'} rationales",
+         r.selection or "random", r.seed, format_metric(r.auroc), format_metric(r.auprc),
+         number(r.reached_answer_share, 2), number(r.yes_rate, 2),
+         "yes" if r.valid else f"no: {r.invalid_reason}", f"`{Path(r.run_dir).name}`"]
         for r in rows if r.kind == "fewshot"))

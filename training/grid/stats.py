@@ -99,8 +99,10 @@ def summary_by_target(rows: list[ResultRow]) -> list[dict]:
     """Mean test AUROC/AUPRC over seeds and sizes per SFT target and few-shot setting."""
     groups: dict[str, list[ResultRow]] = {}
     for r in rows:
-        name = r.target if r.kind == "sft" else \
+        name = r.target if r.kind == "sft" else (
             f"few-shot k={r.k} {'with' if r.with_rationales else 'without'} rationales"
+            + (f", {r.selection} demonstrations" if r.k and r.selection not in (None, "random")
+               else ""))
         groups.setdefault(name + ("" if r.valid else " (invalid)"), []).append(r)
     out = []
     for name, members in groups.items():
