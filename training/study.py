@@ -51,7 +51,7 @@ def _rationales(engine: Engine, data: DataSettings, cache_dir: str | None, say) 
     for fmt in data.formats:
         for split in ("train", "validation"):
             cfg = GenerateConfig(cohort=data.cohort, split=split, n=None, format=fmt,
-                                 mode="label-conditioned", backend=backend,
+                                 mode=data.teacher_mode, backend=backend,
                                  model=data.teacher if backend == "vllm" else "bundled:smollm2-"
                                  "135m-instruct", cache_dir=cache_dir, seed=data.seed,
                                  history_budget=data.history_budget,

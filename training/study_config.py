@@ -41,6 +41,10 @@ class DataSettings(BaseModel):
     teacher: str = Field("template", description="'template' (the template teacher), "
                          "'template-balanced' (its variant with the evidence first and the "
                          "conclusion last) or a model spec for vLLM")
+    teacher_mode: Literal["label-conditioned", "label-blind"] = Field(
+        "label-conditioned", description="label-conditioned: the teacher is told the "
+        "five-year outcome and explains it (the study's design); label-blind: it is not, "
+        "and reaches its own conclusion (for a model teacher, on a GPU)")
     formats: list[Literal["free", "stepwise"]] = Field(
         ["free", "stepwise"], description="rationale formats the teacher writes")
     history_budget: int = Field(600, ge=40, description="tokens of history in each prompt "

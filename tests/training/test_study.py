@@ -244,3 +244,22 @@ def test_a_reproduction_with_a_failed_cell_writes_its_report_then_fails(monkeypa
     report = (tmp_path / "reproduce-smoke" / "report.md").read_text()
     assert "## Failed cells" in report and "What this design can and cannot conclude" in report
     assert (tmp_path / "reproduce-smoke" / "reproduce.json").is_file()
+
+
+def test_the_label_blind_teacher_is_one_setting_away(monkeypatch):
+    """A reproduction can have its teacher write without the outcome (the label-blind
+    path, for a model teacher on a GPU); the study's default tells it the outcome."""
+    from types import SimpleNamespace
+
+    import generation.rationales
+    from training import study
+    from training.study_config import DataSettings
+
+    asked = []
+    monkeypatch.setattr(generation.rationales, "generate_rationales", lambda engine, cfg: (
+        asked.append(cfg.mode) or SimpleNamespace(run_id=len(asked), generated=0, skipped=0,
+                                                  failed=0)))
+    study._rationales(None, DataSettings(formats=["free"]), None, lambda _: None)
+    study._rationales(None, DataSettings(formats=["free"], teacher="hf:org/teacher",
+                                         teacher_mode="label-blind"), None, lambda _: None)
+    assert asked == ["label-conditioned"] * 2 + ["label-blind"] * 2  # train and validation
