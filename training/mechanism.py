@@ -72,9 +72,11 @@ def _difference(aligned: list[tuple], interval: str, n_resamples: int, seed: int
     from training.seed_level import hierarchical_difference
 
     y = aligned[0][1]
-    if interval == "patients":
-        return joint_paired_difference(y, [(a, b) for _, _, a, b in aligned], "auroc",
-                                       n_resamples=n_resamples, seed=seed)
+    if interval == "patients" or len(aligned) == 1:
+        result = joint_paired_difference(y, [(a, b) for _, _, a, b in aligned], "auroc",
+                                         n_resamples=n_resamples, seed=seed)
+        return {**result, "interval": "patients" if interval == "patients"
+                else "patients only (one seed)"}
     result = hierarchical_difference(y, [a for _, _, a, _ in aligned],
                                      [b for _, _, _, b in aligned], "auroc",
                                      n_resamples=n_resamples, seed=seed)
@@ -142,7 +144,7 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
         out.append({"contrast": name, "a": "/".join(a_key), "b": "/".join(b_key),
                     "what": what, "forced": FORCED in (a_key[1], b_key[1]),
                     **{k: result[k] for k in ("difference", "low", "high", "p_value",
-                                              "pairs", "n")},
+                                              "pairs", "n", "interval")},
                     "shown": sign})
     return out
 
@@ -299,7 +301,10 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
     lines += ["", "### Contrasts (AUROC of the first minus the second)", ""]
     lines += table(["contrast", "what differs", "difference [95% CI]", "p", "cells"], (
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
-         f"{c['high']:+.3f}]", f"{c['p_value']:.3g}", c["pairs"]] for c in found)
+         f"{c['high']:+.3f}]", f"{c['p_value']:.3g}",
+         f"{c['pairs']}" + ("; patients only (one seed)"
+                            if c.get("interval", "").startswith("patients only") else "")]
+        for c in found)
         if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
     lines += [""] * bool(missing) + [f"- not read: **{c['contrast']}** ({c['reason']})"
                                      for c in missing]

@@ -177,7 +177,7 @@ def conclusions(results: dict) -> str:
     follows as a secondary reading."""
     rows = [r for r in results["rows"] if r["kind"] == "sft"]
     label = [r for r in rows if r["target"] == "label" and r["valid"] and r["auroc"]
-             and r["auroc"]["low"] is not None]
+             and r["auroc"].get("low") is not None]
     lines = ["", "## What this design can and cannot conclude", ""]
     if label:
         learned = [r for r in label if r["auroc"]["low"] > 0.5]
@@ -226,15 +226,17 @@ def conclusions(results: dict) -> str:
                      f"(joint paired bootstrap over {j['pairs']} cells): {j['comparison']} "
                      f"{j['difference']:+.3f} [{j['low']:+.3f}, {j['high']:+.3f}], "
                      f"p = {j['p_value']:.3g}: {_side(j['low'], j['high'])}.")
-    left = {}
-    for r in results["rows"]:
+    left: dict[tuple, int] = {}
+    for r in results.get("all_rows", results["rows"]):  # every scoring of every run
         if r["kind"] == "sft" and not r["valid"]:
-            left.setdefault(r.get("invalid_code") or "invalid", []).append(r)
+            key = (r.get("scoring") or "own", r.get("invalid_code") or "invalid")
+            left[key] = left.get(key, 0) + 1
     if left:
-        names = {"degenerate": "degenerate (yes for more than 95% or fewer than 5%)",
-                 "answer_not_reached": "answer line not reached"}
-        lines.append("- Left out of every comparison: " + "; ".join(
-            f"{len(v)} run(s) {names.get(code, code)}" for code, v in left.items()) + ".")
+        names = {"degenerate": "degenerate (the same answer for nearly every patient)",
+                 "answer_not_reached": "the answer line not reached"}
+        lines.append("- Left out of the comparisons of their scoring: " + "; ".join(
+            f"{count} run(s) scored {scoring}, {names.get(code, code)}"
+            for (scoring, code), count in sorted(left.items())) + ".")
     lines += ["- The design can show whether, on this synthetic cohort with this teacher and "
               "model, rationale targets predict worse than label-only targets trained on the "
               "same patients with the same tuning budget. It cannot say why (see the mechanism "

@@ -156,21 +156,54 @@ class TransformersScorer:
     def sample_until_answer(self, prompts: list[str], max_tokens: int, n: int,
                             temperature: float, seeds: Sequence[int]
                             ) -> list[list[Continuation]]:
+        """Batched: each of a prompt's ``n`` samples is a row of its own, drawn by
+        :class:`GumbelSampling` on the generator seeded ``seeds[i] + j`` (as vLLM numbers
+        a request's samples), so a row's draws depend on its seed alone, not on the rows
+        beside it."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        rows = [(prompt, seed + j)
+                for prompt, seed in zip(prompts, _one_each(seeds, prompts), strict=True)
+                for j in range(n)]
+        flat: list[Continuation] = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                batch = self._batch([prompt for prompt, _ in chunk])
+                sampler = GumbelSampling([seed for _, seed in chunk], temperature, self.device)
+                generated = self.model.generate(
+                    **batch, max_new_tokens=max_tokens, do_sample=False,
+                    logits_processor=LogitsProcessorList([sampler]),
+                    stop_strings=[ANSWER_PREFIX], tokenizer=self.tokenizer,
+                    pad_token_id=self.tokenizer.pad_token_id)
+                flat += self._continuations(generated[:, batch["input_ids"].shape[1]:])
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+class GumbelSampling:
+    """A logits processor that turns greedy decoding into sampling at ``temperature``
+    over the whole vocabulary (no top-k, no top-p): the argmax of logits / T plus
+    independent Gumbel noise is a draw from softmax(logits / T) (the Gumbel-max trick).
+    Each row takes its noise from its own generator, so rows of different prompts and
+    seeds share one batch and still draw what they would draw alone."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, device: str = "cpu"):
         import torch
 
-        out: list[list[Continuation]] = []
-        with torch.inference_mode():
-            # one prompt at a time, on its own stream: the samples depend on neither the
-            # batch size (not part of a result's settings) nor the other prompts
-            for prompt, seed in zip(prompts, seeds, strict=True):
-                torch.manual_seed(seed)
-                batch = self._batch([prompt])
-                generated = self.model.generate(
-                    **batch, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
-                    top_k=0, top_p=1.0, num_return_sequences=n, stop_strings=[ANSWER_PREFIX],
-                    tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
-                out.append(self._continuations(generated[:, batch["input_ids"].shape[1]:]))
-        return out
+        if temperature <= 0:
+            raise ValueError(f"temperature must be above 0, got {temperature}")
+        self.temperature = temperature
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"{scores.shape[0]} rows for {len(self.generators)} generators")
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                               for g in self.generators])
+        return scores.float() / self.temperature - torch.log(-torch.log(uniform))
 
 
 class VLLMScorer:

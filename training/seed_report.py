@@ -114,12 +114,19 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
     only where each arm has one seed. A rationale setting with no valid seed is listed
     with ``left_out`` (its reasons) and no figures."""
     arms = _arms(rows)
+    left = _left_out(rows, ("sft",), arms)
     out = []
     for (size, target, scoring), rationale in arms.items():
         if target == "label":
             continue
         label = next((s for (sz, t, _), s in arms.items() if sz == size and t == "label"), None)
         if not label:
+            why = next((w for (sz, t, _), w in left.items() if sz == size and t == "label"),
+                       "no label-only run")
+            out.append({"train_size": size, "comparison": f"label vs {target}",
+                        "target": target, "scoring": scoring, "label_seeds": [],
+                        "rationale_seeds": sorted(rationale), "interval": None,
+                        "left_out": f"label-only: {why}"})
             continue
         shared = sorted(set(label) & set(rationale))
         paired = bool(shared)
@@ -145,7 +152,7 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                     "rationale_seeds": rationale_seeds,
                     "interval": "patients only (one seed)" if one_seed
                     else "seeds, then patients", "left_out": None, **result})
-    for (size, target, scoring), why in _left_out(rows, ("sft",), arms).items():
+    for (size, target, scoring), why in left.items():
         if target != "label":
             out.append({"train_size": size, "comparison": f"label vs {target}",
                         "target": target, "scoring": scoring, "label_seeds": [],

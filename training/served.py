@@ -178,10 +178,12 @@ class ServerScorer:
     def _ids(self, prompts: list[str]) -> list[list[int]]:
         return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
-    def _choices(self, prompts: list[str], n: int = 1, **body) -> list[list[dict]]:
-        """The server's choices for each prompt, in prompt order."""
+    def _choices(self, prompts: list[str], n: int = 1, ids: list[list[int]] | None = None,
+                 **body) -> list[list[dict]]:
+        """The server's choices for each prompt (given as ``ids`` when tokenized
+        already), in prompt order."""
         grouped: list[list[dict]] = []
-        ids = self._ids(prompts)
+        ids = ids if ids is not None else self._ids(prompts)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
             answer = self.client.completions({"model": self.model, "prompt": chunk, "n": n,
@@ -226,11 +228,12 @@ class ServerScorer:
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
 
-        def one(prompt: str, seed: int) -> list[Continuation]:
-            (group,) = self._choices([prompt], n=n, max_tokens=max_tokens,
+        def one(ids: list[int], seed: int) -> list[Continuation]:
+            (group,) = self._choices([], n=n, ids=[ids], max_tokens=max_tokens,
                                      temperature=temperature, seed=seed,
                                      stop=[ANSWER_PREFIX], return_token_ids=True, **NEUTRAL)
             return [self._continuation(c) for c in group]
 
+        tokenized = self._ids(prompts)  # here: a fast tokenizer is not for several threads
         with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
-            return list(pool.map(one, prompts, seeds))
+            return list(pool.map(one, tokenized, seeds))

@@ -299,3 +299,41 @@ def test_a_candidate_degenerate_on_validation_ranks_after_every_valid_one():
         "valid": validation_rank({"valid": True, "degenerate": None}, 0.55)}
     assert max(candidates, key=candidates.get) == "valid"
     assert validation_rank({"valid": True}, 0.6) == (True, 0.6)  # scored before the rule
+
+
+def test_gumbel_sampling_draws_from_the_softmax_at_the_temperature():
+    """Greedy decoding over Gumbel-perturbed logits is sampling: over 20,000 rows with
+    their own seeds, each token's share matches softmax(logits / T); and a row's draw
+    depends on its seed, not on the rows beside it."""
+    import torch
+
+    from training.scoring import GumbelSampling
+
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    for temperature in (1.0, 0.5):
+        rows = 20_000
+        sampler = GumbelSampling(range(rows), temperature)
+        drawn = sampler(None, logits.expand(rows, -1)).argmax(dim=-1)
+        shares = torch.bincount(drawn, minlength=4).double() / rows
+        expected = torch.softmax(logits.double() / temperature, dim=0)
+        assert torch.allclose(shares, expected, atol=0.012), (shares, expected)
+    together = GumbelSampling([5, 9], 1.0)(None, logits.expand(2, -1))
+    alone = GumbelSampling([9], 1.0)(None, logits.expand(1, -1))
+    assert torch.equal(together[1], alone[0])
+
+
+def test_transformers_samples_each_prompt_alike_in_any_batch(tiny_model):
+    """Batched sampling gives a prompt the rationales it gets on its own, with its seed."""
+    from annotation_db.student_task import prompt_messages
+    from training.data import prompt_text
+    from training.scoring import TransformersScorer
+
+    scorer = TransformersScorer(tiny_model, batch_size=4)
+    heads = [prompt_text(scorer.tokenizer, prompt_messages(h)) for h in
+             ("2019-03 E1 memory complaint", "2020-01 E1 hypertension\n2021-05 E2 MMSE 24")]
+    batch = scorer.sample_until_answer(heads, 10, 3, 1.0, [11, 12])
+    alone = scorer.sample_until_answer(heads[1:], 10, 3, 1.0, [12])
+    assert [c.text for c in batch[1]] == [c.text for c in alone[0]]
+    assert len({c.text for c in batch[0]}) > 1  # three draws, not one
+    other = scorer.sample_until_answer(heads[1:], 10, 3, 1.0, [13])
+    assert [c.text for c in other[0]] != [c.text for c in alone[0]]

@@ -131,3 +131,13 @@ def test_seeds_then_patients_contrasts_carry_the_spread_between_seeds(tmp_path):
     assert patients["low"] > 0  # over patients alone, the mean of the two is "shown"
     assert seeded["low"] < 0 < seeded["high"] and seeded["high"] - seeded["low"] > (
         patients["high"] - patients["low"])
+
+
+def test_seeds_then_patients_needs_a_grid_that_varies_only_the_seed():
+    rule = {**_rule(["label", "direct"], ["multitask", "direct"]),
+            "interval": "seeds-then-patients"}
+    sft = {"targets": ["label", "multitask"], "seeds": [0, 1]}
+    ExperimentGrid(dataset="v", fewshot=None, sft=sft, reading=rule)
+    with pytest.raises(ValidationError, match="vary only the seed"):
+        ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "train_sizes": [100, 400]},
+                       reading=rule)

@@ -204,6 +204,21 @@ def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(
     (stepwise_row,) = [t for t in data["targets"] if t["target"] == "rationale-stepwise"]
     assert stepwise_row["seeds"] == [] and stepwise_row["left_out"]
     assert "none valid: says yes for" in text
+    # the report's conclusions read these entries as they come
+    from training.reproduce import conclusions
+
+    said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
+    assert "label vs rationale-free (400 patients, scored sampled, primary)" in said
+    assert "label vs rationale-stepwise (400 patients, generate): not compared" in said
+    assert "patients only (one seed)" in said
+
+
+def test_a_size_without_a_valid_label_only_run_says_so(tmp_path):
+    y = np.repeat([1, 0], 50)
+    rows = [_row(tmp_path, "label", 0, y, np.full(100, 0.01), scoring="direct"),
+            _row(tmp_path, "rationale-free", 0, y, np.where(y == 1, 0.9, 0.2))]
+    (head,) = seed_report.headline(rows, n_resamples=100, seed=0)
+    assert head["left_out"] == "label-only: says yes for 0% of test patients (below 5%)"
 
 
 def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_path):

@@ -114,6 +114,10 @@ def test_a_served_adapter_writes_the_same_greedy_rationale(served, tiny_model):
     # each prompt travels with its own seed: alone, it draws what it drew in the batch
     alone = served.sample_until_answer(prompts[1:2], 8, n=3, temperature=1.0, seeds=[1])
     assert [c.text for c in alone[0]] == [c.text for c in samples[1]]
+    # and one prompt with two seeds (two patients with one record) draws twice
+    twins = served.sample_until_answer([prompts[1]] * 2, 8, n=3, temperature=1.0,
+                                       seeds=[1, 2])
+    assert [c.text for c in twins[0]] != [c.text for c in twins[1]]
 
 
 def test_an_adapter_the_server_cannot_load_is_an_error_that_names_the_flag(served, tiny_model,

@@ -188,7 +188,7 @@ def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
     label = [{"kind": "sft", "target": "label", "valid": True, "auroc": _auroc(v)}
              for v in (0.73, 0.72, 0.71)]
     degenerate = {"kind": "sft", "target": "rationale-stepwise", "valid": False,
-                  "invalid_code": "degenerate", "auroc": _auroc(0.6)}
+                  "scoring": "generate", "invalid_code": "degenerate", "auroc": _auroc(0.6)}
     results = {
         "rows": [*label, degenerate],
         "references": [{"model": "age", "auroc": _auroc(0.78)},
@@ -210,7 +210,7 @@ def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
     assert "label vs rationale-stepwise (400 patients, generate): not compared" in text
     assert "Against age alone" in text and "is -0.060" in text
     assert "Secondary, each cell's own scoring" in text
-    assert "1 run(s) degenerate" in text
+    assert "1 run(s) scored generate, degenerate" in text
     every_worse = {**results, "seeds": {"headline": results["seeds"]["headline"][:2]}}
     assert "No: label-only is higher than every rationale target compared" in conclusions(
         every_worse)

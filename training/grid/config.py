@@ -245,6 +245,19 @@ class ExperimentGrid(CommandConfig):
                                  "not among sft.targets")
         return self
 
+    @model_validator(mode="after")
+    def _seed_intervals_have_one_design(self):
+        if self.reading and self.reading.interval == "seeds-then-patients" and self.sft:
+            levels = len(self.base_models) * len(self.sft.train_sizes) * len(
+                self.sft.lora_ranks)
+            if levels > 1:
+                raise ValueError(
+                    "reading.interval seeds-then-patients draws a contrast's cells as seeds, "
+                    "so the grid must vary only the seed: give one base model, training size "
+                    f"and LoRA rank (it has {len(self.base_models)}, "
+                    f"{len(self.sft.train_sizes)} and {len(self.sft.lora_ranks)})")
+        return self
+
     def size(self) -> dict[str, int]:
         cells = self.sft_cells()
         return {"sft_cells": len(cells), "sft_runs": sum(len(c) for _, c in cells),

@@ -75,7 +75,8 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
                              "reason": r.invalid_reason} for r in excluded(every_row)],
                "mechanism": mechanism_data, "seeds": seed_data, "selection": selection}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return {"folder": str(out), "rows": [r.as_dict() for r in rows], "comparisons": tests,
+    return {"folder": str(out), "rows": [r.as_dict() for r in rows], "all_rows": every_dict,
+            "comparisons": tests,
             "joint": joint, "seeds": seed_data, "references": refs_brief, "cells": cells,
             "selection": selection, "mechanism": mechanism_data}
 
