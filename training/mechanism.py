@@ -264,7 +264,9 @@ def figure(diags: list[dict], path: Path) -> bool:
 def _ci(entry: dict | None) -> str:
     if not entry:
         return "–"
-    return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
+    one_seed = "; patients only (one seed)" if str(entry.get("interval", "")).startswith(
+        "patients only") else ""
+    return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]{one_seed}"
 
 
 def _direct_note(alternative: dict | None) -> str:

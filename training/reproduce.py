@@ -200,8 +200,10 @@ def conclusions(results: dict) -> str:
     for h in primary:
         size = f"{h['train_size']} patients, " if h["train_size"] else ""
         if h["left_out"]:
-            lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; every "
-                         f"seed was left out ({h['left_out']}).")
+            whose = "label-only has no valid seed" if h["left_out"].startswith(
+                "label-only") else "every seed was left out"
+            lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; "
+                         f"{whose} ({h['left_out']}).")
             continue
         others = [o for o in heads if not o.get("primary") and not o["left_out"]
                   and (o["train_size"], o["target"]) == (h["train_size"], h["target"])]

@@ -107,6 +107,7 @@ class TransformersScorer:
 
             model = PeftModel.from_pretrained(model, adapter_path)
         self.model = model.to(self.device).eval()
+        self.model.generation_config = _neutral_generation_config(self.model.generation_config)
         self.batch_size = batch_size
         self.yes_id, self.no_id = label_token_ids(self.tokenizer)
 
@@ -158,8 +159,9 @@ class TransformersScorer:
                             ) -> list[list[Continuation]]:
         """Batched: each of a prompt's ``n`` samples is a row of its own, drawn by
         :class:`GumbelSampling` on the generator seeded ``seeds[i] + j`` (as vLLM numbers
-        a request's samples), so a row's draws depend on its seed alone, not on the rows
-        beside it."""
+        a request's samples). A row's noise depends on its seed alone; its logits are the
+        same in any batch in float32 on one device (a test checks it on CPU), and close
+        but not bit-equal in bf16 on a GPU, where padding changes the kernels' shapes."""
         import torch
         from transformers import LogitsProcessorList
 
@@ -181,12 +183,23 @@ class TransformersScorer:
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
+def _neutral_generation_config(config):
+    """The model's generation config with only its special tokens kept: generate() fills
+    every setting a call leaves unset from it (a repetition penalty, say), and vLLM
+    scores with its own neutral defaults (``generation_config="vllm"``), so neither the
+    greedy nor the sampled rationales would be the ones vLLM writes."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                            pad_token_id=config.pad_token_id)
+
+
 class GumbelSampling:
     """A logits processor that turns greedy decoding into sampling at ``temperature``
     over the whole vocabulary (no top-k, no top-p): the argmax of logits / T plus
     independent Gumbel noise is a draw from softmax(logits / T) (the Gumbel-max trick).
     Each row takes its noise from its own generator, so rows of different prompts and
-    seeds share one batch and still draw what they would draw alone."""
+    seeds share one batch and each still gets the noise it would get alone."""
 
     def __init__(self, seeds: Sequence[int], temperature: float, device: str = "cpu"):
         import torch

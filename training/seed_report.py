@@ -185,7 +185,7 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
     lines += table(["training patients", "comparison", "rationale scored by", "seeds",
                     "difference (label − rationale) [95% CI]", "p"], (
         [h["train_size"] or "all", h["comparison"], scored_by(h),
-         "none valid" if h["left_out"] else
+         ", ".join(map(str, h["rationale_seeds"])) or "none valid" if h["left_out"] else
          ", ".join(map(str, h["rationale_seeds"])) + ("" if h["paired_seeds"] else
                                                       " (unpaired)")
          + (f"; {h['interval']}" if h["interval"].startswith("patients") else ""),

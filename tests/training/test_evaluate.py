@@ -337,3 +337,23 @@ def test_transformers_samples_each_prompt_alike_in_any_batch(tiny_model):
     assert len({c.text for c in batch[0]}) > 1  # three draws, not one
     other = scorer.sample_until_answer(heads[1:], 10, 3, 1.0, [13])
     assert [c.text for c in other[0]] != [c.text for c in alone[0]]
+
+
+def test_the_transformers_scorer_sets_the_models_own_generation_defaults_aside(tiny_model,
+                                                                               tmp_path):
+    """A model's generation_config.json (a repetition penalty, say) would bend both the
+    greedy and the sampled rationales away from vLLM's, which ignores it."""
+    import shutil
+
+    from training.scoring import TransformersScorer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config_file = folder / "generation_config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config_file.write_text(json.dumps({**config, "repetition_penalty": 1.3,
+                                       "no_repeat_ngram_size": 3, "eos_token_id": 2}))
+    generation = TransformersScorer(str(folder)).model.generation_config
+    assert generation.repetition_penalty in (None, 1.0)
+    assert not generation.no_repeat_ngram_size
+    assert generation.eos_token_id == 2
