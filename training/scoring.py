@@ -102,12 +102,13 @@ class TransformersScorer:
             if dtype == "auto" else getattr(torch, dtype)
         self.tokenizer = load_tokenizer(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        # on the base model itself: a peft wrapper generates through it
+        model.generation_config = _neutral_generation_config(model.generation_config)
         if adapter_path:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter_path)
         self.model = model.to(self.device).eval()
-        self.model.generation_config = _neutral_generation_config(self.model.generation_config)
         self.batch_size = batch_size
         self.yes_id, self.no_id = label_token_ids(self.tokenizer)
 

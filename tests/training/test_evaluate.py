@@ -357,3 +357,12 @@ def test_the_transformers_scorer_sets_the_models_own_generation_defaults_aside(t
     assert generation.repetition_penalty in (None, 1.0)
     assert not generation.no_repeat_ngram_size
     assert generation.eos_token_id == 2
+    # with an adapter too: the peft wrapper generates through the base model's config
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                   LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    wrapped = TransformersScorer(str(folder), str(adapter)).model
+    assert wrapped.get_base_model().generation_config.repetition_penalty in (None, 1.0)
