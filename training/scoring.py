@@ -167,7 +167,7 @@ class TransformersScorer:
         from transformers import LogitsProcessorList
 
         rows = [(prompt, seed + j)
-                for prompt, seed in zip(prompts, _one_each(seeds, prompts), strict=True)
+                for prompt, seed in zip(prompts, one_seed_each(seeds, prompts), strict=True)
                 for j in range(n)]
         flat: list[Continuation] = []
         with torch.inference_mode():
@@ -268,14 +268,15 @@ class VLLMScorer:
 
         params = [SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature,
                                  top_p=1.0, top_k=0, seed=seed, stop=[ANSWER_PREFIX])
-                  for seed in _one_each(seeds, prompts)]
+                  for seed in one_seed_each(seeds, prompts)]
         outputs = self.llm.generate(self._prompts(prompts), params, lora_request=self.lora,
                                     use_tqdm=False)
         return [[Continuation(c.text, c.stop_reason == ANSWER_PREFIX, len(c.token_ids))
                  for c in o.outputs] for o in outputs]
 
 
-def _one_each(seeds: Sequence[int], prompts: list) -> list[int]:
+def one_seed_each(seeds: Sequence[int], prompts: list) -> list[int]:
+    """``seeds`` as a list, one per prompt, or a clear error."""
     seeds = list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give each prompt "

@@ -29,7 +29,7 @@ from annotation_db.student_task import ANSWER_PREFIX
 from generation.backends import public_url
 from generation.engine import vllm_lora_rank
 from generation.models import ModelSpecError
-from training.scoring import Continuation, label_token_ids, two_way
+from training.scoring import Continuation, label_token_ids, one_seed_each, two_way
 
 CHUNK = 64  # prompts per request; the server batches them itself
 IN_FLIGHT = 16  # sampled prompts travel one per request (each its own seed), this many at once
@@ -224,9 +224,7 @@ class ServerScorer:
         # A request has one seed, and the server gives sample j of each of its prompts the
         # same stream; so each prompt goes alone, with its own seed, and several at once
         # keep the server's batch full.
-        seeds = list(seeds)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = one_seed_each(seeds, prompts)
 
         def one(ids: list[int], seed: int) -> list[Continuation]:
             (group,) = self._choices([], n=n, ids=[ids], max_tokens=max_tokens,
