@@ -68,6 +68,18 @@ IGNORE = -100
 # Decision tokens apply to these targets only (elsewhere the option is not read and is
 # left out of a run's identity).
 DECISION_TARGETS = ("rationale-weighted", "rationale-answer-only")
+# ...and always to these, whatever the option says: rationale-align's label loss is the
+# answer token's *and* the decision tokens' (under teacher forcing the answer token after
+# a written conclusion is nearly free, answer loss ~0.005 in the cpu scale's free-form
+# runs, so a label part of the answer alone would carry almost no gradient)
+ALWAYS_DECISION_TARGETS = ("rationale-align",)
+
+
+def reads_decisions(target: str, decision_tokens: str) -> bool:
+    """Whether a run of ``target`` with ``decision_tokens`` learns and weights the
+    decision tokens."""
+    return target in ALWAYS_DECISION_TARGETS or (
+        decision_tokens == "branch" and target in DECISION_TARGETS)
 
 
 @dataclass(frozen=True)

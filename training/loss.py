@@ -21,14 +21,20 @@ Every target's loss is ``Σ e_t · nll_t`` over the labelled tokens of a batch, 
 
 ``align`` (``rationale-align``)
     Separately normalised and weighted label and rationale losses (the "Align" design
-    of Shi et al. 2025, arXiv 2510.16686): in each row, the mean NLL of its answer
+    of Shi et al. 2025, arXiv 2510.16686): in each row, the mean NLL of its label
     tokens times α plus the mean NLL of its other tokens times 1 − α, averaged over
-    rows; the answer keeps the share α of every row's loss however long the rationale.
+    rows; the label part keeps the share α of every row's loss however long the
+    rationale. Its label tokens are the answer token *and* the decision tokens (below),
+    always: under teacher forcing the answer after a written conclusion is nearly free
+    (the cpu scale's free-form runs: answer-token loss ~0.005 after 40 steps), so a
+    label part of the answer alone would carry almost no gradient and leave the
+    target plain free-form SFT.
 
 The *answer part* of the loss (``Σ e_t · nll_t`` over answer tokens) is what the
 diagnostics report as the answer tokens' share.
 
-*Decision tokens.* With ``decision_ngrams`` set (``decision_tokens: branch``; learned by
+*Decision tokens.* With ``decision_ngrams`` set (``decision_tokens: branch``, or
+``rationale-align``; learned by
 :mod:`training.decision_tokens` from the run's training rows) the "answer tokens" above
 are the answer token *and* the decision tokens, the rationale's branch points (the
 token completing the first occurrence of a decision n-gram in each run of consecutive

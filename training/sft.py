@@ -44,9 +44,9 @@ from training.data import (
     training_rows,
 )
 from training.decision_tokens import (
-    DECISION_TARGETS,
     DecisionRule,
     learn_decision_ngrams,
+    reads_decisions,
     restrict_to_decisions,
 )
 from training.diagnostics import diagnostics_callbacks, label_only_answer_share
@@ -313,12 +313,13 @@ def _loss_rows(tokenizer, config: SFTRunConfig, version, rows: list[dict]
     """The run's tokenized rows, its loss weighting and their tallies (tokens, answer
     accounting).
 
-    With ``decision_tokens: branch`` on a target that reads it, the decision n-grams
+    With ``decision_tokens: branch`` on a target that reads it (``rationale-align``
+    always reads them), the decision n-grams
     are learned from these training rows' completions (:mod:`training.decision_tokens`;
     nothing else is read) and join the answer in the weighting; ``rationale-answer-only``
     then puts its loss on the decision tokens and the answer line."""
     spec = TARGETS[config.target]
-    branch = config.decision_tokens == "branch" and config.target in DECISION_TARGETS
+    branch = reads_decisions(config.target, config.decision_tokens)
     tokenized, summary = tokenize_rows(tokenizer, rows, config.max_length,
                                        "completion" if branch else spec.loss_on)
     weighting = _loss_weighting(tokenizer, config, version, rows)

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
-from training.decision_tokens import DECISION_TARGETS
+from training.decision_tokens import ALWAYS_DECISION_TARGETS, DECISION_TARGETS
 from training.presets import PRESETS, Preset
 from training.targets import TARGETS, Target
 
@@ -84,7 +84,8 @@ class SFTRunConfig(CommandConfig):
         default="answer", description="rationale-weighted and rationale-answer-only: the "
         "tokens they treat as the answer. answer: the yes/no after 'Final answer:'; branch: "
         "also the decision tokens, the rationale's branch points: where a token 3-gram "
-        "label-pure in the training rows first completes (training/decision_tokens.py)")
+        "label-pure in the training rows first completes (training/decision_tokens.py). "
+        "rationale-align always treats them as its label part")
     probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
                              "steps, the answer tokens' share of the gradient norm on a "
                              "fixed probe batch")
@@ -129,6 +130,8 @@ class SFTRunConfig(CommandConfig):
             data.pop("answer_loss_share", None)
         if self.target not in DECISION_TARGETS:
             data.pop("decision_tokens", None)
+        if self.target in ALWAYS_DECISION_TARGETS:  # whatever the option says
+            data["label_loss_tokens"] = "answer and decision tokens"
         return data
 
     def identity(self, dataset_hash: str, processes: int = 1) -> str:

@@ -28,10 +28,11 @@ new export and no new audit is involved:
     The free-form rationale with its words shuffled (seeded by patient): the same
     content and length, no narrative.
 ``rationale-align``
-    The free-form rows, the answer's and the rationale's losses each normalised by its
-    own length and weighted α and 1 − α (``align_alpha``; :mod:`training.loss`). Not
-    an ablation: a rationale target that aims not to lose to label-only, trained in
-    the main grid beside the study's three.
+    The free-form rows, the label's and the rationale's losses each normalised by its
+    own length and weighted α and 1 − α (``align_alpha``; :mod:`training.loss`); the
+    label's tokens are the answer token and the rationale's decision tokens (below),
+    whatever ``decision_tokens`` says. Not an ablation: a rationale target that aims
+    not to lose to label-only, trained in the main grid beside the study's three.
 
 With ``decision_tokens: branch``, ``rationale-weighted`` and ``rationale-answer-only``
 treat the rationale's *decision tokens* (its branch points: where a label-pure n-gram

@@ -23,6 +23,7 @@ from training.decision_tokens import (
     learn_decision_ngrams,
     ngram_hash,
     rationale_tokens,
+    reads_decisions,
     restrict_to_decisions,
 )
 from training.loss import LossWeighting, answer_counts
@@ -291,6 +292,12 @@ def test_the_switch_leaves_every_existing_runs_identity_where_it_was():
         identity("rationale-answer-only")
     for other in ("label", "rationale-free", "multitask", "rationale-align"):
         assert identity(other, decision_tokens="branch") == identity(other)
+    # rationale-align reads the decision tokens whatever the option: its identity says so
+    assert SFTRunConfig(dataset="v1", target="rationale-align").identity_data()[
+        "label_loss_tokens"] == "answer and decision tokens"
+    assert reads_decisions("rationale-align", "answer")
+    assert not reads_decisions("rationale-free", "branch")
+    assert not reads_decisions("rationale-weighted", "answer")
     assert identity("label").startswith("7dfe7340d58dbcfb")
     # a grid's settings reach every run; only the two ablations' identities move
     grids = [ExperimentGrid(dataset="v", sft={"targets": ["label", "rationale-weighted"],
@@ -441,9 +448,11 @@ def test_a_run_with_decision_tokens_records_them_and_trains(study, tiny_model, m
 
     engine, root = study
     records = {}
-    for target in ("rationale-weighted", "rationale-answer-only"):
+    for target in ("rationale-weighted", "rationale-answer-only", "rationale-align"):
         run = train(engine, SFTRunConfig(
-            dataset="t", target=target, decision_tokens="branch", train_size=16,
+            dataset="t", target=target,
+            decision_tokens="answer" if target == "rationale-align" else "branch",
+            train_size=16, align_alpha=0.4,
             max_steps=1, per_device_train_batch_size=4, max_length=512, lora_r=4,
             base_model=tiny_model, cache_dir=str(model_cache), logging_steps=1,
             probe_steps=1, validate_each_epoch=False, runs_dir=str(root / "runs")))
@@ -460,3 +469,9 @@ def test_a_run_with_decision_tokens_records_them_and_trains(study, tiny_model, m
     assert only["loss_tokens"] < weighted["loss_tokens"]
     # the answer-only run's record counts the same branch points as the n-grams found
     assert only["decision_tokens"] == only["decision_ngrams"]["decision_tokens"] > 0
+    # rationale-align, with the option left at "answer": its label part is the answer and
+    # the same decision tokens, holding α of the loss weight
+    align = records["rationale-align"]
+    assert align["decision_ngrams"]["ngrams_sha256"] == found["ngrams_sha256"]
+    assert align["decision_tokens"] == weighted["decision_tokens"] > 0
+    assert align["answer_weight_share"] == pytest.approx(0.4, abs=1e-6)
