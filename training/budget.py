@@ -215,9 +215,11 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
     if waits_for_first_seed(grid, factors, candidates):  # its choice cannot be told yet
         candidates = _trained_or_first(candidates, finished)
     tuned = len(candidates) > 1
+    selected = grid.selection_scoring(factors["target"])  # the validation score ranked
+    val_samples = grid.evaluation.n_samples if selected == "sampled" else 0
     retrained = [c for c in candidates if _must_retrain(  # scored on validation if tuned
         grid, finished, c, tuned, factors["target"])]
-    choice = _expected_choice(grid, finished, candidates, retrained) if tuned \
+    choice = _expected_choice(grid, finished, candidates, retrained, selected) if tuned \
         else candidates[0]
     if tuned and choice is not None:
         first_choice[tuning_key(factors)] = (choice.learning_rate, choice.num_train_epochs)
@@ -234,13 +236,15 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
             sft["runs"] += 1
             sft["reused"] += 1
             if tuned:
-                _score(scoring, t, n_val, target, generates,
-                       reused=_stored(grid, finished, cfg, "validation"))
+                _score(scoring, t, n_val, target, generates or selected == "sampled",
+                       samples=val_samples,
+                       reused=_stored(grid, finished, cfg, "validation", selected))
             continue
         patients = cfg.train_size or round(data.n * train_share)
         _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
         if tuned:
-            _score(scoring, t, n_val, target, generates)
+            _score(scoring, t, n_val, target, generates or selected == "sampled",
+                   samples=val_samples)
     # the chosen candidate is scored on test; when the choice cannot be told yet, count
     # a test scoring reused if any candidate whose results stay holds it
     tested = [choice] if choice is not None else candidates
@@ -284,12 +288,14 @@ def _lacks(grid, finished: dict, cfg, needed: list) -> bool:
     return any(not _stored(grid, finished, cfg, split, variant) for split, variant in needed)
 
 
-def _expected_choice(grid, finished: dict | None, candidates: list, retrained: list):
-    """The candidate a tuned cell will choose from the stored validation scores; None
-    when some candidate still has to be trained, retrained or scored first."""
+def _expected_choice(grid, finished: dict | None, candidates: list, retrained: list,
+                     selected: str | None = None):
+    """The candidate a tuned cell will choose from the stored validation scores (in the
+    ``selected`` scoring variant); None when some candidate still has to be trained,
+    retrained or scored first."""
     if not finished or retrained:
         return None
-    evaluation = grid.evaluate_config("validation")
+    evaluation = grid.evaluate_config("validation", selected)
     ranks = [finished.get("ranks", {}).get((cfg.identity(finished["version_hash"]),
                                             evaluation.scoring, evaluation.settings_hash()))
              for cfg in candidates]

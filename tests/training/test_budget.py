@@ -270,3 +270,36 @@ def test_a_run_the_database_holds_is_costed_from_the_database_alone():
     assert merged["runs"] == {"c": {("test", "auto", "t")}, "d": set()}
     assert merged["ranks"] == {("d", "auto", "s"): (True, 0.5)}
     assert merged["weightless"] == set()
+
+
+def test_selecting_on_the_primary_score_costs_sampled_validation_and_follows_its_ranks():
+    """``select_on: primary``: a rationale cell whose candidates hold greedy validation
+    scores only is costed two sampled validation scorings (a weightless candidate trained
+    again for its own); once the sampled scores are stored, the expected choice follows
+    them, not the greedy ones. A label cell is not touched."""
+    data, grid, finished, best = _tuned_cell_validated(best_weightless=True,
+                                                       best_tested=False)
+    grid = grid.model_copy(update={"select_on": "primary"})
+    assert grid.selection_scoring("rationale-free") == "sampled"
+    assert grid.selection_scoring("label") is None
+    assert grid.scores_needed("rationale-free", tuned=True, chosen_before=False) == [
+        ("validation", "sampled")]
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"]) == (2, 1)  # the weightless one again
+    # sampled validation for both, then greedy and sampled test: none of it stored
+    assert (scoring["runs"], scoring["reused"]) == (4, 0)
+    assert scoring["generations"] == 2 * 10 * 3 + 20 + 20 * 3
+
+    sampled = grid.evaluate_config("validation", "sampled")
+    key = ("validation", sampled.scoring, sampled.settings_hash())
+    [(_, [worse, _])] = grid.sft_cells()
+    finished["weightless"] = set()
+    for cfg, rank in ((worse, (True, 0.70)), (best, (True, 0.52))):  # greedy said best
+        finished["runs"][cfg.identity("h")].add(key)
+        finished["ranks"][(cfg.identity("h"), *key[1:])] = rank
+    tests = {("test", grid.evaluate_config("test", v).scoring,
+              grid.evaluate_config("test", v).settings_hash()) for v in (None, "sampled")}
+    finished["runs"][worse.identity("h")] |= tests  # the sampled choice, tested
+    scoring = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT scoring")
+    assert (scoring["runs"], scoring["reused"]) == (4, 4)

@@ -43,12 +43,14 @@ def candidates_for(grid: "ExperimentGrid", factors: dict, candidates: list[SFTRu
                    ) -> tuple[list[SFTRunConfig], str | None]:
     """The candidates a cell trains and how its choice is made: on validation, or
     (``tune_with_first_seed``) the first seed's choice reused."""
-    tuned_on = "validation" if len(candidates) > 1 else None
+    variant = grid.selection_scoring(factors["target"])
+    tuned_on = ("validation" + (f" ({variant})" if variant else "")
+                if len(candidates) > 1 else None)
     key = tuning_key(factors)
     if tuned_on and grid.sft.tune_with_first_seed and key in first_choice:
         candidates = [c for c in candidates
                       if (c.learning_rate, c.num_train_epochs) == first_choice[key]]
-        tuned_on = f"validation, seed {grid.sft.seeds[0]}"
+        tuned_on = f"{tuned_on}, seed {grid.sft.seeds[0]}"
     return candidates, tuned_on
 
 
@@ -107,7 +109,7 @@ class RunResources(BaseModel):
 class ExperimentGrid(CommandConfig):
     """`rationale-audit experiment run GRID.yaml`."""
 
-    ADDED_LATER = {"extra_scoring_targets": {}, "reading": None}
+    ADDED_LATER = {"extra_scoring_targets": {}, "reading": None, "select_on": "own"}
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="names the report folder <runs_dir>/experiments/<name>")
@@ -129,6 +131,11 @@ class ExperimentGrid(CommandConfig):
         default_factory=dict, description="a variant of extra_scorings given only to the "
         "models trained on these targets (e.g. the costly sampled variant for the one model "
         "a contrast reads); a variant not named here goes to every rationale-writing model")
+    select_on: Literal["own", "primary"] = Field(
+        "own", description="the validation score a tuned cell ranks its candidates by. own: "
+        "each target's own scoring; primary: a rationale-writing model's sampled scoring "
+        "where the grid adds it (extra_scorings), the score its test result is compared "
+        "in, so every target is tuned on the score it is reported in")
     reading: ReadingRule | None = Field(
         None, description="the mechanism section's reading rule, stated before the runs: "
         "its hash is in every SFT run's identity and the report refuses runs made under "
@@ -213,6 +220,13 @@ class ExperimentGrid(CommandConfig):
         return [v for v in self.extra_scorings if v != own
                 and target in self.extra_scoring_targets.get(v, [target])]
 
+    def selection_scoring(self, target: str) -> str | None:
+        """The scoring variant a tuned cell of ``target`` ranks its candidates by on
+        validation (None: the target's own scoring); see ``select_on``."""
+        if self.select_on == "primary" and "sampled" in self.scorings_for(target):
+            return "sampled"
+        return None
+
     def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
                       ) -> list[tuple[str, str | None]]:
         """(split, scoring variant) of each score the grid asks of a reused run of
@@ -220,7 +234,8 @@ class ExperimentGrid(CommandConfig):
         before, its test score in its own scoring and in each variant. A run without its
         weights that lacks one of them is trained again (:mod:`training.grid.steps`;
         costed so by :mod:`training.budget`)."""
-        needed: list[tuple[str, str | None]] = [("validation", None)] if tuned else []
+        needed: list[tuple[str, str | None]] = (
+            [("validation", self.selection_scoring(target))] if tuned else [])
         if chosen_before:
             needed += [("test", v) for v in [None, *self.scorings_for(target)]]
         return needed

@@ -110,13 +110,15 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
         retrain_if_weightless(engine, run.id, f"for its missing {', '.join(missing)}", say)
     if not tuned:
         return (True, 0.0), run.id
-    return _validation_rank(engine, grid, run.id, pool, say), run.id
+    return _validation_rank(engine, grid, run.id, cfg.target, pool, say), run.id
 
 
-def _validation_rank(engine: Engine, grid: ExperimentGrid, run_id: int, pool: ScorerPool,
-                     say: Callable[[str], None]) -> tuple:
-    """How a tuned cell ranks a candidate: valid first, then validation AUROC."""
-    val = score(engine, grid, run_id, "validation", None, pool, say)
+def _validation_rank(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
+                     pool: ScorerPool, say: Callable[[str], None]) -> tuple:
+    """How a tuned cell ranks a candidate: valid first, then validation AUROC, in the
+    scoring the grid selects on (:meth:`ExperimentGrid.selection_scoring`)."""
+    val = score(engine, grid, run_id, "validation", grid.selection_scoring(target), pool,
+                say)
     return validation_rank(val.metrics, val.auroc)
 
 
@@ -140,7 +142,7 @@ def score_chosen(engine: Engine, grid: ExperimentGrid, run_id: int, target: str,
             raise runs.RunError(f"run {run_id} was retrained but its folder has no adapter "
                                 "yet: it cannot be scored on test")
         if tuned:
-            return _validation_rank(engine, grid, run_id, pool, say)
+            return _validation_rank(engine, grid, run_id, target, pool, say)
     for variant in [None, *grid.scorings_for(target)]:
         score(engine, grid, run_id, "test", variant, pool, say)
     return None
