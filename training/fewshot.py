@@ -28,7 +28,7 @@ from sqlmodel import Session
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, RunStatus
 from annotation_db.provenance import echo_config
-from annotation_db.student_task import assistant_text, fewshot_messages
+from annotation_db.student_task import assistant_text, fewshot_messages, history_of
 from training import runs
 from training.data import DataError, read_view
 from training.evaluate import (
@@ -74,7 +74,9 @@ def choose_demonstrations(pool: list[dict], queries: list[dict], config: FewShot
 
     vectorizer = TfidfVectorizer(token_pattern=r"[A-Za-z0-9.]+", sublinear_tf=True)
     pool_matrix = vectorizer.fit_transform([row["history"] for row in pool])
-    query_matrix = vectorizer.transform([q["prompt"][-1]["content"] for q in queries])
+    # history against history: the query's user turn less its fixed intro and question
+    query_matrix = vectorizer.transform([history_of(q["prompt"][-1]["content"])
+                                         for q in queries])
     similarity = (query_matrix @ pool_matrix.T).toarray()
     # nearest first; the most similar demonstration goes last, next to the query
     return [list(reversed(_balanced(pool, config.k, list((-row).argsort(kind="stable")))))

@@ -63,7 +63,11 @@ class FewShotConfig(CommandConfig):
         return f"fewshot-k{self.k}-{'rationale' if self.with_rationales else 'label'}"
 
     def identity(self, dataset_hash: str) -> str:
-        return self.content_hash(dataset_sha256=dataset_hash)
+        # nearest selection compares histories with histories (the query's user turn
+        # without its fixed intro and question) since 2026-12-07: named, so a run
+        # selected the earlier way is never reused as one of these
+        extra = {"nearest_on": "history"} if self.selection == "nearest" else {}
+        return self.content_hash(dataset_sha256=dataset_hash, **extra)
 
     def evaluate_config(self) -> EvaluateConfig:
         return EvaluateConfig(split=self.split, engine=self.engine, limit=self.limit,

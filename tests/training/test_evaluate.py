@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from annotation_db.export import get_version
 from annotation_db.models import EvaluationResult, TrainingRun
-from annotation_db.student_task import ANSWER_PREFIX
+from annotation_db.student_task import ANSWER_PREFIX, user_message
 from app.cli import app
 from tests.helpers import audited_version
 from training.data import prompt_text, read_view
@@ -46,7 +46,8 @@ def _pool(n_yes, n_no):
 def test_demonstrations_are_balanced_seeded_and_never_empty_handed():
     pool = _pool(6, 6)
     query = {"id": "q", "prompt": [{"role": "system", "content": "s"},
-                                    {"role": "user", "content": "memory complaint APOE e4"}]}
+                                    {"role": "user",
+                                     "content": user_message("memory complaint APOE e4")}]}
     cfg = FewShotConfig(dataset="v", k=4, seed=1)
     demos = choose_demonstrations(pool, [query, query], cfg)
     assert [d["label"] for d in demos[0]].count(1) == 2 and demos[0] == demos[1]
@@ -54,7 +55,8 @@ def test_demonstrations_are_balanced_seeded_and_never_empty_handed():
     nearest = choose_demonstrations(pool, [query], FewShotConfig(dataset="v", k=2,
                                                                  selection="nearest"))[0]
     assert nearest[-1]["label"] == 1  # the most similar record sits next to the query
-    like_no = {"id": "q2", "prompt": [{"role": "user", "content": "hypertension only"}]}
+    like_no = {"id": "q2", "prompt": [{"role": "user",
+                                       "content": user_message("hypertension only")}]}
     nearest_no = choose_demonstrations(pool, [like_no], FewShotConfig(
         dataset="v", k=2, selection="nearest"))[0]
     assert [d["label"] for d in nearest_no] == [1, 0]  # balanced, and "no" nearest the query
@@ -67,6 +69,25 @@ def test_demonstrations_are_balanced_seeded_and_never_empty_handed():
         "Final answer:")
     with pytest.raises(ValueError, match="needs at least k with both labels"):
         choose_demonstrations(_pool(3, 0), [query], cfg)
+
+
+def test_nearest_compares_the_querys_history_not_its_fixed_intro_and_question():
+    """A pool record that happens to share the task's own words (the intro and the
+    question every query carries) is not drawn nearer for it: k = 2 takes one record of
+    each label, the nearest of each, and the "no" record matching the query's history
+    wins over one that only repeats the question."""
+    pool = [{"id": "y", "label": 1, "history": "memory complaint", "rationale": "r"},
+            {"id": "n-question", "label": 0, "history": "Will this patient be diagnosed "
+             "with ADRD within five years? Answer yes or no. Patient record as of the "
+             "index date", "rationale": "r"},
+            {"id": "n-history", "label": 0, "history": "hypertension statin",
+             "rationale": "r"}]
+    query = {"id": "q", "prompt": [{"role": "user",
+                                    "content": user_message("hypertension statin")}]}
+    chosen = choose_demonstrations(pool, [query], FewShotConfig(dataset="v", k=2,
+                                                                selection="nearest"))[0]
+    assert [d["id"] for d in chosen][-1] == "n-history"
+    assert "n-question" not in {d["id"] for d in chosen}
 
 
 GRID = """
@@ -270,7 +291,7 @@ def test_one_pairing_rule_refuses_other_patients_and_other_labels():
 
 
 @pytest.mark.parametrize("scoring, scores, degenerate", [
-    ("auto", [0.99] * 97 + [0.01] * 3, "says yes for 97% of test patients (above 95%)"),
+    ("auto", [0.99] * 97 + [0.01] * 3, "says yes 96% of the time (mean P(yes) 0.961), above 95%"),
     ("sampled", [0.4] * 50 + [0.6] * 50, None),  # yes in half its sampled answers
 ])
 def test_a_result_keeps_its_yes_rate_and_whether_it_is_degenerate(scoring, scores,
