@@ -56,9 +56,11 @@ def forced_rows(rows: list[dict], targets: set[str]) -> list[dict]:
             f"{low:.0%} of the {stats['forced_patients']} patients whose cue was appended put "
             "under half of the next-token probability on yes/no there (at most "
             f"{MAX_LOW_MASS_SHARE:.0%} allowed)")
+        code = None if valid else "forced_gate"
+        if valid and r.get("degenerate"):  # the same scores: the same rule as every run's
+            valid, reason, code = False, r["degenerate"], "degenerate"
         out.append({**r, "scoring": FORCED, "valid": valid,
-                    "invalid_reason": reason, "invalid_code": None if valid else "forced_gate",
-                    **stats})
+                    "invalid_reason": reason, "invalid_code": code, **stats})
     return out
 
 

@@ -22,12 +22,19 @@ headline is
 And, beside it, what makes a run's scores unfit to be compared at all, or comparable only
 at a matched rate of "yes":
 
-* :func:`degenerate`: a run whose share of "yes" on the test patients is above 95% or below
-  5% says the same thing for nearly everyone; its AUROC reads variation around one answer.
-  Under sampled scoring a patient's score is the mean P(yes) over its sampled rationales,
-  and a run says "yes" in that mean's share of its written answers (``sampled``): a
-  majority vote of 5 samples would call a run that concludes yes in 30% of its
-  rationales "no" for nearly everyone.
+* :func:`degenerate`: a run whose *expected yes-rate*, its mean P(yes) over the test
+  patients, is above 95% or below 5% says the same thing for nearly everyone: most of its
+  scores sit at one end, and its AUROC reads variation around one answer. The mean is
+  the share of "yes" it gives when each answer is drawn from its own P(yes): for a score
+  that follows a written conclusion (0 or 1, nearly) the share of patients it says yes
+  for; under sampled scoring (a patient's score is the mean P(yes) over its sampled
+  rationales) the share of its written answers that say yes. A graded P(yes) that sits
+  off 0.5 for everyone (0.51-0.59, say) is not flagged: it answers "yes" for everyone at
+  the 0.5 cut, but that is its calibration, not a constant score, and balanced accuracy
+  at a matched rate (below) compares it fairly. (Before 2026-12-07 a graded score's
+  share at or above 0.5 was used; on the cpu scale's stored results the two rules flag
+  the same SFT runs, and the old one also flagged the few-shot runs, whose P(yes)
+  averages 0.24 but is below 0.5 for all.)
 * :func:`balanced_accuracy_at_rate`: balanced accuracy when the arm says "yes" for a given
   share of patients (its highest scores), so arms that write a yes/no conclusion and arms
   with a graded score are compared at the same operating point. Ties at the cut are split
@@ -44,6 +51,7 @@ import numpy as np
 from training.metrics import _row_metric, _stratified_blocks, _validate
 
 DEGENERATE_LOW, DEGENERATE_HIGH = 0.05, 0.95
+_TOLERANCE = 1e-9  # float error of a share such as 1 - 0.95 or a mean of fifths
 
 
 def hierarchical_difference(y, arm_a: Sequence, arm_b: Sequence, metric: str = "auroc",
@@ -123,18 +131,28 @@ def yes_rate(p, threshold: float = 0.5, sampled: bool = False) -> float:
     return float(scores.mean() if sampled else (scores >= threshold).mean())
 
 
-def degenerate(p, threshold: float = 0.5, low: float = DEGENERATE_LOW,
-               high: float = DEGENERATE_HIGH, sampled: bool = False) -> str | None:
-    """Why a run's test scores are unfit for comparison, or None: it says "yes" for more
-    than ``high`` or fewer than ``low`` of the patients (of its sampled answers, with
-    ``sampled``)."""
-    rate = yes_rate(p, threshold, sampled)
+def expected_yes_rate(p) -> float:
+    """The mean P(yes): the share of "yes" a run gives when each answer is drawn from its
+    own P(yes)."""
+    scores = np.asarray(p, dtype=float)
+    if scores.size == 0:
+        raise ValueError("no scores")
+    return float(scores.mean())
+
+
+def degenerate(p, low: float = DEGENERATE_LOW, high: float = DEGENERATE_HIGH,
+               sampled: bool = False) -> str | None:
+    """Why a run's test scores are unfit for comparison, or None: its expected yes-rate
+    (mean P(yes); of its sampled answers, with ``sampled``) is above ``high`` or below
+    ``low``. The bounds themselves pass (10 of 200 is 5%, not below it, whatever the
+    float error of ``1 − 0.95``)."""
+    rate = expected_yes_rate(p)
     what = f"in {rate:.0%} of its sampled answers" if sampled \
-        else f"for {rate:.0%} of test patients"
-    if rate > high:
-        return f"says yes {what} (above {high:.0%})"
-    if rate < low:
-        return f"says yes {what} (below {low:.0%})"
+        else f"{rate:.0%} of the time (mean P(yes) {rate:.3f})"
+    if rate > high + _TOLERANCE:
+        return f"says yes {what}, above {high:.0%}"
+    if rate < low - _TOLERANCE:
+        return f"says yes {what}, below {low:.0%}"
     return None
 
 

@@ -560,3 +560,23 @@ def test_a_forced_reading_needs_to_know_who_was_forced_and_allows_five_percent_l
     assert not out["invalid-otherwise"]["valid"]
     assert out["invalid-otherwise"]["invalid_reason"] == \
         "its generate result is invalid: truncated prompts"
+
+
+def test_a_forced_reading_of_saturated_scores_is_left_out_as_degenerate(tmp_path):
+    """The forced row reads the same scores as its generate row: the degenerate rule the
+    report applies to every run (seed_report.run_figures, as results.py adds it) holds
+    there too, although the generate row was already invalid for its answers."""
+    from training import seed_report
+    from training.forced_reading import forced_rows
+
+    y = np.repeat([0, 1], 10)
+    rows = []
+    for name, scores in (("saturated", [0.01] * 19 + [0.2]), ("graded", 0.3 + 0.01 * y)):
+        row = _scored(tmp_path, name, y, scores, target="label-padded", scoring="generate",
+                      reached=np.zeros(20, bool), **NOT_REACHED)
+        rows.append({**row, **seed_report.run_figures(row)})
+    out = {r["run_id"]: r for r in forced_rows(rows, {"label-padded"})}
+    assert not out["saturated"]["valid"]
+    assert out["saturated"]["invalid_code"] == "degenerate"
+    assert out["saturated"]["invalid_reason"].endswith("below 5%")
+    assert out["graded"]["valid"]  # P(yes) 0.30-0.31 for all: calibration, not constant

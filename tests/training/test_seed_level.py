@@ -82,13 +82,27 @@ def test_paired_seeds_need_as_many_seeds_in_each_arm():
 
 
 @pytest.mark.parametrize("scores, reason", [
-    ([0.99] * 97 + [0.01] * 3, "says yes for 97% of test patients (above 95%)"),
-    ([0.01] * 96 + [0.99] * 4, "says yes for 4% of test patients (below 5%)"),
-    ([0.99] * 95 + [0.01] * 5, None),  # exactly 95%: not above it
+    ([0.99] * 97 + [0.01] * 3, "says yes 96% of the time (mean P(yes) 0.961), above 95%"),
+    ([0.01] * 97 + [0.99] * 3, "says yes 4% of the time (mean P(yes) 0.039), below 5%"),
+    ([1.0] * 95 + [0.0] * 5, None),  # exactly 95%: not above it
     ([0.6] * 50 + [0.4] * 50, None),
+    ([0.4] * 100, None),  # graded and below 0.5 for all: its calibration, not one answer
 ])
 def test_a_run_that_says_the_same_for_nearly_everyone_is_degenerate(scores, reason):
     assert degenerate(scores) == reason
+
+
+@pytest.mark.parametrize("n_yes, n", [(10, 200), (5, 100), (190, 200), (95, 100)])
+def test_a_run_at_exactly_the_bound_is_not_degenerate(n_yes, n, tmp_path):
+    """10 of 200 is 5%, not below it, though ``1 − 0.95`` is 0.05000000000000004 in
+    floating point; through the report's own path, with its bound from the config."""
+    y = np.arange(n) % 2
+    scores = [1.0] * n_yes + [0.0] * (n - n_yes)
+    row = _row(tmp_path, "label", 0, y, scores, scoring="direct")
+    assert row["degenerate"] is None
+    fifths = [0.2] * (5 * n_yes) + [0.0] * (n - 5 * n_yes) if 5 * n_yes <= n else None
+    if fifths:  # sampled: a mean of fifths that sums to exactly the bound
+        assert degenerate(fifths, sampled=True) is None
 
 
 def test_yes_rate_counts_scores_at_or_above_the_threshold():
@@ -102,9 +116,8 @@ def test_a_sampled_run_says_yes_in_the_share_of_its_sampled_answers():
     two_of_five = [0.4] * 100
     assert yes_rate(two_of_five, sampled=True) == pytest.approx(0.4)
     assert degenerate(two_of_five, sampled=True) is None
-    assert degenerate(two_of_five) == "says yes for 0% of test patients (below 5%)"
     assert degenerate([0.0] * 97 + [0.2] * 3, sampled=True) \
-        == "says yes in 1% of its sampled answers (below 5%)"
+        == "says yes in 1% of its sampled answers, below 5%"
 
 
 def test_balanced_accuracy_at_a_matched_rate_calls_the_top_scores_yes():
@@ -164,7 +177,7 @@ def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was
     assert head["value"] == pytest.approx(
         np.mean([r["auroc"]["value"] for r in rows[:2]])
         - np.mean([r["auroc"]["value"] for r in rows[3:5]]))
-    assert "says yes for 100% of test patients (above 95%)" in text
+    assert "says yes 99% of the time (mean P(yes) 0.990), above 95%" in text
     label = next(t for t in data["targets"] if t["target"] == "label")
     assert label["seeds"] == [0, 1, 2] and label["sd_auroc"] is not None
 
@@ -196,14 +209,14 @@ def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(
                      ("rationale-stepwise", "generate", True)]
     align, stepwise = data["headline"][0], data["headline"][-1]
     assert align["interval"] == "patients only (one seed)"
-    assert stepwise["left_out"] == "says yes for 100% of test patients (above 95%)"
-    assert "sampled (primary)" in text and "left out: says yes for" in text
+    assert stepwise["left_out"] == "says yes 99% of the time (mean P(yes) 0.990), above 95%"
+    assert "sampled (primary)" in text and "left out: says yes 99%" in text
     free_sampled = next(t for t in data["targets"]
                         if (t["target"], t["scoring"]) == ("rationale-free", "sampled"))
     assert free_sampled["seeds"] == [0, 1]  # 40% of its answers say yes: not degenerate
     (stepwise_row,) = [t for t in data["targets"] if t["target"] == "rationale-stepwise"]
     assert stepwise_row["seeds"] == [] and stepwise_row["left_out"]
-    assert "none valid: says yes for" in text
+    assert "none valid: says yes 99%" in text
     # the report's conclusions read these entries as they come
     from training.reproduce import conclusions
 
@@ -218,7 +231,7 @@ def test_a_size_without_a_valid_label_only_run_says_so(tmp_path):
     rows = [_row(tmp_path, "label", 0, y, np.full(100, 0.01), scoring="direct"),
             _row(tmp_path, "rationale-free", 0, y, np.where(y == 1, 0.9, 0.2))]
     (head,) = seed_report.headline(rows, n_resamples=100, seed=0)
-    assert head["left_out"] == "label-only: says yes for 0% of test patients (below 5%)"
+    assert head["left_out"] == "label-only: says yes 1% of the time (mean P(yes) 0.010), below 5%"
 
 
 def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_path):
