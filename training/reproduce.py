@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from annotation_db.provenance import echo_config, portable_argv, portable_path
+from training import seed_report
 from training.budget import estimate, sample_token_counts
 from training.grid.experiment import run_experiment
 from training.reproduce_config import ReproduceConfig
@@ -212,15 +213,17 @@ def conclusions(results: dict) -> str:
             f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}], p = {h['p']:.3g}, "
             f"{len(h['rationale_seeds'])} seed(s), {h['interval']}: "
             f"{_side(h['low'], h['high'])}."
+            + (f" It {seed_report.dropped_text(h)}." if h.get("dropped") else "")
             + "".join(f" Scored {o['scoring']}: {o['value']:+.3f} [{o['low']:+.3f}, "
                       f"{o['high']:+.3f}]." for o in others))
     compared = [h for h in primary if not h["left_out"]]
     if compared:
         not_worse = [h["target"] for h in compared if h["low"] <= 0]
-        lines.append("- Does any rationale-writing target match label-only within its CI? "
+        lines.append("- Is any rationale-writing target not shown worse than label-only "
+                     "(its CI reaching 0)? "
                      + (f"Not shown worse: {', '.join(not_worse)} (each CI includes 0 or "
-                        "favours the rationale; a CI that includes 0 is not proof of "
-                        "equality)." if not_worse else
+                        "favours the rationale; no claim of equivalence: a CI that "
+                        "includes 0 is not proof of equality)." if not_worse else
                         "No: label-only is higher than every rationale target compared, "
                         "each CI above 0."))
     for j in results.get("joint", []):

@@ -180,6 +180,22 @@ def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was
     assert "says yes 99% of the time (mean P(yes) 0.990), above 95%" in text
     label = next(t for t in data["targets"] if t["target"] == "label")
     assert label["seeds"] == [0, 1, 2] and label["sd_auroc"] is not None
+    # the seed left out is named where the headline is, with the comparison including it
+    assert head["dropped"] == [
+        {"arm": "label", "seed": 2, "why": "no paired seed"},
+        {"arm": "rationale", "seed": 2,
+         "why": "says yes 99% of the time (mean P(yes) 0.990), above 95%"}]
+    again = head["with_left_out"]
+    assert again["label_seeds"] == again["rationale_seeds"] == [0, 1, 2]
+    assert again["value"] == pytest.approx(
+        np.mean([r["auroc"]["value"] for r in rows[:3]])
+        - np.mean([r["auroc"]["value"] for r in rows[3:]]))
+    assert "(left out label seed 2: no paired seed; rationale seed 2: says yes 99%" in text
+    assert f"with them: {again['value']:+.3f}" in text
+    from training.reproduce import conclusions
+
+    said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
+    assert "It left out label seed 2" in said and "over seeds 0, 1, 2" in said
 
 
 def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(tmp_path):
