@@ -195,7 +195,12 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[PolicyDecision]:
                          if policy.min_comprehensiveness_margin is not None else {})
         except faithfulness.FaithfulnessError as exc:
             raise ExportError(f"min_comprehensiveness_margin: {exc}") from None
+        contradicts = _contradicting_outcome(session, originals)
         for rationale_id in sorted(originals):
+            if rationale_id in contradicts:  # whatever the ratings or an adjudication say
+                decisions[rationale_id] = PolicyDecision(rationale_id, False,
+                                                         [CONTRADICTS_OUTCOME])
+                continue
             if policy.adjudication_overrides and rationale_id in adjudicated:
                 row = adjudicated[rationale_id]
                 decisions[rationale_id] = PolicyDecision(
@@ -215,6 +220,24 @@ def evaluate(session: Session, policy: ApprovalPolicy) -> list[PolicyDecision]:
             if rationale_id not in decisions or decisions[rationale_id].approved is False:
                 decisions[rationale_id] = PolicyDecision(rationale_id, not reasons, reasons)
     return [decisions[k] for k in sorted(decisions)]
+
+
+CONTRADICTS_OUTCOME = ("its conclusion contradicts the recorded outcome (its training row "
+                       "would end with the opposite answer)")
+
+
+def _contradicting_outcome(session: Session, rationale_ids: set[int]) -> set[int]:
+    """Rationales whose own prediction is the opposite of their patient's outcome. A
+    training row is the rationale followed by the *recorded* answer, so such a row
+    would teach a conclusion and the contrary answer after it. A label-conditioned
+    teacher cannot write one that passes grounding; a label-blind teacher (or an
+    imported rationale) can, and it is never exported."""
+    if not rationale_ids:
+        return set()
+    return set(session.execute(select(Rationale.id).join(
+        Patient, Patient.id == Rationale.patient_id).where(
+        Rationale.id.in_(rationale_ids), Rationale.predicted_label.is_not(None),
+        Rationale.predicted_label != Patient.label)).scalars())
 
 
 def _reasons(policy: ApprovalPolicy, ratings: list[dict], verdicts: list[dict],

@@ -310,3 +310,34 @@ def test_trl_dpo_trainer_trains_two_steps_on_the_preference_view(rated, tmp_path
                        logging_steps=1, save_strategy="no", max_length=1024))
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_a_rationale_concluding_against_the_recorded_outcome_is_never_exported(rated,
+                                                                                 tmp_path):
+    """A label-blind teacher (or an imported rationale) can conclude "unlikely" for a
+    patient who was diagnosed. Its training row would end with the recorded answer, the
+    opposite of its own conclusion, so it is refused with that reason however well it
+    was rated, and even when an adjudicator approved it."""
+    with Session(rated) as s:
+        good = s.execute(select(Rationale).join(Patient, Patient.id == Rationale.patient_id)
+                         .where(Rationale.variant == "original",
+                                Rationale.is_gold.is_(False),
+                                Rationale.patient_id % 2 == 0)).scalars().first()
+        patient, good_id = s.get(Patient, good.patient_id), good.id
+        good.predicted_label = not patient.label
+        s.add(good)
+        s.commit()
+        adjudication.decide(s, campaign=camp.get_campaign(s, "pilot"),
+                            rationale_id=good.id, adjudicator=users.require_user(s, "root"),
+                            decision="approve", accuracy=5, faithfulness=5, flags=[],
+                            reason="reads well")
+        policy = export.ApprovalPolicy.from_file(_policy(tmp_path))[0]
+        result = export.preview(s, policy)
+        files, _ = export.build(s, policy, counter_for=history_counter)
+    assert result["approved"] == 5
+    assert result["failing_by_criterion"][export.CONTRADICTS_OUTCOME] == 1
+    ids = {json.loads(line)["id"] for path, body in files.items()
+           if path.endswith(".jsonl") and not path.startswith("ratings_long")
+           for line in body.decode().splitlines()}
+    assert not any(i.endswith(f"-r{good_id}") for i in ids)
+    assert sum("-r" in i for i in ids) > 0  # the approved rationales' rows are there
