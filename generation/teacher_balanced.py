@@ -79,9 +79,12 @@ def write(record: dict, format: str) -> dict:
     evidence = list(dict.fromkeys(cited))[:max(MAX_CITED, 12)] or [items[0]["id"]]
     if format == "stepwise":
         rationale: str | list = [{"step": text, "evidence": ids} for text, ids in steps[:6]]
-    else:  # at most 1,200 characters, the conclusion always kept
+    else:  # at most 1,200 characters, the conclusion always kept; the body's cut is
+        # the same for both labels (the longer conclusion's), so it cannot tell the label
         conclusion = steps[-1][0]
-        body = " ".join(text for text, _ in steps[:-1])[:1200 - len(conclusion) - 1]
+        longest = len(conclusion.removesuffix("unlikely.").removesuffix("likely.")
+                      + "unlikely.")
+        body = " ".join(text for text, _ in steps[:-1])[:1200 - longest - 1]
         rationale = f"{body} {conclusion}"
     return {"prediction": "yes" if label else "no", "evidence": evidence, "rationale": rationale}
 

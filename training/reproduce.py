@@ -140,7 +140,7 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
              f"- Cohort `{data.cohort}`: {data.n} synthetic patients, {data.mode}, seed "
              f"{data.seed}.",
              f"- Teacher: {', '.join(summary['data'].get('teacher', [data.teacher]))}, "
-             "label-conditioned, formats: " + ", ".join(data.formats) + ".",
+             f"{data.teacher_mode}, formats: " + ", ".join(data.formats) + ".",
              f"- Audit campaign(s) {campaign_names}: " + raters,
              f"- Dataset version **{version.name}**, sha256 `{version.content_hash}`; counts "
              f"{json.dumps(version.manifest['counts'])}.",

@@ -38,10 +38,26 @@ def test_it_follows_the_label_and_cites_only_the_record(records, fmt):
 
 @pytest.mark.parametrize("fmt", ["free", "stepwise"])
 def test_only_the_conclusion_depends_on_the_label(records, fmt):
-    for record in records[:40]:
-        yes = _text(write({**record, "label": 1}, fmt))
-        no = _text(write({**record, "label": 0}, fmt))
-        assert yes.removesuffix("likely.") == no.removesuffix("unlikely.")
+    """Every record, written for each label: the texts are the same up to the last word,
+    and so are the evidence cited and the steps."""
+    for record in records:
+        yes, no = write({**record, "label": 1}, fmt), write({**record, "label": 0}, fmt)
+        assert _text(yes).removesuffix("likely.") == _text(no).removesuffix("unlikely.")
+        assert yes["evidence"] == no["evidence"]
+        if fmt == "stepwise":
+            assert [s["evidence"] for s in yes["rationale"]] == \
+                [s["evidence"] for s in no["rationale"]]
+
+
+def test_a_body_cut_to_length_is_cut_the_same_for_both_labels(records):
+    """A record with enough findings to pass 1,200 characters: its body is cut at the
+    same place whatever the label (the cut once depended on the conclusion's length)."""
+    record = max(records, key=lambda r: len(r["items"]))
+    many = {**record, "items": [dict(item, description=item["description"] + " " + "x" * 300)
+                                for item in record["items"]]}
+    yes, no = write({**many, "label": 1}, "free"), write({**many, "label": 0}, "free")
+    assert len(no["rationale"]) == 1200 and len(yes["rationale"]) == 1198  # cut, both
+    assert yes["rationale"].removesuffix("likely.") == no["rationale"].removesuffix("unlikely.")
 
 
 def _opening_auroc(openings: list[list[int]], y: np.ndarray) -> float:
