@@ -489,6 +489,9 @@ def _corrections(session: Session, policy: ApprovalPolicy, patients: dict[int, P
             patient = patients.get(corrected.patient_id)
             if patient is None or patient.split == "test":
                 continue
+            if corrected.predicted_label is not None and \
+                    corrected.predicted_label != patient.label:
+                continue  # as an original would be: its row would contradict its conclusion
             if rated and not _rated_correction_passes(session, policy, campaign, corrected.id,
                                                       ratings_by_item):
                 continue  # its raters' verdict, under the same policy as the originals

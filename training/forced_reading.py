@@ -46,7 +46,9 @@ def forced_rows(rows: list[dict], targets: set[str]) -> list[dict]:
             continue
         stats = forced_patients(Path(r["predictions"]))
         low = stats["forced_low_mass_share"]
-        other = not r["valid"] and r.get("invalid_code") != ANSWER_NOT_REACHED
+        # a generate row left out as degenerate: the same scores, the same verdict below
+        other = not r["valid"] and r.get("invalid_code") not in (ANSWER_NOT_REACHED,
+                                                                 "degenerate")
         valid = not other and stats["forced_patients"] is not None and (
             stats["forced_patients"] == 0 or low <= MAX_LOW_MASS_SHARE)
         reason = None if valid else (

@@ -148,10 +148,12 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
             for arm, runs_, used in (("label", label_all, label_seeds),
                                      ("rationale", rationale_all, rationale_seeds))
             for s in sorted(runs_) if s not in used]
-        if entry["dropped"]:
-            again, a_seeds, b_seeds = _difference(label_all, rationale_all, n_resamples, seed)
-            entry["with_left_out"] = {**again, "label_seeds": a_seeds,
-                                      "rationale_seeds": b_seeds}
+        if entry["dropped"]:  # every run of each arm: paired only if their seeds match
+            again, a_seeds, b_seeds = _difference(label_all, rationale_all, n_resamples, seed,
+                                                  every=True)
+            if (a_seeds, b_seeds) != (label_seeds, rationale_seeds):
+                entry["with_left_out"] = {**again, "label_seeds": a_seeds,
+                                          "rationale_seeds": b_seeds}
         out.append(entry)
     for (size, target, scoring), why in left.items():
         if target != "label":
@@ -169,11 +171,12 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
 
 
 def _difference(label: dict[int, dict], rationale: dict[int, dict], n_resamples: int,
-                seed: int) -> tuple[dict, list[int], list[int]]:
+                seed: int, every: bool = False) -> tuple[dict, list[int], list[int]]:
     """Label-only minus rationale over their shared seeds (paired), or over each arm's
-    own seeds when they share none; with the seeds each arm used."""
+    own seeds when they share none; with the seeds each arm used. ``every``: each arm's
+    every seed, paired only when the two arms have the same seeds."""
     shared = sorted(set(label) & set(rationale))
-    paired = bool(shared)
+    paired = bool(shared) and (not every or set(label) == set(rationale))
     label_seeds = shared if paired else sorted(label)
     rationale_seeds = shared if paired else sorted(rationale)
     ids, y, _ = _scores(label[label_seeds[0]])
@@ -201,7 +204,9 @@ def dropped_text(h: dict) -> str:
     again = h.get("with_left_out")
     return (f"left out {names}" + (
         f"; with them: {again['value']:+.3f} [{again['low']:+.3f}, {again['high']:+.3f}] "
-        f"over seeds {', '.join(map(str, again['rationale_seeds']))}" if again else ""))
+        f"over label seeds {', '.join(map(str, again['label_seeds']))} and rationale seeds "
+        f"{', '.join(map(str, again['rationale_seeds']))}"
+        + ("" if again["paired_seeds"] else ", unpaired") if again else ""))
 
 
 def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], dict]:

@@ -223,9 +223,12 @@ def test_a_history_budget_below_the_renderings_floor_is_one_error_and_writes_not
     assert _nothing_exported(rated, tmp_path)
 
 
-def _correct(s, rated_patient_split: str, text: str, decide: str | None) -> int:
-    """ann proposes ``text`` for one of her items whose patient is in the given split;
-    root then accepts or rejects it (``decide``) or leaves it proposed."""
+def _correct(s, rated_patient_split: str, text: str, decide: str | None,
+             against_outcome: bool = False) -> int:
+    """ann proposes ``text`` for one of her items whose patient is in the given split,
+    keeping its source's conclusion (as the app does; ``against_outcome``: the contrary
+    of the patient's outcome); root then accepts or rejects it (``decide``) or leaves it
+    proposed."""
     from annotation_db import corrections
 
     ann, root = users.require_user(s, "ann"), users.require_user(s, "root")
@@ -236,8 +239,9 @@ def _correct(s, rated_patient_split: str, text: str, decide: str | None) -> int:
         if a.rationale_id not in taken
         and s.get(Patient, s.get(Rationale, a.rationale_id).patient_id).split
         == rated_patient_split and not s.get(Rationale, a.rationale_id).is_gold)
+    label = s.get(Patient, s.get(Rationale, assignment.rationale_id).patient_id).label
     made = corrections.propose(s, assignment_id=assignment.id, user=ann, text=text, steps=None,
-                               cited_ids=["E1"], predicted_label=True,
+                               cited_ids=["E1"], predicted_label=label != against_outcome,
                                grounding={"score": 1.0, "passed": True, "checks": []},
                                raw_output="{}")
     if decide:
@@ -252,6 +256,8 @@ def test_only_accepted_corrections_become_sft_targets_and_preference_pairs(rated
         _correct(s, "train", "A proposal nobody decided [E1].", None)
         _correct(s, "train", "A rejected proposal [E1].", "reject")
         _correct(s, "test", "A test patient's correction [E1].", "accept")
+        _correct(s, "train", "A correction concluding against the outcome [E1].", "accept",
+                 against_outcome=True)
         version = export.create(s, policy_path=_policy(tmp_path), name="corrected",
                                 root=tmp_path / "exports", counter_for=history_counter)
     folder = Path(version.path)
@@ -269,6 +275,7 @@ def test_only_accepted_corrections_become_sft_targets_and_preference_pairs(rated
     everything = "".join(p.read_text() for p in folder.rglob("*.jsonl"))
     assert "nobody decided" not in everything and "rejected proposal" not in everything
     assert "test patient's correction" not in everything
+    assert "concluding against the outcome" not in everything
 
 
 def test_without_an_accepted_correction_a_version_holds_no_correction_views(rated, tmp_path):

@@ -580,3 +580,8 @@ def test_a_forced_reading_of_saturated_scores_is_left_out_as_degenerate(tmp_path
     assert out["saturated"]["invalid_code"] == "degenerate"
     assert out["saturated"]["invalid_reason"].endswith("below 5%")
     assert out["graded"]["valid"]  # P(yes) 0.30-0.31 for all: calibration, not constant
+    # a generate row already left out as degenerate: its forced row says so in the same way
+    generate_left_out = {**rows[0], "run_id": "left-out", "invalid_code": "degenerate",
+                         "invalid_reason": rows[0]["degenerate"]}
+    (forced,) = forced_rows([generate_left_out], {"label-padded"})
+    assert (forced["valid"], forced["invalid_code"]) == (False, "degenerate")

@@ -192,10 +192,12 @@ def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was
         - np.mean([r["auroc"]["value"] for r in rows[3:]]))
     assert "(left out label seed 2: no paired seed; rationale seed 2: says yes 99%" in text
     assert f"with them: {again['value']:+.3f}" in text
+    assert "over label seeds 0, 1, 2 and rationale seeds 0, 1, 2" in text
     from training.reproduce import conclusions
 
     said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
-    assert "It left out label seed 2" in said and "over seeds 0, 1, 2" in said
+    assert "It left out label seed 2" in said and \
+        "over label seeds 0, 1, 2 and rationale seeds 0, 1, 2" in said
 
 
 def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(tmp_path):
@@ -255,3 +257,41 @@ def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_pa
     row = _row(tmp_path, "label", 0, y, [0.9, 0.6, 0.7, 0.2], scoring="direct")
     assert row["yes_rate"] == 0.75 and row["degenerate"] is None
     assert row["balanced_accuracy_matched"] == 0.5  # top two: 0.9 (yes) and 0.7 (no)
+
+
+def test_the_comparison_with_left_out_seeds_uses_every_run_of_each_arm(tmp_path):
+    """Beside the headline, "with them" is each arm's every run with predictions, paired
+    only when both arms have the same seeds, so a seed left out for want of a pair comes
+    back, unpaired; and no seed of either arm is silently lost."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([1, 0], 50)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+
+    def graded():
+        return 1 / (1 + np.exp(-(y + rng.normal(size=100))))
+
+    def conclusion():
+        return np.where(rng.random(100) < 0.5 + 0.2 * (y - 0.5), 0.97, 0.03)
+
+    # label has seed 2, the rationale arm never ran it: it comes back unpaired
+    rows = [_row(tmp_path / "a", "label", s, y, graded(), scoring="direct") for s in (0, 1, 2)]
+    rows += [_row(tmp_path / "a", "rationale-free", s, y, conclusion()) for s in (0, 1)]
+    (head,) = seed_report.headline(rows, n_resamples=100, seed=0)
+    assert head["dropped"] == [{"arm": "label", "seed": 2, "why": "no paired seed"}]
+    again = head["with_left_out"]
+    assert (again["label_seeds"], again["rationale_seeds"], again["paired_seeds"]) == \
+        ([0, 1, 2], [0, 1], False)
+
+    # rationale seed 0 degenerate, seed 2 valid; label seeds 0 and 1: the headline is
+    # unpaired ([0, 1] against [2]); with every run, [0, 1] against [0, 2], unpaired
+    rows = [_row(tmp_path / "b", "label", s, y, graded(), scoring="direct") for s in (0, 1)]
+    rows.append(_row(tmp_path / "b", "rationale-free", 0, y, np.full(100, 0.99)))
+    rows.append(_row(tmp_path / "b", "rationale-free", 2, y, conclusion()))
+    (head,) = seed_report.headline(rows, n_resamples=100, seed=0)
+    assert (head["label_seeds"], head["rationale_seeds"], head["paired_seeds"]) == \
+        ([0, 1], [2], False)
+    again = head["with_left_out"]
+    assert (again["label_seeds"], again["rationale_seeds"], again["paired_seeds"]) == \
+        ([0, 1], [0, 2], False)
+    assert "over label seeds 0, 1 and rationale seeds 0, 2, unpaired" in \
+        seed_report.dropped_text(head)

@@ -27,7 +27,9 @@ def validation_rank(metrics: dict | None, auroc: float | None) -> tuple[bool, fl
     out), then AUROC (a missing AUROC last). The grid chooses by it
     (:mod:`training.grid.steps`) and the budget predicts that choice with it
     (:mod:`training.budget`). A result scored before 2026-12-07 records no degeneracy
-    and ranks as it did."""
+    and ranks as it did; one scored on 2026-12-07 before the rule became the mean P(yes)
+    (00:29-03:55 UTC) holds the earlier verdict, which agrees with the mean's on every
+    stored validation result of the cpu scale."""
     metrics = metrics or {}
     valid = bool(metrics.get("valid", True)) and not metrics.get("degenerate")
     return valid, auroc if auroc is not None else -1.0
