@@ -26,6 +26,10 @@ from generation.teacher import MAX_CITED, _age, _cite, _latest_by_code
 
 NAME = "template-teacher-balanced-v1"
 
+# the last sentence, the only one that depends on the label: then "likely." / "unlikely."
+CONCLUSION = ("Weighing these together, a diagnosis of Alzheimer's disease or a related "
+              "dementia within five years is ")
+
 OPENINGS = (
     "Reading the record in order, from background to recent findings:",
     "Going through what the history documents before the index date:",
@@ -72,20 +76,16 @@ def write(record: dict, format: str) -> dict:
     if context:
         steps.append(("Other findings: " + _cite(context[:2]) + ".",
                       [i["id"] for i in context[:2]]))
-    steps.append(("Weighing these together, a diagnosis of Alzheimer's disease or a related "
-                  "dementia within five years is " + ("likely." if label else "unlikely."),
-                  []))
+    steps.append((CONCLUSION + ("likely." if label else "unlikely."), []))
     cited = [e for _, ids in steps for e in ids]
     evidence = list(dict.fromkeys(cited))[:max(MAX_CITED, 12)] or [items[0]["id"]]
     if format == "stepwise":
         rationale: str | list = [{"step": text, "evidence": ids} for text, ids in steps[:6]]
     else:  # at most 1,200 characters, the conclusion always kept; the body's cut is
         # the same for both labels (the longer conclusion's), so it cannot tell the label
-        conclusion = steps[-1][0]
-        longest = len(conclusion.removesuffix("unlikely.").removesuffix("likely.")
-                      + "unlikely.")
+        longest = len(CONCLUSION + "unlikely.")
         body = " ".join(text for text, _ in steps[:-1])[:1200 - longest - 1]
-        rationale = f"{body} {conclusion}"
+        rationale = f"{body} {steps[-1][0]}"
     return {"prediction": "yes" if label else "no", "evidence": evidence, "rationale": rationale}
 
 

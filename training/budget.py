@@ -236,15 +236,13 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
             sft["runs"] += 1
             sft["reused"] += 1
             if tuned:
-                _score(scoring, t, n_val, target, generates or selected == "sampled",
-                       samples=val_samples,
+                _score(scoring, t, n_val, target, generates, samples=val_samples,
                        reused=_stored(grid, finished, cfg, "validation", selected))
             continue
         patients = cfg.train_size or round(data.n * train_share)
         _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
         if tuned:
-            _score(scoring, t, n_val, target, generates or selected == "sampled",
-                   samples=val_samples)
+            _score(scoring, t, n_val, target, generates, samples=val_samples)
     # the chosen candidate is scored on test; when the choice cannot be told yet, count
     # a test scoring reused if any candidate whose results stay holds it
     tested = [choice] if choice is not None else candidates

@@ -125,10 +125,12 @@ def yes_rate(p, threshold: float = 0.5, sampled: bool = False) -> float:
     ``sampled`` (each score the mean P(yes) of a patient's sampled rationales), the share
     of its sampled answers that say yes: the mean score (exact where each sample's P(yes)
     is 0 or 1, as after a rationale that states its conclusion)."""
+    if sampled:
+        return expected_yes_rate(p)
     scores = np.asarray(p, dtype=float)
     if scores.size == 0:
         raise ValueError("no scores")
-    return float(scores.mean() if sampled else (scores >= threshold).mean())
+    return float((scores >= threshold).mean())
 
 
 def expected_yes_rate(p) -> float:

@@ -121,7 +121,7 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
     for (size, target, scoring), rationale in arms.items():
         if target == "label":
             continue
-        label = next((s for (sz, t, _), s in arms.items() if sz == size and t == "label"), None)
+        label = _label_arm(arms, size)
         if not label:
             why = next((w for (sz, t, _), w in left.items() if sz == size and t == "label"),
                        "no label-only run")
@@ -140,8 +140,7 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                  else "seeds, then patients", "left_out": None, **result}
         # seeds an arm has runs of but the comparison does not use: named, and the
         # comparison again with every run that has predictions (AUROC is still defined)
-        label_all = next((s for (sz, t, _), s in every.items() if sz == size
-                          and t == "label"), label)
+        label_all = _label_arm(every, size) or label
         rationale_all = every.get((size, target, scoring), rationale)
         entry["dropped"] = [
             {"arm": arm, "seed": s, "why": runs_[s]["invalid_reason"] or "no paired seed"}
@@ -168,6 +167,11 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
         h["primary"] = h["scoring"] == ("sampled" if key in sampled else own.get(key))
     return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
                                       h["scoring"]))
+
+
+def _label_arm(arms: dict[tuple, dict[int, dict]], size) -> dict[int, dict] | None:
+    """The label-only runs of one training size, by seed (None: there are none)."""
+    return next((s for (sz, t, _), s in arms.items() if sz == size and t == "label"), None)
 
 
 def _difference(label: dict[int, dict], rationale: dict[int, dict], n_resamples: int,
