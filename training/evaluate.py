@@ -30,13 +30,14 @@ from sqlmodel import Session
 
 from annotation_db.models import EvaluationResult, RunStatus, TrainingRun
 from annotation_db.provenance import echo_config
-from annotation_db.student_task import ANSWER_PREFIX, answer_line
+from annotation_db.student_task import ANSWER_PREFIX, answer_line, split_assistant_text
 from training import runs
 from training.data import TARGETS, eval_rows, fit_prompt, prompt_text, read_view
 from training.evaluate_config import ANSWER_NOT_REACHED, EvaluateConfig
 from training.scoring import Scorer, stream_seeds
+from training.targets import filler
 
-Mode = Literal["direct", "rationale", "sampled"]
+Mode = Literal["direct", "prefilled", "rationale", "sampled"]
 
 
 @dataclass
@@ -53,9 +54,13 @@ class Scored:
 def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: Mode,
                         max_rationale_tokens: int, *, n_samples: int = 5,
                         temperature: float = 1.0, seed: int = 0,
-                        keys: list[str] | None = None,
+                        keys: list[str] | None = None, prefill: str = "",
                         ) -> tuple[np.ndarray, np.ndarray, list, list]:
     """P(yes), label mass, whether the answer line was reached, and the rationale text.
+
+    ``prefilled``: P(yes) after ``prefill`` (the same text for every prompt: a filler
+    model's filler, :func:`prefill_for`) and ``Final answer:``, where such a model was
+    trained to answer; nothing is generated.
 
     ``sampled``: ``n_samples`` rationales per prompt at ``temperature``; P(yes) and the
     label mass are their means, reached-answer a list per prompt, the rationales too.
@@ -64,6 +69,13 @@ def score_conversations(scorer: Scorer, conversations: list[list[dict]], mode: M
     heads = [prompt_text(scorer.tokenizer, messages) for messages in conversations]
     if mode == "direct":
         p_yes, mass = scorer.label_probabilities([h + ANSWER_PREFIX for h in heads])
+        return p_yes, mass, [None] * len(heads), [None] * len(heads)
+    if mode == "prefilled":
+        if not prefill:
+            raise ValueError("prefilled scoring needs the text to prefill")
+        # as the training rows were written (student_task.assistant_text)
+        p_yes, mass = scorer.label_probabilities(
+            [h + prefill.strip() + "\n" + ANSWER_PREFIX for h in heads])
         return p_yes, mass, [None] * len(heads), [None] * len(heads)
     if mode == "sampled":
         samples = scorer.sample_until_answer(heads, max_rationale_tokens, n_samples,
@@ -125,7 +137,7 @@ def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     # scipy and scikit-learn load in about 1.5 s: only when something is scored, not
     # whenever a command's config class is needed (the CLI builds its options from them)
     from training.metrics import bootstrap_metrics, delong_auc_ci, point_metrics
-    from training.seed_level import degenerate, yes_rate
+    from training.seed_level import degenerate, expected_yes_rate, yes_rate
 
     y, p = scored.labels, scored.p_yes
     point = point_metrics(y, p, threshold=config.threshold)
@@ -152,6 +164,7 @@ def summarize(scored: Scored, config: EvaluateConfig) -> dict:
     if len(y):  # the report's rule, kept with the result: a tuned cell ranks by it too
         sampled, share = config.scoring == "sampled", config.max_one_answer_share
         metrics["yes_rate"] = yes_rate(p, sampled=sampled)
+        metrics["mean_p_yes"] = expected_yes_rate(p)  # what the degenerate rule reads
         metrics["degenerate"] = degenerate(p, low=1 - share, high=share, sampled=sampled)
     return metrics
 
@@ -184,6 +197,12 @@ def mode_for_target(target: str, scoring: str = "auto") -> Mode:
         return "direct" if spec.scoring == "direct" else "rationale"
     if scoring == "direct":
         return "direct"
+    if scoring == "prefilled":
+        if not spec.filler:
+            fillers = ", ".join(t for t, other in TARGETS.items() if other.filler)
+            raise runs.RunError(f"scoring 'prefilled' writes in a filler model's filler; "
+                                f"target {target!r} writes none ({fillers} do)")
+        return "prefilled"
     if spec.scoring == "direct":
         raise runs.RunError(f"scoring {scoring!r} applies to models that write a rationale "
                             f"before their answer; target {target!r} answers first (use "
@@ -358,21 +377,26 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
         say(f"scoring {len(rows)} {config.split} patients with run {run.id} ({pool.kind})")
         scorer = pool.scorer(model, str(Path(run.run_dir) / "adapter"))
         mode = mode_for_target(run.target, config.scoring)
-        cap = None
-        if mode != "direct":
+        cap, prefill = None, None
+        if mode == "prefilled":
+            prefill = prefill_for(scorer.tokenizer, _taught_completions(version, run, scorer))
+        elif mode != "direct":
             cap = rationale_cap(scorer.tokenizer, _taught_completions(version, run, scorer),
                                 config.max_rationale_tokens)
         # The training rule, at test: whole history lines out, oldest first, until the
         # prompt and what the model writes after it fit the run's max_length.
-        answer_room = cap["cap"] if cap else 8
+        answer_room = cap["cap"] if cap else 8 + (prefill["tokens"] if prefill else 0)
         fitted = [fit_prompt(scorer.tokenizer, row["prompt"],
                              run.config.get("max_length", 1024) - answer_room) for row in rows]
         scored = score_rows(scorer, rows, mode, cap["cap"] if cap else 0,
                             conversations=[messages for messages, _ in fitted],
                             n_samples=config.n_samples, temperature=config.sample_temperature,
-                            seed=config.seed, stream=run.config_hash)
+                            seed=config.seed, stream=run.config_hash,
+                            prefill=prefill["text"] if prefill else "")
         metrics = summarize(scored, config)
         metrics["truncated_prompts"] = sum(removed > 0 for _, removed in fitted)
+        if prefill:
+            metrics["prefill"] = {k: prefill[k] for k in ("tokens", "taught_median")}
         if cap:
             metrics["rationale_token_cap"] = cap
             judge_validity(metrics, config.min_reached_answer)
@@ -401,16 +425,34 @@ def _taught_completions(version, run: TrainingRun, scorer) -> list[str]:
     return [r["completion"][-1]["content"] for r in rows]
 
 
+def prefill_for(tokenizer, completions: list[str]) -> dict:
+    """The filler a filler model is read after (``prefilled`` scoring): neutral filler as
+    long as the median of the filler it was taught (``completions``: its training rows'
+    assistant texts), the same for every patient, so the length says nothing of the
+    patient; its text, its length in tokens and the taught median."""
+    lengths = []
+    for text in completions:
+        body, _ = split_assistant_text(text)
+        lengths.append(len(tokenizer(body or "", add_special_tokens=False)["input_ids"]))
+    if not lengths:
+        raise runs.RunError("prefilled scoring needs the run's training rows (none found)")
+    median = float(np.median(lengths))
+    text = filler(tokenizer, max(round(median), 1))
+    return {"text": text, "taught_median": median,
+            "tokens": len(tokenizer(text, add_special_tokens=False)["input_ids"])}
+
+
 def score_rows(scorer: Scorer, rows: list[dict], mode: Mode, max_rationale_tokens: int,
                conversations: list[list[dict]] | None = None, *, n_samples: int = 5,
-               temperature: float = 1.0, seed: int = 0, stream: str = "") -> Scored:
+               temperature: float = 1.0, seed: int = 0, stream: str = "",
+               prefill: str = "") -> Scored:
     """Score ``rows``; sampled rationales come from one stream per patient and ``stream``
     (a run's identity), so no two patients, and no two runs, share random numbers."""
     started = time.perf_counter()
     p_yes, mass, reached, rationales = score_conversations(
         scorer, conversations or [row["prompt"] for row in rows], mode, max_rationale_tokens,
         n_samples=n_samples, temperature=temperature, seed=seed,
-        keys=[f"{stream}/{row['id']}" for row in rows])
+        keys=[f"{stream}/{row['id']}" for row in rows], prefill=prefill)
     return Scored(ids=[row["id"] for row in rows],
                   labels=np.asarray([int(row["label"]) for row in rows]),
                   p_yes=p_yes, label_mass=mass, reached_answer=reached,

@@ -33,16 +33,19 @@ class EvaluateConfig(CommandConfig):
         default=0.95, ge=0, le=1, description="a rationale run whose share of rationales that "
         "reach 'Final answer:' is below this is reported invalid")
     max_one_answer_share: float = Field(
-        default=0.95, gt=0.5, le=1, description="a run that says yes (P(yes) at or above "
-        "0.5), or no, for more than this share of the patients is reported degenerate and "
-        "left out of comparisons; 1 turns the rule off")
+        default=0.95, gt=0.5, le=1, description="a run whose mean P(yes) over the patients "
+        "(the share of yes answers it gives when each is drawn from its P(yes)) is above "
+        "this, or below 1 minus this, is reported degenerate and left out of comparisons; "
+        "1 turns the rule off")
     threshold: float = Field(default=0.5, gt=0, lt=1,
                              description="P(yes) at or above which balanced accuracy says yes")
-    scoring: Literal["auto", "generate", "direct", "sampled"] = Field(
+    scoring: Literal["auto", "generate", "direct", "sampled", "prefilled"] = Field(
         default="auto", description="auto: the target's own way (direct for label, "
         "answer-first and multitask; generate for the rest). generate: write until 'Final "
         "answer:', then score; direct: score right after the prompt, skipping the "
-        "rationale; sampled: the mean P(yes) over n_samples sampled rationales")
+        "rationale; sampled: the mean P(yes) over n_samples sampled rationales; "
+        "prefilled (label-padded only): score after its filler, written in at the taught "
+        "median length")
     n_samples: int = Field(default=5, ge=1, description="sampled: rationales per patient")
     sample_temperature: float = Field(default=1.0, gt=0, description="sampled: temperature")
     n_bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples of the "

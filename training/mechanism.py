@@ -25,8 +25,11 @@ each explanation's reading says when they would change it.
 
 An explanation is *supported* when every contrast it predicts is shown in its
 direction (95% CI excludes 0), *partly supported* when some are and none goes the
-other way, *contradicted* when one goes the other way, *open* otherwise. The
-section never says more than that; a CI that includes 0 is no evidence of no effect.
+other way, *contradicted* when one goes the other way, *open* otherwise. A reading
+whose shown contrasts are all predicted by another explanation too says it is not told
+apart from that one; a contrast that lost a seed names it, and a reading resting on it
+says it rests on one seed. The section never says more than that; a CI that includes 0
+is no evidence of no effect.
 """
 
 import json
@@ -36,7 +39,7 @@ import numpy as np
 
 from training import forced_reading
 from training.forced_reading import FORCED
-from training.reading_rule import POST_HOC, ReadingRule
+from training.reading_rule import POST_HOC, SIDE_SCORINGS, ReadingRule
 from training.targets import TARGETS
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
@@ -86,9 +89,12 @@ def _difference(aligned: list[tuple], interval: str, n_resamples: int, seed: int
 
 
 def settings(rows: list[dict], n_resamples: int, seed: int,
-             interval: str = "patients") -> list[dict]:
+             interval: str = "patients", rule: ReadingRule | None = None) -> list[dict]:
     """Every (target, scoring) with its mean AUROC and the paired difference label-only −
-    it over the cells both have (its CI drawn as ``interval`` says)."""
+    it over the cells both have (its CI drawn as ``interval`` says). Under a rule that
+    reads trained positions only, a setting read where its model was not trained to
+    answer is marked so (``untrained_position``): tabulated, read in no contrast."""
+    from training.reading_rule import trained_position
     from training.tables import align
 
     sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
@@ -100,7 +106,10 @@ def settings(rows: list[dict], n_resamples: int, seed: int,
                  "mean_auroc": float(np.mean([m["auroc"]["value"] for m in members])),
                  "auroc": members[0]["auroc"] if len(members) == 1 else None,
                  "sd_auroc": float(np.std([m["auroc"]["value"] for m in members], ddof=1))
-                 if len(members) > 1 else None, "vs_label": None}
+                 if len(members) > 1 else None, "vs_label": None,
+                 "untrained_position": bool(rule and rule.trained_positions_only
+                                            and key[1] in SIDE_SCORINGS
+                                            and not trained_position(*key))}
         pairs = [(labels[c], m) for m in members if (c := tuple(m[k] for k in CELL)) in labels]
         if key != LABEL and pairs:
             aligned = _same_patients([align(a, b) for a, b in pairs], "/".join(key))
@@ -129,7 +138,8 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
     its CI drawn as the rule's ``interval`` says."""
     from training.tables import align
 
-    sft = [r for r in rows if r["kind"] == "sft" and r["predictions"] and r["valid"]]
+    scored = [r for r in rows if r["kind"] == "sft" and r["predictions"]]
+    sft = [r for r in scored if r["valid"]]
     out = []
     for name, contrast in rule.contrasts.items():
         a_key, b_key, what = tuple(contrast.a), tuple(contrast.b), contrast.what
@@ -145,8 +155,26 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
                     "what": what, "forced": FORCED in (a_key[1], b_key[1]),
                     **{k: result[k] for k in ("difference", "low", "high", "p_value",
                                               "pairs", "n", "interval")},
-                    "shown": sign})
+                    "shown": sign,
+                    "left_out": _left_out(scored, (a_key, b_key), set(cells))})
     return out
+
+
+def _left_out(scored: list[dict], sides: tuple, kept: set) -> list[dict]:
+    """The cells a contrast ran but could not read (a side invalid there), with why: the
+    seed a contrast lost is named beside it, not only in the settings table."""
+    out = []
+    for r in scored:
+        cell = tuple(r[k] for k in CELL)
+        if _key(r) in sides and cell not in kept and not r["valid"]:
+            out.append({"seed": r["seed"], "side": "/".join(_key(r)),
+                        "why": str(r.get("invalid_reason"))})
+    return sorted(out, key=lambda d: (str(d["seed"]), d["side"]))
+
+
+def _left_out_text(contrast: dict) -> str:
+    return "; ".join(f"seed {d['seed']} left out ({d['side']}: {d['why']})"
+                     for d in contrast.get("left_out") or [])
 
 
 def unread(rows: list[dict], found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
@@ -190,13 +218,26 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
         swapped = [rule.alternatives.get(p, p) for p in predicted]
         other = _verdict([by_name[p] for p in swapped if p in by_name], swapped)
         used = [p for p in swapped if p in by_name and p not in predicted]
+        shown = [c["contrast"] for c in tested if c["shown"] > 0]
         out.append({"explanation": explanation, "predicts": predicted,
                     "tested": [c["contrast"] for c in tested], "reading": verdict,
                     "untested": [p for p in predicted if p not in by_name],
                     "forced": [c["contrast"] for c in tested if c["forced"]],
+                    "not_told_apart": _sharing(explanation, shown, rule),
+                    "one_seed": [c["contrast"] for c in tested
+                                 if str(c.get("interval", "")).startswith("patients only")],
                     "direct_reading": {"contrasts": used, "reading": other,
                                        "same": other == verdict} if used else None})
     return out
+
+
+def _sharing(explanation: str, shown: list[str], rule: ReadingRule) -> list[str]:
+    """The other explanations that predict every contrast shown for ``explanation``: a
+    reading resting only on contrasts they share does not tell it from them."""
+    if not shown:
+        return []
+    return [other for other, predicted in rule.explanations.items()
+            if other != explanation and all(c in predicted for c in shown)]
 
 
 def diagnostics(rows: list[dict]) -> list[dict]:
@@ -292,7 +333,9 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
              f"(difference label-only − setting; 95% CI from a {INTERVALS[interval]}; the "
              "contrasts below alike). Targets are defined in `training/targets.py`.", ""]
     lines += table(["target", "scoring", "runs", "AUROC", "label − setting [95% CI]", "p"], (
-        [t["target"], t["scoring"], t["runs"],
+        [t["target"], t["scoring"] + (" (not where it was trained to answer; in no "
+                                      "contrast)" if t.get("untrained_position") else ""),
+         t["runs"],
          t.get("invalid") and f"invalid: {t['invalid']}" or (
              format_metric(t["auroc"]) if t["auroc"] else
              f"{t['mean_auroc']:.3f} ± {t['sd_auroc']:.3f}" if t["sd_auroc"] is not None
@@ -305,7 +348,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
          f"{c['high']:+.3f}]", f"{c['p_value']:.3g}",
          f"{c['pairs']}" + ("; patients only (one seed)"
-                            if c.get("interval", "").startswith("patients only") else "")]
+                            if c.get("interval", "").startswith("patients only") else "")
+         + (f"; {_left_out_text(c)}" if c.get("left_out") else "")]
         for c in found)
         if found else [["–", "no contrast had both settings valid", "–", "–", 0]])
     lines += [""] * bool(missing) + [f"- not read: **{c['contrast']}** ({c['reason']})"
@@ -315,6 +359,11 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
               f"{', '.join(r['predicts'])}): {r['reading']}"
               + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
               + (f"; {', '.join(r['untested'])} not read" if r["untested"] and r["tested"]
+                 else "")
+              + (f"; {', '.join(r['one_seed'])} read on one seed (patients only)"
+                 if r.get("one_seed") else "")
+              + (f"; not told apart from {' or '.join(r['not_told_apart'])}, which "
+                 "predict(s) every contrast shown here too" if r.get("not_told_apart")
                  else "")
               + "." + _direct_note(r["direct_reading"]) for r in reads]
     lines += ["", "A reading is only as strong as its contrasts: with one test set and few "
@@ -340,14 +389,13 @@ def section(rows: list[dict], out: Path, n_resamples: int, seed: int,
     the post-hoc rule of the first report."""
     from training.reading_rule import check_runs
 
-    if rule is not None:
-        check_runs(rows, rule)
+    check_runs(rows, rule)  # without a rule: refuses runs that were made under one
     used = rule or POST_HOC
     forced_targets = frozenset(side[0] for c in used.contrasts.values()
                                for side in (c.a, c.b) if side[1] == FORCED)
     forced = forced_reading.forced_rows(rows, forced_targets)
     every = rows + forced
-    entries = settings(every, n_resamples, seed, used.interval)
+    entries = settings(every, n_resamples, seed, used.interval, used)
     found = contrasts(every, n_resamples, seed, used)
     missing = unread(every, found, used)
     reads = readings(found, used)

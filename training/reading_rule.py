@@ -8,10 +8,11 @@ under another, and the report refuses to read runs under a rule whose hash is no
 one they were made under (:func:`check_runs`). The report prints the hash.
 
 ``trained_positions_only`` (on for a pre-registered rule): every side of a contrast is
-scored where its model was trained to answer: its target's own scoring, or sampled
-rationales for a model that writes one before its answer. A rationale model scored right
-after the prompt, or a filler model with its cue forced in, is read at a position it
-never learned, and a rule that asks for it is refused.
+scored where its model was trained to answer: its target's own scoring, sampled
+rationales for a model that writes one before its answer, or, for a filler model, its
+filler written in at the taught median length (``prefilled``). A rationale model scored
+right after the prompt, or a filler model with its cue forced in after whatever it
+wrote, is read at a position it never learned, and a rule that asks for it is refused.
 
 :data:`POST_HOC` is the rule of the first mechanism report, set after its grid ran; a
 grid without ``reading:`` is read with it, and its report says so.
@@ -29,7 +30,7 @@ from annotation_db.command_config import stable_hash
 from training.forced_reading import FORCED
 from training.targets import TARGETS
 
-SIDE_SCORINGS = ("direct", "generate", "sampled", FORCED)
+SIDE_SCORINGS = ("direct", "generate", "sampled", "prefilled", FORCED)
 
 
 class Contrast(BaseModel):
@@ -96,15 +97,20 @@ def trained_position(target: str, scoring: str) -> bool:
     own = TARGETS[target].scoring
     if TARGETS[target].loss_on == "answer":  # never trained to write what precedes it
         return False
-    return scoring == own or (own == "generate" and scoring == "sampled")
+    # a filler model read after its filler written in: the answer position it was taught
+    return scoring == own or (own == "generate" and scoring == "sampled") or (
+        TARGETS[target].filler and scoring == "prefilled")
 
 
-def check_runs(rows: list[dict], rule: ReadingRule) -> None:
+def check_runs(rows: list[dict], rule: ReadingRule | None) -> None:
     """Refuse to read ``rows`` (report rows with a ``run_dir``) unless every SFT run was
-    made under ``rule``: the hash in its echoed config is the rule's."""
+    made under ``rule``: the hash in its echoed config is the rule's. ``None`` (a grid
+    without ``reading:``, read with the post-hoc rule): every run was made under no rule,
+    so runs of a pre-registered grid are not read under the post-hoc rule once its
+    ``reading:`` is deleted."""
     from training.runs import RunError
 
-    wanted = rule.digest()
+    wanted = rule.digest() if rule is not None else None
     wrong = {}
     for row in rows:
         if row["kind"] != "sft":
@@ -117,9 +123,10 @@ def check_runs(rows: list[dict], rule: ReadingRule) -> None:
     if wrong:
         runs = ", ".join(f"run {run} ({(made or 'no rule')[:12]})"
                          for run, made in sorted(wrong.items(), key=str))
+        said = f"rule is {wanted[:12]}" if wanted else "states no rule (`reading:`)"
         raise RunError(f"the reading rule changed since these runs were made: the config's "
-                       f"rule is {wanted[:12]}, but {runs}; put the rule back, or run the "
-                       "grid again under the new rule (its runs are new runs)")
+                       f"{said}, but {runs}; put the rule back, or run the grid again "
+                       "under the new rule (its runs are new runs)")
 
 
 POST_HOC = ReadingRule(

@@ -170,6 +170,26 @@ def _side(low: float, high: float) -> str:
             "no difference shown (the CI includes 0; not evidence that they are equal)")
 
 
+def _not_shown_worse(primary: list[dict]) -> list[str]:
+    """Whether any of the study's rationale targets (and Align) is not shown worse than
+    label-only; the mechanism ablations (filler, answer first, multitask...) are read by
+    the Mechanism section, not here."""
+    from training.targets import TARGETS
+
+    compared = [h for h in primary if not h["left_out"] and h["target"] in TARGETS
+                and not (TARGETS[h["target"]].ablation and TARGETS[h["target"]].derived)]
+    if not compared:
+        return []
+    not_worse = [h["target"] for h in compared if h["low"] <= 0]
+    return ["- Is any rationale-writing target not shown worse than label-only "
+            "(its CI reaching 0)? "
+            + (f"Not shown worse: {', '.join(not_worse)} (each CI includes 0 or "
+               "favours the rationale; no claim of equivalence: a CI that "
+               "includes 0 is not proof of equality)." if not_worse else
+               "No: label-only is higher than every rationale target compared, "
+               "each CI above 0.")]
+
+
 def conclusions(results: dict) -> str:
     """What the numbers allow one to say, written from them (no verdict beyond the data).
 
@@ -216,16 +236,7 @@ def conclusions(results: dict) -> str:
             + (f" It {seed_report.dropped_text(h)}." if h.get("dropped") else "")
             + "".join(f" Scored {o['scoring']}: {o['value']:+.3f} [{o['low']:+.3f}, "
                       f"{o['high']:+.3f}]." for o in others))
-    compared = [h for h in primary if not h["left_out"]]
-    if compared:
-        not_worse = [h["target"] for h in compared if h["low"] <= 0]
-        lines.append("- Is any rationale-writing target not shown worse than label-only "
-                     "(its CI reaching 0)? "
-                     + (f"Not shown worse: {', '.join(not_worse)} (each CI includes 0 or "
-                        "favours the rationale; no claim of equivalence: a CI that "
-                        "includes 0 is not proof of equality)." if not_worse else
-                        "No: label-only is higher than every rationale target compared, "
-                        "each CI above 0."))
+    lines += _not_shown_worse(primary)
     for j in results.get("joint", []):
         lines.append(f"- Secondary, each cell's own scoring and the test patients only "
                      f"(joint paired bootstrap over {j['pairs']} cells): {j['comparison']} "

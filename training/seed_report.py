@@ -4,9 +4,10 @@ label-only minus each rationale target from the seeds-then-patients bootstrap
 table beside it.
 
 Rows are the grid report's rows (:func:`training.grid.collect`): one per selected run and
-scoring. A run marked invalid (no answer line, or degenerate: "yes" for more than 95% or
-fewer than 5% of test patients) is left out with its reason; the comparison then uses the
-seeds both arms still have (paired), or each arm's own seeds when none are shared.
+scoring. A run marked invalid (no answer line, or degenerate: its mean P(yes) over the
+test patients, the share of yes answers it gives when each is drawn from its P(yes),
+above 95% or below 5%) is left out with its reason; the comparison then uses the seeds
+both arms still have (paired), or each arm's own seeds when none are shared.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from training.evaluate import read_predictions
 from training.seed_level import (
     balanced_accuracy_at_rate,
     degenerate,
+    expected_yes_rate,
     hierarchical_difference,
     yes_rate,
 )
@@ -42,14 +44,15 @@ def _read(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def run_figures(row: dict, max_one_answer_share: float = 0.95) -> dict:
-    """What every LLM run adds to its row: the share it says yes for (of its sampled
-    answers, when sampled), why that makes it degenerate (or None), and balanced accuracy
-    when it says yes for as many patients as there are positives (None with one class)."""
+    """What every LLM run adds to its row: the share it says yes for (P(yes) at or above
+    0.5; of its sampled answers, when sampled), its mean P(yes) and why that makes it
+    degenerate (or None), and balanced accuracy when it says yes for as many patients as
+    there are positives (None with one class)."""
     _, y, p = _scores(row)
     both = 0 < y.sum() < y.size
     share = max_one_answer_share
     sampled = row.get("scoring") == "sampled"
-    return {"yes_rate": yes_rate(p, sampled=sampled),
+    return {"yes_rate": yes_rate(p, sampled=sampled), "mean_p_yes": expected_yes_rate(p),
             "degenerate": degenerate(p, low=1 - share, high=share, sampled=sampled),
             "balanced_accuracy_matched": balanced_accuracy_at_rate(y, p) if both else None}
 
@@ -213,11 +216,23 @@ def dropped_text(h: dict) -> str:
         + ("" if again["paired_seeds"] else ", unpaired") if again else ""))
 
 
+def _chosen_with(rows: list[dict]) -> str:
+    """The caveat of a grid whose later seeds reuse the first seed's tuning choice (their
+    ``tuned_on`` names that seed); nothing where no cell was tuned that way."""
+    seeds = sorted({str(r["tuned_on"]).rsplit(", seed ", 1)[1] for r in rows
+                    if r["kind"] == "sft" and ", seed " in str(r.get("tuned_on") or "")})
+    if not seeds:
+        return ""
+    return (f"Seed {' and '.join(seeds)} is the seed the learning rate and epochs were "
+            "chosen with (the best of the candidates on validation); the other seeds reuse "
+            "that choice, so it may carry a small selection advantage of its own. ")
+
+
 def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], dict]:
     """Markdown lines and data of the seed-level section."""
     targets, heads = by_target(rows), headline(rows, n_resamples, seed)
     lines = ["", "## Seeds as the unit", "",
-             "Label-only minus each rationale target: the mean over seeds of each arm's test "
+             "Label-only minus each other SFT target: the mean over seeds of each arm's test "
              "AUROC, with a 95% interval from a bootstrap that draws the seeds (the same seed "
              "numbers for both arms: a seed is one training-patient draw and one "
              "initialisation), then the test patients. This is the headline; the tables after "
@@ -231,12 +246,10 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
              "`tests/training/test_seed_level.py`) it covered the true difference about "
              "94% of the time with 3 seeds when the seeds spread as the cpu scale's "
              "rationale runs did, and 87% when they spread twice as much: where seeds "
-             "differ a lot, 3 seeds understate the uncertainty. Seed 0 is the seed the "
-             "learning rate and epochs were chosen with (the best of the candidates on "
-             "validation); the other seeds reuse that choice, so seed 0 may carry a small "
-             "selection advantage of its own. A seed left out of a comparison (a run "
-             "degenerate or without its answers) takes its pair with it; the comparison "
-             "with every run included is given beside it.", ""]
+             "differ a lot, 3 seeds understate the uncertainty. " + _chosen_with(rows)
+             + "A seed left out of a comparison (a run degenerate or without its answers) "
+             "takes its pair with it; the comparison with every run included is given "
+             "beside it.", ""]
 
     def scored_by(h: dict) -> str:
         return h["scoring"] + (" (primary)" if h["primary"] else "")
@@ -267,9 +280,11 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
                                      r["seed"]))
     lines += ["", "Per seed (few-shot: per demonstration draw):", ""]
     lines += table(["training patients", "target", "scoring", "seed", "test AUROC",
-                    "says yes for", "balanced accuracy, matched", "left out because"], (
+                    "says yes for", "mean P(yes)", "balanced accuracy, matched",
+                    "left out because"], (
         [size or ("–" if r["kind"] == "fewshot" else "all"), target, scoring, r["seed"],
          number((r["auroc"] or {}).get("value")), number(r.get("yes_rate"), 2),
+         number(r.get("mean_p_yes"), 2),
          number(r.get("balanced_accuracy_matched")), r["invalid_reason"] or ""]
         for r in per_seed for size, target, scoring in [_setting(r)]))
     return lines, {"headline": heads, "targets": targets}

@@ -327,6 +327,14 @@ def _loss_rows(tokenizer, config: SFTRunConfig, version, rows: list[dict]
         rule = DecisionRule()
         ngrams, found = learn_decision_ngrams(tokenized, [int(r["label"]) for r in rows],
                                               weighting.prefix_ids, rule, tokenizer.decode)
+        if not ngrams:  # else the target would quietly weight the answer token alone
+            raise DataError(
+                f"target {config.target!r} reads decision tokens, but the {len(rows)} "
+                f"training rows' rationales have no label-pure token {rule.n}-gram (in at least "
+                f"{rule.min_support:.0%} of the rows and {rule.min_rows} rows, "
+                f"{rule.min_purity:.0%} of them one label; rows of one label, or too few "
+                "rows, decide nothing); train on more "
+                "patients, or use a target that does not read them")
         weighting = replace(weighting, decision_ngrams=ngrams, decision_rule=rule)
         summary["decision_ngrams"] = found
         if spec.loss_on == "answer":

@@ -41,7 +41,8 @@ answer: weighted with it, or trained on with the answer line.
 
 Each target also says how a model trained on it is scored by default: *direct*
 (P(yes) right after the prompt and ``Final answer:``) or *generate* (write until
-``Final answer:`` first).
+``Final answer:`` first). A filler model can also be read *prefilled*: its filler
+written in for it, at the training rows' median length, then ``Final answer:``.
 """
 
 import random
@@ -74,6 +75,7 @@ class TargetSpec:
     needs_tokenizer: bool = False
     derived: bool = True
     ablation: bool = True  # a mechanism ablation (its grid gets the Mechanism section)
+    filler: bool = False  # writes neutral filler before its answer (scorable "prefilled")
 
 
 TARGETS: dict[str, TargetSpec] = {
@@ -83,7 +85,7 @@ TARGETS: dict[str, TargetSpec] = {
     "rationale-stepwise": TargetSpec("rationale_stepwise", ("rationale_stepwise",),
                                      "generate", derived=False),
     "label-padded": TargetSpec("rationale_free", ("label_only", "rationale_free"),
-                               "generate", needs_tokenizer=True),
+                               "generate", needs_tokenizer=True, filler=True),
     "rationale-weighted": TargetSpec("rationale_free", ("rationale_free",), "generate",
                                      weighting="answer-share"),
     "rationale-answer-only": TargetSpec("rationale_free", ("rationale_free",), "generate",

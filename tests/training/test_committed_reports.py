@@ -66,8 +66,8 @@ def _matched_balanced_accuracy(labels: list[int], scores: list[float]) -> float:
 @pytest.mark.parametrize("report", REPORTS, ids=[p.name for p in REPORTS])
 def test_every_reported_yes_rate_and_matched_balanced_accuracy_matches(report):
     """Where a report gives them (reports made since 2026-12-07), each run's share of
-    "yes" (P(yes) ≥ 0.5; for sampled scoring, the mean score) and its balanced accuracy
-    at a matched yes-rate are what its committed predictions give."""
+    "yes" (P(yes) ≥ 0.5; for sampled scoring, the mean score), its mean P(yes) and its
+    balanced accuracy at a matched yes-rate are what its committed predictions give."""
     scored = defaultdict(lambda: ([], []))
     for row in _rows(report / "predictions.csv"):
         labels, scores = scored[tuple(row[k] for k in KEY)]
@@ -81,6 +81,9 @@ def test_every_reported_yes_rate_and_matched_balanced_accuracy_matches(report):
         share = (sum(scores) / len(scores) if result["scoring"] == "sampled"
                  else sum(s >= 0.5 for s in scores) / len(scores))
         assert float(result["yes_rate"]) == pytest.approx(share, abs=5e-5)
+        if result.get("mean_p_yes"):  # what the degenerate rule reads
+            assert float(result["mean_p_yes"]) == pytest.approx(
+                sum(scores) / len(scores), abs=5e-5)
         if result.get("balanced_accuracy_matched") and 0 < sum(labels) < len(labels):
             assert float(result["balanced_accuracy_matched"]) == pytest.approx(
                 _matched_balanced_accuracy(labels, scores), abs=5e-5)

@@ -475,3 +475,21 @@ def test_a_run_with_decision_tokens_records_them_and_trains(study, tiny_model, m
     assert align["decision_ngrams"]["ngrams_sha256"] == found["ngrams_sha256"]
     assert align["decision_tokens"] == weighted["decision_tokens"] > 0
     assert align["answer_weight_share"] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_a_run_that_finds_no_decision_tokens_stops_instead_of_weighting_the_answer_alone(
+        study, tiny_model, model_cache):
+    """Two training rows cannot hold an n-gram in two rows of one label: Align (and the
+    ablations with ``branch``) would silently become the answer-token design; the run
+    says why it stops instead."""
+    from training.data import DataError
+    from training.sft import train
+    from training.sft_config import SFTRunConfig
+
+    engine, root = study
+    with pytest.raises(DataError, match="no label-pure token 3-gram"):
+        train(engine, SFTRunConfig(
+            dataset="t", target="rationale-align", train_size=2, max_steps=1,
+            per_device_train_batch_size=2, max_length=512, lora_r=4, base_model=tiny_model,
+            cache_dir=str(model_cache), validate_each_epoch=False,
+            runs_dir=str(root / "runs-too-few")))

@@ -309,6 +309,7 @@ def test_a_result_keeps_its_yes_rate_and_whether_it_is_degenerate(scoring, score
     metrics = summarize(scored, EvaluateConfig(scoring=scoring, n_bootstrap=100))
     assert metrics["degenerate"] == degenerate
     assert metrics["yes_rate"] == pytest.approx(0.97 if degenerate else 0.5)
+    assert metrics["mean_p_yes"] == pytest.approx(np.mean(scores))
     assert validation_rank(metrics, 0.7) == (degenerate is None, 0.7)
 
 

@@ -261,6 +261,72 @@ def test_direct_and_sampled_scoring_agree_with_a_hand_computation(tiny_model):
     assert len({c.text for c in samples[0]}) > 1  # sampled, not greedy
 
 
+def test_a_filler_model_is_read_prefilled_where_its_training_rows_put_the_answer(
+        study, tiny_model):
+    """Prefilled scoring reads P(yes) after the filler the model was taught, written in
+    at the taught median length, the same for every patient: the training text, token
+    for token, up to the answer word."""
+    from transformers import AutoModelForCausalLM
+
+    from training.data import prompt_text
+    from training.evaluate import prefill_for, score_conversations
+    from training.scoring import TransformersScorer
+
+    engine, _ = study
+    scorer = TransformersScorer(tiny_model, batch_size=2)
+    tokenizer = scorer.tokenizer
+    padded = target_rows_by_patient(_version(engine), "label-padded", tokenizer)
+    rows = [group[0] for _, group in sorted(padded.items())][:5]
+    taught = [r["completion"][-1]["content"] for r in rows]
+    lengths = sorted(r["filler_tokens"] for r in rows)
+    assert len(set(lengths)) > 1  # the patients' fillers differ in length
+
+    prefill = prefill_for(tokenizer, taught)
+    assert prefill["taught_median"] == lengths[2] == prefill["tokens"]
+    assert set(prefill["text"]) <= {".", " "}
+
+    one = rows[0]  # one patient's own filler: the scored text is its training text's head
+    own = prefill_for(tokenizer, [one["completion"][-1]["content"]])
+    assert own["tokens"] == one["filler_tokens"]
+    head = prompt_text(tokenizer, one["prompt"])
+    trained = tokenizer.apply_chat_template(one["prompt"] + one["completion"], tokenize=False)
+    read = head + own["text"] + "\n" + ANSWER_PREFIX
+    assert trained.startswith(read) and trained[len(read):].startswith((" yes", " no"))
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    conversations = [r["prompt"] for r in rows[:2]]
+    p, _, reached, texts = score_conversations(scorer, conversations, "prefilled", 0,
+                                               prefill=prefill["text"])
+    hand = [_hand_p_yes(model, tokenizer, prompt_text(tokenizer, c) + prefill["text"] + "\n"
+                        + ANSWER_PREFIX) for c in conversations]
+    assert p.tolist() == pytest.approx(hand, abs=1e-5)
+    assert reached == [None, None] and texts == [None, None]  # nothing generated
+
+
+def test_only_a_filler_model_is_read_prefilled():
+    from training.evaluate import mode_for_target
+    from training.grid.config import ExperimentGrid
+    from training.reading_rule import trained_position
+    from training.runs import RunError
+
+    assert mode_for_target("label-padded", "prefilled") == "prefilled"
+    with pytest.raises(RunError, match="writes none"):
+        mode_for_target("rationale-free", "prefilled")
+    assert trained_position("label-padded", "prefilled")
+    assert not trained_position("rationale-free", "prefilled")
+    assert not trained_position("label-padded", "forced")
+
+    sft = {"targets": ["label", "rationale-free", "label-padded"], "train_sizes": [8]}
+    grid = ExperimentGrid(dataset="t", sft=sft, fewshot=None,
+                          extra_scorings=["sampled", "prefilled"])
+    assert grid.scorings_for("label-padded") == ["sampled", "prefilled"]
+    assert grid.scorings_for("rationale-free") == ["sampled"]
+    assert grid.scorings_for("label") == []
+    with pytest.raises(ValueError, match="rationale-free write no filler"):
+        ExperimentGrid(dataset="t", sft=sft, fewshot=None, extra_scorings=["prefilled"],
+                       extra_scoring_targets={"prefilled": ["rationale-free"]})
+
+
 def test_vllm_samples_are_scored_like_transformers_scores_them(vllm_engine, bundled_model):
     from transformers import AutoModelForCausalLM
 
@@ -356,7 +422,7 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
              "settings": {"max_steps": 2, "per_device_train_batch_size": 4,
                           "max_length": 768, "logging_steps": 1,
                           "validate_each_epoch": False}},  # the probe: at the last step
-        fewshot=None, baseline=False, extra_scorings=["direct", "sampled"],
+        fewshot=None, baseline=False, extra_scorings=["direct", "sampled", "prefilled"],
         extra_scoring_targets={"sampled": ["rationale-free"]},
         evaluation={"engine": "transformers", "n_bootstrap": 100, "limit": 8,
                     "min_reached_answer": 0.0,
@@ -376,7 +442,8 @@ def test_a_mechanism_grid_reports_every_target_and_variant_and_reuses_its_runs(
 
     assert settings == ({(t, TARGETS[t].scoring) for t in targets}
                         | {(t, "forced") for t in FORCED_TARGETS}
-                        | {(t, "direct") for t in generating} | {("rationale-free", "sampled")})
+                        | {(t, "direct") for t in generating} | {("rationale-free", "sampled")}
+                        | {("label-padded", "prefilled")})
     found = {c["contrast"] for c in report["mechanism"]["contrasts"]}
     assert found >= {"weighting", "answer first", "direct scoring", "sampled scoring",
                      "multitask", "length, direct", "narrative, direct"}

@@ -141,3 +141,110 @@ def test_seeds_then_patients_needs_a_grid_that_varies_only_the_seed():
     with pytest.raises(ValidationError, match="vary only the seed"):
         ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "train_sizes": [100, 400]},
                        reading=rule)
+    with pytest.raises(ValidationError, match="at least two"):
+        ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "seeds": [0]}, reading=rule)
+
+
+def test_a_grid_without_a_rule_refuses_runs_made_under_one(tmp_path):
+    """Deleting ``reading:`` does not read a pre-registered grid's runs post hoc."""
+    folder = tmp_path / "run1"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump({"reading_rule": "a" * 64}))
+    plain = tmp_path / "run2"
+    plain.mkdir()
+    (plain / "config.yaml").write_text(yaml.safe_dump({"reading_rule": None}))
+    rows = [{"kind": "sft", "run_id": 1, "run_dir": str(folder)},
+            {"kind": "sft", "run_id": 2, "run_dir": str(plain)}]
+    with pytest.raises(RunError, match=r"states no rule.*run 1 \(aaaaaaaaaaaa\)"):
+        check_runs(rows, None)
+    check_runs(rows[1:], None)  # made under no rule: read post hoc
+
+
+def _two_seed_rows(tmp_path, invalid: dict | None = None) -> list[dict]:
+    """label, multitask and answer-first on seeds 0 and 1, multitask clearly better than
+    label-only; ``invalid`` marks (target, seed) rows invalid with a reason."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([1, 0], 100)
+    rows = []
+    for seed in (0, 1):
+        for target, noise in (("label", 2.0), ("multitask", 0.3), ("answer-first", 0.3)):
+            p = 1 / (1 + np.exp(-(y + rng.normal(0, noise, y.size))))
+            path = tmp_path / f"{target}-{seed}.csv"
+            path.write_text("id,label,p_yes\n" + "".join(
+                f"P{i:03d},{label},{score!r}\n" for i, (label, score)
+                in enumerate(zip(y.tolist(), p.tolist(), strict=True))))
+            why = (invalid or {}).get((target, seed))
+            rows.append({"kind": "sft", "run_id": len(rows) + 1, "target": target,
+                         "scoring": "direct", "predictions": str(path), "valid": not why,
+                         "invalid_reason": why, "base_model": "m", "train_size": 8,
+                         "seed": seed, "lora_r": 16,
+                         "auroc": {"value": float(roc_auc_score(y, p))}})
+    return rows
+
+
+def test_a_contrast_that_lost_a_seed_names_it_and_its_reading_says_one_seed(tmp_path):
+    from training.mechanism import contrasts, markdown, readings
+
+    rule = ReadingRule.model_validate({
+        "contrasts": {"multitask": {"a": ["multitask", "direct"], "b": ["label", "direct"],
+                                    "what": "x"}},
+        "explanations": {"e": ["multitask"]}, "interval": "seeds-then-patients"})
+    why = "says yes 99% of the time (mean P(yes) 0.990), above 95%"
+    (both,) = contrasts(_two_seed_rows(tmp_path), 200, 1, rule)
+    assert both["pairs"] == 2 and both["left_out"] == [] and both["shown"] == 1
+    (one,) = contrasts(_two_seed_rows(tmp_path, {("multitask", 1): why}), 200, 1, rule)
+    assert one["pairs"] == 1 and one["interval"] == "patients only (one seed)"
+    assert one["left_out"] == [{"seed": 1, "side": "multitask/direct", "why": why}]
+    (reading,) = readings([one], rule)
+    assert reading["one_seed"] == ["multitask"]
+    text = "\n".join(markdown([], [one], [], [reading], [], False, [], rule.interval))
+    assert f"seed 1 left out (multitask/direct: {why})" in text
+    assert "multitask read on one seed (patients only)" in text
+
+
+def test_an_explanation_shown_only_by_a_contrast_another_predicts_is_not_told_apart(
+        tmp_path):
+    """Two explanations share the contrast that is shown; the one with a contrast of its
+    own that is shown too is told apart, the other is not, and says from which."""
+    from training.mechanism import contrasts, readings
+
+    contrast = {"what": "x"}
+    rule = ReadingRule.model_validate({
+        "contrasts": {"multitask": {**contrast, "a": ["multitask", "direct"],
+                                    "b": ["label", "direct"]},
+                      "answer first": {**contrast, "a": ["answer-first", "direct"],
+                                       "b": ["label", "direct"]}},
+        "explanations": {"broad": ["multitask", "answer first"], "narrow": ["multitask"]},
+        "interval": "seeds-then-patients"})
+    found = contrasts(_two_seed_rows(tmp_path), 200, 1, rule)
+    assert all(c["shown"] == 1 for c in found)
+    reads = {r["explanation"]: r for r in readings(found, rule)}
+    assert reads["narrow"]["reading"] == "supported"
+    assert reads["narrow"]["not_told_apart"] == ["broad"]
+    assert reads["broad"]["not_told_apart"] == []  # answer first is its own
+    only_shared = [c for c in found if c["contrast"] == "multitask"]
+    reads = {r["explanation"]: r for r in readings(only_shared, rule)}
+    assert reads["broad"]["not_told_apart"] == ["narrow"]
+
+
+def test_a_setting_read_where_its_model_never_learned_to_answer_is_marked_so(tmp_path):
+    from training.mechanism import markdown, settings
+
+    rows = _two_seed_rows(tmp_path)
+    for r in rows:
+        if r["target"] == "answer-first":  # pretend: a rationale model scored direct
+            r["target"] = "rationale-free"
+    rule = ReadingRule.model_validate(_rule(["label", "direct"], ["multitask", "direct"]))
+    marked = {(e["target"], e["scoring"]): e["untrained_position"]
+              for e in settings(rows, 200, 1, "patients", rule)}
+    assert marked == {("label", "direct"): False, ("multitask", "direct"): False,
+                      ("rationale-free", "direct"): True}
+    entries = settings(rows, 200, 1, "patients", POST_HOC)  # the first rule marks nothing
+    assert not any(e["untrained_position"] for e in entries)
+    text = "\n".join(markdown(settings(rows, 200, 1, "patients", rule), [], [], [], [],
+                              False, []))
+    assert "| rationale-free | direct (not where it was trained to answer; in no contrast) |" \
+        in text

@@ -178,6 +178,17 @@ def test_the_seed_section_compares_the_seeds_both_arms_kept_and_says_why_one_was
         np.mean([r["auroc"]["value"] for r in rows[:2]])
         - np.mean([r["auroc"]["value"] for r in rows[3:5]]))
     assert "says yes 99% of the time (mean P(yes) 0.990), above 95%" in text
+    # per seed: the share it says yes for beside the mean P(yes) the rule reads
+    (always,) = [line for line in lines if line.startswith("| 400 | rationale-free | "
+                                                          "generate | 2 |")
+                 and line.endswith("above 95% |")]
+    assert "| 1.00 | 0.99 |" in always
+    # the tuning caveat only where later seeds reuse a first seed's choice
+    assert "is the seed the learning rate" not in text
+    tuned = [{**r, "tuned_on": "validation (sampled), seed 0"} if r["seed"] else r
+             for r in rows]
+    assert "Seed 0 is the seed the learning rate and epochs were chosen with" in "\n".join(
+        seed_report.section(tuned, n_resamples=100, seed=0)[0])
     label = next(t for t in data["targets"] if t["target"] == "label")
     assert label["seeds"] == [0, 1, 2] and label["sd_auroc"] is not None
     # the seed left out is named where the headline is, with the comparison including it
@@ -256,6 +267,7 @@ def test_every_llm_run_reports_its_yes_rate_and_matched_balanced_accuracy(tmp_pa
     y = [1, 1, 0, 0]
     row = _row(tmp_path, "label", 0, y, [0.9, 0.6, 0.7, 0.2], scoring="direct")
     assert row["yes_rate"] == 0.75 and row["degenerate"] is None
+    assert row["mean_p_yes"] == pytest.approx(0.6)  # what the degenerate rule reads
     assert row["balanced_accuracy_matched"] == 0.5  # top two: 0.9 (yes) and 0.7 (no)
 
 

@@ -125,11 +125,12 @@ class ExperimentGrid(CommandConfig):
     evaluation: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
         description="how every run is scored (EvaluateConfig fields; the split is set per use)")
-    extra_scorings: list[Literal["direct", "sampled"]] = Field(
+    extra_scorings: list[Literal["direct", "sampled", "prefilled"]] = Field(
         default_factory=list, description="scoring variants added on test for every selected "
         "model that writes a rationale before its answer (the cell's own scoring always "
-        "runs and is the one compared in the main tables)")
-    extra_scoring_targets: dict[Literal["direct", "sampled"], list[Target]] = Field(
+        "runs and is the one compared in the main tables); prefilled goes to filler models "
+        "(label-padded) only")
+    extra_scoring_targets: dict[Literal["direct", "sampled", "prefilled"], list[Target]] = Field(
         default_factory=dict, description="a variant of extra_scorings given only to the "
         "models trained on these targets (e.g. the costly sampled variant for the one model "
         "a contrast reads); a variant not named here goes to every rationale-writing model")
@@ -220,6 +221,7 @@ class ExperimentGrid(CommandConfig):
             return []
         own = {"auto": "generate"}.get(self.evaluation.scoring, self.evaluation.scoring)
         return [v for v in self.extra_scorings if v != own
+                and (v != "prefilled" or TARGETS[target].filler)
                 and target in self.extra_scoring_targets.get(v, [target])]
 
     def selection_scoring(self, target: str) -> str | None:
@@ -256,6 +258,11 @@ class ExperimentGrid(CommandConfig):
                 raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(wrong)} "
                                  "answer without writing a rationale first, so no scoring "
                                  "variant applies to them")
+            unfilled = [t for t in targets if variant == "prefilled" and not TARGETS[t].filler]
+            if unfilled:
+                raise ValueError(f"extra_scoring_targets['prefilled']: {', '.join(unfilled)} "
+                                 "write no filler (prefilled scoring writes in a filler "
+                                 "model's filler; label-padded is one)")
             absent = [t for t in targets if self.sft is None or t not in self.sft.targets]
             if absent:
                 raise ValueError(f"extra_scoring_targets[{variant!r}]: {', '.join(absent)} "
@@ -273,6 +280,11 @@ class ExperimentGrid(CommandConfig):
                     "so the grid must vary only the seed: give one base model, training size "
                     f"and LoRA rank (it has {len(self.base_models)}, "
                     f"{len(self.sft.train_sizes)} and {len(self.sft.lora_ranks)})")
+            if len(self.sft.seeds) < 2:
+                raise ValueError(
+                    "reading.interval seeds-then-patients draws the seeds: give sft.seeds at "
+                    f"least two (it has {len(self.sft.seeds)}); one seed is read over the "
+                    "patients only (interval: patients)")
         return self
 
     def size(self) -> dict[str, int]:

@@ -30,7 +30,7 @@ COLUMNS = ["kind", "base_model", "target", "scoring", "train_size", "seed", "lor
            "learning_rate",
            "epochs", "tuned_on", "k", "with_rationales", "selection", "n_test", "auroc",
            "auprc", "brier", "balanced_accuracy", "balanced_accuracy_matched", "yes_rate",
-           "reached_answer_share", "mean_label_mass", "valid", "invalid_reason",
+           "mean_p_yes", "reached_answer_share", "mean_label_mass", "valid", "invalid_reason",
            "rationale_token_cap", "truncated_train_rows", "truncated_test_prompts",
            "precision", "padding_share", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
@@ -304,9 +304,10 @@ def _delong_lines(tests: list[dict]) -> list[str]:
 def _fewshot_lines(rows: list[ResultRow]) -> list[str]:
     lines = ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", ""]
     return lines + table(["k", "demonstrations", "selection", "seed", "AUROC", "AUPRC",
-                          "reached answer", "says yes for", "valid", "run"], (
+                          "reached answer", "says yes for", "mean P(yes)", "valid",
+                          "run"], (
         [r.k, f"{'with' if r.with_rationales else 'without'} rationales",
          r.selection or "random", r.seed, format_metric(r.auroc), format_metric(r.auprc),
-         number(r.reached_answer_share, 2), number(r.yes_rate, 2),
+         number(r.reached_answer_share, 2), number(r.yes_rate, 2), number(r.mean_p_yes, 2),
          "yes" if r.valid else f"no: {r.invalid_reason}", f"`{Path(r.run_dir).name}`"]
         for r in rows if r.kind == "fewshot"))

@@ -69,6 +69,7 @@ class ResultRow:
     run_dir: str | None = None
     predictions: str | None = None
     yes_rate: float | None = None
+    mean_p_yes: float | None = None
     degenerate: str | None = None
     balanced_accuracy_matched: float | None = None
 
