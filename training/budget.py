@@ -217,6 +217,7 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
     tuned = len(candidates) > 1
     selected = grid.selection_scoring(factors["target"])  # the validation score ranked
     val_samples = grid.evaluation.n_samples if selected == "sampled" else 0
+    val_generates = generates if selected is None else selected == "sampled"
     retrained = [c for c in candidates if _must_retrain(  # scored on validation if tuned
         grid, finished, c, tuned, factors["target"])]
     choice = _expected_choice(grid, finished, candidates, retrained, selected) if tuned \
@@ -236,13 +237,13 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
             sft["runs"] += 1
             sft["reused"] += 1
             if tuned:
-                _score(scoring, t, n_val, target, generates, samples=val_samples,
+                _score(scoring, t, n_val, target, val_generates, samples=val_samples,
                        reused=_stored(grid, finished, cfg, "validation", selected))
             continue
         patients = cfg.train_size or round(data.n * train_share)
         _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
         if tuned:
-            _score(scoring, t, n_val, target, generates, samples=val_samples)
+            _score(scoring, t, n_val, target, val_generates, samples=val_samples)
     # the chosen candidate is scored on test; when the choice cannot be told yet, count
     # a test scoring reused if any candidate whose results stay holds it
     tested = [choice] if choice is not None else candidates

@@ -80,10 +80,12 @@ def _first_per_patient(view_rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def target_rows_by_patient(version: DatasetVersion, target: str,
-                           tokenizer=None) -> dict[str, list[dict]]:
+def target_rows_by_patient(version: DatasetVersion, target: str, tokenizer=None,
+                           filler_length: str = "median") -> dict[str, list[dict]]:
     """Every training row of ``target`` per patient (one, or two for ``multitask``),
-    derived from the version's views (see :mod:`training.targets`)."""
+    derived from the version's views (see :mod:`training.targets`). ``filler_length``
+    (a filler target): ``median``, every row's filler as long as the median rationale
+    of these patients (one length, whatever the label); ``own``, each patient's own."""
     spec = TARGETS[target]
     if not spec.derived:
         return {pid: [row] for pid, row in
@@ -93,9 +95,21 @@ def target_rows_by_patient(version: DatasetVersion, target: str,
     free = _first_per_patient(read_view(version, "rationale_free", "train"))
     labels = _first_per_patient(read_view(version, "label_only", "train")) \
         if "label_only" in spec.sources else {}
+    kept = {pid: row for pid, row in free.items() if not labels or pid in labels}
+    length = None
+    if spec.filler and filler_length == "median" and kept:
+        import numpy as np
+
+        from training.targets import rationale_tokens
+
+        try:
+            length = round(float(np.median([rationale_tokens(tokenizer, row)
+                                             for row in kept.values()])))
+        except ValueError as exc:
+            raise DataError(f"target {target!r}: {exc}") from exc
     try:
-        return {pid: derive(target, row, labels.get(pid), tokenizer)
-                for pid, row in free.items() if not labels or pid in labels}
+        return {pid: derive(target, row, labels.get(pid), tokenizer, length)
+                for pid, row in kept.items()}
     except ValueError as exc:
         raise DataError(f"target {target!r}: {exc}") from exc
 
@@ -111,7 +125,8 @@ def pool_patients(version: DatasetVersion, targets: list[str]) -> set[str]:
 
 
 def training_rows(version: DatasetVersion, target: str, size: int | None, seed: int,
-                  paired_targets: list[str] | None = None, tokenizer=None) -> list[dict]:
+                  paired_targets: list[str] | None = None, tokenizer=None,
+                  filler_length: str = "median") -> list[dict]:
     """The training rows of ``target``, drawn by patient.
 
     With ``paired_targets``, patients are drawn only from those who have a training
@@ -120,7 +135,7 @@ def training_rows(version: DatasetVersion, target: str, size: int | None, seed: 
     seed) cell trains on the same patients. A pool smaller than ``size`` is an
     error naming both.
     """
-    own = target_rows_by_patient(version, target, tokenizer)
+    own = target_rows_by_patient(version, target, tokenizer, filler_length)
     pool = set(own)
     if paired_targets:
         pool &= pool_patients(version, [target, *paired_targets])

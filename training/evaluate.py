@@ -419,17 +419,20 @@ def _taught_completions(version, run: TrainingRun, scorer) -> list[str]:
     if not TARGETS[run.target].derived:
         rows = read_view(version, TARGETS[run.target].view, "train")
     else:
-        rows = [r for group in target_rows_by_patient(version, run.target,
-                                                      scorer.tokenizer).values()
+        # a run made before the option had each patient's own filler length
+        rows = [r for group in target_rows_by_patient(
+                    version, run.target, scorer.tokenizer,
+                    run.config.get("filler_length", "own")).values()
                 for r in group]
     return [r["completion"][-1]["content"] for r in rows]
 
 
 def prefill_for(tokenizer, completions: list[str]) -> dict:
     """The filler a filler model is read after (``prefilled`` scoring): neutral filler as
-    long as the median of the filler it was taught (``completions``: its training rows'
-    assistant texts), the same for every patient, so the length says nothing of the
-    patient; its text, its length in tokens and the taught median."""
+    long as the median filler of ``completions`` (the training split's rows of its target,
+    made as the run made them: with ``filler_length: median`` every one is that length),
+    the same for every patient, so the length says nothing of the patient; its text, its
+    length in tokens and the median."""
     lengths = []
     for text in completions:
         body, _ = split_assistant_text(text)

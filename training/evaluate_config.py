@@ -79,11 +79,16 @@ class EvaluateConfig(CommandConfig):
     # only: results drawn with one seed for every patient (sample j of each patient on the
     # same stream, until 2026-12-07) are not reused, and are scored again.
     SAMPLE_STREAMS: ClassVar[str] = "one per run and patient"
+    # What prefilled scoring writes in, in the identity of prefilled results only (a new
+    # rule scores them again).
+    PREFILL: ClassVar[str] = "filler as long as the median of the training split's fillers"
 
     def identity_data(self) -> dict:
         data = super().identity_data()
         if self.scoring == "sampled":
             data["sample_streams"] = self.SAMPLE_STREAMS
+        if self.scoring == "prefilled":
+            data["prefill"] = self.PREFILL
         return data
 
     def settings_hash(self) -> str:

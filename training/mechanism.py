@@ -138,8 +138,8 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
     its CI drawn as the rule's ``interval`` says."""
     from training.tables import align
 
-    scored = [r for r in rows if r["kind"] == "sft" and r["predictions"]]
-    sft = [r for r in scored if r["valid"]]
+    every = [r for r in rows if r["kind"] == "sft"]
+    sft = [r for r in every if r["predictions"] and r["valid"]]
     out = []
     for name, contrast in rule.contrasts.items():
         a_key, b_key, what = tuple(contrast.a), tuple(contrast.b), contrast.what
@@ -156,19 +156,21 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
                     **{k: result[k] for k in ("difference", "low", "high", "p_value",
                                               "pairs", "n", "interval")},
                     "shown": sign,
-                    "left_out": _left_out(scored, (a_key, b_key), set(cells))})
+                    "left_out": _left_out(every, (a_key, b_key), set(cells))})
     return out
 
 
-def _left_out(scored: list[dict], sides: tuple, kept: set) -> list[dict]:
-    """The cells a contrast ran but could not read (a side invalid there), with why: the
-    seed a contrast lost is named beside it, not only in the settings table."""
+def _left_out(rows: list[dict], sides: tuple, kept: set) -> list[dict]:
+    """The cells a contrast ran but could not read (a side invalid there, or without
+    test predictions), with why: the seed a contrast lost is named beside it, not only
+    in the settings table."""
     out = []
-    for r in scored:
+    for r in rows:
         cell = tuple(r[k] for k in CELL)
-        if _key(r) in sides and cell not in kept and not r["valid"]:
+        if _key(r) in sides and cell not in kept and not (r["valid"] and r["predictions"]):
             out.append({"seed": r["seed"], "side": "/".join(_key(r)),
-                        "why": str(r.get("invalid_reason"))})
+                        "why": str(r.get("invalid_reason")) if not r["valid"]
+                        else "no test predictions"})
     return sorted(out, key=lambda d: (str(d["seed"]), d["side"]))
 
 
@@ -223,7 +225,8 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
                     "tested": [c["contrast"] for c in tested], "reading": verdict,
                     "untested": [p for p in predicted if p not in by_name],
                     "forced": [c["contrast"] for c in tested if c["forced"]],
-                    "not_told_apart": _sharing(explanation, shown, rule),
+                    "not_told_apart": _sharing(explanation, shown, rule, by_name)
+                    if verdict in ("supported", "partly supported") else [],
                     "one_seed": [c["contrast"] for c in tested
                                  if str(c.get("interval", "")).startswith("patients only")],
                     "direct_reading": {"contrasts": used, "reading": other,
@@ -231,13 +234,16 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
     return out
 
 
-def _sharing(explanation: str, shown: list[str], rule: ReadingRule) -> list[str]:
-    """The other explanations that predict every contrast shown for ``explanation``: a
-    reading resting only on contrasts they share does not tell it from them."""
+def _sharing(explanation: str, shown: list[str], rule: ReadingRule,
+             by_name: dict[str, dict]) -> list[str]:
+    """The other explanations that predict every contrast shown for ``explanation``, and
+    that no contrast contradicts: a reading resting only on contrasts they share does not
+    tell it from them (one contradicted is told apart already)."""
     if not shown:
         return []
     return [other for other, predicted in rule.explanations.items()
-            if other != explanation and all(c in predicted for c in shown)]
+            if other != explanation and all(c in predicted for c in shown)
+            and not any(by_name[c]["shown"] < 0 for c in predicted if c in by_name)]
 
 
 def diagnostics(rows: list[dict]) -> list[dict]:

@@ -123,10 +123,11 @@ def check_runs(rows: list[dict], rule: ReadingRule | None) -> None:
     if wrong:
         runs = ", ".join(f"run {run} ({(made or 'no rule')[:12]})"
                          for run, made in sorted(wrong.items(), key=str))
-        said = f"rule is {wanted[:12]}" if wanted else "states no rule (`reading:`)"
-        raise RunError(f"the reading rule changed since these runs were made: the config's "
-                       f"{said}, but {runs}; put the rule back, or run the grid again "
-                       "under the new rule (its runs are new runs)")
+        said = f"config's rule is {wanted[:12]}" if wanted else \
+            "config states no rule (`reading:`)"
+        raise RunError(f"the reading rule changed since these runs were made: the {said}, "
+                       f"but {runs}; put the rule back, or run the grid again under the "
+                       "new rule (its runs are new runs)")
 
 
 POST_HOC = ReadingRule(

@@ -164,10 +164,16 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                         "rationale_seeds": [], "interval": None, "left_out": why})
     own = {(r["train_size"], r["target"]): r["scoring"] for r in rows
            if r["kind"] == "sft" and not r.get("extra_scoring")}
-    sampled = {(h["train_size"], h["target"]) for h in out if h["scoring"] == "sampled"}
+    # primary: a filler model read after its filler (where it was trained to answer; only
+    # a filler model has it), else sampled rationales where a target has them, else the
+    # target's own scoring
+    variants: dict[tuple, set] = {}
+    for h in out:
+        variants.setdefault((h["train_size"], h["target"]), set()).add(h["scoring"])
     for h in out:
         key = (h["train_size"], h["target"])
-        h["primary"] = h["scoring"] == ("sampled" if key in sampled else own.get(key))
+        h["primary"] = h["scoring"] == next(
+            (v for v in ("prefilled", "sampled") if v in variants[key]), own.get(key))
     return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
                                       h["scoring"]))
 
@@ -237,8 +243,9 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
              "numbers for both arms: a seed is one training-patient draw and one "
              "initialisation), then the test patients. This is the headline; the tables after "
              "it give each seed. **Primary**: sampled rationales where the target has them "
-             "(greedy ones make the score a yes/no), else the target's own scoring; the "
-             "other scorings are beside it.", "",
+             "(greedy ones make the score a yes/no; a filler model: its filler written in, "
+             "prefilled), else the target's own scoring; the other scorings are beside "
+             "it.", "",
              "What the interval can and cannot say: with S seeds a replicate draws one of "
              "only C(2S − 1, S) seed multisets (10 for 3 seeds), so the seed part of the "
              "interval reaches little past the seeds' observed range, even scaled to their "

@@ -190,7 +190,7 @@ def train(engine: Engine, config: SFTRunConfig, *, callbacks: list | None = None
             tokenizer = load_tokenizer(resolve_model(config.base_model,
                                                      cache_dir=config.cache_dir).path)
         rows = training_rows(version, config.target, config.train_size, config.seed,
-                             config.paired_targets, tokenizer)
+                             config.paired_targets, tokenizer, config.filler_length)
         if not rows:
             raise DataError(f"dataset version {version.name!r} has no training rows for "
                              f"target {config.target!r}")

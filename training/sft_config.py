@@ -86,6 +86,11 @@ class SFTRunConfig(CommandConfig):
         "also the decision tokens, the rationale's branch points: where a token 3-gram "
         "label-pure in the training rows first completes (training/decision_tokens.py). "
         "rationale-align always treats them as its label part")
+    filler_length: Literal["median", "own"] = Field(
+        default="median", description="label-padded: how long each row's filler is. median: "
+        "the median free-form rationale of the training split, for every row (length "
+        "without the label); own: the patient's own rationale length, which gives the "
+        "label away where rationale length follows it (the first mechanism grid's)")
     probe_steps: int = Field(default=25, ge=1, description="diagnostics: every this many "
                              "steps, the answer tokens' share of the gradient norm on a "
                              "fixed probe batch")
@@ -100,7 +105,7 @@ class SFTRunConfig(CommandConfig):
     NOT_IN_IDENTITY = LOCATION_FIELDS | BOOKKEEPING_FIELDS
     PRESETS: ClassVar[dict[str, Preset]] = PRESETS  # `train sft --preset NAME`, the Runs form
     ADDED_LATER = {"multitask_alpha": 0.5, "answer_loss_share": None, "align_alpha": 0.5,
-                   "reading_rule": None, "decision_tokens": "answer"}
+                   "reading_rule": None, "decision_tokens": "answer", "filler_length": "own"}
 
     @model_validator(mode="after")
     def _alpha(self):
@@ -130,6 +135,8 @@ class SFTRunConfig(CommandConfig):
             data.pop("answer_loss_share", None)
         if self.target not in DECISION_TARGETS:
             data.pop("decision_tokens", None)
+        if not TARGETS[self.target].filler:
+            data.pop("filler_length", None)
         if self.target in ALWAYS_DECISION_TARGETS:  # whatever the option says
             data["label_loss_tokens"] = "answer and decision tokens"
         return data

@@ -9,8 +9,13 @@ new export and no new audit is involved:
 
 ``label-padded``
     The answer line after neutral filler (``. . . .``: one punctuation token
-    repeated, no patient information) as many tokens long as the same patient's
-    free-form rationale. Length without content.
+    repeated, no patient information). Length without content: with
+    ``filler_length: median`` (the default) every row's filler is as long as the
+    median free-form rationale of the version's training split, whatever the
+    patient's label; with ``own`` (the first mechanism grid's) as long as the same
+    patient's rationale, which gives the label away where rationale length follows it
+    (template rationales: "no" ones run longer; length alone separates the cpu
+    scale's training rows with AUROC 0.99).
 ``rationale-weighted``
     The free-form rows, with the answer token's weight in the loss raised until
     its share of the loss weight equals label-only's (:mod:`training.sft`).
@@ -61,6 +66,7 @@ Target = Literal["label", "rationale-free", "rationale-stepwise", "label-padded"
                  "rationale-shuffled", "rationale-align"]
 Scoring = Literal["direct", "generate"]
 FILLER_UNIT = "."
+FillerLength = Literal["median", "own"]
 
 
 @dataclass(frozen=True)
@@ -139,15 +145,21 @@ def _rationale(row: dict) -> str:
     return rationale
 
 
+def rationale_tokens(tokenizer, row: dict) -> int:
+    """The length in tokens of a ``rationale_free`` row's rationale."""
+    return len(tokenizer(_rationale(row), add_special_tokens=False)["input_ids"])
+
+
 def derive(target: str, row: dict, label_row: dict | None = None,
-           tokenizer=None) -> list[dict]:
+           tokenizer=None, filler_tokens: int | None = None) -> list[dict]:
     """The training rows of ``target`` for one patient, from its ``rationale_free`` row
-    (and, for ``label-padded``, its ``label_only`` row)."""
+    (and, for ``label-padded``, its ``label_only`` row). ``filler_tokens``: label-padded's
+    filler length for every patient (None: this patient's rationale length)."""
     label = int(row["label"])
     if target == "label-padded":
         if tokenizer is None:
             raise ValueError("label-padded needs the model's tokenizer to match lengths")
-        n = len(tokenizer(_rationale(row), add_special_tokens=False)["input_ids"])
+        n = filler_tokens or rationale_tokens(tokenizer, row)
         base = label_row or row
         return [{**base, "completion": completion_messages(label, filler(tokenizer, n)),
                  "filler_tokens": n}]

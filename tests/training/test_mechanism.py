@@ -67,13 +67,20 @@ def test_each_derived_target_teaches_what_it_says(study, bundled_model):
     answer = f"{ANSWER_PREFIX} {'yes' if y else 'no'}"
     n_rationale = len(tokenizer(rationale, add_special_tokens=False)["input_ids"])
 
-    padded = target_rows_by_patient(version, "label-padded", tokenizer)[pid]
+    padded = target_rows_by_patient(version, "label-padded", tokenizer, "own")[pid]
     assert len(padded) == 1 and padded[0]["prompt"] == label[pid][0]["prompt"]
     text, tokens = _taught(tokenizer, padded[0])
     filler, _, tail = text.rpartition("\n" + answer)
     assert tail == END and set(filler) <= {".", " "}
     assert len(tokenizer(filler, add_special_tokens=False)["input_ids"]) == n_rationale
     assert _answer_tokens(tokenizer, tokens) == [" " + answer.split()[-1]]
+    # by default every patient's filler has one length, the median rationale's, so the
+    # length says nothing of the label (a patient's own length can: "no" ones run longer)
+    lengths = [len(tokenizer(split_assistant_text(r[0]["completion"][0]["content"])[0],
+                             add_special_tokens=False)["input_ids"]) for r in free.values()]
+    median = target_rows_by_patient(version, "label-padded", tokenizer)
+    assert {r[0]["filler_tokens"] for r in median.values()} == {round(np.median(lengths))}
+    assert {r[0]["label"] for r in median.values()} == {0, 1}
 
     weighted = target_rows_by_patient(version, "rationale-weighted")[pid]
     assert weighted == [source]
@@ -275,23 +282,26 @@ def test_a_filler_model_is_read_prefilled_where_its_training_rows_put_the_answer
     engine, _ = study
     scorer = TransformersScorer(tiny_model, batch_size=2)
     tokenizer = scorer.tokenizer
-    padded = target_rows_by_patient(_version(engine), "label-padded", tokenizer)
-    rows = [group[0] for _, group in sorted(padded.items())][:5]
-    taught = [r["completion"][-1]["content"] for r in rows]
+    own = target_rows_by_patient(_version(engine), "label-padded", tokenizer, "own")
+    rows = [group[0] for _, group in sorted(own.items())][:5]
     lengths = sorted(r["filler_tokens"] for r in rows)
-    assert len(set(lengths)) > 1  # the patients' fillers differ in length
-
-    prefill = prefill_for(tokenizer, taught)
+    assert len(set(lengths)) > 1  # the patients' own fillers differ in length
+    prefill = prefill_for(tokenizer, [r["completion"][-1]["content"] for r in rows])
     assert prefill["taught_median"] == lengths[2] == prefill["tokens"]
     assert set(prefill["text"]) <= {".", " "}
 
-    one = rows[0]  # one patient's own filler: the scored text is its training text's head
-    own = prefill_for(tokenizer, [one["completion"][-1]["content"]])
-    assert own["tokens"] == one["filler_tokens"]
-    head = prompt_text(tokenizer, one["prompt"])
-    trained = tokenizer.apply_chat_template(one["prompt"] + one["completion"], tokenize=False)
-    read = head + own["text"] + "\n" + ANSWER_PREFIX
-    assert trained.startswith(read) and trained[len(read):].startswith((" yes", " no"))
+    # the default filler is one length for every patient: prefilled reads every patient
+    # at exactly its training text's answer position
+    padded = target_rows_by_patient(_version(engine), "label-padded", tokenizer)
+    rows = [group[0] for _, group in sorted(padded.items())][:5]
+    prefill = prefill_for(tokenizer, [g[0]["completion"][-1]["content"]
+                                      for g in padded.values()])
+    for one in rows:
+        head = prompt_text(tokenizer, one["prompt"])
+        trained = tokenizer.apply_chat_template(one["prompt"] + one["completion"],
+                                                tokenize=False)
+        read = head + prefill["text"] + "\n" + ANSWER_PREFIX
+        assert trained.startswith(read) and trained[len(read):].startswith((" yes", " no"))
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     conversations = [r["prompt"] for r in rows[:2]]
@@ -322,6 +332,10 @@ def test_only_a_filler_model_is_read_prefilled():
     assert grid.scorings_for("label-padded") == ["sampled", "prefilled"]
     assert grid.scorings_for("rationale-free") == ["sampled"]
     assert grid.scorings_for("label") == []
+    assert grid.selection_scoring("label-padded") is None  # select_on: own
+    primary = grid.model_copy(update={"select_on": "primary"})
+    assert primary.selection_scoring("label-padded") == "prefilled"  # where it answers
+    assert primary.selection_scoring("rationale-free") == "sampled"
     with pytest.raises(ValueError, match="rationale-free write no filler"):
         ExperimentGrid(dataset="t", sft=sft, fewshot=None, extra_scorings=["prefilled"],
                        extra_scoring_targets={"prefilled": ["rationale-free"]})
@@ -494,6 +508,14 @@ def test_new_options_leave_earlier_runs_and_results_where_they_were():
         != align.identity("h")
     with pytest.raises(ValueError, match="gradient accumulation"):
         SFTRunConfig(dataset="v", target="rationale-align", gradient_accumulation_steps=2)
+    # the filler's length: "own" is how the first grid's filler runs were made (their
+    # hash), the label-blind median is a new run; other targets never read it
+    padded = {k: SFTRunConfig(dataset="v", target="label-padded", filler_length=k)
+              for k in ("own", "median")}
+    assert "filler_length" not in padded["own"].identity_data()
+    assert padded["median"].identity("h") != padded["own"].identity("h")
+    assert SFTRunConfig(dataset="v", target="label").filler_length == "median"
+    assert "filler_length" not in label.identity_data()
     evaluation = EvaluateConfig()
     assert not set(evaluation.identity_data()) & {"scoring", "n_samples",
                                                   "sample_temperature",

@@ -141,8 +141,10 @@ def test_seeds_then_patients_needs_a_grid_that_varies_only_the_seed():
     with pytest.raises(ValidationError, match="vary only the seed"):
         ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "train_sizes": [100, 400]},
                        reading=rule)
-    with pytest.raises(ValidationError, match="at least two"):
-        ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "seeds": [0]}, reading=rule)
+    for seeds in ([0], [0, 0]):
+        with pytest.raises(ValidationError, match="at least two"):
+            ExperimentGrid(dataset="v", fewshot=None, sft={**sft, "seeds": seeds},
+                           reading=rule)
 
 
 def test_a_grid_without_a_rule_refuses_runs_made_under_one(tmp_path):
@@ -200,6 +202,11 @@ def test_a_contrast_that_lost_a_seed_names_it_and_its_reading_says_one_seed(tmp_
     assert one["left_out"] == [{"seed": 1, "side": "multitask/direct", "why": why}]
     (reading,) = readings([one], rule)
     assert reading["one_seed"] == ["multitask"]
+    unscored = _two_seed_rows(tmp_path)
+    unscored[4]["predictions"] = None  # multitask, seed 1: never scored
+    (lost,) = contrasts(unscored, 200, 1, rule)
+    assert lost["left_out"] == [{"seed": 1, "side": "multitask/direct",
+                                 "why": "no test predictions"}]
     text = "\n".join(markdown([], [one], [], [reading], [], False, [], rule.interval))
     assert f"seed 1 left out (multitask/direct: {why})" in text
     assert "multitask read on one seed (patients only)" in text
@@ -228,6 +235,12 @@ def test_an_explanation_shown_only_by_a_contrast_another_predicts_is_not_told_ap
     only_shared = [c for c in found if c["contrast"] == "multitask"]
     reads = {r["explanation"]: r for r in readings(only_shared, rule)}
     assert reads["broad"]["not_told_apart"] == ["narrow"]
+    # an explanation a contrast contradicts is told apart already: not named
+    against = [dict(c, shown=-1) if c["contrast"] == "answer first" else c for c in found]
+    reads = {r["explanation"]: r for r in readings(against, rule)}
+    assert reads["broad"]["reading"] == "contradicted"
+    assert reads["narrow"]["reading"] == "supported" and reads["narrow"]["not_told_apart"] == []
+    assert reads["broad"]["not_told_apart"] == []  # only a reading that is supported names
 
 
 def test_a_setting_read_where_its_model_never_learned_to_answer_is_marked_so(tmp_path):

@@ -229,14 +229,20 @@ def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(
                             scoring="sampled"), "extra_scoring": True})
         rows.append(_row(tmp_path, "rationale-stepwise", s, y, np.full(100, 0.99)))
     rows.append(_row(tmp_path, "rationale-align", 0, y, graded()))
+    for s in (0, 1):  # a filler model: read after its filler, not by what it wrote
+        rows.append(_row(tmp_path, "label-padded", s, y, graded()))
+        rows.append({**_row(tmp_path, "label-padded", s, y, graded(), scoring="prefilled"),
+                     "extra_scoring": True})
     lines, data = seed_report.section(rows, n_resamples=200, seed=0)
     text = "\n".join(lines)
     heads = [(h["target"], h["scoring"], h["primary"]) for h in data["headline"]]
-    assert heads == [("rationale-align", "generate", True),
+    assert heads == [("label-padded", "prefilled", True),
+                     ("label-padded", "generate", False),
+                     ("rationale-align", "generate", True),
                      ("rationale-free", "sampled", True),
                      ("rationale-free", "generate", False),
                      ("rationale-stepwise", "generate", True)]
-    align, stepwise = data["headline"][0], data["headline"][-1]
+    align, stepwise = data["headline"][2], data["headline"][-1]
     assert align["interval"] == "patients only (one seed)"
     assert stepwise["left_out"] == "says yes 99% of the time (mean P(yes) 0.990), above 95%"
     assert "sampled (primary)" in text and "left out: says yes 99%" in text

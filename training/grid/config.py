@@ -227,8 +227,11 @@ class ExperimentGrid(CommandConfig):
     def selection_scoring(self, target: str) -> str | None:
         """The scoring variant a tuned cell of ``target`` ranks its candidates by on
         validation (None: the target's own scoring); see ``select_on``."""
-        if self.select_on == "primary" and "sampled" in self.scorings_for(target):
-            return "sampled"
+        if self.select_on == "primary":
+            # a filler model's trained position first (only a filler model has it)
+            for variant in ("prefilled", "sampled"):
+                if variant in self.scorings_for(target):
+                    return variant
         return None
 
     def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
@@ -280,7 +283,7 @@ class ExperimentGrid(CommandConfig):
                     "so the grid must vary only the seed: give one base model, training size "
                     f"and LoRA rank (it has {len(self.base_models)}, "
                     f"{len(self.sft.train_sizes)} and {len(self.sft.lora_ranks)})")
-            if len(self.sft.seeds) < 2:
+            if len(set(self.sft.seeds)) < 2:
                 raise ValueError(
                     "reading.interval seeds-then-patients draws the seeds: give sft.seeds at "
                     f"least two (it has {len(self.sft.seeds)}); one seed is read over the "
