@@ -47,7 +47,13 @@ def _launched(engine: Engine, folder: Path) -> tuple[JobRunner, Job]:
     runner.tick()
     assert runner.process is not None and runner.process.poll() is None
     with Session(engine) as s:
-        return runner, s.get(Job, runner.job_id)
+        job = s.get(Job, runner.job_id)
+    # launched means exec'd: until then /proc shows the forked test process, and an app
+    # restarting that soon would find no process of the job (seen on a loaded machine)
+    deadline = time.monotonic() + 30
+    while process_of(job, _url(engine)) != "here" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runner, job
 
 
 def _url(engine: Engine) -> str:
