@@ -261,3 +261,34 @@ def test_a_setting_read_where_its_model_never_learned_to_answer_is_marked_so(tmp
                               False, []))
     assert "| rationale-free | direct (not where it was trained to answer; in no contrast) |" \
         in text
+
+
+def test_the_section_reads_runs_under_the_rule_they_were_made_under_and_says_so(tmp_path):
+    """The report's Mechanism section checks every run against the grid's rule, prints
+    its hash and says it was pre-registered; a run made under another rule stops it."""
+    from training.mechanism import section
+
+    rule = ReadingRule.model_validate({
+        "contrasts": {"multitask": {"a": ["multitask", "direct"], "b": ["label", "direct"],
+                                    "what": "x"}},
+        "explanations": {"e": ["multitask"]}, "interval": "seeds-then-patients"})
+    rows = _two_seed_rows(tmp_path)
+    for r in rows:
+        folder = tmp_path / f"run{r['run_id']}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"reading_rule": rule.digest()}))
+        r["run_dir"] = str(folder)
+    out = tmp_path / "report"
+    out.mkdir()
+    lines, data = section(rows, out, 200, 1, rule)
+    assert data["reading_rule"] == {"hash": rule.digest(), "pre_registered": True,
+                                    "interval": "seeds-then-patients"}
+    assert f"Reading rule `{rule.digest()[:12]}`: stated in the grid's config before its " \
+        "runs" in "\n".join(lines)
+    assert [c["contrast"] for c in data["contrasts"]] == ["multitask"]
+    (Path(rows[0]["run_dir"]) / "config.yaml").write_text(
+        yaml.safe_dump({"reading_rule": "f" * 64}))
+    with pytest.raises(RunError, match=r"run 1 \(ffffffffffff\)"):
+        section(rows, out, 200, 1, rule)
+    with pytest.raises(RunError, match="states no rule"):  # its `reading:` deleted
+        section(rows, out, 200, 1, None)
