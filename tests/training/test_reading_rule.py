@@ -292,3 +292,16 @@ def test_the_section_reads_runs_under_the_rule_they_were_made_under_and_says_so(
         section(rows, out, 200, 1, rule)
     with pytest.raises(RunError, match="states no rule"):  # its `reading:` deleted
         section(rows, out, 200, 1, None)
+
+
+@pytest.mark.parametrize("side", [["answer-first", "direct"],        # not trained here
+                                  ["rationale-free", "sampled"]])   # not scored so
+def test_a_rule_must_read_what_its_grid_makes(side):
+    """A contrast side the grid never produces would be neither read nor listed unread."""
+    sft = {"targets": ["label", "rationale-free", "multitask"], "seeds": [0, 1]}
+    ExperimentGrid(dataset="v", fewshot=None, sft=sft,
+                   reading=_rule(["multitask", "direct"], ["rationale-free", "generate"]))
+    with pytest.raises(ValidationError, match=f"reads {side[0]} scored {side[1]}, which "
+                                              "this grid does not make"):
+        ExperimentGrid(dataset="v", fewshot=None, sft=sft,
+                       reading=_rule(["label", "direct"], side))

@@ -273,6 +273,27 @@ class ExperimentGrid(CommandConfig):
         return self
 
     @model_validator(mode="after")
+    def _contrasts_read_what_the_grid_makes(self):
+        """Every side of the reading rule's contrasts is a (target, scoring) the grid
+        produces: else the contrast would silently be neither read nor listed unread."""
+        if not self.reading:
+            return self
+        made = set()
+        for target in (self.sft.targets if self.sft else []):
+            own = TARGETS[target].scoring
+            made |= {(target, own), *((target, v) for v in self.scorings_for(target))}
+            if own == "generate":
+                made.add((target, "forced"))  # read from its generate result
+        for name, contrast in self.reading.contrasts.items():
+            for side in (contrast.a, contrast.b):
+                if tuple(side) not in made:
+                    raise ValueError(
+                        f"reading.contrasts[{name!r}] reads {side[0]} scored {side[1]}, "
+                        "which this grid does not make (add the target to sft.targets, or "
+                        "the scoring to extra_scorings and extra_scoring_targets)")
+        return self
+
+    @model_validator(mode="after")
     def _seed_intervals_have_one_design(self):
         if self.reading and self.reading.interval == "seeds-then-patients" and self.sft:
             levels = len(self.base_models) * len(self.sft.train_sizes) * len(
