@@ -238,12 +238,14 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
             sft["reused"] += 1
             if tuned:
                 _score(scoring, t, n_val, target, val_generates, samples=val_samples,
-                       reused=_stored(grid, finished, cfg, "validation", selected))
+                       reused=_stored(grid, finished, cfg, "validation", selected),
+                       prefilled=selected == "prefilled")
             continue
         patients = cfg.train_size or round(data.n * train_share)
         _add_training(sft, cfg, t, target, tokens["targets"]["label"], patients, n_val)
         if tuned:
-            _score(scoring, t, n_val, target, val_generates, samples=val_samples)
+            _score(scoring, t, n_val, target, val_generates, samples=val_samples,
+                   prefilled=selected == "prefilled")
     # the chosen candidate is scored on test; when the choice cannot be told yet, count
     # a test scoring reused if any candidate whose results stay holds it
     tested = [choice] if choice is not None else candidates
@@ -253,7 +255,7 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
         _score(scoring, t, n_test, target,
                generates if variant is None else variant == "sampled",
                samples=samples, reused=any(_stored(grid, finished, c, "test", variant)
-                                           for c in kept))
+                                           for c in kept), prefilled=variant == "prefilled")
 
 
 def _trained_or_first(candidates: list, finished: dict | None) -> list:
@@ -358,13 +360,15 @@ def _fewshot_row(grid, t: Throughput, tokens: dict, finished: dict | None,
 
 
 def _score(row: dict, t: Throughput, n: int, target: dict, generates: bool,
-           samples: int = 0, reused: bool = False) -> None:
+           samples: int = 0, reused: bool = False, prefilled: bool = False) -> None:
     if reused:
         row["runs"] += 1
         row["reused"] += 1
         return
     per = max(samples, 1)
-    prefill = n * target["prompt_tokens"]
+    # a prefilled pass reads its filler too (about a completion's length), generating none
+    prefill = n * (target["prompt_tokens"] + (target["completion_tokens"] if prefilled
+                                              else 0))
     decode = n * target["completion_tokens"] * per if generates else 0
     if samples:  # each sample's text is read again for its P(yes)
         prefill += n * samples * (target["prompt_tokens"] + target["completion_tokens"])

@@ -303,3 +303,19 @@ def test_selecting_on_the_primary_score_costs_sampled_validation_and_follows_its
     finished["runs"][worse.identity("h")] |= tests  # the sampled choice, tested
     scoring = _stage(estimate(data, grid, SPEED, TOKENS, finished), "SFT scoring")
     assert (scoring["runs"], scoring["reused"]) == (4, 4)
+
+
+def test_a_prefilled_pass_reads_prompt_and_filler_and_generates_nothing():
+    """The filler model read after its filler: one pass over the prompt and the filler
+    (about a completion's length) per test patient, on top of its own greedy pass."""
+    data = DataSettings(n=100, dataset="v")  # 20 test patients
+    tokens = {"targets": {**TOKENS["targets"],
+                          "label-padded": TOKENS["targets"]["rationale-free"]}}
+    plain = ExperimentGrid(dataset="v", fewshot=None, sft={"targets": ["label-padded"]})
+    prefilled = plain.model_copy(update={"extra_scorings": ["prefilled"]})
+    before = _stage(estimate(data, plain, SPEED, tokens), "SFT scoring")
+    after = _stage(estimate(data, prefilled, SPEED, tokens), "SFT scoring")
+    assert after["runs"] - before["runs"] == 1
+    assert after["generations"] == before["generations"]
+    assert after["tokens"] - before["tokens"] == 20 * (100 + 50)
+    assert after["seconds"] - before["seconds"] == pytest.approx(20 * (100 + 50) / 1000)
