@@ -146,6 +146,13 @@ class CommandConfig(BaseModel):
             parts.append(f"--config run.yaml  # with {', '.join(in_yaml)}")
         return " ".join(parts)
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Self:
+        """A config as a run or job stored it (its full dump, perhaps by an earlier
+        version): a field added since, absent there, takes its :attr:`ADDED_LATER` value,
+        what that config meant, not today's default where the two differ."""
+        return cls.model_validate({**cls.ADDED_LATER, **data})
+
     def identity_data(self) -> dict[str, Any]:
         """What identifies this config: its fields but :attr:`NOT_IN_IDENTITY`."""
         data = self.model_dump(mode="json", exclude=set(self.NOT_IN_IDENTITY))

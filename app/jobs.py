@@ -332,7 +332,7 @@ def run_job(job_id: int) -> None:
         from training.sft import train
         from training.sft_config import SFTRunConfig
 
-        run = train(engine, SFTRunConfig.model_validate(config["config"]), on_stage=say,
+        run = train(engine, SFTRunConfig.from_stored(config["config"]), on_stage=say,
                     on_run=lambda started: _link(engine, job_id, started.id))
         _link(engine, job_id, run.id)
         result = evaluate_run(engine, str(run.id),

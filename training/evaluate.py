@@ -415,14 +415,15 @@ def evaluate_run(engine: Engine, run_ref: str, config: EvaluateConfig, *,
 def _taught_completions(version, run: TrainingRun, scorer) -> list[str]:
     """The assistant texts the run's target was taught (sizes the rationale cap)."""
     from training.data import target_rows_by_patient
+    from training.sft_config import SFTRunConfig
 
     if not TARGETS[run.target].derived:
         rows = read_view(version, TARGETS[run.target].view, "train")
     else:
-        # a run made before the option had each patient's own filler length
+        # as the run was made: one made before the option had its ADDED_LATER value
+        length = run.config.get("filler_length", SFTRunConfig.ADDED_LATER["filler_length"])
         rows = [r for group in target_rows_by_patient(
-                    version, run.target, scorer.tokenizer,
-                    run.config.get("filler_length", "own")).values()
+                    version, run.target, scorer.tokenizer, length).values()
                 for r in group]
     return [r["completion"][-1]["content"] for r in rows]
 

@@ -159,7 +159,7 @@ def derive(target: str, row: dict, label_row: dict | None = None,
     if target == "label-padded":
         if tokenizer is None:
             raise ValueError("label-padded needs the model's tokenizer to match lengths")
-        n = filler_tokens or rationale_tokens(tokenizer, row)
+        n = rationale_tokens(tokenizer, row) if filler_tokens is None else filler_tokens
         base = label_row or row
         return [{**base, "completion": completion_messages(label, filler(tokenizer, n)),
                  "filler_tokens": n}]

@@ -48,11 +48,14 @@ def _launched(engine: Engine, folder: Path) -> tuple[JobRunner, Job]:
     assert runner.process is not None and runner.process.poll() is None
     with Session(engine) as s:
         job = s.get(Job, runner.job_id)
-    # launched means exec'd: until then /proc shows the forked test process, and an app
-    # restarting that soon would find no process of the job (seen on a loaded machine)
+    # launched means exec'd: for a few ms after the fork /proc shows no command line of
+    # the job yet, and an app restarting that soon finds no process of it (seen once on a
+    # loaded machine)
     deadline = time.monotonic() + 30
-    while process_of(job, _url(engine)) != "here" and time.monotonic() < deadline:
+    while (process_of(job, _url(engine)) != "here" and runner.process.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.05)
+    assert process_of(job, _url(engine)) == "here"
     return runner, job
 
 

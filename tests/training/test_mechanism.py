@@ -674,3 +674,21 @@ def test_a_forced_reading_of_saturated_scores_is_left_out_as_degenerate(tmp_path
                          "invalid_reason": rows[0]["degenerate"]}
     (forced,) = forced_rows([generate_left_out], {"label-padded"})
     assert (forced["valid"], forced["invalid_code"]) == (False, "degenerate")
+
+
+def test_a_run_stored_before_an_option_rebuilds_as_it_was_made():
+    """The first grid's filler run, archived before ``filler_length`` existed, rebuilds
+    from its stored config to its own identity (so it can be retrained as itself): the
+    option takes the value runs had before it, not today's default."""
+    from training.sft_config import SFTRunConfig
+
+    stored = json.loads((Path(__file__).resolve().parents[2] / "experiments" / "archive"
+                         / "mechanism-cpu" / "sft-label-padded-0ce3fcf60d0f"
+                         / "run.json").read_text())
+    assert "filler_length" not in stored["config"]
+    version = stored["dataset"]["sha256"]
+    rebuilt = SFTRunConfig.from_stored(stored["config"])
+    assert rebuilt.filler_length == "own"
+    assert rebuilt.identity(version) == stored["config_hash"]
+    assert SFTRunConfig.model_validate(stored["config"]).identity(version) != \
+        stored["config_hash"]  # today's default would make it another run

@@ -305,3 +305,18 @@ def test_a_rule_must_read_what_its_grid_makes(side):
                                               "this grid does not make"):
         ExperimentGrid(dataset="v", fewshot=None, sft=sft,
                        reading=_rule(["label", "direct"], side))
+
+
+def test_a_grid_that_scores_every_model_one_way_is_read_that_way():
+    """With ``evaluation.scoring: direct`` the rationale model's rows are direct ones: a
+    contrast may read them so, and one that asks for its generate result is refused."""
+    sft = {"targets": ["label", "rationale-free"], "seeds": [0, 1]}
+    rule = {**_rule(["label", "direct"], ["rationale-free", "direct"]),
+            "trained_positions_only": False}
+    ExperimentGrid(dataset="v", fewshot=None, sft=sft, evaluation={"scoring": "direct"},
+                   reading=rule)
+    for side in (["rationale-free", "generate"], ["rationale-free", "forced"]):
+        with pytest.raises(ValidationError, match="does not make"):
+            ExperimentGrid(dataset="v", fewshot=None, sft=sft, evaluation={"scoring": "direct"},
+                           reading={**_rule(["label", "direct"], side),
+                                    "trained_positions_only": False})

@@ -280,9 +280,11 @@ class ExperimentGrid(CommandConfig):
             return self
         made = set()
         for target in (self.sft.targets if self.sft else []):
-            own = TARGETS[target].scoring
-            made |= {(target, own), *((target, v) for v in self.scorings_for(target))}
-            if own == "generate":
+            own = TARGETS[target].scoring if self.evaluation.scoring == "auto" \
+                else self.evaluation.scoring  # as the report names its rows
+            scorings = {own, *self.scorings_for(target)}
+            made |= {(target, v) for v in scorings}
+            if "generate" in scorings:
                 made.add((target, "forced"))  # read from its generate result
         for name, contrast in self.reading.contrasts.items():
             for side in (contrast.a, contrast.b):
@@ -307,7 +309,8 @@ class ExperimentGrid(CommandConfig):
             if len(set(self.sft.seeds)) < 2:
                 raise ValueError(
                     "reading.interval seeds-then-patients draws the seeds: give sft.seeds at "
-                    f"least two (it has {len(self.sft.seeds)}); one seed is read over the "
+                    f"least two distinct seeds (it has {len(set(self.sft.seeds))}); one seed "
+                    "is read over the "
                     "patients only (interval: patients)")
         return self
 

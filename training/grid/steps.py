@@ -72,7 +72,7 @@ def retrain_if_weightless(engine: Engine, run_id: int, why: str,
         if not _weightless(run):
             return False
         stored = {k: v for k, v in run.config.items() if k != "cache_dir"}
-        config = SFTRunConfig.model_validate(
+        config = SFTRunConfig.from_stored(
             {**stored, "runs_dir": str(Path(run.run_dir).parent)})
         version = session.get(DatasetVersion, run.dataset_version_id)
         if config.identity(version.content_hash) != run.config_hash:
