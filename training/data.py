@@ -10,13 +10,22 @@ only — its text and the end-of-turn token that closes it.
 
 import json
 import random
+import statistics
 from collections import Counter
 from pathlib import Path
 
 from annotation_db.errors import UserError
 from annotation_db.models import DatasetVersion
 from annotation_db.student_task import ANSWER_PREFIX
-from training.targets import TARGET_VIEWS, TARGETS, Target, derive, patient_of
+from training.targets import (
+    TARGET_VIEWS,
+    TARGETS,
+    FillerLength,
+    Target,
+    derive,
+    patient_of,
+    rationale_tokens,
+)
 
 __all__ = ["TARGET_VIEWS", "TARGETS", "Target", "patient_of"]
 IGNORE = -100
@@ -81,7 +90,7 @@ def _first_per_patient(view_rows: list[dict]) -> dict[str, dict]:
 
 
 def target_rows_by_patient(version: DatasetVersion, target: str, tokenizer=None,
-                           filler_length: str = "median") -> dict[str, list[dict]]:
+                           filler_length: FillerLength = "median") -> dict[str, list[dict]]:
     """Every training row of ``target`` per patient (one, or two for ``multitask``),
     derived from the version's views (see :mod:`training.targets`). ``filler_length``
     (a filler target): ``median``, every row's filler as long as the median rationale
@@ -96,18 +105,10 @@ def target_rows_by_patient(version: DatasetVersion, target: str, tokenizer=None,
     labels = _first_per_patient(read_view(version, "label_only", "train")) \
         if "label_only" in spec.sources else {}
     kept = {pid: row for pid, row in free.items() if not labels or pid in labels}
-    length = None
-    if spec.filler and filler_length == "median" and kept:
-        import numpy as np
-
-        from training.targets import rationale_tokens
-
-        try:
-            length = round(float(np.median([rationale_tokens(tokenizer, row)
-                                             for row in kept.values()])))
-        except ValueError as exc:
-            raise DataError(f"target {target!r}: {exc}") from exc
     try:
+        length = round(statistics.median(rationale_tokens(tokenizer, row)
+                                         for row in kept.values())) \
+            if spec.filler and filler_length == "median" and kept else None
         return {pid: derive(target, row, labels.get(pid), tokenizer, length)
                 for pid, row in kept.items()}
     except ValueError as exc:
@@ -126,7 +127,7 @@ def pool_patients(version: DatasetVersion, targets: list[str]) -> set[str]:
 
 def training_rows(version: DatasetVersion, target: str, size: int | None, seed: int,
                   paired_targets: list[str] | None = None, tokenizer=None,
-                  filler_length: str = "median") -> list[dict]:
+                  filler_length: FillerLength = "median") -> list[dict]:
     """The training rows of ``target``, drawn by patient.
 
     With ``paired_targets``, patients are drawn only from those who have a training

@@ -14,6 +14,10 @@ from pydantic import Field, field_validator
 from annotation_db.command_config import CommandConfig
 
 ANSWER_NOT_REACHED = "answer_not_reached"  # ``invalid_code`` of the validity gate
+# The scoring variant a model is compared (and, with ``select_on: primary``, tuned) in,
+# first found first: a filler model read after its filler (only a filler model has it),
+# then sampled rationales; else the target's own scoring.
+PRIMARY_VARIANTS = ("prefilled", "sampled")
 
 
 class EvaluateConfig(CommandConfig):

@@ -17,6 +17,7 @@ import functools
 import numpy as np
 
 from training.evaluate import read_predictions
+from training.evaluate_config import PRIMARY_VARIANTS
 from training.seed_level import (
     balanced_accuracy_at_rate,
     degenerate,
@@ -164,16 +165,13 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
                         "rationale_seeds": [], "interval": None, "left_out": why})
     own = {(r["train_size"], r["target"]): r["scoring"] for r in rows
            if r["kind"] == "sft" and not r.get("extra_scoring")}
-    # primary: a filler model read after its filler (where it was trained to answer; only
-    # a filler model has it), else sampled rationales where a target has them, else the
-    # target's own scoring
     variants: dict[tuple, set] = {}
     for h in out:
         variants.setdefault((h["train_size"], h["target"]), set()).add(h["scoring"])
     for h in out:
         key = (h["train_size"], h["target"])
         h["primary"] = h["scoring"] == next(
-            (v for v in ("prefilled", "sampled") if v in variants[key]), own.get(key))
+            (v for v in PRIMARY_VARIANTS if v in variants[key]), own.get(key))
     return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
                                       h["scoring"]))
 

@@ -13,7 +13,7 @@ from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
 from training.decision_tokens import ALWAYS_DECISION_TARGETS, DECISION_TARGETS
 from training.presets import PRESETS, Preset
-from training.targets import TARGETS, Target
+from training.targets import TARGETS, FillerLength, Target
 
 LOCATION_FIELDS = frozenset({"runs_dir", "cache_dir"})
 # Bookkeeping that does not change the trained weights: left out of a run's identity.
@@ -86,7 +86,7 @@ class SFTRunConfig(CommandConfig):
         "also the decision tokens, the rationale's branch points: where a token 3-gram "
         "label-pure in the training rows first completes (training/decision_tokens.py). "
         "rationale-align always treats them as its label part")
-    filler_length: Literal["median", "own"] = Field(
+    filler_length: FillerLength = Field(
         default="median", description="label-padded: how long each row's filler is. median: "
         "the median free-form rationale of the training split, for every row (length "
         "without the label); own: the patient's own rationale length, which gives the "

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
-from training.evaluate_config import EvaluateConfig
+from training.evaluate_config import PRIMARY_VARIANTS, EvaluateConfig
 from training.fewshot_config import FewShotConfig
 from training.reading_rule import ReadingRule
 from training.sft_config import SFTRunConfig
@@ -215,6 +215,11 @@ class ExperimentGrid(CommandConfig):
         update = {"split": split, **({"scoring": scoring} if scoring else {})}
         return self.evaluation.model_copy(update=update)
 
+    def own_scoring(self, target: str) -> str:
+        """How the cell's own result of ``target`` is scored, as the report names it."""
+        own = self.evaluation.scoring
+        return TARGETS[target].scoring if own == "auto" else own
+
     def scorings_for(self, target: str) -> list[str]:
         """The extra scoring variants that apply to a model trained on ``target``."""
         if TARGETS[target].scoring != "generate":
@@ -228,8 +233,7 @@ class ExperimentGrid(CommandConfig):
         """The scoring variant a tuned cell of ``target`` ranks its candidates by on
         validation (None: the target's own scoring); see ``select_on``."""
         if self.select_on == "primary":
-            # a filler model's trained position first (only a filler model has it)
-            for variant in ("prefilled", "sampled"):
+            for variant in PRIMARY_VARIANTS:
                 if variant in self.scorings_for(target):
                     return variant
         return None
@@ -280,9 +284,7 @@ class ExperimentGrid(CommandConfig):
             return self
         made = set()
         for target in (self.sft.targets if self.sft else []):
-            own = TARGETS[target].scoring if self.evaluation.scoring == "auto" \
-                else self.evaluation.scoring  # as the report names its rows
-            scorings = {own, *self.scorings_for(target)}
+            scorings = {self.own_scoring(target), *self.scorings_for(target)}
             made |= {(target, v) for v in scorings}
             if "generate" in scorings:
                 made.add((target, "forced"))  # read from its generate result

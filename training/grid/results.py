@@ -137,8 +137,7 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
 def _scoring(grid: ExperimentGrid, run: TrainingRun, target: str, variant: str | None
              ) -> str | None:
     """How the row's run was scored: the variant, else its target's own way."""
-    own = grid.evaluation.scoring
-    return variant or ((TARGETS[target].scoring if own == "auto" else own)
+    return variant or (grid.own_scoring(target)
                        if run.kind == "sft" and target in TARGETS else None)
 
 
