@@ -67,44 +67,83 @@ def hierarchical_difference(y, arm_a: Sequence, arm_b: Sequence, metric: str = "
     seeds are drawn on their own. Returns value, low, high, a two-sided bootstrap p value,
     the per-seed metrics of each arm and the number of seeds.
     """
-    labels = _validate(y, np.asarray(arm_a[0], dtype=float))[0] if len(arm_a) else None
-    if labels is None or not len(arm_b):
+    if not len(arm_a) or not len(arm_b):
         raise ValueError("each arm needs at least one seed's scores")
     if paired_seeds and len(arm_a) != len(arm_b):
         raise ValueError(f"paired seeds need as many seeds in each arm ({len(arm_a)} and "
                          f"{len(arm_b)})")
+    groups = [[(1.0, arm_a), (-1.0, arm_b)]] if paired_seeds \
+        else [[(1.0, arm_a)], [(-1.0, arm_b)]]
+    result = hierarchical_contrast(y, groups, metric, n_resamples=n_resamples, seed=seed,
+                                   confidence=confidence, threshold=threshold,
+                                   inflate=inflate)
+    per_seed_a, per_seed_b = result.pop("per_seed")
+    return {**result, "seeds": [len(arm_a), len(arm_b)], "per_seed_a": per_seed_a,
+            "per_seed_b": per_seed_b, "paired_seeds": paired_seeds}
+
+
+def hierarchical_contrast(y, groups: Sequence[Sequence[tuple[float, Sequence]]],
+                          metric: str = "auroc", n_resamples: int = 2000, seed: int = 0,
+                          confidence: float = 0.95, threshold: float = 0.5,
+                          inflate: bool = True) -> dict:
+    """``Σ weight × mean_s metric(arm[s])`` over arms with a seeds-then-patients bootstrap
+    interval: :func:`hierarchical_difference` for more than two arms, such as a difference
+    of differences between two reproductions scored on the same patients.
+
+    ``groups``: lists of ``(weight, arm)``, each arm one score vector per seed over the
+    patients of ``y``. The arms of one group share their seeds (seed *s* of each is one
+    training draw), so a replicate draws one set of seed numbers for the whole group, and
+    they need as many seeds each; groups draw their seeds on their own. Every replicate
+    draws one set of patients for every arm. Returns value, low, high, a two-sided
+    bootstrap p value, the per-seed metrics of each arm in order (``per_seed``) and the
+    number of replicates.
+    """
+    arms = [arm for group in groups for _, arm in group]
+    if not groups or any(not group for group in groups) or any(not len(a) for a in arms):
+        raise ValueError("each arm needs at least one seed's scores")
+    for group in groups:
+        if len({len(arm) for _, arm in group}) > 1:
+            raise ValueError("the arms of a group share their seeds and need as many each "
+                             f"({', '.join(str(len(arm)) for _, arm in group)})")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    labels = _validate(y, np.asarray(arms[0][0], dtype=float))[0]
     if labels.min() == labels.max() and metric in ("auroc", "auprc"):
         raise ValueError(f"{metric} needs both classes among the patients")
-    a = np.stack([_validate(labels, p, f"arm_a[{i}]")[1] for i, p in enumerate(arm_a)])
-    b = np.stack([_validate(labels, p, f"arm_b[{i}]")[1] for i, p in enumerate(arm_b)])
+    scores = [[np.stack([_validate(labels, p, f"arm {g}.{j}[{i}]")[1]
+                         for i, p in enumerate(arm)])
+               for j, (_, arm) in enumerate(group)] for g, group in enumerate(groups)]
+    weights = [[float(w) for w, _ in group] for group in groups]
     function = _row_metric(metric, threshold)
     order = np.argsort(1 - labels, kind="stable")  # positives first, as the rows expect
     m = int(labels.sum())
-    per_seed_a = np.array([function(row[order][None, :], m)[0] for row in a])
-    per_seed_b = np.array([function(row[order][None, :], m)[0] for row in b])
-    value = float(per_seed_a.mean() - per_seed_b.mean())
+    per_seed = [[np.array([function(row[order][None, :], m)[0] for row in arm])
+                 for arm in group] for group in scores]
+    value = 0.0
+    for group_weights, group in zip(weights, per_seed, strict=True):
+        for w, arm in zip(group_weights, group, strict=True):
+            value += w * arm.mean()
     rng = np.random.default_rng([seed, 1])  # the seed draws; patients use ``seed`` itself
-    differences = []
+    contrasts = []
     for indices, m in _stratified_blocks(labels, n_resamples, seed):
         rows = indices.shape[0]
-        # metric of every seed's run on each replicate's patients: (seeds, rows)
-        on_a = np.stack([function(row[indices], m) for row in a])
-        on_b = np.stack([function(row[indices], m) for row in b])
-        draw_a = rng.integers(0, len(a), size=(rows, len(a)))
-        draw_b = draw_a if paired_seeds else rng.integers(0, len(b), size=(rows, len(b)))
-        mean_a = _seed_mean(on_a, draw_a, inflate)
-        mean_b = _seed_mean(on_b, draw_b, inflate)
-        differences.append(mean_a - mean_b)
-    replicates = np.concatenate(differences)
+        total = 0.0
+        for group_weights, group in zip(weights, scores, strict=True):
+            seeds = group[0].shape[0]
+            draw = rng.integers(0, seeds, size=(rows, seeds))
+            for w, arm in zip(group_weights, group, strict=True):
+                # metric of every seed's run on each replicate's patients: (seeds, rows)
+                on_patients = np.stack([function(row[indices], m) for row in arm])
+                total = total + w * _seed_mean(on_patients, draw, inflate)
+        contrasts.append(total)
+    replicates = np.concatenate(contrasts)
     alpha = 1 - confidence
     low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
     p_value = min(1.0, 2 * min((replicates <= 0).mean(), (replicates >= 0).mean()))
-    return {"metric": metric, "value": value, "low": float(low), "high": float(high),
-            "p": max(float(p_value), 1 / replicates.size), "seeds": [len(a), len(b)],
-            "per_seed_a": per_seed_a.tolist(), "per_seed_b": per_seed_b.tolist(),
-            "n_resamples": int(replicates.size), "paired_seeds": paired_seeds}
+    return {"metric": metric, "value": float(value), "low": float(low), "high": float(high),
+            "p": max(float(p_value), 1 / replicates.size),
+            "per_seed": [arm.tolist() for group in per_seed for arm in group],
+            "n_resamples": int(replicates.size)}
 
 
 def _seed_mean(on_patients: np.ndarray, draw: np.ndarray, inflate: bool) -> np.ndarray:

@@ -12,6 +12,7 @@ from app.common import config_options, user_errors
 from app.quiet import command_log, quiet_libraries
 from training.archive_config import ArchiveRestoreConfig, ArchiveSaveConfig
 from training.experiment_config import ExperimentReportConfig, ExperimentRunConfig
+from training.report_comparison_config import ReportComparisonConfig
 from training.reproduce_config import ReproduceConfig, ReproduceOptions
 
 app = typer.Typer(help="Experiment grids (run, report) and `reproduce`, the whole study as "
@@ -141,6 +142,44 @@ def _reproduce(engine, cfg, scale: str, config: Path, data_settings, grid, data_
                                    on_run=lambda: progress.advance(task))
     console.print(f"wall time {summary['wall_seconds']} s; report: {summary['report']}",
                   highlight=False)
+
+
+@app.command()
+@user_errors
+@config_options(ReportComparisonConfig)
+def compare(
+    cfg: ReportComparisonConfig,
+    report_a: Path = typer.Argument(..., help="A report folder (results.csv and "
+                                    "predictions.csv), e.g. docs/reports/reproduce-cpu."),
+    report_b: Path = typer.Argument(..., help="Another, scored on the same test patients."),
+) -> None:
+    """Compare two reproductions scored on the same test patients, seeds as the unit.
+
+    For every setting in both reports it gives B minus A of the mean test AUROC over
+    seeds. For every rationale target it also gives how its gap to label-only moved:
+    (label − target) in B minus the same in A. Intervals come from a bootstrap that draws
+    each report's seeds, then the patients. This is the comparison of the two teachers
+    (`cpu` and `cpu-balanced`). It reads only the committed files, so anyone can
+    recompute it.
+
+    Example:
+
+        rationale-audit experiment compare docs/reports/reproduce-cpu \\
+            docs/reports/reproduce-cpu-balanced --out reports/teachers
+    """
+    from training.report_comparison import compare as compare_reports
+    from training.report_comparison import write
+
+    result = compare_reports(report_a, report_b, n_resamples=cfg.n_resamples, seed=cfg.seed,
+                             max_one_answer_share=cfg.max_one_answer_share)
+    out = write(result, cfg, report_a, report_b)
+    for gap in result["gaps"]:
+        if gap["primary"] and gap.get("value") is not None:
+            console.print(f"{gap['target']} ({gap['scoring']}): gap to label-only "
+                          f"{gap['gap_a']:+.3f} in A, {gap['gap_b']:+.3f} in B; B − A "
+                          f"{gap['value']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]",
+                          highlight=False)
+    console.print(f"comparison: {out}/compare.md", highlight=False)
 
 
 archive_app = typer.Typer(

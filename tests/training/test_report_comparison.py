@@ -1,0 +1,219 @@
+"""Two reproductions compared on the same test patients (`experiment compare`): the
+contrast's bootstrap, each setting's change, each rationale target's gap to label-only,
+and what is refused or left out. Reports here are small generated folders with the
+columns the grid's report writes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from tests.training.test_seed_level import NOISE_SHARED, N, _expected_auroc, _runs
+from training.report_comparison import ComparisonError, compare, read_report
+from training.seed_level import hierarchical_contrast, hierarchical_difference
+
+RESULT_COLUMNS = ("kind", "target", "scoring", "train_size", "seed", "selection", "valid",
+                  "invalid_reason", "run_id")
+
+
+def _report(folder, y, runs, ids=None):
+    """A report folder: ``runs`` are (kind, target, scoring, size, seed, scores[, valid,
+    reason]) tuples; every run scored the patients ``ids`` with labels ``y``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ids or [f"P{i:07d}" for i in range(len(y))]
+    with (folder / "results.csv").open("w", newline="") as r, \
+            (folder / "predictions.csv").open("w", newline="") as p:
+        results = csv.DictWriter(r, RESULT_COLUMNS)
+        predictions = csv.DictWriter(p, ("run_id", "kind", "target", "scoring", "id", "label",
+                                         "p_yes"))
+        results.writeheader()
+        predictions.writeheader()
+        for run_id, (kind, target, scoring, size, seed, scores, *validity) in enumerate(runs):
+            valid, reason = validity or (True, "")
+            results.writerow({"kind": kind, "target": target, "scoring": scoring,
+                              "train_size": size, "seed": seed, "selection": "",
+                              "valid": valid, "invalid_reason": reason, "run_id": run_id})
+            for i, label, score in zip(ids, y, scores, strict=True):
+                predictions.writerow({"run_id": run_id, "kind": kind, "target": target,
+                                      "scoring": scoring, "id": i, "label": label,
+                                      "p_yes": score})
+    return folder
+
+
+def _graded(rng, y, signal, seeds=3):
+    """Scores in (0, 1) that rank positives higher by ``signal``; mean P(yes) near 0.5."""
+    return [1 / (1 + np.exp(-(signal * (y - 0.5) + rng.normal(size=y.size))))
+            for _ in range(seeds)]
+
+
+def _grid(rng, y, free_signal, label_signal=1.5, seeds=(0, 1, 2)):
+    runs = []
+    for target, scoring, signal in (("label", "direct", label_signal),
+                                    ("rationale-free", "sampled", free_signal)):
+        for seed, scores in zip(seeds, _graded(rng, y, signal, len(seeds)), strict=True):
+            runs.append(("sft", target, scoring, 400, seed, scores))
+    return runs
+
+
+@pytest.fixture
+def patients():
+    rng = np.random.default_rng(3)
+    return rng, np.repeat([1, 0], [30, 50])
+
+
+def test_a_contrast_of_two_arms_is_the_hierarchical_difference():
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 0], 40)
+    a = [rng.random(80) + y * 0.3 for _ in range(3)]
+    b = [rng.random(80) + y * 0.1 for _ in range(3)]
+    for paired, groups in ((True, [[(1.0, a), (-1.0, b)]]), (False, [[(1.0, a)], [(-1.0, b)]])):
+        two = hierarchical_difference(y, a, b, n_resamples=600, seed=5, paired_seeds=paired)
+        contrast = hierarchical_contrast(y, groups, n_resamples=600, seed=5)
+        assert [contrast[k] for k in ("value", "low", "high", "p")] == \
+            [two[k] for k in ("value", "low", "high", "p")]
+        assert contrast["per_seed"] == [two["per_seed_a"], two["per_seed_b"]]
+
+
+def test_the_difference_of_gaps_covers_the_truth_95_percent_of_the_time():
+    # two reproductions on one set of patients: label-only alike in both (SD over seeds
+    # about 0.004), the rationale target spread as the cpu reports' (about 0.06) and a
+    # little better in B; three seeds per arm, each report's seeds its own
+    label, spread, target_a, target_b = 1.2, 0.02, 0.9, 1.05
+    truth = ((_expected_auroc(label, spread) - _expected_auroc(target_b, 0.28))
+             - (_expected_auroc(label, spread) - _expected_auroc(target_a, 0.28)))
+    rng = np.random.default_rng(1)
+    simulations, covered = 400, 0
+    for i in range(simulations):
+        y = (rng.random(N) < 0.5).astype(int)
+        shared = rng.normal(size=N) * NOISE_SHARED  # the same patients in both reports
+        la, ta, lb, tb = (_runs(rng, y, shared, signal, s, 3) for signal, s in
+                          ((label, spread), (target_a, 0.28), (label, spread),
+                           (target_b, 0.28)))
+        result = hierarchical_contrast(y, [[(-1.0, la), (1.0, ta)], [(1.0, lb), (-1.0, tb)]],
+                                       n_resamples=400, seed=i)
+        covered += result["low"] <= truth <= result["high"]
+    assert 0.93 <= covered / simulations <= 0.97
+
+
+def test_the_arms_of_a_group_need_as_many_seeds():
+    y = np.repeat([1, 0], 5)
+    with pytest.raises(ValueError, match="share their seeds"):
+        hierarchical_contrast(y, [[(1.0, [np.linspace(0, 1, 10)] * 3),
+                                   (-1.0, [np.linspace(0, 1, 10)] * 2)]])
+    with pytest.raises(ValueError, match="at least one seed"):
+        hierarchical_contrast(y, [[(1.0, [])]])
+
+
+def test_a_report_against_itself_changes_nothing_and_keeps_its_own_gap(tmp_path, patients):
+    rng, y = patients
+    runs = _grid(rng, y, free_signal=0.6)
+    folder = _report(tmp_path / "a", y, runs)
+    result = compare(folder, folder, n_resamples=300)
+    assert [c["value"] for c in result["changes"]] == [0.0, 0.0]
+    (gap,) = result["gaps"]
+    assert gap["value"] == pytest.approx(0.0, abs=1e-12)
+    assert gap["low"] < 0 < gap["high"]  # two trainings of each, even when alike
+    label = [r[5] for r in runs if r[1] == "label"]
+    free = [r[5] for r in runs if r[1] == "rationale-free"]
+    own = hierarchical_difference(y, label, free, n_resamples=300)
+    assert gap["gap_a"] == pytest.approx(own["value"]) == pytest.approx(gap["gap_b"])
+    assert gap["paired_a"] and gap["label_seeds_a"] == gap["target_seeds_a"] == [0, 1, 2]
+
+
+def test_a_target_that_loses_less_in_b_has_a_gap_change_below_zero(tmp_path, patients):
+    rng, y = patients
+    a = _report(tmp_path / "a", y, _grid(rng, y, free_signal=0.3))
+    b = _report(tmp_path / "b", y, _grid(rng, y, free_signal=2.5))
+    result = compare(a, b, n_resamples=500)
+    (gap,) = result["gaps"]
+    assert gap["value"] == pytest.approx(gap["gap_b"] - gap["gap_a"])
+    assert gap["gap_a"] > 0.2 and gap["high"] < 0
+    free = next(c for c in result["changes"] if c["target"] == "rationale-free")
+    assert free["value"] == pytest.approx(free["mean_b"] - free["mean_a"]) and free["low"] > 0
+    assert free["primary"] and gap["primary"]
+
+
+def test_invalid_and_degenerate_runs_are_left_out_and_named(tmp_path, patients):
+    rng, y = patients
+    runs = _grid(rng, y, free_signal=1.0)
+    runs[3] = (*runs[3][:6], False, "only 40% of rationales reached 'Final answer:'")
+    a = _report(tmp_path / "a", y, runs)
+    b_runs = _grid(rng, y, free_signal=1.0)
+    b_runs[4] = (*b_runs[4][:5], np.where(y == 1, 0.99, 0.97))  # valid, but says yes always
+    b = _report(tmp_path / "b", y, b_runs)
+    (gap,) = compare(a, b, n_resamples=300)["gaps"]
+    why = {(d["report"], d["seed"]): d["why"] for d in gap["left_out"]}
+    assert why[("A", 0)].startswith("only 40%")
+    assert "above 95%" in why[("B", 1)]
+    assert gap["target_seeds_a"] == [1, 2] and gap["label_seeds_a"] == [1, 2]
+    assert gap["target_seeds_b"] == [0, 2]
+
+
+def test_a_report_without_any_valid_seed_of_a_target_says_so(tmp_path, patients):
+    rng, y = patients
+    runs = [(*r[:6], False, "no answer line") if r[1] == "rationale-free" else r
+            for r in _grid(rng, y, free_signal=1.0)]
+    a = _report(tmp_path / "a", y, runs)
+    b = _report(tmp_path / "b", y, _grid(rng, y, free_signal=1.0))
+    result = compare(a, b, n_resamples=300)
+    (gap,) = result["gaps"]
+    assert gap["value"] is None and "report A has no valid rationale-free seed" in gap["why"]
+    free = next(c for c in result["changes"] if c["target"] == "rationale-free")
+    assert free["value"] is None and free["seeds_b"] == [0, 1, 2]
+
+
+def test_reports_scored_on_other_patients_or_labels_are_refused(tmp_path, patients):
+    rng, y = patients
+    a = _report(tmp_path / "a", y, _grid(rng, y, free_signal=1.0))
+    other = _report(tmp_path / "b", y, _grid(rng, y, free_signal=1.0),
+                    ids=[f"Q{i:07d}" for i in range(y.size)])
+    with pytest.raises(ComparisonError, match="other patients or labels.*one test set"):
+        compare(a, other, n_resamples=100)
+    flipped = _report(tmp_path / "c", 1 - y, _grid(rng, 1 - y, free_signal=1.0))
+    with pytest.raises(ComparisonError, match="run 0 .*label.*seed 0"):
+        compare(a, flipped, n_resamples=100)
+
+
+def test_a_folder_that_is_not_a_report_is_refused(tmp_path):
+    (tmp_path / "results.csv").write_text("kind\n")
+    with pytest.raises(ComparisonError, match="no predictions.csv"):
+        read_report(tmp_path)
+
+
+def test_settings_only_one_report_has_are_listed_not_compared(tmp_path, patients):
+    rng, y = patients
+    a = _report(tmp_path / "a", y, _grid(rng, y, free_signal=1.0))
+    runs = _grid(rng, y, free_signal=1.0) + [
+        ("fewshot", "fewshot-k4-rationale", "", "", seed, scores)
+        for seed, scores in enumerate(_graded(rng, y, 0.5))]
+    b = _report(tmp_path / "b", y, runs)
+    result = compare(a, b, n_resamples=200)
+    assert result["only_in_b"] == ["fewshot-k4-rationale (random)"]
+    assert result["only_in_a"] == [] and len(result["changes"]) == 2
+
+
+def test_the_command_writes_the_comparison_with_its_inputs_hashed(tmp_path, patients,
+                                                                   monkeypatch):
+    rng, y = patients
+    monkeypatch.chdir(tmp_path)
+    _report(tmp_path / "template", y, _grid(rng, y, free_signal=0.3))
+    _report(tmp_path / "balanced", y, _grid(rng, y, free_signal=1.0))
+    out = CliRunner().invoke(app, ["experiment", "compare", "template", "balanced",
+                                   "--n-resamples", "300"])
+    assert out.exit_code == 0, out.output
+    assert "rationale-free (sampled): gap to label-only" in out.output
+    folder = tmp_path / "reports" / "compare-template-vs-balanced"
+    saved = json.loads((folder / "compare.json").read_text())
+    assert saved["inputs"]["a"]["folder"] == "template"
+    assert len(saved["inputs"]["b"]["predictions.csv"]) == 64
+    assert "n_resamples: 300" in (folder / "config.yaml").read_text()
+    text = (folder / "compare.md").read_text()
+    assert "| rationale-free (sampled, 400 patients) ★ |" in text
+    with (folder / "compare.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["table"] for r in rows] == ["change", "change", "gap"]
+    refused = CliRunner().invoke(app, ["experiment", "compare", "template", "nowhere"])
+    assert refused.exit_code == 1 and "is not a report folder" in refused.output
