@@ -62,16 +62,22 @@ def read_report(folder: str | Path, max_one_answer_share: float = 0.95
             key = (row["kind"], row["run_id"], row["scoring"] or "")
             scores.setdefault(key, {})[row["id"]] = (int(row["label"]), float(row["p_yes"]))
     settings: dict[tuple, dict[int, dict]] = {}
+    own: dict[tuple, str] = {}  # a run's first row is its own scoring, then its extras
     with (folder / "results.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row["kind"] not in ("sft", "fewshot"):
                 continue
             key, seed = _setting(row), int(row["seed"])
             if seed in settings.get(key, {}):
-                raise ComparisonError(f"{folder / 'results.csv'} has two runs of "
-                                      f"{setting_name(key)}, seed {seed}")
+                raise ComparisonError(
+                    f"{folder / 'results.csv'} has two runs of {setting_name(key)}, seed "
+                    f"{seed}: a run is known by its training size, target, scoring and "
+                    "seed here, so a grid of several base models or LoRA ranks cannot be "
+                    "compared")
             run = _run(row, scores.get((row["kind"], row["run_id"], row["scoring"] or "")),
                        max_one_answer_share)
+            run["own"] = own.setdefault((row["kind"], row["run_id"]), row["scoring"]) \
+                == row["scoring"]
             settings.setdefault(key, {})[seed] = run
     return settings
 
@@ -81,13 +87,15 @@ def _setting(row: dict) -> tuple:
     run's seed is its demonstration draw, and its "scoring" is its selection."""
     if row["kind"] == "fewshot":
         return ("fewshot", None, row["target"], row.get("selection") or "random")
-    return ("sft", int(row["train_size"]), row["target"], row["scoring"])
+    size = row["train_size"]
+    return ("sft", int(size) if size else None, row["target"], row["scoring"])
 
 
 def setting_name(key: tuple) -> str:
     kind, size, target, scoring = key
-    return f"{target} ({scoring})" if kind == "fewshot" \
-        else f"{target} ({scoring}, {size} patients)"
+    if kind == "fewshot":
+        return f"{target} ({scoring})"
+    return f"{target} ({scoring}, {'all' if size is None else size} patients)"
 
 
 def _run(row: dict, predictions: dict | None, share: float) -> dict:
@@ -138,7 +146,7 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
     b = read_report(folder_b, max_one_answer_share)
     ids, y = _patients(a, b)
     shared = sorted((k for k in a if k in b), key=_order)
-    primary = _primary(shared)
+    primary = _primary(shared, {k for k in shared if any(r["own"] for r in a[k].values())})
     changes = [{**_change(key, a[key], b[key], y, n_resamples, seed),
                 "primary": key in primary and key[0] == "sft"} for key in shared]
     gaps = []
@@ -159,9 +167,11 @@ def _order(key: tuple):
     return (kind != "sft", size or 0, target != "label", target, scoring)
 
 
-def _primary(keys: list[tuple]) -> set[tuple]:
+def _primary(keys: list[tuple], own: set[tuple]) -> set[tuple]:
     """Per SFT size and target, the scoring its comparison leads with, as in the
-    reports' headline: the first of the primary variants it has, else its own."""
+    reports' headline (:func:`training.seed_report.headline`): the first of the primary
+    variants it has, else its own scoring (``own``: the settings scored the way their
+    runs score by default; the grid's extra scorings are not)."""
     by_target: dict[tuple, list[tuple]] = {}
     for key in keys:
         by_target.setdefault(key[:3], []).append(key)
@@ -169,8 +179,8 @@ def _primary(keys: list[tuple]) -> set[tuple]:
     for group in by_target.values():
         scorings = {k[3]: k for k in group}
         variant = next((v for v in PRIMARY_VARIANTS if v in scorings), None)
-        own = [k for s, k in scorings.items() if s not in PRIMARY_VARIANTS]
-        chosen.add(scorings[variant] if variant else own[0] if own else group[0])
+        own_key = next((k for k in group if k in own), None)
+        chosen.add(scorings[variant] if variant else own_key)
     return chosen
 
 
@@ -189,11 +199,20 @@ def _left(report: str, arm: str, seeds: dict[int, dict]) -> list[dict]:
             for s, run in sorted(seeds.items()) if run["left_out"]]
 
 
-def _interval(result: dict, seeds: list[list[int]]) -> dict:
+def _interval(result: dict, seeds: dict[str, list[list[int]]]) -> dict:
+    """The figures, and what the interval draws: a report whose every arm has one seed
+    adds no seed-level spread, so an interval over it is patients only there (narrower
+    than the seed level would make it)."""
     figures = {k: result[k] for k in ("value", "low", "high", "p")}
-    one_seed = all(len(s) == 1 for s in seeds)
-    return {**figures, "interval": "patients only (one seed each)" if one_seed
-            else "seeds, then patients"}
+    single = [report for report, arms in seeds.items() if all(len(s) == 1 for s in arms)]
+    if len(single) == len(seeds):
+        what = "patients only (one seed each)"
+    elif single:
+        what = (f"seeds, then patients; {' and '.join(single)}: one seed, so its seed "
+                "spread is not in the interval (too narrow)")
+    else:
+        what = "seeds, then patients"
+    return {**figures, "interval": what}
 
 
 def _change(key: tuple, seeds_a: dict, seeds_b: dict, y: np.ndarray, n_resamples: int,
@@ -214,7 +233,7 @@ def _change(key: tuple, seeds_a: dict, seeds_b: dict, y: np.ndarray, n_resamples
     per_a, per_b = result["per_seed"]
     return {**out, "mean_a": float(np.mean(per_a)), "mean_b": float(np.mean(per_b)),
             "sd_a": _sd(per_a), "sd_b": _sd(per_b), "per_seed_a": per_a, "per_seed_b": per_b,
-            **_interval(result, [sorted(used_a), sorted(used_b)])}
+            **_interval(result, {"A": [sorted(used_a)], "B": [sorted(used_b)]})}
 
 
 def _sd(values: list[float]) -> float | None:
@@ -237,10 +256,14 @@ def _gap(key: tuple, label_key: tuple, a: dict, b: dict, y: np.ndarray, n_resamp
                for report, (label, target) in arms.items() if not label or not target]
     if missing:
         return {**out, "why": "; ".join(missing)}
-    groups, seeds_used = [], []
+    groups, seeds_used = [], {}
     for (report, (label, target)), sign in zip(arms.items(), (-1.0, 1.0), strict=True):
         shared = sorted(label.keys() & target.keys())
         if shared:
+            out["left_out"] += [{"report": report, "arm": arm, "seed": s,
+                                 "why": "no paired seed"}
+                                for arm, seeds in (("label", label), (key[2], target))
+                                for s in sorted(seeds) if s not in shared]
             label, target = {s: label[s] for s in shared}, {s: target[s] for s in shared}
             groups.append([(sign, list(label.values())), (-sign, list(target.values()))])
         else:
@@ -248,7 +271,7 @@ def _gap(key: tuple, label_key: tuple, a: dict, b: dict, y: np.ndarray, n_resamp
         out[f"label_seeds_{report.lower()}"] = sorted(label)
         out[f"target_seeds_{report.lower()}"] = sorted(target)
         out[f"paired_{report.lower()}"] = bool(shared)
-        seeds_used += [sorted(label), sorted(target)]
+        seeds_used[report] = [sorted(label), sorted(target)]
     result = hierarchical_contrast(y, groups, "auroc", n_resamples=n_resamples, seed=seed)
     label_a, target_a, label_b, target_b = (float(np.mean(s)) for s in result["per_seed"])
     return {**out, "gap_a": label_a - target_a, "gap_b": label_b - target_b,
@@ -280,8 +303,9 @@ def _plain(value):
 
 
 CSV_COLUMNS = ("table", "setting", "kind", "train_size", "target", "scoring", "primary",
-               "mean_a", "mean_b", "gap_a", "gap_b", "value", "low", "high", "p", "interval",
-               "why", "seeds_a", "seeds_b", "left_out")
+               "mean_a", "mean_b", "label_a", "target_a", "label_b", "target_b", "gap_a",
+               "gap_b", "value", "low", "high", "p", "interval", "why", "seeds_a", "seeds_b",
+               "label_seeds_a", "label_seeds_b", "left_out")
 
 
 def _write_csv(path: Path, result: dict) -> None:
@@ -290,11 +314,15 @@ def _write_csv(path: Path, result: dict) -> None:
         writer.writeheader()
         for name, rows in (("change", result["changes"]), ("gap", result["gaps"])):
             for row in rows:
+                # a gap row's seeds_a and seeds_b are its target's (label's beside them)
                 seeds_a = row.get("seeds_a", row.get("target_seeds_a", []))
                 seeds_b = row.get("seeds_b", row.get("target_seeds_b", []))
                 writer.writerow({**row, "table": name, "kind": row.get("kind", "sft"),
                                  "seeds_a": " ".join(map(str, seeds_a)),
                                  "seeds_b": " ".join(map(str, seeds_b)),
+                                 **{f"label_seeds_{r}": " ".join(
+                                     map(str, row.get(f"label_seeds_{r}", [])))
+                                    for r in ("a", "b")},
                                  "left_out": _left_text(row["left_out"])})
 
 
@@ -344,14 +372,14 @@ def markdown(result: dict, inputs: dict) -> list[str]:
               "Mean test AUROC ± SD over seeds (few-shot: over demonstration draws) in each "
               "report, and B minus A.", ""]
     lines += table(["setting", "seeds A", "AUROC A", "seeds B", "AUROC B",
-                    "B − A [95% CI]", "p", "left out"],
+                    "B − A [95% CI]", "p", "interval", "left out"],
                    [[r["setting"] + (" ★" if r["primary"] else ""),
                      ", ".join(map(str, r["seeds_a"])) or "–", _mean_sd(r["mean_a"],
                                                                      r["sd_a"]),
                      ", ".join(map(str, r["seeds_b"])) or "–", _mean_sd(r["mean_b"],
                                                                      r["sd_b"]),
-                     _figure(r), number(r.get("p")), _left_text(r["left_out"]) or "–"]
-                    for r in result["changes"]])
+                     _figure(r), number(r.get("p")), r.get("interval") or "–",
+                     _left_text(r["left_out"]) or "–"] for r in result["changes"]])
     for report in ("a", "b"):
         if result[f"only_in_{report}"]:
             lines += ["", f"Only in {report.upper()} (not compared): "
@@ -362,8 +390,10 @@ def markdown(result: dict, inputs: dict) -> list[str]:
               "rationales, possibly in which patients were exported. A change in a "
               "rationale target is the change that goes with the whole difference between "
               "the two dataset versions, not with one sentence of the teacher. Label-only "
-              "sees no rationale, so its own change between the reports is a measure of the "
-              "training noise the other rows carry. With three seeds a report, the seed "
+              "sees no rationale, but it trains on the approved patients, so its own change "
+              "between the reports is training noise plus any change in those patients: "
+              "the floor under which the other rows' changes say nothing. With three seeds "
+              "a report, the seed "
               "level is measured coarsely (`training/seed_level.py` gives the interval's "
               "coverage in simulation)."]
     return lines

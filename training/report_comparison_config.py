@@ -20,8 +20,9 @@ class ReportComparisonConfig(CommandConfig):
     seed: int = Field(0, description="Seed of the bootstrap's draws.")
     max_one_answer_share: float = Field(
         0.95, gt=0.5, le=1.0, description="A run whose mean P(yes) over the test patients "
-        "is above this share or below one minus it is left out as degenerate, as in the "
-        "reports (a report written before the rule is held to it here too).")
+        "is above this share or below one minus it is left out as degenerate, on top of "
+        "the runs its report already marked invalid (a report written before the rule is "
+        "held to it here; a looser share cannot bring back a run its report left out).")
 
 
 __all__ = ["ReportComparisonConfig"]

@@ -5,6 +5,7 @@ columns the grid's report writes."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,11 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from tests.training.test_seed_level import NOISE_SHARED, N, _expected_auroc, _runs
+from training.metrics import _row_metric, _stratified_blocks
 from training.report_comparison import ComparisonError, compare, read_report
-from training.seed_level import hierarchical_contrast, hierarchical_difference
+from training.seed_level import _seed_mean, hierarchical_contrast, hierarchical_difference
+
+REPORTS = Path(__file__).resolve().parents[2] / "docs" / "reports"
 
 RESULT_COLUMNS = ("kind", "target", "scoring", "train_size", "seed", "selection", "valid",
                   "invalid_reason", "run_id")
@@ -64,19 +68,38 @@ def patients():
     return rng, np.repeat([1, 0], [30, 50])
 
 
-def test_a_contrast_of_two_arms_is_the_hierarchical_difference():
+def _two_arms(y, a, b, paired, n_resamples, seed):
+    """The two-arm bootstrap written out on its own: one seed draw per replicate for both
+    arms when paired, else one for each, after the same patient draws."""
+    function, order, m = _row_metric("auroc", 0.5), np.argsort(1 - y, kind="stable"), y.sum()
+    value = (np.mean([function(r[order][None, :], m)[0] for r in a])
+             - np.mean([function(r[order][None, :], m)[0] for r in b]))
+    rng, replicates = np.random.default_rng([seed, 1]), []
+    for indices, m in _stratified_blocks(y, n_resamples, seed):
+        on_a = np.stack([function(r[indices], m) for r in a])
+        on_b = np.stack([function(r[indices], m) for r in b])
+        draw_a = rng.integers(0, len(a), size=(indices.shape[0], len(a)))
+        draw_b = draw_a if paired else rng.integers(0, len(b), size=draw_a.shape)
+        replicates.append(_seed_mean(on_a, draw_a, True) - _seed_mean(on_b, draw_b, True))
+    return value, *np.quantile(np.concatenate(replicates), [0.025, 0.975])
+
+
+def test_a_contrast_of_two_arms_is_the_two_arm_bootstrap_written_out():
     rng = np.random.default_rng(1)
     y = np.repeat([1, 0], 40)
     a = [rng.random(80) + y * 0.3 for _ in range(3)]
     b = [rng.random(80) + y * 0.1 for _ in range(3)]
     for paired, groups in ((True, [[(1.0, a), (-1.0, b)]]), (False, [[(1.0, a)], [(-1.0, b)]])):
-        two = hierarchical_difference(y, a, b, n_resamples=600, seed=5, paired_seeds=paired)
         contrast = hierarchical_contrast(y, groups, n_resamples=600, seed=5)
-        assert [contrast[k] for k in ("value", "low", "high", "p")] == \
-            [two[k] for k in ("value", "low", "high", "p")]
+        two = hierarchical_difference(y, a, b, n_resamples=600, seed=5, paired_seeds=paired)
+        expected = _two_arms(y, a, b, paired, 600, 5)
+        assert (contrast["value"], contrast["low"], contrast["high"]) == \
+            pytest.approx(expected, abs=1e-12)
+        assert [two[k] for k in ("value", "low", "high")] == pytest.approx(expected, abs=1e-12)
         assert contrast["per_seed"] == [two["per_seed_a"], two["per_seed_b"]]
 
 
+@pytest.mark.slow
 def test_the_difference_of_gaps_covers_the_truth_95_percent_of_the_time():
     # two reproductions on one set of patients: label-only alike in both (SD over seeds
     # about 0.004), the rationale target spread as the cpu reports' (about 0.06) and a
@@ -145,9 +168,10 @@ def test_invalid_and_degenerate_runs_are_left_out_and_named(tmp_path, patients):
     b_runs[4] = (*b_runs[4][:5], np.where(y == 1, 0.99, 0.97))  # valid, but says yes always
     b = _report(tmp_path / "b", y, b_runs)
     (gap,) = compare(a, b, n_resamples=300)["gaps"]
-    why = {(d["report"], d["seed"]): d["why"] for d in gap["left_out"]}
-    assert why[("A", 0)].startswith("only 40%")
-    assert "above 95%" in why[("B", 1)]
+    why = {(d["report"], d["arm"], d["seed"]): d["why"] for d in gap["left_out"]}
+    assert why[("A", "rationale-free", 0)].startswith("only 40%")
+    assert why[("A", "label", 0)] == "no paired seed"
+    assert "above 95%" in why[("B", "rationale-free", 1)]
     assert gap["target_seeds_a"] == [1, 2] and gap["label_seeds_a"] == [1, 2]
     assert gap["target_seeds_b"] == [0, 2]
 
@@ -217,3 +241,66 @@ def test_the_command_writes_the_comparison_with_its_inputs_hashed(tmp_path, pati
     assert [r["table"] for r in rows] == ["change", "change", "gap"]
     refused = CliRunner().invoke(app, ["experiment", "compare", "template", "nowhere"])
     assert refused.exit_code == 1 and "is not a report folder" in refused.output
+
+
+def test_runs_of_a_real_report_are_keyed_by_their_scoring_and_led_by_their_own():
+    # the first mechanism report: one run scored two or three ways under one run id
+    folder = REPORTS / "mechanism-cpu"
+    settings = read_report(folder)
+    with (folder / "results.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["kind"] == "sft"]
+    for row in rows:
+        run = settings[("sft", 400, row["target"], row["scoring"])][int(row["seed"])]
+        if row["valid"] == "True" and not run["left_out"]:
+            auroc = hierarchical_contrast(run["y"], [[(1.0, [run["p"]])]],
+                                          n_resamples=100)["value"]
+            assert auroc == pytest.approx(float(row["auroc"]), abs=1e-9)
+    result = compare(folder, folder, n_resamples=100)
+    led = {c["target"]: c["scoring"] for c in result["changes"] if c["primary"]}
+    assert led["rationale-free"] == "sampled"
+    assert led["rationale-weighted"] == led["label-padded"] == "generate"  # not the extra
+    assert led["label"] == led["multitask"] == "direct"
+
+
+def test_an_older_report_without_a_selection_column_compares_its_few_shot_runs():
+    folder = REPORTS / "reproduce-cpu"
+    result = compare(folder, folder, n_resamples=100)
+    few = [c for c in result["changes"] if c["kind"] == "fewshot"]
+    assert {c["setting"] for c in few} == {"fewshot-k4-label (random)",
+                                           "fewshot-k4-rationale (random)"}
+    assert all(c["value"] == 0.0 for c in few)
+
+
+def test_a_report_resting_on_one_seed_says_its_interval_is_too_narrow(tmp_path, patients):
+    rng, y = patients
+    a = _report(tmp_path / "a", y, _grid(rng, y, free_signal=1.0, seeds=(0,)))
+    b = _report(tmp_path / "b", y, _grid(rng, y, free_signal=1.0))
+    result = compare(a, b, n_resamples=200)
+    (gap,) = result["gaps"]
+    assert gap["interval"].startswith("seeds, then patients; A: one seed")
+    assert "too narrow" in gap["interval"]
+    both_one = compare(a, a, n_resamples=200)["gaps"][0]
+    assert both_one["interval"] == "patients only (one seed each)"
+
+
+def test_seeds_without_a_partner_are_named_in_the_gap(tmp_path, patients):
+    rng, y = patients
+    runs = _grid(rng, y, free_signal=1.0)
+    runs[3] = (*runs[3][:6], False, "no answer line")  # rationale-free seed 0
+    a = _report(tmp_path / "a", y, runs)
+    (gap,) = compare(a, a, n_resamples=200)["gaps"]
+    why = {(d["arm"], d["seed"]): d["why"] for d in gap["left_out"] if d["report"] == "A"}
+    assert why == {("rationale-free", 0): "no answer line", ("label", 0): "no paired seed"}
+    assert gap["label_seeds_a"] == [1, 2]
+
+
+def test_a_grid_without_sizes_and_a_report_with_two_runs_of_one_seed(tmp_path, patients):
+    rng, y = patients
+    runs = [(kind, target, scoring, "", seed, scores)
+            for kind, target, scoring, _, seed, scores in _grid(rng, y, free_signal=1.0)]
+    folder = _report(tmp_path / "a", y, runs)
+    (gap,) = compare(folder, folder, n_resamples=100)["gaps"]
+    assert gap["setting"] == "rationale-free (sampled, all patients)"
+    twice = _report(tmp_path / "b", y, runs + [runs[0]])
+    with pytest.raises(ComparisonError, match="two runs of label .*seed 0.*base models"):
+        read_report(twice)
