@@ -38,3 +38,25 @@ def test_no_environment_or_run_output_is_tracked():
     tracked = [path for _, path in _tracked()]
     assert [p for p in tracked if p.split("/")[0] in (".venv", "runs", "exports", "reports")] \
         == []
+
+
+def test_the_gpu_windows_scripts_parse_and_carry_what_this_environment_has():
+    """experiments/gpu_window: each script is valid bash, and every package carry.txt
+    names is installed here (prepare.sh downloads the wheel of the version found here)."""
+    import importlib.metadata
+
+    folder = ROOT / "experiments" / "gpu_window"
+    scripts = sorted(folder.glob("*.sh"))
+    assert [s.name for s in scripts] == ["prepare.sh", "run.sh", "stage.sh"]
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script.name
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+    names = [line.strip() for line in (folder / "carry.txt").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    missing = []
+    for name in names:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    assert len(names) >= 15 and missing == []
