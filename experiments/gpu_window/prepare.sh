@@ -6,10 +6,11 @@
 #    may send with the repository: a and b hold the two halves of the bundled model's
 #    wheel (98 MB of GGUF), c the wheels the image lacks (carry.txt), the database and
 #    the dataset version's export files, with their SHA-256 sums.
-# Then, on the device (docs/reproduction.md, "The gpu scale in one window"):
+# Then, on the device (docs/reproduction.md, "The gpu scale in one window"), from this
+# checkout (the tool sends the session's own checkout, not a worktree):
 #   call 1: carry [.device/a]  experiments/gpu_window/stage.sh a
 #   call 2: carry [.device/b]  experiments/gpu_window/stage.sh b
-#   call 3: carry [.device/c]  experiments/gpu_window/run.sh
+#   call 3: carry [.device/c]  experiments/gpu_window/run.sh SECONDS
 # .device/ and .stage/ are listed in git's info/exclude, so .device/ travels only where a
 # call carries it, and .stage/ (written on the device) is kept there between calls.
 set -euo pipefail
@@ -31,11 +32,12 @@ rm -rf .device && mkdir -p .device/a .device/b .device/c/wheels
 version() { "$python" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 download() {  # NAME==VERSION into $2, for the device's CPython on x86-64 Linux
   "$python" -m pip download -q --no-deps --only-binary=:all: --python-version "$target" \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$2" "$1"
 }
 grep -v '^\s*#' experiments/gpu_window/carry.txt | while read -r name; do
-  [ -n "$name" ] && download "$name==$(version "$name")" .device/c/wheels
+  if [ -n "$name" ]; then download "$name==$(version "$name")" .device/c/wheels; fi
 done
 
 # the bundled model: its wheel in two halves, joined and checked on the device
@@ -56,20 +58,25 @@ print(marker["safetensors_sha256"])
 PY
 
 # the database (a consistent copy, compressed) and the version's export files
-"$python" - "$db" .device/c/reproduce-gpu.sqlite <<'PY'
-import sqlite3, sys
-source, copy = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+export_folder=$("$python" - "$db" .device/c/reproduce-gpu.sqlite <<'PY'
+import pathlib, sqlite3, sys
+source = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)  # no empty database
+from training.reproduce_config import ReproduceConfig
+name = ReproduceConfig.load("experiments/reproduce.yaml").resolve("gpu")[0].dataset
+row = source.execute("select path from dataset_version where name = ?", (name,)).fetchone()
+if row is None:
+    sys.exit(f"{sys.argv[1]} holds no dataset version {name}: run the data stage first")
+copy = sqlite3.connect(sys.argv[2])
 source.backup(copy)
 copy.close()
+print(pathlib.Path("exports") / pathlib.Path(row[0]).name)
 PY
+)
 gzip -9 .device/c/reproduce-gpu.sqlite
-dataset=$("$python" -c "
-from training.reproduce_config import ReproduceConfig
-print(ReproduceConfig.load('experiments/reproduce.yaml').resolve('gpu')[0].dataset)")
-tar czf .device/c/exports.tar.gz exports/"$dataset"*
+tar czf .device/c/exports.tar.gz "$export_folder"
 (cd .device/c && sha256sum reproduce-gpu.sqlite.gz exports.tar.gz >inputs.sha256)
 
-tree=$(git ls-files -co --exclude-standard | tr '\n' '\0' | du -cb --files0-from=- | tail -1 | cut -f1)
+tree=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 for part in a b c; do
   bytes=$(du -sb .device/$part | cut -f1)
   total=$((bytes + tree))

