@@ -35,8 +35,18 @@ stage() {
 
 # the study's question first; then the pre-registered mechanism grid (about a third of
 # the balanced scale's cost; it reads the cpu scale's dataset version, so it shares that
-# database); then the teacher that does not decide at one token (its own database)
+# database); then the teacher that does not decide at one token (its own database); then
+# the two teachers compared
 stage cpu --scale cpu --db runs/reproduce-cpu.sqlite
 stage mechanism-v2 --config experiments/mechanism-v2.yaml --scale cpu \
   --db runs/reproduce-cpu.sqlite
 stage cpu-balanced --scale cpu-balanced --db runs/reproduce-cpu-balanced.sqlite
+
+# the two teachers, seeds as the unit: seconds, from the two reports' files
+log="runs/logs/queue-compare-$(date -u +%Y%m%dT%H%M%SZ).log"
+if "$cli" experiment compare reports/reproduce-cpu reports/reproduce-cpu-balanced \
+    --out reports/compare-teachers-cpu >"$log" 2>&1; then
+  echo "$(date -u +%FT%TZ) compare finished: reports/compare-teachers-cpu" >>runs/logs/queue.log
+else
+  echo "$(date -u +%FT%TZ) compare stopped; see $log" >>runs/logs/queue.log
+fi
