@@ -20,6 +20,12 @@ ANSWER_NOT_REACHED = "answer_not_reached"  # ``invalid_code`` of the validity ga
 PRIMARY_VARIANTS = ("prefilled", "sampled")
 
 
+def lead_scoring(available, own: str | None = None) -> str | None:
+    """The scoring a model is compared in, among the ``available`` ones: the first of
+    :data:`PRIMARY_VARIANTS` there, else ``own``."""
+    return next((v for v in PRIMARY_VARIANTS if v in available), own)
+
+
 class EvaluateConfig(CommandConfig):
     """How a run is scored (the run itself is named on the command line)."""
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from annotation_db.errors import UserError
 from annotation_db.provenance import echo_config, file_sha256, portable_path
-from training.evaluate_config import PRIMARY_VARIANTS
+from training.evaluate_config import lead_scoring
 from training.seed_level import degenerate, hierarchical_contrast
 from training.tables import number, table
 
@@ -116,26 +116,19 @@ def _run(row: dict, predictions: dict | None, share: float) -> dict:
 
 def _patients(a: dict, b: dict) -> tuple[list[str], np.ndarray]:
     """The test patients and labels every scored run of both reports shares."""
-    first = None
-    for report, settings in (("A", a), ("B", b)):
-        for key, seeds in settings.items():
-            for seed, run in seeds.items():
-                if run["ids"] is None:
-                    continue
-                if first is None:
-                    first = (report, key, seed, run)
-                    continue
-                _, _, _, reference = first
-                if run["ids"] != reference["ids"] or not np.array_equal(run["y"],
-                                                                        reference["y"]):
-                    raise ComparisonError(
-                        f"report {report}'s run {run['run_id']} ({setting_name(key)}, seed "
-                        f"{seed}) was scored on other patients or labels than report "
-                        f"{first[0]}'s run {reference['run_id']}; the comparison needs one "
-                        "test set")
-    if first is None:
+    scored = [(report, key, seed, run) for report, settings in (("A", a), ("B", b))
+              for key, seeds in settings.items() for seed, run in seeds.items()
+              if run["ids"] is not None]
+    if not scored:
         raise ComparisonError("neither report has predictions to compare")
-    return first[3]["ids"], first[3]["y"]
+    first_report, _, _, first = scored[0]
+    for report, key, seed, run in scored[1:]:
+        if run["ids"] != first["ids"] or not np.array_equal(run["y"], first["y"]):
+            raise ComparisonError(
+                f"report {report}'s run {run['run_id']} ({setting_name(key)}, seed {seed}) "
+                f"was scored on other patients or labels than report {first_report}'s run "
+                f"{first['run_id']}; the comparison needs one test set")
+    return first["ids"], first["y"]
 
 
 def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
@@ -178,9 +171,8 @@ def _primary(keys: list[tuple], own: set[tuple]) -> set[tuple]:
     chosen = set()
     for group in by_target.values():
         scorings = {k[3]: k for k in group}
-        variant = next((v for v in PRIMARY_VARIANTS if v in scorings), None)
-        own_key = next((k for k in group if k in own), None)
-        chosen.add(scorings[variant] if variant else own_key)
+        own_scoring = next((k[3] for k in group if k in own), None)
+        chosen.add(scorings.get(lead_scoring(scorings, own_scoring)))
     return chosen
 
 

@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from training.evaluate import read_predictions
-from training.evaluate_config import PRIMARY_VARIANTS
+from training.evaluate_config import lead_scoring
 from training.seed_level import (
     balanced_accuracy_at_rate,
     degenerate,
@@ -170,8 +170,7 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
         variants.setdefault((h["train_size"], h["target"]), set()).add(h["scoring"])
     for h in out:
         key = (h["train_size"], h["target"])
-        h["primary"] = h["scoring"] == next(
-            (v for v in PRIMARY_VARIANTS if v in variants[key]), own.get(key))
+        h["primary"] = h["scoring"] == lead_scoring(variants[key], own.get(key))
     return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
                                       h["scoring"]))
 

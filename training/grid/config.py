@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
-from training.evaluate_config import PRIMARY_VARIANTS, EvaluateConfig
+from training.evaluate_config import EvaluateConfig, lead_scoring
 from training.fewshot_config import FewShotConfig
 from training.reading_rule import ReadingRule
 from training.sft_config import SFTRunConfig
@@ -232,11 +232,8 @@ class ExperimentGrid(CommandConfig):
     def selection_scoring(self, target: str) -> str | None:
         """The scoring variant a tuned cell of ``target`` ranks its candidates by on
         validation (None: the target's own scoring); see ``select_on``."""
-        if self.select_on == "primary":
-            for variant in PRIMARY_VARIANTS:
-                if variant in self.scorings_for(target):
-                    return variant
-        return None
+        return lead_scoring(self.scorings_for(target)) if self.select_on == "primary" \
+            else None
 
     def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
                       ) -> list[tuple[str, str | None]]:
