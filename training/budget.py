@@ -270,16 +270,14 @@ def _trained_or_first(candidates: list, finished: dict | None) -> list:
 
 def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) -> bool:
     """Whether the grid will train this finished run again before its validation score:
-    it has no weights here and lacks a score the grid needs of it
-    (:meth:`ExperimentGrid.scores_needed`); as the grid does, a run with a test score in
-    its own scoring, under any settings, was chosen before."""
+    it has no weights here and lacks the validation score its cell ranks it by
+    (:meth:`ExperimentGrid.scores_needed`). Test scores are the choice's: a candidate
+    holding test scores from an earlier choice is not trained again for them (the
+    expected choice is, below)."""
     if not finished:
         return False
-    own = grid.evaluate_config("test").scoring
-    chosen_before = any(split == "test" and scoring == own for split, scoring, _ in
-                        finished["runs"].get(cfg.identity(finished["version_hash"]), ()))
     return _lacks(grid, finished, cfg, grid.scores_needed(
-        target, tuned=tuned, chosen_before=chosen_before))
+        target, tuned=tuned, chosen_before=False))
 
 
 def _lacks(grid, finished: dict, cfg, needed: list) -> bool:

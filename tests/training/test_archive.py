@@ -258,7 +258,8 @@ def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp
     report = run_experiment(engine, grid, on_stage=messages.append)
 
     retrained = [m for m in messages if "restored without its weights" in m]
-    assert len(retrained) == 1 and "missing test (direct)" in retrained[0], messages
+    # as the cell's choice (untuned: its one candidate), when its test scores are asked
+    assert len(retrained) == 1 and "to score it on test" in retrained[0], messages
     with Session(engine) as session:
         runs = {r.target: r for r in session.execute(
             select(TrainingRun).where(TrainingRun.kind == "sft")).scalars()}

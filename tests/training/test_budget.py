@@ -210,6 +210,23 @@ def test_a_tuned_cells_choice_without_weights_or_test_scores_is_costed_as_traine
     assert (scoring["runs"], scoring["runs"] - scoring["reused"]) == (4, trained + tested)
 
 
+def test_a_candidate_the_cell_chose_before_is_not_costed_as_trained_again():
+    """As the grid does (training/grid/steps.train_candidate): the worse candidate holds
+    a test score from an earlier choice, made under older settings, and has no weights
+    here; the cell chooses the better one, tested in every way, so nothing is trained
+    again and every test scoring is reused."""
+    data, grid, finished, best = _tuned_cell_validated(best_weightless=False,
+                                                       best_tested=True)
+    [(_, [worse, _])] = grid.sft_cells()
+    stale = ("test", grid.evaluate_config("test").scoring, "settings of an earlier pass")
+    finished["runs"][worse.identity("h")].add(stale)
+    finished["weightless"] = {worse.identity("h")}
+    rows = estimate(data, grid, SPEED, TOKENS, finished)
+    training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")
+    assert (training["runs"], training["reused"]) == (2, 2)
+    assert scoring["runs"] == scoring["reused"] == 4
+
+
 @pytest.mark.parametrize("ranks, trained", [
     ({"worse": (True, 0.55), "best": (False, 0.9)}, 0),  # valid first, as the grid ranks
     ({"worse": (True, 0.61), "best": (True, 0.61)}, 0),  # a tie goes to the first

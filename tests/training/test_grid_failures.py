@@ -225,3 +225,53 @@ def test_reading_a_grid_loads_neither_torch_nor_the_database():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("stored, retrained", [
+    # holds its validation score and a test score from an earlier choice (older settings)
+    ({("validation", "sampled"), ("test", "sampled"), ("test", "auto")}, False),
+    # lacks the validation score its cell ranks it by
+    ({("test", "sampled"), ("test", "auto")}, True),
+])
+def test_a_candidate_without_weights_is_retrained_only_for_the_score_its_cell_ranks_by(
+        monkeypatch, tmp_path, stored, retrained):
+    """On a fresh machine a tuned cell's candidates come back without weights. A candidate
+    the cell once chose holds test scores made under older settings; it is not the cell's
+    choice any more, so it is not trained again for them (which would also discard its
+    validation score and reopen the choice): test scores are asked of the choice alone
+    (``score_chosen``). A candidate lacking its validation score is trained again."""
+    from training.grid import steps
+
+    grid = _grid(tmp_path).model_copy(update={"select_on": "primary",
+                                              "extra_scorings": ["sampled"]})
+    assert grid.selection_scoring("rationale-free") == "sampled"
+    [cfg, *_] = next(cands for factors, cands in grid.sft_cells()
+                     if factors["target"] == "rationale-free")
+
+    def result_for(session, run_id, split, settings_hash=None, scoring="auto"):
+        if (split, scoring) not in stored:
+            return None
+        if split == "test" and settings_hash is not None:
+            return None  # scored under the settings of an earlier pass
+        return SimpleNamespace(metrics={"valid": True}, auroc=0.6)
+
+    retrains: list[str] = []
+    monkeypatch.setattr(steps, "train", lambda engine, cfg, on_stage: SimpleNamespace(id=7))
+    monkeypatch.setattr(steps, "Session", lambda engine: _NullSession())
+    monkeypatch.setattr(steps, "_result", result_for)
+    monkeypatch.setattr(steps, "retrain_if_weightless",
+                        lambda engine, run_id, why, say: retrains.append(why) or True)
+    monkeypatch.setattr(steps, "evaluate_run", lambda *a, **k: SimpleNamespace(
+        metrics={"valid": True}, auroc=0.55))
+    rank, run_id = steps.train_candidate(None, grid, cfg, True, None, print)
+    assert run_id == 7
+    # (the stand-in keeps no weights, so scoring it on validation asks once more)
+    assert retrains[:1] == (["for its missing validation (sampled)"] if retrained else [])
+
+
+class _NullSession:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

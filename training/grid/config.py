@@ -238,10 +238,10 @@ class ExperimentGrid(CommandConfig):
     def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
                       ) -> list[tuple[str, str | None]]:
         """(split, scoring variant) of each score the grid asks of a reused run of
-        ``target``: its validation score in a tuned cell; for a run its cell chose
-        before, its test score in its own scoring and in each variant. A run without its
-        weights that lacks one of them is trained again (:mod:`training.grid.steps`;
-        costed so by :mod:`training.budget`)."""
+        ``target``: its validation score in a tuned cell (every candidate); for the run
+        its cell chooses (``chosen_before``), its test score in its own scoring and in
+        each variant. A run without its weights that lacks one of them is trained again
+        (:mod:`training.grid.steps`; costed so by :mod:`training.budget`)."""
         needed: list[tuple[str, str | None]] = (
             [("validation", self.selection_scoring(target))] if tuned else [])
         if chosen_before:

@@ -92,16 +92,16 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
     on validation; returns (its rank key, run id).
 
     A reused run restored without its weights is retrained *before* its validation score
-    when the grid needs a score it lacks: its validation score, or, for a candidate the
-    cell chose before (it has a test score), a test scoring added since. So the cell's
-    choice and its test scores come from the same weights."""
+    only when it lacks the validation score its cell ranks it by. Test scores are the
+    choice's business (:func:`score_chosen`): a candidate that holds test scores from an
+    earlier choice, which the cell's ranking has since moved away from, is not trained
+    again for a test scoring it will never be given (on a fresh machine that retrain
+    discarded its validation score too and could reopen a settled choice)."""
     run = train(engine, cfg, on_stage=say)
     with Session(engine) as session:
-        own_test = grid.evaluate_config("test")
-        chosen_before = _result(session, run.id, "test", None, own_test.scoring) is not None
         missing = []
         for split, variant in grid.scores_needed(cfg.target, tuned=tuned,
-                                                 chosen_before=chosen_before):
+                                                 chosen_before=False):
             evaluation = grid.evaluate_config(split, variant)
             if _result(session, run.id, split, evaluation.settings_hash(),
                        evaluation.scoring) is None:
