@@ -640,7 +640,7 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
             target.chmod(0o444)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (tmp / "manifest.json").chmod(0o444)
-        tmp.rename(final)
+        _place(tmp, final, files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -652,6 +652,35 @@ def create(session: Session, *, name: str, policy_path: str | Path | None = None
     session.commit()
     session.refresh(version)  # loaded, so readable after the session closes
     return version
+
+
+def _place(tmp: Path, final: Path, files: dict[str, bytes]) -> None:
+    """Move the written folder ``tmp`` to its name. A folder already there has the same
+    name and content hash: a database that no longer holds the version wrote it (one
+    rebuilt from nothing beside its old exports), or another database that does. If its
+    data files are these, byte for byte, it is replaced by this write, whose manifest
+    describes this database's version (another database that registered the folder still
+    verifies: it checks the data files); otherwise it is refused and left as it is."""
+    if not final.exists():
+        tmp.rename(final)
+        return
+    found = {str(p.relative_to(final)): p for p in final.rglob("*") if p.is_file()}
+    found.pop("manifest.json", None)
+    differ = sorted(set(found) ^ set(files)) or sorted(
+        path for path, blob in files.items()
+        if hashlib.sha256(found[path].read_bytes()).digest() != hashlib.sha256(blob).digest())
+    if differ:
+        raise ExportError(f"{final} already exists and does not hold these data ({differ[0]} "
+                          "differs): move it away, or export under another root")
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}-replaced-", dir=final.parent))
+    old.rmdir()
+    final.rename(old)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def get_version(session: Session, name: str) -> DatasetVersion:

@@ -143,6 +143,36 @@ def test_created_version_is_immutable_verifiable_and_deletable_by_admins_only(ra
     assert (folder / "manifest.json").is_file() and not target.exists()
 
 
+def test_a_database_rebuilt_beside_its_old_exports_writes_the_version_again(rated, tmp_path):
+    """A database rebuilt from nothing (a fresh machine, a deleted file) finds the folder
+    its predecessor wrote for the same data under the same name: it is replaced by this
+    write, verified; a folder of that name holding other data is refused and kept."""
+    root = tmp_path / "exports"
+    with Session(rated) as s:
+        first = export.create(s, policy_path=_policy(tmp_path), name="v1", root=root,
+                              counter_for=history_counter)
+        folder, digest = Path(first.path), first.content_hash
+        s.delete(first)  # the database forgets it; the folder stays
+        s.commit()
+        again = export.create(s, policy_path=_policy(tmp_path), name="v1", root=root,
+                              counter_for=history_counter)
+        assert (Path(again.path), again.content_hash) == (folder, digest)
+        assert export.verify(again) == []
+        assert [p.name for p in root.iterdir()] == [folder.name]  # nothing left aside
+        s.delete(again)
+        s.commit()
+        target = folder / "label_only/train.jsonl"
+        target.chmod(0o644)
+        target.write_text(target.read_text().replace("yes", "no", 1))
+        with pytest.raises(export.ExportError,
+                           match="already exists and does not hold these data "
+                                 r"\(label_only/train.jsonl differs\)"):
+            export.create(s, policy_path=_policy(tmp_path), name="v1", root=root,
+                          counter_for=history_counter)
+        assert s.execute(select(func.count()).select_from(DatasetVersion)).scalar() == 0
+    assert "no" in target.read_text() and [p.name for p in root.iterdir()] == [folder.name]
+
+
 @pytest.mark.slow
 def test_trl_sft_trainer_accepts_the_views_unchanged(rated, tmp_path, tiny_model):
     from datasets import load_dataset
