@@ -586,6 +586,9 @@ def check_version_name(name: str) -> None:
 def _inside(root: Path, child: str) -> Path:
     """``root / child``, refused unless it resolves to a folder directly inside ``root``
     (a second line of defence behind :func:`check_version_name`, e.g. against a link)."""
+    if (root / child).is_symlink():
+        raise ExportError(f"version folder {child!r} in {root} is a link; a version is "
+                          "written only to a folder of its own")
     path = (root / child).resolve()
     if path.parent != root.resolve():
         raise ExportError(f"version folder {child!r} would be outside {root}")
@@ -658,29 +661,29 @@ def _place(tmp: Path, final: Path, files: dict[str, bytes]) -> None:
     """Move the written folder ``tmp`` to its name. A folder already there has the same
     name and content hash: a database that no longer holds the version wrote it (one
     rebuilt from nothing beside its old exports), or another database that does. If its
-    data files are these, byte for byte, it is replaced by this write, whose manifest
-    describes this database's version (another database that registered the folder still
-    verifies: it checks the data files); otherwise it is refused and left as it is."""
+    data files are these, byte for byte, only its manifest is replaced (atomically: the
+    folder never disappears, and another database that registered it still verifies, as
+    verification checks the data files); otherwise it is refused and left as it is."""
     if not final.exists():
         tmp.rename(final)
         return
-    found = {str(p.relative_to(final)): p for p in final.rglob("*") if p.is_file()}
-    found.pop("manifest.json", None)
-    differ = sorted(set(found) ^ set(files)) or sorted(
-        path for path, blob in files.items()
-        if hashlib.sha256(found[path].read_bytes()).digest() != hashlib.sha256(blob).digest())
-    if differ:
-        raise ExportError(f"{final} already exists and does not hold these data ({differ[0]} "
-                          "differs): move it away, or export under another root")
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}-replaced-", dir=final.parent))
-    old.rmdir()
-    final.rename(old)
+    found = {str(p.relative_to(final)) for p in final.rglob("*") if p.is_file()}
+    found.discard("manifest.json")
+    problems = ([f"{p} missing" for p in sorted(set(files) - found)]
+                + [f"{p} not part of these data" for p in sorted(found - set(files))]
+                + [f"{p} changed" for p in sorted(set(files) & found)
+                   if (final / p).read_bytes() != files[p]])
+    if problems:
+        raise ExportError(f"{final} already exists and does not hold these data "
+                          f"({'; '.join(problems[:3])}): move it away, or export under "
+                          "another root")
     try:
-        tmp.rename(final)
-    except BaseException:
-        old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp / "manifest.json", final / "manifest.json")
+    except OSError as error:
+        raise ExportError(f"{final} holds these data, but its manifest cannot be replaced "
+                          f"({error.strerror}): make the folder writable, or move it away"
+                          ) from error
+    shutil.rmtree(tmp)
 
 
 def get_version(session: Session, name: str) -> DatasetVersion:

@@ -226,7 +226,7 @@ def _add_sft_cell(sft: dict, scoring: dict, factors: dict, candidates: list, *, 
         first_choice[tuning_key(factors)] = (choice.learning_rate, choice.num_train_epochs)
     if choice is not None and choice not in retrained and finished and _lacks(
             grid, finished, choice, grid.scores_needed(factors["target"], tuned=False,
-                                                       chosen_before=True)):
+                                                       chosen=True)):
         # without weights and lacking a test score, the choice is trained again (and in
         # a tuned cell validated again) before any test score (steps.score_chosen); the
         # cell may then choose another candidate, which this estimate cannot know
@@ -277,7 +277,7 @@ def _must_retrain(grid, finished: dict | None, cfg, tuned: bool, target: str) ->
     if not finished:
         return False
     return _lacks(grid, finished, cfg, grid.scores_needed(
-        target, tuned=tuned, chosen_before=False))
+        target, tuned=tuned, chosen=False))
 
 
 def _lacks(grid, finished: dict, cfg, needed: list) -> bool:

@@ -140,7 +140,7 @@ def test_the_per_epoch_validation_pass_is_costed_as_forward_only_training_work()
 
 
 def test_a_run_without_weights_that_must_be_scored_anew_is_costed_as_trained_again():
-    """As the grid does (training/grid/steps.py): the rationale run, chosen before and
+    """As the grid does (training/grid/steps.py): the rationale run, its cell's choice and
     lacking the sampled scoring, is trained again and scored again in both ways; the
     label run, which needs nothing new, stays free although its weights are gone too."""
     data, grid, finished = _scored_greedy_on_test(weightless=True)
@@ -299,7 +299,7 @@ def test_selecting_on_the_primary_score_costs_sampled_validation_and_follows_its
     grid = grid.model_copy(update={"select_on": "primary"})
     assert grid.selection_scoring("rationale-free") == "sampled"
     assert grid.selection_scoring("label") is None
-    assert grid.scores_needed("rationale-free", tuned=True, chosen_before=False) == [
+    assert grid.scores_needed("rationale-free", tuned=True, chosen=False) == [
         ("validation", "sampled")]
     rows = estimate(data, grid, SPEED, TOKENS, finished)
     training, scoring = _stage(rows, "SFT training"), _stage(rows, "SFT scoring")

@@ -264,7 +264,8 @@ def test_a_candidate_without_weights_is_retrained_only_for_the_score_its_cell_ra
     monkeypatch.setattr(steps, "evaluate_run", lambda *a, **k: SimpleNamespace(
         metrics={"valid": True}, auroc=0.55))
     rank, run_id = steps.train_candidate(None, grid, cfg, True, None, print)
-    assert run_id == 7
+    assert run_id == 7  # ranked by its stored validation score, or the new one's
+    assert rank == ((True, 0.55) if retrained else (True, 0.6))
     # (the stand-in keeps no weights, so scoring it on validation asks once more)
     assert retrains[:1] == (["for its missing validation (sampled)"] if retrained else [])
 

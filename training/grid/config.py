@@ -235,16 +235,16 @@ class ExperimentGrid(CommandConfig):
         return lead_scoring(self.scorings_for(target)) if self.select_on == "primary" \
             else None
 
-    def scores_needed(self, target: str, *, tuned: bool, chosen_before: bool
+    def scores_needed(self, target: str, *, tuned: bool, chosen: bool
                       ) -> list[tuple[str, str | None]]:
         """(split, scoring variant) of each score the grid asks of a reused run of
         ``target``: its validation score in a tuned cell (every candidate); for the run
-        its cell chooses (``chosen_before``), its test score in its own scoring and in
+        its cell chooses (``chosen``), its test score in its own scoring and in
         each variant. A run without its weights that lacks one of them is trained again
         (:mod:`training.grid.steps`; costed so by :mod:`training.budget`)."""
         needed: list[tuple[str, str | None]] = (
             [("validation", self.selection_scoring(target))] if tuned else [])
-        if chosen_before:
+        if chosen:
             needed += [("test", v) for v in [None, *self.scorings_for(target)]]
         return needed
 

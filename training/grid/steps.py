@@ -101,7 +101,7 @@ def train_candidate(engine: Engine, grid: ExperimentGrid, cfg: SFTRunConfig, tun
     with Session(engine) as session:
         missing = []
         for split, variant in grid.scores_needed(cfg.target, tuned=tuned,
-                                                 chosen_before=False):
+                                                 chosen=False):
             evaluation = grid.evaluate_config(split, variant)
             if _result(session, run.id, split, evaluation.settings_hash(),
                        evaluation.scoring) is None:
@@ -156,7 +156,7 @@ def retrain_due(engine: Engine, grid: ExperimentGrid, run_id: int, target: str) 
         if not _weightless(session.get(TrainingRun, run_id)):
             return False
         tests = [grid.evaluate_config(split, variant) for split, variant in
-                 grid.scores_needed(target, tuned=False, chosen_before=True)]
+                 grid.scores_needed(target, tuned=False, chosen=True)]
         return any(_result(session, run_id, "test", e.settings_hash(), e.scoring) is None
                    for e in tests)
 
