@@ -220,14 +220,17 @@ def conclusions(results: dict) -> str:
     primary = [h for h in heads if h.get("primary")]
     for h in primary:
         size = f"{h['train_size']} patients, " if h["train_size"] else ""
+        others = [o for o in heads if not o.get("primary") and not o["left_out"]
+                  and (o["train_size"], o["target"]) == (h["train_size"], h["target"])]
         if h["left_out"]:
             whose = "label-only has no valid seed" if h["left_out"].startswith(
                 "label-only") else "every seed was left out"
             lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; "
-                         f"{whose} ({h['left_out']}).")
+                         f"{whose} ({h['left_out']})."
+                         + "".join(f" Scored {o['scoring']} (secondary): label − rationale "
+                                   f"{o['value']:+.3f} [{o['low']:+.3f}, {o['high']:+.3f}], "
+                                   f"{len(o['rationale_seeds'])} seed(s)." for o in others))
             continue
-        others = [o for o in heads if not o.get("primary") and not o["left_out"]
-                  and (o["train_size"], o["target"]) == (h["train_size"], h["target"])]
         lines.append(
             f"- {h['comparison']} ({size}scored {h['scoring']}, primary): label − rationale "
             f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}], p = {h['p']:.3g}, "

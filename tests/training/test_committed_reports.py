@@ -104,3 +104,27 @@ def test_the_independent_matched_balanced_accuracy_agrees_with_the_projects():
         assert _matched_balanced_accuracy(labels.tolist(), scores.tolist()) == \
             pytest.approx(balanced_accuracy_at_rate(labels, scores), abs=1e-12)
     assert _matched_balanced_accuracy([1, 1, 0, 0], [0.9, 0.7, 0.8, 0.1]) == 0.5
+
+
+@pytest.mark.parametrize("report", [p for p in REPORTS if (p / "summary.json").is_file()],
+                         ids=lambda p: p.name)
+def test_every_reference_model_auroc_matches_its_committed_predictions(report):
+    """The reference models (age alone, the structured ceiling, TF-IDF) have no row in
+    results.csv; their AUROCs are in summary.json, and their predictions are committed
+    too (kind "reference", keyed by model, training size and seed)."""
+    import json
+
+    scored = defaultdict(lambda: ([], []))
+    for row in _rows(report / "predictions.csv"):
+        if row["kind"] == "reference":
+            labels, scores = scored[(row["target"], row["train_size"], row["seed"])]
+            labels.append(int(row["label"]))
+            scores.append(float(row["p_yes"]))
+    references = json.loads((report / "summary.json").read_text()).get("references") or []
+    for ref in references:
+        key = (ref["model"], str(ref["train_size"]), str(ref["seed"]))
+        assert key in scored, f"{report.name}: no predictions for reference {key}"
+        labels, scores = scored[key]
+        assert len(labels) == ref["n"]
+        assert roc_auc_score(labels, scores) == pytest.approx(ref["auroc"]["value"], abs=5e-5)
+    assert len(references) == len(scored)

@@ -212,6 +212,15 @@ def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
     assert "Against age alone" in text and "is -0.060" in text
     assert "Secondary, each cell's own scoring" in text
     assert "1 run(s) scored generate, degenerate" in text
+    # a target whose primary scoring has no valid seed still shows its valid greedy one
+    greedy_only = {**results, "seeds": {"headline": [
+        _head("rationale-free", "sampled", True, None, None, None,
+              left_out="every seed says yes for more than 95% of test patients"),
+        _head("rationale-free", "generate", False, 0.11, 0.02, 0.20)]}}
+    assert ("label vs rationale-free (400 patients, sampled): not compared; every seed was "
+            "left out (every seed says yes for more than 95% of test patients). Scored "
+            "generate (secondary): label − rationale +0.110 [+0.020, +0.200], 3 seed(s)."
+            ) in conclusions(greedy_only)
     every_worse = {**results, "seeds": {"headline": results["seeds"]["headline"][:2]}}
     assert "No: label-only is higher than every rationale target compared" in conclusions(
         every_worse)
