@@ -130,9 +130,11 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
             run_weights = weights or bool(before and before["weights"])
             keep, left = _files(folder, run_weights)
             sources = {rel.as_posix(): folder / rel for rel in keep}
-            if before is not None:
+            if before is not None and before.get("finished_at") == (
+                    run.finished_at.isoformat() if run.finished_at else None):
                 # an archive only grows: files this machine lacks (weights saved elsewhere,
-                # say) stay as archived
+                # say) stay as archived; not once the run was trained again (its earlier
+                # files, scores of the old weights among them, went with those weights)
                 for rel in before["files"]:
                     if rel not in sources and not (folder / rel).exists():
                         sources[rel] = target / rel

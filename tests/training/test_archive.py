@@ -249,6 +249,14 @@ def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp
 
     folder = tmp_path / "archive"
     shutil.copytree(carried["folder"], folder)  # the fixture's archive stays as it was
+    # as if the old weights had also been scored on validation: a file the retrain
+    # leaves unscored, which must not stay in the retrained run's archive
+    [old] = [p for p in folder.iterdir() if p.name.startswith("sft-rationale-free")]
+    record = json.loads((old / archive.RECORD).read_text())
+    shutil.copytree(old / "eval/test", old / "eval/validation")
+    record["files"].update({f"eval/validation/{p.name}": archive.file_sha256(p)
+                            for p in (old / "eval/validation").iterdir()})
+    (old / archive.RECORD).write_text(json.dumps(record))
     c = tmp_path / "machine-c"
     c.mkdir()
     engine = audited_version(f"sqlite:///{c / 'db.sqlite'}", c / "exports")
@@ -275,6 +283,10 @@ def test_a_restored_run_that_must_be_scored_anew_is_retrained_first(carried, tmp
     rows = [r for r in _results(Path(report["folder"])) if r["target"] == "rationale-free"]
     assert sorted(r["scoring"] for r in rows) == ["direct", "generate"]
     assert all(r["auroc"] for r in rows)
+    saved = json.loads((old / archive.RECORD).read_text())  # the retrained run's record
+    assert saved["finished_at"] != record["finished_at"]
+    assert not [f for f in saved["files"] if f.startswith("eval/validation/")]
+    assert not (old / "eval/validation").exists()
 
 
 def test_a_tuned_cells_choice_restored_before_its_test_scores_is_revalidated_then_scored(
