@@ -79,13 +79,13 @@ def _record(run: TrainingRun, version: DatasetVersion, results: list[EvaluationR
         "format": FORMAT, "kind": run.kind, "target": run.target,
         "base_model": run.base_model, "config": run.config, "config_hash": run.config_hash,
         "dataset": {"name": version.name, "sha256": version.content_hash},
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "created_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
         "weights": weights and any(rel.startswith("adapter/") for rel in files),
         "evaluations": [{"split": r.split, "scoring": r.scoring, "n": r.n, "auroc": r.auroc,
                          "auprc": r.auprc, "brier": r.brier, "metrics": r.metrics,
                          "predictions": _inside(r.predictions_path, folder),
-                         "created_at": r.created_at.isoformat() if r.created_at else None}
+                         "created_at": _iso(r.created_at)}
                         for r in results],
         "files": files, "left_out": left_out,
     }
@@ -130,8 +130,7 @@ def save(engine: Engine, dest: str | Path, dataset: str, *, weights: bool = Fals
             run_weights = weights or bool(before and before["weights"])
             keep, left = _files(folder, run_weights)
             sources = {rel.as_posix(): folder / rel for rel in keep}
-            if before is not None and before.get("finished_at") == (
-                    run.finished_at.isoformat() if run.finished_at else None):
+            if before is not None and before.get("finished_at") == _iso(run.finished_at):
                 # an archive only grows: files this machine lacks (weights saved elsewhere,
                 # say) stay as archived; not once the run was trained again (its earlier
                 # files, scores of the old weights among them, went with those weights)
@@ -182,6 +181,10 @@ def _read(folder: Path) -> dict:
             raise ArchiveError(f"{folder.name}: {rel} does not match its sha256 in {RECORD} "
                                "(edited or truncated)")
     return record
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def _when(value: str | None) -> datetime | None:

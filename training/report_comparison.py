@@ -37,7 +37,7 @@ from annotation_db.errors import UserError
 from annotation_db.provenance import echo_config, file_sha256, portable_path
 from training.evaluate_config import lead_scoring
 from training.seed_level import degenerate, hierarchical_contrast
-from training.tables import number, table
+from training.tables import format_difference, number, table
 
 REPORT_FILES = ("results.csv", "predictions.csv")
 
@@ -331,7 +331,7 @@ def _left_text(left: list[dict]) -> str:
 def _figure(row: dict) -> str:
     if row.get("value") is None:
         return "–"
-    return f"{row['value']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    return format_difference(row)
 
 
 def _mean_sd(mean, sd) -> str:

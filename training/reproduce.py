@@ -27,6 +27,7 @@ from training.grid.experiment import run_experiment
 from training.reproduce_config import ReproduceConfig
 from training.study import prepare_dataset
 from training.study_config import DataSettings
+from training.tables import format_difference
 
 
 def dry_run(config: ReproduceConfig, scale: str, engine: Engine | None = None) -> dict:
@@ -228,22 +229,21 @@ def conclusions(results: dict) -> str:
             lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; "
                          f"{whose} ({h['left_out']})."
                          + "".join(f" Scored {o['scoring']} (secondary): label − rationale "
-                                   f"{o['value']:+.3f} [{o['low']:+.3f}, {o['high']:+.3f}], "
+                                   f"{format_difference(o)}, "
                                    f"{len(o['rationale_seeds'])} seed(s)." for o in others))
             continue
         lines.append(
             f"- {h['comparison']} ({size}scored {h['scoring']}, primary): label − rationale "
-            f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}], p = {h['p']:.3g}, "
+            f"{format_difference(h)}, p = {h['p']:.3g}, "
             f"{len(h['rationale_seeds'])} seed(s), {h['interval']}: "
             f"{_side(h['low'], h['high'])}."
             + (f" It {seed_report.dropped_text(h)}." if h.get("dropped") else "")
-            + "".join(f" Scored {o['scoring']}: {o['value']:+.3f} [{o['low']:+.3f}, "
-                      f"{o['high']:+.3f}]." for o in others))
+            + "".join(f" Scored {o['scoring']}: {format_difference(o)}." for o in others))
     lines += _not_shown_worse(primary)
     for j in results.get("joint", []):
         lines.append(f"- Secondary, each cell's own scoring and the test patients only "
                      f"(joint paired bootstrap over {j['pairs']} cells): {j['comparison']} "
-                     f"{j['difference']:+.3f} [{j['low']:+.3f}, {j['high']:+.3f}], "
+                     f"{format_difference(j, 'difference')}, "
                      f"p = {j['p_value']:.3g}: {_side(j['low'], j['high'])}.")
     left: dict[tuple, int] = {}
     for r in results.get("all_rows", results["rows"]):  # every scoring of every run

@@ -17,6 +17,11 @@ def format_metric(metric: dict | None) -> str:
     return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
+def format_difference(entry: dict, key: str = "value") -> str:
+    """``+0.060 [+0.004, +0.120]``: a signed difference (``entry[key]``) with its CI."""
+    return f"{entry[key]:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
+
+
 def align(reference: dict, other: dict) -> tuple[list[str], np.ndarray, np.ndarray,
                                                   np.ndarray]:
     """Two result rows' predictions, :func:`training.runs.paired`."""

@@ -4,6 +4,7 @@ come back with the selected runs. A chosen run that had to be retrained for its 
 scores is ranked anew, alike in both. The steps are stand-ins here, so the local runner
 and the Ray runner's driver (fed by a synchronous stand-in for Ray) run in milliseconds."""
 
+import contextlib
 import json
 from types import SimpleNamespace
 
@@ -257,7 +258,7 @@ def test_a_candidate_without_weights_is_retrained_only_for_the_score_its_cell_ra
 
     retrains: list[str] = []
     monkeypatch.setattr(steps, "train", lambda engine, cfg, on_stage: SimpleNamespace(id=7))
-    monkeypatch.setattr(steps, "Session", lambda engine: _NullSession())
+    monkeypatch.setattr(steps, "Session", lambda engine: contextlib.nullcontext())
     monkeypatch.setattr(steps, "_result", result_for)
     monkeypatch.setattr(steps, "retrain_if_weightless",
                         lambda engine, run_id, why, say: retrains.append(why) or True)
@@ -269,10 +270,3 @@ def test_a_candidate_without_weights_is_retrained_only_for_the_score_its_cell_ra
     # (the stand-in keeps no weights, so scoring it on validation asks once more)
     assert retrains[:1] == (["for its missing validation (sampled)"] if retrained else [])
 
-
-class _NullSession:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
