@@ -166,8 +166,8 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
     return "\n".join(lines) + body.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
 
 
-def _side(low: float, high: float) -> str:
-    return ("label-only higher" if low > 0 else "rationale higher" if high < 0 else
+def _side(low: float, high: float, other: str = "rationale") -> str:
+    return ("label-only higher" if low > 0 else f"{other} higher" if high < 0 else
             "no difference shown (the CI includes 0; not evidence that they are equal)")
 
 
@@ -228,15 +228,15 @@ def conclusions(results: dict) -> str:
                 "label-only") else "every seed was left out"
             lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not compared; "
                          f"{whose} ({h['left_out']})."
-                         + "".join(f" Scored {o['scoring']} (secondary): label − rationale "
+                         + "".join(f" Scored {o['scoring']} (secondary): label − {o['target']} "
                                    f"{format_difference(o)}, "
                                    f"{len(o['rationale_seeds'])} seed(s)." for o in others))
             continue
         lines.append(
-            f"- {h['comparison']} ({size}scored {h['scoring']}, primary): label − rationale "
+            f"- {h['comparison']} ({size}scored {h['scoring']}, primary): label − {h['target']} "
             f"{format_difference(h)}, p = {h['p']:.3g}, "
             f"{len(h['rationale_seeds'])} seed(s), {h['interval']}: "
-            f"{_side(h['low'], h['high'])}."
+            f"{_side(h['low'], h['high'], h['target'])}."
             + (f" It {seed_report.dropped_text(h)}." if h.get("dropped") else "")
             + "".join(f" Scored {o['scoring']}: {format_difference(o)}." for o in others))
     lines += _not_shown_worse(primary)

@@ -18,6 +18,7 @@ import numpy as np
 
 from training.evaluate import read_predictions
 from training.evaluate_config import lead_scoring
+from training.reading_rule import ReadingRule, trained_position
 from training.seed_level import (
     balanced_accuracy_at_rate,
     degenerate,
@@ -26,6 +27,10 @@ from training.seed_level import (
     yes_rate,
 )
 from training.tables import number, table
+from training.targets import TARGETS
+
+UNTRAINED = ("read where this model was never trained to answer; the reading rule reads "
+             "trained positions only")
 
 
 def _scores(row: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -111,14 +116,18 @@ def by_target(rows: list[dict]) -> list[dict]:
     return sorted(out, key=lambda t: (t["train_size"] or 0, t["target"], t["scoring"]))
 
 
-def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
-    """Label-only (its own scoring) minus each rationale target, per size and scoring.
+def headline(rows: list[dict], n_resamples: int, seed: int,
+             rule: ReadingRule | None = None) -> list[dict]:
+    """Label-only (its own scoring) minus each other target, per size and scoring.
 
     ``primary``: the comparison the report leads with, per size and target: sampled
     scoring where the target has it (greedy rationales turn a template-taught model's
     score into a yes/no), else its own. ``interval``: seeds then patients, or patients
-    only where each arm has one seed. A rationale setting with no valid seed is listed
-    with ``left_out`` (its reasons) and no figures."""
+    only where each arm has one seed. A setting with no valid seed is listed with
+    ``left_out`` (its reasons) and no figures. Under a reading ``rule`` that reads trained
+    positions only, a setting read where its model was never trained to answer (the
+    answer-only ablation's rationale) is left out too, with that reason
+    (``untrained_position``), and is never primary."""
     arms, every = _arms(rows), _arms(rows, valid_only=False)
     left = _left_out(rows, ("sft",), arms)
     out = []
@@ -163,14 +172,20 @@ def headline(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
             out.append({"train_size": size, "comparison": f"label vs {target}",
                         "target": target, "scoring": scoring, "label_seeds": [],
                         "rationale_seeds": [], "interval": None, "left_out": why})
+    if rule is not None and rule.trained_positions_only:
+        for h in out:
+            if h["target"] in TARGETS and not trained_position(h["target"], h["scoring"]):
+                h.update(untrained_position=True, left_out=UNTRAINED)
     own = {(r["train_size"], r["target"]): r["scoring"] for r in rows
            if r["kind"] == "sft" and not r.get("extra_scoring")}
     variants: dict[tuple, set] = {}
     for h in out:
-        variants.setdefault((h["train_size"], h["target"]), set()).add(h["scoring"])
+        if not h.get("untrained_position"):
+            variants.setdefault((h["train_size"], h["target"]), set()).add(h["scoring"])
     for h in out:
         key = (h["train_size"], h["target"])
-        h["primary"] = h["scoring"] == lead_scoring(variants[key], own.get(key))
+        h["primary"] = h["scoring"] == lead_scoring(variants.get(key, ()), own.get(key)) \
+            and not h.get("untrained_position")
     return sorted(out, key=lambda h: (h["train_size"] or 0, h["target"], not h["primary"],
                                       h["scoring"]))
 
@@ -231,9 +246,11 @@ def _chosen_with(rows: list[dict]) -> str:
             "that choice, so it may carry a small selection advantage of its own. ")
 
 
-def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], dict]:
-    """Markdown lines and data of the seed-level section."""
-    targets, heads = by_target(rows), headline(rows, n_resamples, seed)
+def section(rows: list[dict], n_resamples: int, seed: int,
+            rule: ReadingRule | None = None) -> tuple[list[str], dict]:
+    """Markdown lines and data of the seed-level section (``rule``: the grid's
+    pre-registered reading rule, if it states one)."""
+    targets, heads = by_target(rows), headline(rows, n_resamples, seed, rule)
     lines = ["", "## Seeds as the unit", "",
              "Label-only minus each other SFT target: the mean over seeds of each arm's test "
              "AUROC, with a 95% interval from a bootstrap that draws the seeds (the same seed "
@@ -250,7 +267,8 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
              "`tests/training/test_seed_level.py`) it covered the true difference about "
              "94% of the time with 3 seeds when the seeds spread as the cpu scale's "
              "rationale runs did, and 87% when they spread twice as much: where seeds "
-             "differ a lot, 3 seeds understate the uncertainty. " + _chosen_with(rows)
+             "differ a lot, 3 seeds understate the uncertainty; with 2 seeds (3 multisets) "
+             "94% and 81%. " + _chosen_with(rows)
              + "A seed left out of a comparison (a run degenerate or without its answers) "
              "takes its pair with it; the comparison with every run included is given "
              "beside it.", ""]
@@ -258,8 +276,8 @@ def section(rows: list[dict], n_resamples: int, seed: int) -> tuple[list[str], d
     def scored_by(h: dict) -> str:
         return h["scoring"] + (" (primary)" if h["primary"] else "")
 
-    lines += table(["training patients", "comparison", "rationale scored by", "seeds",
-                    "difference (label − rationale) [95% CI]", "p"], (
+    lines += table(["training patients", "comparison", "that target scored by", "seeds",
+                    "difference (label − that target) [95% CI]", "p"], (
         [h["train_size"] or "all", h["comparison"], scored_by(h),
          ", ".join(map(str, h["rationale_seeds"])) or "none valid" if h["left_out"] else
          ", ".join(map(str, h["rationale_seeds"])) + ("" if h["paired_seeds"] else

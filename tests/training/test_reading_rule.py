@@ -187,7 +187,8 @@ def _two_seed_rows(tmp_path, invalid: dict | None = None) -> list[dict]:
     return rows
 
 
-def test_a_contrast_that_lost_a_seed_names_it_and_its_reading_says_one_seed(tmp_path):
+def test_a_contrast_that_lost_a_seed_names_it_and_under_seeds_then_patients_decides_nothing(
+        tmp_path):
     from training.mechanism import contrasts, markdown, readings
 
     rule = ReadingRule.model_validate({
@@ -202,6 +203,13 @@ def test_a_contrast_that_lost_a_seed_names_it_and_its_reading_says_one_seed(tmp_
     assert one["left_out"] == [{"seed": 1, "side": "multitask/direct", "why": why}]
     (reading,) = readings([one], rule)
     assert reading["one_seed"] == ["multitask"]
+    # the rule reads seeds, then patients: one seed has no training variance to draw, so
+    # the contrast is shown but decides nothing (it is shown here: a +0.3 difference)
+    assert one["shown"] == 1
+    assert reading["tested"] == [] and reading["reading"].startswith(
+        "not tested (its contrasts kept one seed")
+    (post_hoc,) = readings([one], rule.model_copy(update={"interval": "patients"}))
+    assert post_hoc["reading"] == "supported"  # the first rule's one-seed grid read it
     unscored = _two_seed_rows(tmp_path)
     unscored[4]["predictions"] = None  # multitask, seed 1: never scored
     (lost,) = contrasts(unscored, 200, 1, rule)
@@ -209,7 +217,9 @@ def test_a_contrast_that_lost_a_seed_names_it_and_its_reading_says_one_seed(tmp_
                                  "why": "no test predictions"}]
     text = "\n".join(markdown([], [one], [], [reading], [], False, [], rule.interval))
     assert f"seed 1 left out (multitask/direct: {why})" in text
-    assert "multitask read on one seed (patients only)" in text
+    assert "multitask read on one seed (patients only), not counted: the rule reads " \
+        "seeds, then patients" in text
+    assert "| 1; patients only (one seed); counted in no reading;" in text
 
 
 def test_an_explanation_shown_only_by_a_contrast_another_predicts_is_not_told_apart(
@@ -320,3 +330,98 @@ def test_a_grid_that_scores_every_model_one_way_is_read_that_way():
             ExperimentGrid(dataset="v", fewshot=None, sft=sft, evaluation={"scoring": "direct"},
                            reading={**_rule(["label", "direct"], side),
                                     "trained_positions_only": False})
+
+
+MECHANISM_V2_RULE = "8e7ef937af659023c6df0f4522cf465ebecbebd84de8046c8548e26940465dd7"
+
+
+def _mechanism_v2():
+    return ReproduceConfig.load(ROOT / "experiments" / "mechanism-v2.yaml").resolve("cpu")[1]
+
+
+def test_mechanism_v2s_rule_keeps_the_hash_its_runs_are_made_under():
+    """The hash is in each of its runs' identities: editing the rule's wording, or adding a
+    field with a default to the rule's models, would orphan every run already made."""
+    assert _mechanism_v2().reading.digest() == MECHANISM_V2_RULE
+
+
+def _mechanism_v2_rows(tmp_path, grid, left_out: dict) -> list[dict]:
+    """Every (target, seed, scoring) the real mechanism-v2 grid makes, as report rows
+    with synthetic test predictions (200 patients) and run folders stamped with its rule;
+    ``left_out`` marks (target, scoring, seed) degenerate with a reason."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from training import seed_report
+
+    rng = np.random.default_rng(17)
+    y = np.repeat([1, 0], 100)
+    rows = []
+    for seed in grid.sft.seeds:
+        for target in grid.sft.targets:
+            folder = tmp_path / f"{target}-{seed}"
+            folder.mkdir(parents=True)
+            (folder / "config.yaml").write_text(
+                yaml.safe_dump({"reading_rule": grid.reading.digest()}))
+            own = grid.own_scoring(target)
+            for scoring in (own, *grid.scorings_for(target)):
+                p = 1 / (1 + np.exp(-(y + rng.normal(0, 1.0, y.size))))
+                path = folder / f"{scoring}.csv"
+                path.write_text("id,label,p_yes\n" + "".join(
+                    f"P{i:03d},{label},{score!r}\n"
+                    for i, (label, score) in enumerate(zip(y.tolist(), p.tolist(),
+                                                           strict=True))))
+                why = left_out.get((target, scoring, seed))
+                row = {"kind": "sft", "run_id": len(rows) + 1, "target": target,
+                       "scoring": scoring, "extra_scoring": scoring != own,
+                       "predictions": str(path), "valid": not why, "invalid_reason": why,
+                       "invalid_code": "degenerate" if why else None,
+                       "base_model": grid.base_models[0], "train_size": 400, "seed": seed,
+                       "lora_r": 16, "run_dir": str(folder), "tuned_on": None,
+                       "answer_weight_share": None,
+                       "auroc": {"value": float(roc_auc_score(y, p)), "low": 0.55,
+                                 "high": 0.85}}
+                rows.append({**row, **seed_report.run_figures(row)})
+    return rows
+
+
+def test_mechanism_v2s_own_rule_reads_every_contrast_over_both_seeds(tmp_path):
+    """The real grid and rule, end to end through the report's code: every contrast is
+    read over its two seeds, then the patients; the answer-only ablation is tabulated but
+    read in no contrast and no headline; a contrast that loses a seed decides nothing."""
+    from training import mechanism, seed_report
+    from training.reproduce import conclusions
+
+    grid = _mechanism_v2()
+    rows = _mechanism_v2_rows(tmp_path / "all", grid, {})
+    lines, data = mechanism.section(rows, tmp_path / "all", 200, 0, grid.reading)
+    assert data["reading_rule"] == {"hash": MECHANISM_V2_RULE, "pre_registered": True,
+                                    "interval": "seeds-then-patients"}
+    assert {c["contrast"] for c in data["contrasts"]} == set(grid.reading.contrasts)
+    assert all(c["pairs"] == 2 and c["interval"] == "seeds-then-patients"
+               for c in data["contrasts"])
+    assert data["unread_contrasts"] == []
+    assert all(not r["reading"].startswith("not tested") and not r["one_seed"]
+               for r in data["readings"])
+    untrained = {(s["target"], s["scoring"]) for s in data["settings"]
+                 if s.get("untrained_position")}
+    assert untrained == {("rationale-answer-only", "generate")}
+    _, seeds = seed_report.section(rows, 200, 0, grid.reading)
+    said = conclusions({"rows": [r for r in rows if not r["extra_scoring"]],
+                        "all_rows": rows, "seeds": seeds, "references": [], "joint": []})
+    assert "rationale-answer-only" not in said
+    assert "label vs rationale-weighted (400 patients, scored sampled, primary)" in said
+
+    why = "says yes 99% of the time (mean P(yes) 0.990), above 95%"
+    rows = _mechanism_v2_rows(tmp_path / "lost", grid,
+                              {("rationale-weighted", "sampled", 1): why})
+    _, data = mechanism.section(rows, tmp_path / "lost", 200, 0, grid.reading)
+    weighting = next(c for c in data["contrasts"] if c["contrast"] == "weighting")
+    assert weighting["pairs"] == 1 and weighting["interval"] == "patients only (one seed)"
+    shift = next(r for r in data["readings"]
+                 if r["explanation"] == "next-token loss shifted onto rationale tokens")
+    assert shift["tested"] == [] and shift["one_seed"] == ["weighting"]
+    assert shift["reading"].startswith("not tested (its contrasts kept one seed")
+    dilution = next(r for r in data["readings"]
+                    if r["explanation"] == "dilution of the answer's gradient by length")
+    assert dilution["tested"] == ["length"] and dilution["reading"] != "supported"

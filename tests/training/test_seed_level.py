@@ -261,6 +261,48 @@ def test_the_headline_leads_with_sampled_scoring_and_keeps_every_target_in_view(
     assert "patients only (one seed)" in said
 
 
+def test_under_a_reading_rule_the_headline_reads_no_model_where_it_never_learned_to_answer(
+        tmp_path):
+    """The mechanism grid's rule reads trained positions only: the answer-only ablation's
+    rationale (its loss was on the answer alone) is listed, left out with that reason,
+    never primary and never in the conclusions; a filler model read by what it wrote is
+    not primary either. Without a rule (the main reproduction) nothing changes."""
+    from training.reading_rule import ReadingRule
+    from training.reproduce import conclusions
+
+    rng = np.random.default_rng(11)
+    y = np.repeat([1, 0], 50)
+
+    def graded():
+        return 1 / (1 + np.exp(-(y + rng.normal(size=100))))
+
+    rows = []
+    for s in (0, 1):
+        rows.append(_row(tmp_path, "label", s, y, graded(), scoring="direct"))
+        rows.append(_row(tmp_path, "rationale-answer-only", s, y, graded()))
+        rows.append(_row(tmp_path, "label-padded", s, y, graded()))
+        rows.append({**_row(tmp_path, "label-padded", s, y, graded(), scoring="prefilled"),
+                     "extra_scoring": True})
+    rule = ReadingRule.model_validate({
+        "contrasts": {"length": {"a": ["label", "direct"], "b": ["label-padded", "prefilled"],
+                                 "what": "x"}},
+        "explanations": {"e": ["length"]}, "interval": "seeds-then-patients"})
+    _, data = seed_report.section(rows, n_resamples=100, seed=0, rule=rule)
+    heads = {(h["target"], h["scoring"]): h for h in data["headline"]}
+    answer_only = heads[("rationale-answer-only", "generate")]
+    assert answer_only["untrained_position"] and not answer_only["primary"]
+    assert answer_only["left_out"] == seed_report.UNTRAINED
+    assert heads[("label-padded", "prefilled")]["primary"]
+    assert not heads[("label-padded", "generate")]["primary"]
+    said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
+    assert "rationale-answer-only" not in said
+    assert "label vs label-padded (400 patients, scored prefilled, primary): label − " \
+        "label-padded" in said
+    _, plain = seed_report.section(rows, n_resamples=100, seed=0)
+    assert next(h for h in plain["headline"]
+                if h["target"] == "rationale-answer-only")["primary"]
+
+
 def test_a_size_without_a_valid_label_only_run_says_so(tmp_path):
     y = np.repeat([1, 0], 50)
     rows = [_row(tmp_path, "label", 0, y, np.full(100, 0.01), scoring="direct"),

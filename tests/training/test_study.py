@@ -204,7 +204,7 @@ def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
                    "low": 0.05, "high": 0.17, "p_value": 0.001}]}
     text = conclusions(results)
     assert ("label vs rationale-free (400 patients, scored sampled, primary): label − "
-            "rationale +0.060 [+0.004, +0.120]") in text
+            "rationale-free +0.060 [+0.004, +0.120]") in text
     assert "label-only higher. Scored generate: +0.110 [+0.020, +0.200]." in text
     named = text.split("Not shown worse:")[1].split("(")[0]
     assert named.strip() == "rationale-align"  # not rationale-free; no ablation either
@@ -219,7 +219,7 @@ def test_the_conclusions_lead_with_the_seed_level_primary_comparison():
         _head("rationale-free", "generate", False, 0.11, 0.02, 0.20)]}}
     assert ("label vs rationale-free (400 patients, sampled): not compared; every seed was "
             "left out (every seed says yes for more than 95% of test patients). Scored "
-            "generate (secondary): label − rationale +0.110 [+0.020, +0.200], 3 seed(s)."
+            "generate (secondary): label − rationale-free +0.110 [+0.020, +0.200], 3 seed(s)."
             ) in conclusions(greedy_only)
     every_worse = {**results, "seeds": {"headline": results["seeds"]["headline"][:2]}}
     assert "No: label-only is higher than every rationale target compared" in conclusions(

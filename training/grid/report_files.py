@@ -58,7 +58,8 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
     cells = cell_summary(rows, refs)
     text = markdown(grid, rows, tests, joint, cells, refs, figure)
     every_dict = [r.as_dict() for r in every_row]
-    seed_lines, seed_data = seed_report.section(every_dict, n_resamples, evaluation.seed)
+    seed_lines, seed_data = seed_report.section(every_dict, n_resamples, evaluation.seed,
+                                                grid.reading)
     text += "\n".join(seed_lines) + "\n"
     mechanism_data = None
     if mechanism.applies(grid):
