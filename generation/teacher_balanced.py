@@ -1,20 +1,27 @@
 """A template teacher whose rationale does not give its decision away at the start.
 
-The first template teacher (:mod:`generation.teacher`) opens each rationale with the
-branch that decides it ("Established dementia risk factors are present…" for yes,
-"Some risk factors are recorded…, but they are modest" for no). A model fine-tuned on
-it learns to decide at that one early token; the rest of the text, and the answer, follow
-from it. This variant is written the other way round:
+The first template teacher (:mod:`generation.teacher`) opens each rationale with a
+sentence on age, then, second, the branch that decides it ("The record shows possible
+early cognitive or functional change…" or "Established dementia risk factors are
+present…" for yes, "Some risk factors are recorded…, but they are modest" or "No memory
+complaint…" for no), about 40 tokens in. A model fine-tuned on it learns to decide at
+that one early token; the rest of the text, and the answer, follow from it. This variant
+is written the other way round:
 
 - the opening is one of several neutral sentences, picked by the patient's id (not the
   label), so its first words say nothing about the outcome;
 - the evidence comes next, in the same words whatever the label: age, each recorded risk
-  factor, each possible early change (or that none is documented), the other findings;
+  factor, each possible early change (or that none of the items shown is one), the other
+  findings;
 - the conclusion comes last, and only it depends on the label (label-conditioned), or on
   what the record shows (label-blind: yes when a possible prodromal item is recorded).
 
 Like the first teacher it cites the record's own items by evidence id with their
-descriptions verbatim, so every claim is grounded. Select it with ``teacher:
+descriptions verbatim. It is given only the items the prompt's history shows (the
+history budget may leave older ones out), so it states an absence only of those: "none
+of the items shown…", never "no … is documented", which an item left out of the prompt
+could contradict (version 1 did, for 14 cases of the cpu cohort whose memory complaint
+fell outside the budget). Select it with ``teacher:
 template-balanced`` (study config) or ``--backend template-balanced``.
 """
 
@@ -24,7 +31,7 @@ import json
 from generation.chat import ChatRequest, Completion, SamplingConfig
 from generation.teacher import MAX_CITED, _age, _cite, _latest_by_code
 
-NAME = "template-teacher-balanced-v1"
+NAME = "template-teacher-balanced-v2"
 
 # the last sentence, the only one that depends on the label: then "likely." / "unlikely."
 CONCLUSION = ("Weighing these together, a diagnosis of Alzheimer's disease or a related "
@@ -66,13 +73,13 @@ def write(record: dict, format: str) -> dict:
         steps.append(("Recorded risk factors: " + _cite(risks[:3]) + ".",
                       [i["id"] for i in risks[:3]]))
     else:
-        steps.append(("No established dementia risk factor is recorded.", []))
+        steps.append(("None of the items shown is an established dementia risk factor.", []))
     if prodrome:
         steps.append(("Possible early cognitive or functional changes: " + _cite(prodrome[:3])
                       + ".", [i["id"] for i in prodrome[:3]]))
     else:
-        steps.append(("No memory complaint, cognitive symptom or functional decline is "
-                      "documented.", []))
+        steps.append(("None of the items shown records a memory complaint, cognitive "
+                      "symptom or functional decline.", []))
     if context:
         steps.append(("Other findings: " + _cite(context[:2]) + ".",
                       [i["id"] for i in context[:2]]))
