@@ -241,8 +241,8 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
                     "forced": [c["contrast"] for c in tested if c["forced"]],
                     "not_told_apart": _sharing(explanation, shown, rule, by_name)
                     if verdict in ("supported", "partly supported") else [],
-                    # read over one seed's patients: under the first (patients) rule
-                    # counted, under seeds-then-patients shown but not counted
+                    # read over one seed's patients (only under seeds-then-patients: the
+                    # first rule's joint bootstrap never falls back), shown, not counted
                     "one_seed": [p for p in predicted if p in every and str(
                         every[p].get("interval", "")).startswith("patients only")],
                     "one_seed_counted": rule.interval != "seeds-then-patients",
@@ -358,7 +358,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
              + (" With two seeds the seed draw has three outcomes: in the seed section's "
                 "simulation such an interval covered the true difference 94% of the time "
                 "when seeds spread as the cpu scale's rationale runs did and 81% at twice "
-                "that spread." if interval == "seeds-then-patients" else ""), ""]
+                "that spread." if interval == "seeds-then-patients"
+                and any(c["pairs"] == 2 for c in found) else ""), ""]
     lines += table(["target", "scoring", "runs", "AUROC", "label − setting [95% CI]", "p"], (
         [t["target"], t["scoring"] + (" (not where it was trained to answer; in no "
                                       "contrast)" if t.get("untrained_position") else ""),
@@ -387,8 +388,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
     lines += [f"- **{r['explanation']}** (predicts a positive "
               f"{', '.join(r['predicts'])}): {r['reading']}"
               + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
-              + (f"; {', '.join(r['untested'])} not read" if r["untested"] and r["tested"]
-                 else "")
+              + (f"; {', '.join(r['untested'])} not read"
+                 if r["untested"] and (r["tested"] or r.get("one_seed")) else "")
               + (f"; {', '.join(r['one_seed'])} read on one seed (patients only)"
                  + ("" if r.get("one_seed_counted", True) else
                     ", not counted: the rule reads seeds, then patients")

@@ -239,6 +239,12 @@ def conclusions(results: dict) -> str:
             f"{_side(h['low'], h['high'], h['target'])}."
             + (f" It {seed_report.dropped_text(h)}." if h.get("dropped") else "")
             + "".join(f" Scored {o['scoring']}: {format_difference(o)}." for o in others))
+    led = {(h["train_size"], h["target"]) for h in primary}
+    for h in heads:  # a model the reading rule reads nowhere it was trained to answer
+        if h.get("untrained_position") and (h["train_size"], h["target"]) not in led:
+            size = f"{h['train_size']} patients, " if h["train_size"] else ""
+            lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not read; "
+                         f"{h['left_out']}.")
     lines += _not_shown_worse(primary)
     for j in results.get("joint", []):
         lines.append(f"- Secondary, each cell's own scoring and the test patients only "

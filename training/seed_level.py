@@ -13,11 +13,12 @@ headline is
   (class-stratified, the same patients for every run), and recomputes the difference. The
   interval so carries the spread between seeds and the sampling of test patients. With so
   few seeds the drawn seeds' spread is scaled up to the unbiased variance (``inflate``).
-  Coverage in simulation (``tests/training/test_seed_level.py``'s design, 200 patients,
-  400 simulations): 3 seeds with the seed spread of the committed cpu reports (AUROC SD
-  about 0.06) 0.94 (0.895 without the scaling); 5 seeds 0.965. Twice that spread, 3 seeds:
+  Coverage in simulation (:mod:`training.seed_coverage`, 200 patients, 400 simulations
+  unless said): 3 seeds with the seed spread of the committed cpu reports (AUROC SD about
+  0.06) 0.94 (0.895 without the scaling); 5 seeds 0.965. Twice that spread, 3 seeds:
   0.875, 5 seeds: 0.917 (too narrow: few seeds cannot measure a large spread). Almost no
   spread: 0.998 (too wide: the patient level is counted twice when seeds add no spread).
+  Over 2,000 simulations: 3 seeds 0.940 (twice the spread 0.869), 2 seeds 0.936 (0.808).
 
 And, beside it, what makes a run's scores unfit to be compared at all, or comparable only
 at a matched rate of "yes":

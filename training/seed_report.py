@@ -175,7 +175,8 @@ def headline(rows: list[dict], n_resamples: int, seed: int,
     if rule is not None and rule.trained_positions_only:
         for h in out:
             if h["target"] in TARGETS and not trained_position(h["target"], h["scoring"]):
-                h.update(untrained_position=True, left_out=UNTRAINED)
+                h.update(untrained_position=True, left_out=UNTRAINED + (
+                    f"; {h['left_out']}" if h["left_out"] else ""))
     own = {(r["train_size"], r["target"]): r["scoring"] for r in rows
            if r["kind"] == "sft" and not r.get("extra_scoring")}
     variants: dict[tuple, set] = {}
@@ -264,7 +265,7 @@ def section(rows: list[dict], n_resamples: int, seed: int,
              "only C(2S − 1, S) seed multisets (10 for 3 seeds), so the seed part of the "
              "interval reaches little past the seeds' observed range, even scaled to their "
              "unbiased variance. In simulation (200 test patients, the design of "
-             "`tests/training/test_seed_level.py`) it covered the true difference about "
+             "`training/seed_coverage.py`) it covered the true difference about "
              "94% of the time with 3 seeds when the seeds spread as the cpu scale's "
              "rationale runs did, and 87% when they spread twice as much: where seeds "
              "differ a lot, 3 seeds understate the uncertainty; with 2 seeds (3 multisets) "

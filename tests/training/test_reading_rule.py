@@ -409,7 +409,9 @@ def test_mechanism_v2s_own_rule_reads_every_contrast_over_both_seeds(tmp_path):
     _, seeds = seed_report.section(rows, 200, 0, grid.reading)
     said = conclusions({"rows": [r for r in rows if not r["extra_scoring"]],
                         "all_rows": rows, "seeds": seeds, "references": [], "joint": []})
-    assert "rationale-answer-only" not in said
+    assert "label − rationale-answer-only" not in said
+    assert "label vs rationale-answer-only (400 patients, generate): not read" in said
+    assert "With two seeds the seed draw has three outcomes" in "\n".join(lines)
     assert "label vs rationale-weighted (400 patients, scored sampled, primary)" in said
 
     why = "says yes 99% of the time (mean P(yes) 0.990), above 95%"

@@ -3,10 +3,10 @@ seed and patient variance, degenerate runs, and balanced accuracy at a matched y
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from training import seed_report
 from training.metrics import paired_bootstrap_difference
+from training.seed_coverage import coverage
 from training.seed_level import (
     balanced_accuracy_at_rate,
     degenerate,
@@ -14,37 +14,13 @@ from training.seed_level import (
     yes_rate,
 )
 
-# The regime of the committed cpu reports: 200 test patients, a label-only arm whose AUROC
-# varies little between seeds (SD about 0.004) and a rationale arm that varies a lot
-# (about 0.06), three seeds each.
-N, NOISE_SHARED, NOISE_RUN = 200, 1.0, 0.7
-SIGNAL_A, SPREAD_A, SIGNAL_B, SPREAD_B = 1.2, 0.02, 0.9, 0.28
 
-
-def _expected_auroc(signal: float, spread: float) -> float:
-    """E over seeds of the AUROC of ``(signal + u) * y + noise``, u ~ N(0, spread²)."""
-    x, w = np.polynomial.hermite_e.hermegauss(80)
-    scale = np.sqrt(2 * (NOISE_SHARED ** 2 + NOISE_RUN ** 2))
-    return float((norm.cdf((signal + spread * x) / scale) * w).sum() / w.sum())
-
-
-def _runs(rng, y, shared, signal, spread, seeds):
-    effects = rng.normal(size=seeds) * spread
-    return [(signal + e) * y + shared + rng.normal(size=y.size) * NOISE_RUN for e in effects]
-
-
-def test_the_hierarchical_interval_covers_the_true_difference_95_percent_of_the_time():
-    truth = _expected_auroc(SIGNAL_A, SPREAD_A) - _expected_auroc(SIGNAL_B, SPREAD_B)
-    rng = np.random.default_rng(123)
-    simulations, covered = 400, 0
-    for i in range(simulations):
-        y = (rng.random(N) < 0.5).astype(int)
-        shared = rng.normal(size=N) * NOISE_SHARED  # the patient's own difficulty
-        a = _runs(rng, y, shared, SIGNAL_A, SPREAD_A, 3)
-        b = _runs(rng, y, shared, SIGNAL_B, SPREAD_B, 3)
-        result = hierarchical_difference(y, a, b, n_resamples=400, seed=i)
-        covered += result["low"] <= truth <= result["high"]
-    assert 0.93 <= covered / simulations <= 0.97
+@pytest.mark.parametrize("seeds", [3, 2])  # the cpu scale's and the mechanism grid's
+def test_the_hierarchical_interval_covers_the_true_difference_95_percent_of_the_time(seeds):
+    """With the cpu scale's seed spread (training/seed_coverage.py; its 2,000-trial run gave
+    94.0% with 3 seeds and 93.6% with 2, 86.9% and 80.8% at twice the spread, as the
+    reports say)."""
+    assert 0.93 <= coverage(seeds) <= 0.97
 
 
 def test_with_one_seed_it_is_the_paired_patient_bootstrap():
@@ -265,8 +241,8 @@ def test_under_a_reading_rule_the_headline_reads_no_model_where_it_never_learned
         tmp_path):
     """The mechanism grid's rule reads trained positions only: the answer-only ablation's
     rationale (its loss was on the answer alone) is listed, left out with that reason,
-    never primary and never in the conclusions; a filler model read by what it wrote is
-    not primary either. Without a rule (the main reproduction) nothing changes."""
+    never primary, and the conclusions say it was not read. Without a rule (the main
+    reproduction) it leads like any other target's own scoring."""
     from training.reading_rule import ReadingRule
     from training.reproduce import conclusions
 
@@ -295,7 +271,9 @@ def test_under_a_reading_rule_the_headline_reads_no_model_where_it_never_learned
     assert heads[("label-padded", "prefilled")]["primary"]
     assert not heads[("label-padded", "generate")]["primary"]
     said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
-    assert "rationale-answer-only" not in said
+    assert ("label vs rationale-answer-only (400 patients, generate): not read; read "
+            "where this model was never trained to answer") in said
+    assert "label − rationale-answer-only" not in said
     assert "label vs label-padded (400 patients, scored prefilled, primary): label − " \
         "label-padded" in said
     _, plain = seed_report.section(rows, n_resamples=100, seed=0)
