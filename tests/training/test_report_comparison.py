@@ -12,9 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from tests.training.test_seed_level import NOISE_SHARED, N, _expected_auroc, _runs
 from training.metrics import _row_metric, _stratified_blocks
 from training.report_comparison import ComparisonError, compare, read_report
+from training.seed_coverage import NOISE_SHARED, N
+from training.seed_coverage import expected_auroc as _expected_auroc
+from training.seed_coverage import runs as _runs
 from training.seed_level import _seed_mean, hierarchical_contrast, hierarchical_difference
 
 REPORTS = Path(__file__).resolve().parents[2] / "docs" / "reports"
