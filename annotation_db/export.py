@@ -529,6 +529,18 @@ def content_hash(files: dict[str, bytes]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def view_hashes(manifest: dict) -> dict[str, str]:
+    """Each view's own content hash (its files, as :func:`content_hash` hashes a whole
+    version), from a manifest's per-file hashes: two versions whose ``label_only`` hashes
+    match give label-only training the same rows, byte for byte."""
+    views: dict[str, list[str]] = {}
+    for path, sha in sorted(manifest["files"].items()):
+        view, _, name = path.partition("/")
+        views.setdefault(view, []).append(f"{name} {sha}")
+    return {view: hashlib.sha256("\n".join(lines).encode()).hexdigest()
+            for view, lines in views.items()}
+
+
 def _provenance(session: Session, policy: ApprovalPolicy) -> dict:
     # Distinct ids first: PostgreSQL cannot compare the runs' JSON columns for DISTINCT.
     run_ids = select(Rationale.run_id).join(

@@ -150,9 +150,26 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
                          "primary": key in primary})
     return {"patients": len(ids), "positives": int(y.sum()), "n_resamples": n_resamples,
             "seed": seed, "max_one_answer_share": max_one_answer_share,
-            "changes": changes, "gaps": gaps,
+            "views": same_views(folder_a, folder_b), "changes": changes, "gaps": gaps,
             "only_in_a": [setting_name(k) for k in sorted(a.keys() - b.keys(), key=_order)],
             "only_in_b": [setting_name(k) for k in sorted(b.keys() - a.keys(), key=_order)]}
+
+
+def same_views(folder_a: str | Path, folder_b: str | Path) -> dict | None:
+    """Which of the two dataset versions' views hold the same rows, file for file (the
+    views' hashes in each report's ``reproduce.json``); None where a report does not
+    record them (not written by ``experiment reproduce``, or before 2026-12-07)."""
+    hashes = []
+    for folder in (folder_a, folder_b):
+        path = Path(folder) / "reproduce.json"
+        views = (json.loads(path.read_text()).get("dataset") or {}).get("views") \
+            if path.is_file() else None
+        if not views:
+            return None
+        hashes.append(views)
+    a, b = hashes
+    return {"same": sorted(v for v in a if b.get(v) == a[v]),
+            "different": sorted(v for v in a.keys() | b.keys() if a.get(v) != b.get(v))}
 
 
 def _order(key: tuple):
@@ -376,15 +393,24 @@ def markdown(result: dict, inputs: dict) -> list[str]:
         if result[f"only_in_{report}"]:
             lines += ["", f"Only in {report.upper()} (not compared): "
                       + "; ".join(result[f"only_in_{report}"]) + "."]
+    views = result.get("views")
+    same_label = bool(views) and "label_only" in views["same"]
     lines += ["", "## What it can and cannot say", "",
               "Each difference is between two separate trainings of each setting. Their "
               "datasets differ in the rationales and, because the audit approves "
               "rationales, possibly in which patients were exported. A change in a "
               "rationale target is the change that goes with the whole difference between "
-              "the two dataset versions, not with one sentence of the teacher. Label-only "
-              "sees no rationale, but it trains on the approved patients, so its own change "
-              "between the reports is training noise plus any change in those patients: "
-              "the floor under which the other rows' changes say nothing. With three seeds "
+              "the two dataset versions, not with one sentence of the teacher. "
+              + ("Label-only's training data is the same in both, file for file (the "
+                 "`label_only` view's hash in each report's `reproduce.json`), so its own "
+                 "change between the reports is training noise alone: "
+                 if same_label else
+                 "Label-only sees no rationale, but it trains on the approved patients, so "
+                 "its own change between the reports is training noise plus any change in "
+                 "those patients" + ("" if views is None else
+                                     " (its view differs between the two versions)")
+                 + ": ")
+              + "the floor under which the other rows' changes say nothing. With three seeds "
               "a report, the seed "
               "level is measured coarsely (`training/seed_level.py` gives the interval's "
               "coverage in simulation)."]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from annotation_db.export import view_hashes
 from annotation_db.provenance import echo_config, portable_argv, portable_path
 from training import seed_report
 from training.budget import estimate, sample_token_counts
@@ -103,6 +104,7 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
     summary = {"scale": scale, "dataset": {"name": version.name,
                                            "sha256": version.content_hash,
                                            "counts": version.manifest["counts"],
+                                           "views": view_hashes(version.manifest),
                                            "agreement": version.manifest.get("agreement")},
                "data": data_info, "grid": grid.model_dump(mode="json"),
                "wall_seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),

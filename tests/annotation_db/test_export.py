@@ -386,3 +386,16 @@ def test_a_rationale_concluding_against_the_recorded_outcome_is_never_exported(r
            for line in body.decode().splitlines()}
     assert not any(i.endswith(f"-r{good_id}") for i in ids)
     assert sum("-r" in i for i in ids) > 0  # the approved rationales' rows are there
+
+
+def test_each_view_has_its_own_hash_so_two_versions_can_share_one_view():
+    """Two versions that differ only in their rationales keep label-only's hash."""
+    a = {"files": {"label_only/train.jsonl": "1" * 64, "label_only/test.jsonl": "2" * 64,
+                   "rationale_free/train.jsonl": "3" * 64}}
+    b = {"files": {**a["files"], "rationale_free/train.jsonl": "4" * 64}}
+    ha, hb = export.view_hashes(a), export.view_hashes(b)
+    assert set(ha) == {"label_only", "rationale_free"}
+    assert ha["label_only"] == hb["label_only"] and ha["rationale_free"] != hb["rationale_free"]
+    moved = {"files": {"label_only/validation.jsonl": "1" * 64,
+                       "label_only/test.jsonl": "2" * 64}}
+    assert export.view_hashes(moved)["label_only"] != ha["label_only"]  # names count

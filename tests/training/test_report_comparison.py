@@ -161,6 +161,37 @@ def test_a_target_that_loses_less_in_b_has_a_gap_change_below_zero(tmp_path, pat
     assert free["primary"] and gap["primary"]
 
 
+def test_label_onlys_row_is_called_training_noise_only_where_its_data_is_the_same(
+        tmp_path, patients):
+    """Each report's ``reproduce.json`` records its dataset's view hashes: where the
+    ``label_only`` view is the same in both, label-only's change is training noise alone;
+    where it differs, or a report does not record it, it may be a change of patients too."""
+    from training.report_comparison import markdown
+
+    rng, y = patients
+    runs = _grid(rng, y, free_signal=0.6)
+    a, b = _report(tmp_path / "a", y, runs), _report(tmp_path / "b", y, runs)
+    inputs = {"a": {"folder": "a"}, "b": {"folder": "b"}}
+
+    def said(views_a, views_b) -> tuple[dict | None, str]:
+        for folder, views in ((a, views_a), (b, views_b)):
+            (folder / "reproduce.json").unlink(missing_ok=True)
+            if views is not None:
+                (folder / "reproduce.json").write_text(json.dumps({"dataset": {"views": views}}))
+        result = compare(a, b, n_resamples=100)
+        return result["views"], "\n".join(markdown(result, inputs))
+
+    views, text = said({"label_only": "1", "rationale_free": "2"},
+                       {"label_only": "1", "rationale_free": "3"})
+    assert views == {"same": ["label_only"], "different": ["rationale_free"]}
+    assert "its own change between the reports is training noise alone" in text
+    views, text = said({"label_only": "1"}, {"label_only": "4"})
+    assert views == {"same": [], "different": ["label_only"]}
+    assert "training noise plus any change in those patients (its view differs" in text
+    views, text = said({"label_only": "1"}, None)
+    assert views is None and "training noise plus any change in those patients: " in text
+
+
 def test_invalid_and_degenerate_runs_are_left_out_and_named(tmp_path, patients):
     rng, y = patients
     runs = _grid(rng, y, free_signal=1.0)

@@ -1,5 +1,6 @@
 """The study's data stages: template teacher, simulated audit, export; idempotent."""
 
+import json
 import re
 
 import pytest
@@ -238,7 +239,8 @@ def test_a_reproduction_with_a_failed_cell_writes_its_report_then_fails(monkeypa
     cfg = ReproduceConfig.load("experiments/reproduce.yaml").model_copy(
         update={"output_dir": str(tmp_path)})
     version = SimpleNamespace(name="v1", content_hash="h" * 64,
-                              manifest={"counts": {"train": 4}, "agreement": {}})
+                              manifest={"counts": {"train": 4}, "agreement": {},
+                                        "files": {"label_only/train.jsonl": "a" * 64}})
     monkeypatch.setattr(reproduce, "prepare_dataset",
                         lambda *a, **k: (version, {"audit": {}, "teacher": ["template"]}))
 
@@ -253,7 +255,8 @@ def test_a_reproduction_with_a_failed_cell_writes_its_report_then_fails(monkeypa
         reproduce.reproduce(None, cfg, "smoke", config_path=None)
     report = (tmp_path / "reproduce-smoke" / "report.md").read_text()
     assert "## Failed cells" in report and "What this design can and cannot conclude" in report
-    assert (tmp_path / "reproduce-smoke" / "reproduce.json").is_file()
+    written = json.loads((tmp_path / "reproduce-smoke" / "reproduce.json").read_text())
+    assert set(written["dataset"]["views"]) == {"label_only"}  # for `experiment compare`
 
 
 def test_the_label_blind_teacher_is_one_setting_away(monkeypatch):
