@@ -524,8 +524,14 @@ def _split_leaks(views: dict, patients: dict[int, Patient]) -> set[str]:
 
 
 def content_hash(files: dict[str, bytes]) -> str:
-    canonical = "\n".join(f"{path} {hashlib.sha256(data).hexdigest()}"
-                          for path, data in sorted(files.items()))
+    return _digest_lines((path, hashlib.sha256(data).hexdigest())
+                         for path, data in sorted(files.items()))
+
+
+def _digest_lines(named_digests) -> str:
+    """The SHA-256 of ``name digest`` lines, in the order given: a version's (or a
+    view's) content hash."""
+    canonical = "\n".join(f"{name} {digest}" for name, digest in named_digests)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -533,12 +539,11 @@ def view_hashes(manifest: dict) -> dict[str, str]:
     """Each view's own content hash (its files, as :func:`content_hash` hashes a whole
     version), from a manifest's per-file hashes: two versions whose ``label_only`` hashes
     match give label-only training the same rows, byte for byte."""
-    views: dict[str, list[str]] = {}
+    views: dict[str, list[tuple[str, str]]] = {}
     for path, sha in sorted(manifest["files"].items()):
         view, _, name = path.partition("/")
-        views.setdefault(view, []).append(f"{name} {sha}")
-    return {view: hashlib.sha256("\n".join(lines).encode()).hexdigest()
-            for view, lines in views.items()}
+        views.setdefault(view, []).append((name, sha))
+    return {view: _digest_lines(lines) for view, lines in views.items()}
 
 
 def _provenance(session: Session, policy: ApprovalPolicy) -> dict:

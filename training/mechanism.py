@@ -225,14 +225,17 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
     and, where reading its contrasts direct (``ALTERNATIVES``) would say otherwise, that."""
     every = {c["contrast"]: c for c in found}
     by_name = {name: c for name, c in every.items() if counts(c, rule)}
+    # read over one seed's patients (only seeds-then-patients falls back so): shown, not
+    # counted
+    one_seed_names = every.keys() - by_name.keys()
     out = []
     for explanation, predicted in rule.explanations.items():
         tested = [by_name[p] for p in predicted if p in by_name]
-        one_seed = [p for p in predicted if p in every and p not in by_name]
+        one_seed = [p for p in predicted if p in one_seed_names]
         verdict = _verdict(tested, predicted, bool(one_seed))
         swapped = [rule.alternatives.get(p, p) for p in predicted]
         other = _verdict([by_name[p] for p in swapped if p in by_name], swapped,
-                         any(p in every and p not in by_name for p in swapped))
+                         any(p in one_seed_names for p in swapped))
         used = [p for p in swapped if p in by_name and p not in predicted]
         shown = [c["contrast"] for c in tested if c["shown"] > 0]
         out.append({"explanation": explanation, "predicts": predicted,
@@ -241,11 +244,7 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
                     "forced": [c["contrast"] for c in tested if c["forced"]],
                     "not_told_apart": _sharing(explanation, shown, rule, by_name)
                     if verdict in ("supported", "partly supported") else [],
-                    # read over one seed's patients (only under seeds-then-patients: the
-                    # first rule's joint bootstrap never falls back), shown, not counted
-                    "one_seed": [p for p in predicted if p in every and str(
-                        every[p].get("interval", "")).startswith("patients only")],
-                    "one_seed_counted": rule.interval != "seeds-then-patients",
+                    "one_seed": one_seed,
                     "direct_reading": {"contrasts": used, "reading": other,
                                        "same": other == verdict} if used else None})
     return out
@@ -375,9 +374,7 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
     lines += table(["contrast", "what differs", "difference [95% CI]", "p", "cells"], (
         [c["contrast"], c["what"], f"{c['difference']:+.3f} [{c['low']:+.3f}, "
          f"{c['high']:+.3f}]", f"{c['p_value']:.3g}",
-         f"{c['pairs']}" + ("; patients only (one seed)"
-                            + ("; counted in no reading" if interval == "seeds-then-patients"
-                               else "")
+         f"{c['pairs']}" + ("; patients only (one seed); counted in no reading"
                             if c.get("interval", "").startswith("patients only") else "")
          + (f"; {_left_out_text(c)}" if c.get("left_out") else "")]
         for c in found)
@@ -390,10 +387,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
               + (f"; {', '.join(r['forced'])} read from forced answers" if r["forced"] else "")
               + (f"; {', '.join(r['untested'])} not read"
                  if r["untested"] and (r["tested"] or r.get("one_seed")) else "")
-              + (f"; {', '.join(r['one_seed'])} read on one seed (patients only)"
-                 + ("" if r.get("one_seed_counted", True) else
-                    ", not counted: the rule reads seeds, then patients")
-                 if r.get("one_seed") else "")
+              + (f"; {', '.join(r['one_seed'])} read on one seed (patients only), not "
+                 "counted: the rule reads seeds, then patients" if r.get("one_seed") else "")
               + (f"; not told apart from {' or '.join(r['not_told_apart'])}, which "
                  "predict(s) every contrast shown here too" if r.get("not_told_apart")
                  else "")

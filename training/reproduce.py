@@ -168,6 +168,11 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
     return "\n".join(lines) + body.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
 
 
+def _patients(entry: dict) -> str:
+    """``400 patients, ``: a headline entry's training size, as the conclusions name it."""
+    return f"{entry['train_size']} patients, " if entry["train_size"] else ""
+
+
 def _side(low: float, high: float, other: str = "rationale") -> str:
     return ("label-only higher" if low > 0 else f"{other} higher" if high < 0 else
             "no difference shown (the CI includes 0; not evidence that they are equal)")
@@ -222,7 +227,7 @@ def conclusions(results: dict) -> str:
     heads = (results.get("seeds") or {}).get("headline") or []
     primary = [h for h in heads if h.get("primary")]
     for h in primary:
-        size = f"{h['train_size']} patients, " if h["train_size"] else ""
+        size = _patients(h)
         others = [o for o in heads if not o.get("primary") and not o["left_out"]
                   and (o["train_size"], o["target"]) == (h["train_size"], h["target"])]
         if h["left_out"]:
@@ -244,8 +249,7 @@ def conclusions(results: dict) -> str:
     led = {(h["train_size"], h["target"]) for h in primary}
     for h in heads:  # a model the reading rule reads nowhere it was trained to answer
         if h.get("untrained_position") and (h["train_size"], h["target"]) not in led:
-            size = f"{h['train_size']} patients, " if h["train_size"] else ""
-            lines.append(f"- {h['comparison']} ({size}{h['scoring']}): not read; "
+            lines.append(f"- {h['comparison']} ({_patients(h)}{h['scoring']}): not read; "
                          f"{h['left_out']}.")
     lines += _not_shown_worse(primary)
     for j in results.get("joint", []):
