@@ -105,10 +105,18 @@ def portable_argv() -> list[str]:
     return out
 
 
-def echo_config(config: CommandConfig, folder: str | Path, command: str) -> Path:
-    """Write ``config.yaml`` and ``provenance.json`` into ``folder``; return the folder."""
+def echo_config(config: CommandConfig, folder: str | Path, command: str, *,
+                resumed: bool = False) -> Path:
+    """Write ``config.yaml`` and ``provenance.json`` into ``folder``; return the folder.
+
+    ``resumed``: the command goes on from work an earlier process left in ``folder`` (a
+    training run's checkpoint). The earlier sessions' records are then kept, oldest
+    first, under ``"earlier"``, so a run resumed under newer code still says which code
+    began it. A record made under another config is not kept: its work is not resumed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_sessions(folder / "provenance.json", config.content_hash()) \
+        if resumed else []
     (folder / "config.yaml").write_text(config.to_yaml())
     provenance = {
         "command": command,
@@ -120,5 +128,32 @@ def echo_config(config: CommandConfig, folder: str | Path, command: str) -> Path
         "argv": portable_argv(),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if earlier:
+        provenance["earlier"] = earlier
     (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return folder
+
+
+def _earlier_sessions(path: Path, config_sha256: str) -> list[dict]:
+    """The records of ``path`` (its own ``earlier`` ones, then itself), when it was
+    written under the same config; else none."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict) or previous.get("config_sha256") != config_sha256:
+        return []
+    earlier = previous.pop("earlier", None)
+    return [*(earlier if isinstance(earlier, list) else []), previous]
+
+
+def code_versions(folder: str | Path) -> list[str]:
+    """The code versions that wrote ``folder``'s output, oldest first: for a resumed
+    training run, the version that began it and each that resumed it (empty where the
+    folder has no ``provenance.json``)."""
+    try:
+        record = json.loads((Path(folder) / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return []
+    sessions = [*(record.get("earlier") or []), record]
+    return [s["code_version"] for s in sessions if isinstance(s, dict) and s.get("code_version")]

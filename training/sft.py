@@ -236,8 +236,9 @@ def _train(run: TrainingRun | None, config: SFTRunConfig, version, rows: list[di
 
     writer = rank == 0  # the other data-parallel ranks write nothing
     run_dir.mkdir(parents=True, exist_ok=True)
-    if writer:
-        echo_config(config, run_dir, "train sft")
+    if writer:  # a resumed run keeps the records of the sessions that began it
+        echo_config(config, run_dir, "train sft",
+                    resumed=latest_checkpoint(run_dir / "checkpoints") is not None)
     say("resolving the base model")
     model = resolve_model(config.base_model, cache_dir=config.cache_dir)
     tokenizer = load_tokenizer(model.path)

@@ -98,6 +98,20 @@ def test_a_fresh_machine_reuses_the_archived_runs_and_reports_the_same_numbers(c
         assert row["auroc"]  # a real result, not an empty cell
 
 
+def test_each_trained_run_names_the_code_it_was_trained_under_on_any_machine(carried):
+    from annotation_db.provenance import code_version
+
+    here = code_version()
+    short = here[:12] + ("+dirty" if here.endswith("+dirty") else "")
+    for key in ("first", "second"):  # trained here, then restored from the archive
+        folder = Path(carried[key]["folder"])
+        rows = _results(folder)
+        assert {r["trained_under"] for r in rows if r["kind"] == "sft"} == {short}
+        assert {r["trained_under"] for r in rows if r["kind"] == "fewshot"} == {""}
+        assert ("Code the 2 trained runs were trained under (`trained_under` in "
+                "results.csv): 1 commit began them.") in (folder / "results.md").read_text()
+
+
 def test_a_restored_run_is_not_rescored_without_its_weights(carried):
     engine = carried["engine_b"]
     with Session(engine) as session:

@@ -9,10 +9,12 @@ from transformers import TrainerCallback
 
 from annotation_db.export import get_version
 from annotation_db.models import TrainingRun
+from annotation_db.provenance import code_version
 from tests.helpers import audited_version
 from training import runs
 from training.data import IGNORE, DataError, prompt_text, read_view, subsample, tokenize_row
 from training.evaluate_config import EvaluateConfig
+from training.grid.results import trained_under
 from training.sft import latest_checkpoint, load_tokenizer, train
 from training.sft_config import SFTRunConfig
 
@@ -86,6 +88,10 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
+def _short(version: str) -> str:
+    return version[:12] + ("+dirty" if version.endswith("+dirty") else "")
+
+
 def _adapter_tensors(run_dir):
     from safetensors.torch import load_file
 
@@ -112,6 +118,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(study, tmp_path, 
         row = session.query(TrainingRun).filter_by(config_hash=cfg.identity(
             get_version(session, "t").content_hash)).one()
         assert row.status == "failed" and "step 2 of 4" in row.error
+    # The interrupted session's record, as if older code had begun the run.
+    record_path = Path(row.run_dir) / "provenance.json"
+    first = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**first, "code_version": "a" * 40}))
     resumed = train(engine, cfg)
     summary = json.loads((Path(resumed.run_dir) / "train_summary.json").read_text())
     assert resumed.status == "finished" and summary["resumed_from"] == "checkpoint-2"
@@ -130,6 +140,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(study, tmp_path, 
         assert dataset["content_sha256"] == get_version(session, "t").content_hash
     assert dataset["examples"] == 8 and dataset["loss_tokens"] > 0
     assert (folder / "DONE").exists() and (folder / "config.yaml").exists()
+    # ... and under which code: the session that began it is kept, then the resume.
+    record = json.loads((folder / "provenance.json").read_text())
+    assert [s["code_version"] for s in record["earlier"]] == ["a" * 40]
+    assert trained_under(folder) == "aaaaaaaaaaaa resumed under " + _short(code_version())
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text()
              .splitlines()]
     assert steps[-1] == 4
@@ -139,6 +153,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(study, tmp_path, 
     forced = train(engine, cfg, force=True)
     summary = json.loads((Path(forced.run_dir) / "train_summary.json").read_text())
     assert forced.id == resumed.id and summary["resumed_from"] is None
+    assert "earlier" not in json.loads((folder / "provenance.json").read_text())
     assert summary["global_step"] == 4
     again = _adapter_tensors(forced.run_dir)
     assert all((a[n] - again[n]).abs().max().item() < 1e-6 for n in a)

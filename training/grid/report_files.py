@@ -32,7 +32,7 @@ COLUMNS = ["kind", "base_model", "target", "scoring", "train_size", "seed", "lor
            "auprc", "brier", "balanced_accuracy", "balanced_accuracy_matched", "yes_rate",
            "mean_p_yes", "reached_answer_share", "mean_label_mass", "valid", "invalid_reason",
            "rationale_token_cap", "truncated_train_rows", "truncated_test_prompts",
-           "precision", "padding_share", "run_id", "dataset_version",
+           "precision", "padding_share", "trained_under", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
 PREDICTION_COLUMNS = ["run_id", "kind", "target", "scoring", "train_size", "seed", "k",
                       "with_rationales", "id", "label", "p_yes"]
@@ -260,7 +260,24 @@ def _validity_lines(rows: list[ResultRow]) -> list[str]:
         lines += ["", f"Training precision: {', '.join(precisions)}; padding share of the "
                       f"training batches (grouped by length): {min(padding):.1%}–"
                       f"{max(padding):.1%}."]
+    code = {}
+    for r in sft:
+        if r.trained_under and r.run_id not in code:
+            code[r.run_id] = r.trained_under
+    if code:
+        commits = {c.split(" ")[0] for c in code.values()}
+        moved = sum(" resumed under " in c for c in code.values())
+        unknown = sum("unknown" in c for c in code.values())
+        lines += ["", f"Code the {len(code)} trained runs were trained under (`trained_under` "
+                      f"in results.csv): {_count(len(commits), 'commit')} began them"
+                      + (f"; {_count(moved, 'run')} resumed under other code" if moved else "")
+                      + (f"; {_count(unknown, 'run')} resumed before a run kept the commit "
+                         "that began it" if unknown else "") + "."]
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _reference_lines(refs: list[dict]) -> list[str]:

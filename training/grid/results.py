@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from annotation_db.export import get_version
 from annotation_db.models import TrainingRun
+from annotation_db.provenance import code_versions
 from training import runs, seed_report
 from training.data import TARGETS, read_view
 from training.evaluate import judge_validity
@@ -63,6 +64,7 @@ class ResultRow:
     truncated_test_prompts: int | None = None
     precision: str | None = None
     padding_share: float | None = None
+    trained_under: str | None = None
     train_seconds: float | None = None
     dataset_version: str | None = None
     dataset_sha256: str | None = None
@@ -122,6 +124,7 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
            **_metric_fields(metrics),
            **_training_fields(_json_file(folder / "dataset.json"),
                               _json_file(folder / "train_summary.json")),
+           "trained_under": trained_under(folder) if run.kind == "sft" else None,
            "dataset_version": version.name, "dataset_sha256": version.content_hash,
            "run_dir": run.run_dir,
            "predictions": result.predictions_path if result else None}
@@ -164,6 +167,22 @@ def _training_fields(trained: dict, summary: dict) -> dict:
             "precision": summary.get("precision"),
             "padding_share": summary.get("padding_share"),
             "train_seconds": summary.get("seconds")}
+
+
+def trained_under(folder: Path) -> str | None:
+    """The code a training run was trained under: its commit (12 characters; ``+dirty``
+    for an uncommitted tree), then ``resumed under`` each later one. A run resumed before
+    its folder kept the earlier sessions' records says its first commit is unknown."""
+    versions = [v[:12] + ("+dirty" if v.endswith("+dirty") else "") if len(v) >= 40 else v
+                for v in code_versions(folder)]
+    if not versions:
+        return None
+    steps = [versions[0]] + [v for prev, v in zip(versions, versions[1:], strict=False)
+                             if v != prev]
+    resumed = _json_file(folder / "train_summary.json").get("resumed_from")
+    if resumed and len(versions) == 1:
+        return f"{versions[0]} (resumed from {resumed}; the commit that began it is unknown)"
+    return " resumed under ".join(steps)
 
 
 def references(engine: Engine, grid: ExperimentGrid, rows: list[ResultRow]) -> list[dict]:
