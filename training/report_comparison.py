@@ -16,9 +16,11 @@ alone.
   target)_A``, the difference of the two reports' headline gaps.
 
 Both come from :func:`training.seed_level.hierarchical_contrast`. Each replicate draws
-the test patients once for both reports, since they are the same patients. It draws each
-report's seeds on their own, because the two reports' training draws come from
-different dataset versions. Within a report, label-only and the target keep the seed
+the test patients once for both reports, since they are the same patients. It draws the
+seeds once for both reports where seed s trained on the same patients in both, run for
+run (``train_draw`` in results.csv: the cpu and cpu-balanced versions approve the same
+patients, so their draws agree), and each report's seeds on their own otherwise (older
+reports, or other patients). Within a report, label-only and the target keep the seed
 pairing of that report's own headline. A run its report marked invalid, or whose mean
 P(yes) is outside the degenerate bounds, is left out and named with its reason.
 Reports whose runs were scored on different patients or labels are refused, naming the
@@ -99,7 +101,8 @@ def setting_name(key: tuple) -> str:
 
 
 def _run(row: dict, predictions: dict | None, share: float) -> dict:
-    run = {"run_id": row["run_id"], "ids": None, "y": None, "p": None, "left_out": None}
+    run = {"run_id": row["run_id"], "ids": None, "y": None, "p": None, "left_out": None,
+           "draw": row.get("train_draw") or None}
     if predictions:
         ids = sorted(predictions)
         run.update(ids=ids, y=np.array([predictions[i][0] for i in ids]),
@@ -203,15 +206,28 @@ def _used(seeds: dict[int, dict]) -> dict[int, np.ndarray]:
     return {s: run["p"] for s, run in sorted(seeds.items()) if not run["left_out"]}
 
 
+def _same_draws(*arms: tuple[dict[int, dict], dict[int, np.ndarray]]) -> bool:
+    """Whether the arms (each: its runs by seed, and the seeds it uses) use the same seeds
+    and, seed by seed, trained on the same patients (``train_draw`` in results.csv, on
+    every run): their seeds can then be drawn together across the two reports."""
+    seeds = {tuple(used) for _, used in arms}
+    if len(seeds) != 1 or not next(iter(seeds)):
+        return False
+    return all(len({runs[s]["draw"] for runs, _ in arms}) == 1
+               and all(runs[s]["draw"] for runs, _ in arms) for s in next(iter(seeds)))
+
+
 def _left(report: str, arm: str, seeds: dict[int, dict]) -> list[dict]:
     return [{"report": report, "arm": arm, "seed": s, "why": run["left_out"]}
             for s, run in sorted(seeds.items()) if run["left_out"]]
 
 
-def _interval(result: dict, seeds: dict[str, list[list[int]]]) -> dict:
+def _interval(result: dict, seeds: dict[str, list[list[int]]], together: bool = False
+              ) -> dict:
     """The figures, and what the interval draws: a report whose every arm has one seed
     adds no seed-level spread, so an interval over it is patients only there (narrower
-    than the seed level would make it)."""
+    than the seed level would make it). ``together``: the two reports' seeds were drawn
+    as one (seed s trained on the same patients in both)."""
     figures = {k: result[k] for k in ("value", "low", "high", "p")}
     single = [report for report, arms in seeds.items() if all(len(s) == 1 for s in arms)]
     if len(single) == len(seeds):
@@ -221,6 +237,8 @@ def _interval(result: dict, seeds: dict[str, list[list[int]]]) -> dict:
                 "spread is not in the interval (too narrow)")
     else:
         what = "seeds, then patients"
+    if together and len(single) != len(seeds):
+        what += " (seeds paired across the reports: same training patients)"
     return {**figures, "interval": what}
 
 
@@ -236,13 +254,15 @@ def _change(key: tuple, seeds_a: dict, seeds_b: dict, y: np.ndarray, n_resamples
     if not used_a or not used_b:
         return {**out, "value": None, "mean_a": None, "mean_b": None, "sd_a": None,
                 "sd_b": None}
-    result = hierarchical_contrast(y, [[(-1.0, list(used_a.values()))],
-                                       [(1.0, list(used_b.values()))]],
+    together = key[0] == "sft" and _same_draws((seeds_a, used_a), (seeds_b, used_b))
+    arms = [(-1.0, list(used_a.values())), (1.0, list(used_b.values()))]
+    result = hierarchical_contrast(y, [arms] if together else [[arms[0]], [arms[1]]],
                                    "auroc", n_resamples=n_resamples, seed=seed)
-    per_a, per_b = result["per_seed"]
+    per_a, per_b = result["per_seed"]  # one list of per-seed figures per arm
     return {**out, "mean_a": float(np.mean(per_a)), "mean_b": float(np.mean(per_b)),
             "sd_a": _sd(per_a), "sd_b": _sd(per_b), "per_seed_a": per_a, "per_seed_b": per_b,
-            **_interval(result, {"A": [sorted(used_a)], "B": [sorted(used_b)]})}
+            "seeds_across": "paired" if together else "unpaired",
+            **_interval(result, {"A": [sorted(used_a)], "B": [sorted(used_b)]}, together)}
 
 
 def _sd(values: list[float]) -> float | None:
@@ -266,6 +286,8 @@ def _gap(key: tuple, label_key: tuple, a: dict, b: dict, y: np.ndarray, n_resamp
     if missing:
         return {**out, "why": "; ".join(missing)}
     groups, seeds_used = [], {}
+    together = _same_draws(*((settings[k], arms[r][i]) for r, settings in (("A", a), ("B", b))
+                             for i, k in enumerate((label_key, key))))
     for (report, (label, target)), sign in zip(arms.items(), (-1.0, 1.0), strict=True):
         shared = sorted(label.keys() & target.keys())
         if shared:
@@ -281,11 +303,14 @@ def _gap(key: tuple, label_key: tuple, a: dict, b: dict, y: np.ndarray, n_resamp
         out[f"target_seeds_{report.lower()}"] = sorted(target)
         out[f"paired_{report.lower()}"] = bool(shared)
         seeds_used[report] = [sorted(label), sorted(target)]
+    if together:  # seed s trained on the same patients in all four arms: one group
+        groups = [[arm for group in groups for arm in group]]
     result = hierarchical_contrast(y, groups, "auroc", n_resamples=n_resamples, seed=seed)
     label_a, target_a, label_b, target_b = (float(np.mean(s)) for s in result["per_seed"])
     return {**out, "gap_a": label_a - target_a, "gap_b": label_b - target_b,
             "label_a": label_a, "target_a": target_a, "label_b": label_b,
-            "target_b": target_b, **_interval(result, seeds_used)}
+            "target_b": target_b, "seeds_across": "paired" if together else "unpaired",
+            **_interval(result, seeds_used, together)}
 
 
 def write(result: dict, config, folder_a: str | Path, folder_b: str | Path) -> Path:
@@ -361,12 +386,15 @@ def markdown(result: dict, inputs: dict) -> list[str]:
     lines = ["# Two reproductions compared", "",
              f"A: `{inputs['a']['folder']}`; B: `{inputs['b']['folder']}`. Both scored the "
              f"same {result['patients']} test patients ({result['positives']} positive). "
-             f"Intervals: 95%, {result['n_resamples']} replicates that draw each report's "
-             "seeds on their own (their training draws come from different dataset "
-             "versions), then the test patients once for both (bootstrap seed "
+             f"Intervals: 95%, {result['n_resamples']} replicates that draw the seeds, "
+             "then the test patients once for both (bootstrap seed "
              f"{result['seed']}). A seed its report marked invalid, or whose mean P(yes) is "
              f"outside [{1 - result['max_one_answer_share']:.2f}, "
-             f"{result['max_one_answer_share']:.2f}], is left out and named.", "",
+             f"{result['max_one_answer_share']:.2f}], is left out and named. A seed is "
+             "drawn once for both reports where seed s trained on the same patients in "
+             "both, run for run (`train_draw` in each results.csv; the interval column "
+             "says \"paired across the reports\"), and each report's seeds on their own "
+             "otherwise (wider).", "",
              "## The gap to label-only", "",
              "Label-only minus the target (mean test AUROC over seeds) in each report, and "
              "B's gap minus A's: below zero, the target loses less to label-only in B. "

@@ -198,33 +198,101 @@ def _not_shown_worse(primary: list[dict]) -> list[str]:
                "each CI above 0.")]
 
 
+def _primary_settings(heads: list[dict]) -> list[tuple]:
+    """(size, target, scoring) of label-only (its own scoring) and of every target the
+    headline leads with, label-only first."""
+    label = [(h["train_size"], "label") for h in heads]
+    settings = list(dict.fromkeys((size, t, None) for size, t in label))
+    return settings + [(h["train_size"], h["target"], h["scoring"]) for h in heads
+                       if h.get("primary")]
+
+
+def _setting_name(size, target: str, scoring: str | None, settings: list[tuple]) -> str:
+    """``rationale-free (sampled)``; label-only by its own scoring is ``label``; the
+    training size is named where the settings have several."""
+    several = len({s for s, _, _ in settings}) > 1
+    return target + (f" ({scoring})" if scoring else "") + (
+        f", {size or 'all'} patients" if several else "")
+
+
+def _runs_of(rows: list[dict], size, target: str, scoring: str | None) -> list[dict]:
+    """The valid SFT runs of one setting with a test AUROC and its interval (label-only:
+    its own scoring, ``scoring`` None)."""
+    return [r for r in rows if r["kind"] == "sft" and r["train_size"] == size
+            and r["target"] == target and r["valid"] and r["auroc"]
+            and r["auroc"].get("low") is not None
+            and (r["scoring"] == scoring if scoring else not r.get("extra_scoring"))]
+
+
+def _learned(results: dict, heads: list[dict]) -> list[str]:
+    """Per setting the headline reads (label-only and each target in its primary
+    scoring): how many runs have a test AUROC CI above 0.5."""
+    rows = results.get("all_rows", results["rows"])
+    if not heads:  # no headline: label-only alone, in its own scoring
+        sizes = sorted({r["train_size"] or 0 for r in rows if r["kind"] == "sft"
+                        and r["target"] == "label"})
+        settings = [(size or None, "label", None) for size in sizes]
+    else:
+        settings = _primary_settings(heads)
+    parts, weak = [], []
+    for size, target, scoring in settings:
+        runs = _runs_of(rows, size, target, scoring)
+        if not runs:
+            continue
+        learned = sum(r["auroc"]["low"] > 0.5 for r in runs)
+        name = _setting_name(size, target, scoring, settings)
+        parts.append(f"{name} {learned} of {len(runs)}")
+        if learned < len(runs):
+            weak.append(name)
+    if not parts:
+        return []
+    return ["- Runs whose test AUROC CI lies above 0.5 (it learned something): "
+            + "; ".join(parts) + "." + (
+                " A run whose CI includes 0.5 has not shown it learned, and a difference "
+                "against it says little about what rationales do to a model that predicts: "
+                + ", ".join(weak) + "." if weak else
+                " Every one learned, so the comparisons are between models that predict.")]
+
+
+def _against_references(results: dict, heads: list[dict]) -> list[str]:
+    """Each reference model's mean test AUROC against label-only and each target the
+    headline leads with: seed means of valid runs against the reference's mean over the
+    same training size's seeds (the same training patients)."""
+    rows = results.get("all_rows", results["rows"])
+    settings = _primary_settings(heads) or [
+        (size or None, "label", None) for size in sorted(
+            {r["train_size"] or 0 for r in rows if r["kind"] == "sft"
+             and r["target"] == "label"})]
+    lines = []
+    for model, what in (("age", "age alone (the floor any model of the record must beat)"),
+                        ("tfidf", "TF-IDF on the history text (a bag of words)"),
+                        ("structured", "the structured-feature ceiling")):
+        parts = []
+        for size, target, scoring in settings:
+            runs = _runs_of(rows, size, target, scoring)
+            refs = [r["auroc"]["value"] for r in results.get("references", [])
+                    if r["model"] == model and r["train_size"] == size]
+            if runs and refs:
+                mean, mean_ref = (float(np.mean([r["auroc"]["value"] for r in runs])),
+                                  float(np.mean(refs)))
+                parts.append(f"{_setting_name(size, target, scoring, settings)} {mean:.3f} "
+                             f"against {mean_ref:.3f} ({mean - mean_ref:+.3f})")
+        if parts:
+            lines.append(f"- Against {what}, mean test AUROC over the same seeds' training "
+                         "patients: " + "; ".join(parts) + ".")
+    return lines
+
+
 def conclusions(results: dict) -> str:
     """What the numbers allow one to say, written from them (no verdict beyond the data).
 
     Led by the seed-level headline in each target's primary scoring (sampled rationales
     where it has them); the patient-only joint comparison of each cell's own scoring
     follows as a secondary reading."""
-    rows = [r for r in results["rows"] if r["kind"] == "sft"]
-    label = [r for r in rows if r["target"] == "label" and r["valid"] and r["auroc"]
-             and r["auroc"].get("low") is not None]
-    lines = ["", "## What this design can and cannot conclude", ""]
-    if label:
-        learned = [r for r in label if r["auroc"]["low"] > 0.5]
-        lines.append(f"- Label-only SFT: {len(learned)} of {len(label)} runs have a test AUROC "
-                     "CI above 0.5" + (" — it learned, so the comparison is between models "
-                                       "that predict." if len(learned) == len(label) else
-                                       " — a run whose CI includes 0.5 has not shown it learned,"
-                                       " and a difference against it means little."))
-    mean_label = float(np.mean([r["auroc"]["value"] for r in label])) if label else None
-    for model, what in (("age", "age alone (the floor any model of the record must beat)"),
-                        ("structured", "the structured-feature ceiling")):
-        refs = [r for r in results.get("references", []) if r["model"] == model]
-        if refs and label:
-            mean_ref = float(np.mean([r["auroc"]["value"] for r in refs]))
-            lines.append(f"- Against {what}, mean AUROC {mean_ref:.3f} over {len(refs)} "
-                         f"cell(s): label-only SFT (mean {mean_label:.3f}) is "
-                         f"{mean_label - mean_ref:+.3f}.")
     heads = (results.get("seeds") or {}).get("headline") or []
+    lines = ["", "## What this design can and cannot conclude", ""]
+    lines += _learned(results, heads)
+    lines += _against_references(results, heads)
     primary = [h for h in heads if h.get("primary")]
     for h in primary:
         size = _patients(h)
@@ -251,6 +319,15 @@ def conclusions(results: dict) -> str:
         if h.get("untrained_position") and (h["train_size"], h["target"]) not in led:
             lines.append(f"- {h['comparison']} ({_patients(h)}{h['scoring']}): not read; "
                          f"{h['left_out']}.")
+    read = [h for h in primary if not h["left_out"]]
+    if read:
+        seeds = sorted({len(h["rationale_seeds"]) for h in read})
+        lines.append(
+            f"- How far to trust these: each primary interval rests on "
+            f"{' or '.join(map(str, seeds))} seed(s), and with few seeds the seed part of a "
+            "bootstrap interval is narrow (the coverage note in the seed section); "
+            f"{len(read)} primary comparison(s) are read, none adjusted for multiplicity. "
+            "A CI that only just excludes 0 is weak evidence.")
     lines += _not_shown_worse(primary)
     for j in results.get("joint", []):
         lines.append(f"- Secondary, each cell's own scoring and the test patients only "

@@ -247,10 +247,83 @@ def _chosen_with(rows: list[dict]) -> str:
             "that choice, so it may carry a small selection advantage of its own. ")
 
 
+def observed_spread(targets: list[dict], heads: list[dict]) -> str:
+    """The seed SD of test AUROC of each target the headline leads with (its primary
+    scoring) and of label-only: how this report's seeds spread, beside the spread the
+    coverage simulation assumed."""
+    primary = {(h["train_size"], h["target"], h["scoring"]) for h in heads if h["primary"]}
+    sizes = {t["train_size"] for t in targets if not t["scoring"].startswith("few-shot")}
+    parts = [f"{t['target']} ({t['scoring']}"
+             + (f", {t['train_size'] or 'all'} patients" if len(sizes) > 1 else "")
+             + f") {t['sd_auroc']:.3f}" for t in targets
+             if t["sd_auroc"] is not None and not t["scoring"].startswith("few-shot")
+             and (t["target"] == "label"
+                  or (t["train_size"], t["target"], t["scoring"]) in primary)]
+    return ("This report's seeds spread with an AUROC SD of " + "; ".join(parts) + " (the "
+            "simulation's rationale arm: 0.06, its label-only arm: 0.004). "
+            if parts else "")
+
+
+def degenerate_rule(rows: list[dict], max_one_answer_share: float) -> list[str]:
+    """The degenerate rule as applied, and the runs a rule on the share of patients said
+    yes to (P(yes) ≥ 0.5) would also leave out: the rule's reading, made visible."""
+    high, low = max_one_answer_share, 1 - max_one_answer_share
+    also = [r for r in rows if r["kind"] in ("sft", "fewshot") and r["valid"]
+            and r.get("yes_rate") is not None
+            and not low <= r["yes_rate"] <= high]
+    lines = ["", f"Degenerate runs: a run whose mean P(yes) over the test patients (under "
+             f"sampled scoring, the share of its sampled answers that say yes) is above "
+             f"{high:.0%} or below {low:.0%} is left out of the comparisons of that "
+             "scoring. The mean, not the share of patients it says yes for at P(yes) ≥ 0.5 "
+             "(the \"says yes for\" column): a graded P(yes) that sits on one side of 0.5 "
+             "for everyone is a calibration offset its AUROC still ranks through; after a "
+             "written conclusion the two agree, P(yes) being nearly 0 or 1."]
+    if also:
+        lines[-1] += (" A rule on that share would also leave out: " + "; ".join(
+            f"{r['target']} ({_setting(r)[2]}, seed {r['seed']}, says yes for "
+            f"{r['yes_rate']:.0%}, mean P(yes) {r['mean_p_yes']:.2f})" for r in also)
+            + " (each kept here).")
+    else:
+        lines[-1] += " A rule on that share would leave out no other run."
+    return lines
+
+
+def tuning_lines(selection: dict | None) -> list[str]:
+    """Each tuned cell's candidates, their validation scores and the choice; a cell that
+    reuses the first seed's choice is named by it."""
+    cells = [c for c in (selection or {}).get("cells", [])
+             if len(c.get("candidate_scores") or []) > 1]
+    if not cells:
+        return []
+    lines = ["", "Tuning: each target's candidates, scored on validation (the scoring named "
+             "in `tuned on`; valid candidates rank before invalid ones). Later seeds reuse "
+             "the choice of the seed tuned.", ""]
+    lines += table(["training patients", "target", "seed", "tuned on", "candidates (lr × "
+                    "epochs: validation AUROC)", "chosen"], (
+        [c.get("train_size") or "all", c["target"], c["seed"], c.get("tuned_on") or "–",
+         "; ".join(f"{s['learning_rate']:g} × {s['epochs']:g}: "
+                   + (number(s["validation_auroc"]) if s["validation_auroc"] is not None
+                      else "no score") + ("" if s["valid"] else " (invalid)")
+                   for s in c["candidate_scores"]),
+         f"{c['learning_rate']:g} × {c['epochs']:g}"] for c in cells))
+    grid = {(k, v) for c in cells for s in c["candidate_scores"]
+            for k, v in (("lr", s["learning_rate"]), ("epochs", s["epochs"]))}
+    edges = [c for c in cells if any(
+        value in (min(v for k2, v in grid if k2 == key), max(v for k2, v in grid if k2 == key))
+        for key, value in (("lr", c["learning_rate"]), ("epochs", c["epochs"])))]
+    if edges:
+        lines += ["", f"{len(edges)} of {len(cells)} choices lie at an edge of the searched "
+                  "range (the lowest or highest learning rate or epochs): the tuning cannot "
+                  "show that a setting outside it would not do better."]
+    return lines
+
+
 def section(rows: list[dict], n_resamples: int, seed: int,
-            rule: ReadingRule | None = None) -> tuple[list[str], dict]:
+            rule: ReadingRule | None = None, selection: dict | None = None,
+            max_one_answer_share: float = 0.95) -> tuple[list[str], dict]:
     """Markdown lines and data of the seed-level section (``rule``: the grid's
-    pre-registered reading rule, if it states one)."""
+    pre-registered reading rule, if it states one; ``selection``: the grid's choices,
+    for the tuning table)."""
     targets, heads = by_target(rows), headline(rows, n_resamples, seed, rule)
     lines = ["", "## Seeds as the unit", "",
              "Label-only minus each other SFT target: the mean over seeds of each arm's test "
@@ -269,7 +342,7 @@ def section(rows: list[dict], n_resamples: int, seed: int,
              "94% of the time with 3 seeds when the seeds spread as the cpu scale's "
              "rationale runs did, and 87% when they spread twice as much: where seeds "
              "differ a lot, 3 seeds understate the uncertainty; with 2 seeds (3 multisets) "
-             "94% and 81%. " + _chosen_with(rows)
+             "94% and 81%. " + observed_spread(targets, heads) + _chosen_with(rows)
              + "A seed left out of a comparison (a run degenerate or without its answers) "
              "takes its pair with it; the comparison with every run included is given "
              "beside it.", ""]
@@ -310,4 +383,6 @@ def section(rows: list[dict], n_resamples: int, seed: int,
          number(r.get("mean_p_yes"), 2),
          number(r.get("balanced_accuracy_matched")), r["invalid_reason"] or ""]
         for r in per_seed for size, target, scoring in [_setting(r)]))
+    lines += degenerate_rule(rows, max_one_answer_share)
+    lines += tuning_lines(selection)
     return lines, {"headline": heads, "targets": targets}

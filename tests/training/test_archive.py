@@ -108,6 +108,9 @@ def test_each_trained_run_names_the_code_it_was_trained_under_on_any_machine(car
         rows = _results(folder)
         assert {r["trained_under"] for r in rows if r["kind"] == "sft"} == {short}
         assert {r["trained_under"] for r in rows if r["kind"] == "fewshot"} == {""}
+        # label-only and the rationale target of one cell trained on the same patients
+        draws = {r["train_draw"] for r in rows if r["kind"] == "sft"}
+        assert len(draws) == 1 and len(next(iter(draws))) == 12
         assert ("Code the 2 trained runs were trained under (`trained_under` in "
                 "results.csv): 1 commit began them.") in (folder / "results.md").read_text()
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from training.metrics import _row_metric, _stratified_blocks
-from training.report_comparison import ComparisonError, compare, read_report
+from training.report_comparison import ComparisonError, compare, markdown, read_report
 from training.seed_coverage import NOISE_SHARED, N
 from training.seed_coverage import expected_auroc as _expected_auroc
 from training.seed_coverage import runs as _runs
@@ -121,6 +121,39 @@ def test_the_difference_of_gaps_covers_the_truth_95_percent_of_the_time():
                                        n_resamples=400, seed=i)
         covered += result["low"] <= truth <= result["high"]
     assert 0.93 <= covered / simulations <= 0.97
+
+
+@pytest.mark.slow
+def test_seeds_drawn_together_across_reports_cover_the_truth_with_a_narrower_interval():
+    """Where seed s trained on the same patients in both reports, its effect is shared:
+    label-only's fully (the same data), the target's largely (correlation 0.8). One seed
+    draw for all four arms still covers the true difference of gaps (at least 93% of
+    trials: both designs are conservative here, the run noise being counted at both
+    levels) with an interval narrower than each report's seeds drawn on their own."""
+    label, spread, target_a, target_b, rho = 1.2, 0.02, 0.9, 1.05, 0.8
+    truth = _expected_auroc(target_a, 0.28) - _expected_auroc(target_b, 0.28)
+    rng = np.random.default_rng(2)
+
+    def arm(y, shared, signal, effects):
+        return [(signal + e) * y + shared + rng.normal(size=y.size) * 0.7 for e in effects]
+
+    simulations, covered, widths = 200, 0, {"together": [], "apart": []}
+    for i in range(simulations):
+        y = (rng.random(N) < 0.5).astype(int)
+        shared = rng.normal(size=N) * NOISE_SHARED
+        seed_label, seed_target = rng.normal(size=3) * spread, rng.normal(size=3)
+        own = rng.normal(size=3)
+        la, lb = arm(y, shared, label, seed_label), arm(y, shared, label, seed_label)
+        ta = arm(y, shared, target_a, seed_target * 0.28)
+        tb = arm(y, shared, target_b, (rho * seed_target + np.sqrt(1 - rho ** 2) * own) * 0.28)
+        arms = [(-1.0, la), (1.0, ta), (1.0, lb), (-1.0, tb)]
+        together = hierarchical_contrast(y, [arms], n_resamples=400, seed=i)
+        apart = hierarchical_contrast(y, [arms[:2], arms[2:]], n_resamples=400, seed=i)
+        covered += together["low"] <= truth <= together["high"]
+        for name, result in (("together", together), ("apart", apart)):
+            widths[name].append(result["high"] - result["low"])
+    assert covered / simulations >= 0.93
+    assert np.mean(widths["together"]) < 0.85 * np.mean(widths["apart"])
 
 
 def test_the_arms_of_a_group_need_as_many_seeds():
@@ -337,3 +370,62 @@ def test_a_grid_without_sizes_and_a_report_with_two_runs_of_one_seed(tmp_path, p
     twice = _report(tmp_path / "b", y, runs + [runs[0]])
     with pytest.raises(ComparisonError, match="two runs of label .*seed 0.*base models"):
         read_report(twice)
+
+
+def _with_draws(folder, draw):
+    """Give every SFT run of a report folder its ``train_draw`` (``draw(seed)``), as the
+    grid's report writes it: the digest of the patients the run trained on."""
+    path = folder / "results.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, [*RESULT_COLUMNS, "train_draw"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "train_draw": draw(int(row["seed"]))
+                             if row["kind"] == "sft" else ""})
+    return folder
+
+
+def test_seeds_that_trained_on_the_same_patients_in_both_reports_are_drawn_together(
+        tmp_path, patients):
+    rng, y = patients
+    runs_a, runs_b = _grid(rng, y, free_signal=0.6), _grid(rng, y, free_signal=1.2)
+    a = _with_draws(_report(tmp_path / "a", y, runs_a), lambda s: f"patients-{s}")
+    b = _with_draws(_report(tmp_path / "b", y, runs_b), lambda s: f"patients-{s}")
+    result = compare(a, b, n_resamples=300, seed=4)
+    (gap,) = result["gaps"]
+    assert gap["seeds_across"] == "paired" and "paired across the reports" in gap["interval"]
+    arms = {(report, target): [r[5] for r in runs if r[1] == target]  # seeds 0, 1, 2
+            for report, runs in (("a", runs_a), ("b", runs_b))
+            for target in ("label", "rationale-free")}
+    one_group = hierarchical_contrast(y, [[(-1.0, arms["a", "label"]),
+                                           (1.0, arms["a", "rationale-free"]),
+                                           (1.0, arms["b", "label"]),
+                                           (-1.0, arms["b", "rationale-free"])]],
+                                      n_resamples=300, seed=4)
+    assert [gap[k] for k in ("value", "low", "high")] == \
+        pytest.approx([one_group[k] for k in ("value", "low", "high")], abs=1e-12)
+    free = next(c for c in result["changes"] if c["target"] == "rationale-free")
+    together = hierarchical_contrast(y, [[(-1.0, arms["a", "rationale-free"]),
+                                          (1.0, arms["b", "rationale-free"])]],
+                                     n_resamples=300, seed=4)
+    assert free["seeds_across"] == "paired"
+    assert (free["low"], free["high"]) == pytest.approx((together["low"], together["high"]))
+    text = "\n".join(markdown(result, {"a": {"folder": "a"}, "b": {"folder": "b"}}))
+    assert "drawn once for both reports" in text and "paired across the reports" in text
+
+
+def test_seeds_are_drawn_on_their_own_where_one_seed_trained_on_other_patients(
+        tmp_path, patients):
+    rng, y = patients
+    runs_a, runs_b = _grid(rng, y, free_signal=0.6), _grid(rng, y, free_signal=1.2)
+    a = _with_draws(_report(tmp_path / "a", y, runs_a), lambda s: f"patients-{s}")
+    b = _with_draws(_report(tmp_path / "b", y, runs_b),
+                    lambda s: "other" if s == 2 else f"patients-{s}")
+    plain = _report(tmp_path / "plain", y, runs_b)  # an older report: no train_draw column
+    for other in (b, plain):
+        result = compare(a, other, n_resamples=300, seed=4)
+        (gap,) = result["gaps"]
+        assert gap["seeds_across"] == "unpaired" and "across" not in gap["interval"]
+        assert {c["seeds_across"] for c in result["changes"]} == {"unpaired"}

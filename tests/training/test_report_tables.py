@@ -4,7 +4,7 @@ random and chosen as each query's nearest records, and every arm's operating poi
 import numpy as np
 import pytest
 
-from training.grid.report_files import _fewshot_lines, _reference_lines
+from training.grid.report_files import _fewshot_lines, _reference_lines, _validity_lines
 from training.grid.results import ResultRow
 from training.grid.stats import summary_by_target
 
@@ -42,3 +42,32 @@ def test_the_reference_models_report_balanced_accuracy_at_a_matched_yes_rate():
                                         **result}]))
     assert "balanced accuracy, matched yes-rate" in text
     assert f"{result['balanced_accuracy_matched']:.3f}" in text
+
+
+def _sft(run_id, scoring, valid=True, reason=None, extra=False, **more):
+    return ResultRow(kind="sft", target="rationale-free", train_size=400, seed=run_id,
+                     run_id=run_id, scoring=scoring, extra_scoring=extra, valid=valid,
+                     invalid_reason=reason, truncated_train_rows=0, precision="bf16-autocast",
+                     padding_share=0.01, run_dir=f"runs/sft-{run_id}", **more)
+
+
+def test_a_run_left_out_of_one_scorings_comparisons_is_named_with_that_scoring():
+    """Greedy and sampled scorings of one run are judged on their own: the validity
+    section names the scoring a run was left out in, and counts each run once."""
+    rows = [_sft(1, "generate", valid=False, reason="says yes 97% of the time",
+                 trained_under="aaaaaaaaaaaa"),
+            _sft(1, "sampled", extra=True, trained_under="aaaaaaaaaaaa"),
+            _sft(2, "generate", trained_under="aaaaaaaaaaaa resumed under bbbbbbbbbbbb"),
+            _sft(2, "sampled", valid=False, reason="says yes in 96% of its sampled answers",
+                 extra=True, trained_under="aaaaaaaaaaaa resumed under bbbbbbbbbbbb")]
+    text = "\n".join(_validity_lines(rows))
+    assert ("- run 1 (rationale-free, size 400, seed 1), scored generate: says yes 97% of "
+            "the time") in text
+    assert ("- run 2 (rationale-free, size 400, seed 2), scored sampled: says yes in 96% of "
+            "its sampled answers") in text
+    assert "left out of every comparison" not in text
+    assert "(per run): rationale-free: 0, 0." in text  # two runs, not four rows
+    assert ("Code the 2 trained runs were trained under (`trained_under` in results.csv): "
+            "1 commit began them; 1 run resumed under other code.") in text
+    kept = "\n".join(_validity_lines([_sft(3, "generate"), _sft(3, "sampled", extra=True)]))
+    assert "none was left out" in kept

@@ -333,3 +333,55 @@ def test_the_comparison_with_left_out_seeds_uses_every_run_of_each_arm(tmp_path)
         ([0, 1], [0, 2], False)
     assert "over label seeds 0, 1 and rationale seeds 0, 2, unpaired" in \
         seed_report.dropped_text(head)
+
+
+def test_the_seed_section_states_its_degenerate_rule_its_spread_and_how_tuning_chose(
+        tmp_path):
+    """The section says which rule left runs out and which runs a rule on the share said
+    yes to would also drop; how this report's seeds spread beside the simulation's; and
+    each tuned cell's candidates with their validation scores and the choice."""
+    rng = np.random.default_rng(11)
+    y = np.repeat([1, 0], 50)
+    # label-only: graded, but below 0.5 for every patient (says yes for 0%, mean 0.2)
+    rows = [_row(tmp_path, "label", s, y, 0.15 + 0.1 * rng.random(100) * (1 + y),
+                 scoring="direct") for s in (0, 1, 2)]
+    rows += [_row(tmp_path, "rationale-free", s, y,
+                  np.where(rng.random(100) < 0.5 + 0.2 * (y - 0.5), 0.97, 0.03),
+                  scoring="sampled") for s in (0, 1, 2)]
+    candidates = [{"run_id": 1, "learning_rate": 1e-3, "epochs": 2.0, "valid": True,
+                   "validation_auroc": 0.52},
+                  {"run_id": 2, "learning_rate": 1e-3, "epochs": 4.0, "valid": True,
+                   "validation_auroc": 0.64},
+                  {"run_id": 3, "learning_rate": 2e-3, "epochs": 2.0, "valid": False,
+                   "validation_auroc": 0.70}]
+    selection = {"cells": [
+        {"target": "rationale-free", "train_size": 400, "seed": 0, "learning_rate": 1e-3,
+         "epochs": 4.0, "tuned_on": "validation (sampled)", "candidate_scores": candidates},
+        {"target": "rationale-free", "train_size": 400, "seed": 1, "learning_rate": 1e-3,
+         "epochs": 4.0, "tuned_on": "validation (sampled), seed 0",
+         "candidate_scores": candidates[1:2]}]}
+    lines, data = seed_report.section(rows, n_resamples=100, seed=0, selection=selection)
+    text = "\n".join(lines)
+    assert all(r["valid"] for r in rows)  # the mean P(yes) rule keeps them all
+    assert "mean P(yes) over the test patients" in text and "above 95% or below 5%" in text
+    assert ("A rule on that share would also leave out: label (direct, seed 0, says yes for "
+            "0%, mean P(yes)") in text and "(each kept here)" in text
+    label_sd = next(t["sd_auroc"] for t in data["targets"] if t["target"] == "label")
+    assert (f"This report's seeds spread with an AUROC SD of label (direct) {label_sd:.3f}; "
+            "rationale-free (sampled)") in text
+    # tuning: one row for the cell that was tuned, none for the seed that reused it
+    (tuned,) = [line for line in lines if line.startswith("| 400 | rationale-free | 0 |")]
+    assert ("0.001 × 2: 0.520; 0.001 × 4: 0.640; 0.002 × 2: 0.700 (invalid) | 0.001 × 4 |"
+            in tuned)
+    assert not [line for line in lines if line.startswith("| 400 | rationale-free | 1 |")
+                and "×" in line]
+    assert "1 of 1 choices lie at an edge of the searched range" in text
+    # without a selection (or an untuned grid) there is no tuning table
+    assert "Tuning:" not in "\n".join(seed_report.section(rows, 100, 0)[0])
+    # graded runs that straddle 0.5: no other run would be left out
+    (tmp_path / "plain").mkdir()
+    plain = [_row(tmp_path / "plain", "label", s, y,
+                  1 / (1 + np.exp(-(y + rng.normal(size=100)))), scoring="direct")
+             for s in (0, 1)]
+    assert "A rule on that share would leave out no other run." in "\n".join(
+        seed_report.section(plain, 100, 0)[0])

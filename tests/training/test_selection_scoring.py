@@ -51,3 +51,14 @@ def test_a_rationale_cell_chooses_on_its_sampled_validation_score(tiny_model, tm
     selection = json.loads((folder / "selection.json").read_text())
     [cell] = [c for c in selection["cells"] if c.get("target") == "rationale-free"]
     assert cell["run_id"] == best and cell["tuned_on"] == "validation (sampled)"
+    # the choice is shown with every candidate's validation score, in the report too
+    assert [(c["run_id"], c["validation_auroc"]) for c in cell["candidate_scores"]] == \
+        [(i, validation[i].auroc) for i in ids]
+    text = (folder / "results.md").read_text()
+    assert "Tuning: each target's candidates, scored on validation" in text
+    assert f"{cell['learning_rate']:g} × {cell['epochs']:g} |" in text
+    # the seed-level section (the headline) comes before the tables of each run's own
+    # scoring, which say what they score by
+    assert text.index("## Seeds as the unit") < text.index(
+        "## Each run in its own scoring (secondary)") < text.index("## Summary")
+    assert "rationale-free: generate" in text

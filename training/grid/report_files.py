@@ -32,7 +32,7 @@ COLUMNS = ["kind", "base_model", "target", "scoring", "train_size", "seed", "lor
            "auprc", "brier", "balanced_accuracy", "balanced_accuracy_matched", "yes_rate",
            "mean_p_yes", "reached_answer_share", "mean_label_mass", "valid", "invalid_reason",
            "rationale_token_cap", "truncated_train_rows", "truncated_test_prompts",
-           "precision", "padding_share", "trained_under", "run_id", "dataset_version",
+           "precision", "padding_share", "trained_under", "train_draw", "run_id", "dataset_version",
            "dataset_sha256", "run_dir"]
 PREDICTION_COLUMNS = ["run_id", "kind", "target", "scoring", "train_size", "seed", "k",
                       "with_rationales", "id", "label", "p_yes"]
@@ -56,11 +56,12 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
     write_predictions(every_row, refs, out / "predictions.csv")
     figure = write_figure(rows, refs, out / "auroc_by_size.png")
     cells = cell_summary(rows, refs)
-    text = markdown(grid, rows, tests, joint, cells, refs, figure)
     every_dict = [r.as_dict() for r in every_row]
     seed_lines, seed_data = seed_report.section(every_dict, n_resamples, evaluation.seed,
-                                                grid.reading)
-    text += "\n".join(seed_lines) + "\n"
+                                                grid.reading, selection,
+                                                evaluation.max_one_answer_share)
+    text = markdown(grid, rows, tests, joint, cells, refs, figure, lead=seed_lines,
+                    every_row=every_row)
     mechanism_data = None
     if mechanism.applies(grid):
         lines, mechanism_data = mechanism.section(every_dict, out, n_resamples, evaluation.seed,
@@ -159,7 +160,7 @@ def write_figure(rows: list[ResultRow], refs: list[dict], path: Path) -> bool:
     if len(sizes) > 1 and min(sizes) > 0:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("training patients")
-    ax.set_ylabel("test AUROC (mean over seeds; bars: mean 95% CI)")
+    ax.set_ylabel("test AUROC, own scoring (mean over seeds; bars: mean 95% CI)")
     ax.set_title("AUROC by target and training-set size")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -197,21 +198,26 @@ def _describe(row: ResultRow) -> str:
 
 
 def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],
-             joint: list[dict], cells: list[dict], refs: list[dict], figure: bool) -> str:
-    """``results.md`` before its seed-level and mechanism sections."""
+             joint: list[dict], cells: list[dict], refs: list[dict], figure: bool,
+             lead: list[str] | None = None, every_row: list[ResultRow] | None = None) -> str:
+    """``results.md`` before its mechanism section: ``lead`` (the seed-level section,
+    the headline) first, then the tables of each run in its own scoring."""
     lines = [f"# Experiment `{grid.name}`", "",
              f"Dataset version **{grid.dataset}** (sha256 `{rows[0].dataset_sha256}`)."
-             if rows else "", "",
-             "## Summary (mean over seeds and sizes)", ""]
-    lines += table(["setting", "runs", "mean AUROC", "SD", "mean AUPRC"], (
-        [s["setting"], s["runs"], number(s["mean_auroc"]), number(s["sd_auroc"]),
-         number(s["mean_auprc"])] for s in summary_by_target(rows)))
+             if rows else ""]
+    lines += lead or []
+    lines += ["", "## Each run in its own scoring (secondary)", "", _own_scoring_note(rows),
+              "", "## Summary (mean over seeds and sizes)", ""]
+    lines += table(["setting", "scored by", "runs", "mean AUROC", "SD", "mean AUPRC"], (
+        [s["setting"], s["scoring"], s["runs"], number(s["mean_auroc"]),
+         number(s["sd_auroc"]), number(s["mean_auprc"])] for s in summary_by_target(rows)))
     lines += ["", "## Per cell: test AUROC, mean ± SD over seeds", ""]
-    lines += table(["setting", "training patients", "seeds", "mean AUROC", "SD"], (
-        [c["setting"], c["train_size"] or "all", c["seeds"], f"{c['mean_auroc']:.3f}",
-         number(c["sd_auroc"])] for c in cells))
+    lines += table(["setting", "scored by", "training patients", "seeds", "mean AUROC",
+                    "SD"], (
+        [c["setting"], c["scoring"], c["train_size"] or "all", c["seeds"],
+         f"{c['mean_auroc']:.3f}", number(c["sd_auroc"])] for c in cells))
     lines += _joint_lines(joint)
-    lines += _validity_lines(rows)
+    lines += _validity_lines(every_row if every_row is not None else rows)
     lines += _reference_lines(refs)
     if figure:
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
@@ -219,6 +225,20 @@ def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],
     lines += _delong_lines(tests)
     lines += _fewshot_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def _own_scoring_note(rows: list[ResultRow]) -> str:
+    """What the sections after the headline read: each SFT target's own scoring, test
+    patients as the only sampling."""
+    own = dict.fromkeys(f"{r.target}: {r.scoring}" for r in rows
+                        if r.kind == "sft" and r.scoring)
+    return ("The tables from here to the end score each run its own way ("
+            + ("; ".join(own) if own else "no SFT run")
+            + "; few-shot runs by their answer's probability), and their intervals cover "
+            "the sampling of test patients only. Where a target's primary scoring differs "
+            "(sampled rationales), the seed-level section above is the result; these "
+            "tables are a secondary reading and can differ from it a good deal (a greedy "
+            "rationale's score is nearly a yes/no).")
 
 
 def _joint_lines(joint: list[dict]) -> list[str]:
@@ -234,16 +254,22 @@ def _joint_lines(joint: list[dict]) -> list[str]:
 
 
 def _validity_lines(rows: list[ResultRow]) -> list[str]:
-    """Runs left out, truncation and training precision."""
+    """Runs left out (each scoring of a run on its own: a run can be left out of the
+    comparisons of one scoring and kept in another's), truncation and training
+    precision."""
     bad = excluded(rows)
     lines = ["", "## Validity", ""]
     if bad:
-        lines += ["Runs left out of every comparison:", ""]
-        lines += [f"- run {r.run_id} ({_describe(r)}): {r.invalid_reason}" for r in bad]
+        lines += ["Runs left out of the comparisons of the scoring named (the seed-level "
+                  "section and the tables of that scoring):", ""]
+        lines += [f"- run {r.run_id} ({_describe(r)})"
+                  + (f", scored {r.scoring}" if r.scoring else "") + f": {r.invalid_reason}"
+                  for r in bad]
     else:
-        lines.append("Every rationale run reached its answer line in at least the required "
-                     "share of test patients; none was left out.")
-    sft = [r for r in rows if r.kind == "sft"]
+        lines.append("Every run reached its answer line in at least the required share of "
+                     "test patients and none was degenerate, in every scoring; none was "
+                     "left out.")
+    sft = list({r.run_id: r for r in rows if r.kind == "sft"}.values())  # once per run
     truncation: dict[str, list[int]] = {}
     for r in sft:
         truncation.setdefault(r.target, []).append(r.truncated_train_rows or 0)
@@ -298,9 +324,11 @@ def _reference_lines(refs: list[dict]) -> list[str]:
 
 def _sft_lines(rows: list[ResultRow]) -> list[str]:
     lines = ["", "## SFT runs (test split; 95% bootstrap CIs)", ""]
-    return lines + table(["target", "size", "seed", "r", "lr", "epochs", "tuned on", "AUROC",
-                          "AUPRC", "Brier", "reached answer", "cap", "valid", "run"], (
-        [r.target, r.train_size or "all", r.seed, r.lora_r, f"{r.learning_rate:g}",
+    return lines + table(["target", "scored by", "size", "seed", "r", "lr", "epochs",
+                          "tuned on", "AUROC", "AUPRC", "Brier", "reached answer", "cap",
+                          "valid", "run"], (
+        [r.target, r.scoring or "–", r.train_size or "all", r.seed, r.lora_r,
+         f"{r.learning_rate:g}",
          f"{r.epochs:g}", r.tuned_on or "–", format_metric(r.auroc), format_metric(r.auprc),
          format_metric(r.brier), number(r.reached_answer_share, 2),
          r.rationale_token_cap or "–", "yes" if r.valid else "no",
@@ -311,9 +339,11 @@ def _sft_lines(rows: list[ResultRow]) -> list[str]:
 def _delong_lines(tests: list[dict]) -> list[str]:
     lines = ["", "## Paired DeLong tests per cell: label-only vs every other target "
                  "(Holm adjusted over all of them)", ""]
-    return lines + table(["comparison", "size", "seed", "AUROC label", "AUROC rationale",
-                          "difference [95% CI]", "p", "p (Holm)"], (
-        [t["comparison"], t["train_size"] or "all", t["seed"], f"{t['auroc_label']:.3f}",
+    return lines + table(["comparison", "that target scored by", "size", "seed",
+                          "AUROC label", "AUROC that target", "difference [95% CI]", "p",
+                          "p (Holm)"], (
+        [t["comparison"], t.get("scoring") or "–", t["train_size"] or "all", t["seed"],
+         f"{t['auroc_label']:.3f}",
          f"{t['auroc_rationale']:.3f}", f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, "
          f"{t['ci_high']:+.3f}]", f"{t['p_value']:.3g}", f"{t['p_holm']:.3g}"]
         for t in tests))

@@ -65,6 +65,7 @@ class ResultRow:
     precision: str | None = None
     padding_share: float | None = None
     trained_under: str | None = None
+    train_draw: str | None = None
     train_seconds: float | None = None
     dataset_version: str | None = None
     dataset_sha256: str | None = None
@@ -125,6 +126,8 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
            **_training_fields(_json_file(folder / "dataset.json"),
                               _json_file(folder / "train_summary.json")),
            "trained_under": trained_under(folder) if run.kind == "sft" else None,
+           "train_draw": train_draw(_json_file(folder / "dataset.json"))
+           if run.kind == "sft" else None,
            "dataset_version": version.name, "dataset_sha256": version.content_hash,
            "run_dir": run.run_dir,
            "predictions": result.predictions_path if result else None}
@@ -167,6 +170,22 @@ def _training_fields(trained: dict, summary: dict) -> dict:
             "precision": summary.get("precision"),
             "padding_share": summary.get("padding_share"),
             "train_seconds": summary.get("seconds")}
+
+
+def train_draw(trained: dict) -> str | None:
+    """The training patients a run was trained on, as a short digest of their sorted ids
+    (the patients of ``dataset.json``'s ``example_ids``): two runs with the same digest
+    trained on the same patients, whatever their target or dataset version (None where
+    the folder does not say)."""
+    import hashlib
+
+    from training.targets import patient_of
+
+    ids = trained.get("example_ids")
+    if not ids:
+        return None
+    patients = sorted({patient_of({"id": i}) for i in ids})
+    return hashlib.sha256("\n".join(patients).encode()).hexdigest()[:12]
 
 
 def trained_under(folder: Path) -> str | None:

@@ -42,7 +42,7 @@ def comparisons(rows: list[ResultRow]) -> list[dict]:
             continue
         test = delong_test(y, a, b)
         out.append({**cell_of(r), "comparison": f"label vs {r.target}",
-                    "auroc_label": test.auc1, "auroc_rationale": test.auc2,
+                    "scoring": r.scoring, "auroc_label": test.auc1, "auroc_rationale": test.auc2,
                     "difference": test.difference, "ci_low": test.ci_low,
                     "ci_high": test.ci_high, "z": test.z, "p_value": test.p_value,
                     "label_run": ref.run_id, "rationale_run": r.run_id})
@@ -78,6 +78,7 @@ def joint_differences(rows: list[ResultRow], n_resamples: int, seed: int) -> lis
 def cell_summary(rows: list[ResultRow], refs: list[dict]) -> list[dict]:
     """Mean ± SD of test AUROC over seeds, per target (and reference model) and size."""
     groups: dict[tuple, list[float]] = {}
+    scorings: dict[str, str] = {}
     sft = [r for r in rows if r.kind == "sft"]
     several = len({(r.base_model, r.lora_r) for r in sft}) > 1
     for r in sft:
@@ -85,10 +86,12 @@ def cell_summary(rows: list[ResultRow], refs: list[dict]) -> list[dict]:
             name = r.target + (f" [{r.base_model}, r={r.lora_r}]" if several else "") \
                 + ("" if r.valid else " (invalid)")
             groups.setdefault((name, r.train_size), []).append(r.auroc["value"])
+            scorings[name] = r.scoring or "–"
     for ref in refs:
         groups.setdefault((f"reference: {ref['model']}", ref["train_size"]), []).append(
             ref["auroc"]["value"])
-    return [{"setting": name, "train_size": size, "seeds": len(values),
+    return [{"setting": name, "scoring": scorings.get(name, "–"), "train_size": size,
+             "seeds": len(values),
              "mean_auroc": float(np.mean(values)),
              "sd_auroc": float(np.std(values, ddof=1)) if len(values) > 1 else None}
             for (name, size), values in sorted(groups.items(), key=lambda g: (g[0][1] or 0,
@@ -110,7 +113,8 @@ def summary_by_target(rows: list[ResultRow]) -> list[dict]:
                   is not None]
         auprcs = [m.auprc["value"] for m in members if m.auprc and m.auprc["value"]
                   is not None]
-        out.append({"setting": name, "runs": len(members),
+        out.append({"setting": name, "scoring": members[0].scoring or "–"
+                    if members[0].kind == "sft" else "–", "runs": len(members),
                     "mean_auroc": float(np.mean(aurocs)) if aurocs else None,
                     "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
                     "mean_auprc": float(np.mean(auprcs)) if auprcs else None})

@@ -177,6 +177,11 @@ def selection_entry(grid: ExperimentGrid, factors: dict, scores: list[Score],
     return {**factors, "run_id": best[1], "learning_rate": best[2].learning_rate,
             "epochs": best[2].num_train_epochs, "tuned_on": tuned_on,
             "candidates": [s[1] for s in scores],
+            "candidate_scores": [{"run_id": s[1], "learning_rate": s[2].learning_rate,
+                                  "epochs": s[2].num_train_epochs, "valid": bool(s[0][0]),
+                                  "validation_auroc": s[0][1] if tuned_on and s[0][1] >= 0
+                                  else None}
+                                 for s in scores],
             "extra_scorings": grid.scorings_for(factors["target"])}
 
 
