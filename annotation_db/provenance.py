@@ -106,13 +106,17 @@ def portable_argv() -> list[str]:
 
 
 def echo_config(config: CommandConfig, folder: str | Path, command: str, *,
-                resumed: bool = False) -> Path:
+                resumed: bool | None = None) -> Path:
     """Write ``config.yaml`` and ``provenance.json`` into ``folder``; return the folder.
 
-    ``resumed``: the command goes on from work an earlier process left in ``folder`` (a
-    training run's checkpoint). The earlier sessions' records are then kept, oldest
-    first, under ``"earlier"``, so a run resumed under newer code still says which code
-    began it. A record made under another config is not kept: its work is not resumed."""
+    ``resumed`` (a command whose work can go on across processes, such as training; None
+    for the others, which record nothing of it): True when the command goes on from work
+    an earlier process left in ``folder`` (a training run's checkpoint). The record then
+    says so, and keeps the earlier sessions' records, oldest first, under ``"earlier"``,
+    so a run resumed under newer code still says which code began it. A record made
+    under another config is not kept: its work is not resumed. A record without the
+    ``resumed`` key was written before records were kept: whether it began its run is
+    not known."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     earlier = _earlier_sessions(folder / "provenance.json", config.content_hash()) \
@@ -128,6 +132,8 @@ def echo_config(config: CommandConfig, folder: str | Path, command: str, *,
         "argv": portable_argv(),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if resumed is not None:
+        provenance["resumed"] = resumed
     if earlier:
         provenance["earlier"] = earlier
     (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
@@ -147,13 +153,19 @@ def _earlier_sessions(path: Path, config_sha256: str) -> list[dict]:
     return [*(earlier if isinstance(earlier, list) else []), previous]
 
 
-def code_versions(folder: str | Path) -> list[str]:
-    """The code versions that wrote ``folder``'s output, oldest first: for a resumed
-    training run, the version that began it and each that resumed it (empty where the
-    folder has no ``provenance.json``)."""
+def sessions(folder: str | Path) -> list[dict]:
+    """The records of the sessions that wrote ``folder``'s output, oldest first: for a
+    resumed training run, the session that began it (when it was kept) and each that
+    resumed it (empty where the folder has no ``provenance.json``)."""
     try:
         record = json.loads((Path(folder) / "provenance.json").read_text())
     except (OSError, ValueError):
         return []
-    sessions = [*(record.get("earlier") or []), record]
-    return [s["code_version"] for s in sessions if isinstance(s, dict) and s.get("code_version")]
+    earlier = record.get("earlier") if isinstance(record, dict) else None
+    return [s for s in [*(earlier if isinstance(earlier, list) else []), record]
+            if isinstance(s, dict)]
+
+
+def code_versions(folder: str | Path) -> list[str]:
+    """The code versions of :func:`sessions`, oldest first."""
+    return [s["code_version"] for s in sessions(folder) if s.get("code_version")]

@@ -244,8 +244,9 @@ def _interval(result: dict, seeds: dict[str, list[list[int]]], together: bool = 
 
 def _change(key: tuple, seeds_a: dict, seeds_b: dict, y: np.ndarray, n_resamples: int,
             seed: int) -> dict:
-    """``mean_s AUROC_B − mean_s AUROC_A`` of one setting, each report's seeds drawn on
-    their own."""
+    """``mean_s AUROC_B − mean_s AUROC_A`` of one setting: the two reports' seeds drawn
+    together where each seed trained on the same patients in both (SFT runs with the
+    same ``train_draw``, seed for seed), else each report's on their own."""
     used_a, used_b = _used(seeds_a), _used(seeds_b)
     out = {"setting": setting_name(key), "kind": key[0], "train_size": key[1],
            "target": key[2], "scoring": key[3], "seeds_a": sorted(used_a),
@@ -273,7 +274,9 @@ def _gap(key: tuple, label_key: tuple, a: dict, b: dict, y: np.ndarray, n_resamp
          seed: int) -> dict:
     """``(label − target)_B − (label − target)_A``: within a report, the seeds both arms
     kept are paired (one group), or each arm's seeds are drawn on their own when they
-    share none."""
+    share none; where all four arms use the same seeds and each seed trained on the same
+    patients in all of them, the four arms are one group (seeds drawn together across the
+    reports)."""
     out = {"setting": setting_name(key), "train_size": key[1], "target": key[2],
            "scoring": key[3], "left_out": [], "value": None, "gap_a": None, "gap_b": None}
     arms = {}
@@ -338,8 +341,8 @@ def _plain(value):
 
 CSV_COLUMNS = ("table", "setting", "kind", "train_size", "target", "scoring", "primary",
                "mean_a", "mean_b", "label_a", "target_a", "label_b", "target_b", "gap_a",
-               "gap_b", "value", "low", "high", "p", "interval", "why", "seeds_a", "seeds_b",
-               "label_seeds_a", "label_seeds_b", "left_out")
+               "gap_b", "value", "low", "high", "p", "interval", "seeds_across", "why",
+               "seeds_a", "seeds_b", "label_seeds_a", "label_seeds_b", "left_out")
 
 
 def _write_csv(path: Path, result: dict) -> None:

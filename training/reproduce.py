@@ -270,8 +270,10 @@ def _against_references(results: dict, heads: list[dict]) -> list[str]:
         parts = []
         for size, target, scoring in settings:
             runs = _runs_of(rows, size, target, scoring)
+            seeds = {r["seed"] for r in runs}
             refs = [r["auroc"]["value"] for r in results.get("references", [])
-                    if r["model"] == model and r["train_size"] == size]
+                    if r["model"] == model and r["train_size"] == size
+                    and r.get("seed") in seeds]
             if runs and refs:
                 mean, mean_ref = (float(np.mean([r["auroc"]["value"] for r in runs])),
                                   float(np.mean(refs)))

@@ -52,7 +52,7 @@ import numpy as np
 from training.metrics import _row_metric, _stratified_blocks, _validate
 
 DEGENERATE_LOW, DEGENERATE_HIGH = 0.05, 0.95
-_TOLERANCE = 1e-9  # float error of a share such as 1 - 0.95 or a mean of fifths
+TOLERANCE = 1e-9  # float error of a share such as 1 - 0.95 or a mean of fifths
 
 
 def hierarchical_difference(y, arm_a: Sequence, arm_b: Sequence, metric: str = "auroc",
@@ -191,9 +191,9 @@ def degenerate(p, low: float = DEGENERATE_LOW, high: float = DEGENERATE_HIGH,
     rate = expected_yes_rate(p)
     what = f"in {rate:.0%} of its sampled answers" if sampled \
         else f"{rate:.0%} of the time (mean P(yes) {rate:.3f})"
-    if rate > high + _TOLERANCE:
+    if rate > high + TOLERANCE:
         return f"says yes {what}, above {high:.0%}"
-    if rate < low - _TOLERANCE:
+    if rate < low - TOLERANCE:
         return f"says yes {what}, below {low:.0%}"
     return None
 

@@ -20,6 +20,7 @@ from training.evaluate import read_predictions
 from training.evaluate_config import lead_scoring
 from training.reading_rule import ReadingRule, trained_position
 from training.seed_level import (
+    TOLERANCE,
     balanced_accuracy_at_rate,
     degenerate,
     expected_yes_rate,
@@ -268,9 +269,11 @@ def degenerate_rule(rows: list[dict], max_one_answer_share: float) -> list[str]:
     """The degenerate rule as applied, and the runs a rule on the share of patients said
     yes to (P(yes) ≥ 0.5) would also leave out: the rule's reading, made visible."""
     high, low = max_one_answer_share, 1 - max_one_answer_share
+    sizes = {r["train_size"] for r in rows if r["kind"] == "sft"}
     also = [r for r in rows if r["kind"] in ("sft", "fewshot") and r["valid"]
+            and r.get("scoring") != "sampled"  # there the share is the mean the rule reads
             and r.get("yes_rate") is not None
-            and not low <= r["yes_rate"] <= high]
+            and not low - TOLERANCE <= r["yes_rate"] <= high + TOLERANCE]
     lines = ["", f"Degenerate runs: a run whose mean P(yes) over the test patients (under "
              f"sampled scoring, the share of its sampled answers that say yes) is above "
              f"{high:.0%} or below {low:.0%} is left out of the comparisons of that "
@@ -280,7 +283,10 @@ def degenerate_rule(rows: list[dict], max_one_answer_share: float) -> list[str]:
              "written conclusion the two agree, P(yes) being nearly 0 or 1."]
     if also:
         lines[-1] += (" A rule on that share would also leave out: " + "; ".join(
-            f"{r['target']} ({_setting(r)[2]}, seed {r['seed']}, says yes for "
+            f"{r['target']} ({_setting(r)[2]}, "
+            + (f"{r['train_size'] or 'all'} patients, "
+               if len(sizes) > 1 and r["kind"] == "sft" else "")
+            + f"seed {r['seed']}, says yes for "
             f"{r['yes_rate']:.0%}, mean P(yes) {r['mean_p_yes']:.2f})" for r in also)
             + " (each kept here).")
     else:
@@ -295,9 +301,13 @@ def tuning_lines(selection: dict | None) -> list[str]:
              if len(c.get("candidate_scores") or []) > 1]
     if not cells:
         return []
+    reused = sorted({str(c.get("tuned_on")).rsplit(", seed ", 1)[1]
+                     for c in (selection or {}).get("cells", [])
+                     if ", seed " in str(c.get("tuned_on") or "")})
     lines = ["", "Tuning: each target's candidates, scored on validation (the scoring named "
-             "in `tuned on`; valid candidates rank before invalid ones). Later seeds reuse "
-             "the choice of the seed tuned.", ""]
+             "in `tuned on`; valid candidates rank before invalid ones)."
+             + (f" Later seeds reuse the choice of seed {' and '.join(reused)}." if reused
+                else " Each seed listed chose on its own."), ""]
     lines += table(["training patients", "target", "seed", "tuned on", "candidates (lr × "
                     "epochs: validation AUROC)", "chosen"], (
         [c.get("train_size") or "all", c["target"], c["seed"], c.get("tuned_on") or "–",
@@ -306,15 +316,26 @@ def tuning_lines(selection: dict | None) -> list[str]:
                       else "no score") + ("" if s["valid"] else " (invalid)")
                    for s in c["candidate_scores"]),
          f"{c['learning_rate']:g} × {c['epochs']:g}"] for c in cells))
-    grid = {(k, v) for c in cells for s in c["candidate_scores"]
-            for k, v in (("lr", s["learning_rate"]), ("epochs", s["epochs"]))}
-    edges = [c for c in cells if any(
-        value in (min(v for k2, v in grid if k2 == key), max(v for k2, v in grid if k2 == key))
-        for key, value in (("lr", c["learning_rate"]), ("epochs", c["epochs"])))]
-    if edges:
-        lines += ["", f"{len(edges)} of {len(cells)} choices lie at an edge of the searched "
-                  "range (the lowest or highest learning rate or epochs): the tuning cannot "
-                  "show that a setting outside it would not do better."]
+    values = {"learning_rate": set(), "epochs": set()}
+    for c in cells:
+        for s in c["candidate_scores"]:
+            values["learning_rate"].add(s["learning_rate"])
+            values["epochs"].add(s["epochs"])
+    searched = {k: sorted(v) for k, v in values.items() if len(v) > 1}
+    if searched and all(len(v) == 2 for v in searched.values()):
+        lines += ["", "Each setting tuned was searched over two values ("
+                  + "; ".join(f"{k.replace('_', ' ')} {', '.join(f'{x:g}' for x in v)}"
+                              for k, v in searched.items())
+                  + "), so every choice lies at an edge of what was searched: the tuning "
+                  "cannot show that a setting outside that range would not do better."]
+    elif searched:
+        edges = [c for c in cells if any(
+            c[key] in (v[0], v[-1]) for key, v in searched.items()
+            if key in c and len(v) > 2)]
+        if edges:
+            lines += ["", f"{len(edges)} of {len(cells)} choices lie at an edge of a setting "
+                      "searched over more than two values (its lowest or highest): the tuning "
+                      "cannot show that a setting outside that range would not do better."]
     return lines
 
 

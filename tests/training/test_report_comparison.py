@@ -424,7 +424,9 @@ def test_seeds_are_drawn_on_their_own_where_one_seed_trained_on_other_patients(
     b = _with_draws(_report(tmp_path / "b", y, runs_b),
                     lambda s: "other" if s == 2 else f"patients-{s}")
     plain = _report(tmp_path / "plain", y, runs_b)  # an older report: no train_draw column
-    for other in (b, plain):
+    short = _with_draws(_report(tmp_path / "short", y, [r for r in runs_b if r[4] != 2]),
+                        lambda s: f"patients-{s}")  # the same draws, one seed fewer
+    for other in (b, plain, short):
         result = compare(a, other, n_resamples=300, seed=4)
         (gap,) = result["gaps"]
         assert gap["seeds_across"] == "unpaired" and "across" not in gap["interval"]

@@ -71,3 +71,10 @@ def test_a_run_left_out_of_one_scorings_comparisons_is_named_with_that_scoring()
             "1 commit began them; 1 run resumed under other code.") in text
     kept = "\n".join(_validity_lines([_sft(3, "generate"), _sft(3, "sampled", extra=True)]))
     assert "none was left out" in kept
+    # a run whose first commit is unknown is not counted among the commits that began runs
+    unknown = _sft(4, "generate", trained_under="dddddddddddd (resumed from checkpoint-25; "
+                   "the commit that began it is unknown)")
+    assert ("Code the 3 trained runs were trained under (`trained_under` in results.csv): "
+            "1 commit began the 2 whose first commit is known; 1 run resumed under other "
+            "code; 1 run resumed before a run kept the commit that began it.") in "\n".join(
+                _validity_lines([*rows, unknown]))

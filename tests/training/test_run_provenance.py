@@ -47,8 +47,9 @@ def test_a_fresh_start_or_another_config_keeps_no_earlier_session(tmp_path):
 
 
 def test_a_runs_row_names_the_code_that_began_it_and_each_that_resumed_it(tmp_path):
-    echo_config(_config(), tmp_path, "train sft")
+    echo_config(_config(), tmp_path, "train sft", resumed=False)
     _began_under(tmp_path, "a" * 40)
+    assert _record(tmp_path)["resumed"] is False
     assert trained_under(tmp_path) == "a" * 12
 
     echo_config(_config(), tmp_path, "train sft", resumed=True)
@@ -66,3 +67,17 @@ def test_a_run_resumed_before_records_were_kept_says_its_first_commit_is_unknown
     assert trained_under(tmp_path) == ("dddddddddddd (resumed from checkpoint-25; the commit "
                                        "that began it is unknown)")
     assert trained_under(tmp_path / "no-run") is None
+
+
+def test_a_run_begun_before_records_were_kept_and_resumed_since_says_so(tmp_path):
+    """A record without ``resumed`` was written by code that kept no history: resumed
+    now, the run cannot say which commit began it, and the report does not count that
+    record's commit as the one that did."""
+    echo_config(_config(), tmp_path, "train sft")  # the old code: no ``resumed`` key
+    _began_under(tmp_path, "e" * 40)
+    assert "resumed" not in _record(tmp_path)
+    assert trained_under(tmp_path) == "e" * 12  # never resumed: it began the run
+    echo_config(_config(), tmp_path, "train sft", resumed=True)
+    _began_under(tmp_path, "f" * 40)
+    assert trained_under(tmp_path) == ("eeeeeeeeeeee resumed under ffffffffffff (the commit "
+                                       "that began it is unknown)")

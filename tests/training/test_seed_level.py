@@ -375,7 +375,20 @@ def test_the_seed_section_states_its_degenerate_rule_its_spread_and_how_tuning_c
             in tuned)
     assert not [line for line in lines if line.startswith("| 400 | rationale-free | 1 |")
                 and "×" in line]
-    assert "1 of 1 choices lie at an edge of the searched range" in text
+    assert ("Each setting tuned was searched over two values (learning rate 0.001, 0.002; "
+            "epochs 2, 4), so every choice lies at an edge of what was searched") in text
+    assert "Later seeds reuse the choice of seed 0." in text
+    # a setting searched over three values: only a choice at its lowest or highest is named
+    three = [{"run_id": i, "learning_rate": lr, "epochs": 2.0, "valid": True,
+              "validation_auroc": 0.6} for i, lr in enumerate((1e-4, 2e-4, 4e-4))]
+    for chosen, said in ((2e-4, False), (4e-4, True)):
+        cell = {"target": "label", "train_size": 400, "seed": 0, "learning_rate": chosen,
+                "epochs": 2.0, "tuned_on": "validation", "candidate_scores": three}
+        text3 = "\n".join(seed_report.tuning_lines({"cells": [cell]}))
+        assert ("1 of 1 choices lie at an edge of a setting searched over more than two "
+                "values" in text3) is said
+        assert "Each seed listed chose on its own." in text3
+        assert "searched over two values (" not in text3
     # without a selection (or an untuned grid) there is no tuning table
     assert "Tuning:" not in "\n".join(seed_report.section(rows, 100, 0)[0])
     # graded runs that straddle 0.5: no other run would be left out
@@ -385,3 +398,8 @@ def test_the_seed_section_states_its_degenerate_rule_its_spread_and_how_tuning_c
              for s in (0, 1)]
     assert "A rule on that share would leave out no other run." in "\n".join(
         seed_report.section(plain, 100, 0)[0])
+    # the bounds pass, as in the rule itself; a sampled share is the mean the rule read
+    edge = [{**plain[0], "yes_rate": 1 - 0.95},
+            {**plain[1], "scoring": "sampled", "yes_rate": 0.02}]
+    assert seed_report.degenerate_rule(edge, 0.95)[-1].endswith(
+        "A rule on that share would leave out no other run.")

@@ -232,7 +232,8 @@ def _own_scoring_note(rows: list[ResultRow]) -> str:
     patients as the only sampling."""
     own = dict.fromkeys(f"{r.target}: {r.scoring}" for r in rows
                         if r.kind == "sft" and r.scoring)
-    return ("The tables from here to the end score each run its own way ("
+    return ("The tables of this part, from here to the Mechanism section where there is "
+            "one, score each run its own way ("
             + ("; ".join(own) if own else "no SFT run")
             + "; few-shot runs by their answer's probability), and their intervals cover "
             "the sampling of test patients only. Where a target's primary scoring differs "
@@ -291,11 +292,13 @@ def _validity_lines(rows: list[ResultRow]) -> list[str]:
         if r.trained_under and r.run_id not in code:
             code[r.run_id] = r.trained_under
     if code:
-        commits = {c.split(" ")[0] for c in code.values()}
-        moved = sum(" resumed under " in c for c in code.values())
         unknown = sum("unknown" in c for c in code.values())
+        commits = {c.split(" ")[0] for c in code.values() if "unknown" not in c}
+        moved = sum(" resumed under " in c for c in code.values() if "unknown" not in c)
         lines += ["", f"Code the {len(code)} trained runs were trained under (`trained_under` "
-                      f"in results.csv): {_count(len(commits), 'commit')} began them"
+                      f"in results.csv): {_count(len(commits), 'commit')} began "
+                      + ("them" if not unknown else f"the {len(code) - unknown} whose first "
+                         "commit is known")
                       + (f"; {_count(moved, 'run')} resumed under other code" if moved else "")
                       + (f"; {_count(unknown, 'run')} resumed before a run kept the commit "
                          "that began it" if unknown else "") + "."]

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from annotation_db.export import get_version
 from annotation_db.models import TrainingRun
-from annotation_db.provenance import code_versions
+from annotation_db.provenance import sessions
 from training import runs, seed_report
 from training.data import TARGETS, read_view
 from training.evaluate import judge_validity
@@ -190,18 +190,34 @@ def train_draw(trained: dict) -> str | None:
 
 def trained_under(folder: Path) -> str | None:
     """The code a training run was trained under: its commit (12 characters; ``+dirty``
-    for an uncommitted tree), then ``resumed under`` each later one. A run resumed before
-    its folder kept the earlier sessions' records says its first commit is unknown."""
-    versions = [v[:12] + ("+dirty" if v.endswith("+dirty") else "") if len(v) >= 40 else v
-                for v in code_versions(folder)]
-    if not versions:
+    for an uncommitted tree), then ``resumed under`` each later one. Where the session
+    that began the run was not kept (its record predates ``resumed`` in
+    ``provenance.json``, and the run was resumed), the text says the first commit is
+    unknown."""
+    records = [r for r in sessions(folder) if r.get("code_version")]
+    if not records:
         return None
+    versions = [_short(r["code_version"]) for r in records]
     steps = [versions[0]] + [v for prev, v in zip(versions, versions[1:], strict=False)
                              if v != prev]
-    resumed = _json_file(folder / "train_summary.json").get("resumed_from")
-    if resumed and len(versions) == 1:
-        return f"{versions[0]} (resumed from {resumed}; the commit that began it is unknown)"
-    return " resumed under ".join(steps)
+    resumed_from = _json_file(folder / "train_summary.json").get("resumed_from")
+    first = records[0]
+    if "resumed" in first:
+        known = first["resumed"] is False
+    else:  # written before records were kept: known only for a run never resumed
+        known = len(records) == 1 and not resumed_from
+    text = " resumed under ".join(steps)
+    if known:
+        return text
+    what = f"resumed from {resumed_from}; " if resumed_from and len(records) == 1 else ""
+    return f"{text} ({what}the commit that began it is unknown)"
+
+
+def _short(version: str) -> str:
+    """A commit as 12 characters (``+dirty`` kept); any other version as written."""
+    if len(version) < 40:
+        return version
+    return version[:12] + ("+dirty" if version.endswith("+dirty") else "")
 
 
 def references(engine: Engine, grid: ExperimentGrid, rows: list[ResultRow]) -> list[dict]:
