@@ -102,7 +102,7 @@ def setting_name(key: tuple) -> str:
 
 def _run(row: dict, predictions: dict | None, share: float) -> dict:
     run = {"run_id": row["run_id"], "ids": None, "y": None, "p": None, "left_out": None,
-           "draw": row.get("train_draw") or None}
+           "draw": row.get("train_draw") or None, "code": row.get("trained_under") or None}
     if predictions:
         ids = sorted(predictions)
         run.update(ids=ids, y=np.array([predictions[i][0] for i in ids]),
@@ -152,10 +152,26 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
             gaps.append({**_gap(key, label, a, b, y, n_resamples, seed),
                          "primary": key in primary})
     return {"patients": len(ids), "positives": int(y.sum()), "n_resamples": n_resamples,
+            "label_code": _label_code(a, b),
             "seed": seed, "max_one_answer_share": max_one_answer_share,
             "views": same_views(folder_a, folder_b), "changes": changes, "gaps": gaps,
             "only_in_a": [setting_name(k) for k in sorted(a.keys() - b.keys(), key=_order)],
             "only_in_b": [setting_name(k) for k in sorted(b.keys() - a.keys(), key=_order)]}
+
+
+def _label_code(a: dict, b: dict) -> list[dict]:
+    """Label-only seeds of both reports whose runs were begun under different commits
+    (``trained_under``): their change between the reports is training noise under two
+    versions of the training code, not under one."""
+    out = []
+    for key in sorted((k for k in a if k in b and k[0] == "sft" and k[2] == "label"),
+                      key=_order):
+        for seed in sorted(a[key].keys() & b[key].keys()):
+            code_a, code_b = (r[key][seed]["code"] for r in (a, b))
+            if code_a and code_b and code_a.split(" ")[0] != code_b.split(" ")[0]:
+                out.append({"setting": setting_name(key), "seed": seed, "a": code_a,
+                            "b": code_b})
+    return out
 
 
 def same_views(folder_a: str | Path, folder_b: str | Path) -> dict | None:
@@ -441,7 +457,14 @@ def markdown(result: dict, inputs: dict) -> list[str]:
                  "those patients" + ("" if views is None else
                                      " (its view differs between the two versions)")
                  + ": ")
-              + "the floor under which the other rows' changes say nothing. With three seeds "
+              + "the floor under which the other rows' changes say nothing. "
+              + (("Its runs were begun under different commits in the two reports for "
+                  + "; ".join(f"{c['setting']} seed {c['seed']} (A: {c['a']}; B: {c['b']})"
+                              for c in result.get("label_code", []))
+                  + ": that floor then includes any change to the training code between "
+                  "them (`trained_under` in results.csv). ")
+                 if result.get("label_code") else "")
+              + "With three seeds "
               "a report, the seed "
               "level is measured coarsely (`training/seed_level.py` gives the interval's "
               "coverage in simulation)."]

@@ -372,18 +372,21 @@ def test_a_grid_without_sizes_and_a_report_with_two_runs_of_one_seed(tmp_path, p
         read_report(twice)
 
 
-def _with_draws(folder, draw):
+def _with_draws(folder, draw, code=None):
     """Give every SFT run of a report folder its ``train_draw`` (``draw(seed)``), as the
-    grid's report writes it: the digest of the patients the run trained on."""
+    grid's report writes it: the digest of the patients the run trained on; and with
+    ``code``, its ``trained_under`` (``code(target, seed)``)."""
     path = folder / "results.csv"
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, [*RESULT_COLUMNS, "train_draw"])
+        writer = csv.DictWriter(handle, [*RESULT_COLUMNS, "train_draw", "trained_under"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "train_draw": draw(int(row["seed"]))
-                             if row["kind"] == "sft" else ""})
+            sft = row["kind"] == "sft"
+            writer.writerow({**row, "train_draw": draw(int(row["seed"])) if sft else "",
+                             "trained_under": code(row["target"], int(row["seed"]))
+                             if sft and code else ""})
     return folder
 
 
@@ -431,3 +434,23 @@ def test_seeds_are_drawn_on_their_own_where_one_seed_trained_on_other_patients(
         (gap,) = result["gaps"]
         assert gap["seeds_across"] == "unpaired" and "across" not in gap["interval"]
         assert {c["seeds_across"] for c in result["changes"]} == {"unpaired"}
+
+
+def test_label_only_seeds_trained_under_other_code_are_named_beside_its_noise_floor(
+        tmp_path, patients):
+    rng, y = patients
+    a = _with_draws(_report(tmp_path / "a", y, _grid(rng, y, free_signal=0.6)),
+                    lambda s: f"patients-{s}",
+                    lambda target, s: "aaaaaaaaaaaa" if s == 0 else "cccccccccccc")
+    b = _with_draws(_report(tmp_path / "b", y, _grid(rng, y, free_signal=0.6)),
+                    lambda s: f"patients-{s}",
+                    lambda target, s: "cccccccccccc resumed under dddddddddddd")
+    result = compare(a, b, n_resamples=200)
+    assert [(c["seed"], c["a"]) for c in result["label_code"]] == [(0, "aaaaaaaaaaaa")]
+    text = "\n".join(markdown(result, {"a": {"folder": "a"}, "b": {"folder": "b"}}))
+    assert ("begun under different commits in the two reports for label (direct, 400 "
+            "patients) seed 0 (A: aaaaaaaaaaaa; B: cccccccccccc resumed under dddddddddddd)"
+            ) in text
+    same = compare(b, b, n_resamples=200)
+    assert same["label_code"] == [] and "different commits" not in "\n".join(
+        markdown(same, {"a": {"folder": "b"}, "b": {"folder": "b"}}))
