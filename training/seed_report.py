@@ -396,10 +396,12 @@ def section(rows: list[dict], n_resamples: int, seed: int,
                       key=lambda r: (r["kind"] == "fewshot", *map(str, _setting(r)),
                                      r["seed"]))
     lines += ["", "Per seed (few-shot: per demonstration draw):", ""]
-    lines += table(["training patients", "target", "scoring", "seed", "test AUROC",
-                    "says yes for", "mean P(yes)", "balanced accuracy, matched",
-                    "left out because"], (
+    lines += table(["training patients", "target", "scoring", "seed", "lr × epochs",
+                    "test AUROC", "says yes for", "mean P(yes)",
+                    "balanced accuracy, matched", "left out because"], (
         [size or ("–" if r["kind"] == "fewshot" else "all"), target, scoring, r["seed"],
+         f"{r['learning_rate']:g} × {r['epochs']:g}"
+         if r.get("learning_rate") is not None and r.get("epochs") is not None else "–",
          number((r["auroc"] or {}).get("value")), number(r.get("yes_rate"), 2),
          number(r.get("mean_p_yes"), 2),
          number(r.get("balanced_accuracy_matched")), r["invalid_reason"] or ""]

@@ -360,9 +360,13 @@ def test_the_seed_section_states_its_degenerate_rule_its_spread_and_how_tuning_c
         {"target": "rationale-free", "train_size": 400, "seed": 1, "learning_rate": 1e-3,
          "epochs": 4.0, "tuned_on": "validation (sampled), seed 0",
          "candidate_scores": candidates[1:2]}]}
+    rows = [{**r, "learning_rate": 1e-3, "epochs": 4.0} for r in rows]
     lines, data = seed_report.section(rows, n_resamples=100, seed=0, selection=selection)
     text = "\n".join(lines)
     assert all(r["valid"] for r in rows)  # the mean P(yes) rule keeps them all
+    # each seed's row says what it was trained at
+    assert [line for line in lines if line.startswith("| 400 | rationale-free | sampled | 1 "
+                                                       "| 0.001 × 4 |")]
     assert "mean P(yes) over the test patients" in text and "above 95% or below 5%" in text
     assert ("A rule on that share would also leave out: label (direct, seed 0, says yes for "
             "0%, mean P(yes)") in text and "(each kept here)" in text
