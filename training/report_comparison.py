@@ -160,15 +160,16 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
 
 
 def _label_code(a: dict, b: dict) -> list[dict]:
-    """Label-only seeds of both reports whose runs were begun under different commits
-    (``trained_under``): their change between the reports is training noise under two
-    versions of the training code, not under one."""
+    """Label-only seeds of both reports whose runs were not trained under the same code
+    (``trained_under`` differs: another commit began or resumed one of them, or one's
+    first commit is unknown): their change between the reports is training noise under
+    two versions of the training code, not under one."""
     out = []
     for key in sorted((k for k in a if k in b and k[0] == "sft" and k[2] == "label"),
                       key=_order):
         for seed in sorted(a[key].keys() & b[key].keys()):
             code_a, code_b = (r[key][seed]["code"] for r in (a, b))
-            if code_a and code_b and code_a.split(" ")[0] != code_b.split(" ")[0]:
+            if code_a and code_b and (code_a != code_b or "unknown" in code_a):
                 out.append({"setting": setting_name(key), "seed": seed, "a": code_a,
                             "b": code_b})
     return out
@@ -458,7 +459,7 @@ def markdown(result: dict, inputs: dict) -> list[str]:
                                      " (its view differs between the two versions)")
                  + ": ")
               + "the floor under which the other rows' changes say nothing. "
-              + (("Its runs were begun under different commits in the two reports for "
+              + (("Its runs were not trained under the same code in the two reports for "
                   + "; ".join(f"{c['setting']} seed {c['seed']} (A: {c['a']}; B: {c['b']})"
                               for c in result.get("label_code", []))
                   + ": that floor then includes any change to the training code between "
