@@ -38,6 +38,7 @@ import numpy as np
 from annotation_db.errors import UserError
 from annotation_db.provenance import echo_config, file_sha256, portable_path
 from training.evaluate_config import lead_scoring
+from training.grid.results import first_commit
 from training.seed_level import degenerate, hierarchical_contrast
 from training.tables import format_difference, number, table
 
@@ -153,6 +154,9 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
                          "primary": key in primary})
     return {"patients": len(ids), "positives": int(y.sum()), "n_resamples": n_resamples,
             "label_code": _label_code(a, b),
+            "code_recorded": {name: any(run["code"] for key, seeds in report.items()
+                                        if key[0] == "sft" for run in seeds.values())
+                              for name, report in (("a", a), ("b", b))},
             "seed": seed, "max_one_answer_share": max_one_answer_share,
             "views": same_views(folder_a, folder_b), "changes": changes, "gaps": gaps,
             "only_in_a": [setting_name(k) for k in sorted(a.keys() - b.keys(), key=_order)],
@@ -160,16 +164,18 @@ def compare(folder_a: str | Path, folder_b: str | Path, n_resamples: int = 2000,
 
 
 def _label_code(a: dict, b: dict) -> list[dict]:
-    """Label-only seeds of both reports whose runs were not trained under the same code
-    (``trained_under`` differs: another commit began or resumed one of them, or one's
-    first commit is unknown): their change between the reports is training noise under
-    two versions of the training code, not under one."""
+    """Label-only seeds both reports compare whose runs were not shown to be trained
+    under the same code (``trained_under`` differs: another commit began or resumed one
+    of them; or a first commit is unknown; or the tree was uncommitted, ``+dirty``):
+    their change between the reports is training noise under two versions of the
+    training code, not under one. Reports without the column name none."""
     out = []
     for key in sorted((k for k in a if k in b and k[0] == "sft" and k[2] == "label"),
                       key=_order):
-        for seed in sorted(a[key].keys() & b[key].keys()):
+        for seed in sorted(_used(a[key]).keys() & _used(b[key]).keys()):
             code_a, code_b = (r[key][seed]["code"] for r in (a, b))
-            if code_a and code_b and (code_a != code_b or "unknown" in code_a):
+            if code_a and code_b and (code_a != code_b or first_commit(code_a) is None
+                                      or "+dirty" in code_a):
                 out.append({"setting": setting_name(key), "seed": seed, "a": code_a,
                             "b": code_b})
     return out
@@ -465,6 +471,12 @@ def markdown(result: dict, inputs: dict) -> list[str]:
                   + ": that floor then includes any change to the training code between "
                   "them (`trained_under` in results.csv). ")
                  if result.get("label_code") else "")
+              + ("Whether label-only's runs were trained under the same code cannot be told "
+                 "here: report " + " and ".join(
+                     name.upper() for name, known in result["code_recorded"].items()
+                     if not known)
+                 + " does not record it (`trained_under`, written since 2026-12-07). "
+                 if not all((result.get("code_recorded") or {"": True}).values()) else "")
               + "With three seeds "
               "a report, the seed "
               "level is measured coarsely (`training/seed_level.py` gives the interval's "

@@ -454,6 +454,18 @@ def test_label_only_seeds_trained_under_other_code_are_named_beside_its_noise_fl
     assert ("not trained under the same code in the two reports for label (direct, 400 "
             "patients) seed 0 (A: aaaaaaaaaaaa; B: cccccccccccc resumed under dddddddddddd)"
             ) in text
+    # a first commit unknown on both sides, or an uncommitted tree, is not the same code
+    for code in ("eeeeeeeeeeee (resumed from checkpoint-25; the commit that began it is "
+                 "unknown)", "ffffffffffff+dirty"):
+        c = _with_draws(_report(tmp_path / code[:4], y, _grid(rng, y, free_signal=0.6)),
+                        lambda s: f"patients-{s}", lambda target, s, code=code: code)
+        assert [x["seed"] for x in compare(c, c, n_resamples=100)["label_code"]] == [0, 1, 2]
+    # an older report does not record the code: the comparison says it cannot tell
+    older = _report(tmp_path / "older", y, _grid(rng, y, free_signal=0.6))
+    told = compare(a, older, n_resamples=100)
+    assert told["label_code"] == [] and told["code_recorded"] == {"a": True, "b": False}
+    assert ("cannot be told here: report B does not record it" in "\n".join(
+        markdown(told, {"a": {"folder": "a"}, "b": {"folder": "older"}})))
     same = compare(b, b, n_resamples=200)
     assert same["label_code"] == [] and "not trained under the same code" not in "\n".join(
         markdown(same, {"a": {"folder": "b"}, "b": {"folder": "b"}}))

@@ -16,7 +16,7 @@ import numpy as np
 from training import seed_report
 from training.evaluate import read_predictions
 from training.grid.config import ExperimentGrid
-from training.grid.results import ResultRow
+from training.grid.results import RESUMED, ResultRow, first_commit
 from training.grid.stats import (
     cell_summary,
     comparisons,
@@ -292,9 +292,10 @@ def _validity_lines(rows: list[ResultRow]) -> list[str]:
         if r.trained_under and r.run_id not in code:
             code[r.run_id] = r.trained_under
     if code:
-        unknown = sum("unknown" in c for c in code.values())
-        commits = {c.split(" ")[0] for c in code.values() if "unknown" not in c}
-        moved = sum(" resumed under " in c for c in code.values() if "unknown" not in c)
+        begun = {run: first_commit(c) for run, c in code.items()}
+        unknown = sum(b is None for b in begun.values())
+        commits = {b for b in begun.values() if b is not None}
+        moved = sum(RESUMED in c for run, c in code.items() if begun[run] is not None)
         lines += ["", f"Code the {len(code)} trained runs were trained under (`trained_under` "
                       f"in results.csv): {_count(len(commits), 'commit')} began "
                       + ("them" if not unknown else f"the {len(code) - unknown} whose first "

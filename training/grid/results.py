@@ -206,11 +206,22 @@ def trained_under(folder: Path) -> str | None:
         known = first["resumed"] is False
     else:  # written before records were kept: known only for a run never resumed
         known = len(records) == 1 and not resumed_from
-    text = " resumed under ".join(steps)
+    text = RESUMED.join(steps)
     if known:
         return text
     what = f"resumed from {resumed_from}; " if resumed_from and len(records) == 1 else ""
-    return f"{text} ({what}the commit that began it is unknown)"
+    return f"{text} ({what}{UNKNOWN_FIRST})"
+
+
+RESUMED = " resumed under "
+UNKNOWN_FIRST = "the commit that began it is unknown"
+
+
+def first_commit(trained: str | None) -> str | None:
+    """The commit that began a run, from its ``trained_under`` (None where unknown)."""
+    if not trained or UNKNOWN_FIRST in trained:
+        return None
+    return trained.split(RESUMED)[0].split(" (")[0]
 
 
 def _short(version: str) -> str:
