@@ -119,8 +119,7 @@ def echo_config(config: CommandConfig, folder: str | Path, command: str, *,
     not known."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_sessions(folder / "provenance.json", config.content_hash()) \
-        if resumed else []
+    earlier = _earlier_sessions(folder, config.content_hash()) if resumed else []
     (folder / "config.yaml").write_text(config.to_yaml())
     provenance = {
         "command": command,
@@ -140,17 +139,13 @@ def echo_config(config: CommandConfig, folder: str | Path, command: str, *,
     return folder
 
 
-def _earlier_sessions(path: Path, config_sha256: str) -> list[dict]:
-    """The records of ``path`` (its own ``earlier`` ones, then itself), when it was
-    written under the same config; else none."""
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _earlier_sessions(folder: Path, config_sha256: str) -> list[dict]:
+    """The records of :func:`sessions` in ``folder``, flat (no ``earlier`` of their own),
+    when the last was written under the same config; else none."""
+    records = sessions(folder)
+    if not records or records[-1].get("config_sha256") != config_sha256:
         return []
-    if not isinstance(previous, dict) or previous.get("config_sha256") != config_sha256:
-        return []
-    earlier = previous.pop("earlier", None)
-    return [*(earlier if isinstance(earlier, list) else []), previous]
+    return [{k: v for k, v in r.items() if k != "earlier"} for r in records]
 
 
 def sessions(folder: str | Path) -> list[dict]:

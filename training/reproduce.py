@@ -198,21 +198,28 @@ def _not_shown_worse(primary: list[dict]) -> list[str]:
                "each CI above 0.")]
 
 
-def _primary_settings(heads: list[dict]) -> list[tuple]:
-    """(size, target, scoring) of label-only (its own scoring) and of every target the
-    headline leads with, label-only first."""
-    label = [(h["train_size"], "label") for h in heads]
-    settings = list(dict.fromkeys((size, t, None) for size, t in label))
-    return settings + [(h["train_size"], h["target"], h["scoring"]) for h in heads
-                       if h.get("primary")]
-
-
-def _setting_name(size, target: str, scoring: str | None, settings: list[tuple]) -> str:
-    """``rationale-free (sampled)``; label-only by its own scoring is ``label``; the
-    training size is named where the settings have several."""
-    several = len({s for s, _, _ in settings}) > 1
-    return target + (f" ({scoring})" if scoring else "") + (
-        f", {size or 'all'} patients" if several else "")
+def _read_settings(results: dict, heads: list[dict]) -> list[tuple[str, object, list[dict]]]:
+    """(name, training size, valid runs) of each setting the conclusions read, label-only
+    first (its own scoring), then every target the headline leads with (its primary
+    scoring); without a headline, label-only alone at each size. Settings with no valid
+    run are left out."""
+    rows = results.get("all_rows", results["rows"])
+    if heads:
+        settings = list(dict.fromkeys((h["train_size"], "label", None) for h in heads))
+        settings += [(h["train_size"], h["target"], h["scoring"]) for h in heads
+                     if h.get("primary")]
+    else:
+        settings = [(size or None, "label", None) for size in sorted(
+            {r["train_size"] or 0 for r in rows if r["kind"] == "sft"
+             and r["target"] == "label"})]
+    several = len({size for size, _, _ in settings}) > 1
+    out = []
+    for size, target, scoring in settings:
+        runs = _runs_of(rows, size, target, scoring)
+        if runs:  # ``rationale-free (sampled)``; the size where the settings have several
+            out.append((target + (f" ({scoring})" if scoring else "")
+                        + (f", {size or 'all'} patients" if several else ""), size, runs))
+    return out
 
 
 def _runs_of(rows: list[dict], size, target: str, scoring: str | None) -> list[dict]:
@@ -224,23 +231,12 @@ def _runs_of(rows: list[dict], size, target: str, scoring: str | None) -> list[d
             and (r["scoring"] == scoring if scoring else not r.get("extra_scoring"))]
 
 
-def _learned(results: dict, heads: list[dict]) -> list[str]:
-    """Per setting the headline reads (label-only and each target in its primary
-    scoring): how many runs have a test AUROC CI above 0.5."""
-    rows = results.get("all_rows", results["rows"])
-    if not heads:  # no headline: label-only alone, in its own scoring
-        sizes = sorted({r["train_size"] or 0 for r in rows if r["kind"] == "sft"
-                        and r["target"] == "label"})
-        settings = [(size or None, "label", None) for size in sizes]
-    else:
-        settings = _primary_settings(heads)
+def _learned(read: list[tuple[str, object, list[dict]]]) -> list[str]:
+    """Per setting read (:func:`_read_settings`): how many runs have a test AUROC CI
+    above 0.5."""
     parts, weak = [], []
-    for size, target, scoring in settings:
-        runs = _runs_of(rows, size, target, scoring)
-        if not runs:
-            continue
+    for name, _, runs in read:
         learned = sum(r["auroc"]["low"] > 0.5 for r in runs)
-        name = _setting_name(size, target, scoring, settings)
         parts.append(f"{name} {learned} of {len(runs)}")
         if learned < len(runs):
             weak.append(name)
@@ -254,31 +250,26 @@ def _learned(results: dict, heads: list[dict]) -> list[str]:
                 " Every one learned, so the comparisons are between models that predict.")]
 
 
-def _against_references(results: dict, heads: list[dict]) -> list[str]:
-    """Each reference model's mean test AUROC against label-only and each target the
-    headline leads with: seed means of valid runs against the reference's mean over the
-    same training size's seeds (the same training patients)."""
-    rows = results.get("all_rows", results["rows"])
-    settings = _primary_settings(heads) or [
-        (size or None, "label", None) for size in sorted(
-            {r["train_size"] or 0 for r in rows if r["kind"] == "sft"
-             and r["target"] == "label"})]
+def _against_references(results: dict, read: list[tuple[str, object, list[dict]]]
+                        ) -> list[str]:
+    """Each reference model's mean test AUROC against each setting read: seed means of
+    valid runs against the reference's mean over the same training size and seeds (the
+    same training patients)."""
     lines = []
     for model, what in (("age", "age alone (the floor any model of the record must beat)"),
                         ("tfidf", "TF-IDF on the history text (a bag of words)"),
                         ("structured", "the structured-feature ceiling")):
         parts = []
-        for size, target, scoring in settings:
-            runs = _runs_of(rows, size, target, scoring)
+        for name, size, runs in read:
             seeds = {r["seed"] for r in runs}
             refs = [r["auroc"]["value"] for r in results.get("references", [])
                     if r["model"] == model and r["train_size"] == size
                     and r.get("seed") in seeds]
-            if runs and refs:
+            if refs:
                 mean, mean_ref = (float(np.mean([r["auroc"]["value"] for r in runs])),
                                   float(np.mean(refs)))
-                parts.append(f"{_setting_name(size, target, scoring, settings)} {mean:.3f} "
-                             f"against {mean_ref:.3f} ({mean - mean_ref:+.3f})")
+                parts.append(f"{name} {mean:.3f} against {mean_ref:.3f} "
+                             f"({mean - mean_ref:+.3f})")
         if parts:
             lines.append(f"- Against {what}, mean test AUROC over the same seeds' training "
                          "patients: " + "; ".join(parts) + ".")
@@ -293,8 +284,9 @@ def conclusions(results: dict) -> str:
     follows as a secondary reading."""
     heads = (results.get("seeds") or {}).get("headline") or []
     lines = ["", "## What this design can and cannot conclude", ""]
-    lines += _learned(results, heads)
-    lines += _against_references(results, heads)
+    read = _read_settings(results, heads)
+    lines += _learned(read)
+    lines += _against_references(results, read)
     primary = [h for h in heads if h.get("primary")]
     for h in primary:
         size = _patients(h)
@@ -321,14 +313,14 @@ def conclusions(results: dict) -> str:
         if h.get("untrained_position") and (h["train_size"], h["target"]) not in led:
             lines.append(f"- {h['comparison']} ({_patients(h)}{h['scoring']}): not read; "
                          f"{h['left_out']}.")
-    read = [h for h in primary if not h["left_out"]]
-    if read:
-        seeds = sorted({len(h["rationale_seeds"]) for h in read})
+    compared = [h for h in primary if not h["left_out"]]
+    if compared:
+        seeds = sorted({len(h["rationale_seeds"]) for h in compared})
         lines.append(
             f"- How far to trust these: each primary interval rests on "
             f"{' or '.join(map(str, seeds))} seed(s), and with few seeds the seed part of a "
             "bootstrap interval is narrow (the coverage note in the seed section); "
-            f"{len(read)} primary comparison(s) are read, none adjusted for multiplicity. "
+            f"{len(compared)} primary comparison(s) are read, none adjusted for multiplicity. "
             "A CI that only just excludes 0 is weak evidence.")
     lines += _not_shown_worse(primary)
     for j in results.get("joint", []):

@@ -287,10 +287,7 @@ def _validity_lines(rows: list[ResultRow]) -> list[str]:
         lines += ["", f"Training precision: {', '.join(precisions)}; padding share of the "
                       f"training batches (grouped by length): {min(padding):.1%}–"
                       f"{max(padding):.1%}."]
-    code = {}
-    for r in sft:
-        if r.trained_under and r.run_id not in code:
-            code[r.run_id] = r.trained_under
+    code = {r.run_id: r.trained_under for r in sft if r.trained_under}
     if code:
         begun = {run: first_commit(c) for run, c in code.items()}
         unknown = sum(b is None for b in begun.values())

@@ -5,6 +5,7 @@
 (:mod:`.stats`, :mod:`.report`) take what these return.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ from training import runs, seed_report
 from training.data import TARGETS, read_view
 from training.evaluate import judge_validity
 from training.grid.config import ExperimentGrid
+from training.targets import patient_of
 
 Metric = dict[str, float | None]  # {"value", "low", "high"}: a metric and its 95% CI
 
@@ -118,16 +120,15 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
     metrics = judge_validity(dict(result.metrics), evaluation.min_reached_answer) \
         if result else {}
     folder = Path(run.run_dir)
+    trained = _json_file(folder / "dataset.json")
     target = cell.get("target") or run.target
     row = {**{k: v for k, v in cell.items() if k in FIELDS},
            "target": target, "scoring": _scoring(grid, run, target, variant),
            "extra_scoring": variant is not None, "n_test": result.n if result else None,
            **_metric_fields(metrics),
-           **_training_fields(_json_file(folder / "dataset.json"),
-                              _json_file(folder / "train_summary.json")),
+           **_training_fields(trained, _json_file(folder / "train_summary.json")),
            "trained_under": trained_under(folder) if run.kind == "sft" else None,
-           "train_draw": train_draw(_json_file(folder / "dataset.json"))
-           if run.kind == "sft" else None,
+           "train_draw": train_draw(trained) if run.kind == "sft" else None,
            "dataset_version": version.name, "dataset_sha256": version.content_hash,
            "run_dir": run.run_dir,
            "predictions": result.predictions_path if result else None}
@@ -177,10 +178,6 @@ def train_draw(trained: dict) -> str | None:
     (the patients of ``dataset.json``'s ``example_ids``): two runs with the same digest
     trained on the same patients, whatever their target or dataset version (None where
     the folder does not say)."""
-    import hashlib
-
-    from training.targets import patient_of
-
     ids = trained.get("example_ids")
     if not ids:
         return None

@@ -113,8 +113,9 @@ def summary_by_target(rows: list[ResultRow]) -> list[dict]:
                   is not None]
         auprcs = [m.auprc["value"] for m in members if m.auprc and m.auprc["value"]
                   is not None]
-        out.append({"setting": name, "scoring": members[0].scoring or "–"
-                    if members[0].kind == "sft" else "–", "runs": len(members),
+        out.append({"setting": name,
+                    "scoring": (members[0].scoring or "–") if members[0].kind == "sft"
+                    else "–", "runs": len(members),
                     "mean_auroc": float(np.mean(aurocs)) if aurocs else None,
                     "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
                     "mean_auprc": float(np.mean(auprcs)) if auprcs else None})
