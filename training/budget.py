@@ -338,22 +338,27 @@ def _fewshot_row(grid, t: Throughput, tokens: dict, finished: dict | None,
     free = tokens["targets"].get("rationale-free") or tokens["targets"]["label"]
     label = tokens["targets"]["label"]
     for cfg in grid.fewshot_runs():
-        if finished and any(split == cfg.split for split, *_ in runs_done.get(
-                cfg.identity(finished["version_hash"]), ())):
-            fewshot["runs"] += 1
-            fewshot["reused"] += 1
-            continue
+        held = runs_done.get(cfg.identity(finished["version_hash"]), ()) if finished else ()
         demos = cfg.k * (free if cfg.with_rationales else label)["example_tokens"]
         # `random` shows every query one seeded set of demonstrations: vLLM's prefix
         # cache computes them once, so each query pays for its own record only
         shared = cfg.selection == "random" and scorer_kind(cfg.engine) == "vllm"
         prompt = {"prompt_tokens": label["prompt_tokens"] + (0 if shared else demos),
                   "completion_tokens": free["completion_tokens"]}
-        _score(fewshot, t, n_test if not cfg.limit else min(cfg.limit, n_test), prompt,
-               cfg.with_rationales)
-        if shared:
-            fewshot["tokens"] += demos
-            fewshot["seconds"] += demos / t.prefill_tokens_per_second
+        n = n_test if not cfg.limit else min(cfg.limit, n_test)
+        # its own scoring (any stored result on its split is it), then sampled rationales
+        passes = [(None, any(split == cfg.split and scoring == "auto"
+                             for split, scoring, _ in held))]
+        for variant in grid.fewshot_scorings(cfg):
+            evaluation = grid.fewshot_evaluate_config(cfg, variant)
+            passes.append((evaluation, (cfg.split, variant, evaluation.settings_hash())
+                           in held))
+        for evaluation, reused in passes:
+            _score(fewshot, t, n, prompt, cfg.with_rationales,
+                   samples=evaluation.n_samples if evaluation else 0, reused=reused)
+            if shared and not reused:
+                fewshot["tokens"] += demos
+                fewshot["seconds"] += demos / t.prefill_tokens_per_second
     return fewshot
 
 

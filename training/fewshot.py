@@ -14,7 +14,9 @@ assistant turn: the audited rationale then ``Final answer: yes|no`` (with
 rationales) or the answer line alone (without). With rationales, the model
 writes its own rationale before the label is scored; without, the label is
 scored directly. The demonstration ids used for every query are kept in
-``demonstrations.jsonl``.
+``demonstrations.jsonl``. A finished run with rationales can also be scored by sampled
+rationales (:func:`score_sampled`), stored beside its own result, as a grid that samples
+its SFT rationale targets asks.
 """
 
 import json
@@ -32,6 +34,7 @@ from annotation_db.student_task import assistant_text, fewshot_messages, history
 from training import runs
 from training.data import DataError, read_view
 from training.evaluate import (
+    Scored,
     ScorerPool,
     judge_validity,
     rationale_cap,
@@ -39,6 +42,7 @@ from training.evaluate import (
     summarize,
     write_outputs,
 )
+from training.evaluate_config import EvaluateConfig
 from training.fewshot_config import FewShotConfig
 
 
@@ -88,12 +92,49 @@ def conversation(query: dict, demonstrations: list[dict], with_rationales: bool)
     return fewshot_messages(query["prompt"], demonstrations, with_rationales)
 
 
+def _prompts(version, config: FewShotConfig) -> tuple[list[dict], list[dict], list[list[dict]]]:
+    """The scored patients, the demonstration pool and each patient's demonstrations."""
+    queries = read_view(version, "label_only", config.split)
+    if config.limit:
+        queries = queries[:config.limit]
+    demo_pool = [row for row in read_view(version, "fewshot_pool", "train")
+                 if row["format"] == config.rationale_format]
+    return queries, demo_pool, choose_demonstrations(demo_pool, queries, config)
+
+
+def _score(config: FewShotConfig, evaluation: EvaluateConfig, pool: ScorerPool,
+           queries: list[dict], demo_pool: list[dict], demos: list[list[dict]],
+           stream: str) -> tuple[Scored, dict]:
+    """Score the patients with their demonstrations as ``evaluation`` says; the scored
+    rows and their metrics."""
+    from generation.models import resolve_model
+
+    conversations = [conversation(q, d, config.with_rationales)
+                     for q, d in zip(queries, demos, strict=True)]
+    model = resolve_model(config.base_model, cache_dir=config.cache_dir)
+    scorer = pool.scorer(model, None)
+    mode = ("sampled" if evaluation.scoring == "sampled" else "rationale") \
+        if config.with_rationales else "direct"
+    cap = rationale_cap(scorer.tokenizer, [
+        assistant_text(d["label"], d["rationale"]) for d in demo_pool],
+        config.max_rationale_tokens) if mode != "direct" else None
+    scored = score_rows(scorer, queries, mode, cap["cap"] if cap else 0,
+                        conversations=conversations, n_samples=evaluation.n_samples,
+                        temperature=evaluation.sample_temperature, seed=evaluation.seed,
+                        stream=stream)
+    metrics = summarize(scored, evaluation)
+    if cap:
+        metrics["rationale_token_cap"] = cap
+        judge_validity(metrics, config.min_reached_answer)
+    metrics.update(engine=pool.kind, k=config.k, with_rationales=config.with_rationales,
+                   selection=config.selection)
+    return scored, metrics
+
+
 def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | None = None,
                 on_stage: Callable[[str], None] | None = None, force: bool = False
                 ) -> EvaluationResult:
     """Score the split with demonstrations; a finished identical run is reused."""
-    from generation.models import resolve_model
-
     say = on_stage or (lambda _: None)
     with Session(engine) as session:
         version = get_version(session, config.dataset)
@@ -104,11 +145,6 @@ def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | Non
             if result is not None:
                 say(f"reusing finished few-shot run {existing.id}")
                 return result
-        queries = read_view(version, "label_only", config.split)
-        if config.limit:
-            queries = queries[:config.limit]
-        demo_pool = [row for row in read_view(version, "fewshot_pool", "train")
-                     if row["format"] == config.rationale_format]
         run_dir = runs.run_folder(config.runs_dir, "fewshot", config.target, config_hash)
         run = runs.begin(session, kind="fewshot", target=config.target,
                          base_model=config.base_model, config=config.model_dump(mode="json"),
@@ -116,32 +152,20 @@ def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | Non
                          dataset_version_id=version.id)
         try:
             echo_config(config, run_dir, "train fewshot")
-            demos = choose_demonstrations(demo_pool, queries, config)
+            queries, demo_pool, demos = _prompts(version, config)
             with (run_dir / "demonstrations.jsonl").open("w") as handle:
                 for query, chosen in zip(queries, demos, strict=True):
                     handle.write(json.dumps({"id": query["id"],
                                              "demonstrations": [d["id"] for d in chosen]}) + "\n")
-            conversations = [conversation(q, d, config.with_rationales)
-                             for q, d in zip(queries, demos, strict=True)]
-            model = resolve_model(config.base_model, cache_dir=config.cache_dir)
             pool = pool or ScorerPool(config.engine, config.batch_size)
             say(f"scoring {len(queries)} {config.split} patients, k={config.k} "
                 f"({'with' if config.with_rationales else 'without'} rationales, {pool.kind})")
-            scorer = pool.scorer(model, None)
-            mode = "rationale" if config.with_rationales else "direct"
-            cap = rationale_cap(scorer.tokenizer, [
-                assistant_text(d["label"], d["rationale"]) for d in demo_pool],
-                config.max_rationale_tokens) if mode == "rationale" else None
-            scored = score_rows(scorer, queries, mode, cap["cap"] if cap else 0,
-                                conversations=conversations)
-            metrics = summarize(scored, config.evaluate_config())
-            if cap:
-                metrics["rationale_token_cap"] = cap
-                judge_validity(metrics, config.min_reached_answer)
-            metrics.update(engine=pool.kind, k=config.k, with_rationales=config.with_rationales,
-                           selection=config.selection,
-                           dataset={"version": version.name,
-                                    "content_sha256": version.content_hash})
+            # sampled scoring is stored beside this one (score_sampled); the own scoring
+            # draws nothing, so its stream is never read
+            scored, metrics = _score(config, config.evaluate_config(), pool, queries,
+                                     demo_pool, demos, config_hash)
+            metrics["dataset"] = {"version": version.name,
+                                  "content_sha256": version.content_hash}
             csv_path = write_outputs(Path(run_dir) / "eval" / config.split, scored, metrics)
             result = runs.record_evaluation(session, run, split=config.split, metrics=metrics,
                                             predictions_path=csv_path)
@@ -151,3 +175,61 @@ def run_fewshot(engine: Engine, config: FewShotConfig, *, pool: ScorerPool | Non
         runs.finish(session, run)
         session.refresh(result)
         return result
+
+
+def score_sampled(engine: Engine, config: FewShotConfig, evaluation: EvaluateConfig, *,
+                  pool: ScorerPool | None = None,
+                  on_stage: Callable[[str], None] | None = None) -> EvaluationResult:
+    """The finished few-shot run of ``config`` scored by sampled rationales
+    (``evaluation``, from :meth:`FewShotConfig.evaluate_config`), stored beside its own
+    result under scoring ``sampled``; a stored result made with the same settings is
+    reused. The demonstrations are those of its own scoring (the same seeded choice,
+    checked against its ``demonstrations.jsonl``), and each patient samples from its own
+    stream (the run's identity and the patient), as SFT runs' sampled scores do."""
+    say = on_stage or (lambda _: None)
+    if evaluation.scoring != "sampled" or not config.with_rationales:
+        raise runs.RunError("only a few-shot run with rationales is scored by sampled "
+                            "rationales")
+    with Session(engine) as session:
+        version = get_version(session, config.dataset)
+        run = runs.get_run(session, config.identity(version.content_hash))
+        if run is None or run.status != RunStatus.finished:
+            raise runs.RunError(f"few-shot {config.target} (seed {config.seed}, "
+                                f"{config.selection}) has no finished run to score; run it "
+                                "first")
+        stored = runs.result_for(session, run.id, evaluation.split,
+                                 evaluation.settings_hash(), evaluation.scoring)
+        if stored is not None:
+            say(f"reusing few-shot run {run.id}'s sampled scores")
+            return stored
+        queries, demo_pool, demos = _prompts(version, config)
+        _check_demonstrations(Path(run.run_dir), queries, demos)
+        pool = pool or ScorerPool(config.engine, config.batch_size)
+        say(f"scoring {len(queries)} {config.split} patients with few-shot run {run.id}, "
+            f"{evaluation.n_samples} sampled rationales each ({pool.kind})")
+        folder = Path(run.run_dir) / "eval" / f"{config.split}-sampled"
+        echo_config(evaluation, folder, f"evaluate fewshot {run.id}")
+        scored, metrics = _score(config, evaluation, pool, queries, demo_pool, demos,
+                                 run.config_hash)
+        metrics["scoring"] = {"requested": "sampled", "mode": "sampled",
+                              "n_samples": evaluation.n_samples,
+                              "temperature": evaluation.sample_temperature}
+        metrics["settings_hash"] = evaluation.settings_hash()
+        metrics["dataset"] = {"version": version.name, "content_sha256": version.content_hash}
+        csv_path = write_outputs(folder, scored, metrics)
+        return runs.record_evaluation(session, run, split=evaluation.split, metrics=metrics,
+                                      predictions_path=csv_path, scoring="sampled")
+
+
+def _check_demonstrations(run_dir: Path, queries: list[dict], demos: list[list[dict]]
+                          ) -> None:
+    """Refuse to score a run again with demonstrations other than those it recorded."""
+    path = run_dir / "demonstrations.jsonl"
+    if not path.is_file():
+        return  # restored from an archive without it: the choice is seeded, so the same
+    recorded = {row["id"]: row["demonstrations"] for row in map(json.loads,
+                                                                path.read_text().splitlines())}
+    now = {q["id"]: [d["id"] for d in chosen] for q, chosen in zip(queries, demos, strict=True)}
+    if recorded != now:
+        raise runs.RunError(f"{path} records other demonstrations than the pool gives now; "
+                            "the run cannot be scored again as itself")

@@ -69,12 +69,23 @@ class FewShotConfig(CommandConfig):
         extra = {"nearest_on": "history"} if self.selection == "nearest" else {}
         return self.content_hash(dataset_sha256=dataset_hash, **extra)
 
-    def evaluate_config(self) -> EvaluateConfig:
+    def evaluate_config(self, scoring: str = "auto", n_samples: int = 5,
+                        sample_temperature: float = 1.0) -> EvaluateConfig:
+        """How the run is scored: its own way (``auto``: the rationale it writes, greedy,
+        with rationales; else the answer directly), or ``sampled`` (with rationales only:
+        the mean P(yes) over ``n_samples`` rationales sampled at ``sample_temperature``,
+        each patient on its own stream from the draw's seed), stored beside it."""
+        if scoring not in ("auto", "sampled") or (scoring == "sampled"
+                                                  and not self.with_rationales):
+            raise ValueError(f"a few-shot run {'with' if self.with_rationales else 'without'}"
+                             f" rationales is not scored {scoring!r} (its own scoring, and "
+                             "sampled rationales where it writes them)")
         return EvaluateConfig(split=self.split, engine=self.engine, limit=self.limit,
                               max_rationale_tokens=self.max_rationale_tokens,
                               min_reached_answer=self.min_reached_answer,
                               threshold=self.threshold, n_bootstrap=self.n_bootstrap,
-                              batch_size=self.batch_size, seed=self.seed)
+                              batch_size=self.batch_size, seed=self.seed, scoring=scoring,
+                              n_samples=n_samples, sample_temperature=sample_temperature)
 
 
 

@@ -37,8 +37,8 @@ diagnostics report as the answer tokens' share.
 ``rationale-align``; learned by
 :mod:`training.decision_tokens` from the run's training rows) the "answer tokens" above
 are the answer token *and* the decision tokens, the rationale's branch points (the
-token completing the first occurrence of a decision n-gram in each run of consecutive
-occurrences, :func:`training.decision_tokens.decision_mask`): ``answer-share`` gives
+first token of each run of consecutive tokens that end a decision 1-, 2- or 3-gram,
+:func:`training.decision_tokens.decision_mask`): ``answer-share`` gives
 them together the share ``s``, and the diagnostics' answer part is theirs. Left empty
 (the default), everything is as it was.
 """

@@ -30,8 +30,11 @@ whose shown contrasts are all predicted by another explanation too says it is no
 apart from that one; a contrast that lost a seed names it. Under a rule that draws its
 intervals over seeds, then patients, a contrast left with one seed is shown (its CI over
 the patients only) but counts toward no reading: the rule promised training variance in
-every interval, and one seed has none to draw. The section never says more than that; a
-CI that includes 0 is no evidence of no effect.
+every interval, and one seed has none to draw. Under a rule whose sides must learn
+(``sides_must_learn``), a contrast is read only when each side's seed-mean test AUROC over
+the contrast's cells has a 95% interval above 0.5 (:func:`side_auroc`, drawn as the
+difference's is); otherwise it is listed unread, naming the side, its AUROC and interval.
+The section never says more than that; a CI that includes 0 is no evidence of no effect.
 """
 
 import json
@@ -90,6 +93,33 @@ def _difference(aligned: list[tuple], interval: str, n_resamples: int, seed: int
             "interval": interval}
 
 
+def side_auroc(aligned_scores: list, y, interval: str, n_resamples: int, seed: int) -> dict:
+    """One side's mean test AUROC over the cells a contrast reads (``aligned_scores``: its
+    score vector in each cell, on the patients of ``y``) with a 95% interval drawn as the
+    contrast's difference is: under ``seeds-then-patients`` (two cells or more) the seeds,
+    then the patients (:func:`training.seed_level.hierarchical_contrast` of the one arm,
+    the headline's statistic); else the patients alone, jointly over the cells (each cell
+    weighted 1/k, one bootstrap of the patients shared by every cell)."""
+    from training.seed_level import hierarchical_contrast
+
+    if interval == "seeds-then-patients" and len(aligned_scores) > 1:
+        groups, drawn = [[(1.0, list(aligned_scores))]], "seeds-then-patients"
+    else:
+        k = len(aligned_scores)
+        groups, drawn = [[(1.0 / k, [a]) for a in aligned_scores]], "patients"
+    result = hierarchical_contrast(y, groups, "auroc", n_resamples=n_resamples, seed=seed)
+    return {"auroc": result["value"], "low": result["low"], "high": result["high"],
+            "cells": len(aligned_scores), "interval": drawn}
+
+
+def _did_not_learn(sides: dict[str, dict]) -> str:
+    """Why a contrast is not read under ``sides_must_learn`` ('' when both learned)."""
+    return "; ".join(
+        f"{side} has not shown it learned: seed-mean test AUROC {s['auroc']:.3f} "
+        f"[{s['low']:.3f}, {s['high']:.3f}] over {s['cells']} cell(s), its 95% interval "
+        "not above 0.5" for side, s in sides.items() if not s["low"] > 0.5)
+
+
 def settings(rows: list[dict], n_resamples: int, seed: int,
              interval: str = "patients", rule: ReadingRule | None = None) -> list[dict]:
     """Every (target, scoring) with its mean AUROC and the paired difference label-only −
@@ -137,7 +167,10 @@ def _same_patients(aligned: list[tuple], what: str) -> list[tuple]:
 def contrasts(rows: list[dict], n_resamples: int, seed: int,
               rule: ReadingRule = POST_HOC) -> list[dict]:
     """Each contrast whose two settings were both run (valid), over the cells both have,
-    its CI drawn as the rule's ``interval`` says."""
+    its CI drawn as the rule's ``interval`` says. Under ``sides_must_learn`` each side's
+    AUROC interval is drawn too (``sides``), and a contrast a side of which has not shown
+    it learned carries why (``not_learned``): it is read in no reading and listed unread
+    (:func:`not_learned`)."""
     from training.tables import align
 
     every = [r for r in rows if r["kind"] == "sft"]
@@ -153,13 +186,30 @@ def contrasts(rows: list[dict], n_resamples: int, seed: int,
         aligned = _same_patients([align(a[c], b[c]) for c in cells], name)
         result = _difference(aligned, rule.interval, n_resamples, seed)
         sign = 1 if result["low"] > 0 else -1 if result["high"] < 0 else 0
+        sides = {"/".join(key): side_auroc([cell[i] for cell in aligned], aligned[0][1],
+                                           rule.interval, n_resamples, seed)
+                 for key, i in ((a_key, 2), (b_key, 3))} if rule.sides_must_learn else None
         out.append({"contrast": name, "a": "/".join(a_key), "b": "/".join(b_key),
                     "what": what, "forced": FORCED in (a_key[1], b_key[1]),
                     **{k: result[k] for k in ("difference", "low", "high", "p_value",
                                               "pairs", "n", "interval")},
                     "shown": sign,
-                    "left_out": _left_out(every, (a_key, b_key), set(cells))})
+                    "left_out": _left_out(every, (a_key, b_key), set(cells)),
+                    "sides": sides,
+                    "not_learned": _did_not_learn(sides) if sides else ""})
     return out
+
+
+def learned(found: list[dict]) -> list[dict]:
+    """The contrasts read: those none of whose sides failed to learn."""
+    return [c for c in found if not c.get("not_learned")]
+
+
+def not_learned(found: list[dict]) -> list[dict]:
+    """The contrasts computed but not read because a side has not shown it learned,
+    as :func:`unread` lists them."""
+    return [{"contrast": c["contrast"], "reason": c["not_learned"], "sides": c["sides"]}
+            for c in found if c.get("not_learned")]
 
 
 def _left_out(rows: list[dict], sides: tuple, kept: set) -> list[dict]:
@@ -201,12 +251,18 @@ def unread(rows: list[dict], found: list[dict], rule: ReadingRule = POST_HOC) ->
 
 def counts(contrast: dict, rule: ReadingRule) -> bool:
     """Whether a contrast counts toward a reading: under ``seeds-then-patients`` it
-    needs two seeds or more (one seed's interval has no training variance in it)."""
-    return rule.interval != "seeds-then-patients" or contrast["pairs"] >= 2
+    needs two seeds or more (one seed's interval has no training variance in it), and
+    under ``sides_must_learn`` both its sides must have shown they learned."""
+    return ((rule.interval != "seeds-then-patients" or contrast["pairs"] >= 2)
+            and not contrast.get("not_learned"))
 
 
-def _verdict(tested: list[dict], predicted: list[str], one_seed: bool = False) -> str:
+def _verdict(tested: list[dict], predicted: list[str], one_seed: bool = False,
+             unlearned: bool = False) -> str:
     if not tested:
+        if unlearned:
+            return ("not tested (a side of its contrasts has not shown it learned: its "
+                    "AUROC interval is not above 0.5)")
         if one_seed:
             return ("not tested (its contrasts kept one seed; the rule reads seeds, then "
                     "patients)")
@@ -225,17 +281,21 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
     and, where reading its contrasts direct (``ALTERNATIVES``) would say otherwise, that."""
     every = {c["contrast"]: c for c in found}
     by_name = {name: c for name, c in every.items() if counts(c, rule)}
+    # a side that has not shown it learned: listed unread, counted in no reading
+    unlearned_names = {name for name, c in every.items() if c.get("not_learned")}
     # read over one seed's patients (only seeds-then-patients falls back so): shown, not
     # counted
-    one_seed_names = every.keys() - by_name.keys()
+    one_seed_names = every.keys() - by_name.keys() - unlearned_names
     out = []
     for explanation, predicted in rule.explanations.items():
         tested = [by_name[p] for p in predicted if p in by_name]
         one_seed = [p for p in predicted if p in one_seed_names]
-        verdict = _verdict(tested, predicted, bool(one_seed))
+        unlearned = [p for p in predicted if p in unlearned_names]
+        verdict = _verdict(tested, predicted, bool(one_seed), bool(unlearned))
         swapped = [rule.alternatives.get(p, p) for p in predicted]
         other = _verdict([by_name[p] for p in swapped if p in by_name], swapped,
-                         any(p in one_seed_names for p in swapped))
+                         any(p in one_seed_names for p in swapped),
+                         any(p in unlearned_names for p in swapped))
         used = [p for p in swapped if p in by_name and p not in predicted]
         shown = [c["contrast"] for c in tested if c["shown"] > 0]
         out.append({"explanation": explanation, "predicts": predicted,
@@ -244,7 +304,7 @@ def readings(found: list[dict], rule: ReadingRule = POST_HOC) -> list[dict]:
                     "forced": [c["contrast"] for c in tested if c["forced"]],
                     "not_told_apart": _sharing(explanation, shown, rule, by_name)
                     if verdict in ("supported", "partly supported") else [],
-                    "one_seed": one_seed,
+                    "one_seed": one_seed, "not_learned": unlearned,
                     "direct_reading": {"contrasts": used, "reading": other,
                                        "same": other == verdict} if used else None})
     return out
@@ -389,6 +449,8 @@ def markdown(entries: list[dict], found: list[dict], missing: list[dict], reads:
                  if r["untested"] and (r["tested"] or r.get("one_seed")) else "")
               + (f"; {', '.join(r['one_seed'])} read on one seed (patients only), not "
                  "counted: the rule reads seeds, then patients" if r.get("one_seed") else "")
+              + (f"; {', '.join(r['not_learned'])} not read: a side has not shown it "
+                 "learned (see above)" if r.get("not_learned") else "")
               + (f"; not told apart from {' or '.join(r['not_told_apart'])}, which "
                  "predict(s) every contrast shown here too" if r.get("not_told_apart")
                  else "")
@@ -424,20 +486,34 @@ def section(rows: list[dict], out: Path, n_resamples: int, seed: int,
     every = rows + forced
     entries = settings(every, n_resamples, seed, used.interval, used)
     found = contrasts(every, n_resamples, seed, used)
-    missing = unread(every, found, used)
+    missing = unread(every, found, used) + not_learned(found)
     reads = readings(found, used)
+    found = learned(found)  # a contrast a side of which has not learned is listed unread
     diags = diagnostics(rows)
     has_figure = figure(diags, out / "mechanism_loss_share.png")
     data = {"settings": [{k: v for k, v in t.items() if k != "auroc"} for t in entries],
             "forced": [{k: r.get(k) for k in forced_reading.SUMMARY_KEYS} for r in forced],
             "contrasts": found, "unread_contrasts": missing, "readings": reads,
-            "reading_rule": {"hash": used.digest(), "pre_registered": rule is not None,
-                             "interval": used.interval},
+            "reading_rule": {"hash": used.preregistration(), "rule": used.digest(),
+                             "pre_registered": rule is not None,
+                             "interval": used.interval,
+                             "sides_must_learn": used.sides_must_learn,
+                             "amends": list(used.amends)},
             "diagnostics": [{k: v for k, v in d.items() if k != "answer_loss_share"}
                             for d in diags]}
     lines = markdown(entries, found, missing, reads, diags, has_figure, forced, used.interval)
-    lines += ["", f"Reading rule `{used.digest()[:12]}`: " + (
-        "stated in the grid's config before its runs, and in each run's identity."
-        if rule is not None else "the first report's, set after its grid ran (not "
-        "pre-registered); a grid states its own under `reading:`.")]
+    if rule is not None:
+        lines += ["", f"Pre-registration `{used.preregistration()[:12]}` (reading rule "
+                  f"`{used.digest()[:12]}` and how each side is scored: the grid's "
+                  "evaluation settings, extra scorings and who gets them): stated in the "
+                  "grid's config before its runs, and in each run's identity."
+                  + (" Contrasts are read only where each side learned (its AUROC "
+                     "interval above 0.5)." if used.sides_must_learn else "")]
+        lines += [f"- Rule amended after runs existed: earlier digest `{a[:12]}` (runs of "
+                  "these cells had been finished under it; they were not read, and these "
+                  "runs were made again under this pre-registration)." for a in used.amends]
+    else:
+        lines += ["", f"Reading rule `{used.digest()[:12]}`: the first report's, set after "
+                  "its grid ran (not pre-registered); a grid states its own under "
+                  "`reading:`."]
     return lines, data

@@ -87,9 +87,14 @@ def read_report(folder: str | Path, max_one_answer_share: float = 0.95
 
 def _setting(row: dict) -> tuple:
     """(kind, training size, target, scoring): what a run's seeds are seeds of. A few-shot
-    run's seed is its demonstration draw, and its "scoring" is its selection."""
-    if row["kind"] == "fewshot":
-        return ("fewshot", None, row["target"], row.get("selection") or "random")
+    run's seed is its demonstration draw, and its "scoring" is its selection (zero-shot
+    for k = 0) and the scoring where it is not its own (sampled)."""
+    if row["kind"] == "fewshot":  # results.csv's strings: "" where a row has no value
+        k = row.get("k")
+        name = "zero-shot" if k not in (None, "") and int(float(k)) == 0 \
+            else row.get("selection") or "random"
+        return ("fewshot", None, row["target"],
+                name + (f", {row['scoring']}" if row.get("scoring") else ""))
     size = row["train_size"]
     return ("sft", int(size) if size else None, row["target"], row["scoring"])
 

@@ -101,7 +101,7 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
     seconds = time.perf_counter() - started
     command = "rationale-audit experiment reproduce " + " ".join(shlex.quote(a) for a in (
         (["--config", portable_path(config_path)] if config_path else []) + ["--scale", scale]))
-    summary = {"scale": scale, "dataset": {"name": version.name,
+    summary = {"name": config.name, "scale": scale, "dataset": {"name": version.name,
                                            "sha256": version.content_hash,
                                            "counts": version.manifest["counts"],
                                            "views": view_hashes(version.manifest),
@@ -111,14 +111,36 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
                "command": command, "argv": portable_argv()}
     (out / "reproduce.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     md = _study_markdown(summary, (out / "results.md").read_text(), version, data)
-    md += conclusions(results)
+    md += conclusions(results, grid.reading)
     (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(md, out))
+    (out / "report.html").write_text(_html(md, out, title(summary)))
     summary["report"] = str(out / "report.md")
     summary["comparisons"] = results["comparisons"]
     if results["failure"]:
         raise results["failure"]
     return summary
+
+
+def title(summary: dict) -> str:
+    """The report's title: which config (``name``, so the mechanism grid's report is not
+    taken for the reproduction's) at which scale."""
+    name = summary.get("name")
+    return "Reproduction report — " + (f"`{name}`, " if name else "") \
+        + f"scale `{summary['scale']}`"
+
+
+def untuned(grid: dict) -> str | None:
+    """A sentence when the grid's SFT candidates are untuned (one learning rate × one
+    epoch count for every target), else None."""
+    sft = grid.get("sft") or {}
+    rates, epochs = sft.get("learning_rates") or [], sft.get("epochs") or []
+    if not sft or len(rates) * len(epochs) != 1:
+        return None
+    return (f"The SFT runs are **untuned**: every target trains with one learning rate "
+            f"({rates[0]:g}) for {epochs[0]:g} epochs, chosen on no validation result, so a "
+            "target that needs another setting reads as worse than it could be; a "
+            "difference between targets here does not separate \"the target hurts\" from "
+            "\"the target is mistuned\".")
 
 
 def _study_markdown(summary: dict, results_md: str, version, data: DataSettings) -> str:
@@ -136,9 +158,11 @@ def _study_markdown(summary: dict, results_md: str, version, data: DataSettings)
         raters = "no ratings in the export."
     agreement = version.manifest.get("agreement") or {}
     campaign_names = ", ".join(f"`{c}`" for c in audit.get("campaigns") or [data.audit.campaign])
-    lines = [f"# Reproduction report — scale `{summary['scale']}`", "",
+    note = untuned(summary.get("grid") or {})
+    lines = [f"# {title(summary)}", "",
              "Rationale SFT vs label-only SFT and few-shot demonstrations for five-year "
              "ADRD prediction, on a synthetic cohort (arXiv 2606.10279's design).", "",
+             *([note, ""] if note else []),
              "## Data", "",
              f"- Cohort `{data.cohort}`: {data.n} synthetic patients, {data.mode}, seed "
              f"{data.seed}.",
@@ -276,12 +300,56 @@ def _against_references(results: dict, read: list[tuple[str, object, list[dict]]
     return lines
 
 
-def conclusions(results: dict) -> str:
+def _fewshot_reading(contrasts: list[dict]) -> list[str]:
+    """The study's second finding as this grid measured it: few-shot demonstrations with
+    their audited rationales against the same demonstrations without (primary scoring)."""
+    lines = []
+    for e in contrasts:
+        if not e["primary"]:
+            continue
+        what = f"Few-shot k={e['k']} ({e['selection']} demonstrations)"
+        if e["left_out"]:
+            lines.append(f"- {what}, with rationales − without: not compared ({e['left_out']}).")
+            continue
+        others = [o for o in contrasts if not o["primary"] and not o["left_out"]
+                  and (o["k"], o["selection"]) == (e["k"], e["selection"])]
+        side = ("the rationales helped" if e["low"] > 0 else "the rationales hurt"
+                if e["high"] < 0 else "no difference shown (the CI includes 0; not "
+                "evidence that they are equal)")
+        lines.append(
+            f"- {what}, with rationales scored {e['scoring']} (primary) − without: "
+            f"{format_difference(e)}, p = {e['p']:.3g}, {len(e['with_seeds'])} draw(s), "
+            f"{e['interval']}: {side}."
+            + "".join(f" With rationales scored {o['scoring']}: {format_difference(o)}."
+                      for o in others))
+    return lines
+
+
+def _untrained_joint(results: dict, rule) -> tuple[list[dict], list[str]]:
+    """The joint comparisons the conclusions read, and the (target, scoring) they leave
+    out under a rule that reads trained positions only: a target whose own scoring (the
+    joint's rows) reads its model where it was never trained to answer."""
+    from training.reading_rule import trained_position
+
+    joint = results.get("joint", [])
+    if not (rule and rule.trained_positions_only):
+        return joint, []
+    own = {(r["target"], r["scoring"]) for r in results["rows"]
+           if r["kind"] == "sft" and r.get("scoring") and not r.get("extra_scoring")}
+    left = {t: s for t, s in own if not trained_position(t, s)}
+    kept = [j for j in joint
+            if j.get("target", j["comparison"].removeprefix("label vs ")) not in left]
+    return kept, [f"{t} scored {s}" for t, s in sorted(left.items())]
+
+
+def conclusions(results: dict, rule=None) -> str:
     """What the numbers allow one to say, written from them (no verdict beyond the data).
 
     Led by the seed-level headline in each target's primary scoring (sampled rationales
     where it has them); the patient-only joint comparison of each cell's own scoring
-    follows as a secondary reading."""
+    follows as a secondary reading. Under a reading ``rule`` that reads trained positions
+    only, a target whose own scoring reads its model where it was never trained to answer
+    is left out of the secondary readings too, with the reason said once."""
     heads = (results.get("seeds") or {}).get("headline") or []
     lines = ["", "## What this design can and cannot conclude", ""]
     read = _read_settings(results, heads)
@@ -323,7 +391,13 @@ def conclusions(results: dict) -> str:
             f"{len(compared)} primary comparison(s) are read, none adjusted for multiplicity. "
             "A CI that only just excludes 0 is weak evidence.")
     lines += _not_shown_worse(primary)
-    for j in results.get("joint", []):
+    lines += _fewshot_reading((results.get("seeds") or {}).get("fewshot") or [])
+    joint, untrained = _untrained_joint(results, rule)
+    if untrained:
+        lines.append(f"- Left out of the secondary readings below: {', '.join(untrained)}, "
+                     "read where its model was never trained to answer (the reading rule "
+                     "reads trained positions only).")
+    for j in joint:
         lines.append(f"- Secondary, each cell's own scoring and the test patients only "
                      f"(joint paired bootstrap over {j['pairs']} cells): {j['comparison']} "
                      f"{format_difference(j, 'difference')}, "
@@ -347,7 +421,7 @@ def conclusions(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(markdown_text: str, folder: Path) -> str:
+def _html(markdown_text: str, folder: Path, heading: str = "Reproduction report") -> str:
     from markdown_it import MarkdownIt
 
     html = MarkdownIt("commonmark").enable("table").render(markdown_text)
@@ -358,5 +432,6 @@ def _html(markdown_text: str, folder: Path) -> str:
     style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;"
              "padding:0 1rem}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:.25rem .5rem;font-size:.9rem}code{background:#f4f4f4}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Reproduction report"
-            f"</title><style>{style}</style></head><body>{html}</body></html>\n")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{heading.replace('`', '')}</title><style>{style}</style></head>"
+            f"<body>{html}</body></html>\n")

@@ -64,12 +64,25 @@ def run_figures(row: dict, max_one_answer_share: float = 0.95) -> dict:
             "balanced_accuracy_matched": balanced_accuracy_at_rate(y, p) if both else None}
 
 
+def fewshot_setting(row: dict) -> str:
+    """How a few-shot run's rows are named where an SFT row names its scoring: zero-shot,
+    or the demonstrations' selection, and a scoring beside its own (sampled)."""
+    name = ("zero-shot" if row.get("k") == 0
+            else f"few-shot, {row.get('selection') or 'random'}")
+    return name + (f", {row['scoring']}" if row.get("scoring") else "")
+
+
 def _setting(row: dict) -> tuple:
     """(size, target, scoring): what a run's seeds are seeds of. Few-shot runs are the
-    base model's, their seed the demonstration draw, their "scoring" the selection."""
+    base model's, their seed the demonstration draw, their "scoring" the selection (and
+    the scoring, where it is not their own)."""
     if row["kind"] == "fewshot":
-        return (None, row["target"], f"few-shot, {row.get('selection') or 'random'}")
+        return (None, row["target"], fewshot_setting(row))
     return (row["train_size"], row["target"], row["scoring"])
+
+
+def _is_fewshot(t: dict) -> bool:
+    return t["kind"] == "fewshot"
 
 
 def _arms(rows: list[dict], kinds: tuple[str, ...] = ("sft",), valid_only: bool = True
@@ -99,19 +112,23 @@ def by_target(rows: list[dict]) -> list[dict]:
     only). A setting whose every run was left out is listed too, with no figures and its
     reasons (``left_out``), so no target leaves the table without a word."""
     kinds = ("sft", "fewshot")
-    arms = _arms(rows, kinds)
+    arms, every = _arms(rows, kinds), _arms(rows, kinds, valid_only=False)
     out = []
     for (size, target, scoring), seeds in arms.items():
         aurocs = [r["auroc"]["value"] for r in seeds.values()]
         matched = [r.get("balanced_accuracy_matched") for r in seeds.values()]
         out.append({"train_size": size, "target": target, "scoring": scoring,
+                    "kind": next(iter(seeds.values()))["kind"],
+                    "runs": len(every.get((size, target, scoring), seeds)),
                     "seeds": sorted(seeds), "mean_auroc": float(np.mean(aurocs)),
                     "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
                     "mean_balanced_accuracy_matched": (float(np.mean(matched))
                                                        if None not in matched else None),
                     "left_out": None})
     for (size, target, scoring), why in _left_out(rows, kinds, arms).items():
-        out.append({"train_size": size, "target": target, "scoring": scoring, "seeds": [],
+        out.append({"train_size": size, "target": target, "scoring": scoring,
+                    "kind": "fewshot" if target not in TARGETS else "sft",
+                    "runs": len(every.get((size, target, scoring), {})), "seeds": [],
                     "mean_auroc": None, "sd_auroc": None,
                     "mean_balanced_accuracy_matched": None, "left_out": why})
     return sorted(out, key=lambda t: (t["train_size"] or 0, t["target"], t["scoring"]))
@@ -214,13 +231,96 @@ def _difference(label: dict[int, dict], rationale: dict[int, dict], n_resamples:
             other_ids, _, p = _scores(arm[s])
             if other_ids != ids:
                 raise ValueError(f"run {arm[s]['run_id']} was scored on other patients "
-                                 "than the label-only run; seeds are compared on one "
-                                 "test set")
+                                 "than the run it is compared with; seeds are compared on "
+                                 "one test set")
             vectors[-1].append(p)
     result = hierarchical_difference(y, vectors[0], vectors[1], "auroc",
                                      n_resamples=n_resamples, seed=seed,
                                      paired_seeds=paired)
     return result, label_seeds, rationale_seeds
+
+
+def fewshot_contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dict]:
+    """Few-shot with rationales minus without, per k and selection (the study's second
+    finding: rationales help as demonstrations), over the demonstration draws both have
+    (paired: draw s shows the same patients' records, with or without their audited
+    rationales), then the test patients. The arm with rationales in each of its scorings;
+    ``primary``: sampled where it has it (greedy makes its score a yes/no). An arm
+    without a valid draw is listed with ``left_out`` and its reasons."""
+    groups: dict[tuple, dict[int, dict]] = {}
+    every: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r["kind"] != "fewshot" or not r["k"] or not r["predictions"]:
+            continue
+        key = (r["k"], r.get("selection") or "random", bool(r["with_rationales"]),
+               r.get("scoring") or ("greedy" if r["with_rationales"] else None))
+        every.setdefault(key, {})[r["seed"]] = r
+        if r["valid"]:
+            groups.setdefault(key, {})[r["seed"]] = r
+    out = []
+    for (k, selection, with_r, scoring) in sorted(every, key=str):
+        if not with_r:
+            continue
+        entry = {"k": k, "selection": selection, "scoring": scoring, "with_seeds": [],
+                 "without_seeds": [], "left_out": None}
+        with_arm, without = groups.get((k, selection, True, scoring)), \
+            groups.get((k, selection, False, None))
+        missing = [(name, key) for name, arm, key in (
+            ("with rationales", with_arm, (k, selection, True, scoring)),
+            ("without", without, (k, selection, False, None))) if not arm]
+        if missing:
+            entry["left_out"] = "; ".join(
+                f"{name}: " + ("; ".join(dict.fromkeys(
+                    str(r["invalid_reason"]) for r in every.get(key, {}).values()))
+                    or "no run") for name, key in missing)
+        else:
+            result, with_seeds, without_seeds = _difference(with_arm, without, n_resamples,
+                                                            seed)
+            entry.update(result, with_seeds=with_seeds, without_seeds=without_seeds,
+                         interval="patients only (one draw)"
+                         if len(with_seeds) == len(without_seeds) == 1
+                         else "draws, then patients")
+        out.append(entry)
+    scored = {}
+    for e in out:
+        scored.setdefault((e["k"], e["selection"]), set()).add(e["scoring"])
+    for e in out:
+        e["primary"] = e["scoring"] == lead_scoring(scored[(e["k"], e["selection"])],
+                                                    "greedy")
+    return sorted(out, key=lambda e: (e["k"], e["selection"], not e["primary"]))
+
+
+def _target_lines(rows: list[dict]) -> list[str]:
+    """What each SFT target compared above learns (the targets with a summary)."""
+    alphas: dict[str, set] = {}
+    for r in rows:
+        if r["kind"] == "sft" and r["target"] in TARGETS and TARGETS[r["target"]].summary:
+            alphas.setdefault(r["target"], set()).add(r.get("align_alpha"))
+    if not alphas:
+        return []
+    return ["", "What each target learns: " + "; ".join(
+        f"**{t}**, {TARGETS[t].summary}" + "".join(
+            f" (α = {a:g})" for a in sorted(a for a in alphas[t] if a is not None))
+        for t in sorted(alphas, key=list(TARGETS).index)) + "."]
+
+
+def _fewshot_contrast_lines(contrasts: list[dict]) -> list[str]:
+    if not contrasts:
+        return []
+    lines = ["", "Few-shot: demonstrations with their audited rationales minus the same "
+             "demonstrations without them (the study's second finding is that rationales "
+             "help here), over the demonstration draws both arms have (the same seed shows "
+             "the same patients), then the test patients. **Primary**: the arm with "
+             "rationales scored by sampled rationales where it has them.", ""]
+    return lines + table(["k", "selection", "with rationales scored by", "draws",
+                          "difference (with − without) [95% CI]", "p"], (
+        [e["k"], e["selection"], e["scoring"] + (" (primary)" if e["primary"] else ""),
+         "none valid" if e["left_out"] else ", ".join(map(str, e["with_seeds"]))
+         + ("" if e["paired_seeds"] else " (unpaired)")
+         + (f"; {e['interval']}" if e["interval"].startswith("patients") else ""),
+         f"left out: {e['left_out']}" if e["left_out"] else
+         f"{e['value']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]",
+         "–" if e["left_out"] else f"{e['p']:.3g}"] for e in contrasts))
 
 
 def dropped_text(h: dict) -> str:
@@ -253,11 +353,11 @@ def observed_spread(targets: list[dict], heads: list[dict]) -> str:
     scoring) and of label-only: how this report's seeds spread, beside the spread the
     coverage simulation assumed."""
     primary = {(h["train_size"], h["target"], h["scoring"]) for h in heads if h["primary"]}
-    sizes = {t["train_size"] for t in targets if not t["scoring"].startswith("few-shot")}
+    sizes = {t["train_size"] for t in targets if not _is_fewshot(t)}
     parts = [f"{t['target']} ({t['scoring']}"
              + (f", {t['train_size'] or 'all'} patients" if len(sizes) > 1 else "")
              + f") {t['sd_auroc']:.3f}" for t in targets
-             if t["sd_auroc"] is not None and not t["scoring"].startswith("few-shot")
+             if t["sd_auroc"] is not None and not _is_fewshot(t)
              and (t["target"] == "label"
                   or (t["train_size"], t["target"], t["scoring"]) in primary)]
     return ("This report's seeds spread with an AUROC SD of " + "; ".join(parts) + " (the "
@@ -346,6 +446,7 @@ def section(rows: list[dict], n_resamples: int, seed: int,
     pre-registered reading rule, if it states one; ``selection``: the grid's choices,
     for the tuning table)."""
     targets, heads = by_target(rows), headline(rows, n_resamples, seed, rule)
+    fewshot = fewshot_contrasts(rows, n_resamples, seed)
     lines = ["", "## Seeds as the unit", "",
              "Label-only minus each other SFT target: the mean over seeds of each arm's test "
              "AUROC, with a 95% interval from a bootstrap that draws the seeds (the same seed "
@@ -383,12 +484,16 @@ def section(rows: list[dict], n_resamples: int, seed: int,
          f"{h['value']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]",
          "–" if h["left_out"] else f"{h['p']:.3g}"]
         for h in heads) if heads else [["–", "–", "–", "–", "no valid pair of arms", "–"]])
+    lines += _target_lines(rows)
+    lines += _fewshot_contrast_lines(fewshot)
     lines += ["", "Per target, over seeds (valid runs only; balanced accuracy when each run "
               "says yes for as many patients as there are positives):", ""]
     lines += table(["training patients", "target", "scoring", "seeds", "mean AUROC", "SD",
                     "balanced accuracy, matched yes-rate"], (
-        [t["train_size"] or ("–" if t["scoring"].startswith("few-shot") else "all"),
-         t["target"], t["scoring"], len(t["seeds"]),
+        [t["train_size"] or ("–" if _is_fewshot(t) else "all"),
+         t["target"], t["scoring"],
+         len(t["seeds"]) if len(t["seeds"]) == t["runs"]
+         else f"{len(t['seeds'])} of {t['runs']} valid",
          f"none valid: {t['left_out']}" if t["left_out"] else number(t["mean_auroc"]),
          number(t["sd_auroc"]), number(t["mean_balanced_accuracy_matched"])]
         for t in targets))
@@ -408,4 +513,4 @@ def section(rows: list[dict], n_resamples: int, seed: int,
         for r in per_seed for size, target, scoring in [_setting(r)]))
     lines += degenerate_rule(rows, max_one_answer_share)
     lines += tuning_lines(selection)
-    return lines, {"headline": heads, "targets": targets}
+    return lines, {"headline": heads, "targets": targets, "fewshot": fewshot}

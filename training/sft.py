@@ -331,7 +331,8 @@ def _loss_rows(tokenizer, config: SFTRunConfig, version, rows: list[dict]
         if not ngrams:  # else the target would quietly weight the answer token alone
             raise DataError(
                 f"target {config.target!r} reads decision tokens, but the {len(rows)} "
-                f"training rows' rationales have no label-pure token {rule.n}-gram (in at least "
+                f"training rows' rationales have no label-pure token n-gram (n in "
+                f"{', '.join(map(str, rule.lengths))}; in at least "
                 f"{rule.min_support:.0%} of the rows and {rule.min_rows} rows, "
                 f"{rule.min_purity:.0%} of them one label; rows of one label, or too few "
                 "rows, decide nothing); train on more "

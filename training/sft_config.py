@@ -11,7 +11,12 @@ from pydantic import Field, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
-from training.decision_tokens import ALWAYS_DECISION_TARGETS, DECISION_TARGETS
+from training.decision_tokens import (
+    ALWAYS_DECISION_TARGETS,
+    DECISION_TARGETS,
+    DecisionRule,
+    reads_decisions,
+)
 from training.presets import PRESETS, Preset
 from training.targets import TARGETS, FillerLength, Target
 
@@ -72,8 +77,9 @@ class SFTRunConfig(CommandConfig):
     multitask_alpha: float = Field(default=0.5, gt=0, lt=1, description="multitask: weight "
                                    "of the predict task's loss (explain gets 1 − α)")
     reading_rule: str | None = Field(
-        default=None, description="hash of the mechanism grid's pre-registered reading rule "
-        "(set by the grid; part of the run's identity)")
+        default=None, description="the mechanism grid's pre-registration digest: its "
+        "reading rule with how each side is scored (ExperimentGrid.preregistration; set by "
+        "the grid; part of the run's identity)")
     align_alpha: float = Field(default=0.5, gt=0, lt=1, description="rationale-align: "
                                "weight of the answer's length-normalised loss (the "
                                "rationale's gets 1 − α)")
@@ -83,9 +89,10 @@ class SFTRunConfig(CommandConfig):
     decision_tokens: Literal["answer", "branch"] = Field(
         default="answer", description="rationale-weighted and rationale-answer-only: the "
         "tokens they treat as the answer. answer: the yes/no after 'Final answer:'; branch: "
-        "also the decision tokens, the rationale's branch points: where a token 3-gram "
-        "label-pure in the training rows first completes (training/decision_tokens.py). "
-        "rationale-align always treats them as its label part")
+        "also the decision tokens, the rationale's branch points: the first token of each "
+        "run of tokens that end a token 1-, 2- or 3-gram frequent and label-pure in the "
+        "training rows (training/decision_tokens.py). rationale-align always treats them as "
+        "its label part")
     filler_length: FillerLength = Field(
         default="median", description="label-padded: how long each row's filler is. median: "
         "the median free-form rationale of the training split, for every row (length "
@@ -139,6 +146,9 @@ class SFTRunConfig(CommandConfig):
             data.pop("filler_length", None)
         if self.target in ALWAYS_DECISION_TARGETS:  # whatever the option says
             data["label_loss_tokens"] = "answer and decision tokens"
+        if reads_decisions(self.target, self.decision_tokens):
+            # the rule that marks them: a run under another rule is another run
+            data["decision_rule"] = DecisionRule().identity()
         return data
 
     def identity(self, dataset_hash: str, processes: int = 1) -> str:

@@ -40,8 +40,9 @@ new export and no new audit is involved:
     not to lose to label-only, trained in the main grid beside the study's three.
 
 With ``decision_tokens: branch``, ``rationale-weighted`` and ``rationale-answer-only``
-treat the rationale's *decision tokens* (its branch points: where a label-pure n-gram
-of the training rows first completes, :mod:`training.decision_tokens`) as part of the
+treat the rationale's *decision tokens* (its branch points: the first token of each run
+of tokens that end an n-gram label-pure in the training rows,
+:mod:`training.decision_tokens`) as part of the
 answer: weighted with it, or trained on with the answer line.
 
 Each target also says how a model trained on it is scored by default: *direct*
@@ -82,14 +83,19 @@ class TargetSpec:
     derived: bool = True
     ablation: bool = True  # a mechanism ablation (its grid gets the Mechanism section)
     filler: bool = False  # writes neutral filler before its answer (scorable "prefilled")
+    summary: str = ""  # what a model trained on it learns, in a report's words
 
 
 TARGETS: dict[str, TargetSpec] = {
-    "label": TargetSpec("label_only", ("label_only",), "direct", derived=False),
+    "label": TargetSpec("label_only", ("label_only",), "direct", derived=False,
+                        summary="the answer line alone"),
     "rationale-free": TargetSpec("rationale_free", ("rationale_free",), "generate",
-                                 derived=False),
+                                 derived=False, summary="the audited free-form rationale, "
+                                 "then the answer line, every token weighted alike"),
     "rationale-stepwise": TargetSpec("rationale_stepwise", ("rationale_stepwise",),
-                                     "generate", derived=False),
+                                     "generate", derived=False,
+                                     summary="the audited step-by-step rationale, then the "
+                                     "answer line, every token weighted alike"),
     "label-padded": TargetSpec("rationale_free", ("label_only", "rationale_free"),
                                "generate", needs_tokenizer=True, filler=True),
     "rationale-weighted": TargetSpec("rationale_free", ("rationale_free",), "generate",
@@ -101,7 +107,13 @@ TARGETS: dict[str, TargetSpec] = {
                             weighting="multitask"),
     "rationale-shuffled": TargetSpec("rationale_free", ("rationale_free",), "generate"),
     "rationale-align": TargetSpec("rationale_free", ("rationale_free",), "generate",
-                                  weighting="align", ablation=False),
+                                  weighting="align", ablation=False,
+                                  summary="the free-form rows with two losses, each the "
+                                  "mean over its own tokens: the label part (the answer "
+                                  "token and the rationale's decision tokens, its branch "
+                                  "points) weighted α and the rest of the rationale 1 − α "
+                                  "(after the Align design of Shi et al. 2025, arXiv "
+                                  "2510.16686)"),
 }
 MAIN_TARGETS = tuple(t for t, spec in TARGETS.items() if not spec.derived)
 # The target views of the three main targets (the name each has in an export).

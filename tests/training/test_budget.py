@@ -336,3 +336,38 @@ def test_a_prefilled_pass_reads_prompt_and_filler_and_generates_nothing():
     assert after["generations"] == before["generations"]
     assert after["tokens"] - before["tokens"] == 20 * (100 + 50)
     assert after["seconds"] - before["seconds"] == pytest.approx(20 * (100 + 50) / 1000)
+
+
+def test_a_fewshot_run_with_rationales_is_costed_again_for_its_sampled_rationales():
+    """Where the grid samples, a few-shot run whose base model writes rationales is scored
+    by sampled rationales too (n per patient); a run without rationales is not, and each
+    stored scoring is reused on its own."""
+    data = DataSettings(n=100, dataset="v")  # 20 test patients
+    grid = ExperimentGrid(dataset="v", sft=None, extra_scorings=["sampled"],
+                          evaluation={"n_samples": 3}, fewshot={
+                              "ks": [4], "with_rationales": [True, False],
+                              "settings": {"engine": "vllm", "selection": "nearest"}})
+    with_r, without = grid.fewshot_runs()
+    assert grid.fewshot_scorings(with_r) == ["sampled"] and not grid.fewshot_scorings(without)
+    scoring = grid.fewshot_evaluate_config(with_r, "sampled")
+    assert (scoring.scoring, scoring.n_samples, scoring.seed) == ("sampled", 3, with_r.seed)
+    prompt = 100 + 4 * 150  # nearest: each query reads its own demonstrations
+    greedy = 20 * prompt / 1000 + 20 * 50 / 10  # read the prompt, write one rationale
+    direct = 20 * (100 + 4 * 105) / 1000  # demonstrations without rationales; no writing
+    # three rationales each, then each read again for its P(yes)
+    sampled = (20 * prompt + 20 * 3 * (prompt + 50)) / 1000 + 20 * 50 * 3 / 10
+    rows = _stage(estimate(data, grid, SPEED, TOKENS), "few-shot")
+    assert rows["runs"] == 3  # both runs' own scorings and one sampled pass
+    assert rows["seconds"] == pytest.approx(greedy + direct + sampled)
+    done = {"version_hash": "h", "runs": {
+        with_r.identity("h"): {("test", "auto", None)},
+        without.identity("h"): {("test", "auto", None)}}}
+    left = _stage(estimate(data, grid, SPEED, TOKENS, done), "few-shot")
+    assert (left["runs"], left["reused"]) == (3, 2)
+    done["runs"][with_r.identity("h")].add(("test", "sampled", scoring.settings_hash()))
+    assert _stage(estimate(data, grid, SPEED, TOKENS, done), "few-shot")["seconds"] == 0
+    # sampled kept to named SFT targets: few-shot keeps its own scoring only
+    named = grid.model_copy(update={"extra_scoring_targets": {"sampled": ["rationale-free"]}})
+    assert named.fewshot_scorings(with_r) == []
+    with pytest.raises(ValueError, match="without rationales is not scored 'sampled'"):
+        without.evaluate_config("sampled")

@@ -106,7 +106,8 @@ fewshot:
   with_rationales: [true, false]
   settings: {limit: 8, n_bootstrap: 200, min_reached_answer: 0.0}
 evaluation: {limit: 8, n_bootstrap: 200, engine: vllm, min_reached_answer: 0.0,
-  max_one_answer_share: 1.0}
+  max_one_answer_share: 1.0, n_samples: 2}
+extra_scorings: [sampled]
 """
 
 
@@ -137,7 +138,17 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
             ("fewshot", "fewshot-k2-rationale", "finished"),
             ("fewshot", "fewshot-k2-label", "finished")]
         results = session.query(EvaluationResult).all()
-        assert len(results) == 5 and all(r.n == 8 for r in results)
+        # the rationale writers (SFT and few-shot) are scored by sampled rationales too
+        assert sorted((r.training_run_id, r.scoring) for r in results) == [
+            (1, "auto"), (2, "auto"), (2, "sampled"), (3, "auto"), (4, "auto"),
+            (4, "sampled"), (5, "auto")]
+        assert all(r.n == 8 for r in results)
+        sampled = next(r for r in results if (r.training_run_id, r.scoring) == (4, "sampled"))
+        assert sampled.metrics["scoring"] == {"requested": "sampled", "mode": "sampled",
+                                              "n_samples": 2, "temperature": 1.0}
+        assert Path(sampled.predictions_path).parent.name == "test-sampled"
+        assert all(len(json.loads(line)["rationale"]) == 2 for line in open(
+            Path(sampled.predictions_path).with_suffix(".jsonl")))
         for r in results:
             m = r.metrics
             assert m["dataset"]["content_sha256"] == version.content_hash
@@ -167,7 +178,13 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     assert (folder / "auroc_by_size.png").stat().st_size > 5000
     with open(folder / "results.csv") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 5 and all(row["dataset_sha256"] == version.content_hash
+    assert sorted((row["kind"], row["scoring"]) for row in table if row["kind"] == "fewshot"
+                  ) == [("fewshot", ""), ("fewshot", ""), ("fewshot", ""),
+                        ("fewshot", "sampled")]
+    assert "| 2 | with rationales | random | sampled |" in md
+    assert "Few-shot: demonstrations with their audited rationales minus" in md
+    assert "| fewshot-k0-label | zero-shot |" in md
+    assert len(table) == 7 and all(row["dataset_sha256"] == version.content_hash
                                    and not Path(row["run_dir"]).is_absolute()
                                    and (folder / row["run_dir"]).is_dir() for row in table)
     caps = [int(row["rationale_token_cap"]) for row in table if row["rationale_token_cap"]]
@@ -185,6 +202,7 @@ def test_export_to_auroc_end_to_end(tmp_path, tiny_model, model_cache, monkeypat
     # Re-running the grid reuses every finished run; compare works from the CLI.
     again = runner.invoke(app, ["experiment", "run", str(grid_file), "--db", str(db)])
     assert again.exit_code == 0 and "training" not in again.output
+    assert "sampled rationales each" not in again.output
     compared = runner.invoke(app, ["evaluate", "compare", "1", "2", "--db", str(db)])
     assert compared.exit_code == 0 and "DeLong p =" in compared.output
     missing = runner.invoke(app, ["evaluate", "compare", "1", "99", "--db", str(db)])

@@ -35,10 +35,10 @@ def _train_candidate(engine, grid, cfg, tuned, pool, say):
     return (True, cfg.learning_rate), _run_id(cfg.target, cfg.seed, cfg.learning_rate)
 
 
-def _run_fewshot(engine, cfg, pool=None, on_stage=None):
+def _run_fewshot(engine, grid, cfg, pool=None, say=None):
     if cfg.k == 4:
         raise RuntimeError("no demonstrations")
-    return SimpleNamespace(training_run_id=900 + cfg.k)
+    return 900 + cfg.k
 
 
 @pytest.fixture()
@@ -52,7 +52,7 @@ def stand_ins(monkeypatch):
         monkeypatch.setattr(module, "keep_archive", lambda *a: None)
     monkeypatch.setattr(local, "train_candidate", _train_candidate)
     monkeypatch.setattr(local, "score_chosen", lambda e, g, run_id, *a: scored.append(run_id))
-    monkeypatch.setattr(local, "run_fewshot", _run_fewshot)
+    monkeypatch.setattr(local, "run_fewshot_scorings", _run_fewshot)
     monkeypatch.setattr(local, "ScorerPool", lambda kind, *a, **k: SimpleNamespace(
         kind=kind, close=lambda: None))
     # Ray tasks: the same stand-ins behind the task signatures
@@ -62,7 +62,7 @@ def stand_ins(monkeypatch):
                         scored.append(run_id))
     monkeypatch.setattr(ray, "retrain_due", lambda *a: False)
     monkeypatch.setattr(ray, "fewshot_task", lambda place, grid, cfg: _run_fewshot(
-        None, SimpleNamespace(**cfg)).training_run_id)
+        None, None, SimpleNamespace(**cfg)))
     return scored
 
 
@@ -114,7 +114,8 @@ def test_a_failing_candidate_fails_its_cell_and_the_seeds_waiting_for_its_choice
         FailedCell({"kind": "sft", "base_model": "m", "target": "label", "train_size": 8,
                     "seed": 1, "lora_r": 4},
                    "the first seed's cell failed (FileExistsError: label seed 0: in the way)"),
-        FailedCell({"kind": "fewshot", "k": 4, "with_rationales": False, "seed": 0},
+        FailedCell({"kind": "fewshot", "target": "fewshot-k4-label", "k": 4,
+                    "with_rationales": False, "seed": 0, "selection": "random"},
                    "RuntimeError: no demonstrations")]
     assert [c["run_id"] for c in result.cells if c["kind"] == "fewshot"] == [900]
     assert sorted(stand_ins) == [102, 112]  # only the kept cells are scored on test
@@ -203,8 +204,8 @@ def test_run_experiment_writes_the_report_of_the_others_then_raises(monkeypatch,
     written = {}
     monkeypatch.setattr(experiment, "report", lambda engine, grid, selection, out: written.update(
         selection=selection) or {"folder": str(out)})
-    with pytest.raises(runs.RunError, match="1 of the grid's cells failed .*label seed 1: "
-                                            "FileExistsError: in the way"):
+    with pytest.raises(runs.RunError, match="1 of the grid's cells failed .*label, size all, "
+                                            "seed 1: FileExistsError: in the way"):
         experiment.run_experiment(None, grid, runner=lambda *a, **k: GridResult(
             grid.name, [{"run_id": 7}], [failed]))
     saved = json.loads((experiment.experiment_folder(grid) / "selection.json").read_text())
@@ -214,7 +215,22 @@ def test_run_experiment_writes_the_report_of_the_others_then_raises(monkeypatch,
     # a caller with more report to write (experiment reproduce) gets the error back instead
     out = experiment.run_experiment(None, grid, raise_failed=False,
                                     runner=lambda *a, **k: GridResult(grid.name, [], [failed]))
-    assert isinstance(out["failure"], runs.RunError) and "label seed 1" in str(out["failure"])
+    assert isinstance(out["failure"], runs.RunError) \
+        and "label, size all, seed 1" in str(out["failure"])
+
+
+def test_a_failed_few_shot_run_is_told_apart_from_the_others_of_its_seed():
+    """Up to five few-shot runs share a seed (k, with or without rationales, selection):
+    a failure names all of it, in the report's list and the error alike."""
+    from training.fewshot_config import FewShotConfig
+    from training.grid.cells import fewshot_failure
+    from training.grid.report_files import describe_failed, failed_section
+
+    failed = fewshot_failure(FewShotConfig(dataset="t", k=4, selection="nearest"), "boom")
+    assert describe_failed(failed.factors) == ("few-shot k=4 with rationales, nearest "
+                                               "selection, seed 0")
+    assert failed_section([{**failed.factors, "error": "boom"}]).endswith(
+        "- few-shot k=4 with rationales, nearest selection, seed 0: boom\n")
 
 
 def test_reading_a_grid_loads_neither_torch_nor_the_database():

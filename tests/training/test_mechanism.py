@@ -724,8 +724,10 @@ def test_a_pre_registered_grid_runs_its_filler_model_prefilled_and_reads_it_unde
                     "min_reached_answer": 0.0})
     report = run_experiment(engine, grid)
     mechanism = report["mechanism"]
-    assert mechanism["reading_rule"] == {"hash": grid.reading.digest(), "pre_registered": True,
-                                         "interval": "seeds-then-patients"}
+    assert mechanism["reading_rule"] == {"hash": grid.preregistration(),
+                                         "rule": grid.reading.digest(), "pre_registered": True,
+                                         "interval": "seeds-then-patients",
+                                         "sides_must_learn": True, "amends": []}
     settings = {(s["target"], s["scoring"]) for s in mechanism["settings"]}
     assert ("label-padded", "prefilled") in settings
     read = {c["contrast"]: c for c in mechanism["contrasts"]}
@@ -737,7 +739,7 @@ def test_a_pre_registered_grid_runs_its_filler_model_prefilled_and_reads_it_unde
     assert len(padded) == 2
     for folder in padded:
         made = yaml.safe_load((folder / "config.yaml").read_text())
-        assert made["reading_rule"] == grid.reading.digest()
+        assert made["reading_rule"] == grid.preregistration()
         assert made["filler_length"] == "median"
         metrics = json.loads((folder / "eval" / "test-prefilled" / "metrics.json").read_text())
         taught = json.loads((folder / "dataset.json").read_text())

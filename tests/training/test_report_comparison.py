@@ -469,3 +469,18 @@ def test_label_only_seeds_trained_under_other_code_are_named_beside_its_noise_fl
     same = compare(b, b, n_resamples=200)
     assert same["label_code"] == [] and "not trained under the same code" not in "\n".join(
         markdown(same, {"a": {"folder": "b"}, "b": {"folder": "b"}}))
+
+
+def test_a_few_shot_runs_sampled_scoring_is_its_own_setting(tmp_path, patients):
+    """A few-shot run with rationales is scored greedy (its own) and by sampled
+    rationales: two settings, each compared across the reports, never one run twice."""
+    rng, y = patients
+    few = [("fewshot", "fewshot-k4-rationale", scoring, "", seed, scores)
+           for scoring in ("", "sampled")
+           for seed, scores in enumerate(_graded(rng, y, 0.5))]
+    a = _report(tmp_path / "a", y, _grid(rng, y, free_signal=1.0) + few)
+    b = _report(tmp_path / "b", y, _grid(rng, y, free_signal=1.0) + few)
+    result = compare(a, b, n_resamples=100)
+    settings = {c["setting"] for c in result["changes"] if c["kind"] == "fewshot"}
+    assert settings == {"fewshot-k4-rationale (random)",
+                        "fewshot-k4-rationale (random, sampled)"}

@@ -61,8 +61,9 @@ def error_text(exc: BaseException) -> str:
 
 
 def fewshot_failure(cfg: FewShotConfig, error: str) -> FailedCell:
-    return FailedCell({"kind": "fewshot", "k": cfg.k, "with_rationales": cfg.with_rationales,
-                       "seed": cfg.seed}, error)
+    return FailedCell({"kind": "fewshot", "target": cfg.target, "k": cfg.k,
+                       "with_rationales": cfg.with_rationales, "seed": cfg.seed,
+                       "selection": cfg.selection}, error)
 
 
 def describe_cell(factors: dict) -> str:

@@ -10,7 +10,7 @@ imported when a grid is expanded, not when it is read.
 import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from annotation_db.command_config import CommandConfig
 from generation.models_config import DEFAULT_MODEL
@@ -141,8 +141,12 @@ class ExperimentGrid(CommandConfig):
         "in, so every target is tuned on the score it is reported in")
     reading: ReadingRule | None = Field(
         None, description="the mechanism section's reading rule, stated before the runs: "
-        "its hash is in every SFT run's identity and the report refuses runs made under "
-        "another (training/reading_rule.py); unset: the first report's post-hoc rule")
+        "its hash, with the grid's scoring settings (evaluation, extra_scorings, "
+        "extra_scoring_targets, select_on: the pre-registration), is in every SFT run's "
+        "identity, the report refuses runs made under another, and the grid refuses to "
+        "start over finished runs of its cells made under another unless the rule lists "
+        "their digest under `amends` (training/reading_rule.py); unset: the first "
+        "report's post-hoc rule")
     baseline: bool = Field(True, description="add the non-LLM reference models "
                                              "(structured features, TF-IDF, age alone), "
                                              "fitted on each cell's training patients")
@@ -169,7 +173,7 @@ class ExperimentGrid(CommandConfig):
                 dataset=self.dataset, target=target, base_model=model, train_size=size,
                 seed=seed, lora_r=rank, learning_rate=lr, num_train_epochs=epochs,
                 paired_targets=self.paired_targets(),
-                reading_rule=self.reading.digest() if self.reading else None,
+                reading_rule=self.preregistration(),
                 runs_dir=self.runs_dir, cache_dir=self.cache_dir, **self.sft.settings)
                 for lr, epochs in itertools.product(self.sft.learning_rates, self.sft.epochs)]
             cells.append(({"kind": "sft", "base_model": model, "target": target,
@@ -215,6 +219,39 @@ class ExperimentGrid(CommandConfig):
         update = {"split": split, **({"scoring": scoring} if scoring else {})}
         return self.evaluation.model_copy(update=update)
 
+    def fewshot_scorings(self, cfg: "FewShotConfig") -> list[str]:
+        """The scorings a few-shot run gets beside its own: sampled rationales for one whose
+        base model writes rationales, where the grid samples (and does not keep sampling
+        to named SFT targets, ``extra_scoring_targets``)."""
+        return ["sampled"] if (cfg.with_rationales and "sampled" in self.extra_scorings
+                               and "sampled" not in self.extra_scoring_targets) else []
+
+    def fewshot_evaluate_config(self, cfg: "FewShotConfig", scoring: str) -> EvaluateConfig:
+        """How a few-shot run is scored under ``scoring`` (one of
+        :meth:`fewshot_scorings`): as its own scoring, sampling as the grid's SFT runs do."""
+        return cfg.evaluate_config(scoring, n_samples=self.evaluation.n_samples,
+                                   sample_temperature=self.evaluation.sample_temperature)
+
+    def scoring_settings(self) -> dict:
+        """How each side a reading rule reads is scored, pre-registered with the rule:
+        every scoring the grid makes (its own and ``extra_scorings``) with the evaluation
+        settings that change its numbers (:meth:`EvaluateConfig.identity_data` without the
+        split: sample count and temperature, seed, rationale cap, validity and degeneracy
+        gates, engine...), which models get which variant (``extra_scoring_targets``) and
+        how a tuned cell chooses (``select_on``)."""
+        scorings = dict.fromkeys([self.evaluation.scoring, *self.extra_scorings])
+        return {"scorings": {v: {k: x for k, x in self.evaluate_config(
+                    "test", v).identity_data().items() if k != "split"} for v in scorings},
+                "extra_scoring_targets": {v: sorted(t) for v, t in
+                                          sorted(self.extra_scoring_targets.items())},
+                "select_on": self.select_on}
+
+    def preregistration(self) -> str | None:
+        """The grid's pre-registration digest (its rule and :meth:`scoring_settings`),
+        in every SFT run's identity; None without a rule."""
+        return self.reading.preregistration(self.scoring_settings()) if self.reading \
+            else None
+
     def own_scoring(self, target: str) -> str:
         """How the cell's own result of ``target`` is scored, as the report names it."""
         own = self.evaluation.scoring
@@ -247,6 +284,21 @@ class ExperimentGrid(CommandConfig):
         if chosen:
             needed += [("test", v) for v in [None, *self.scorings_for(target)]]
         return needed
+
+    @field_validator("reading", mode="after")
+    @classmethod
+    def _own_copy_of_the_rule(cls, rule: ReadingRule | None) -> ReadingRule | None:
+        """The grid binds its scoring settings to its own copy of the rule (a rule object
+        given to several grids, or :data:`POST_HOC`, is never changed)."""
+        return rule.with_scoring(None) if rule is not None else None
+
+    @model_validator(mode="after")
+    def _bind_scoring_to_the_rule(self):
+        """What the report checks runs against (``reading.preregistration()``) is the
+        grid's pre-registration; bound again whenever a field is assigned."""
+        if self.reading is not None:
+            self.reading._scoring = self.scoring_settings()
+        return self
 
     @model_validator(mode="after")
     def _extra_scoring_targets(self):

@@ -11,13 +11,13 @@ from sqlalchemy.engine import Engine
 
 from training import runs
 from training.evaluate import ScorerPool, scorer_kind
-from training.fewshot import run_fewshot
 from training.grid.cells import CellBook, FailedCell, GridResult, error_text, fewshot_failure
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
     fewshot_entry,
     keep_archive,
     restore_archive,
+    run_fewshot_scorings,
     score_chosen,
     train_candidate,
 )
@@ -105,12 +105,12 @@ def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerP
         if kind not in pools:
             pools[kind] = ScorerPool(kind, cfg.batch_size)
         try:
-            result = run_fewshot(engine, cfg, pool=pools[kind], on_stage=say)
+            run_id = run_fewshot_scorings(engine, grid, cfg, pools[kind], say)
         except Exception as exc:  # noqa: BLE001 - as above
             failures.append(fewshot_failure(cfg, error_text(exc)))
             say(f"few-shot k={cfg.k} failed: {failures[-1].error}")
         else:
-            entries.append(fewshot_entry(cfg, result.training_run_id))
+            entries.append(fewshot_entry(grid, cfg, run_id))
         keep_archive(engine, grid, [entry["run_id"] for entry in entries])
         tick()
     return entries, failures

@@ -32,6 +32,7 @@ from training.grid.steps import (
     keep_archive,
     restore_archive,
     retrain_due,
+    run_fewshot_scorings,
     score_chosen,
     train_candidate,
 )
@@ -97,7 +98,6 @@ def test_task(place: tuple[str, str], grid_data: dict, run_id: int, target: str,
 
 def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int:
     from training.evaluate import scorer_kind
-    from training.fewshot import run_fewshot
     from training.fewshot_config import FewShotConfig
 
     engine, say = _worker_env(place)
@@ -105,7 +105,7 @@ def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int
     cfg = FewShotConfig.model_validate(cfg_data)
     pool = _pool(grid, scorer_kind(cfg.engine), cfg.batch_size)
     try:
-        return run_fewshot(engine, cfg, pool=pool, on_stage=say).training_run_id
+        return run_fewshot_scorings(engine, grid, cfg, pool, say)
     finally:
         pool.close()
 
@@ -230,7 +230,7 @@ class _Driver:
             self.fewshot_failures.append(fewshot_failure(cfg, error))
             self.say(f"few-shot k={cfg.k} failed: {error}")
         else:
-            self.fewshot_entries[n] = fewshot_entry(cfg, run_id)
+            self.fewshot_entries[n] = fewshot_entry(self.grid, cfg, run_id)
         self.tick()
 
     def _candidate_done(self, payload: tuple, value: tuple | None, error: str | None) -> None:

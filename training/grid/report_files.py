@@ -23,6 +23,7 @@ from training.grid.stats import (
     excluded,
     joint_differences,
     summary_by_target,
+    untrained_note,
 )
 from training.tables import format_metric, number, table
 
@@ -47,10 +48,11 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in every_row if not r.extra_scoring]  # each cell's own scoring
-    tests = comparisons(rows)
+    tests = comparisons(rows, grid.reading)
     evaluation = grid.evaluate_config("test")
     n_resamples = max(evaluation.n_bootstrap, 2000)
-    joint = joint_differences(rows, n_resamples=n_resamples, seed=evaluation.seed)
+    joint = joint_differences(rows, n_resamples=n_resamples, seed=evaluation.seed,
+                              rule=grid.reading)
     _write_results(every_row, out)
     _write_comparisons(tests, out / "comparisons.csv")
     write_predictions(every_row, refs, out / "predictions.csv")
@@ -89,8 +91,18 @@ def failed_section(failed: list[dict] | None) -> str:
         return ""
     return ("\n## Failed cells\n\nLeft out of every table above; re-run the grid once "
             "the cause is fixed (finished runs are reused).\n\n" + "".join(
-                f"- {f.get('target', 'few-shot')}, size {f.get('train_size')}, seed "
-                f"{f.get('seed')}: {f['error']}\n" for f in failed))
+                f"- {describe_failed(f)}: {f['error']}\n" for f in failed))
+
+
+def describe_failed(factors: dict) -> str:
+    """A failed cell as a reader tells it from the others: an SFT cell by target, size
+    and seed; a few-shot run by k, its demonstrations, their selection and draw."""
+    if factors.get("kind") == "fewshot":
+        return (f"few-shot k={factors.get('k')} "
+                f"{'with' if factors.get('with_rationales') else 'without'} rationales, "
+                f"{factors.get('selection') or 'random'} selection, seed {factors.get('seed')}")
+    return (f"{factors.get('target')}, size {factors.get('train_size') or 'all'}, seed "
+            f"{factors.get('seed')}")
 
 
 def _write_results(every_row: list[ResultRow], out: Path) -> None:
@@ -194,7 +206,8 @@ def _describe(row: ResultRow) -> str:
     if row.kind == "sft":
         return f"{row.target}, size {row.train_size or 'all'}, seed {row.seed}"
     return (f"few-shot k={row.k} {'with' if row.with_rationales else 'without'} "
-            f"rationales, seed {row.seed}")
+            f"rationales, {row.selection or 'random'} selection"
+            + (f", scored {row.scoring}" if row.scoring else "") + f", seed {row.seed}")
 
 
 def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],
@@ -223,7 +236,10 @@ def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
     lines += _sft_lines(rows)
     lines += _delong_lines(tests)
-    lines += _fewshot_lines(rows)
+    note = untrained_note(rows, grid.reading)
+    if note:
+        lines += ["", note]
+    lines += _fewshot_lines(every_row if every_row is not None else rows)
     return "\n".join(lines) + "\n"
 
 
@@ -352,11 +368,13 @@ def _delong_lines(tests: list[dict]) -> list[str]:
 
 def _fewshot_lines(rows: list[ResultRow]) -> list[str]:
     lines = ["", "## Few-shot (base model, demonstrations from the fewshot_pool)", ""]
-    return lines + table(["k", "demonstrations", "selection", "seed", "AUROC", "AUPRC",
-                          "reached answer", "says yes for", "mean P(yes)", "valid",
+    return lines + table(["k", "demonstrations", "selection", "scored by", "seed", "AUROC",
+                          "AUPRC", "reached answer", "says yes for", "mean P(yes)", "valid",
                           "run"], (
         [r.k, f"{'with' if r.with_rationales else 'without'} rationales",
-         r.selection or "random", r.seed, format_metric(r.auroc), format_metric(r.auprc),
+         "none (zero-shot)" if r.k == 0 else r.selection or "random",
+         r.scoring or ("its rationale, greedy" if r.with_rationales else "direct"), r.seed,
+         format_metric(r.auroc), format_metric(r.auprc),
          number(r.reached_answer_share, 2), number(r.yes_rate, 2), number(r.mean_p_yes, 2),
          "yes" if r.valid else f"no: {r.invalid_reason}", f"`{Path(r.run_dir).name}`"]
         for r in rows if r.kind == "fewshot"))

@@ -20,6 +20,7 @@ from annotation_db.provenance import sessions
 from training import runs, seed_report
 from training.data import TARGETS, read_view
 from training.evaluate import judge_validity
+from training.fewshot_config import FewShotConfig
 from training.grid.config import ExperimentGrid
 from training.targets import patient_of
 
@@ -77,6 +78,7 @@ class ResultRow:
     mean_p_yes: float | None = None
     degenerate: str | None = None
     balanced_accuracy_matched: float | None = None
+    align_alpha: float | None = None  # rationale-align: the label part's weight
 
     def as_dict(self) -> dict[str, Any]:
         """The row as the section writers that read rows by key take it
@@ -101,7 +103,7 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[Resul
         version = get_version(session, grid.dataset)
         for cell in selection["cells"]:
             run = session.get(TrainingRun, cell["run_id"])
-            variants = [None, *cell.get("extra_scorings", [])] if run.kind == "sft" else [None]
+            variants = [None, *cell.get("extra_scorings", [])]
             for variant in variants:
                 rows.append(_collect_row(session, grid, version, cell, run, variant))
     return rows
@@ -110,13 +112,19 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[Resul
 def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: TrainingRun,
                  variant: str | None) -> ResultRow:
     evaluation = grid.evaluate_config("test", variant)
-    result = runs.result_for(session, run.id, "test",
-                             evaluation.settings_hash() if run.kind == "sft" else None,
-                             evaluation.scoring if run.kind == "sft" else "auto")
-    if result is None and run.kind == "sft":
+    if run.kind == "sft":
+        result = runs.result_for(session, run.id, "test", evaluation.settings_hash(),
+                                 evaluation.scoring)
+    elif variant:  # a few-shot run's scoring beside its own (sampled rationales)
+        scored = grid.fewshot_evaluate_config(FewShotConfig.from_stored(run.config), variant)
+        result = runs.result_for(session, run.id, "test", scored.settings_hash(), variant)
+    else:
+        result = runs.result_for(session, run.id, "test")
+    if result is None and (run.kind == "sft" or variant):
         raise runs.RunError(f"run {run.id} has no test result made with this grid's "
-                            "evaluation settings (was it re-scored elsewhere?); "
-                            "run `rationale-audit experiment run` again to re-score it")
+                            f"evaluation settings{f' ({variant})' if variant else ''} (was "
+                            "it re-scored elsewhere?); run `rationale-audit experiment run` "
+                            "again to re-score it")
     metrics = judge_validity(dict(result.metrics), evaluation.min_reached_answer) \
         if result else {}
     folder = Path(run.run_dir)
@@ -127,6 +135,9 @@ def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: Traini
            "extra_scoring": variant is not None, "n_test": result.n if result else None,
            **_metric_fields(metrics),
            **_training_fields(trained, _json_file(folder / "train_summary.json")),
+           "align_alpha": run.config.get("align_alpha")
+           if run.kind == "sft" and TARGETS.get(run.target) is not None
+           and TARGETS[run.target].weighting == "align" else None,
            "trained_under": trained_under(folder) if run.kind == "sft" else None,
            "train_draw": train_draw(trained) if run.kind == "sft" else None,
            "dataset_version": version.name, "dataset_sha256": version.content_hash,

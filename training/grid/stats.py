@@ -2,6 +2,12 @@
 
 Label-only against every other target on the same cells: paired DeLong tests per cell
 (Holm adjusted), one joint paired bootstrap over all cells, and means over seeds.
+
+Under a reading rule that reads models only where they were trained to answer
+(``trained_positions_only``), a row scored where its model was never trained to answer
+(:func:`training.reading_rule.trained_position`: the answer-only ablation's rationale, a
+rationale model scored direct) is left out of these comparisons too, not only of the
+rule's contrasts; :func:`untrained_note` says so once.
 """
 
 import numpy as np
@@ -10,6 +16,7 @@ from training import runs
 from training.evaluate import read_predictions
 from training.grid.results import ResultRow
 from training.metrics import delong_test, holm, joint_paired_difference
+from training.reading_rule import ReadingRule, trained_position
 
 CELL = ("base_model", "train_size", "seed", "lora_r")
 
@@ -24,19 +31,44 @@ def _aligned(reference: ResultRow, other: ResultRow):
                        read_predictions(other.predictions), reference.run_id, other.run_id)
 
 
-def label_pairs(rows: list[ResultRow]) -> list[tuple[ResultRow, ResultRow]]:
-    """(label-only run, rationale run) of the same cell, both valid and scored."""
-    sft = [r for r in rows if r.kind == "sft" and r.predictions and r.valid]
+def untrained(row: ResultRow, rule: ReadingRule | None) -> bool:
+    """Whether ``rule`` reads trained positions only and ``row`` is scored where its
+    model was never trained to answer."""
+    return bool(rule and rule.trained_positions_only and row.kind == "sft" and row.scoring
+                and not trained_position(row.target, row.scoring))
+
+
+def untrained_note(rows: list[ResultRow], rule: ReadingRule | None) -> str | None:
+    """The one sentence that says which valid rows the comparisons leave out under
+    ``rule`` and why (None when none is)."""
+    left = sorted({(r.target, r.scoring) for r in rows
+                   if r.predictions and r.valid and untrained(r, rule)})
+    if not left:
+        return None
+    return ("Left out of the comparisons with label-only (DeLong, joint and secondary "
+            "readings), as the grid's reading rule reads models only where they were "
+            "trained to answer: " + ", ".join(f"{t} scored {s}" for t, s in left)
+            + " (each read where its model was never trained to answer).")
+
+
+def label_pairs(rows: list[ResultRow], rule: ReadingRule | None = None
+                ) -> list[tuple[ResultRow, ResultRow]]:
+    """(label-only run, rationale run) of the same cell, both valid and scored; under a
+    rule that reads trained positions only, no run scored where it was never trained to
+    answer (:func:`untrained`)."""
+    sft = [r for r in rows if r.kind == "sft" and r.predictions and r.valid
+           and not untrained(r, rule)]
     labels = {tuple(cell_of(r).values()): r for r in sft if r.target == "label"}
     return [(labels[tuple(cell_of(r).values())], r) for r in sft
             if r.target != "label" and tuple(cell_of(r).values()) in labels]
 
 
-def comparisons(rows: list[ResultRow]) -> list[dict]:
+def comparisons(rows: list[ResultRow], rule: ReadingRule | None = None) -> list[dict]:
     """Paired DeLong tests, label-only vs each valid rationale run per matched cell, Holm
-    adjusted. Runs marked invalid are left out (see :func:`excluded`)."""
+    adjusted. Runs marked invalid are left out (see :func:`excluded`), and under ``rule``
+    runs scored where they were never trained to answer (:func:`untrained_note`)."""
     out = []
-    for ref, r in label_pairs(rows):
+    for ref, r in label_pairs(rows, rule):
         _, y, a, b = _aligned(ref, r)
         if len(set(y.tolist())) < 2:
             continue
@@ -55,11 +87,13 @@ def excluded(rows: list[ResultRow]) -> list[ResultRow]:
     return [r for r in rows if not r.valid]
 
 
-def joint_differences(rows: list[ResultRow], n_resamples: int, seed: int) -> list[dict]:
+def joint_differences(rows: list[ResultRow], n_resamples: int, seed: int,
+                      rule: ReadingRule | None = None) -> list[dict]:
     """Label-only minus each rationale target over all its valid cells at once, from one
-    patient-level bootstrap shared by the cells (they share one test set)."""
+    patient-level bootstrap shared by the cells (they share one test set); under
+    ``rule``, as :func:`label_pairs` leaves out."""
     by_target: dict[str, list[tuple[ResultRow, ResultRow]]] = {}
-    for ref, r in label_pairs(rows):
+    for ref, r in label_pairs(rows, rule):
         by_target.setdefault(r.target, []).append((ref, r))
     out = []
     for target, pairs in sorted(by_target.items()):
@@ -70,7 +104,7 @@ def joint_differences(rows: list[ResultRow], n_resamples: int, seed: int) -> lis
                                 "patients; the joint bootstrap needs one test set")
         result = joint_paired_difference(y, [(a, b) for _, _, a, b in aligned], "auroc",
                                          n_resamples=n_resamples, seed=seed)
-        out.append({"comparison": f"label vs {target}", **result,
+        out.append({"comparison": f"label vs {target}", "target": target, **result,
                     "cells": [cell_of(r) for _, r in pairs]})
     return out
 
@@ -115,7 +149,9 @@ def summary_by_target(rows: list[ResultRow]) -> list[dict]:
                   is not None]
         out.append({"setting": name,
                     "scoring": (members[0].scoring or "–") if members[0].kind == "sft"
-                    else "–", "runs": len(members),
+                    else (members[0].scoring or ("its rationale, greedy"
+                                                 if members[0].with_rationales else "direct")),
+                    "runs": len(members),
                     "mean_auroc": float(np.mean(aurocs)) if aurocs else None,
                     "sd_auroc": float(np.std(aurocs, ddof=1)) if len(aurocs) > 1 else None,
                     "mean_auprc": float(np.mean(auprcs)) if auprcs else None})

@@ -185,7 +185,21 @@ def selection_entry(grid: ExperimentGrid, factors: dict, scores: list[Score],
             "extra_scorings": grid.scorings_for(factors["target"])}
 
 
-def fewshot_entry(cfg: FewShotConfig, run_id: int) -> dict:
+def run_fewshot_scorings(engine: Engine, grid: ExperimentGrid, cfg: FewShotConfig,
+                         pool: ScorerPool, say: Callable[[str], None]) -> int:
+    """A few-shot run, its own scoring and the grid's others (each reused when stored);
+    its run id."""
+    from training.fewshot import run_fewshot, score_sampled
+
+    result = run_fewshot(engine, cfg, pool=pool, on_stage=say)
+    for variant in grid.fewshot_scorings(cfg):
+        score_sampled(engine, cfg, grid.fewshot_evaluate_config(cfg, variant), pool=pool,
+                      on_stage=say)
+    return result.training_run_id
+
+
+def fewshot_entry(grid: ExperimentGrid, cfg: FewShotConfig, run_id: int) -> dict:
     return {"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
             "with_rationales": cfg.with_rationales, "seed": cfg.seed,
-            "selection": cfg.selection, "run_id": run_id}
+            "selection": cfg.selection, "run_id": run_id,
+            "extra_scorings": grid.fewshot_scorings(cfg)}
