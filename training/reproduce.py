@@ -308,11 +308,15 @@ def _fewshot_reading(contrasts: list[dict]) -> list[str]:
         if not e["primary"]:
             continue
         what = f"Few-shot k={e['k']} ({e['selection']} demonstrations)"
-        if e["left_out"]:
-            lines.append(f"- {what}, with rationales − without: not compared ({e['left_out']}).")
-            continue
         others = [o for o in contrasts if not o["primary"] and not o["left_out"]
                   and (o["k"], o["selection"]) == (e["k"], e["selection"])]
+        if e["left_out"]:
+            lines.append(f"- {what}, with rationales scored {e['scoring']} (primary) − "
+                         f"without: not compared ({e['left_out']})."
+                         + "".join(f" With rationales scored {o['scoring']} (secondary): "
+                                   f"{format_difference(o)}, {len(o['with_seeds'])} draw(s)."
+                                   for o in others))
+            continue
         side = ("the rationales helped" if e["low"] > 0 else "the rationales hurt"
                 if e["high"] < 0 else "no difference shown (the CI includes 0; not "
                 "evidence that they are equal)")
@@ -320,6 +324,9 @@ def _fewshot_reading(contrasts: list[dict]) -> list[str]:
             f"- {what}, with rationales scored {e['scoring']} (primary) − without: "
             f"{format_difference(e)}, p = {e['p']:.3g}, {len(e['with_seeds'])} draw(s), "
             f"{e['interval']}: {side}."
+            + (" Left out " + "; ".join(f"{d['arm']} draw {d['seed']}: {d['why']}"
+                                        for d in e["dropped"]) + "."
+               if e.get("dropped") else "")
             + "".join(f" With rationales scored {o['scoring']}: {format_difference(o)}."
                       for o in others))
     return lines

@@ -280,6 +280,13 @@ def fewshot_contrasts(rows: list[dict], n_resamples: int, seed: int) -> list[dic
                          interval="patients only (one draw)"
                          if len(with_seeds) == len(without_seeds) == 1
                          else "draws, then patients")
+            # draws an arm has runs of but the contrast does not use, and why
+            entry["dropped"] = [
+                {"arm": arm, "seed": s, "why": runs_[s]["invalid_reason"] or "no paired draw"}
+                for arm, runs_, used in (
+                    ("with rationales", every[(k, selection, True, scoring)], with_seeds),
+                    ("without", every[(k, selection, False, None)], without_seeds))
+                for s in sorted(runs_) if s not in used]
         out.append(entry)
     scored = {}
     for e in out:
@@ -304,6 +311,18 @@ def _target_lines(rows: list[dict]) -> list[str]:
         for t in sorted(alphas, key=list(TARGETS).index)) + "."]
 
 
+def fewshot_draws(e: dict) -> str:
+    """The draws a few-shot contrast used (each arm's where they differ), and those it
+    left out with why."""
+    used = (", ".join(map(str, e["with_seeds"])) if e["with_seeds"] == e["without_seeds"]
+            else f"with {', '.join(map(str, e['with_seeds']))}; without "
+                 f"{', '.join(map(str, e['without_seeds']))} (unpaired)")
+    return (used + (f"; {e['interval']}" if e["interval"].startswith("patients") else "")
+            + (" (left out " + "; ".join(f"{d['arm']} draw {d['seed']}: {d['why']}"
+                                         for d in e["dropped"]) + ")"
+               if e.get("dropped") else ""))
+
+
 def _fewshot_contrast_lines(contrasts: list[dict]) -> list[str]:
     if not contrasts:
         return []
@@ -315,9 +334,7 @@ def _fewshot_contrast_lines(contrasts: list[dict]) -> list[str]:
     return lines + table(["k", "selection", "with rationales scored by", "draws",
                           "difference (with − without) [95% CI]", "p"], (
         [e["k"], e["selection"], e["scoring"] + (" (primary)" if e["primary"] else ""),
-         "none valid" if e["left_out"] else ", ".join(map(str, e["with_seeds"]))
-         + ("" if e["paired_seeds"] else " (unpaired)")
-         + (f"; {e['interval']}" if e["interval"].startswith("patients") else ""),
+         "–" if e["left_out"] else fewshot_draws(e),
          f"left out: {e['left_out']}" if e["left_out"] else
          f"{e['value']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]",
          "–" if e["left_out"] else f"{e['p']:.3g}"] for e in contrasts))

@@ -406,3 +406,19 @@ def test_the_transformers_scorer_sets_the_models_own_generation_defaults_aside(t
                    LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
     wrapped = TransformersScorer(str(folder), str(adapter)).model
     assert wrapped.get_base_model().generation_config.repetition_penalty in (None, 1.0)
+
+
+def test_a_few_shot_run_is_scored_again_only_with_the_demonstrations_it_recorded(tmp_path):
+    """Sampled scoring of a finished few-shot run rebuilds its seeded demonstrations and
+    refuses to go on if they are not the ones its demonstrations.jsonl recorded."""
+    from training.fewshot import _check_demonstrations
+    from training.runs import RunError
+
+    queries = [{"id": "q1"}, {"id": "q2"}]
+    demos = [[{"id": "a"}, {"id": "b"}], [{"id": "a"}, {"id": "b"}]]
+    (tmp_path / "demonstrations.jsonl").write_text(
+        '{"id": "q1", "demonstrations": ["a", "b"]}\n'
+        '{"id": "q2", "demonstrations": ["a", "b"]}\n')
+    _check_demonstrations(tmp_path, queries, demos)
+    with pytest.raises(RunError, match="records other demonstrations than the pool gives"):
+        _check_demonstrations(tmp_path, queries, [demos[0], [{"id": "a"}, {"id": "c"}]])

@@ -38,7 +38,9 @@ def _train_candidate(engine, grid, cfg, tuned, pool, say):
 def _run_fewshot(engine, grid, cfg, pool=None, say=None):
     if cfg.k == 4:
         raise RuntimeError("no demonstrations")
-    return 900 + cfg.k
+    if cfg.k == 2:  # the run and its own scoring finish; its sampled scoring fails
+        return 900 + cfg.k, [], [("sampled", "RuntimeError: out of memory")]
+    return 900 + cfg.k, ["sampled"] if cfg.with_rationales else [], []
 
 
 @pytest.fixture()
@@ -125,6 +127,26 @@ def test_a_failing_candidate_fails_its_cell_and_the_seeds_waiting_for_its_choice
 def test_the_ray_driver_gives_the_local_runners_result_and_failures(stand_ins, tmp_path,
                                                                     max_concurrent):
     assert _on_ray(_grid(tmp_path), max_concurrent) == _local(_grid(tmp_path))
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_a_few_shot_runs_failed_sampled_scoring_leaves_the_run_in_the_report(
+        stand_ins, tmp_path, runner):
+    """A few-shot run whose own scoring finished stays selected (with the scorings it has)
+    when its sampled scoring fails; that scoring alone is listed as failed."""
+    grid = _grid(tmp_path).model_copy(update={"fewshot": _grid(tmp_path).fewshot.model_copy(
+        update={"ks": [2], "with_rationales": [True]})})
+    result = _local(grid) if runner == "local" else _on_ray(grid, 2)
+    (entry,) = [c for c in result.cells if c["kind"] == "fewshot"]
+    assert (entry["run_id"], entry["extra_scorings"]) == (902, [])
+    (failed,) = [f for f in result.failed if f.factors["kind"] == "fewshot"]
+    assert failed.factors["scoring"] == "sampled"
+    assert failed.error == "RuntimeError: out of memory"
+    from training.grid.report_files import describe_failed
+
+    assert describe_failed(failed.factors) == (
+        "few-shot k=2 with rationales, random selection, seed 0, its sampled scoring only "
+        "(the run and its own scoring are in the tables)")
 
 
 WEIGHTLESS = 102  # rationale-free seed 0 at 2e-3: chosen, then retrained and ranked lower

@@ -450,6 +450,11 @@ def test_few_shot_rationales_are_read_against_the_same_draws_without_them(tmp_pa
     assert nearest["left_out"] == "with rationales: answer line not reached"
     # draw 1's greedy run was left out: greedy pairs draws 0 and 2, sampled all three
     assert greedy["with_seeds"] == greedy["without_seeds"] == [0, 2]
+    assert greedy["dropped"] == [
+        {"arm": "with rationales", "seed": 1, "why": "answer line not reached"},
+        {"arm": "without", "seed": 1, "why": "no paired draw"}]
+    assert ("| 4 | random | greedy | 0, 2 (left out with rationales draw 1: answer line "
+            "not reached; without draw 1: no paired draw) |") in text
     assert sampled["with_seeds"] == [0, 1, 2] and sampled["paired_seeds"]
     auroc = {(r["scoring"], r["with_rationales"], r["seed"]): r["auroc"]["value"]
              for r in rows if r["selection"] == "random" and r["k"]}
@@ -468,8 +473,17 @@ def test_few_shot_rationales_are_read_against_the_same_draws_without_them(tmp_pa
     said = conclusions({"rows": rows, "seeds": data, "references": [], "joint": []})
     assert ("Few-shot k=4 (random demonstrations), with rationales scored sampled "
             "(primary) − without: ") in said and "the rationales helped" in said
-    assert "Few-shot k=4 (nearest demonstrations), with rationales − without: not " \
-        "compared (with rationales: answer line not reached)" in said
+    assert "Few-shot k=4 (nearest demonstrations), with rationales scored greedy (primary) " \
+        "− without: not compared (with rationales: answer line not reached)." in said
+    assert "Left out with rationales draw 1: answer line not reached" not in said  # primary
+    # where the primary cannot be read, the other scoring is given as secondary
+    unread = [{**r, "valid": False, "invalid_reason": "too few answers"}
+              if r["scoring"] == "sampled" else r for r in rows]
+    again = seed_report.section(unread, n_resamples=200, seed=0)[1]
+    said = conclusions({"rows": unread, "seeds": again, "references": [], "joint": []})
+    assert ("Few-shot k=4 (random demonstrations), with rationales scored sampled (primary) "
+            "− without: not compared (with rationales: too few answers). With rationales "
+            "scored greedy (secondary): ") in said
 
 
 def test_the_seed_section_says_what_each_compared_target_learns(tmp_path):

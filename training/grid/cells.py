@@ -60,10 +60,13 @@ def error_text(exc: BaseException) -> str:
     return text.strip().splitlines()[0][:500] if text.strip() else type(cause).__name__
 
 
-def fewshot_failure(cfg: FewShotConfig, error: str) -> FailedCell:
+def fewshot_failure(cfg: FewShotConfig, error: str, scoring: str | None = None
+                    ) -> FailedCell:
+    """A few-shot run that failed, or (``scoring``) one of its other scorings."""
     return FailedCell({"kind": "fewshot", "target": cfg.target, "k": cfg.k,
                        "with_rationales": cfg.with_rationales, "seed": cfg.seed,
-                       "selection": cfg.selection}, error)
+                       "selection": cfg.selection,
+                       **({"scoring": scoring} if scoring else {})}, error)
 
 
 def describe_cell(factors: dict) -> str:

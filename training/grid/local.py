@@ -105,12 +105,16 @@ def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerP
         if kind not in pools:
             pools[kind] = ScorerPool(kind, cfg.batch_size)
         try:
-            run_id = run_fewshot_scorings(engine, grid, cfg, pools[kind], say)
+            run_id, scored, failed = run_fewshot_scorings(engine, grid, cfg, pools[kind],
+                                                          say)
         except Exception as exc:  # noqa: BLE001 - as above
             failures.append(fewshot_failure(cfg, error_text(exc)))
             say(f"few-shot k={cfg.k} failed: {failures[-1].error}")
         else:
-            entries.append(fewshot_entry(grid, cfg, run_id))
+            entries.append(fewshot_entry(cfg, run_id, scored))
+            for variant, error in failed:
+                failures.append(fewshot_failure(cfg, error, variant))
+                say(f"few-shot k={cfg.k}, {variant} scoring failed: {error}")
         keep_archive(engine, grid, [entry["run_id"] for entry in entries])
         tick()
     return entries, failures

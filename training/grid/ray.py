@@ -96,7 +96,8 @@ def test_task(place: tuple[str, str], grid_data: dict, run_id: int, target: str,
         pool.close()
 
 
-def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict) -> int:
+def fewshot_task(place: tuple[str, str], grid_data: dict, cfg_data: dict
+                 ) -> tuple[int, list[str], list[tuple[str, str]]]:
     from training.evaluate import scorer_kind
     from training.fewshot_config import FewShotConfig
 
@@ -224,13 +225,17 @@ class _Driver:
                                                     cfg.model_dump(mode="json"))
             self.running[ref] = (what, payload)
 
-    def _fewshot_done(self, payload: tuple, run_id: int | None, error: str | None) -> None:
+    def _fewshot_done(self, payload: tuple, value: tuple | None, error: str | None) -> None:
         n, cfg = payload
         if error:
             self.fewshot_failures.append(fewshot_failure(cfg, error))
             self.say(f"few-shot k={cfg.k} failed: {error}")
         else:
-            self.fewshot_entries[n] = fewshot_entry(self.grid, cfg, run_id)
+            run_id, scored, failed = value
+            self.fewshot_entries[n] = fewshot_entry(cfg, run_id, scored)
+            for variant, variant_error in failed:
+                self.fewshot_failures.append(fewshot_failure(cfg, variant_error, variant))
+                self.say(f"few-shot k={cfg.k}, {variant} scoring failed: {variant_error}")
         self.tick()
 
     def _candidate_done(self, payload: tuple, value: tuple | None, error: str | None) -> None:

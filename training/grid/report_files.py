@@ -48,11 +48,14 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in every_row if not r.extra_scoring]  # each cell's own scoring
-    tests = comparisons(rows, grid.reading)
+    # the rule bound to this grid's scoring settings now (what its runs were made under,
+    # grid.preregistration()), whatever copy of the grid carried it here
+    rule = grid.reading.with_scoring(grid.scoring_settings()) if grid.reading else None
+    tests = comparisons(rows, rule)
     evaluation = grid.evaluate_config("test")
     n_resamples = max(evaluation.n_bootstrap, 2000)
     joint = joint_differences(rows, n_resamples=n_resamples, seed=evaluation.seed,
-                              rule=grid.reading)
+                              rule=rule)
     _write_results(every_row, out)
     _write_comparisons(tests, out / "comparisons.csv")
     write_predictions(every_row, refs, out / "predictions.csv")
@@ -60,14 +63,14 @@ def write(grid: ExperimentGrid, every_row: list[ResultRow], refs: list[dict], se
     cells = cell_summary(rows, refs)
     every_dict = [r.as_dict() for r in every_row]
     seed_lines, seed_data = seed_report.section(every_dict, n_resamples, evaluation.seed,
-                                                grid.reading, selection,
+                                                rule, selection,
                                                 evaluation.max_one_answer_share)
     text = markdown(grid, rows, tests, joint, cells, refs, figure, lead=seed_lines,
                     every_row=every_row)
     mechanism_data = None
     if mechanism.applies(grid):
         lines, mechanism_data = mechanism.section(every_dict, out, n_resamples, evaluation.seed,
-                                                  grid.reading)
+                                                  rule)
         text += "\n".join(lines) + "\n"
     text += failed_section(selection.get("failed"))
     (out / "results.md").write_text(text)
@@ -100,7 +103,11 @@ def describe_failed(factors: dict) -> str:
     if factors.get("kind") == "fewshot":
         return (f"few-shot k={factors.get('k')} "
                 f"{'with' if factors.get('with_rationales') else 'without'} rationales, "
-                f"{factors.get('selection') or 'random'} selection, seed {factors.get('seed')}")
+                + ("no demonstrations" if factors.get("k") == 0
+                   else f"{factors.get('selection') or 'random'} selection")
+                + f", seed {factors.get('seed')}"
+                + (f", its {factors['scoring']} scoring only (the run and its own scoring "
+                   "are in the tables)" if factors.get("scoring") else ""))
     return (f"{factors.get('target')}, size {factors.get('train_size') or 'all'}, seed "
             f"{factors.get('seed')}")
 
@@ -206,8 +213,9 @@ def _describe(row: ResultRow) -> str:
     if row.kind == "sft":
         return f"{row.target}, size {row.train_size or 'all'}, seed {row.seed}"
     return (f"few-shot k={row.k} {'with' if row.with_rationales else 'without'} "
-            f"rationales, {row.selection or 'random'} selection"
-            + (f", scored {row.scoring}" if row.scoring else "") + f", seed {row.seed}")
+            f"rationales, " + ("no demonstrations" if row.k == 0
+                               else f"{row.selection or 'random'} selection")
+            + f", seed {row.seed}")
 
 
 def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],

@@ -101,22 +101,27 @@ def collect(engine: Engine, grid: ExperimentGrid, selection: dict) -> list[Resul
     rows = []
     with Session(engine) as session:
         version = get_version(session, grid.dataset)
+        # a few-shot run's other scorings were made with the grid's own config of it (its
+        # engine is no part of its identity, but of its results' settings)
+        fewshots = {cfg.identity(version.content_hash): cfg for cfg in grid.fewshot_runs()}
         for cell in selection["cells"]:
             run = session.get(TrainingRun, cell["run_id"])
             variants = [None, *cell.get("extra_scorings", [])]
             for variant in variants:
-                rows.append(_collect_row(session, grid, version, cell, run, variant))
+                rows.append(_collect_row(session, grid, version, cell, run, variant,
+                                         fewshots.get(run.config_hash)))
     return rows
 
 
 def _collect_row(session, grid: ExperimentGrid, version, cell: dict, run: TrainingRun,
-                 variant: str | None) -> ResultRow:
+                 variant: str | None, fewshot: FewShotConfig | None = None) -> ResultRow:
     evaluation = grid.evaluate_config("test", variant)
     if run.kind == "sft":
         result = runs.result_for(session, run.id, "test", evaluation.settings_hash(),
                                  evaluation.scoring)
     elif variant:  # a few-shot run's scoring beside its own (sampled rationales)
-        scored = grid.fewshot_evaluate_config(FewShotConfig.from_stored(run.config), variant)
+        scored = grid.fewshot_evaluate_config(
+            fewshot or FewShotConfig.from_stored(run.config), variant)
         result = runs.result_for(session, run.id, "test", scored.settings_hash(), variant)
     else:
         result = runs.result_for(session, run.id, "test")

@@ -186,20 +186,30 @@ def selection_entry(grid: ExperimentGrid, factors: dict, scores: list[Score],
 
 
 def run_fewshot_scorings(engine: Engine, grid: ExperimentGrid, cfg: FewShotConfig,
-                         pool: ScorerPool, say: Callable[[str], None]) -> int:
-    """A few-shot run, its own scoring and the grid's others (each reused when stored);
-    its run id."""
+                         pool: ScorerPool, say: Callable[[str], None]
+                         ) -> tuple[int, list[str], list[tuple[str, str]]]:
+    """A few-shot run in its own scoring, then the grid's other scorings of it (each
+    reused when stored): its run id, the other scorings it has, and (scoring, error) for
+    each that failed. The run's own failure raises; a failed other scoring leaves the
+    run and its own result in the report."""
     from training.fewshot import run_fewshot, score_sampled
+    from training.grid.cells import error_text  # cells reads this module's bookkeeping
 
     result = run_fewshot(engine, cfg, pool=pool, on_stage=say)
+    scored, failed = [], []
     for variant in grid.fewshot_scorings(cfg):
-        score_sampled(engine, cfg, grid.fewshot_evaluate_config(cfg, variant), pool=pool,
-                      on_stage=say)
-    return result.training_run_id
+        try:
+            score_sampled(engine, cfg, grid.fewshot_evaluate_config(cfg, variant),
+                          pool=pool, on_stage=say)
+        except Exception as exc:  # noqa: BLE001 - the run stays, this scoring is failed
+            failed.append((variant, error_text(exc)))
+        else:
+            scored.append(variant)
+    return result.training_run_id, scored, failed
 
 
-def fewshot_entry(grid: ExperimentGrid, cfg: FewShotConfig, run_id: int) -> dict:
+def fewshot_entry(cfg: FewShotConfig, run_id: int, extra_scorings: list[str]) -> dict:
     return {"kind": "fewshot", "base_model": cfg.base_model, "k": cfg.k,
             "with_rationales": cfg.with_rationales, "seed": cfg.seed,
             "selection": cfg.selection, "run_id": run_id,
-            "extra_scorings": grid.fewshot_scorings(cfg)}
+            "extra_scorings": list(extra_scorings)}
