@@ -137,7 +137,8 @@ def untuned(grid: dict) -> str | None:
     if not sft or len(rates) * len(epochs) != 1:
         return None
     return (f"The SFT runs are **untuned**: every target trains with one learning rate "
-            f"({rates[0]:g}) for {epochs[0]:g} epochs, chosen on no validation result, so a "
+            f"({rates[0]:g}) for {epochs[0]:g} epoch{'' if epochs[0] == 1 else 's'}, chosen "
+            "on no validation result, so a "
             "target that needs another setting reads as worse than it could be; a "
             "difference between targets here does not separate \"the target hurts\" from "
             "\"the target is mistuned\".")
