@@ -644,6 +644,8 @@ def test_a_rule_given_to_a_grid_is_bound_to_that_grids_scoring_alone():
 
 def _store_runs(engine, grid: ExperimentGrid, made: str | None, status: str = "finished",
                 seeds=None) -> None:
+    import hashlib
+
     from sqlmodel import Session
 
     from annotation_db.models import TrainingRun
@@ -655,7 +657,8 @@ def _store_runs(engine, grid: ExperimentGrid, made: str | None, status: str = "f
             for c in candidates:
                 config = c.model_dump(mode="json") | {"reading_rule": made}
                 session.add(TrainingRun(kind="sft", target=c.target, base_model=c.base_model,
-                                        config=config, config_hash=f"{made}-{c.identity('h')}",
+                                        config=config, config_hash=hashlib.sha256(
+                                            f"{made}-{c.identity('h')}".encode()).hexdigest(),
                                         run_dir=f"/nowhere/sft-{c.target}-{c.seed}",
                                         status=status))
         session.commit()
