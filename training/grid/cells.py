@@ -53,13 +53,6 @@ class GridResult:
         return out
 
 
-def error_text(exc: BaseException) -> str:
-    """The step's own exception (Ray wraps it in its ``cause``), as one line."""
-    cause = getattr(exc, "cause", None) or exc
-    text = f"{type(cause).__name__}: {cause}"
-    return text.strip().splitlines()[0][:500] if text.strip() else type(cause).__name__
-
-
 def fewshot_failure(cfg: FewShotConfig, error: str, scoring: str | None = None
                     ) -> FailedCell:
     """A few-shot run that failed, or (``scoring``) one of its other scorings."""

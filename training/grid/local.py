@@ -11,9 +11,10 @@ from sqlalchemy.engine import Engine
 
 from training import runs
 from training.evaluate import ScorerPool, scorer_kind
-from training.grid.cells import CellBook, FailedCell, GridResult, error_text, fewshot_failure
+from training.grid.cells import CellBook, FailedCell, GridResult, fewshot_failure
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
+    error_text,
     fewshot_entry,
     keep_archive,
     restore_archive,

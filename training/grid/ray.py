@@ -25,9 +25,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
-from training.grid.cells import CellBook, FailedCell, GridResult, error_text, fewshot_failure
+from training.grid.cells import CellBook, FailedCell, GridResult, fewshot_failure
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
+    error_text,
     fewshot_entry,
     keep_archive,
     restore_archive,

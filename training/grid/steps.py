@@ -185,6 +185,13 @@ def selection_entry(grid: ExperimentGrid, factors: dict, scores: list[Score],
             "extra_scorings": grid.scorings_for(factors["target"])}
 
 
+def error_text(exc: BaseException) -> str:
+    """The step's own exception (Ray wraps it in its ``cause``), as one line."""
+    cause = getattr(exc, "cause", None) or exc
+    text = f"{type(cause).__name__}: {cause}"
+    return text.strip().splitlines()[0][:500] if text.strip() else type(cause).__name__
+
+
 def run_fewshot_scorings(engine: Engine, grid: ExperimentGrid, cfg: FewShotConfig,
                          pool: ScorerPool, say: Callable[[str], None]
                          ) -> tuple[int, list[str], list[tuple[str, str]]]:
@@ -193,7 +200,6 @@ def run_fewshot_scorings(engine: Engine, grid: ExperimentGrid, cfg: FewShotConfi
     each that failed. The run's own failure raises; a failed other scoring leaves the
     run and its own result in the report."""
     from training.fewshot import run_fewshot, score_sampled
-    from training.grid.cells import error_text  # cells reads this module's bookkeeping
 
     result = run_fewshot(engine, cfg, pool=pool, on_stage=say)
     scored, failed = [], []
