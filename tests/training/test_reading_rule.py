@@ -608,6 +608,17 @@ def test_where_scores_are_computed_is_not_pre_registered():
         assert _v2_like(evaluation=same).preregistration() == grid.preregistration()
 
 
+def _rows_made_under(tmp_path, digest: str) -> list[dict]:
+    """Two seeds' report rows whose run folders echo a config made under ``digest``."""
+    rows = _two_seed_rows(tmp_path)
+    for r in rows:
+        folder = tmp_path / f"run{r['run_id']}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"reading_rule": digest}))
+        r["run_dir"] = str(folder)
+    return rows
+
+
 def test_a_report_refuses_runs_scored_with_other_sampling_settings(tmp_path):
     """Runs made (and scored) with 5 samples are not read by a grid that now samples 10,
     though its reading rule is word for word the same."""
@@ -616,13 +627,7 @@ def test_a_report_refuses_runs_scored_with_other_sampling_settings(tmp_path):
     made = _v2_like()
     now = _v2_like(evaluation={"n_samples": 10})
     assert made.reading.digest() == now.reading.digest()
-    rows = _two_seed_rows(tmp_path)
-    for r in rows:
-        folder = tmp_path / f"run{r['run_id']}"
-        folder.mkdir()
-        (folder / "config.yaml").write_text(
-            yaml.safe_dump({"reading_rule": made.preregistration()}))
-        r["run_dir"] = str(folder)
+    rows = _rows_made_under(tmp_path, made.preregistration())
     with pytest.raises(RunError, match=rf"pre-registration \(rule and scoring settings\) is "
                                        rf"{now.preregistration()[:12]}"):
         section(rows, tmp_path, 200, 1, now.reading)
@@ -709,13 +714,7 @@ def test_an_amended_rule_says_so_in_the_report(tmp_path):
                                     "what": "x"}},
         "explanations": {"e": ["multitask"]}, "amends": ["a" * 64]})
     assert rule.digest() != rule.model_copy(update={"amends": []}).digest()
-    rows = _two_seed_rows(tmp_path)
-    for r in rows:
-        folder = tmp_path / f"run{r['run_id']}"
-        folder.mkdir()
-        (folder / "config.yaml").write_text(
-            yaml.safe_dump({"reading_rule": rule.preregistration()}))
-        r["run_dir"] = str(folder)
+    rows = _rows_made_under(tmp_path, rule.preregistration())
     lines, data = section(rows, tmp_path, 200, 1, rule)
     assert data["reading_rule"]["amends"] == ["a" * 64]
     assert any(line.startswith("- Rule amended after runs existed: earlier digest "
