@@ -111,7 +111,7 @@ def reproduce(engine: Engine, config: ReproduceConfig, scale: str, *, config_pat
                "command": command, "argv": portable_argv()}
     (out / "reproduce.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     md = _study_markdown(summary, (out / "results.md").read_text(), version, data)
-    md += conclusions(results, grid.reading)
+    md += conclusions(results, grid.reading)  # reads trained_positions_only alone
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md, out, title(summary)))
     summary["report"] = str(out / "report.md")
@@ -315,7 +315,8 @@ def _fewshot_reading(contrasts: list[dict]) -> list[str]:
             lines.append(f"- {what}, with rationales scored {e['scoring']} (primary) − "
                          f"without: not compared ({e['left_out']})."
                          + "".join(f" With rationales scored {o['scoring']} (secondary): "
-                                   f"{format_difference(o)}, {len(o['with_seeds'])} draw(s)."
+                                   f"{format_difference(o)}, p = {o['p']:.3g}, draws "
+                                   f"{seed_report.fewshot_draws(o)}."
                                    for o in others))
             continue
         side = ("the rationales helped" if e["low"] > 0 else "the rationales hurt"

@@ -226,8 +226,8 @@ def test_run_experiment_writes_the_report_of_the_others_then_raises(monkeypatch,
     written = {}
     monkeypatch.setattr(experiment, "report", lambda engine, grid, selection, out: written.update(
         selection=selection) or {"folder": str(out)})
-    with pytest.raises(runs.RunError, match="1 of the grid's cells failed .*label, size all, "
-                                            "seed 1: FileExistsError: in the way"):
+    with pytest.raises(runs.RunError, match="1 of the grid's cells or scorings failed .*label, "
+                                            "size all, seed 1: FileExistsError: in the way"):
         experiment.run_experiment(None, grid, runner=lambda *a, **k: GridResult(
             grid.name, [{"run_id": 7}], [failed]))
     saved = json.loads((experiment.experiment_folder(grid) / "selection.json").read_text())

@@ -112,7 +112,8 @@ def test_a_failing_run_leaves_the_other_three_finished(cluster, tiny_model, tmp_
     folder = runs.run_folder(grid.runs_dir, "sft", doomed.target, doomed.identity(version_hash))
     folder.parent.mkdir(parents=True)
     folder.write_text("in the way\n")
-    with pytest.raises(runs.RunError, match="1 of the grid's cells failed") as failure:
+    with pytest.raises(runs.RunError,
+                       match="1 of the grid's cells or scorings failed") as failure:
         run_experiment(engine, grid, runner=ray_runner(Executor(kind="ray", max_concurrent=2)))
     assert "FileExistsError" in str(failure.value)
     assert sorted(_statuses(engine)) == ["failed"] + ["finished"] * 3

@@ -484,6 +484,8 @@ def test_few_shot_rationales_are_read_against_the_same_draws_without_them(tmp_pa
     assert ("Few-shot k=4 (random demonstrations), with rationales scored sampled (primary) "
             "− without: not compared (with rationales: too few answers). With rationales "
             "scored greedy (secondary): ") in said
+    assert ", draws 0, 2 (left out with rationales draw 1: answer line not reached; " \
+        "without draw 1: no paired draw)." in said
 
 
 def test_the_seed_section_says_what_each_compared_target_learns(tmp_path):

@@ -53,6 +53,12 @@ class GridResult:
         return out
 
 
+def fewshot_name(cfg: FewShotConfig) -> str:
+    """A few-shot run as a progress line names it (k, rationales, selection, draw)."""
+    return (f"few-shot k={cfg.k} {'with' if cfg.with_rationales else 'without'} rationales"
+            + ("" if cfg.k == 0 else f", {cfg.selection}") + f", seed {cfg.seed}")
+
+
 def fewshot_failure(cfg: FewShotConfig, error: str, scoring: str | None = None
                     ) -> FailedCell:
     """A few-shot run that failed, or (``scoring``) one of its other scorings."""

@@ -135,7 +135,7 @@ def run_experiment(engine: Engine, grid: ExperimentGrid, *, out_dir: str | Path 
     (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
     out = report(engine, grid, selection, out_dir or folder)
     out["failure"] = runs.RunError(
-        f"{len(result.failed)} of the grid's cells failed (the report in "
+        f"{len(result.failed)} of the grid's cells or scorings failed (the report in "
         f"{out['folder']} holds the others): " + "; ".join(
             f"{report_files.describe_failed(f.factors)}: {f.error}" for f in result.failed)) \
         if result.failed else None

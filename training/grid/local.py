@@ -11,7 +11,13 @@ from sqlalchemy.engine import Engine
 
 from training import runs
 from training.evaluate import ScorerPool, scorer_kind
-from training.grid.cells import CellBook, FailedCell, GridResult, fewshot_failure
+from training.grid.cells import (
+    CellBook,
+    FailedCell,
+    GridResult,
+    fewshot_failure,
+    fewshot_name,
+)
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
     error_text,
@@ -110,12 +116,12 @@ def _run_fewshots(engine: Engine, grid: ExperimentGrid, pools: dict[str, ScorerP
                                                           say)
         except Exception as exc:  # noqa: BLE001 - as above
             failures.append(fewshot_failure(cfg, error_text(exc)))
-            say(f"few-shot k={cfg.k} failed: {failures[-1].error}")
+            say(f"{fewshot_name(cfg)} failed: {failures[-1].error}")
         else:
             entries.append(fewshot_entry(cfg, run_id, scored))
             for variant, error in failed:
                 failures.append(fewshot_failure(cfg, error, variant))
-                say(f"few-shot k={cfg.k}, {variant} scoring failed: {error}")
+                say(f"{fewshot_name(cfg)}, {variant} scoring failed: {error}")
         keep_archive(engine, grid, [entry["run_id"] for entry in entries])
         tick()
     return entries, failures

@@ -25,7 +25,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
-from training.grid.cells import CellBook, FailedCell, GridResult, fewshot_failure
+from training.grid.cells import (
+    CellBook,
+    FailedCell,
+    GridResult,
+    fewshot_failure,
+    fewshot_name,
+)
 from training.grid.config import ExperimentGrid
 from training.grid.steps import (
     error_text,
@@ -230,13 +236,13 @@ class _Driver:
         n, cfg = payload
         if error:
             self.fewshot_failures.append(fewshot_failure(cfg, error))
-            self.say(f"few-shot k={cfg.k} failed: {error}")
+            self.say(f"{fewshot_name(cfg)} failed: {error}")
         else:
             run_id, scored, failed = value
             self.fewshot_entries[n] = fewshot_entry(cfg, run_id, scored)
             for variant, variant_error in failed:
                 self.fewshot_failures.append(fewshot_failure(cfg, variant_error, variant))
-                self.say(f"few-shot k={cfg.k}, {variant} scoring failed: {variant_error}")
+                self.say(f"{fewshot_name(cfg)}, {variant} scoring failed: {variant_error}")
         self.tick()
 
     def _candidate_done(self, payload: tuple, value: tuple | None, error: str | None) -> None:

@@ -92,8 +92,9 @@ def failed_section(failed: list[dict] | None) -> str:
     """The report's list of failed cells (empty when none failed)."""
     if not failed:
         return ""
-    return ("\n## Failed cells\n\nLeft out of every table above; re-run the grid once "
-            "the cause is fixed (finished runs are reused).\n\n" + "".join(
+    return ("\n## Failed cells\n\nLeft out of every table above (a failed scoring of a run "
+            "that finished: that scoring only); re-run the grid once the cause is fixed "
+            "(finished runs and scorings are reused).\n\n" + "".join(
                 f"- {describe_failed(f)}: {f['error']}\n" for f in failed))
 
 
@@ -244,7 +245,7 @@ def markdown(grid: ExperimentGrid, rows: list[ResultRow], tests: list[dict],
         lines += ["", "![AUROC by target and training-set size](auroc_by_size.png)"]
     lines += _sft_lines(rows)
     lines += _delong_lines(tests)
-    note = untrained_note(rows, grid.reading)
+    note = untrained_note(rows, grid.reading)  # reads trained_positions_only alone
     if note:
         lines += ["", note]
     lines += _fewshot_lines(every_row if every_row is not None else rows)
